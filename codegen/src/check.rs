@@ -1,0 +1,198 @@
+//! Reading a `#[remote]` trait into a model, with the errors a user can act on.
+
+use syn::spanned::Spanned;
+use syn::{Attribute, FnArg, Ident, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, Type};
+
+/// One method of the interface, as the expander needs it.
+pub struct MethodModel {
+    pub item: TraitItemFn,
+    pub name: Ident,
+    pub args: Vec<(Ident, Type)>,
+    pub output: Type,
+    pub oneway: bool,
+}
+
+/// Collects every problem in the trait, so one compile shows them all.
+pub fn methods(item: &mut ItemTrait) -> syn::Result<Vec<MethodModel>> {
+    let mut errors: Option<syn::Error> = None;
+    let mut push = |e: syn::Error| match &mut errors {
+        Some(all) => all.combine(e),
+        None => errors = Some(e),
+    };
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        push(syn::Error::new_spanned(
+            &item.generics,
+            "#[remora::remote] traits cannot be generic: the interface's identity and argument types must be fixed to go on the wire",
+        ));
+    }
+    let mut models = Vec::new();
+    for trait_item in &mut item.items {
+        let TraitItem::Fn(f) = trait_item else {
+            push(syn::Error::new(
+                trait_item.span(),
+                "#[remora::remote] traits hold only `async fn` methods (no associated types, constants or macros)",
+            ));
+            continue;
+        };
+        match method(f) {
+            Ok(m) => models.push(m),
+            Err(e) => push(e),
+        }
+    }
+    match errors {
+        Some(e) => Err(e),
+        None => Ok(models),
+    }
+}
+
+fn method(f: &mut TraitItemFn) -> syn::Result<MethodModel> {
+    let oneway = take_marker(&mut f.attrs, "oneway")?;
+    let sig = &f.sig;
+    if sig.asyncness.is_none() {
+        return Err(syn::Error::new_spanned(
+            &sig.fn_token,
+            format!(
+                "remote methods must be `async fn`: write `async fn {}(..)`; a call on a reference always awaits the actor",
+                sig.ident
+            ),
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            "remote methods cannot be generic: each argument must have one concrete type to be sent as a message",
+        ));
+    }
+    if let Some(v) = &sig.variadic {
+        return Err(syn::Error::new_spanned(
+            v,
+            "remote methods cannot be variadic",
+        ));
+    }
+    if sig.constness.is_some() || sig.unsafety.is_some() || sig.abi.is_some() {
+        return Err(syn::Error::new_spanned(
+            &sig.ident,
+            "remote methods are plain `async fn`s: no `const`, `unsafe` or `extern`",
+        ));
+    }
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.colon_token.is_none() => {}
+        Some(other) => {
+            return Err(syn::Error::new_spanned(
+                other,
+                "the first parameter of a remote method must be `&mut self` or `&self` (the actor handles one message at a time)",
+            ))
+        }
+        None => {
+            return Err(syn::Error::new_spanned(
+                &sig.ident,
+                "a remote method needs a `&mut self` or `&self` receiver",
+            ))
+        }
+    }
+    let mut args = Vec::new();
+    for input in inputs {
+        let FnArg::Typed(pt) = input else {
+            return Err(syn::Error::new_spanned(input, "unexpected receiver"));
+        };
+        let Pat::Ident(pi) = &*pt.pat else {
+            return Err(syn::Error::new_spanned(
+                &pt.pat,
+                "remote method arguments must be plain names (`amount: u64`), not patterns",
+            ));
+        };
+        if pi.by_ref.is_some() || pi.subpat.is_some() {
+            return Err(syn::Error::new_spanned(
+                &pt.pat,
+                "remote method arguments must be plain names (`amount: u64`), not patterns",
+            ));
+        }
+        check_owned(&pt.ty, "argument")?;
+        args.push((pi.ident.clone(), (*pt.ty).clone()));
+    }
+    let output = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => {
+            check_owned(ty, "return type")?;
+            (**ty).clone()
+        }
+    };
+    if oneway && !is_unit(&output) {
+        return Err(syn::Error::new_spanned(
+            &sig.output,
+            "a #[oneway] method sends no reply: remove the return type, or remove #[oneway] to make it an ask",
+        ));
+    }
+    for reserved in ["with_timeout", "core"] {
+        if sig.ident == reserved {
+            return Err(syn::Error::new_spanned(
+                &sig.ident,
+                format!("`{reserved}` is a method of the generated reference; rename this remote method"),
+            ));
+        }
+    }
+    Ok(MethodModel {
+        name: sig.ident.clone(),
+        item: f.clone(),
+        args,
+        output,
+        oneway,
+    })
+}
+
+/// Arguments and results are passed by copy: no borrowed or `impl Trait` types.
+fn check_owned(ty: &Type, what: &str) -> syn::Result<()> {
+    match ty {
+        Type::Reference(r) => Err(syn::Error::new_spanned(
+            r,
+            format!(
+                "remote {what}s are passed by copy: take an owned type (`{}` instead of `&{}`)",
+                quote::ToTokens::to_token_stream(&r.elem),
+                quote::ToTokens::to_token_stream(&r.elem)
+            ),
+        )),
+        Type::ImplTrait(t) => Err(syn::Error::new_spanned(
+            t,
+            format!("remote {what}s need a concrete type, not `impl Trait`"),
+        )),
+        Type::Ptr(p) => Err(syn::Error::new_spanned(
+            p,
+            format!("remote {what}s cannot be raw pointers"),
+        )),
+        Type::Paren(p) => check_owned(&p.elem, what),
+        Type::Group(g) => check_owned(&g.elem, what),
+        Type::Tuple(t) => t.elems.iter().try_for_each(|e| check_owned(e, what)),
+        Type::Array(a) => check_owned(&a.elem, what),
+        Type::Slice(s) => check_owned(&s.elem, what),
+        _ => Ok(()),
+    }
+}
+
+fn is_unit(ty: &Type) -> bool {
+    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
+}
+
+/// Removes `#[name]` from `attrs`, reporting whether it was there.
+fn take_marker(attrs: &mut Vec<Attribute>, name: &str) -> syn::Result<bool> {
+    let mut found = false;
+    let mut err = None;
+    attrs.retain(|a| {
+        if a.path().is_ident(name) {
+            if !matches!(a.meta, syn::Meta::Path(_)) {
+                err = Some(syn::Error::new_spanned(
+                    a,
+                    format!("#[{name}] takes no arguments"),
+                ));
+            }
+            found = true;
+            false
+        } else {
+            true
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(found),
+    }
+}

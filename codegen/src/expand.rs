@@ -1,0 +1,195 @@
+//! Emitting the proxy, the messages and the dispatcher for a checked trait.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::{ItemTrait, LitStr};
+
+use crate::check::{self, MethodModel};
+
+/// `#[remote(name = "...")]`.
+struct Args {
+    name: Option<LitStr>,
+}
+
+fn parse_args(attr: TokenStream) -> syn::Result<Args> {
+    let mut args = Args { name: None };
+    if attr.is_empty() {
+        return Ok(args);
+    }
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("name") {
+            args.name = Some(meta.value()?.parse()?);
+            Ok(())
+        } else {
+            Err(meta.error("unknown #[remora::remote] argument; expected `name = \"...\"`"))
+        }
+    });
+    syn::parse::Parser::parse2(parser, attr)?;
+    Ok(args)
+}
+
+pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let args = parse_args(attr)?;
+    let mut item: ItemTrait = syn::parse2(item).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "#[remora::remote] goes on a trait of `async fn` methods",
+        )
+    })?;
+    let methods = check::methods(&mut item)?;
+
+    let vis = &item.vis;
+    let trait_ident = &item.ident;
+    let wire_name = args
+        .name
+        .map(|l| l.value())
+        .unwrap_or_else(|| trait_ident.to_string());
+    let ref_ident = format_ident!("{}Ref", trait_ident);
+    let msg_ident = format_ident!("__Remora{}Msg", trait_ident);
+
+    let user_trait = rewrite_trait(&item, &methods);
+
+    let mut arg_structs = Vec::new();
+    let mut variants = Vec::new();
+    let mut arms = Vec::new();
+    let mut proxy_methods = Vec::new();
+    for m in &methods {
+        let name = &m.name;
+        let struct_ident = format_ident!("__Remora{}_{}", trait_ident, name);
+        let method_wire = format!("{wire_name}.{name}");
+        let arg_names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+        let arg_types: Vec<_> = m.args.iter().map(|(_, t)| t).collect();
+        let output = &m.output;
+        arg_structs.push(quote! {
+            #[doc(hidden)]
+            #[allow(non_camel_case_types)]
+            #vis struct #struct_ident { #( pub #arg_names: #arg_types, )* }
+
+            impl ::remora::Method for #struct_ident {
+                const NAME: &'static str = #method_wire;
+                const ID: u64 = ::remora::stable_id(#method_wire);
+                type Output = #output;
+            }
+
+            impl ::core::convert::From<::remora::Request<#struct_ident>> for #msg_ident {
+                fn from(request: ::remora::Request<#struct_ident>) -> Self {
+                    #msg_ident::#name(request)
+                }
+            }
+        });
+        variants.push(quote! { #name(::remora::Request<#struct_ident>) });
+        arms.push(quote! {
+            #msg_ident::#name(::remora::Request { args: #struct_ident { #( #arg_names, )* }, reply }) => {
+                reply.send(<A as #trait_ident>::#name(actor, #( #arg_names, )*).await);
+            }
+        });
+        let docs: Vec<_> = m
+            .item
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("doc"))
+            .collect();
+        let params = quote! { #( #arg_names: #arg_types ),* };
+        proxy_methods.push(if m.oneway {
+            quote! {
+                #( #docs )*
+                ///
+                /// One-way (a tell): await it to queue the message, or see [`::remora::Tell`].
+                pub fn #name(&self, #params) -> ::remora::Tell<'_, #msg_ident> {
+                    self.core.tell(#struct_ident { #( #arg_names, )* })
+                }
+            }
+        } else {
+            quote! {
+                #( #docs )*
+                pub fn #name(&self, #params)
+                    -> impl ::core::future::Future<Output = ::core::result::Result<#output, ::remora::CallError>> + ::core::marker::Send + '_
+                {
+                    self.core.ask(#struct_ident { #( #arg_names, )* })
+                }
+            }
+        });
+    }
+
+    let ref_doc = format!(
+        "A reference to an actor serving [`{trait_ident}`]: cheap to clone, `Send + Sync`; \
+         every method returns `Result<T, remora::CallError>`. Wire name `{wire_name}`."
+    );
+    let dispatch_body = if methods.is_empty() {
+        quote! { match self {} }
+    } else {
+        quote! { match self { #( #arms )* } }
+    };
+
+    Ok(quote! {
+        #user_trait
+
+        #[doc = #ref_doc]
+        #[derive(Clone, Debug, PartialEq)]
+        #vis struct #ref_ident {
+            core: ::remora::RefCore<#msg_ident>,
+        }
+
+        impl ::core::cmp::Eq for #ref_ident {}
+
+        impl #ref_ident {
+            /// The same reference, whose calls get `timeout` as their deadline
+            /// (default 30 s). Past it a call fails with `CallError::Timeout`.
+            pub fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
+                #ref_ident { core: self.core.with_timeout(timeout) }
+            }
+
+            #( #proxy_methods )*
+        }
+
+        impl ::remora::Interface for #ref_ident {
+            const NAME: &'static str = #wire_name;
+            const ID: u64 = ::remora::stable_id(#wire_name);
+            type Msg = #msg_ident;
+
+            fn from_core(core: ::remora::RefCore<#msg_ident>) -> Self {
+                #ref_ident { core }
+            }
+
+            fn core(&self) -> &::remora::RefCore<#msg_ident> {
+                &self.core
+            }
+        }
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #vis enum #msg_ident { #( #variants, )* }
+
+        #( #arg_structs )*
+
+        impl<A: #trait_ident> ::remora::Dispatch<A> for #msg_ident {
+            #[allow(unused_variables)]
+            fn dispatch(self, actor: &mut A) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send {
+                async move { #dispatch_body }
+            }
+        }
+    })
+}
+
+/// The user's trait with `Actor` as a supertrait and each `async fn` desugared to
+/// `fn -> impl Future + Send`, so handlers can run on any worker thread.
+fn rewrite_trait(item: &ItemTrait, methods: &[MethodModel]) -> TokenStream {
+    let mut item = item.clone();
+    item.supertraits.push(syn::parse_quote!(::remora::Actor));
+    item.items = methods
+        .iter()
+        .map(|m| {
+            let mut f = m.item.clone();
+            f.sig.asyncness = None;
+            let output = &m.output;
+            f.sig.output = syn::parse_quote! {
+                -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
+            };
+            if let Some(body) = &f.default {
+                f.default = Some(syn::parse_quote!({ async move #body }));
+            }
+            syn::TraitItem::Fn(f)
+        })
+        .collect();
+    quote! { #item }
+}

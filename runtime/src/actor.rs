@@ -1,0 +1,183 @@
+//! The actor trait, its lifecycle hooks, and how an actor is spawned.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cell::ActorCell;
+use crate::id::ActorId;
+use crate::mailbox::Mailbox;
+use crate::node::Node;
+
+/// An object that lives behind a mailbox and handles one message at a time.
+///
+/// Implement it (often as an empty `impl Actor for X {}`) next to the
+/// `#[remora::remote]` trait the actor serves. The hooks default to doing nothing.
+///
+/// ```
+/// use remora::{Actor, Context, StopReason};
+///
+/// struct Logger { lines: Vec<String> }
+///
+/// impl Actor for Logger {
+///     async fn on_start(&mut self, ctx: &Context) {
+///         self.lines.push(format!("{} started", ctx.id()));
+///     }
+///     async fn on_stop(&mut self, reason: &StopReason) {
+///         self.lines.push(format!("stopped: {reason}"));
+///     }
+/// }
+/// ```
+pub trait Actor: Send + Sized + 'static {
+    /// Runs once before the first message (and again after each restart, on the fresh state).
+    fn on_start(&mut self, ctx: &Context) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
+    /// Runs once after the last message, whatever the reason; queued callers have
+    /// already been answered with `ActorStopped`.
+    fn on_stop(&mut self, reason: &StopReason) -> impl Future<Output = ()> + Send {
+        let _ = reason;
+        async {}
+    }
+}
+
+/// Why an actor stopped, as [`Node::monitor`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// It was asked to stop ([`Node::stop`], [`Context::stop`]) or nothing can reach it
+    /// any more (every reference was dropped).
+    Normal,
+    /// A handler or hook panicked and the restart policy did not (or could no longer) restart it.
+    Panicked {
+        /// The panic's message, when it was a string.
+        message: String,
+    },
+    /// Its node shut down.
+    Shutdown,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::Normal => f.write_str("normal"),
+            StopReason::Panicked { message } => write!(f, "panicked: {message}"),
+            StopReason::Shutdown => f.write_str("node shutdown"),
+        }
+    }
+}
+
+/// What an actor knows about itself while it runs; handed to [`Actor::on_start`].
+/// Keep a clone to reach the node or stop yourself from a handler.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) node: Node,
+    pub(crate) cell: Arc<ActorCell>,
+}
+
+impl Context {
+    /// The node this actor runs on (to spawn more actors, for instance).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// This actor's id on its node.
+    pub fn id(&self) -> ActorId {
+        self.cell.id
+    }
+
+    /// The name given in [`SpawnOptions::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.cell.name.as_deref()
+    }
+
+    /// Stops this actor with [`StopReason::Normal`] once the current message is handled.
+    /// Messages still queued are answered with `ActorStopped`.
+    pub fn stop(&self) {
+        self.cell.request_stop(StopReason::Normal);
+    }
+}
+
+/// Restart a panicked actor with fresh state, at most `max` times within `within`;
+/// one more panic inside that window stops it for good ([`StopReason::Panicked`]).
+///
+/// The mailbox survives a restart (as in Akka): queued messages go to the fresh state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restart {
+    /// Restarts allowed inside the window.
+    pub max: u32,
+    /// The sliding window.
+    pub within: Duration,
+}
+
+pub(crate) type Factory<A> = Box<dyn FnMut() -> A + Send>;
+
+/// How [`Node::spawn_with`] starts an actor: mailbox, restart policy, name for logs.
+///
+/// ```
+/// use std::time::Duration;
+/// use remora::{Mailbox, Restart, SpawnOptions};
+///
+/// #[derive(Default)]
+/// struct Counter { n: u64 }
+///
+/// let options = SpawnOptions::new()
+///     .mailbox(Mailbox::bounded(64))
+///     .restart(Restart { max: 3, within: Duration::from_secs(10) }, Counter::default)
+///     .name("counter");
+/// # let _ = options;
+/// ```
+pub struct SpawnOptions<A> {
+    pub(crate) mailbox: Option<Mailbox>,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) restart: Option<(Restart, Factory<A>)>,
+}
+
+impl<A> SpawnOptions<A> {
+    /// The node's defaults: its default mailbox, no restart, no name.
+    pub fn new() -> Self {
+        SpawnOptions {
+            mailbox: None,
+            name: None,
+            restart: None,
+        }
+    }
+
+    /// The mailbox kind (default: the node's, [`Mailbox::default`] unless the builder changed it).
+    pub fn mailbox(mut self, mailbox: Mailbox) -> Self {
+        self.mailbox = Some(mailbox);
+        self
+    }
+
+    /// A name that appears in logs and statistics (not a registry name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into().into());
+        self
+    }
+
+    /// Restart on panic under `policy`, building the fresh state with `factory`.
+    /// Without this, a panic stops the actor.
+    pub fn restart(mut self, policy: Restart, factory: impl FnMut() -> A + Send + 'static) -> Self {
+        self.restart = Some((policy, Box::new(factory)));
+        self
+    }
+}
+
+impl<A> Default for SpawnOptions<A> {
+    fn default() -> Self {
+        SpawnOptions::new()
+    }
+}
+
+impl<A> fmt::Debug for SpawnOptions<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnOptions")
+            .field("mailbox", &self.mailbox)
+            .field("name", &self.name)
+            .field("restart", &self.restart.as_ref().map(|(policy, _)| policy))
+            .finish()
+    }
+}

@@ -1,0 +1,124 @@
+//! The errors a caller sees: one enum for every call made through a reference.
+
+use std::time::Duration;
+
+/// Why a call through a reference (`XRef::method(..)`) did not return the method's value.
+///
+/// Application errors never appear here: a method that can fail returns its own
+/// `Result` inside the `Ok` of this one. Every variant says what went wrong and
+/// [`CallError::may_have_executed`] tells whether the actor could have run the
+/// call, which is what decides whether retrying is safe.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The deadline passed before a reply arrived (default 30 s; set one per call
+    /// with `r.with_timeout(d)`).
+    #[error("call timed out after {after:?} (the call {})", if *may_have_executed { "was delivered and may have run" } else { "was never delivered" })]
+    Timeout {
+        /// The deadline that passed.
+        after: Duration,
+        /// True once the message was in the actor's mailbox.
+        may_have_executed: bool,
+    },
+    /// The actor had stopped (or stopped before taking this message); the call did not run.
+    /// Look the name up again or spawn a new actor.
+    #[error("the actor has stopped; the call did not run")]
+    ActorStopped,
+    /// The actor's bounded mailbox was full and the call was a `try_tell`. Retry later,
+    /// or use an awaiting `tell` to wait for room.
+    #[error("the actor's mailbox is full ({capacity} messages); the call did not run")]
+    MailboxFull {
+        /// The mailbox's capacity.
+        capacity: usize,
+    },
+    /// The actor's unbounded mailbox reached its hard cap: the actor is not keeping up.
+    /// Slow the sender down; the call did not run.
+    #[error("the actor is overloaded: its mailbox holds its hard cap of {cap} messages; the call did not run")]
+    Overloaded {
+        /// The mailbox's hard cap.
+        cap: usize,
+    },
+    /// The handler panicked while running this call. The actor stopped or was
+    /// restarted, as its restart policy says.
+    #[error("the actor panicked while handling the call: {message}")]
+    Panicked {
+        /// The panic's message, when it was a string.
+        message: String,
+    },
+    /// The node could not reach the actor's node.
+    #[error("could not connect to {addr}: {reason}")]
+    ConnectFailed {
+        /// The address that was dialled.
+        addr: String,
+        /// What the transport said.
+        reason: String,
+    },
+    /// The connection to the actor's node was lost with the call under way.
+    #[error("node {node} is down (the call {})", if *may_have_executed { "was sent and may have run" } else { "was not sent" })]
+    NodeDown {
+        /// The node that went away.
+        node: String,
+        /// True when the call had been sent before the connection was lost.
+        may_have_executed: bool,
+    },
+    /// The target node never exported this object, or it is no longer exported.
+    #[error("no such object on the target node (never exported, or released)")]
+    NoSuchObject,
+    /// An argument or the reply could not be encoded or decoded.
+    #[error("marshalling failed for {what} of type `{type_name}`: {reason}")]
+    Marshalling {
+        /// Which value: "argument `n`" or "reply".
+        what: String,
+        /// The Rust type that failed.
+        type_name: String,
+        /// What the codec said.
+        reason: String,
+    },
+    /// The peer refused the call: this node is not allowed to make it.
+    #[error("unauthorized: {reason}")]
+    Unauthorized {
+        /// What the peer said.
+        reason: String,
+    },
+    /// The peer speaks another protocol version.
+    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
+    VersionMismatch {
+        /// Our protocol version.
+        ours: u32,
+        /// The peer's.
+        theirs: u32,
+    },
+}
+
+impl CallError {
+    /// Whether the actor could have run (part of) the call.
+    ///
+    /// `false` means the call certainly did not run and can be retried safely;
+    /// `true` means it may have run, so a retry could run it twice unless the
+    /// method is idempotent.
+    ///
+    /// ```
+    /// use remora::CallError;
+    /// assert!(!CallError::ActorStopped.may_have_executed());
+    /// assert!(CallError::Panicked { message: "boom".into() }.may_have_executed());
+    /// ```
+    pub fn may_have_executed(&self) -> bool {
+        match self {
+            CallError::Timeout {
+                may_have_executed, ..
+            }
+            | CallError::NodeDown {
+                may_have_executed, ..
+            } => *may_have_executed,
+            CallError::Panicked { .. } => true,
+            CallError::ActorStopped
+            | CallError::MailboxFull { .. }
+            | CallError::Overloaded { .. }
+            | CallError::ConnectFailed { .. }
+            | CallError::NoSuchObject
+            | CallError::Marshalling { .. }
+            | CallError::Unauthorized { .. }
+            | CallError::VersionMismatch { .. } => false,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Remora: a distributed actor runtime with Java RMI's semantics.
+//!
+//! Nodes host actors behind mailboxes; `#[remora::remote]` turns a trait of
+//! `async fn`s into a typed reference (`XRef`) whose method calls travel to the
+//! actor, one message at a time on `&mut self`.
+//!
+//! The types that matter:
+//! - [`Node`]: hosts actors; [`Node::spawn`] returns a typed reference.
+//! - [`Actor`]: lifecycle hooks for the object behind a reference.
+//! - [`Mailbox`]: how an actor buffers messages (rendezvous, bounded, capped unbounded).
+//! - [`CallError`]: why a call did not return, and whether it may have run.
+//! - [`remote`]: the attribute macro that generates proxies and dispatchers.
+//!
+//! ```
+//! use remora::{Actor, CallError, Node};
+//!
+//! #[remora::remote]
+//! pub trait Counter {
+//!     async fn add(&mut self, n: u64) -> u64;
+//!     #[oneway]
+//!     async fn reset(&mut self);
+//! }
+//!
+//! #[derive(Default)]
+//! struct Tally { total: u64 }
+//! impl Actor for Tally {}
+//! impl Counter for Tally {
+//!     async fn add(&mut self, n: u64) -> u64 { self.total += n; self.total }
+//!     async fn reset(&mut self) { self.total = 0; }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::builder().build().await?;
+//! let counter: CounterRef = node.spawn(Tally::default());
+//! assert_eq!(counter.add(2).await?, 2);
+//! counter.reset().await?;                     // a tell: returns once queued
+//! assert_eq!(counter.add(5).await?, 5);      // same sender, so in order
+//! node.stop(&counter);
+//! node.monitor(&counter).await;
+//! assert_eq!(counter.add(1).await, Err(CallError::ActorStopped));
+//! # Ok(()) }
+//! ```
+
+// Generated code names `::remora`, which must also resolve inside this crate.
+extern crate self as remora;
+
+mod actor;
+mod cell;
+mod error;
+mod id;
+mod interface;
+mod mailbox;
+mod node;
+mod reference;
+mod reply;
+mod runner;
+
+pub use actor::{Actor, Context, Restart, SpawnOptions, StopReason};
+pub use error::CallError;
+pub use id::{stable_id, ActorId};
+pub use interface::{Dispatch, Interface, Method, Request};
+pub use mailbox::Mailbox;
+pub use node::{Node, NodeBuilder, NodeError, NodeStats};
+pub use reference::{RefCore, Tell, DEFAULT_TIMEOUT};
+pub use reply::ReplyTo;
+
+/// Turns a trait of `async fn` methods into a remote interface.
+///
+/// For `trait Counter` it generates `CounterRef`, a typed proxy (`Clone + Send +
+/// Sync`) whose methods return `Result<T, CallError>`, plus the message types and
+/// the dispatcher that runs them on any `Actor` implementing `Counter`.
+///
+/// - `#[oneway]` on a method makes it a tell: the proxy returns a [`Tell`].
+/// - `#[remora::remote(name = "bank.Account")]` sets the wire name (default: the
+///   trait's name). Interface id = `stable_id(name)`, method id =
+///   `stable_id("{name}.{method}")`.
+/// - Arguments are passed by value (no `&`), and methods take `&mut self` or `&self`.
+pub use remora_codegen::remote;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+}
