@@ -1,1 +1,121 @@
-fn main() {}
+//! Remora's benchmark runner: the workloads of `shared/BENCH.md`, one
+//! `NAME<TAB>VALUE<TAB>UNIT` line per figure on stdout, progress on stderr.
+//!
+//! ```text
+//! cargo run --release -p remora-bench -- [--quick] [--only NAME]
+//! ```
+//! `--only` takes a workload (`l1`, `base`, ...) or a prefix of one; `--quick` runs
+//! each workload for about a second, as a smoke check.
+
+mod local;
+
+use std::time::Duration;
+
+/// How hard to push: full runs follow BENCH.md's counts, quick runs divide them.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    pub quick: bool,
+}
+
+impl Scale {
+    /// `full` in a full run; a ~1 s share of it in a quick run.
+    pub fn count(self, full: u64, quick: u64) -> u64 {
+        if self.quick {
+            quick
+        } else {
+            full
+        }
+    }
+
+    /// Repetitions whose median is reported.
+    pub fn reps(self) -> usize {
+        if self.quick {
+            1
+        } else {
+            5
+        }
+    }
+}
+
+/// Prints one figure line.
+pub fn figure(name: &str, value: f64, unit: &str) {
+    if value >= 100.0 {
+        println!("{name}\t{value:.0}\t{unit}");
+    } else {
+        println!("{name}\t{value:.2}\t{unit}");
+    }
+}
+
+/// The median of `values` (sorted in place).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+pub fn rate(count: u64, took: Duration) -> f64 {
+    count as f64 / took.as_secs_f64()
+}
+
+fn main() {
+    let mut quick = false;
+    let mut only: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--only" => match args.next() {
+                Some(name) => only = Some(name),
+                None => usage("--only needs a workload name"),
+            },
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument `{other}`")),
+        }
+    }
+    let scale = Scale { quick };
+    let selected = move |name: &str| only.as_deref().is_none_or(|o| name.starts_with(o));
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("cores\t{cores}\tn");
+
+    // REMORA_BENCH_THREADS=1 is for diagnosis only (CPU cost without cross-thread
+    // wake-ups); reported figures use the default worker count, as BENCH.md says.
+    let mut builder = match std::env::var("REMORA_BENCH_THREADS").ok().as_deref() {
+        Some("1") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime");
+    // The benchmark body runs as a task, as BENCH.md's peer figures do.
+    runtime
+        .block_on(async move {
+            tokio::spawn(async move {
+                if selected("base") {
+                    local::baselines(scale).await;
+                }
+                if selected("l1") {
+                    local::l1(scale).await;
+                }
+                if selected("l2") {
+                    local::l2(scale).await;
+                }
+                if selected("l3") {
+                    local::l3(scale).await;
+                }
+                if selected("l4") {
+                    local::l4(scale).await;
+                }
+            })
+            .await
+        })
+        .expect("a benchmark panicked");
+}
+
+fn usage(problem: &str) -> ! {
+    if !problem.is_empty() {
+        eprintln!("remora-bench: {problem}");
+    }
+    eprintln!("usage: remora-bench [--quick] [--only NAME]   (NAME: base, l1, l2, l3, l4)");
+    std::process::exit(if problem.is_empty() { 0 } else { 2 })
+}

@@ -1,14 +1,17 @@
 //! Mailboxes: the queue in front of every actor, and how full it may get.
 //!
-//! Built on tokio's mpsc channels. What this module adds is the policy a user picks
+//! Built on flume channels (they allocate queue space on demand, so an idle actor
+//! costs ~200 bytes of mailbox, against ~1.6 KiB for a tokio mpsc channel). What this module adds is the policy a user picks
 //! per actor ([`Mailbox`]) and one sender/receiver type over the three kinds, so the
 //! rest of the runtime never matches on the kind.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::{mpsc, oneshot};
+use futures_util::Stream;
+use tokio::sync::oneshot;
 
 use crate::error::CallError;
 
@@ -55,16 +58,11 @@ impl Mailbox {
     /// Room for `capacity` messages: a sender awaits room, `try_tell` fails at once.
     ///
     /// # Panics
-    /// If `capacity` is 0 (use [`Mailbox::rendezvous`]) or larger than tokio's
-    /// channel limit (`usize::MAX >> 3`).
+    /// If `capacity` is 0 (use [`Mailbox::rendezvous`]).
     pub fn bounded(capacity: usize) -> Mailbox {
         assert!(
             capacity > 0,
             "Mailbox::bounded(0): a mailbox with no room is Mailbox::rendezvous()"
-        );
-        assert!(
-            capacity <= usize::MAX >> 3,
-            "Mailbox::bounded: capacity too large"
         );
         Mailbox {
             kind: Kind::Bounded(capacity),
@@ -108,45 +106,31 @@ impl Mailbox {
         }
     }
 
-    pub(crate) fn channel<M>(self) -> (MailboxTx<M>, MailboxRx<M>) {
-        match self.kind {
-            // A one-slot channel plus a hand-over receipt on every message is a
-            // rendezvous: the sender is released only when the actor dequeues.
-            Kind::Rendezvous => {
-                let (tx, rx) = mpsc::channel(1);
-                (
-                    MailboxTx::Bounded {
-                        tx,
-                        capacity: 0,
-                        rendezvous: true,
-                    },
-                    MailboxRx::Bounded(rx),
-                )
-            }
-            Kind::Bounded(capacity) => {
-                let (tx, rx) = mpsc::channel(capacity);
-                (
-                    MailboxTx::Bounded {
-                        tx,
-                        capacity,
-                        rendezvous: false,
-                    },
-                    MailboxRx::Bounded(rx),
-                )
-            }
-            Kind::Unbounded(cap) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let len = Arc::new(AtomicUsize::new(0));
-                (
-                    MailboxTx::Unbounded {
-                        tx,
-                        len: len.clone(),
-                        cap,
-                    },
-                    MailboxRx::Unbounded { rx, len },
-                )
-            }
-        }
+    pub(crate) fn channel<M: 'static>(self) -> (MailboxTx<M>, MailboxRx<M>) {
+        let (tx, rx) = match self.kind {
+            // flume's zero-capacity channel is a true rendezvous: a send completes
+            // when the receiver takes the message.
+            Kind::Rendezvous => flume::bounded(0),
+            Kind::Bounded(capacity) => flume::bounded(capacity),
+            // An unbounded mailbox is a bounded queue that never makes a sender wait:
+            // at the cap a send fails with `Overloaded` instead. flume grows its queue
+            // on demand, so the cap costs no memory until it is used.
+            Kind::Unbounded(cap) => flume::bounded(cap),
+        };
+        let closed = Arc::new(AtomicBool::new(false));
+        (
+            MailboxTx {
+                tx,
+                rx: rx.clone(),
+                closed: closed.clone(),
+                kind: self.kind,
+            },
+            MailboxRx {
+                stream: rx.clone().into_stream(),
+                rx,
+                closed,
+            },
+        )
     }
 }
 
@@ -162,144 +146,130 @@ pub(crate) struct Envelope<M> {
     pub(crate) taken: Option<oneshot::Sender<()>>,
 }
 
-/// Why a message could not be queued; the envelope comes back so the caller can wait.
-pub(crate) enum TrySendError<M> {
-    Full(Envelope<M>),
-    Refused(CallError),
-}
-
-pub(crate) enum MailboxTx<M> {
-    Bounded {
-        tx: mpsc::Sender<Envelope<M>>,
-        capacity: usize,
-        rendezvous: bool,
-    },
-    Unbounded {
-        tx: mpsc::UnboundedSender<Envelope<M>>,
-        len: Arc<AtomicUsize>,
-        cap: usize,
-    },
-}
-
-impl<M> MailboxTx<M> {
-    /// Whether every message must carry a hand-over receipt that the sender awaits.
-    pub(crate) fn is_rendezvous(&self) -> bool {
-        matches!(
-            self,
-            MailboxTx::Bounded {
-                rendezvous: true,
-                ..
-            }
-        )
-    }
-
-    /// Messages queued and not yet taken by the actor.
-    pub(crate) fn depth(&self) -> usize {
-        match self {
-            MailboxTx::Bounded { tx, .. } => tx.max_capacity() - tx.capacity(),
-            MailboxTx::Unbounded { len, .. } => len.load(Ordering::Relaxed),
-        }
-    }
-
-    pub(crate) fn try_send(&self, env: Envelope<M>) -> Result<(), TrySendError<M>> {
-        match self {
-            MailboxTx::Bounded { tx, .. } => tx.try_send(env).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(env) => TrySendError::Full(env),
-                mpsc::error::TrySendError::Closed(_) => {
-                    TrySendError::Refused(CallError::ActorStopped)
-                }
-            }),
-            MailboxTx::Unbounded { tx, len, cap } => {
-                if len.fetch_add(1, Ordering::Relaxed) >= *cap {
-                    len.fetch_sub(1, Ordering::Relaxed);
-                    return Err(TrySendError::Refused(CallError::Overloaded { cap: *cap }));
-                }
-                tx.send(env).map_err(|_| {
-                    len.fetch_sub(1, Ordering::Relaxed);
-                    TrySendError::Refused(CallError::ActorStopped)
-                })
-            }
-        }
-    }
-
-    /// The error `try_tell` reports for a full mailbox.
-    pub(crate) fn full_error(&self) -> CallError {
-        match self {
-            MailboxTx::Bounded { capacity, .. } => CallError::MailboxFull {
-                capacity: *capacity,
-            },
-            MailboxTx::Unbounded { cap, .. } => CallError::Overloaded { cap: *cap },
-        }
-    }
-
-    /// Waits for room (bounded kinds only; unbounded never reports `Full`).
-    pub(crate) async fn send(&self, env: Envelope<M>) -> Result<(), CallError> {
-        match self {
-            MailboxTx::Bounded { tx, .. } => {
-                tx.send(env).await.map_err(|_| CallError::ActorStopped)
-            }
-            MailboxTx::Unbounded { .. } => match self.try_send(env) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Refused(e)) => Err(e),
-                Err(TrySendError::Full(_)) => Err(self.full_error()),
-            },
-        }
-    }
-}
-
-pub(crate) enum MailboxRx<M> {
-    Bounded(mpsc::Receiver<Envelope<M>>),
-    Unbounded {
-        rx: mpsc::UnboundedReceiver<Envelope<M>>,
-        len: Arc<AtomicUsize>,
-    },
-}
-
-impl<M> MailboxRx<M> {
-    /// The next message; `Ready(None)` once every sender is gone and the queue is empty.
-    /// Taking a message releases its sender's receipt.
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<M>> {
-        let env = match self {
-            MailboxRx::Bounded(rx) => rx.poll_recv(cx),
-            MailboxRx::Unbounded { rx, len } => {
-                let polled = rx.poll_recv(cx);
-                if let Poll::Ready(Some(_)) = polled {
-                    len.fetch_sub(1, Ordering::Relaxed);
-                }
-                polled
-            }
-        };
-        env.map(|env| env.map(Envelope::open))
-    }
-
-    /// Refuses new messages and hands back the ones still queued, unopened: dropping
-    /// them answers their callers with `ActorStopped`.
-    pub(crate) fn close_and_drain(&mut self) -> Vec<M> {
-        let mut left = Vec::new();
-        match self {
-            MailboxRx::Bounded(rx) => {
-                rx.close();
-                while let Ok(env) = rx.try_recv() {
-                    left.push(env.msg);
-                }
-            }
-            MailboxRx::Unbounded { rx, len } => {
-                rx.close();
-                while let Ok(env) = rx.try_recv() {
-                    len.fetch_sub(1, Ordering::Relaxed);
-                    left.push(env.msg);
-                }
-            }
-        }
-        left
-    }
-}
-
 impl<M> Envelope<M> {
     fn open(self) -> M {
         if let Some(taken) = self.taken {
             let _ = taken.send(());
         }
         self.msg
+    }
+}
+
+/// Why a message could not be queued; the envelope comes back so the caller can wait.
+pub(crate) enum TrySendError<M> {
+    Full(Envelope<M>),
+    Refused(CallError),
+}
+
+/// The sending side, held (once) by every reference to a local actor.
+pub(crate) struct MailboxTx<M> {
+    tx: flume::Sender<Envelope<M>>,
+    /// For draining only: a message that lands after the actor's final drain is
+    /// dropped by its own sender (see [`MailboxTx::pushed`]).
+    rx: flume::Receiver<Envelope<M>>,
+    closed: Arc<AtomicBool>,
+    kind: Kind,
+}
+
+impl<M> MailboxTx<M> {
+    /// Messages queued and not yet taken by the actor.
+    pub(crate) fn depth(&self) -> usize {
+        self.tx.len()
+    }
+
+    fn refusal(&self) -> Option<CallError> {
+        self.closed
+            .load(Ordering::Acquire)
+            .then_some(CallError::ActorStopped)
+    }
+
+    /// Queues without waiting. A rendezvous mailbox takes the message only if the
+    /// actor is waiting for one right now.
+    pub(crate) fn try_send(&self, env: Envelope<M>) -> Result<(), TrySendError<M>> {
+        if let Some(err) = self.refusal() {
+            return Err(TrySendError::Refused(err));
+        }
+        match self.tx.try_send(env) {
+            Ok(()) => {
+                self.pushed();
+                Ok(())
+            }
+            Err(flume::TrySendError::Full(env)) => match self.kind {
+                Kind::Unbounded(cap) => Err(TrySendError::Refused(CallError::Overloaded { cap })),
+                Kind::Rendezvous | Kind::Bounded(_) => Err(TrySendError::Full(env)),
+            },
+            Err(flume::TrySendError::Disconnected(_)) => {
+                Err(TrySendError::Refused(CallError::ActorStopped))
+            }
+        }
+    }
+
+    /// The error `try_tell` reports for a full mailbox.
+    pub(crate) fn full_error(&self) -> CallError {
+        match self.kind {
+            Kind::Rendezvous => CallError::MailboxFull { capacity: 0 },
+            Kind::Bounded(capacity) => CallError::MailboxFull { capacity },
+            Kind::Unbounded(cap) => CallError::Overloaded { cap },
+        }
+    }
+
+    /// Queues, waiting for room (bounded) or for the actor to take it (rendezvous);
+    /// an unbounded mailbox never waits.
+    pub(crate) async fn send(&self, env: Envelope<M>) -> Result<(), CallError> {
+        if let Kind::Unbounded(_) = self.kind {
+            return match self.try_send(env) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Refused(err)) => Err(err),
+                Err(TrySendError::Full(_)) => Err(self.full_error()),
+            };
+        }
+        if let Some(err) = self.refusal() {
+            return Err(err);
+        }
+        self.tx
+            .send_async(env)
+            .await
+            .map_err(|_| CallError::ActorStopped)?;
+        self.pushed();
+        Ok(())
+    }
+
+    /// After a successful push: if the actor has meanwhile stopped, its final drain
+    /// may have missed this message, so drop what is queued here and now (each
+    /// dropped call answers `ActorStopped`) rather than leave callers waiting.
+    fn pushed(&self) {
+        if self.closed.load(Ordering::SeqCst) {
+            while let Ok(env) = self.rx.try_recv() {
+                drop(env);
+            }
+        }
+    }
+}
+
+/// The receiving side, owned by the actor's task.
+pub(crate) struct MailboxRx<M: 'static> {
+    stream: flume::r#async::RecvStream<'static, Envelope<M>>,
+    rx: flume::Receiver<Envelope<M>>,
+    closed: Arc<AtomicBool>,
+}
+
+impl<M: 'static> MailboxRx<M> {
+    /// The next message; `Ready(None)` once every sender is gone and the queue is empty.
+    /// Taking a message releases its sender's receipt.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<M>> {
+        Pin::new(&mut self.stream)
+            .poll_next(cx)
+            .map(|env| env.map(Envelope::open))
+    }
+
+    /// Refuses new messages and hands back the ones still queued, unopened: dropping
+    /// them answers their callers with `ActorStopped`.
+    pub(crate) fn close_and_drain(&mut self) -> Vec<M> {
+        self.closed.store(true, Ordering::SeqCst);
+        let mut left = Vec::new();
+        while let Ok(env) = self.rx.try_recv() {
+            left.push(env.msg);
+        }
+        left
     }
 }

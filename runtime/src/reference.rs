@@ -150,8 +150,8 @@ impl<M: Send + 'static> RefCore<M> {
     }
 }
 
-/// Puts `msg` into the mailbox before `deadline`; with `receipt` (always, for a
-/// rendezvous mailbox) waits until the actor has taken it.
+/// Puts `msg` into the mailbox before `deadline` (for a rendezvous mailbox: hands it
+/// to the actor); with `receipt`, also waits until the actor has taken it.
 async fn deliver<M>(
     local: &LocalRoute<M>,
     msg: M,
@@ -159,7 +159,7 @@ async fn deliver<M>(
     timeout: Duration,
     receipt: bool,
 ) -> Result<(), CallError> {
-    let (taken_tx, taken_rx) = if receipt || local.tx.is_rendezvous() {
+    let (taken_tx, taken_rx) = if receipt {
         let (tx, rx) = oneshot::channel();
         (Some(tx), Some(rx))
     } else {
@@ -265,15 +265,11 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                 TellState::Ready(msg) => {
                     let core = this.core;
                     let Route::Local(local) = &core.route;
-                    // Fast path: room in a non-rendezvous mailbox, no allocation.
-                    let msg = if local.tx.is_rendezvous() {
-                        msg
-                    } else {
-                        match local.tx.try_send(Envelope { msg, taken: None }) {
-                            Ok(()) => return Poll::Ready(Ok(())),
-                            Err(TrySendError::Refused(err)) => return Poll::Ready(Err(err)),
-                            Err(TrySendError::Full(env)) => env.msg,
-                        }
+                    // Fast path: room now (or, rendezvous, the actor is waiting), no allocation.
+                    let msg = match local.tx.try_send(Envelope { msg, taken: None }) {
+                        Ok(()) => return Poll::Ready(Ok(())),
+                        Err(TrySendError::Refused(err)) => return Poll::Ready(Err(err)),
+                        Err(TrySendError::Full(env)) => env.msg,
                     };
                     let timeout = core.timeout;
                     this.state = TellState::Waiting(Box::pin(deliver(

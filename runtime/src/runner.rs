@@ -18,7 +18,7 @@ use crate::interface::Dispatch;
 use crate::mailbox::MailboxRx;
 use crate::reply::unanswered_as;
 
-pub(crate) struct Runner<A, M> {
+pub(crate) struct Runner<A, M: 'static> {
     pub(crate) actor: A,
     pub(crate) rx: MailboxRx<M>,
     pub(crate) ctx: Context,
