@@ -1,6 +1,6 @@
 //! Reading a `#[remote]` trait into a model, with the errors a user can act on.
 
-use syn::spanned::Spanned;
+use quote::ToTokens;
 use syn::{Attribute, FnArg, Ident, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, Type};
 
 /// One method of the interface, as the expander needs it.
@@ -28,8 +28,8 @@ pub fn methods(item: &mut ItemTrait) -> syn::Result<Vec<MethodModel>> {
     let mut models = Vec::new();
     for trait_item in &mut item.items {
         let TraitItem::Fn(f) = trait_item else {
-            push(syn::Error::new(
-                trait_item.span(),
+            push(syn::Error::new_spanned(
+                &*trait_item,
                 "#[remora::remote] traits hold only `async fn` methods (no associated types, constants or macros)",
             ));
             continue;
@@ -50,7 +50,7 @@ fn method(f: &mut TraitItemFn) -> syn::Result<MethodModel> {
     let sig = &f.sig;
     if sig.asyncness.is_none() {
         return Err(syn::Error::new_spanned(
-            &sig.fn_token,
+            sig.fn_token,
             format!(
                 "remote methods must be `async fn`: write `async fn {}(..)`; a call on a reference always awaits the actor",
                 sig.ident
@@ -78,13 +78,13 @@ fn method(f: &mut TraitItemFn) -> syn::Result<MethodModel> {
     let mut inputs = sig.inputs.iter();
     match inputs.next() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.colon_token.is_none() => {}
-        Some(other) => {
+        Some(FnArg::Receiver(other)) => {
             return Err(syn::Error::new_spanned(
                 other,
-                "the first parameter of a remote method must be `&mut self` or `&self` (the actor handles one message at a time)",
+                "the receiver of a remote method must be `&mut self` or `&self` (the actor handles one message at a time)",
             ))
         }
-        None => {
+        Some(FnArg::Typed(_)) | None => {
             return Err(syn::Error::new_spanned(
                 &sig.ident,
                 "a remote method needs a `&mut self` or `&self` receiver",
@@ -147,9 +147,9 @@ fn check_owned(ty: &Type, what: &str) -> syn::Result<()> {
         Type::Reference(r) => Err(syn::Error::new_spanned(
             r,
             format!(
-                "remote {what}s are passed by copy: take an owned type (`{}` instead of `&{}`)",
-                quote::ToTokens::to_token_stream(&r.elem),
-                quote::ToTokens::to_token_stream(&r.elem)
+                "remote {what}s are passed by copy: take an owned type (`{}` instead of `{}`)",
+                owned_form(&r.elem),
+                type_text(r)
             ),
         )),
         Type::ImplTrait(t) => Err(syn::Error::new_spanned(
@@ -167,6 +167,32 @@ fn check_owned(ty: &Type, what: &str) -> syn::Result<()> {
         Type::Slice(s) => check_owned(&s.elem, what),
         _ => Ok(()),
     }
+}
+
+/// What to write instead of `&elem`: `String` for `str`, `Vec<T>` for `[T]`.
+fn owned_form(elem: &Type) -> String {
+    match elem {
+        Type::Path(p) if p.qself.is_none() && p.path.is_ident("str") => "String".to_owned(),
+        Type::Slice(s) => format!("Vec<{}>", type_text(&s.elem)),
+        other => type_text(other),
+    }
+}
+
+/// A type as a person writes it (token streams print `& str`, `Vec < u8 >`).
+fn type_text(ty: &impl quote::ToTokens) -> String {
+    let mut text = ty.to_token_stream().to_string();
+    for (spaced, tight) in [
+        (" < ", "<"),
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" :: ", "::"),
+        (" ,", ","),
+        ("& ", "&"),
+    ] {
+        text = text.replace(spaced, tight);
+    }
+    text
 }
 
 fn is_unit(ty: &Type) -> bool {

@@ -80,7 +80,7 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         variants.push(quote! { #name(::remora::Request<#struct_ident>) });
         arms.push(quote! {
             #msg_ident::#name(::remora::Request { args: #struct_ident { #( #arg_names, )* }, reply }) => {
-                reply.send(<A as #trait_ident>::#name(actor, #( #arg_names, )*).await);
+                reply.answer_with(<A as #trait_ident>::#name(actor, #( #arg_names, )*)).await;
             }
         });
         let docs: Vec<_> = m

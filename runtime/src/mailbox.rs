@@ -5,13 +5,13 @@
 //! per actor ([`Mailbox`]) and one sender/receiver type over the three kinds, so the
 //! rest of the runtime never matches on the kind.
 
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::error::CallError;
 
@@ -20,7 +20,7 @@ use crate::error::CallError;
 ///
 /// | kind | `tell` when the actor is busy | `try_tell` | memory |
 /// | --- | --- | --- | --- |
-/// | [`rendezvous`](Mailbox::rendezvous) | waits until the actor takes the message | `MailboxFull` unless the one hand-over slot is free | one message |
+/// | [`rendezvous`](Mailbox::rendezvous) | waits until the actor takes the message | `MailboxFull` unless the actor is waiting for a message right now | none |
 /// | [`bounded(n)`](Mailbox::bounded) (default, n = 1024) | waits for room | `MailboxFull` at once | n messages |
 /// | [`unbounded`](Mailbox::unbounded) | never waits | same as `tell` | up to the hard cap; `Overloaded` past it |
 ///
@@ -117,7 +117,7 @@ impl Mailbox {
             // on demand, so the cap costs no memory until it is used.
             Kind::Unbounded(cap) => flume::bounded(cap),
         };
-        let closed = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(Closed::default());
         (
             MailboxTx {
                 tx,
@@ -167,8 +167,26 @@ pub(crate) struct MailboxTx<M> {
     /// For draining only: a message that lands after the actor's final drain is
     /// dropped by its own sender (see [`MailboxTx::pushed`]).
     rx: flume::Receiver<Envelope<M>>,
-    closed: Arc<AtomicBool>,
+    closed: Arc<Closed>,
     kind: Kind,
+}
+
+/// Set once by the actor as it stops; senders waiting for room are woken by it.
+#[derive(Default)]
+struct Closed {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Closed {
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    fn set(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
 }
 
 impl<M> MailboxTx<M> {
@@ -178,9 +196,7 @@ impl<M> MailboxTx<M> {
     }
 
     fn refusal(&self) -> Option<CallError> {
-        self.closed
-            .load(Ordering::Acquire)
-            .then_some(CallError::ActorStopped)
+        self.closed.is_set().then_some(CallError::ActorStopped)
     }
 
     /// Queues without waiting. A rendezvous mailbox takes the message only if the
@@ -215,7 +231,10 @@ impl<M> MailboxTx<M> {
 
     /// Queues, waiting for room (bounded) or for the actor to take it (rendezvous);
     /// an unbounded mailbox never waits.
-    pub(crate) async fn send(&self, env: Envelope<M>) -> Result<(), CallError> {
+    ///
+    /// A send that had to wait and whose message was then dropped unhandled because
+    /// the actor stopped meanwhile reports `ActorStopped`: it was never accepted.
+    pub(crate) async fn send(&self, mut env: Envelope<M>) -> Result<(), CallError> {
         if let Kind::Unbounded(_) = self.kind {
             return match self.try_send(env) {
                 Ok(()) => Ok(()),
@@ -223,22 +242,41 @@ impl<M> MailboxTx<M> {
                 Err(TrySendError::Full(_)) => Err(self.full_error()),
             };
         }
+        // Learn the message's fate without a second allocation when the sender
+        // already asked for a receipt; the caller keeps awaiting its own.
+        let mut fate = None;
+        if env.taken.is_none() {
+            let (tx, rx) = oneshot::channel();
+            env.taken = Some(tx);
+            fate = Some(rx);
+        }
+        // Subscribe before checking the flag, so a stop between the two still wakes us:
+        // an actor that stops while we wait will never take from its queue again.
+        let closing = self.closed.notify.notified();
+        let mut closing = pin!(closing);
+        closing.as_mut().enable();
         if let Some(err) = self.refusal() {
             return Err(err);
         }
-        self.tx
-            .send_async(env)
-            .await
-            .map_err(|_| CallError::ActorStopped)?;
+        tokio::select! {
+            sent = self.tx.send_async(env) => {
+                sent.map_err(|_| CallError::ActorStopped)?;
+            }
+            // Dropping the send withdraws a message still waiting for room.
+            () = closing => {}
+        }
         self.pushed();
-        Ok(())
+        match fate.map(|mut rx| rx.try_recv()) {
+            Some(Err(oneshot::error::TryRecvError::Closed)) => Err(CallError::ActorStopped),
+            _ => Ok(()),
+        }
     }
 
     /// After a successful push: if the actor has meanwhile stopped, its final drain
     /// may have missed this message, so drop what is queued here and now (each
     /// dropped call answers `ActorStopped`) rather than leave callers waiting.
     fn pushed(&self) {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.closed.is_set() {
             while let Ok(env) = self.rx.try_recv() {
                 drop(env);
             }
@@ -250,7 +288,7 @@ impl<M> MailboxTx<M> {
 pub(crate) struct MailboxRx<M: 'static> {
     stream: flume::r#async::RecvStream<'static, Envelope<M>>,
     rx: flume::Receiver<Envelope<M>>,
-    closed: Arc<AtomicBool>,
+    closed: Arc<Closed>,
 }
 
 impl<M: 'static> MailboxRx<M> {
@@ -265,7 +303,7 @@ impl<M: 'static> MailboxRx<M> {
     /// Refuses new messages and hands back the ones still queued, unopened: dropping
     /// them answers their callers with `ActorStopped`.
     pub(crate) fn close_and_drain(&mut self) -> Vec<M> {
-        self.closed.store(true, Ordering::SeqCst);
+        self.closed.set();
         let mut left = Vec::new();
         while let Ok(env) = self.rx.try_recv() {
             left.push(env.msg);

@@ -121,7 +121,14 @@ impl<M: Send + 'static> RefCore<M> {
                     args,
                     reply: ReplyTo::local(tx),
                 });
-                deliver(local, msg, deadline, self.timeout, false).await?;
+                // Fast path: room now, no extra state machine.
+                match local.tx.try_send(Envelope { msg, taken: None }) {
+                    Ok(()) => {}
+                    Err(TrySendError::Refused(err)) => return Err(err),
+                    Err(TrySendError::Full(env)) => {
+                        deliver(local, env.msg, deadline, self.timeout, false).await?
+                    }
+                }
                 match timeout_at(deadline, rx).await {
                     Ok(Ok(result)) => result,
                     // Unreachable in practice: a dropped ReplyTo answers before it goes.
@@ -223,8 +230,8 @@ enum TellState<'a, M> {
 
 impl<'a, M: Send + 'static> Tell<'a, M> {
     /// Sends without waiting: `Err(MailboxFull)` (or `Overloaded`) if there is no room now.
-    /// On a rendezvous mailbox this succeeds only if the hand-over slot is free, and
-    /// does not wait for the actor to take the message.
+    /// On a rendezvous mailbox this succeeds only if the actor is waiting for a
+    /// message at this moment (it then has the message).
     pub fn try_tell(mut self) -> Result<(), CallError> {
         let TellState::Ready(msg) = std::mem::replace(&mut self.state, TellState::Done) else {
             unreachable!("a Tell is sent once: try_tell consumes it before any poll");

@@ -1,8 +1,10 @@
 //! The reply slot a call carries to its actor.
 
-use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::error::CallError;
@@ -10,9 +12,9 @@ use crate::error::CallError;
 /// Where the result of one call goes. The generated dispatcher fills it; a user
 /// sees it only in generated code.
 ///
-/// A `ReplyTo` that is dropped unanswered still answers: with
-/// [`CallError::ActorStopped`] when the message was dropped unhandled (the actor
-/// stopped with it queued), or [`CallError::Panicked`] when its handler panicked.
+/// A `ReplyTo` that is dropped unanswered still answers, with
+/// [`CallError::ActorStopped`] (the actor stopped with the message queued), and
+/// [`ReplyTo::answer_with`] answers [`CallError::Panicked`] when the handler panics.
 /// So a caller never waits for a reply that cannot come.
 pub struct ReplyTo<T> {
     slot: Slot<T>,
@@ -54,6 +56,24 @@ impl<T> ReplyTo<T> {
         self.answer(Ok(value));
     }
 
+    /// Runs a handler and answers with its value. If the handler panics, the
+    /// caller gets [`CallError::Panicked`] and the panic continues, so the actor's
+    /// restart policy still sees it.
+    ///
+    /// (A reply slot held by the handler's future cannot do this in `Drop`: the
+    /// future's locals are dropped while the panic unwinds, before anyone knows why.)
+    pub async fn answer_with(mut self, handler: impl Future<Output = T>) {
+        match AssertUnwindSafe(handler).catch_unwind().await {
+            Ok(value) => self.answer(Ok(value)),
+            Err(payload) => {
+                self.answer(Err(CallError::Panicked {
+                    message: panic_message(&*payload),
+                }));
+                std::panic::resume_unwind(payload)
+            }
+        }
+    }
+
     fn answer(&mut self, result: Result<T, CallError>) {
         match std::mem::replace(&mut self.slot, Slot::Nobody) {
             Slot::Nobody => {}
@@ -69,9 +89,19 @@ impl<T> ReplyTo<T> {
 impl<T> Drop for ReplyTo<T> {
     fn drop(&mut self) {
         if !matches!(self.slot, Slot::Nobody) {
-            let err = UNANSWERED.with(|why| why.borrow().clone());
-            self.answer(Err(err));
+            self.answer(Err(CallError::ActorStopped));
         }
+    }
+}
+
+/// The message of a panic payload, when it is a string.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
     }
 }
 
@@ -86,21 +116,6 @@ impl<T> fmt::Debug for ReplyTo<T> {
     }
 }
 
-thread_local! {
-    /// What an unanswered `ReplyTo` says when dropped on this thread right now.
-    static UNANSWERED: RefCell<CallError> = const { RefCell::new(CallError::ActorStopped) };
-}
-
-/// Runs `f` (which drops things) so that every reply slot dropped unanswered inside
-/// it answers `err`: the actor loop uses it to answer a panicked handler's caller
-/// with `Panicked` instead of `ActorStopped`.
-pub(crate) fn unanswered_as<R>(err: CallError, f: impl FnOnce() -> R) -> R {
-    let previous = UNANSWERED.with(|why| std::mem::replace(&mut *why.borrow_mut(), err));
-    let out = f();
-    UNANSWERED.with(|why| *why.borrow_mut() = previous);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,18 +127,20 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap(), Err(CallError::ActorStopped));
     }
 
-    #[test]
-    fn unanswered_as_sets_the_error_then_restores_it() {
+    #[tokio::test]
+    async fn answer_with_answers_panicked_and_resumes_the_panic() {
         let (tx, mut rx) = oneshot::channel::<Result<u32, CallError>>();
-        let panicked = CallError::Panicked {
-            message: "boom".into(),
-        };
         let reply = ReplyTo::local(tx);
-        unanswered_as(panicked.clone(), || drop(reply));
-        assert_eq!(rx.try_recv().unwrap(), Err(panicked));
-        let (tx, mut rx) = oneshot::channel::<Result<u32, CallError>>();
-        drop(ReplyTo::local(tx));
-        assert_eq!(rx.try_recv().unwrap(), Err(CallError::ActorStopped));
+        let outcome = AssertUnwindSafe(reply.answer_with(async { panic!("boom") }))
+            .catch_unwind()
+            .await;
+        assert!(outcome.is_err(), "the panic goes on to the actor loop");
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Err(CallError::Panicked {
+                message: "boom".into()
+            })
+        );
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
@@ -13,10 +12,9 @@ use futures_util::FutureExt;
 
 use crate::actor::{Actor, Context, Factory, Restart, StopReason};
 use crate::cell::ActorCell;
-use crate::error::CallError;
 use crate::interface::Dispatch;
 use crate::mailbox::MailboxRx;
-use crate::reply::unanswered_as;
+use crate::reply::panic_message;
 
 pub(crate) struct Runner<A, M: 'static> {
     pub(crate) actor: A,
@@ -123,34 +121,11 @@ impl<A: Actor, M: Dispatch<A>> Runner<A, M> {
     }
 }
 
-/// Polls `fut`, turning a panic into `Err(message)`. The panicked future is dropped
-/// right here, so reply slots it held answer their callers with `Panicked`.
+/// Runs `fut`, turning a panic into `Err(message)`. (The caller of a panicking
+/// handler has already been answered by `ReplyTo::answer_with`.)
 pub(crate) async fn guarded<F: Future>(fut: F) -> Result<F::Output, String> {
-    let mut slot = pin!(Some(AssertUnwindSafe(fut).catch_unwind()));
-    let outcome = poll_fn(|cx| match slot.as_mut().as_pin_mut() {
-        Some(fut) => fut.poll(cx),
-        None => Poll::Pending,
-    })
-    .await;
-    match outcome {
-        Ok(value) => Ok(value),
-        Err(payload) => {
-            let message = panic_message(&*payload);
-            let err = CallError::Panicked {
-                message: message.clone(),
-            };
-            unanswered_as(err, || slot.set(None));
-            Err(message)
-        }
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|payload| panic_message(&*payload))
 }

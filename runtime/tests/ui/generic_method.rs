@@ -1,0 +1,6 @@
+#[remora::remote]
+pub trait Store {
+    async fn put<T>(&mut self, value: T);
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[remora::remote]
+pub trait Runner {
+    async fn run(&mut self, job: impl Fn() + Send);
+}
+
+fn main() {}

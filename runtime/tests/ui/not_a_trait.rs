@@ -1,0 +1,6 @@
+#[remora::remote]
+pub struct Account {
+    balance: u64,
+}
+
+fn main() {}

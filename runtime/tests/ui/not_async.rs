@@ -1,0 +1,6 @@
+#[remora::remote]
+pub trait Counter {
+    fn add(&mut self, n: u64) -> u64;
+}
+
+fn main() {}

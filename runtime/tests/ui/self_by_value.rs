@@ -1,0 +1,6 @@
+#[remora::remote]
+pub trait Once {
+    async fn consume(self) -> u64;
+}
+
+fn main() {}

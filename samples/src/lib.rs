@@ -1,0 +1,14 @@
+//! Remora's samples: runnable programs for a newcomer to read first.
+//!
+//! The programs are binaries (`src/bin/`); start with `demo`:
+//!
+//! ```text
+//! cargo run --release -p remora-samples --bin demo
+//! ```
+//!
+//! This library holds nothing yet but the check that keeps the README honest: its
+//! Rust examples are compiled and run as doc tests of this crate.
+
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
