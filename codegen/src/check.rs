@@ -1,6 +1,5 @@
 //! Reading a `#[remote]` trait into a model, with the errors a user can act on.
 
-use quote::ToTokens;
 use syn::{Attribute, FnArg, Ident, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, Type};
 
 /// One method of the interface, as the expander needs it.
