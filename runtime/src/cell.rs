@@ -65,9 +65,14 @@ impl ActorCell {
         }
     }
 
-    /// Registers the actor task to be woken by a stop request.
+    /// Registers the actor task to be woken by a stop request or a baton hand-over.
     pub(crate) fn register(&self, waker: &std::task::Waker) {
         self.waker.register(waker);
+    }
+
+    /// Wakes the actor task.
+    pub(crate) fn wake(&self) {
+        self.waker.wake();
     }
 
     /// Records the final reason and tells every monitor.

@@ -54,6 +54,7 @@ mod node;
 mod reference;
 mod reply;
 mod runner;
+mod slot;
 
 pub use actor::{Actor, Context, Restart, SpawnOptions, StopReason};
 pub use error::CallError;

@@ -17,6 +17,7 @@ use crate::interface::{Dispatch, Interface};
 use crate::mailbox::Mailbox;
 use crate::reference::{LocalRoute, RefCore, DEFAULT_TIMEOUT};
 use crate::runner::Runner;
+use crate::slot::{Slot, Start};
 
 /// A process-level host for actors. Cheap to clone: clones share one node.
 ///
@@ -171,8 +172,10 @@ impl Node {
         if inner.shutting_down.load(Ordering::Acquire) {
             cell.request_stop(StopReason::Shutdown);
         }
+        let start: Start<A, R::Msg, _> = <R::Msg as Dispatch<A>>::dispatch;
+        let slot = Arc::new(Slot::new(actor, start, cell.clone()));
         let runner = Runner {
-            actor,
+            slot: slot.clone(),
             rx,
             ctx: Context {
                 node: self.clone(),
@@ -182,7 +185,11 @@ impl Node {
             restarts: VecDeque::new(),
         };
         inner.runtime.spawn(runner.run());
-        let mut core = RefCore::local(LocalRoute { tx, cell });
+        let mut core = RefCore::local(LocalRoute {
+            tx,
+            cell,
+            inline: slot,
+        });
         if inner.default_timeout != DEFAULT_TIMEOUT {
             core = core.with_timeout(inner.default_timeout);
         }

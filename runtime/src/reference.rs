@@ -5,10 +5,10 @@
 //! mailbox; remote routes join it without any change to generated code.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -19,6 +19,7 @@ use crate::error::CallError;
 use crate::interface::{Method, Request};
 use crate::mailbox::{Envelope, MailboxTx, TrySendError};
 use crate::reply::ReplyTo;
+use crate::slot::Inline;
 
 /// The deadline a call gets unless `with_timeout` sets another.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,6 +38,27 @@ enum Route<M> {
 pub(crate) struct LocalRoute<M> {
     pub(crate) tx: MailboxTx<M>,
     pub(crate) cell: Arc<ActorCell>,
+    /// Runs a message on the caller's task when the actor is idle.
+    pub(crate) inline: Arc<dyn Inline<M>>,
+}
+
+impl<M> LocalRoute<M> {
+    /// Runs `msg` now on this task if the actor is idle with nothing queued before
+    /// it (the message is then taken, and handled unless the handler had to wait);
+    /// otherwise gives it back.
+    fn try_inline(&self, msg: M, cx: &mut Context<'_>) -> Result<(), M> {
+        self.inline.try_run(msg, &self.tx, cx)
+    }
+
+    /// [`LocalRoute::try_inline`] from async code.
+    async fn inline_now(&self, msg: M) -> Result<(), M> {
+        let mut msg = Some(msg);
+        poll_fn(|cx| {
+            let msg = msg.take().expect("polled once: it is always ready");
+            Poll::Ready(self.try_inline(msg, cx))
+        })
+        .await
+    }
 }
 
 impl<M> Clone for RefCore<M> {
@@ -115,20 +137,27 @@ impl<M: Send + 'static> RefCore<M> {
     {
         match &self.route {
             Route::Local(local) => {
-                let deadline = Instant::now() + self.timeout;
-                let (tx, rx) = oneshot::channel();
+                let (tx, mut rx) = oneshot::channel();
                 let msg = M::from(Request {
                     args,
                     reply: ReplyTo::local(tx),
                 });
-                // Fast path: room now, no extra state machine.
-                match local.tx.try_send(Envelope { msg, taken: None }) {
-                    Ok(()) => {}
-                    Err(TrySendError::Refused(err)) => return Err(err),
-                    Err(TrySendError::Full(env)) => {
-                        deliver(local, env.msg, deadline, self.timeout, false).await?
+                let mut deadline = None;
+                if let Err(msg) = local.inline_now(msg).await {
+                    let at = Instant::now() + self.timeout;
+                    deadline = Some(at);
+                    match local.tx.try_send(Envelope { msg, taken: None }) {
+                        Ok(()) => {}
+                        Err(TrySendError::Refused(err)) => return Err(err),
+                        Err(TrySendError::Full(env)) => {
+                            deliver(local, env.msg, at, self.timeout, false).await?
+                        }
                     }
+                } else if let Ok(result) = rx.try_recv() {
+                    // Handled inline: no queue, no wake-up, no timer.
+                    return result;
                 }
+                let deadline = deadline.unwrap_or_else(|| Instant::now() + self.timeout);
                 match timeout_at(deadline, rx).await {
                     Ok(Ok(result)) => result,
                     // Unreachable in practice: a dropped ReplyTo answers before it goes.
@@ -166,6 +195,10 @@ async fn deliver<M>(
     timeout: Duration,
     receipt: bool,
 ) -> Result<(), CallError> {
+    // An idle actor takes the message at once, on this task.
+    let Err(msg) = local.inline_now(msg).await else {
+        return Ok(());
+    };
     let (taken_tx, taken_rx) = if receipt {
         let (tx, rx) = oneshot::channel();
         (Some(tx), Some(rx))
@@ -237,11 +270,19 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
             unreachable!("a Tell is sent once: try_tell consumes it before any poll");
         };
         match &self.core.route {
-            Route::Local(local) => match local.tx.try_send(Envelope { msg, taken: None }) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Refused(err)) => Err(err),
-                Err(TrySendError::Full(_)) => Err(local.tx.full_error()),
-            },
+            Route::Local(local) => {
+                // A handler that has to wait is handed to the actor's task, which
+                // polls it again with its own waker: a no-op waker is enough here.
+                let mut cx = Context::from_waker(Waker::noop());
+                let Err(msg) = local.try_inline(msg, &mut cx) else {
+                    return Ok(());
+                };
+                match local.tx.try_send(Envelope { msg, taken: None }) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Refused(err)) => Err(err),
+                    Err(TrySendError::Full(_)) => Err(local.tx.full_error()),
+                }
+            }
         }
     }
 
@@ -272,7 +313,12 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                 TellState::Ready(msg) => {
                     let core = this.core;
                     let Route::Local(local) = &core.route;
-                    // Fast path: room now (or, rendezvous, the actor is waiting), no allocation.
+                    // Fastest: the actor is idle and runs the message here.
+                    let msg = match local.try_inline(msg, cx) {
+                        Ok(()) => return Poll::Ready(Ok(())),
+                        Err(msg) => msg,
+                    };
+                    // Fast: room now (or, rendezvous, the actor is waiting), no allocation.
                     let msg = match local.tx.try_send(Envelope { msg, taken: None }) {
                         Ok(()) => return Poll::Ready(Ok(())),
                         Err(TrySendError::Refused(err)) => return Poll::Ready(Err(err)),

@@ -1,42 +1,46 @@
-//! The task that runs one actor: takes messages one at a time, contains panics,
-//! restarts under policy, and answers everyone when it ends.
+//! The task that runs one actor: takes messages one at a time (sharing the actor
+//! with inline callers through the slot's baton), contains panics, restarts under
+//! policy, and answers everyone when it ends.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Instant;
 
 use futures_util::FutureExt;
 
 use crate::actor::{Actor, Context, Factory, Restart, StopReason};
 use crate::cell::ActorCell;
-use crate::interface::Dispatch;
 use crate::mailbox::MailboxRx;
 use crate::reply::panic_message;
+use crate::slot::{Slot, Work};
 
-pub(crate) struct Runner<A, M: 'static> {
-    pub(crate) actor: A,
+pub(crate) struct Runner<A: 'static, M: 'static, F> {
+    pub(crate) slot: Arc<Slot<A, M, F>>,
     pub(crate) rx: MailboxRx<M>,
     pub(crate) ctx: Context,
     pub(crate) restart: Option<(Restart, Factory<A>)>,
     pub(crate) restarts: VecDeque<Instant>,
 }
 
-enum Next<M> {
-    Msg(M),
-    Stop(StopReason),
-}
-
-impl<A: Actor, M: Dispatch<A>> Runner<A, M> {
-    /// Runs the actor to its end and reports the reason to monitors.
+impl<A, M, F> Runner<A, M, F>
+where
+    A: Actor,
+    M: Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    /// Runs the actor to its end and reports the reason to monitors. The task holds
+    /// the baton from here to the end, except while idle in `poll_work`.
     pub(crate) async fn run(mut self) {
         let cell = self.ctx.cell.clone();
         let reason = self.serve(&cell).await;
+        // Still holding the baton, for good: no caller runs inline any more.
         // Answer queued callers first: they are waiting, on_stop may take a while.
         drop(self.rx.close_and_drain());
-        if let Err(message) = guarded(self.actor.on_stop(&reason)).await {
+        // SAFETY: the task holds the baton.
+        let actor = unsafe { self.slot.actor() };
+        if let Err(message) = guarded(actor.on_stop(&reason)).await {
             tracing::warn!(actor = %cell.id, name = ?cell.name, %message, "on_stop panicked");
         }
         tracing::debug!(actor = %cell.id, name = ?cell.name, %reason, "actor stopped");
@@ -49,7 +53,10 @@ impl<A: Actor, M: Dispatch<A>> Runner<A, M> {
         loop {
             if starting {
                 starting = false;
-                if let Err(message) = guarded(self.actor.on_start(&self.ctx)).await {
+                // SAFETY: the task holds the baton (it starts with it, and holds it
+                // whenever it is not idle in `poll_work`).
+                let actor = unsafe { self.slot.actor() };
+                if let Err(message) = guarded(actor.on_start(&self.ctx)).await {
                     match self.restart_after(cell, message) {
                         Ok(()) => starting = true,
                         Err(reason) => return reason,
@@ -57,29 +64,24 @@ impl<A: Actor, M: Dispatch<A>> Runner<A, M> {
                     continue;
                 }
             }
-            let msg = match poll_fn(|cx| {
-                if let Some(reason) = cell.stop_requested() {
-                    return Poll::Ready(Next::Stop(reason));
-                }
-                match self.rx.poll_recv(cx) {
-                    Poll::Ready(Some(msg)) => Poll::Ready(Next::Msg(msg)),
-                    // Every reference is gone: nobody can ever call this actor again.
-                    Poll::Ready(None) => Poll::Ready(Next::Stop(StopReason::Normal)),
-                    Poll::Pending => {
-                        cell.register(cx.waker());
-                        match cell.stop_requested() {
-                            Some(reason) => Poll::Ready(Next::Stop(reason)),
-                            None => Poll::Pending,
-                        }
+            let slot = &self.slot;
+            let rx = &mut self.rx;
+            let work = poll_fn(|cx| slot.poll_work(cx, |cx| rx.poll_recv(cx))).await;
+            match work {
+                Work::Stop(reason) => return reason,
+                Work::Panicked(message) => {
+                    match self.restart_after(cell, message) {
+                        Ok(()) => starting = true,
+                        Err(reason) => return reason,
                     }
+                    continue;
                 }
-            })
-            .await
-            {
-                Next::Msg(msg) => msg,
-                Next::Stop(reason) => return reason,
-            };
-            if let Err(message) = guarded(msg.dispatch(&mut self.actor)).await {
+                Work::Msg(msg) => self.slot.begin_task(msg),
+                Work::Drive => {}
+            }
+            let slot = &self.slot;
+            if let Err(message) = guarded(poll_fn(|cx| slot.poll_task(cx))).await {
+                self.slot.abandon_task();
                 match self.restart_after(cell, message) {
                     Ok(()) => starting = true,
                     Err(reason) => return reason,
@@ -110,7 +112,8 @@ impl<A: Actor, M: Dispatch<A>> Runner<A, M> {
             Ok(fresh) => {
                 self.restarts.push_back(now);
                 // The panicked state is dropped without on_stop: it may be inconsistent.
-                self.actor = fresh;
+                // SAFETY: the task holds the baton.
+                unsafe { *self.slot.actor() = fresh };
                 tracing::info!(actor = %cell.id, name = ?cell.name, "actor restarted");
                 Ok(())
             }
