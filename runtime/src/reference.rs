@@ -50,12 +50,17 @@ impl<M> LocalRoute<M> {
         self.inline.try_run(msg, &self.tx, cx)
     }
 
-    /// [`LocalRoute::try_inline`] from async code.
+    /// [`LocalRoute::try_inline`] from async code, within the task's cooperative
+    /// budget: a loop of calls that all complete inline still yields to the
+    /// scheduler now and then, as it would on a channel.
     async fn inline_now(&self, msg: M) -> Result<(), M> {
         let mut msg = Some(msg);
         poll_fn(|cx| {
-            let msg = msg.take().expect("polled once: it is always ready");
-            Poll::Ready(self.try_inline(msg, cx))
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+            let msg = msg.take().expect("ready only once");
+            let outcome = self.try_inline(msg, cx);
+            coop.made_progress();
+            Poll::Ready(outcome)
         })
         .await
     }
@@ -313,9 +318,20 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                 TellState::Ready(msg) => {
                     let core = this.core;
                     let Route::Local(local) = &core.route;
-                    // Fastest: the actor is idle and runs the message here.
+                    // Fastest: the actor is idle and runs the message here (within
+                    // the task's cooperative budget, like a channel send).
+                    let coop = match tokio::task::coop::poll_proceed(cx) {
+                        Poll::Ready(coop) => coop,
+                        Poll::Pending => {
+                            this.state = TellState::Ready(msg);
+                            return Poll::Pending;
+                        }
+                    };
                     let msg = match local.try_inline(msg, cx) {
-                        Ok(()) => return Poll::Ready(Ok(())),
+                        Ok(()) => {
+                            coop.made_progress();
+                            return Poll::Ready(Ok(()));
+                        }
                         Err(msg) => msg,
                     };
                     // Fast: room now (or, rendezvous, the actor is waiting), no allocation.

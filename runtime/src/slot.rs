@@ -31,6 +31,15 @@ use crate::cell::ActorCell;
 use crate::mailbox::MailboxTx;
 use crate::reply::panic_message;
 
+/// How deep inline runs may nest on one thread (A's handler calls B inline, which
+/// calls C inline, ...). Past it calls go through the mailbox, so a long chain of
+/// actors cannot overflow the caller's stack.
+const MAX_INLINE_DEPTH: u32 = 8;
+
+thread_local! {
+    static INLINE_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 const FREE: u8 = 0;
 const INLINE: u8 = 1;
 const TASK: u8 = 2;
@@ -217,6 +226,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut Context<'_>) -> Result<(), M> {
+        let depth = INLINE_DEPTH.with(|d| d.get());
+        if depth >= MAX_INLINE_DEPTH {
+            return Err(msg);
+        }
         if self
             .baton
             .compare_exchange(FREE, INLINE, Ordering::Acquire, Ordering::Relaxed)
