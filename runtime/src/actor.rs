@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::cell::ActorCell;
 use crate::id::ActorId;
 use crate::mailbox::Mailbox;
 use crate::node::Node;
+use crate::slot::Control;
 
 /// An object that lives behind a mailbox and handles one message at a time.
 ///
@@ -76,6 +77,7 @@ impl fmt::Display for StopReason {
 pub struct Context {
     pub(crate) node: Node,
     pub(crate) cell: Arc<ActorCell>,
+    pub(crate) control: Weak<dyn Control>,
 }
 
 impl Context {
@@ -97,7 +99,10 @@ impl Context {
     /// Stops this actor with [`StopReason::Normal`] once the current message is handled.
     /// Messages still queued are answered with `ActorStopped`.
     pub fn stop(&self) {
-        self.cell.request_stop(StopReason::Normal);
+        match self.control.upgrade() {
+            Some(control) => control.stop(StopReason::Normal),
+            None => self.cell.request_stop(StopReason::Normal),
+        }
     }
 }
 

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -20,7 +19,6 @@ pub(crate) struct ActorCell {
     pub(crate) id: ActorId,
     pub(crate) name: Option<Arc<str>>,
     stop: AtomicU8,
-    waker: AtomicWaker,
     end: Mutex<End>,
 }
 
@@ -36,43 +34,30 @@ impl ActorCell {
             id,
             name,
             stop: AtomicU8::new(RUNNING),
-            waker: AtomicWaker::new(),
             end: Mutex::new(End::default()),
         }
     }
 
-    /// Asks the actor to stop after its current message. The first request wins.
+    /// Records a request to stop after the current message; the first request wins.
+    /// Whoever holds the actor's baton acts on it (`Control::stop` also makes sure
+    /// someone holds it).
     pub(crate) fn request_stop(&self, reason: StopReason) {
         let code = match reason {
             StopReason::Shutdown => STOP_SHUTDOWN,
             _ => STOP_NORMAL,
         };
-        if self
+        let _ = self
             .stop
-            .compare_exchange(RUNNING, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.waker.wake();
-        }
+            .compare_exchange(RUNNING, code, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     /// The pending stop request, if any.
     pub(crate) fn stop_requested(&self) -> Option<StopReason> {
-        match self.stop.load(Ordering::Acquire) {
+        match self.stop.load(Ordering::SeqCst) {
             RUNNING => None,
             STOP_SHUTDOWN => Some(StopReason::Shutdown),
             _ => Some(StopReason::Normal),
         }
-    }
-
-    /// Registers the actor task to be woken by a stop request or a baton hand-over.
-    pub(crate) fn register(&self, waker: &std::task::Waker) {
-        self.waker.register(waker);
-    }
-
-    /// Wakes the actor task.
-    pub(crate) fn wake(&self) {
-        self.waker.wake();
     }
 
     /// Records the final reason and tells every monitor.

@@ -5,12 +5,12 @@
 //! per actor ([`Mailbox`]) and one sender/receiver type over the three kinds, so the
 //! rest of the runtime never matches on the kind.
 
+use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
-use futures_util::Stream;
 use tokio::sync::{oneshot, Notify};
 
 use crate::error::CallError;
@@ -125,11 +125,7 @@ impl Mailbox {
                 closed: closed.clone(),
                 kind: self.kind,
             },
-            MailboxRx {
-                stream: rx.clone().into_stream(),
-                rx,
-                closed,
-            },
+            MailboxRx { rx, closed },
         )
     }
 }
@@ -171,11 +167,14 @@ pub(crate) struct MailboxTx<M> {
     kind: Kind,
 }
 
-/// Set once by the actor as it stops; senders waiting for room are woken by it.
+/// Shared by both sides: the closed flag (set once by the actor as it stops; senders
+/// waiting for room are woken by it) and the senders waiting to hand a message
+/// over, which flume does not count in a zero-capacity channel's length.
 #[derive(Default)]
 struct Closed {
     flag: AtomicBool,
     notify: Notify,
+    waiting: AtomicUsize,
 }
 
 impl Closed {
@@ -190,9 +189,16 @@ impl Closed {
 }
 
 impl<M> MailboxTx<M> {
-    /// Messages queued and not yet taken by the actor.
+    /// Messages queued and not yet taken by the actor (senders still waiting for
+    /// room are not in the mailbox yet).
     pub(crate) fn depth(&self) -> usize {
         self.tx.len()
+    }
+
+    /// Whether anything is queued or waiting to be queued: a call that arrives now
+    /// must go behind it.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.closed.waiting.load(Ordering::SeqCst) != 0 || !self.tx.is_empty()
     }
 
     fn refusal(&self) -> Option<CallError> {
@@ -230,11 +236,16 @@ impl<M> MailboxTx<M> {
     }
 
     /// Queues, waiting for room (bounded) or for the actor to take it (rendezvous);
-    /// an unbounded mailbox never waits.
+    /// an unbounded mailbox never waits. `waiting` runs once the message is
+    /// registered as waiting, to make sure the actor comes to take it.
     ///
     /// A send that had to wait and whose message was then dropped unhandled because
     /// the actor stopped meanwhile reports `ActorStopped`: it was never accepted.
-    pub(crate) async fn send(&self, mut env: Envelope<M>) -> Result<(), CallError> {
+    pub(crate) async fn send(
+        &self,
+        mut env: Envelope<M>,
+        waiting: impl FnOnce(),
+    ) -> Result<(), CallError> {
         if let Kind::Unbounded(_) = self.kind {
             return match self.try_send(env) {
                 Ok(()) => Ok(()),
@@ -258,12 +269,26 @@ impl<M> MailboxTx<M> {
         if let Some(err) = self.refusal() {
             return Err(err);
         }
-        tokio::select! {
-            sent = self.tx.send_async(env) => {
-                sent.map_err(|_| CallError::ActorStopped)?;
+        // Counted before the message is registered, so that whoever releases the
+        // actor's baton sees it (see `Slot::release`).
+        let _counted = Waiting::count(&self.closed.waiting);
+        let mut send = self.tx.send_async(env);
+        let mut waiting = Some(waiting);
+        let sent = poll_fn(|cx| {
+            if let Poll::Ready(sent) = Pin::new(&mut send).poll(cx) {
+                return Poll::Ready(Some(sent));
+            }
+            // Registered as waiting (or still full): make sure the actor runs.
+            if let Some(waiting) = waiting.take() {
+                waiting();
             }
             // Dropping the send withdraws a message still waiting for room.
-            () = closing => {}
+            closing.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        drop(send);
+        if let Some(sent) = sent {
+            sent.map_err(|_| CallError::ActorStopped)?;
         }
         self.pushed();
         match fate.map(|mut rx| rx.try_recv()) {
@@ -284,20 +309,22 @@ impl<M> MailboxTx<M> {
     }
 }
 
-/// The receiving side, owned by the actor's task.
+/// The receiving side, used by whoever holds the actor's baton.
 pub(crate) struct MailboxRx<M: 'static> {
-    stream: flume::r#async::RecvStream<'static, Envelope<M>>,
     rx: flume::Receiver<Envelope<M>>,
     closed: Arc<Closed>,
 }
 
 impl<M: 'static> MailboxRx<M> {
-    /// The next message; `Ready(None)` once every sender is gone and the queue is empty.
-    /// Taking a message releases its sender's receipt.
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<M>> {
-        Pin::new(&mut self.stream)
-            .poll_next(cx)
-            .map(|env| env.map(Envelope::open))
+    /// The next message, if one is queued (for a rendezvous mailbox: if a sender
+    /// is waiting to hand one over). Taking a message releases its sender's receipt.
+    pub(crate) fn try_recv(&self) -> Option<M> {
+        self.rx.try_recv().ok().map(Envelope::open)
+    }
+
+    /// Whether anything is queued, or waiting to be queued (see `MailboxTx::has_pending`).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.closed.waiting.load(Ordering::SeqCst) != 0 || !self.rx.is_empty()
     }
 
     /// Refuses new messages and hands back the ones still queued, unopened: dropping
@@ -309,5 +336,21 @@ impl<M: 'static> MailboxRx<M> {
             left.push(env.msg);
         }
         left
+    }
+}
+
+/// One sender waiting in `MailboxTx::send`, counted for as long as it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -10,14 +10,13 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
-use crate::actor::{Actor, Context, SpawnOptions, StopReason};
+use crate::actor::{Actor, SpawnOptions, StopReason};
 use crate::cell::ActorCell;
 use crate::id::ActorId;
 use crate::interface::{Dispatch, Interface};
 use crate::mailbox::Mailbox;
 use crate::reference::{LocalRoute, RefCore, DEFAULT_TIMEOUT};
-use crate::runner::Runner;
-use crate::slot::{Slot, Start};
+use crate::slot::{Control, Held, Slot, Start};
 
 /// A process-level host for actors. Cheap to clone: clones share one node.
 ///
@@ -54,7 +53,7 @@ struct NodeInner {
     runtime: tokio::runtime::Handle,
     default_mailbox: Mailbox,
     default_timeout: Duration,
-    actors: DashMap<ActorId, Arc<ActorCell>>,
+    actors: DashMap<ActorId, Arc<dyn Control>>,
     next_actor: AtomicU64,
     live: AtomicUsize,
     all_stopped: Notify,
@@ -166,29 +165,23 @@ impl Node {
         let id = ActorId(inner.next_actor.fetch_add(1, Ordering::Relaxed));
         let cell = Arc::new(ActorCell::new(id, options.name));
         let (tx, rx) = options.mailbox.unwrap_or(inner.default_mailbox).channel();
-        inner.live.fetch_add(1, Ordering::AcqRel);
-        inner.actors.insert(id, cell.clone());
-        // A spawn racing shutdown must not outlive it.
-        if inner.shutting_down.load(Ordering::Acquire) {
-            cell.request_stop(StopReason::Shutdown);
-        }
-        let start: Start<A, R::Msg, _> = <R::Msg as Dispatch<A>>::dispatch;
-        let slot = Arc::new(Slot::new(actor, start, cell.clone()));
-        let runner = Runner {
-            slot: slot.clone(),
+        let held = Held {
             rx,
-            ctx: Context {
-                node: self.clone(),
-                cell: cell.clone(),
-            },
             restart: options.restart,
             restarts: VecDeque::new(),
         };
-        inner.runtime.spawn(runner.run());
+        inner.live.fetch_add(1, Ordering::AcqRel);
+        let start: Start<A, R::Msg, _> = <R::Msg as Dispatch<A>>::dispatch;
+        let slot = Slot::spawn(actor, start, self.clone(), cell.clone(), held);
+        inner.actors.insert(id, slot.clone());
+        // A spawn racing shutdown must not outlive it.
+        if inner.shutting_down.load(Ordering::SeqCst) {
+            Control::stop(&*slot, StopReason::Shutdown);
+        }
         let mut core = RefCore::local(LocalRoute {
             tx,
             cell,
-            inline: slot,
+            host: slot,
         });
         if inner.default_timeout != DEFAULT_TIMEOUT {
             core = core.with_timeout(inner.default_timeout);
@@ -208,7 +201,7 @@ impl Node {
     /// Asks the actor behind `r` to stop ([`StopReason::Normal`]) after its current
     /// message; messages still queued are answered with `ActorStopped`.
     pub fn stop<R: Interface>(&self, r: &R) {
-        r.core().cell().request_stop(StopReason::Normal);
+        r.core().stop(StopReason::Normal);
     }
 
     /// Whether the actor behind `r` has finished.
@@ -228,9 +221,16 @@ impl Node {
     /// all have finished. Actors spawned afterwards stop at once.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
-        inner.shutting_down.store(true, Ordering::Release);
-        for entry in inner.actors.iter() {
-            entry.value().request_stop(StopReason::Shutdown);
+        inner.shutting_down.store(true, Ordering::SeqCst);
+        // Collected first: stopping an idle actor may finish it at once, and its
+        // removal from the table must not run under our iteration's shard lock.
+        let actors: Vec<Arc<dyn Control>> = inner
+            .actors
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
+        for actor in actors {
+            actor.stop(StopReason::Shutdown);
         }
         loop {
             let notified = inner.all_stopped.notified();
@@ -240,6 +240,11 @@ impl Node {
             notified.await;
         }
         tracing::debug!(node = ?inner.name, "node shut down");
+    }
+
+    /// Runs an actor's task on the node's runtime.
+    pub(crate) fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.inner.runtime.spawn(task);
     }
 
     /// Called by an actor's task as it ends.

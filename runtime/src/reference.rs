@@ -14,12 +14,13 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
+use crate::actor::StopReason;
 use crate::cell::ActorCell;
 use crate::error::CallError;
 use crate::interface::{Method, Request};
 use crate::mailbox::{Envelope, MailboxTx, TrySendError};
 use crate::reply::ReplyTo;
-use crate::slot::Inline;
+use crate::slot::Host;
 
 /// The deadline a call gets unless `with_timeout` sets another.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,8 +39,17 @@ enum Route<M> {
 pub(crate) struct LocalRoute<M> {
     pub(crate) tx: MailboxTx<M>,
     pub(crate) cell: Arc<ActorCell>,
-    /// Runs a message on the caller's task when the actor is idle.
-    pub(crate) inline: Arc<dyn Inline<M>>,
+    /// Runs a message on the caller's task when the actor is idle, and schedules
+    /// the actor when a message is queued.
+    pub(crate) host: Arc<dyn Host<M>>,
+}
+
+impl<M> Drop for LocalRoute<M> {
+    /// The last reference is gone: nobody can call this actor again, so it stops.
+    fn drop(&mut self) {
+        self.cell.request_stop(StopReason::Normal);
+        self.host.schedule();
+    }
 }
 
 impl<M> LocalRoute<M> {
@@ -47,7 +57,22 @@ impl<M> LocalRoute<M> {
     /// it (the message is then taken, and handled unless the handler had to wait);
     /// otherwise gives it back.
     fn try_inline(&self, msg: M, cx: &mut Context<'_>) -> Result<(), M> {
-        self.inline.try_run(msg, &self.tx, cx)
+        self.host.try_run(msg, &self.tx, cx)
+    }
+
+    /// Queues without waiting, and makes sure the actor will take it.
+    fn push(&self, env: Envelope<M>) -> Result<(), TrySendError<M>> {
+        self.tx.try_send(env)?;
+        self.host.schedule();
+        Ok(())
+    }
+
+    /// Queues, waiting for room (or for the hand-over), and makes sure the actor
+    /// will take it.
+    async fn push_waiting(&self, env: Envelope<M>) -> Result<(), CallError> {
+        self.tx.send(env, || self.host.schedule()).await?;
+        self.host.schedule();
+        Ok(())
     }
 
     /// [`LocalRoute::try_inline`] from async code, within the task's cooperative
@@ -107,6 +132,16 @@ impl<M: Send + 'static> RefCore<M> {
         }
     }
 
+    /// Asks the actor to stop after its current message, and makes sure it does.
+    pub(crate) fn stop(&self, reason: StopReason) {
+        match &self.route {
+            Route::Local(local) => {
+                local.cell.request_stop(reason);
+                local.host.schedule();
+            }
+        }
+    }
+
     pub(crate) fn cell(&self) -> &Arc<ActorCell> {
         match &self.route {
             Route::Local(local) => &local.cell,
@@ -151,7 +186,7 @@ impl<M: Send + 'static> RefCore<M> {
                 if let Err(msg) = local.inline_now(msg).await {
                     let at = Instant::now() + self.timeout;
                     deadline = Some(at);
-                    match local.tx.try_send(Envelope { msg, taken: None }) {
+                    match local.push(Envelope { msg, taken: None }) {
                         Ok(()) => {}
                         Err(TrySendError::Refused(err)) => return Err(err),
                         Err(TrySendError::Full(env)) => {
@@ -214,10 +249,10 @@ async fn deliver<M>(
         msg,
         taken: taken_tx,
     };
-    match local.tx.try_send(env) {
+    match local.push(env) {
         Ok(()) => {}
         Err(TrySendError::Refused(err)) => return Err(err),
-        Err(TrySendError::Full(env)) => match timeout_at(deadline, local.tx.send(env)).await {
+        Err(TrySendError::Full(env)) => match timeout_at(deadline, local.push_waiting(env)).await {
             Ok(sent) => sent?,
             Err(_) => {
                 return Err(CallError::Timeout {
@@ -282,7 +317,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 let Err(msg) = local.try_inline(msg, &mut cx) else {
                     return Ok(());
                 };
-                match local.tx.try_send(Envelope { msg, taken: None }) {
+                match local.push(Envelope { msg, taken: None }) {
                     Ok(()) => Ok(()),
                     Err(TrySendError::Refused(err)) => Err(err),
                     Err(TrySendError::Full(_)) => Err(local.tx.full_error()),
@@ -335,7 +370,7 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                         Err(msg) => msg,
                     };
                     // Fast: room now (or, rendezvous, the actor is waiting), no allocation.
-                    let msg = match local.tx.try_send(Envelope { msg, taken: None }) {
+                    let msg = match local.push(Envelope { msg, taken: None }) {
                         Ok(()) => return Poll::Ready(Ok(())),
                         Err(TrySendError::Refused(err)) => return Poll::Ready(Err(err)),
                         Err(TrySendError::Full(env)) => env.msg,

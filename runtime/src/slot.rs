@@ -1,34 +1,43 @@
-//! Where an actor's state lives, and who may run it: the baton.
+//! Where an actor lives, and who may run it: the baton.
 //!
-//! An actor's state is touched by one holder at a time. Usually the holder is the
-//! actor's own task, which takes messages from the mailbox. But when a caller finds
-//! the actor idle with an empty mailbox, the caller takes the baton and runs the
-//! handler right there, on its own task: no queueing, no wake-up, no thread switch
-//! (on a 2-core machine a cross-thread wake-up costs far more than a handler).
+//! An actor has no task of its own while it is idle. Its state, mailbox receiver
+//! and lifecycle live in a [`Slot`], touched by one holder of the baton at a time:
 //!
-//! The baton has three states:
-//! - `FREE`: the actor is idle; a caller or the task may take it.
-//! - `INLINE`: a caller is running one handler (never across an `.await`: if the
-//!   handler has to wait, the caller hands the in-flight future to the task).
-//! - `TASK`: the actor's task holds it (starting, handling, restarting, stopping).
+//! - `FREE`: idle, nobody runs it, nothing is queued for it.
+//! - `INLINE`: a caller found it idle with an empty mailbox and is running one
+//!   handler right there, on the caller's own task: no queueing, no wake-up, no
+//!   thread switch (on a 2-core machine a cross-thread wake-up costs far more than
+//!   a handler). Never held across an `.await`: a handler that has to wait is handed
+//!   to a task.
+//! - `TASK`: a task spawned for this actor holds it: starting, handling queued
+//!   messages, finishing a handed-over handler, restarting, stopping. The task ends
+//!   as soon as the actor is idle again.
+//!
+//! Whoever queues a message, asks for a stop or hands a handler over calls
+//! [`Slot::schedule`], which spawns a task only if the baton is `FREE`. This is
+//! Akka's dispatcher model (a mailbox is scheduled when it has work) with an inline
+//! fast path in front of it.
 //!
 //! Order per sender holds because a caller runs inline only when the mailbox is
-//! empty *while it holds the baton*, and the task dequeues only while holding it:
-//! whatever a sender queued earlier has been handled before its next call can
-//! run inline.
+//! empty *while it holds the baton*, and a task dequeues only while holding it:
+//! whatever a sender queued earlier has been handled before its next call can run.
 
 use std::cell::UnsafeCell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Weak};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::actor::{Actor, Context, Factory, Restart, StopReason};
 use crate::cell::ActorCell;
-use crate::mailbox::MailboxTx;
+use crate::mailbox::{MailboxRx, MailboxTx};
+use crate::node::Node;
 use crate::reply::panic_message;
 
 /// How deep inline runs may nest on one thread (A's handler calls B inline, which
@@ -42,190 +51,192 @@ thread_local! {
 
 const FREE: u8 = 0;
 const INLINE: u8 = 1;
-const TASK: u8 = 2;
+pub(crate) const TASK: u8 = 2;
 
 /// Starts handling one message: `Dispatch::dispatch` as a function pointer, so the
 /// slot can name the handler future's type and keep it in place.
 pub(crate) type Start<A, M, F> = fn(M, &'static mut A) -> F;
 
-/// The actor's state and the handler future running on it.
-pub(crate) struct Slot<A: 'static, M, F> {
-    // Field order matters: `running` borrows `actor`, so it is declared (and dropped) first.
-    running: UnsafeCell<Option<F>>,
-    actor: UnsafeCell<A>,
-    baton: AtomicU8,
-    /// A panic of an inline run, for the task to handle (restart or stop).
-    panic: Mutex<Option<String>>,
+type Starting = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What only the baton's holder touches besides the actor and its handler.
+pub(crate) struct Held<A, M: 'static> {
+    pub(crate) rx: MailboxRx<M>,
+    pub(crate) restart: Option<(Restart, Factory<A>)>,
+    pub(crate) restarts: VecDeque<Instant>,
+}
+
+/// An actor: its state, the handler running on it, and the baton.
+pub(crate) struct Slot<A: 'static, M: 'static, F> {
+    // Field order matters: `running` and `starting` borrow `actor`, so they are
+    // declared (and dropped) first.
+    pub(crate) running: UnsafeCell<Option<F>>,
+    pub(crate) starting: UnsafeCell<Option<Starting>>,
+    pub(crate) actor: UnsafeCell<A>,
+    pub(crate) held: UnsafeCell<Held<A, M>>,
+    pub(crate) baton: AtomicU8,
+    /// A panic of an inline run or an inline start, for the task to handle.
+    pub(crate) panic: Mutex<Option<String>>,
     start: Start<A, M, F>,
-    pub(crate) cell: Arc<ActorCell>,
+    pub(crate) ctx: Context,
+    me: Weak<Self>,
 }
 
-// SAFETY: `actor` and `running` are only touched by the baton's holder, and the
-// baton is handed over with Acquire/Release ordering, so at most one thread uses
-// them at a time and each sees the previous holder's writes. Moving the state
-// between threads needs `A: Send` and `F: Send`.
-unsafe impl<A: Send + 'static, M, F: Send> Sync for Slot<A, M, F> {}
-unsafe impl<A: Send + 'static, M, F: Send> Send for Slot<A, M, F> {}
-
-/// What the task finds when it takes the baton.
-pub(crate) enum Work<M> {
-    /// A message to start handling.
-    Msg(M),
-    /// An inline caller handed over a handler that is waiting on something.
-    Drive,
-    /// An inline handler panicked with this message.
-    Panicked(String),
-    /// Stop, for this reason.
-    Stop(crate::StopReason),
-}
+// SAFETY: the `UnsafeCell`s are only touched by the baton's holder, and the baton
+// is handed over with Acquire/Release ordering, so at most one thread uses them at
+// a time and each sees the previous holder's writes. Moving the state between
+// threads needs `A`, `M` and `F` to be `Send`.
+unsafe impl<A: Send + 'static, M: Send, F: Send> Sync for Slot<A, M, F> {}
+unsafe impl<A: Send + 'static, M: Send, F: Send> Send for Slot<A, M, F> {}
 
 impl<A, M, F> Slot<A, M, F>
 where
-    A: Send + 'static,
+    A: Actor,
     M: Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    /// A slot whose baton is held by the task (it runs `on_start` first).
-    pub(crate) fn new(actor: A, start: Start<A, M, F>, cell: Arc<ActorCell>) -> Self {
-        Slot {
+    /// Creates the actor and runs its `on_start` here if it finishes at once;
+    /// otherwise (or if it panics) a task takes over.
+    pub(crate) fn spawn(
+        actor: A,
+        start: Start<A, M, F>,
+        node: Node,
+        cell: Arc<ActorCell>,
+        held: Held<A, M>,
+    ) -> Arc<Self> {
+        let slot = Arc::new_cyclic(|me: &Weak<Self>| Slot {
             running: UnsafeCell::new(None),
+            starting: UnsafeCell::new(None),
             actor: UnsafeCell::new(actor),
+            held: UnsafeCell::new(held),
             baton: AtomicU8::new(TASK),
             panic: Mutex::new(None),
             start,
-            cell,
+            ctx: Context {
+                node,
+                cell,
+                control: me.clone() as Weak<dyn Control>,
+            },
+            me: me.clone(),
+        });
+        // SAFETY: the baton starts as TASK and is ours until released below.
+        unsafe { slot.begin_start() };
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { slot.poll_starting(&mut cx) }))
+        {
+            Ok(Poll::Ready(())) => slot.release(),
+            // Still starting: the task polls it again, with a waker that works.
+            Ok(Poll::Pending) => slot.spawn_task(),
+            Err(payload) => {
+                unsafe { *slot.starting.get() = None };
+                *slot.panic.lock() = Some(panic_message(&*payload));
+                slot.spawn_task();
+            }
+        }
+        slot
+    }
+
+    /// Makes sure someone will look at this actor: spawns a task if it is idle.
+    /// Call after queueing a message or asking for a stop.
+    pub(crate) fn schedule(&self) {
+        if self
+            .baton
+            .compare_exchange(FREE, TASK, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.spawn_task();
         }
     }
 
-    /// The actor's state, for the baton's holder.
+    /// Spawns the task that holds the baton from now on. The caller holds `TASK`.
+    fn spawn_task(&self) {
+        let Some(me) = self.me.upgrade() else {
+            return; // being dropped: nobody can reach it any more
+        };
+        self.ctx.node.spawn_task(me.run());
+    }
+
+    /// Gives the baton up; if work arrived meanwhile, takes it back for a task.
+    /// The caller holds the baton and leaves no handler in flight.
+    pub(crate) fn release(&self) {
+        self.baton.store(FREE, Ordering::SeqCst);
+        // A sender that queued while we held the baton saw it taken and left the
+        // message to us; so did a stop request.
+        // SAFETY: reading the queue length needs no baton (the channel is shared).
+        let queued = unsafe { (*self.held.get()).rx.has_pending() };
+        if queued || self.ctx.cell.stop_requested().is_some() {
+            self.schedule();
+        }
+    }
+
+    /// The actor's state. Holder only.
     ///
     /// # Safety
-    /// The caller holds the baton (`TASK` or `INLINE`) for as long as it uses the reference.
+    /// The caller holds the baton for as long as it uses the reference.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn actor(&self) -> &mut A {
+    pub(crate) unsafe fn actor(&self) -> &'static mut A {
         &mut *self.actor.get()
     }
 
-    /// Starts handling `msg` in place. Holder only.
-    unsafe fn begin(&self, msg: M) {
-        let actor: &'static mut A = &mut *self.actor.get();
-        *self.running.get() = Some((self.start)(msg, actor));
+    /// Starts `on_start` in place. Holder only.
+    pub(crate) unsafe fn begin_start(&self) {
+        let actor = self.actor();
+        let ctx = self.ctx.clone();
+        *self.starting.get() = Some(Box::pin(async move { actor.on_start(&ctx).await }));
     }
 
-    /// Polls the handler in place. Holder only, with a handler running.
-    unsafe fn poll_running(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let running = (*self.running.get())
+    /// Polls `on_start`; clears it once done. Holder only, with a start in flight.
+    pub(crate) unsafe fn poll_starting(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let starting = &mut *self.starting.get();
+        let poll = starting
+            .as_mut()
+            .expect("poll_starting without a start in flight")
+            .as_mut()
+            .poll(cx);
+        if poll.is_ready() {
+            *starting = None;
+        }
+        poll
+    }
+
+    /// Starts handling `msg` in place. Holder only.
+    pub(crate) unsafe fn begin(&self, msg: M) {
+        *self.running.get() = Some((self.start)(msg, self.actor()));
+    }
+
+    /// Polls the handler in place; drops it once done. Holder only, with a handler running.
+    pub(crate) unsafe fn poll_running(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let running = &mut *self.running.get();
+        let handler = running
             .as_mut()
             .expect("poll_running without a running handler");
         // SAFETY: the future lives inside the Arc'd slot, which never moves, and it
-        // is dropped in place (`finish`) before its memory is reused.
-        Pin::new_unchecked(running).poll(cx)
-    }
-
-    /// Drops the finished (or panicked) handler. Holder only.
-    unsafe fn finish(&self) {
-        *self.running.get() = None;
-    }
-
-    // ---- the task's side -------------------------------------------------------
-
-    /// Waits until the task holds the baton and has work. Call from the actor task.
-    pub(crate) fn poll_work(
-        &self,
-        cx: &mut Context<'_>,
-        mut recv: impl FnMut(&mut Context<'_>) -> Poll<Option<M>>,
-    ) -> Poll<Work<M>> {
-        loop {
-            match self.baton.load(Ordering::Acquire) {
-                TASK => {
-                    if let Some(message) = self.panic.lock().take() {
-                        return Poll::Ready(Work::Panicked(message));
-                    }
-                    // SAFETY: we hold the baton.
-                    if unsafe { (*self.running.get()).is_some() } {
-                        return Poll::Ready(Work::Drive);
-                    }
-                    if let Some(reason) = self.cell.stop_requested() {
-                        return Poll::Ready(Work::Stop(reason));
-                    }
-                    match recv(cx) {
-                        Poll::Ready(Some(msg)) => return Poll::Ready(Work::Msg(msg)),
-                        // Every reference is gone: nobody can call this actor again.
-                        Poll::Ready(None) => {
-                            return Poll::Ready(Work::Stop(crate::StopReason::Normal))
-                        }
-                        Poll::Pending => {
-                            // Idle: callers may run handlers inline until something
-                            // arrives. The mailbox wakes us for new messages (recv
-                            // registered us), the cell for stops and hand-overs.
-                            self.cell.register(cx.waker());
-                            self.baton.store(FREE, Ordering::Release);
-                            if self.cell.stop_requested().is_none() {
-                                return Poll::Pending;
-                            }
-                            // A stop raced our registration: take the baton back.
-                        }
-                    }
-                }
-                FREE => {
-                    let _ = self.baton.compare_exchange(
-                        FREE,
-                        TASK,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    );
-                }
-                _ => {
-                    // A caller is running a handler inline; it wakes us when it is done
-                    // if there is anything for us to do.
-                    self.cell.register(cx.waker());
-                    if self.baton.load(Ordering::Acquire) == INLINE {
-                        return Poll::Pending;
-                    }
-                }
-            }
+        // is dropped in place before its memory is reused.
+        let poll = Pin::new_unchecked(handler).poll(cx);
+        if poll.is_ready() {
+            *running = None;
         }
-    }
-
-    /// Starts `msg` (from `poll_work`) in place. Task only, holding the baton.
-    pub(crate) fn begin_task(&self, msg: M) {
-        // SAFETY: the task holds the baton.
-        unsafe { self.begin(msg) }
-    }
-
-    /// Drives the running handler to completion. Task only, holding the baton.
-    pub(crate) fn poll_task(&self, cx: &mut Context<'_>) -> Poll<()> {
-        // SAFETY: the task holds the baton and a handler is running.
-        match unsafe { self.poll_running(cx) } {
-            Poll::Ready(()) => {
-                unsafe { self.finish() };
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// Drops a handler that panicked under the task. Task only, holding the baton.
-    pub(crate) fn abandon_task(&self) {
-        // SAFETY: the task holds the baton.
-        unsafe { self.finish() }
+        poll
     }
 }
 
-/// Running a message on the caller's task, type-erased over the actor type.
-pub(crate) trait Inline<M>: Send + Sync {
-    /// Runs `msg` now if the actor is idle and nothing is queued before it;
-    /// otherwise gives it back to be queued.
-    fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut Context<'_>) -> Result<(), M>;
+/// What a reference needs from its actor, without knowing the actor's type.
+pub(crate) trait Host<M>: Send + Sync {
+    /// Runs `msg` now, on this task, if the actor is idle and nothing is queued
+    /// before it; otherwise gives it back to be queued.
+    fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut TaskContext<'_>) -> Result<(), M>;
+
+    /// Makes sure someone will take the messages just queued (or the stop just asked).
+    fn schedule(&self);
 }
 
-impl<A, M, F> Inline<M> for Slot<A, M, F>
+impl<A, M, F> Host<M> for Slot<A, M, F>
 where
-    A: Send + 'static,
+    A: Actor,
     M: Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut Context<'_>) -> Result<(), M> {
+    fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut TaskContext<'_>) -> Result<(), M> {
         let depth = INLINE_DEPTH.with(|d| d.get());
         if depth >= MAX_INLINE_DEPTH {
             return Err(msg);
@@ -237,46 +248,63 @@ where
         {
             return Err(msg);
         }
-        if mailbox.depth() != 0 || self.cell.stop_requested().is_some() {
-            self.release_inline(mailbox);
+        if mailbox.has_pending() || self.ctx.cell.stop_requested().is_some() {
+            self.release();
             return Err(msg);
         }
         // SAFETY: we hold the baton (INLINE) until we release or hand it over below.
         unsafe { self.begin(msg) };
+        INLINE_DEPTH.with(|d| d.set(depth + 1));
         let polled =
             std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { self.poll_running(cx) }));
+        INLINE_DEPTH.with(|d| d.set(depth));
         match polled {
-            Ok(Poll::Ready(())) => {
-                unsafe { self.finish() };
-                self.release_inline(mailbox);
-            }
-            // The handler waits on something: the task drives it from here on. It
-            // re-polls with its own waker, which replaces ours.
+            Ok(Poll::Ready(())) => self.release(),
+            // The handler waits on something: a task drives it from here on, with
+            // its own waker (which replaces ours).
             Ok(Poll::Pending) => self.hand_over(),
             Err(payload) => {
                 // The caller was answered `Panicked` by ReplyTo::answer_with; the
                 // task applies the restart policy.
-                unsafe { self.finish() };
+                unsafe { *self.running.get() = None };
                 *self.panic.lock() = Some(panic_message(&*payload));
                 self.hand_over();
             }
         }
         Ok(())
     }
+
+    fn schedule(&self) {
+        Slot::schedule(self);
+    }
 }
 
-impl<A: 'static, M, F> Slot<A, M, F> {
+impl<A, M, F> Slot<A, M, F>
+where
+    A: Actor,
+    M: Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     fn hand_over(&self) {
         self.baton.store(TASK, Ordering::Release);
-        self.cell.wake();
+        self.spawn_task();
     }
+}
 
-    fn release_inline(&self, mailbox: &MailboxTx<M>) {
-        self.baton.store(FREE, Ordering::Release);
-        // The task may have found the baton taken and gone to sleep: wake it if it
-        // has anything to do now.
-        if mailbox.depth() != 0 || self.cell.stop_requested().is_some() {
-            self.cell.wake();
-        }
+/// What the node keeps of every actor: enough to stop it.
+pub(crate) trait Control: Send + Sync {
+    /// Asks the actor to stop after its current message, and makes sure it does.
+    fn stop(&self, reason: StopReason);
+}
+
+impl<A, M, F> Control for Slot<A, M, F>
+where
+    A: Actor,
+    M: Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn stop(&self, reason: StopReason) {
+        self.ctx.cell.request_stop(reason);
+        self.schedule();
     }
 }
