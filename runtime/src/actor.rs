@@ -136,6 +136,7 @@ pub(crate) type Factory<A> = Box<dyn FnMut() -> A + Send>;
 /// # let _ = options;
 /// ```
 pub struct SpawnOptions<A> {
+    pub(crate) inline: bool,
     pub(crate) mailbox: Option<Mailbox>,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) restart: Option<(Restart, Factory<A>)>,
@@ -145,6 +146,7 @@ impl<A> SpawnOptions<A> {
     /// The node's defaults: its default mailbox, no restart, no name.
     pub fn new() -> Self {
         SpawnOptions {
+            inline: true,
             mailbox: None,
             name: None,
             restart: None,
@@ -154,6 +156,18 @@ impl<A> SpawnOptions<A> {
     /// The mailbox kind (default: the node's, [`Mailbox::default`] unless the builder changed it).
     pub fn mailbox(mut self, mailbox: Mailbox) -> Self {
         self.mailbox = Some(mailbox);
+        self
+    }
+
+    /// Whether a caller that finds the actor idle may run the handler on its own
+    /// task (default `true`: no queueing, no thread switch).
+    ///
+    /// The handler's synchronous part then runs before the caller's `ask` or `tell`
+    /// returns; a handler that awaits continues on the actor's own task. Turn it off
+    /// for actors whose handlers do long synchronous work, so that a `tell` to them
+    /// never holds up its sender; every message then goes through the mailbox.
+    pub fn inline(mut self, inline: bool) -> Self {
+        self.inline = inline;
         self
     }
 
@@ -180,6 +194,7 @@ impl<A> Default for SpawnOptions<A> {
 impl<A> fmt::Debug for SpawnOptions<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpawnOptions")
+            .field("inline", &self.inline)
             .field("mailbox", &self.mailbox)
             .field("name", &self.name)
             .field("restart", &self.restart.as_ref().map(|(policy, _)| policy))

@@ -167,12 +167,20 @@ impl Node {
         let (tx, rx) = options.mailbox.unwrap_or(inner.default_mailbox).channel();
         let held = Held {
             rx,
+            state_dropped: false,
             restart: options.restart,
             restarts: VecDeque::new(),
         };
         inner.live.fetch_add(1, Ordering::AcqRel);
         let start: Start<A, R::Msg, _> = <R::Msg as Dispatch<A>>::dispatch;
-        let slot = Slot::spawn(actor, start, self.clone(), cell.clone(), held);
+        let slot = Slot::spawn(
+            actor,
+            start,
+            self.clone(),
+            cell.clone(),
+            held,
+            options.inline,
+        );
         inner.actors.insert(id, slot.clone());
         // A spawn racing shutdown must not outlive it.
         if inner.shutting_down.load(Ordering::SeqCst) {

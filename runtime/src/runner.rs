@@ -76,6 +76,8 @@ where
         if let Err(message) = guarded(unsafe { self.actor() }.on_stop(&reason)).await {
             tracing::warn!(actor = %cell.id, name = ?cell.name, %message, "on_stop panicked");
         }
+        // The state's resources go now, not when the last reference does.
+        unsafe { self.drop_state() };
         tracing::debug!(actor = %cell.id, name = ?cell.name, %reason, "actor stopped");
         self.ctx.node.forget(cell);
         cell.finish(reason);
@@ -105,7 +107,7 @@ where
             Ok(fresh) => {
                 held.restarts.push_back(now);
                 // The panicked state is dropped without on_stop: it may be inconsistent.
-                unsafe { *self.actor() = fresh };
+                unsafe { **self.actor.get() = fresh };
                 tracing::info!(actor = %cell.id, name = ?cell.name, "actor restarted");
                 Ok(())
             }

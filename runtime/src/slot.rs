@@ -25,6 +25,7 @@
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -62,6 +63,7 @@ type Starting = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// What only the baton's holder touches besides the actor and its handler.
 pub(crate) struct Held<A, M: 'static> {
     pub(crate) rx: MailboxRx<M>,
+    pub(crate) state_dropped: bool,
     pub(crate) restart: Option<(Restart, Factory<A>)>,
     pub(crate) restarts: VecDeque<Instant>,
 }
@@ -72,8 +74,12 @@ pub(crate) struct Slot<A: 'static, M: 'static, F> {
     // declared (and dropped) first.
     pub(crate) running: UnsafeCell<Option<F>>,
     pub(crate) starting: UnsafeCell<Option<Starting>>,
-    pub(crate) actor: UnsafeCell<A>,
+    /// Dropped (once) right after `on_stop`, so a stopped actor's resources go at
+    /// once even while references to it remain; `state_dropped` records that.
+    pub(crate) actor: UnsafeCell<ManuallyDrop<A>>,
     pub(crate) held: UnsafeCell<Held<A, M>>,
+    /// Whether callers may run handlers on their own tasks (`SpawnOptions::inline`).
+    inline: bool,
     pub(crate) baton: AtomicU8,
     /// A panic of an inline run or an inline start, for the task to handle.
     pub(crate) panic: Mutex<Option<String>>,
@@ -103,12 +109,14 @@ where
         node: Node,
         cell: Arc<ActorCell>,
         held: Held<A, M>,
+        inline: bool,
     ) -> Arc<Self> {
         let slot = Arc::new_cyclic(|me: &Weak<Self>| Slot {
             running: UnsafeCell::new(None),
             starting: UnsafeCell::new(None),
-            actor: UnsafeCell::new(actor),
+            actor: UnsafeCell::new(ManuallyDrop::new(actor)),
             held: UnsafeCell::new(held),
+            inline,
             baton: AtomicU8::new(TASK),
             panic: Mutex::new(None),
             start,
@@ -175,7 +183,17 @@ where
     /// The caller holds the baton for as long as it uses the reference.
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn actor(&self) -> &'static mut A {
+        debug_assert!(!(*self.held.get()).state_dropped);
         &mut *self.actor.get()
+    }
+
+    /// Drops the actor's state for good. Holder only, after the last use of it.
+    pub(crate) unsafe fn drop_state(&self) {
+        let held = &mut *self.held.get();
+        if !held.state_dropped {
+            held.state_dropped = true;
+            ManuallyDrop::drop(&mut *self.actor.get());
+        }
     }
 
     /// Starts `on_start` in place. Holder only.
@@ -238,7 +256,7 @@ where
 {
     fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut TaskContext<'_>) -> Result<(), M> {
         let depth = INLINE_DEPTH.with(|d| d.get());
-        if depth >= MAX_INLINE_DEPTH {
+        if !self.inline || depth >= MAX_INLINE_DEPTH {
             return Err(msg);
         }
         if self
@@ -288,6 +306,18 @@ where
     fn hand_over(&self) {
         self.baton.store(TASK, Ordering::Release);
         self.spawn_task();
+    }
+}
+
+impl<A: 'static, M: 'static, F> Drop for Slot<A, M, F> {
+    fn drop(&mut self) {
+        // Handlers borrow the state: they go first.
+        *self.running.get_mut() = None;
+        *self.starting.get_mut() = None;
+        if !self.held.get_mut().state_dropped {
+            // SAFETY: not dropped yet, and nothing else can reach it any more.
+            unsafe { ManuallyDrop::drop(self.actor.get_mut()) };
+        }
     }
 }
 

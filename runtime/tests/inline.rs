@@ -148,3 +148,39 @@ async fn a_loop_of_inline_tells_still_lets_other_tasks_run() {
     other.await.unwrap();
     node.shutdown().await;
 }
+
+tokio::task_local! {
+    static CALLER: &'static str;
+}
+
+#[remora::remote]
+pub trait Where {
+    /// Which caller's task the handler runs on, if any.
+    async fn on_task_of(&mut self) -> Option<&'static str>;
+}
+
+struct Probe;
+impl Actor for Probe {}
+impl Where for Probe {
+    async fn on_task_of(&mut self) -> Option<&'static str> {
+        CALLER.try_with(|c| *c).ok()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_actor_runs_the_handler_on_the_callers_task_unless_inline_is_off() {
+    let node = Node::builder().build().await.unwrap();
+    let inline: WhereRef = node.spawn(Probe);
+    let dedicated: WhereRef = node.spawn_with(Probe, remora::SpawnOptions::new().inline(false));
+    let (on_inline, on_dedicated) = CALLER
+        .scope("test", async {
+            (
+                inline.on_task_of().await.unwrap(),
+                dedicated.on_task_of().await.unwrap(),
+            )
+        })
+        .await;
+    assert_eq!(on_inline, Some("test"), "ran on the caller's task");
+    assert_eq!(on_dedicated, None, "ran on the actor's own task");
+    node.shutdown().await;
+}

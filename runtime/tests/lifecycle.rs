@@ -820,3 +820,45 @@ fn poll_to_end<F: Future>(fut: F) -> F::Output {
         Poll::Pending => panic!("expected the future to finish on its first poll"),
     }
 }
+
+#[remora::remote]
+pub trait Holder {
+    async fn ping(&mut self) -> u8;
+}
+
+/// Sets its flag when dropped: stands for a resource (a file, a connection).
+struct Resource(Arc<std::sync::atomic::AtomicBool>);
+impl Drop for Resource {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+struct Owner {
+    _resource: Resource,
+}
+impl Actor for Owner {}
+impl Holder for Owner {
+    async fn ping(&mut self) -> u8 {
+        1
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_actors_state_is_dropped_even_while_references_remain() {
+    let node = Node::builder().build().await.unwrap();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let owner: HolderRef = node.spawn(Owner {
+        _resource: Resource(dropped.clone()),
+    });
+    assert_eq!(owner.ping().await, Ok(1));
+    assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+    node.stop(&owner);
+    timeout(SAFETY, node.monitor(&owner)).await.unwrap();
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "the state went with the stop, not with the last reference"
+    );
+    assert_eq!(owner.ping().await, Err(CallError::ActorStopped));
+    node.shutdown().await;
+}
