@@ -8,7 +8,7 @@ use std::time::Duration;
 /// `Result` inside the `Ok` of this one. Every variant says what went wrong and
 /// [`CallError::may_have_executed`] tells whether the actor could have run the
 /// call, which is what decides whether retrying is safe.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum CallError {
     /// The deadline passed before a reply arrived (default 30 s; set one per call
@@ -80,6 +80,30 @@ pub enum CallError {
         /// What the peer said.
         reason: String,
     },
+    /// The target object does not have this method: caller and callee were built
+    /// from different versions of the interface.
+    #[error("the object's interface `{interface}` has no method with id {method:#018x}; caller and callee disagree on the interface")]
+    UnknownMethod {
+        /// The interface the callee serves.
+        interface: String,
+        /// The method id the caller sent.
+        method: u64,
+    },
+    /// The target object serves another interface than the reference says.
+    #[error("the object serves interface `{found}`, not the one the reference names (id {expected:#018x})")]
+    InterfaceMismatch {
+        /// The interface id the caller sent.
+        expected: u64,
+        /// The interface the object serves.
+        found: String,
+    },
+    /// The reference names an earlier incarnation of its node: the node restarted,
+    /// and the object is gone with it. Look the name up again.
+    #[error("node {node} restarted since this reference was made; the object is gone")]
+    NodeRestarted {
+        /// The node.
+        node: String,
+    },
     /// The peer speaks another protocol version.
     #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
     VersionMismatch {
@@ -118,6 +142,9 @@ impl CallError {
             | CallError::NoSuchObject
             | CallError::Marshalling { .. }
             | CallError::Unauthorized { .. }
+            | CallError::UnknownMethod { .. }
+            | CallError::InterfaceMismatch { .. }
+            | CallError::NodeRestarted { .. }
             | CallError::VersionMismatch { .. } => false,
         }
     }

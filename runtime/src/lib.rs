@@ -55,6 +55,7 @@ mod reference;
 mod reply;
 mod runner;
 mod slot;
+pub mod wire;
 
 pub use actor::{Actor, Context, Restart, SpawnOptions, StopReason};
 pub use error::CallError;

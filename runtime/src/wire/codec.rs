@@ -1,0 +1,194 @@
+//! Framing: a 4-byte big-endian length, then the frame's MessagePack body.
+//!
+//! Decoding is bounded: a length past [`Limits::max_frame`] is refused before any
+//! of the body is buffered, nesting past [`Limits::max_depth`] fails the frame, and
+//! collections cannot outgrow the frame that carries them (every element costs at
+//! least one byte). A malformed body costs only that frame: the reader skips it and
+//! goes on with the next one.
+
+use serde::Serialize;
+
+use super::frame::Frame;
+
+/// Bounds on what a peer can make this node decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame body accepted, in bytes (default 16 MiB).
+    pub max_frame: usize,
+    /// Deepest nesting of arrays and maps accepted (default 64).
+    pub max_depth: usize,
+}
+
+impl Limits {
+    /// The default maximum frame size: 16 MiB.
+    pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+    /// The default maximum nesting depth.
+    pub const DEFAULT_MAX_DEPTH: usize = 64;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: Limits::DEFAULT_MAX_FRAME,
+            max_depth: Limits::DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// Why bytes from a peer were not a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The length prefix announces more than the limit. The stream cannot be
+    /// resynchronised without reading the body: reset it.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    Oversize {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body is not a valid frame (it was skipped; the stream goes on).
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Why a frame could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The encoded frame would exceed the limit the peer enforces.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    Oversize {
+        /// The encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value could not be encoded.
+    #[error("cannot encode frame: {0}")]
+    Encode(String),
+}
+
+/// Appends `frame`, length-prefixed, to `out` (a buffer reused across frames, so
+/// several frames go out in one write). On error `out` is left as it was.
+pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>, limits: &Limits) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let body = encode_value(frame, out);
+    let len = out.len() - start - 4;
+    let checked = body.and_then(|()| {
+        if len > limits.max_frame {
+            Err(EncodeError::Oversize {
+                len,
+                max: limits.max_frame,
+            })
+        } else {
+            Ok(())
+        }
+    });
+    match checked {
+        Ok(()) => {
+            // Fits: max_frame is far below u32::MAX.
+            out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+            Ok(())
+        }
+        Err(err) => {
+            out.truncate(start);
+            Err(err)
+        }
+    }
+}
+
+/// Appends the MessagePack encoding of `value` (compact: structs as arrays).
+pub fn encode_value<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    value
+        .serialize(&mut rmp_serde::Serializer::new(out))
+        .map_err(|e| EncodeError::Encode(e.to_string()))
+}
+
+/// Decodes one MessagePack value of type `T` from the start of `bytes` (borrowing
+/// byte strings from it), within `limits`. Bytes after the value are ignored: the
+/// frame's length already delimits it.
+pub fn decode_value<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], limits: &Limits) -> Result<T, String> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(limits.max_depth);
+    T::deserialize(&mut de).map_err(|e| e.to_string())
+}
+
+/// Turns a byte stream into frames, incrementally.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// Start of the bytes not yet consumed.
+    pos: usize,
+    limits: Limits,
+}
+
+impl FrameReader {
+    /// A reader enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        FrameReader {
+            buf: Vec::new(),
+            pos: 0,
+            limits,
+        }
+    }
+
+    /// Adds bytes received from the peer. Refuses (before buffering them) bytes
+    /// that would complete an oversize frame.
+    pub fn extend(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+        if let Some(len) = self.announced() {
+            if len > self.limits.max_frame {
+                return Err(DecodeError::Oversize {
+                    len,
+                    max: self.limits.max_frame,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes buffered and not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn announced(&self) -> Option<usize> {
+        let head = self.buf.get(self.pos..self.pos + 4)?;
+        Some(u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize)
+    }
+
+    /// The next complete frame, if one is buffered. A malformed frame is consumed
+    /// and reported, so the caller can answer it and keep reading.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, DecodeError> {
+        let Some(len) = self.announced() else {
+            return Ok(None);
+        };
+        if len > self.limits.max_frame {
+            return Err(DecodeError::Oversize {
+                len,
+                max: self.limits.max_frame,
+            });
+        }
+        let start = self.pos + 4;
+        let Some(body) = self.buf.get(start..start + len) else {
+            return Ok(None);
+        };
+        self.pos = start + len;
+        decode_value(body, &self.limits)
+            .map(Some)
+            .map_err(DecodeError::Malformed)
+    }
+}
+
+/// Decodes exactly one frame body (no length prefix): the fuzzing entry point.
+pub fn decode_frame<'a>(body: &'a [u8], limits: &Limits) -> Result<Frame<'a>, DecodeError> {
+    decode_value(body, limits).map_err(DecodeError::Malformed)
+}

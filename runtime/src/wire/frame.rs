@@ -1,0 +1,90 @@
+//! The frames nodes exchange, and their encoding.
+//!
+//! A frame is a MessagePack value (rmp-serde, compact array form) behind a 4-byte
+//! big-endian length. Method arguments and replies travel as nested byte strings:
+//! the protocol routes them without knowing their types, and only the target's
+//! generated dispatcher decodes them, into the declared types (no gadget chains).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The protocol version this build speaks. A peer speaking another one is refused
+/// at connect with [`CallError::VersionMismatch`](crate::CallError::VersionMismatch).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The first bytes of every `Hello`, so that a stray connection is told apart from
+/// a peer of another version.
+pub const MAGIC: u32 = 0x5245_4d4f; // "REMO"
+
+/// Identifies an exported object on its node: a random 128-bit value (holding it is
+/// the capability to call the object).
+pub type ObjectId = Uuid;
+
+/// One frame on a connection between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame<'a> {
+    /// The first frame each side sends.
+    Hello(Hello),
+    /// A call that expects a reply (an ask).
+    Call(#[serde(borrow)] Call<'a>),
+    /// A one-way call (a tell): no reply, no error frame.
+    Tell(#[serde(borrow)] Call<'a>),
+    /// The value a call returned, as the encoded bytes of the method's output.
+    Reply {
+        /// The call it answers.
+        call: u64,
+        /// The encoded return value.
+        #[serde(borrow, with = "serde_bytes")]
+        value: &'a [u8],
+    },
+    /// Why a call did not return a value.
+    Error {
+        /// The call it answers.
+        call: u64,
+        /// What went wrong.
+        error: crate::CallError,
+    },
+    /// The sender drops its leases on these objects (reserved for leases).
+    Release {
+        /// Objects released.
+        objects: Vec<ObjectId>,
+    },
+    /// The sender renews its leases on these objects (reserved for leases).
+    Renew {
+        /// Objects renewed.
+        objects: Vec<ObjectId>,
+    },
+    /// Liveness probe; answered with `Pong` carrying the same nonce.
+    Ping(u64),
+    /// The answer to a `Ping`.
+    Pong(u64),
+}
+
+/// Who is speaking: sent once, first, by each side of a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: u32,
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The sender's node id.
+    pub node: Uuid,
+    /// The sender's incarnation: changes every time the node process starts.
+    pub incarnation: u64,
+}
+
+/// A call of one method on one exported object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call<'a> {
+    /// Unique per sending node and connection: replies and duplicates are matched on it.
+    pub id: u64,
+    /// The exported object called.
+    pub target: ObjectId,
+    /// The interface the caller believes the object serves (`stable_id` of its name).
+    pub interface: u64,
+    /// The method (`stable_id("Interface.method")`).
+    pub method: u64,
+    /// The encoded argument struct.
+    #[serde(borrow, with = "serde_bytes")]
+    pub args: &'a [u8],
+}

@@ -1,0 +1,9 @@
+//! The wire protocol, free of any I/O: frames, their encoding, and the bookkeeping
+//! of calls on a connection. Transports (in-process channels, QUIC) move the bytes;
+//! every protocol decision is made here, where it is tested without sockets.
+
+pub mod codec;
+pub mod frame;
+
+pub use codec::{DecodeError, EncodeError, FrameReader, Limits};
+pub use frame::{Call, Frame, Hello, ObjectId, MAGIC, PROTOCOL_VERSION};
