@@ -178,7 +178,7 @@ fn owned_form(elem: &Type) -> String {
 }
 
 /// A type as a person writes it (token streams print `& str`, `Vec < u8 >`).
-fn type_text(ty: &impl quote::ToTokens) -> String {
+pub fn type_text(ty: &impl quote::ToTokens) -> String {
     let mut text = ty.to_token_stream().to_string();
     for (spaced, tight) in [
         (" < ", "<"),

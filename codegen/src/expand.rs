@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::{ItemTrait, LitStr};
 
-use crate::check::{self, MethodModel};
+use crate::check::{self, type_text, MethodModel};
 
 /// `#[remote(name = "...")]`.
 struct Args {
@@ -52,6 +52,7 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let mut arg_structs = Vec::new();
     let mut variants = Vec::new();
     let mut arms = Vec::new();
+    let mut unmarshal_arms = Vec::new();
     let mut proxy_methods = Vec::new();
     for m in &methods {
         let name = &m.name;
@@ -60,14 +61,19 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         let arg_names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
         let arg_types: Vec<_> = m.args.iter().map(|(_, t)| t).collect();
         let output = &m.output;
+        let arg_name_strs: Vec<String> = arg_names.iter().map(|n| n.to_string()).collect();
+        let arg_type_strs: Vec<String> = arg_types.iter().map(|t| type_text(t)).collect();
         arg_structs.push(quote! {
             #[doc(hidden)]
             #[allow(non_camel_case_types)]
+            #[derive(::remora::__private::serde::Serialize, ::remora::__private::serde::Deserialize)]
+            #[serde(crate = "::remora::__private::serde")]
             #vis struct #struct_ident { #( pub #arg_names: #arg_types, )* }
 
             impl ::remora::Method for #struct_ident {
                 const NAME: &'static str = #method_wire;
                 const ID: u64 = ::remora::stable_id(#method_wire);
+                const ARGS: ::remora::ArgTable = &[ #( (#arg_name_strs, #arg_type_strs), )* ];
                 type Output = #output;
             }
 
@@ -78,6 +84,15 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
         });
         variants.push(quote! { #name(::remora::Request<#struct_ident>) });
+        unmarshal_arms.push(quote! {
+            if method == <#struct_ident as ::remora::Method>::ID {
+                let args: #struct_ident = ::remora::__private::decode_args(args, limits)?;
+                return ::core::result::Result::Ok(#msg_ident::#name(::remora::Request {
+                    args,
+                    reply: replier.into_reply(),
+                }));
+            }
+        });
         arms.push(quote! {
             #msg_ident::#name(::remora::Request { args: #struct_ident { #( #arg_names, )* }, reply }) => {
                 reply.answer_with(<A as #trait_ident>::#name(actor, #( #arg_names, )*)).await;
@@ -159,6 +174,38 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         #[doc(hidden)]
         #[allow(non_camel_case_types)]
         #vis enum #msg_ident { #( #variants, )* }
+
+        impl ::remora::Unmarshal for #msg_ident {
+            const INTERFACE: &'static str = #wire_name;
+            const INTERFACE_ID: u64 = ::remora::stable_id(#wire_name);
+
+            #[allow(unused_variables)]
+            fn unmarshal(
+                method: u64,
+                args: &[u8],
+                limits: &::remora::wire::Limits,
+                replier: ::remora::Replier,
+            ) -> ::core::result::Result<Self, ::remora::CallError> {
+                #( #unmarshal_arms )*
+                ::core::result::Result::Err(::remora::CallError::UnknownMethod {
+                    interface: #wire_name.into(),
+                    method,
+                })
+            }
+        }
+
+        impl ::remora::__private::serde::Serialize for #ref_ident {
+            fn serialize<S: ::remora::__private::serde::Serializer>(&self, serializer: S) -> ::core::result::Result<S::Ok, S::Error> {
+                ::remora::__private::serde::Serialize::serialize(&self.core, serializer)
+            }
+        }
+
+        impl<'de> ::remora::__private::serde::Deserialize<'de> for #ref_ident {
+            fn deserialize<D: ::remora::__private::serde::Deserializer<'de>>(deserializer: D) -> ::core::result::Result<Self, D::Error> {
+                <::remora::RefCore<#msg_ident> as ::remora::__private::serde::Deserialize<'de>>::deserialize(deserializer)
+                    .map(|core| #ref_ident { core })
+            }
+        }
 
         #( #arg_structs )*
 

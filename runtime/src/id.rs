@@ -28,7 +28,9 @@ pub const fn stable_id(name: &str) -> u64 {
 }
 
 /// The id of an actor within its node: unique for the node's lifetime, never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ActorId(pub(crate) u64);
 
 impl ActorId {

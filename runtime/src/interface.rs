@@ -30,6 +30,8 @@ pub trait Method: Send + 'static {
     const NAME: &'static str;
     /// `stable_id(NAME)`.
     const ID: u64;
+    /// Each argument's name and type, in order (for error messages).
+    const ARGS: crate::marshal::ArgTable;
     /// What the method returns (`()` for `#[oneway]`).
     type Output: Send + 'static;
 }

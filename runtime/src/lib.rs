@@ -50,6 +50,7 @@ mod error;
 mod id;
 mod interface;
 mod mailbox;
+mod marshal;
 mod node;
 mod reference;
 mod reply;
@@ -62,6 +63,7 @@ pub use error::CallError;
 pub use id::{stable_id, ActorId};
 pub use interface::{Dispatch, Interface, Method, Request};
 pub use mailbox::Mailbox;
+pub use marshal::{ArgTable, Replier, Unmarshal};
 pub use node::{Node, NodeBuilder, NodeError, NodeStats};
 pub use reference::{RefCore, Tell, DEFAULT_TIMEOUT};
 pub use reply::ReplyTo;
@@ -81,5 +83,6 @@ pub use remora_codegen::remote;
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::marshal::{decode_args, decode_reply, encode_args, encode_reply};
     pub use serde;
 }

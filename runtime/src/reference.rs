@@ -115,6 +115,24 @@ impl<M> fmt::Debug for RefCore<M> {
     }
 }
 
+/// A reference travels as a reference: its node exports it and the receiving node
+/// imports it as a proxy. That needs a node on each side; serializing one by hand
+/// (outside a call to another node) is refused with this explanation.
+const NO_MARSHALLING_NODE: &str =
+    "a remote reference can only be marshalled by a node sending it in a call to another node";
+
+impl<M> serde::Serialize for RefCore<M> {
+    fn serialize<S: serde::Serializer>(&self, _serializer: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(NO_MARSHALLING_NODE))
+    }
+}
+
+impl<'de, M> serde::Deserialize<'de> for RefCore<M> {
+    fn deserialize<D: serde::Deserializer<'de>>(_deserializer: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(NO_MARSHALLING_NODE))
+    }
+}
+
 impl<M> PartialEq for RefCore<M> {
     /// Two references are equal when they reach the same actor (options aside).
     fn eq(&self, other: &Self) -> bool {

@@ -56,7 +56,7 @@ pub trait Hang {
     async fn echo(&mut self, n: u64) -> u64;
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Insufficient {
     pub balance: u64,
 }

@@ -99,7 +99,10 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>, limits: &Limits) -> Result<(
 }
 
 /// Appends the MessagePack encoding of `value` (compact: structs as arrays).
-pub fn encode_value<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn encode_value<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     value
         .serialize(&mut rmp_serde::Serializer::new(out))
         .map_err(|e| EncodeError::Encode(e.to_string()))
@@ -108,7 +111,10 @@ pub fn encode_value<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resu
 /// Decodes one MessagePack value of type `T` from the start of `bytes` (borrowing
 /// byte strings from it), within `limits`. Bytes after the value are ignored: the
 /// frame's length already delimits it.
-pub fn decode_value<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], limits: &Limits) -> Result<T, String> {
+pub fn decode_value<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+    limits: &Limits,
+) -> Result<T, String> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(limits.max_depth);
     T::deserialize(&mut de).map_err(|e| e.to_string())
