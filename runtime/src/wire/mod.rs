@@ -4,6 +4,8 @@
 
 pub mod codec;
 pub mod frame;
+pub mod session;
 
 pub use codec::{DecodeError, EncodeError, FrameReader, Limits};
 pub use frame::{Call, Frame, Hello, ObjectId, MAGIC, PROTOCOL_VERSION};
+pub use session::{Incoming, Session, SessionError};

@@ -1,0 +1,269 @@
+//! One connection's protocol state, free of I/O: the handshake, call ids, and
+//! at-most-once suppression of duplicate calls. A transport feeds it the frames it
+//! reads and sends the frames it is given; the same state machine serves every
+//! transport, and is tested here without any.
+
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
+use super::frame::{Call, Frame, Hello, MAGIC, PROTOCOL_VERSION};
+use crate::error::CallError;
+
+/// This side of a connection.
+#[derive(Debug)]
+pub struct Session {
+    local: Hello,
+    peer: Option<Hello>,
+    next_call: u64,
+    seen: Seen,
+}
+
+/// What a received frame means for the node.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// The peer introduced itself; the connection is ready.
+    Ready(Hello),
+    /// A call to run (`one_way` for tells: no reply is expected).
+    Call {
+        /// The call.
+        call: Call<'a>,
+        /// True for a tell.
+        one_way: bool,
+    },
+    /// The answer to one of our calls: the encoded value or the error.
+    Reply {
+        /// Our call id.
+        call: u64,
+        /// The outcome.
+        outcome: Result<&'a [u8], CallError>,
+    },
+    /// A `Ping` to answer with this `Pong`.
+    Answer(Frame<'static>),
+    /// Nothing to do (a duplicate call, a pong, lease frames not handled yet).
+    Nothing,
+}
+
+/// Why a connection must be closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The peer is not a Remora node of this protocol version.
+    #[error(transparent)]
+    Refused(CallError),
+    /// The peer broke the protocol.
+    #[error("protocol violation: {0}")]
+    Violation(String),
+}
+
+impl Session {
+    /// A session for the node `node` in its incarnation `incarnation`.
+    pub fn new(node: Uuid, incarnation: u64) -> Self {
+        Session {
+            local: Hello {
+                magic: MAGIC,
+                version: PROTOCOL_VERSION,
+                node,
+                incarnation,
+            },
+            peer: None,
+            next_call: 1,
+            seen: Seen::default(),
+        }
+    }
+
+    /// The frame to send first.
+    pub fn hello(&self) -> Frame<'static> {
+        Frame::Hello(self.local.clone())
+    }
+
+    /// The peer, once its `Hello` has arrived.
+    pub fn peer(&self) -> Option<&Hello> {
+        self.peer.as_ref()
+    }
+
+    /// A fresh id for an outgoing call.
+    pub fn next_call_id(&mut self) -> u64 {
+        let id = self.next_call;
+        self.next_call += 1;
+        id
+    }
+
+    /// Interprets one received frame.
+    pub fn receive<'a>(&mut self, frame: Frame<'a>) -> Result<Incoming<'a>, SessionError> {
+        match frame {
+            Frame::Hello(hello) => {
+                if self.peer.is_some() {
+                    return Err(SessionError::Violation("a second Hello".into()));
+                }
+                if hello.magic != MAGIC {
+                    return Err(SessionError::Violation(
+                        "not a Remora peer (bad magic)".into(),
+                    ));
+                }
+                if hello.version != PROTOCOL_VERSION {
+                    return Err(SessionError::Refused(CallError::VersionMismatch {
+                        ours: PROTOCOL_VERSION,
+                        theirs: hello.version,
+                    }));
+                }
+                self.peer = Some(hello.clone());
+                Ok(Incoming::Ready(hello))
+            }
+            _ if self.peer.is_none() => Err(SessionError::Violation(
+                "a frame before the peer's Hello".into(),
+            )),
+            Frame::Call(call) | Frame::Tell(call) if !self.seen.first_time(call.id) => {
+                tracing::debug!(call = call.id, "duplicate call discarded");
+                Ok(Incoming::Nothing)
+            }
+            Frame::Call(call) => Ok(Incoming::Call {
+                call,
+                one_way: false,
+            }),
+            Frame::Tell(call) => Ok(Incoming::Call {
+                call,
+                one_way: true,
+            }),
+            Frame::Reply { call, value } => Ok(Incoming::Reply {
+                call,
+                outcome: Ok(value),
+            }),
+            Frame::Error { call, error } => Ok(Incoming::Reply {
+                call,
+                outcome: Err(error),
+            }),
+            Frame::Ping(nonce) => Ok(Incoming::Answer(Frame::Pong(nonce))),
+            Frame::Pong(_) | Frame::Release { .. } | Frame::Renew { .. } => Ok(Incoming::Nothing),
+        }
+    }
+}
+
+/// Call ids seen from the peer: everything up to `floor`, plus the ones above it.
+/// Ids are allocated in order per connection, so the set above the floor stays as
+/// small as the calls in flight.
+#[derive(Debug, Default)]
+struct Seen {
+    floor: u64,
+    above: BTreeSet<u64>,
+}
+
+/// How many out-of-order ids are remembered before the oldest are assumed seen.
+const MAX_ABOVE: usize = 1 << 16;
+
+impl Seen {
+    fn first_time(&mut self, id: u64) -> bool {
+        if id <= self.floor || !self.above.insert(id) {
+            return false;
+        }
+        while self.above.remove(&(self.floor + 1)) {
+            self.floor += 1;
+        }
+        if self.above.len() > MAX_ABOVE {
+            // A gap that never fills (a lost call): move the floor past it.
+            if let Some(&lowest) = self.above.iter().next() {
+                self.floor = lowest;
+                self.above.remove(&lowest);
+                while self.above.remove(&(self.floor + 1)) {
+                    self.floor += 1;
+                }
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Session, Session) {
+        let mut a = Session::new(Uuid::from_u128(1), 7);
+        let mut b = Session::new(Uuid::from_u128(2), 9);
+        let hello_a = a.hello();
+        let hello_b = b.hello();
+        assert!(
+            matches!(b.receive(hello_a), Ok(Incoming::Ready(h)) if h.node == Uuid::from_u128(1))
+        );
+        assert!(matches!(a.receive(hello_b), Ok(Incoming::Ready(h)) if h.incarnation == 9));
+        (a, b)
+    }
+
+    fn call(id: u64) -> Frame<'static> {
+        Frame::Call(Call {
+            id,
+            target: Uuid::from_u128(5),
+            interface: 1,
+            method: 2,
+            args: b"args",
+        })
+    }
+
+    #[test]
+    fn frames_before_hello_are_a_violation() {
+        let mut b = Session::new(Uuid::from_u128(2), 1);
+        assert!(matches!(
+            b.receive(call(1)),
+            Err(SessionError::Violation(_))
+        ));
+    }
+
+    #[test]
+    fn another_protocol_version_is_refused_with_both_versions() {
+        let mut b = Session::new(Uuid::from_u128(2), 1);
+        let mut hello = Session::new(Uuid::from_u128(1), 1).local.clone();
+        hello.version = PROTOCOL_VERSION + 1;
+        assert_eq!(
+            b.receive(Frame::Hello(hello)),
+            Err(SessionError::Refused(CallError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: PROTOCOL_VERSION + 1
+            }))
+        );
+    }
+
+    #[test]
+    fn a_duplicate_call_is_delivered_once() {
+        let (mut a, mut b) = pair();
+        let id = a.next_call_id();
+        assert!(matches!(
+            b.receive(call(id)),
+            Ok(Incoming::Call { one_way: false, .. })
+        ));
+        assert_eq!(b.receive(call(id)), Ok(Incoming::Nothing));
+    }
+
+    #[test]
+    fn out_of_order_ids_are_each_delivered_once() {
+        let (_, mut b) = pair();
+        for id in [3, 1, 2, 5, 4] {
+            assert!(
+                matches!(b.receive(call(id)), Ok(Incoming::Call { .. })),
+                "{id}"
+            );
+        }
+        for id in 1..=5 {
+            assert_eq!(b.receive(call(id)), Ok(Incoming::Nothing), "{id}");
+        }
+        assert_eq!(b.seen.floor, 5);
+        assert!(b.seen.above.is_empty());
+    }
+
+    #[test]
+    fn pings_are_answered_and_replies_matched() {
+        let (_, mut b) = pair();
+        assert_eq!(
+            b.receive(Frame::Ping(3)),
+            Ok(Incoming::Answer(Frame::Pong(3)))
+        );
+        assert_eq!(
+            b.receive(Frame::Error {
+                call: 4,
+                error: CallError::ActorStopped
+            }),
+            Ok(Incoming::Reply {
+                call: 4,
+                outcome: Err(CallError::ActorStopped)
+            })
+        );
+    }
+}
