@@ -164,6 +164,20 @@ fn check_owned(ty: &Type, what: &str) -> syn::Result<()> {
         Type::Tuple(t) => t.elems.iter().try_for_each(|e| check_owned(e, what)),
         Type::Array(a) => check_owned(&a.elem, what),
         Type::Slice(s) => check_owned(&s.elem, what),
+        // `Option<&str>`, `Vec<&T>`: a borrow inside a generic type is still a borrow.
+        Type::Path(p) => p
+            .path
+            .segments
+            .iter()
+            .try_for_each(|segment| match &segment.arguments {
+                syn::PathArguments::AngleBracketed(args) => {
+                    args.args.iter().try_for_each(|arg| match arg {
+                        syn::GenericArgument::Type(ty) => check_owned(ty, what),
+                        _ => Ok(()),
+                    })
+                }
+                _ => Ok(()),
+            }),
         _ => Ok(()),
     }
 }

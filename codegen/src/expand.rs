@@ -62,7 +62,7 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         let arg_types: Vec<_> = m.args.iter().map(|(_, t)| t).collect();
         let output = &m.output;
         let arg_name_strs: Vec<String> = arg_names.iter().map(|n| n.to_string()).collect();
-        let arg_type_strs: Vec<String> = arg_types.iter().map(|t| type_text(t)).collect();
+        let arg_type_strs: Vec<String> = arg_types.iter().map(type_text).collect();
         arg_structs.push(quote! {
             #[doc(hidden)]
             #[allow(non_camel_case_types)]

@@ -59,6 +59,11 @@ pub enum StopReason {
     },
     /// Its node shut down.
     Shutdown,
+    /// It lives on another node, and the connection to that node was lost.
+    NodeDown {
+        /// The node.
+        node: String,
+    },
 }
 
 impl fmt::Display for StopReason {
@@ -67,6 +72,7 @@ impl fmt::Display for StopReason {
             StopReason::Normal => f.write_str("normal"),
             StopReason::Panicked { message } => write!(f, "panicked: {message}"),
             StopReason::Shutdown => f.write_str("node shutdown"),
+            StopReason::NodeDown { node } => write!(f, "node {node} is unreachable"),
         }
     }
 }

@@ -53,6 +53,7 @@ mod mailbox;
 mod marshal;
 mod node;
 mod reference;
+pub mod remote;
 mod reply;
 mod runner;
 mod slot;

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::error::CallError;
 use crate::interface::Method;
+use crate::remote::MarshalCx;
 use crate::reply::ReplyTo;
 use crate::wire::codec::{decode_value, encode_value, Limits};
 
@@ -37,6 +38,7 @@ pub trait Unmarshal: Sized + Send + 'static {
 /// Where the encoded result of one incoming call goes (the transport's reply path).
 pub struct Replier {
     sink: Box<dyn FnOnce(Result<Vec<u8>, CallError>) + Send>,
+    cx: Option<MarshalCx>,
 }
 
 impl Replier {
@@ -44,15 +46,27 @@ impl Replier {
     pub fn new(sink: impl FnOnce(Result<Vec<u8>, CallError>) + Send + 'static) -> Self {
         Replier {
             sink: Box::new(sink),
+            cx: None,
         }
+    }
+
+    /// Encodes the reply within `cx`, so that references in it are exported to the
+    /// connection the call came from.
+    pub(crate) fn within(mut self, cx: MarshalCx) -> Self {
+        self.cx = Some(cx);
+        self
     }
 
     /// The typed reply slot of a method returning `T`: the value is encoded when
     /// the handler answers.
     pub fn into_reply<T: Serialize + Send + 'static>(self) -> ReplyTo<T> {
-        let sink = self.sink;
+        let Replier { sink, cx } = self;
         ReplyTo::sink(move |result: Result<T, CallError>| {
-            sink(result.and_then(|value| encode_reply(&value)));
+            let encoded = match &cx {
+                Some(cx) => cx.enter(|| result.and_then(|value| encode_reply(&value))),
+                None => result.and_then(|value| encode_reply(&value)),
+            };
+            sink(encoded);
         })
     }
 }

@@ -4,19 +4,25 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::actor::{Actor, SpawnOptions, StopReason};
 use crate::cell::ActorCell;
+use crate::error::CallError;
 use crate::id::ActorId;
 use crate::interface::{Dispatch, Interface};
 use crate::mailbox::Mailbox;
-use crate::reference::{LocalRoute, RefCore, DEFAULT_TIMEOUT};
+use crate::marshal::Unmarshal;
+use crate::reference::{LocalRoute, RefCore, Route, DEFAULT_TIMEOUT};
+use crate::remote::{Connection, Exported, RemoteRoute, WireRef};
 use crate::slot::{Control, Held, Slot, Start};
+use crate::wire::codec::Limits;
+use crate::wire::{Hello, ObjectId};
 
 /// A process-level host for actors. Cheap to clone: clones share one node.
 ///
@@ -48,7 +54,12 @@ pub struct Node {
     inner: Arc<NodeInner>,
 }
 
-struct NodeInner {
+pub(crate) struct NodeInner {
+    id: Uuid,
+    incarnation: u64,
+    limits: Limits,
+    exports: DashMap<ObjectId, Arc<dyn Exported>>,
+    peers: DashMap<Uuid, Arc<Connection>>,
     name: Option<String>,
     runtime: tokio::runtime::Handle,
     default_mailbox: Mailbox,
@@ -69,9 +80,22 @@ pub enum NodeError {
     NoRuntime,
 }
 
+/// A handle that does not keep its node alive (connections hold one).
+#[derive(Clone)]
+pub(crate) struct WeakNode {
+    inner: Weak<NodeInner>,
+}
+
+impl WeakNode {
+    pub(crate) fn upgrade(&self) -> Option<Node> {
+        self.inner.upgrade().map(|inner| Node { inner })
+    }
+}
+
 /// Configures a [`Node`]; from [`Node::builder`].
 #[derive(Debug, Clone)]
 pub struct NodeBuilder {
+    limits: Limits,
     name: Option<String>,
     default_mailbox: Mailbox,
     default_timeout: Duration,
@@ -98,11 +122,25 @@ impl NodeBuilder {
         self
     }
 
+    /// The largest frame this node accepts from a peer, in bytes (default 16 MiB);
+    /// a larger call is refused with a `Marshalling` error before it is sent.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.limits.max_frame = bytes;
+        self
+    }
+
     /// Starts the node on the current tokio runtime.
     pub async fn build(self) -> Result<Node, NodeError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NodeError::NoRuntime)?;
         Ok(Node {
             inner: Arc::new(NodeInner {
+                id: Uuid::new_v4(),
+                // A new value every time a node starts: references to an earlier
+                // incarnation of this node fail instead of reaching new actors.
+                incarnation: rand_incarnation(),
+                limits: self.limits,
+                exports: DashMap::new(),
+                peers: DashMap::new(),
                 name: self.name,
                 runtime,
                 default_mailbox: self.default_mailbox,
@@ -129,6 +167,7 @@ impl Node {
     /// Starts configuring a node.
     pub fn builder() -> NodeBuilder {
         NodeBuilder {
+            limits: Limits::default(),
             name: None,
             default_mailbox: Mailbox::default(),
             default_timeout: DEFAULT_TIMEOUT,
@@ -188,6 +227,7 @@ impl Node {
         }
         let mut core = RefCore::local(LocalRoute {
             tx,
+            exported: OnceLock::new(),
             cell,
             host: slot,
         });
@@ -198,12 +238,34 @@ impl Node {
     }
 
     /// Resolves with the reason once the actor behind `r` has stopped (at once if it
-    /// already has). Restarts under a restart policy do not count as stops.
+    /// already has). Restarts under a restart policy do not count as stops. For an
+    /// actor on another node it resolves with [`StopReason::NodeDown`] when the
+    /// connection to that node is lost (remote stop reasons come with leases).
     pub fn monitor<R: Interface>(
         &self,
         r: &R,
     ) -> impl Future<Output = StopReason> + Send + 'static {
-        r.core().cell().monitor()
+        // Capture the cell or the connection, never the route: a route keeps its
+        // actor alive, and a monitor must not.
+        enum Watch {
+            Local(std::pin::Pin<Box<dyn Future<Output = StopReason> + Send>>),
+            Remote(Arc<Connection>),
+        }
+        let watch = match r.core().route() {
+            Route::Local(local) => Watch::Local(Box::pin(local.cell.monitor())),
+            Route::Remote(remote) => Watch::Remote(remote.conn.clone()),
+        };
+        async move {
+            match watch {
+                Watch::Local(stopped) => stopped.await,
+                Watch::Remote(conn) => {
+                    conn.closed().await;
+                    StopReason::NodeDown {
+                        node: conn.peer.node.to_string(),
+                    }
+                }
+            }
+        }
     }
 
     /// Asks the actor behind `r` to stop ([`StopReason::Normal`]) after its current
@@ -212,9 +274,164 @@ impl Node {
         r.core().stop(StopReason::Normal);
     }
 
-    /// Whether the actor behind `r` has finished.
+    /// Whether the actor behind `r` has finished (for an actor on another node:
+    /// whether the connection to its node is lost).
     pub fn is_stopped<R: Interface>(&self, r: &R) -> bool {
-        r.core().cell().is_finished()
+        match r.core().route() {
+            Route::Local(local) => local.cell.is_finished(),
+            Route::Remote(remote) => remote.conn.is_closed(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> Uuid {
+        self.inner.id
+    }
+
+    /// This run of the node: a new value every time it starts.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub(crate) fn default_timeout(&self) -> Duration {
+        self.inner.default_timeout
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakNode {
+        WeakNode {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Exports the actor behind `r` (a local actor) so that peers can call it, and
+    /// returns its object id. References sent in calls are exported automatically;
+    /// this is for bootstrapping (a well-known object such as a registry).
+    pub fn export<R: Interface>(&self, r: &R) -> Result<ObjectId, CallError>
+    where
+        R::Msg: Unmarshal,
+    {
+        match r.core().route() {
+            Route::Local(local) => Ok(self.export_route(local)),
+            Route::Remote(_) => Err(CallError::NoSuchObject),
+        }
+    }
+
+    /// A reference to object `object` exported by node `node` (this node, or a peer
+    /// this node is connected to).
+    pub fn reference<R: Interface>(&self, node: Uuid, object: ObjectId) -> Result<R, CallError>
+    where
+        R::Msg: Unmarshal,
+    {
+        let incarnation = if node == self.id() {
+            self.incarnation()
+        } else {
+            self.peer(node)?.peer.incarnation
+        };
+        let wire = WireRef {
+            node,
+            incarnation,
+            object,
+            interface: <R::Msg as Unmarshal>::INTERFACE_ID,
+        };
+        let route = self.import::<R::Msg>(&wire, None)?;
+        Ok(R::from_core(RefCore::new(
+            route,
+            self.inner.default_timeout,
+        )))
+    }
+
+    /// The id `route`'s actor is exported under; exports it on first use.
+    pub(crate) fn export_route<M: Unmarshal>(&self, route: &Arc<LocalRoute<M>>) -> ObjectId {
+        *route.exported.get_or_init(|| {
+            let id = Uuid::new_v4();
+            self.inner
+                .exports
+                .insert(id, route.clone() as Arc<dyn Exported>);
+            id
+        })
+    }
+
+    pub(crate) fn exported(&self, object: &ObjectId) -> Option<Arc<dyn Exported>> {
+        self.inner.exports.get(object).map(|e| e.value().clone())
+    }
+
+    /// Turns a reference off the wire into a route: local if the object is ours,
+    /// over `via` if it lives on that peer, over another connection if on a third node.
+    pub(crate) fn import<M: Unmarshal>(
+        &self,
+        wire: &WireRef,
+        via: Option<&Arc<Connection>>,
+    ) -> Result<Route<M>, CallError> {
+        if wire.interface != M::INTERFACE_ID {
+            return Err(CallError::InterfaceMismatch {
+                expected: M::INTERFACE_ID,
+                found: format!("interface id {:#018x}", wire.interface),
+            });
+        }
+        if wire.node == self.id() {
+            if wire.incarnation != self.incarnation() {
+                return Err(CallError::NodeRestarted {
+                    node: wire.node.to_string(),
+                });
+            }
+            let exported = self.exported(&wire.object).ok_or(CallError::NoSuchObject)?;
+            let local = exported.as_any().downcast::<LocalRoute<M>>().map_err(|_| {
+                CallError::InterfaceMismatch {
+                    expected: M::INTERFACE_ID,
+                    found: "another interface".into(),
+                }
+            })?;
+            return Ok(Route::Local(local));
+        }
+        let conn = match via {
+            Some(conn) if conn.peer.node == wire.node => conn.clone(),
+            _ => self.peer(wire.node)?,
+        };
+        if conn.peer.incarnation != wire.incarnation {
+            return Err(CallError::NodeRestarted {
+                node: wire.node.to_string(),
+            });
+        }
+        Ok(Route::Remote(Arc::new(RemoteRoute {
+            conn,
+            target: wire.object,
+            interface: wire.interface,
+        })))
+    }
+
+    pub(crate) fn peer(&self, node: Uuid) -> Result<Arc<Connection>, CallError> {
+        self.inner
+            .peers
+            .get(&node)
+            .map(|c| c.value().clone())
+            .filter(|c| !c.is_closed())
+            .ok_or_else(|| CallError::ConnectFailed {
+                addr: node.to_string(),
+                reason: "this node has no connection to that node".into(),
+            })
+    }
+
+    /// Records a connection; one per peer (a later one replaces a closed one).
+    pub(crate) fn add_peer(&self, conn: Arc<Connection>) -> Arc<Connection> {
+        let mut entry = self
+            .inner
+            .peers
+            .entry(conn.peer.node)
+            .or_insert_with(|| conn.clone());
+        if entry.is_closed() {
+            *entry = conn;
+        }
+        entry.clone()
+    }
+
+    pub(crate) fn forget_peer(&self, peer: &Hello, conn: &Connection) {
+        self.inner
+            .peers
+            .remove_if(&peer.node, |_, c| std::ptr::eq(Arc::as_ptr(c), conn));
     }
 
     /// The node's counters now.
@@ -271,4 +488,9 @@ impl fmt::Debug for Node {
             .field("actors", &self.inner.live.load(Ordering::Relaxed))
             .finish()
     }
+}
+
+/// A random incarnation number (uuid v4's randomness, without another dependency).
+fn rand_incarnation() -> u64 {
+    Uuid::new_v4().as_u64_pair().0
 }

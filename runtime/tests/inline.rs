@@ -156,14 +156,14 @@ tokio::task_local! {
 #[remora::remote]
 pub trait Where {
     /// Which caller's task the handler runs on, if any.
-    async fn on_task_of(&mut self) -> Option<&'static str>;
+    async fn on_task_of(&mut self) -> Option<String>;
 }
 
 struct Probe;
 impl Actor for Probe {}
 impl Where for Probe {
-    async fn on_task_of(&mut self) -> Option<&'static str> {
-        CALLER.try_with(|c| *c).ok()
+    async fn on_task_of(&mut self) -> Option<String> {
+        CALLER.try_with(|c| c.to_string()).ok()
     }
 }
 
@@ -180,7 +180,11 @@ async fn an_idle_actor_runs_the_handler_on_the_callers_task_unless_inline_is_off
             )
         })
         .await;
-    assert_eq!(on_inline, Some("test"), "ran on the caller's task");
+    assert_eq!(
+        on_inline.as_deref(),
+        Some("test"),
+        "ran on the caller's task"
+    );
     assert_eq!(on_dedicated, None, "ran on the actor's own task");
     node.shutdown().await;
 }

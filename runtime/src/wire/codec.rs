@@ -73,20 +73,18 @@ pub enum EncodeError {
 pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>, limits: &Limits) -> Result<(), EncodeError> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let body = encode_value(frame, out);
-    let len = out.len() - start - 4;
-    let checked = body.and_then(|()| {
-        if len > limits.max_frame {
-            Err(EncodeError::Oversize {
+    let checked = encode_value(frame, out).and_then(|()| {
+        let len = out.len() - start - 4;
+        match len > limits.max_frame {
+            true => Err(EncodeError::Oversize {
                 len,
                 max: limits.max_frame,
-            })
-        } else {
-            Ok(())
+            }),
+            false => Ok(len),
         }
     });
     match checked {
-        Ok(()) => {
+        Ok(len) => {
             // Fits: max_frame is far below u32::MAX.
             out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
             Ok(())

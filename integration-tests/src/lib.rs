@@ -1,0 +1,104 @@
+//! Shared pieces of the multi-node tests: the interfaces and actors they call.
+
+use std::time::Duration;
+
+use remora::{Actor, Node};
+
+/// Safety net for awaits that must complete; never a performance bound.
+pub const SAFETY: Duration = Duration::from_secs(10);
+
+#[remora::remote]
+pub trait Counter {
+    async fn add(&mut self, n: u64) -> u64;
+    #[oneway]
+    async fn bump(&mut self, n: u64);
+    async fn total(&mut self) -> u64;
+    /// Records every value it is given, to check order.
+    async fn seen(&mut self) -> Vec<u64>;
+    async fn crash(&mut self, why: String) -> u64;
+    async fn nap(&mut self, ms: u64) -> u64;
+    async fn echo_bytes(&mut self, bytes: Vec<u8>) -> Vec<u8>;
+}
+
+#[derive(Default)]
+pub struct Tally {
+    pub total: u64,
+    pub seen: Vec<u64>,
+}
+
+impl Actor for Tally {}
+
+impl Counter for Tally {
+    async fn add(&mut self, n: u64) -> u64 {
+        self.total += n;
+        self.seen.push(n);
+        self.total
+    }
+    async fn bump(&mut self, n: u64) {
+        self.total += n;
+        self.seen.push(n);
+    }
+    async fn total(&mut self) -> u64 {
+        self.total
+    }
+    async fn seen(&mut self) -> Vec<u64> {
+        self.seen.clone()
+    }
+    async fn crash(&mut self, why: String) -> u64 {
+        panic!("{why}")
+    }
+    async fn nap(&mut self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+    async fn echo_bytes(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        bytes
+    }
+}
+
+/// Holds references to other actors and calls them: reference passing.
+#[remora::remote]
+pub trait Broker {
+    /// Keeps `counter` (a reference, passed as one).
+    async fn hold(&mut self, counter: CounterRef) -> bool;
+    /// Calls the counter it holds, from its own node.
+    async fn add_through(&mut self, n: u64) -> u64;
+    /// Hands the held reference back (a reference in a reply).
+    async fn give(&mut self) -> Option<CounterRef>;
+    /// Several references nested in a value.
+    async fn hold_many(&mut self, counters: Vec<Option<CounterRef>>) -> usize;
+}
+
+#[derive(Default)]
+pub struct Keeper {
+    pub held: Option<CounterRef>,
+}
+
+impl Actor for Keeper {}
+
+impl Broker for Keeper {
+    async fn hold(&mut self, counter: CounterRef) -> bool {
+        self.held = Some(counter);
+        true
+    }
+    async fn add_through(&mut self, n: u64) -> u64 {
+        match &self.held {
+            Some(counter) => counter.add(n).await.unwrap_or(u64::MAX),
+            None => 0,
+        }
+    }
+    async fn give(&mut self) -> Option<CounterRef> {
+        self.held.clone()
+    }
+    async fn hold_many(&mut self, counters: Vec<Option<CounterRef>>) -> usize {
+        let held: Vec<CounterRef> = counters.into_iter().flatten().collect();
+        let n = held.len();
+        self.held = held.into_iter().next();
+        n
+    }
+}
+
+/// A node on the current runtime.
+pub async fn node() -> Node {
+    Node::builder().build().await.expect("node builds")
+}

@@ -1,0 +1,227 @@
+//! Multi-node scenarios over the in-process transport: every call is encoded,
+//! framed, decoded and answered exactly as between processes.
+
+use std::time::Duration;
+
+use remora::remote::inproc;
+use remora::{CallError, Interface, Node, StopReason};
+use remora_integration_tests::*;
+use tokio::time::timeout;
+
+/// A server node exporting a counter, and a client node holding a proxy to it.
+async fn pair() -> (Node, Node, inproc::Wire, CounterRef, CounterRef) {
+    let server = node().await;
+    let client = node().await;
+    let wire = inproc::connect(&client, &server).await.unwrap();
+    let counter: CounterRef = server.spawn(Tally::default());
+    let object = server.export(&counter).unwrap();
+    let remote: CounterRef = client.reference(server.id(), object).unwrap();
+    (server, client, wire, counter, remote)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_runs_on_the_other_node_and_its_reply_comes_back() {
+    let (_server, _client, _wire, local, remote) = pair().await;
+    assert!(!Interface::core(&remote).is_local());
+    assert_eq!(remote.add(2).await, Ok(2));
+    assert_eq!(remote.add(3).await, Ok(5));
+    assert_eq!(local.total().await, Ok(5), "the state lives on the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_and_asks_from_one_sender_arrive_in_order() {
+    let (_server, _client, _wire, _local, remote) = pair().await;
+    for n in 0..500 {
+        if n % 7 == 0 {
+            remote.add(n).await.unwrap();
+        } else {
+            remote.bump(n).await.unwrap();
+        }
+    }
+    assert_eq!(remote.seen().await.unwrap(), (0..500).collect::<Vec<_>>());
+    remote.bump(1).receipt().await.unwrap();
+    assert_eq!(remote.total().await, Ok((0..500).sum::<u64>() + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_on_the_server_is_the_callers_panicked_error() {
+    let (server, _client, _wire, local, remote) = pair().await;
+    let stopped = server.monitor(&local);
+    let err = remote.crash("remote boom".into()).await.unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Panicked {
+            message: "remote boom".into()
+        }
+    );
+    assert!(err.may_have_executed());
+    let reason = timeout(SAFETY, stopped).await.unwrap();
+    assert!(matches!(reason, StopReason::Panicked { .. }), "{reason:?}");
+    assert_eq!(remote.total().await, Err(CallError::ActorStopped));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_passed_as_an_argument_arrives_as_a_working_proxy() {
+    let (server, client, _wire, _local, _remote) = pair().await;
+    // A broker on the server; a counter on the client, passed to the broker by reference.
+    let broker: BrokerRef = server.spawn(Keeper::default());
+    let broker_id = server.export(&broker).unwrap();
+    let broker: BrokerRef = client.reference(server.id(), broker_id).unwrap();
+    let mine: CounterRef = client.spawn(Tally::default());
+    assert_eq!(broker.hold(mine.clone()).await, Ok(true));
+    // The broker calls back into the client's counter through its proxy.
+    assert_eq!(broker.add_through(40).await, Ok(40));
+    assert_eq!(
+        mine.total().await,
+        Ok(40),
+        "the call ran on the client's actor"
+    );
+    // The reference comes back in a reply as the client's own local reference.
+    let back = broker.give().await.unwrap().unwrap();
+    assert!(Interface::core(&back).is_local());
+    assert_eq!(back, mine);
+    // Nested in a Vec of Options.
+    let many = vec![Some(mine.clone()), None, Some(mine.clone())];
+    assert_eq!(broker.hold_many(many).await, Ok(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_to_a_third_node_lets_the_receiver_call_that_node_directly() {
+    let a = node().await;
+    let b = node().await;
+    let c = node().await;
+    let _ab = inproc::connect(&a, &b).await.unwrap();
+    let _ac = inproc::connect(&a, &c).await.unwrap();
+    let _bc = inproc::connect(&b, &c).await.unwrap();
+    // C hosts a counter; B knows it; A asks B's broker to hand it over.
+    let counter: CounterRef = c.spawn(Tally::default());
+    let counter_on_b: CounterRef = b.reference(c.id(), c.export(&counter).unwrap()).unwrap();
+    let broker: BrokerRef = b.spawn(Keeper::default());
+    assert_eq!(broker.hold(counter_on_b).await, Ok(true));
+    let broker_on_a: BrokerRef = a.reference(b.id(), b.export(&broker).unwrap()).unwrap();
+    let counter_on_a = broker_on_a.give().await.unwrap().unwrap();
+    assert_eq!(counter_on_a.add(9).await, Ok(9));
+    assert_eq!(counter.total().await, Ok(9));
+    let route = format!("{:?}", Interface::core(&counter_on_a));
+    assert!(
+        route.contains(&c.id().to_string()),
+        "A talks to C directly: {route}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_are_copies() {
+    let (_server, _client, _wire, _local, remote) = pair().await;
+    let mut sent = vec![1u8, 2, 3];
+    let echoed = remote.echo_bytes(sent.clone()).await.unwrap();
+    sent[0] = 99;
+    assert_eq!(
+        echoed,
+        vec![1, 2, 3],
+        "mutating the sender's value changes nothing received"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_fails_calls_in_flight_with_node_down() {
+    let (_server, client, wire, _local, remote) = pair().await;
+    let slow = tokio::spawn({
+        let remote = remote.clone();
+        async move { remote.nap(5_000).await }
+    });
+    // Let the call leave before the cut.
+    assert_eq!(remote.add(1).await, Ok(1));
+    let gone = client.monitor(&remote);
+    wire.cut();
+    let err = timeout(SAFETY, slow).await.unwrap().unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::NodeDown {
+                may_have_executed: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        timeout(SAFETY, gone).await.unwrap(),
+        StopReason::NodeDown { .. }
+    ));
+    let after = remote.add(1).await.unwrap_err();
+    assert!(
+        matches!(
+            after,
+            CallError::NodeDown {
+                may_have_executed: false,
+                ..
+            }
+        ),
+        "{after:?}"
+    );
+    assert!(client.is_stopped(&remote));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_never_exported_is_no_such_object() {
+    let (server, client, _wire, _local, _remote) = pair().await;
+    let forged: CounterRef = client.reference(server.id(), uuid_like()).unwrap();
+    assert_eq!(forged.add(1).await, Err(CallError::NoSuchObject));
+}
+
+fn uuid_like() -> remora::wire::ObjectId {
+    remora::wire::ObjectId::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_of_the_wrong_interface_is_an_interface_mismatch() {
+    let (server, client, _wire, _local, _remote) = pair().await;
+    let broker: BrokerRef = server.spawn(Keeper::default());
+    let broker_id = server.export(&broker).unwrap();
+    // The client believes the object is a Counter.
+    let wrong: CounterRef = client.reference(server.id(), broker_id).unwrap();
+    let err = wrong.add(1).await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::InterfaceMismatch { found, .. } if found == "Broker"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_argument_is_refused_and_the_connection_keeps_working() {
+    let server = node().await;
+    let client = Node::builder()
+        .max_frame_size(64 * 1024)
+        .build()
+        .await
+        .unwrap();
+    let _wire = inproc::connect(&client, &server).await.unwrap();
+    let counter: CounterRef = server.spawn(Tally::default());
+    let remote: CounterRef = client
+        .reference(server.id(), server.export(&counter).unwrap())
+        .unwrap();
+    let err = remote.echo_bytes(vec![7; 100 * 1024]).await.unwrap_err();
+    assert!(matches!(err, CallError::Marshalling { .. }), "{err:?}");
+    assert!(!err.may_have_executed());
+    assert_eq!(remote.add(1).await, Ok(1), "the connection still works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_call_past_its_deadline_times_out() {
+    let (_server, _client, _wire, _local, remote) = pair().await;
+    let err = remote
+        .with_timeout(Duration::from_millis(50))
+        .nap(2_000)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Timeout {
+                may_have_executed: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,127 @@
+//! The route of a reference to an actor on this node: run the call here if the
+//! actor is idle, else queue it.
+
+use std::future::poll_fn;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::{timeout_at, Instant};
+
+use crate::actor::StopReason;
+use crate::cell::ActorCell;
+use crate::error::CallError;
+use crate::mailbox::{Envelope, MailboxTx, TrySendError};
+use crate::slot::Host;
+use crate::wire::ObjectId;
+
+pub(crate) struct LocalRoute<M> {
+    pub(crate) tx: MailboxTx<M>,
+    /// The id this actor is exported under, once a reference to it has been sent.
+    pub(crate) exported: OnceLock<ObjectId>,
+    pub(crate) cell: Arc<ActorCell>,
+    /// Runs a message on the caller's task when the actor is idle, and schedules
+    /// the actor when a message is queued.
+    pub(crate) host: Arc<dyn Host<M>>,
+}
+
+impl<M> Drop for LocalRoute<M> {
+    /// The last reference is gone: nobody can call this actor again, so it stops.
+    fn drop(&mut self) {
+        self.cell.request_stop(StopReason::Normal);
+        self.host.schedule();
+    }
+}
+
+impl<M> LocalRoute<M> {
+    /// Runs `msg` now on this task if the actor is idle with nothing queued before
+    /// it (the message is then taken, and handled unless the handler had to wait);
+    /// otherwise gives it back.
+    pub(crate) fn try_inline(&self, msg: M, cx: &mut Context<'_>) -> Result<(), M> {
+        self.host.try_run(msg, &self.tx, cx)
+    }
+
+    /// Queues without waiting, and makes sure the actor will take it.
+    pub(crate) fn push(&self, env: Envelope<M>) -> Result<(), TrySendError<M>> {
+        self.tx.try_send(env)?;
+        self.host.schedule();
+        Ok(())
+    }
+
+    /// Queues, waiting for room (or for the hand-over), and makes sure the actor
+    /// will take it.
+    pub(crate) async fn push_waiting(&self, env: Envelope<M>) -> Result<(), CallError> {
+        self.tx.send(env, || self.host.schedule()).await?;
+        self.host.schedule();
+        Ok(())
+    }
+
+    /// [`LocalRoute::try_inline`] from async code, within the task's cooperative
+    /// budget: a loop of calls that all complete inline still yields to the
+    /// scheduler now and then, as it would on a channel.
+    pub(crate) async fn inline_now(&self, msg: M) -> Result<(), M> {
+        let mut msg = Some(msg);
+        poll_fn(|cx| {
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+            let msg = msg.take().expect("ready only once");
+            let outcome = self.try_inline(msg, cx);
+            coop.made_progress();
+            Poll::Ready(outcome)
+        })
+        .await
+    }
+}
+
+/// Puts `msg` into the mailbox before `deadline` (for a rendezvous mailbox: hands it
+/// to the actor); with `receipt`, also waits until the actor has taken it.
+pub(crate) async fn deliver<M>(
+    local: &LocalRoute<M>,
+    msg: M,
+    deadline: Instant,
+    timeout: Duration,
+    receipt: bool,
+) -> Result<(), CallError> {
+    // An idle actor takes the message at once, on this task.
+    let Err(msg) = local.inline_now(msg).await else {
+        return Ok(());
+    };
+    let (taken_tx, taken_rx) = if receipt {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let env = Envelope {
+        msg,
+        taken: taken_tx,
+    };
+    match local.push(env) {
+        Ok(()) => {}
+        Err(TrySendError::Refused(err)) => return Err(err),
+        Err(TrySendError::Full(env)) => match timeout_at(deadline, local.push_waiting(env)).await {
+            Ok(sent) => sent?,
+            Err(_) => {
+                return Err(CallError::Timeout {
+                    after: timeout,
+                    may_have_executed: false,
+                })
+            }
+        },
+    }
+    if let Some(taken) = taken_rx {
+        match timeout_at(deadline, taken).await {
+            Ok(Ok(())) => {}
+            // Dropped unopened: the actor stopped with the message queued.
+            Ok(Err(_)) => return Err(CallError::ActorStopped),
+            // Still queued: it may yet run.
+            Err(_) => {
+                return Err(CallError::Timeout {
+                    after: timeout,
+                    may_have_executed: true,
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! What a generated `XRef` proxy holds, and how a call leaves it.
+//!
+//! A proxy never talks to a mailbox or a socket itself: it hands the call to its
+//! [`RefCore`], whose route says how the call travels — to an actor on this node
+//! ([`local`]), or over a connection to another node.
+
+pub(crate) mod local;
+mod tell;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::{timeout_at, Instant};
+
+use crate::actor::StopReason;
+use crate::error::CallError;
+use crate::interface::{Method, Request};
+use crate::mailbox::{Envelope, TrySendError};
+use crate::marshal::{decode_reply, encode_args, Unmarshal};
+use crate::remote::{MarshalCx, RemoteRoute, WireRef};
+use crate::reply::ReplyTo;
+
+pub(crate) use local::LocalRoute;
+pub use tell::Tell;
+
+/// The deadline a call gets unless `with_timeout` sets another.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The untyped inside of every generated proxy: a route to the actor and the
+/// options its calls carry. Generated code calls it; users call the proxy.
+pub struct RefCore<M> {
+    route: Route<M>,
+    timeout: Duration,
+}
+
+pub(crate) enum Route<M> {
+    Local(Arc<LocalRoute<M>>),
+    Remote(Arc<RemoteRoute>),
+}
+
+impl<M> Clone for Route<M> {
+    fn clone(&self) -> Self {
+        match self {
+            Route::Local(local) => Route::Local(local.clone()),
+            Route::Remote(remote) => Route::Remote(remote.clone()),
+        }
+    }
+}
+
+impl<M> Clone for RefCore<M> {
+    fn clone(&self) -> Self {
+        RefCore {
+            route: self.route.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl<M> fmt::Debug for RefCore<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.route {
+            Route::Local(local) => f
+                .debug_struct("Ref")
+                .field("actor", &local.cell.id)
+                .field("name", &local.cell.name)
+                .field("timeout", &self.timeout)
+                .finish(),
+            Route::Remote(remote) => f
+                .debug_struct("RemoteRef")
+                .field("node", &remote.conn.peer.node)
+                .field("object", &remote.target)
+                .field("timeout", &self.timeout)
+                .finish(),
+        }
+    }
+}
+
+impl<M> PartialEq for RefCore<M> {
+    /// Two references are equal when they reach the same actor (options aside).
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.route, &other.route) {
+            (Route::Local(a), Route::Local(b)) => Arc::ptr_eq(&a.cell, &b.cell),
+            (Route::Remote(a), Route::Remote(b)) => {
+                a.conn.peer.node == b.conn.peer.node && a.target == b.target
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A reference travels as a reference: its node exports it and the receiving node
+/// imports it as a proxy. That needs a node on each side; serializing one by hand
+/// (outside a call to another node) is refused with this explanation.
+const NO_MARSHALLING_NODE: &str =
+    "a remote reference can only be marshalled by a node sending it in a call to another node";
+
+impl<M: Unmarshal> Serialize for RefCore<M> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let cx =
+            MarshalCx::current().ok_or_else(|| serde::ser::Error::custom(NO_MARSHALLING_NODE))?;
+        let wire = match &self.route {
+            Route::Local(local) => WireRef {
+                node: cx.node.id(),
+                incarnation: cx.node.incarnation(),
+                object: cx.node.export_route(local),
+                interface: M::INTERFACE_ID,
+            },
+            Route::Remote(remote) => remote.wire(),
+        };
+        wire.serialize(serializer)
+    }
+}
+
+impl<'de, M: Unmarshal> serde::Deserialize<'de> for RefCore<M> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let cx =
+            MarshalCx::current().ok_or_else(|| serde::de::Error::custom(NO_MARSHALLING_NODE))?;
+        let wire = WireRef::deserialize(deserializer)?;
+        let route = cx
+            .node
+            .import::<M>(&wire, Some(&cx.conn))
+            .map_err(serde::de::Error::custom)?;
+        Ok(RefCore::new(route, cx.node.default_timeout()))
+    }
+}
+
+impl<M: Send + 'static> RefCore<M> {
+    pub(crate) fn new(route: Route<M>, timeout: Duration) -> Self {
+        RefCore { route, timeout }
+    }
+
+    pub(crate) fn local(route: LocalRoute<M>) -> Self {
+        RefCore::new(Route::Local(Arc::new(route)), DEFAULT_TIMEOUT)
+    }
+
+    pub(crate) fn route(&self) -> &Route<M> {
+        &self.route
+    }
+
+    /// Asks the actor to stop after its current message, and makes sure it does.
+    /// Stopping an actor on another node is not offered (yet): it is logged.
+    pub(crate) fn stop(&self, reason: StopReason) {
+        match &self.route {
+            Route::Local(local) => {
+                local.cell.request_stop(reason);
+                local.host.schedule();
+            }
+            Route::Remote(remote) => {
+                tracing::warn!(node = %remote.conn.peer.node, object = %remote.target, "stopping an actor on another node is not supported; ignored");
+            }
+        }
+    }
+
+    /// The same reference with another per-call deadline.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        RefCore {
+            route: self.route.clone(),
+            timeout,
+        }
+    }
+
+    /// The deadline this reference's calls get.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the actor lives on this node.
+    pub fn is_local(&self) -> bool {
+        matches!(self.route, Route::Local(_))
+    }
+
+    /// Messages waiting in the actor's mailbox (0 for an actor on another node).
+    pub fn mailbox_depth(&self) -> usize {
+        match &self.route {
+            Route::Local(local) => local.tx.depth(),
+            Route::Remote(_) => 0,
+        }
+    }
+
+    /// Sends `args` and awaits the method's result (an ask).
+    pub async fn ask<T>(&self, args: T) -> Result<T::Output, CallError>
+    where
+        T: Method + Serialize,
+        T::Output: DeserializeOwned,
+        M: From<Request<T>>,
+    {
+        match &self.route {
+            Route::Local(local) => self.ask_local(local, args).await,
+            Route::Remote(remote) => {
+                let cx = remote.cx()?;
+                let bytes = cx.enter(|| encode_args(&args))?;
+                let reply = remote
+                    .conn
+                    .call(
+                        remote.target,
+                        remote.interface,
+                        T::ID,
+                        &bytes,
+                        false,
+                        self.timeout,
+                    )
+                    .await?;
+                cx.enter(|| decode_reply(&reply, &remote.conn.limits))
+            }
+        }
+    }
+
+    async fn ask_local<T: Method>(
+        &self,
+        local: &LocalRoute<M>,
+        args: T,
+    ) -> Result<T::Output, CallError>
+    where
+        M: From<Request<T>>,
+    {
+        let (tx, mut rx) = oneshot::channel();
+        let msg = M::from(Request {
+            args,
+            reply: ReplyTo::local(tx),
+        });
+        let mut deadline = None;
+        if let Err(msg) = local.inline_now(msg).await {
+            let at = Instant::now() + self.timeout;
+            deadline = Some(at);
+            match local.push(Envelope { msg, taken: None }) {
+                Ok(()) => {}
+                Err(TrySendError::Refused(err)) => return Err(err),
+                Err(TrySendError::Full(env)) => {
+                    local::deliver(local, env.msg, at, self.timeout, false).await?
+                }
+            }
+        } else if let Ok(result) = rx.try_recv() {
+            // Handled inline: no queue, no wake-up, no timer.
+            return result;
+        }
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.timeout);
+        match timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
+            // Unreachable in practice: a dropped ReplyTo answers before it goes.
+            Ok(Err(_)) => Err(CallError::ActorStopped),
+            Err(_) => Err(CallError::Timeout {
+                after: self.timeout,
+                may_have_executed: true,
+            }),
+        }
+    }
+
+    /// Prepares a one-way message (a tell); see [`Tell`] for the ways to send it.
+    pub fn tell<T>(&self, args: T) -> Tell<'_, M>
+    where
+        T: Method<Output = ()> + Serialize,
+        M: From<Request<T>>,
+    {
+        Tell::new(self, args)
+    }
+}

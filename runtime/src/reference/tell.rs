@@ -1,0 +1,193 @@
+//! The one-way call (tell): a future with a fast path that never allocates.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::local::deliver;
+use super::{RefCore, Route};
+use crate::error::CallError;
+use crate::interface::{Method, Request};
+use crate::mailbox::{Envelope, TrySendError};
+use crate::marshal::encode_args;
+use crate::reply::ReplyTo;
+
+/// A one-way message on its way; what a `#[oneway]` proxy method returns.
+///
+/// - `.await`: returns once the message is queued for the actor (waiting for room
+///   in a bounded mailbox, up to the deadline; for a rendezvous mailbox, until the
+///   actor takes it).
+/// - [`.receipt().await`](Tell::receipt): returns once the actor has taken the message.
+/// - [`.try_tell()`](Tell::try_tell): never waits; a full mailbox is `MailboxFull`.
+///
+/// Like every future, a `Tell` does nothing until it is awaited or one of its
+/// methods is called.
+#[must_use = "a Tell does nothing until it is awaited, or sent with try_tell()"]
+pub struct Tell<'a, M> {
+    core: &'a RefCore<M>,
+    state: TellState<'a, M>,
+}
+
+enum TellState<'a, M> {
+    Ready(M),
+    /// For an actor on another node: the method and its encoded arguments.
+    Remote(u64, Result<Vec<u8>, CallError>),
+    Waiting(Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + 'a>>),
+    Done,
+}
+
+impl<'a, M: Send + 'static> Tell<'a, M> {
+    pub(super) fn new<T>(core: &'a RefCore<M>, args: T) -> Self
+    where
+        T: Method<Output = ()> + Serialize,
+        M: From<Request<T>>,
+    {
+        let state = match &core.route {
+            Route::Local(_) => TellState::Ready(M::from(Request {
+                args,
+                reply: ReplyTo::nobody(),
+            })),
+            Route::Remote(remote) => TellState::Remote(
+                T::ID,
+                remote.cx().and_then(|cx| cx.enter(|| encode_args(&args))),
+            ),
+        };
+        Tell { core, state }
+    }
+
+    /// Sends a remote tell now.
+    fn send_remote(&self, method: u64, args: Result<Vec<u8>, CallError>) -> Result<(), CallError> {
+        let Route::Remote(remote) = &self.core.route else {
+            unreachable!("remote state on a local route");
+        };
+        remote
+            .conn
+            .tell(remote.target, remote.interface, method, &args?)
+    }
+
+    /// Sends without waiting: `Err(MailboxFull)` (or `Overloaded`) if there is no room now.
+    /// On a rendezvous mailbox this succeeds only if the actor is waiting for a
+    /// message at this moment (it then has the message).
+    pub fn try_tell(mut self) -> Result<(), CallError> {
+        let msg = match std::mem::replace(&mut self.state, TellState::Done) {
+            TellState::Ready(msg) => msg,
+            TellState::Remote(method, args) => return self.send_remote(method, args),
+            _ => unreachable!("a Tell is sent once: try_tell consumes it before any poll"),
+        };
+        match &self.core.route {
+            Route::Local(local) => {
+                // A handler that has to wait is handed to the actor's task, which
+                // polls it again with its own waker: a no-op waker is enough here.
+                let mut cx = Context::from_waker(Waker::noop());
+                let Err(msg) = local.try_inline(msg, &mut cx) else {
+                    return Ok(());
+                };
+                match local.push(Envelope { msg, taken: None }) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Refused(err)) => Err(err),
+                    Err(TrySendError::Full(_)) => Err(local.tx.full_error()),
+                }
+            }
+            Route::Remote(_) => unreachable!("a local message on a remote route"),
+        }
+    }
+
+    /// Sends and waits until the actor has taken the message out of its mailbox
+    /// (not until it has handled it), or the deadline passes. For an actor on
+    /// another node the receipt comes once the message has been handled.
+    pub async fn receipt(mut self) -> Result<(), CallError> {
+        let timeout = self.core.timeout;
+        match std::mem::replace(&mut self.state, TellState::Done) {
+            TellState::Ready(msg) => {
+                let Route::Local(local) = &self.core.route else {
+                    unreachable!("a local message on a remote route");
+                };
+                deliver(local, msg, Instant::now() + timeout, timeout, true).await
+            }
+            TellState::Remote(method, args) => {
+                let Route::Remote(remote) = &self.core.route else {
+                    unreachable!("remote state on a local route");
+                };
+                remote
+                    .conn
+                    .call(
+                        remote.target,
+                        remote.interface,
+                        method,
+                        &args?,
+                        false,
+                        timeout,
+                    )
+                    .await
+                    .map(drop)
+            }
+            _ => unreachable!("a Tell is sent once: receipt consumes it before any poll"),
+        }
+    }
+}
+
+impl<M> Unpin for Tell<'_, M> {}
+
+impl<'a, M: Send + 'static> Future for Tell<'a, M> {
+    type Output = Result<(), CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match std::mem::replace(&mut this.state, TellState::Done) {
+                TellState::Remote(method, args) => {
+                    return Poll::Ready(this.send_remote(method, args));
+                }
+                TellState::Ready(msg) => {
+                    let core = this.core;
+                    let Route::Local(local) = &core.route else {
+                        unreachable!("a local message on a remote route");
+                    };
+                    // Fastest: the actor is idle and runs the message here (within
+                    // the task's cooperative budget, like a channel send).
+                    let coop = match tokio::task::coop::poll_proceed(cx) {
+                        Poll::Ready(coop) => coop,
+                        Poll::Pending => {
+                            this.state = TellState::Ready(msg);
+                            return Poll::Pending;
+                        }
+                    };
+                    let msg = match local.try_inline(msg, cx) {
+                        Ok(()) => {
+                            coop.made_progress();
+                            return Poll::Ready(Ok(()));
+                        }
+                        Err(msg) => msg,
+                    };
+                    // Fast: room now (or, rendezvous, the actor is waiting), no allocation.
+                    let msg = match local.push(Envelope { msg, taken: None }) {
+                        Ok(()) => return Poll::Ready(Ok(())),
+                        Err(TrySendError::Refused(err)) => return Poll::Ready(Err(err)),
+                        Err(TrySendError::Full(env)) => env.msg,
+                    };
+                    let timeout = core.timeout;
+                    this.state = TellState::Waiting(Box::pin(deliver(
+                        local,
+                        msg,
+                        Instant::now() + timeout,
+                        timeout,
+                        false,
+                    )));
+                }
+                TellState::Waiting(mut fut) => {
+                    return match fut.as_mut().poll(cx) {
+                        Poll::Ready(out) => Poll::Ready(out),
+                        Poll::Pending => {
+                            this.state = TellState::Waiting(fut);
+                            Poll::Pending
+                        }
+                    };
+                }
+                TellState::Done => panic!("Tell polled after completion"),
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! One connection to a peer node, over any transport: drives the protocol
+//! [`Session`], matches replies to calls, serves incoming calls against this node's
+//! exports, and fails every call in flight when the connection is lost.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::exports::{MarshalCx, Waiting};
+use crate::error::CallError;
+use crate::marshal::Replier;
+use crate::node::WeakNode;
+use crate::wire::codec::{encode, Limits};
+use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session};
+
+/// What the reader of a connection does after a frame.
+pub(crate) enum Step {
+    /// Read the next frame.
+    Continue,
+    /// Wait for this delivery (a full mailbox) before reading on.
+    Wait(Waiting),
+    /// Close the connection.
+    Close,
+}
+
+/// Sends encoded frames (length-prefixed) to the peer. False once the link is gone.
+pub(crate) trait Link: Send + Sync {
+    fn send(&self, frame: Vec<u8>) -> bool;
+}
+
+type Pending = oneshot::Sender<Result<Vec<u8>, CallError>>;
+
+pub(crate) struct Connection {
+    pub(crate) node: WeakNode,
+    pub(crate) peer: Hello,
+    session: Mutex<Session>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    link: Box<dyn Link>,
+    closed: AtomicBool,
+    closed_notify: tokio::sync::Notify,
+    pub(crate) limits: Limits,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        node: WeakNode,
+        session: Session,
+        peer: Hello,
+        link: Box<dyn Link>,
+        limits: Limits,
+    ) -> Self {
+        Connection {
+            node,
+            peer,
+            session: Mutex::new(session),
+            pending: Mutex::new(HashMap::new()),
+            link,
+            closed: AtomicBool::new(false),
+            closed_notify: tokio::sync::Notify::new(),
+            limits,
+        }
+    }
+
+    fn node_down(&self, may_have_executed: bool) -> CallError {
+        CallError::NodeDown {
+            node: self.peer.node.to_string(),
+            may_have_executed,
+        }
+    }
+
+    /// Sends one frame; false if it could not be encoded or the link is gone.
+    fn send(&self, frame: &Frame<'_>) -> Result<(), CallError> {
+        let mut out = Vec::new();
+        encode(frame, &mut out, &self.limits).map_err(|err| CallError::Marshalling {
+            what: "the frame".into(),
+            type_name: "Frame".into(),
+            reason: err.to_string(),
+        })?;
+        if self.link.send(out) {
+            Ok(())
+        } else {
+            Err(self.node_down(false))
+        }
+    }
+
+    /// Calls `method` on object `target` of the peer. `one_way` calls return as soon
+    /// as the frame is sent.
+    pub(crate) async fn call(
+        &self,
+        target: ObjectId,
+        interface: u64,
+        method: u64,
+        args: &[u8],
+        one_way: bool,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.node_down(false));
+        }
+        let id = self.session.lock().next_call_id();
+        let call = Call {
+            id,
+            target,
+            interface,
+            method,
+            args,
+        };
+        if one_way {
+            self.send(&Frame::Tell(call))?;
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(id, tx);
+        // Closed between the check and the insert: `close` may have missed us.
+        if self.closed.load(Ordering::Acquire) {
+            self.pending.lock().remove(&id);
+            return Err(self.node_down(false));
+        }
+        if let Err(err) = self.send(&Frame::Call(call)) {
+            self.pending.lock().remove(&id);
+            return Err(err);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            // The connection dropped the call: it was sent, so it may have run.
+            Ok(Err(_)) => Err(self.node_down(true)),
+            Err(_) => {
+                self.pending.lock().remove(&id);
+                Err(CallError::Timeout {
+                    after: timeout,
+                    may_have_executed: true,
+                })
+            }
+        }
+    }
+
+    /// Handles one frame from the peer.
+    pub(crate) fn on_frame(self: &Arc<Self>, frame: Frame<'_>) -> Step {
+        let incoming = self.session.lock().receive(frame);
+        match incoming {
+            Ok(Incoming::Ready(_)) | Ok(Incoming::Nothing) => Step::Continue,
+            Ok(Incoming::Call { call, one_way }) => self.serve(call, one_way),
+            Ok(Incoming::Reply { call, outcome }) => {
+                if let Some(waiter) = self.pending.lock().remove(&call) {
+                    let _ = waiter.send(outcome.map(<[u8]>::to_vec));
+                }
+                Step::Continue
+            }
+            Ok(Incoming::Answer(frame)) => match self.send(&frame) {
+                Ok(()) => Step::Continue,
+                Err(_) => Step::Close,
+            },
+            Err(err) => {
+                tracing::warn!(peer = %self.peer.node, %err, "closing connection");
+                Step::Close
+            }
+        }
+    }
+
+    /// Runs an incoming call on the exported object it names.
+    fn serve(self: &Arc<Self>, call: Call<'_>, one_way: bool) -> Step {
+        let id = call.id;
+        match self.deliver(call, one_way) {
+            Ok(None) => Step::Continue,
+            Ok(Some(waiting)) => Step::Wait(waiting),
+            Err(err) => {
+                if one_way {
+                    tracing::debug!(call = id, %err, "a tell failed");
+                } else {
+                    self.reply(id, Err(err));
+                }
+                Step::Continue
+            }
+        }
+    }
+
+    fn deliver(
+        self: &Arc<Self>,
+        call: Call<'_>,
+        one_way: bool,
+    ) -> Result<Option<Waiting>, CallError> {
+        let node = self.node.upgrade().ok_or(CallError::NoSuchObject)?;
+        let exported = node.exported(&call.target).ok_or(CallError::NoSuchObject)?;
+        if exported.interface_id() != call.interface {
+            return Err(CallError::InterfaceMismatch {
+                expected: call.interface,
+                found: exported.interface_name().to_owned(),
+            });
+        }
+        let cx = MarshalCx {
+            node,
+            conn: self.clone(),
+        };
+        let replier = if one_way {
+            Replier::new(|_| {})
+        } else {
+            let conn = self.clone();
+            let id = call.id;
+            Replier::new(move |outcome| conn.reply(id, outcome))
+        }
+        .within(cx.clone());
+        cx.enter(|| exported.deliver(call.method, call.args, &self.limits, replier))
+    }
+
+    fn reply(&self, call: u64, outcome: Result<Vec<u8>, CallError>) {
+        let sent = match &outcome {
+            Ok(value) => self.send(&Frame::Reply { call, value }),
+            Err(error) => self.send(&Frame::Error {
+                call,
+                error: error.clone(),
+            }),
+        };
+        if let Err(err) = sent {
+            // A reply too large for the frame limit still gets an answer.
+            if !matches!(err, CallError::NodeDown { .. }) {
+                let _ = self.send(&Frame::Error { call, error: err });
+            }
+        }
+    }
+
+    /// The link is gone: every call in flight fails with `NodeDown`.
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.closed_notify.notify_waiters();
+        let pending: Vec<Pending> = self.pending.lock().drain().map(|(_, tx)| tx).collect();
+        for waiter in pending {
+            let _ = waiter.send(Err(self.node_down(true)));
+        }
+        if let Some(node) = self.node.upgrade() {
+            node.forget_peer(&self.peer, self);
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the connection is closed.
+    pub(crate) async fn closed(&self) {
+        let notified = self.closed_notify.notified();
+        if !self.closed.load(Ordering::Acquire) {
+            notified.await;
+        }
+    }
+
+    /// A one-way call, sent now without waiting.
+    pub(crate) fn tell(
+        &self,
+        target: ObjectId,
+        interface: u64,
+        method: u64,
+        args: &[u8],
+    ) -> Result<(), CallError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.node_down(false));
+        }
+        let id = self.session.lock().next_call_id();
+        self.send(&Frame::Tell(Call {
+            id,
+            target,
+            interface,
+            method,
+            args,
+        }))
+    }
+}

@@ -1,0 +1,205 @@
+//! The in-process transport: nodes of one process connected by channels, running
+//! exactly the protocol the network transport runs. Every call is encoded and
+//! decoded (the `serializing` mode), so what works here works across processes.
+//!
+//! ```
+//! use remora::{Actor, Node};
+//!
+//! #[remora::remote]
+//! pub trait Echo {
+//!     async fn echo(&mut self, v: u64) -> u64;
+//! }
+//! struct E;
+//! impl Actor for E {}
+//! impl Echo for E {
+//!     async fn echo(&mut self, v: u64) -> u64 { v }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Node::builder().build().await?;
+//! let client = Node::builder().build().await?;
+//! let _wire = remora::remote::inproc::connect(&client, &server).await?;
+//!
+//! let echo: EchoRef = server.spawn(E);
+//! let object = server.export(&echo)?;
+//! let remote: EchoRef = client.reference(server.id(), object)?;
+//! assert_eq!(remote.echo(7).await?, 7);
+//! # Ok(()) }
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::connection::{Connection, Link, Step};
+use crate::error::CallError;
+use crate::node::{Node, WeakNode};
+use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
+use crate::wire::{Incoming, Session, SessionError};
+
+struct ChannelLink(mpsc::UnboundedSender<Vec<u8>>);
+
+impl Link for ChannelLink {
+    fn send(&self, frame: Vec<u8>) -> bool {
+        self.0.send(frame).is_ok()
+    }
+}
+
+/// The channels between two nodes; [`Wire::cut`] severs them as a network failure
+/// would (both sides see their calls in flight fail with `NodeDown`).
+pub struct Wire {
+    cut: Arc<Cut>,
+}
+
+#[derive(Default)]
+struct Cut {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl Wire {
+    /// Severs the connection, as if the network between the two nodes failed.
+    pub fn cut(&self) {
+        self.cut.done.store(true, Ordering::SeqCst);
+        self.cut.notify.notify_waiters();
+    }
+}
+
+/// Connects two nodes of this process; returns once both sides are ready.
+pub async fn connect(a: &Node, b: &Node) -> Result<Wire, CallError> {
+    let (to_b, from_a) = mpsc::unbounded_channel();
+    let (to_a, from_b) = mpsc::unbounded_channel();
+    let cut = Arc::new(Cut::default());
+    let (ready_a, a_ready) = oneshot::channel();
+    let (ready_b, b_ready) = oneshot::channel();
+    tokio::spawn(run(
+        a.downgrade(),
+        a.id(),
+        a.incarnation(),
+        *a.limits(),
+        from_b,
+        ChannelLink(to_b),
+        cut.clone(),
+        ready_a,
+    ));
+    tokio::spawn(run(
+        b.downgrade(),
+        b.id(),
+        b.incarnation(),
+        *b.limits(),
+        from_a,
+        ChannelLink(to_a),
+        cut.clone(),
+        ready_b,
+    ));
+    let refused = |_| CallError::ConnectFailed {
+        addr: "in-process".into(),
+        reason: "the connection closed during the handshake".into(),
+    };
+    a_ready.await.map_err(refused)??;
+    b_ready.await.map_err(refused)??;
+    Ok(Wire { cut })
+}
+
+/// One side of an in-process connection: handshake, then read frames until the
+/// link or the wire is cut.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    node: WeakNode,
+    id: uuid::Uuid,
+    incarnation: u64,
+    limits: Limits,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    link: ChannelLink,
+    cut: Arc<Cut>,
+    ready: oneshot::Sender<Result<(), CallError>>,
+) {
+    let mut session = Session::new(id, incarnation);
+    let mut hello = Vec::new();
+    if encode(&session.hello(), &mut hello, &limits).is_err() || !link.send(hello) {
+        return;
+    }
+    let mut reader = FrameReader::new(limits);
+    let mut link = Some(link);
+    let mut ready = Some(ready);
+    let mut conn: Option<Arc<Connection>> = None;
+    loop {
+        // Drain the frames buffered so far.
+        loop {
+            let frame = match reader.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(DecodeError::Malformed(why)) => {
+                    tracing::warn!(%why, "malformed frame skipped");
+                    continue;
+                }
+                Err(err @ DecodeError::Oversize { .. }) => {
+                    tracing::warn!(%err, "closing connection");
+                    return finish(conn, ready);
+                }
+            };
+            let step = match &conn {
+                Some(conn) => conn.on_frame(frame),
+                None => match session.receive(frame) {
+                    Ok(Incoming::Ready(peer)) => {
+                        let Some(node) = node.upgrade() else { return };
+                        let link = Box::new(link.take().expect("one handshake"));
+                        let fresh = Arc::new(Connection::new(
+                            node.downgrade(),
+                            std::mem::replace(&mut session, Session::new(id, incarnation)),
+                            peer,
+                            link,
+                            limits,
+                        ));
+                        let fresh = node.add_peer(fresh);
+                        conn = Some(fresh);
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(Ok(()));
+                        }
+                        Step::Continue
+                    }
+                    Err(SessionError::Refused(err)) => {
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(Err(err));
+                        }
+                        return;
+                    }
+                    _ => Step::Close,
+                },
+            };
+            match step {
+                Step::Continue => {}
+                Step::Wait(waiting) => waiting.await,
+                Step::Close => return finish(conn, ready),
+            }
+        }
+        let cut_now = cut.notify.notified();
+        if cut.done.load(Ordering::SeqCst) {
+            return finish(conn, ready);
+        }
+        let bytes = tokio::select! {
+            bytes = rx.recv() => bytes,
+            () = cut_now => None,
+        };
+        let Some(bytes) = bytes else {
+            return finish(conn, ready);
+        };
+        if let Err(err) = reader.extend(&bytes) {
+            tracing::warn!(%err, "closing connection");
+            return finish(conn, ready);
+        }
+    }
+}
+
+fn finish(conn: Option<Arc<Connection>>, ready: Option<oneshot::Sender<Result<(), CallError>>>) {
+    if let Some(conn) = conn {
+        conn.close();
+    }
+    if let Some(ready) = ready {
+        let _ = ready.send(Err(CallError::ConnectFailed {
+            addr: "in-process".into(),
+            reason: "the connection closed during the handshake".into(),
+        }));
+    }
+}

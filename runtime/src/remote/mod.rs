@@ -1,0 +1,9 @@
+//! Calls that leave the node: connections to peers, the objects this node exports,
+//! references on the wire, and the transports that carry frames.
+
+pub(crate) mod connection;
+pub(crate) mod exports;
+pub mod inproc;
+
+pub(crate) use connection::Connection;
+pub(crate) use exports::{Exported, MarshalCx, RemoteRoute, WireRef};
