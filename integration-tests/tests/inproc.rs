@@ -124,16 +124,20 @@ async fn values_are_copies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_connection_fails_calls_in_flight_with_node_down() {
-    let (_server, client, wire, _local, remote) = pair().await;
-    let slow = tokio::spawn({
-        let remote = remote.clone();
-        async move { remote.nap(5_000).await }
-    });
-    // Let the call leave before the cut.
-    assert_eq!(remote.add(1).await, Ok(1));
+    let (server, client, wire, _local, remote) = pair().await;
+    // A second actor on the server, to learn when the server has read the slow call.
+    let probe: CounterRef = server.spawn(Tally::default());
+    let probe: CounterRef = client
+        .reference(server.id(), server.export(&probe).unwrap())
+        .unwrap();
+    // A remote call sends its frame on the first poll.
+    let mut slow = Box::pin(remote.nap(5_000));
+    assert!(poll_once(&mut slow).await.is_pending());
+    // Frames are read in order: once the probe answers, the slow call is running.
+    assert_eq!(probe.add(1).await, Ok(1));
     let gone = client.monitor(&remote);
     wire.cut();
-    let err = timeout(SAFETY, slow).await.unwrap().unwrap().unwrap_err();
+    let err = timeout(SAFETY, slow).await.unwrap().unwrap_err();
     assert!(
         matches!(
             err,
@@ -160,6 +164,11 @@ async fn a_cut_connection_fails_calls_in_flight_with_node_down() {
         "{after:?}"
     );
     assert!(client.is_stopped(&remote));
+}
+
+/// Polls `fut` exactly once.
+async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

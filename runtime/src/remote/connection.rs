@@ -27,9 +27,22 @@ pub(crate) enum Step {
     Close,
 }
 
+/// Which ordered stream of frames a frame belongs to. Frames of one lane arrive in
+/// order; lanes do not wait for each other (a large call to one actor never holds
+/// up a small call to another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Lane {
+    /// Handshake and pings.
+    Control,
+    /// Calls (asks and tells) from this node to one object of the peer.
+    Call(ObjectId),
+    /// Replies to the calls that came in on the peer's lane with this number.
+    Reply(u64),
+}
+
 /// Sends encoded frames (length-prefixed) to the peer. False once the link is gone.
 pub(crate) trait Link: Send + Sync {
-    fn send(&self, frame: Vec<u8>) -> bool;
+    fn send(&self, lane: Lane, frame: Vec<u8>) -> bool;
 }
 
 type Pending = oneshot::Sender<Result<Vec<u8>, CallError>>;
@@ -72,15 +85,15 @@ impl Connection {
         }
     }
 
-    /// Sends one frame; false if it could not be encoded or the link is gone.
-    fn send(&self, frame: &Frame<'_>) -> Result<(), CallError> {
+    /// Sends one frame on `lane`.
+    fn send(&self, lane: Lane, frame: &Frame<'_>) -> Result<(), CallError> {
         let mut out = Vec::new();
         encode(frame, &mut out, &self.limits).map_err(|err| CallError::Marshalling {
             what: "the frame".into(),
             type_name: "Frame".into(),
             reason: err.to_string(),
         })?;
-        if self.link.send(out) {
+        if self.link.send(lane, out) {
             Ok(())
         } else {
             Err(self.node_down(false))
@@ -109,8 +122,9 @@ impl Connection {
             method,
             args,
         };
+        let lane = Lane::Call(target);
         if one_way {
-            self.send(&Frame::Tell(call))?;
+            self.send(lane, &Frame::Tell(call))?;
             return Ok(Vec::new());
         }
         let (tx, rx) = oneshot::channel();
@@ -120,7 +134,7 @@ impl Connection {
             self.pending.lock().remove(&id);
             return Err(self.node_down(false));
         }
-        if let Err(err) = self.send(&Frame::Call(call)) {
+        if let Err(err) = self.send(lane, &Frame::Call(call)) {
             self.pending.lock().remove(&id);
             return Err(err);
         }
@@ -138,19 +152,19 @@ impl Connection {
         }
     }
 
-    /// Handles one frame from the peer.
-    pub(crate) fn on_frame(self: &Arc<Self>, frame: Frame<'_>) -> Step {
+    /// Handles one frame from the peer, read on a lane whose replies go to `replies`.
+    pub(crate) fn on_frame(self: &Arc<Self>, frame: Frame<'_>, replies: Lane) -> Step {
         let incoming = self.session.lock().receive(frame);
         match incoming {
             Ok(Incoming::Ready(_)) | Ok(Incoming::Nothing) => Step::Continue,
-            Ok(Incoming::Call { call, one_way }) => self.serve(call, one_way),
+            Ok(Incoming::Call { call, one_way }) => self.serve(call, one_way, replies),
             Ok(Incoming::Reply { call, outcome }) => {
                 if let Some(waiter) = self.pending.lock().remove(&call) {
                     let _ = waiter.send(outcome.map(<[u8]>::to_vec));
                 }
                 Step::Continue
             }
-            Ok(Incoming::Answer(frame)) => match self.send(&frame) {
+            Ok(Incoming::Answer(frame)) => match self.send(Lane::Control, &frame) {
                 Ok(()) => Step::Continue,
                 Err(_) => Step::Close,
             },
@@ -162,16 +176,16 @@ impl Connection {
     }
 
     /// Runs an incoming call on the exported object it names.
-    fn serve(self: &Arc<Self>, call: Call<'_>, one_way: bool) -> Step {
+    fn serve(self: &Arc<Self>, call: Call<'_>, one_way: bool, replies: Lane) -> Step {
         let id = call.id;
-        match self.deliver(call, one_way) {
+        match self.deliver(call, one_way, replies) {
             Ok(None) => Step::Continue,
             Ok(Some(waiting)) => Step::Wait(waiting),
             Err(err) => {
                 if one_way {
                     tracing::debug!(call = id, %err, "a tell failed");
                 } else {
-                    self.reply(id, Err(err));
+                    self.reply(replies, id, Err(err));
                 }
                 Step::Continue
             }
@@ -182,6 +196,7 @@ impl Connection {
         self: &Arc<Self>,
         call: Call<'_>,
         one_way: bool,
+        replies: Lane,
     ) -> Result<Option<Waiting>, CallError> {
         let node = self.node.upgrade().ok_or(CallError::NoSuchObject)?;
         let exported = node.exported(&call.target).ok_or(CallError::NoSuchObject)?;
@@ -200,24 +215,27 @@ impl Connection {
         } else {
             let conn = self.clone();
             let id = call.id;
-            Replier::new(move |outcome| conn.reply(id, outcome))
+            Replier::new(move |outcome| conn.reply(replies, id, outcome))
         }
         .within(cx.clone());
         cx.enter(|| exported.deliver(call.method, call.args, &self.limits, replier))
     }
 
-    fn reply(&self, call: u64, outcome: Result<Vec<u8>, CallError>) {
+    fn reply(&self, lane: Lane, call: u64, outcome: Result<Vec<u8>, CallError>) {
         let sent = match &outcome {
-            Ok(value) => self.send(&Frame::Reply { call, value }),
-            Err(error) => self.send(&Frame::Error {
-                call,
-                error: error.clone(),
-            }),
+            Ok(value) => self.send(lane, &Frame::Reply { call, value }),
+            Err(error) => self.send(
+                lane,
+                &Frame::Error {
+                    call,
+                    error: error.clone(),
+                },
+            ),
         };
         if let Err(err) = sent {
             // A reply too large for the frame limit still gets an answer.
             if !matches!(err, CallError::NodeDown { .. }) {
-                let _ = self.send(&Frame::Error { call, error: err });
+                let _ = self.send(lane, &Frame::Error { call, error: err });
             }
         }
     }
@@ -261,12 +279,15 @@ impl Connection {
             return Err(self.node_down(false));
         }
         let id = self.session.lock().next_call_id();
-        self.send(&Frame::Tell(Call {
-            id,
-            target,
-            interface,
-            method,
-            args,
-        }))
+        self.send(
+            Lane::Call(target),
+            &Frame::Tell(Call {
+                id,
+                target,
+                interface,
+                method,
+                args,
+            }),
+        )
     }
 }

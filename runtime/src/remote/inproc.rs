@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::connection::{Connection, Link, Step};
+use super::connection::{Connection, Lane, Link, Step};
 use crate::error::CallError;
 use crate::node::{Node, WeakNode};
 use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
@@ -40,8 +40,10 @@ use crate::wire::{Incoming, Session, SessionError};
 
 struct ChannelLink(mpsc::UnboundedSender<Vec<u8>>);
 
+/// One channel carries every lane: in one process a frame is handed over whole, so
+/// lanes cannot hold each other up behind a partial write.
 impl Link for ChannelLink {
-    fn send(&self, frame: Vec<u8>) -> bool {
+    fn send(&self, _lane: Lane, frame: Vec<u8>) -> bool {
         self.0.send(frame).is_ok()
     }
 }
@@ -117,7 +119,7 @@ async fn run(
 ) {
     let mut session = Session::new(id, incarnation);
     let mut hello = Vec::new();
-    if encode(&session.hello(), &mut hello, &limits).is_err() || !link.send(hello) {
+    if encode(&session.hello(), &mut hello, &limits).is_err() || !link.send(Lane::Control, hello) {
         return;
     }
     let mut reader = FrameReader::new(limits);
@@ -140,7 +142,7 @@ async fn run(
                 }
             };
             let step = match &conn {
-                Some(conn) => conn.on_frame(frame),
+                Some(conn) => conn.on_frame(frame, Lane::Reply(0)),
                 None => match session.receive(frame) {
                     Ok(Incoming::Ready(peer)) => {
                         let Some(node) = node.upgrade() else { return };
@@ -174,7 +176,9 @@ async fn run(
                 Step::Close => return finish(conn, ready),
             }
         }
-        let cut_now = cut.notify.notified();
+        // Registered before the flag is checked, so a cut in between still wakes us.
+        let mut cut_now = std::pin::pin!(cut.notify.notified());
+        cut_now.as_mut().enable();
         if cut.done.load(Ordering::SeqCst) {
             return finish(conn, ready);
         }

@@ -15,7 +15,8 @@ use super::frame::Frame;
 pub struct Limits {
     /// Largest frame body accepted, in bytes (default 16 MiB).
     pub max_frame: usize,
-    /// Deepest nesting of arrays and maps accepted (default 64).
+    /// Deepest nesting of arrays and maps accepted in a value (default 64); frames
+    /// themselves may always nest 8 deep.
     pub max_depth: usize,
 }
 
@@ -75,7 +76,7 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>, limits: &Limits) -> Result<(
     out.extend_from_slice(&[0; 4]);
     let checked = encode_value(frame, out).and_then(|()| {
         let len = out.len() - start - 4;
-        match len > limits.max_frame {
+        match len > limits.max_frame || len > u32::MAX as usize {
             true => Err(EncodeError::Oversize {
                 len,
                 max: limits.max_frame,
@@ -107,20 +108,36 @@ pub fn encode_value<T: Serialize + ?Sized>(
 }
 
 /// Decodes one MessagePack value of type `T` from the start of `bytes` (borrowing
-/// byte strings from it), within `limits`. Bytes after the value are ignored: the
-/// frame's length already delimits it.
+/// byte strings from it), nested at most `limits.max_depth` deep. Bytes after the
+/// value are ignored: the frame's length already delimits it.
 pub fn decode_value<'a, T: serde::Deserialize<'a>>(
     bytes: &'a [u8],
     limits: &Limits,
 ) -> Result<T, String> {
+    decode_within(bytes, limits.max_depth)
+}
+
+/// Frames nest a few levels of their own (`Frame::Error` around a `CallError`);
+/// decoding one never needs less than this, whatever `max_depth` says.
+const FRAME_DEPTH: usize = 8;
+
+fn decode_within<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+    max_depth: usize,
+) -> Result<T, String> {
+    // rmp-serde does not count enums against its own limit: check first.
+    super::depth::check(bytes, max_depth)?;
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
-    de.set_max_depth(limits.max_depth);
+    // A backstop only; +1 keeps it off zero (rmp-serde underflows there).
+    de.set_max_depth(max_depth + 1);
     T::deserialize(&mut de).map_err(|e| e.to_string())
 }
 
 /// Turns a byte stream into frames, incrementally.
 #[derive(Debug)]
 pub struct FrameReader {
+    /// Set once an oversize frame was announced.
+    refused: Option<DecodeError>,
     buf: Vec<u8>,
     /// Start of the bytes not yet consumed.
     pos: usize,
@@ -131,15 +148,20 @@ impl FrameReader {
     /// A reader enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         FrameReader {
+            refused: None,
             buf: Vec::new(),
             pos: 0,
             limits,
         }
     }
 
-    /// Adds bytes received from the peer. Refuses (before buffering them) bytes
-    /// that would complete an oversize frame.
+    /// Adds bytes received from the peer. Once a frame announces more than the
+    /// limit, the bytes after its header are refused (not buffered), now and on
+    /// every later call: the stream cannot be resynchronised, so reset it.
     pub fn extend(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        if let Some(err) = &self.refused {
+            return Err(err.clone());
+        }
         if self.pos > 0 && self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
@@ -148,12 +170,23 @@ impl FrameReader {
             self.pos = 0;
         }
         self.buf.extend_from_slice(bytes);
-        if let Some(len) = self.announced() {
+        // Walk the frames now buffered: keep complete ones, stop at the first
+        // incomplete one, and cut an oversize one off right after its header.
+        let mut at = self.pos;
+        while let Some(head) = self.buf.get(at..at + 4) {
+            let len = u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize;
             if len > self.limits.max_frame {
-                return Err(DecodeError::Oversize {
+                self.buf.truncate(at + 4);
+                let err = DecodeError::Oversize {
                     len,
                     max: self.limits.max_frame,
-                });
+                };
+                self.refused = Some(err.clone());
+                return Err(err);
+            }
+            match at.checked_add(4 + len) {
+                Some(end) if end <= self.buf.len() => at = end,
+                _ => break,
             }
         }
         Ok(())
@@ -186,7 +219,7 @@ impl FrameReader {
             return Ok(None);
         };
         self.pos = start + len;
-        decode_value(body, &self.limits)
+        decode_within(body, self.limits.max_depth.max(FRAME_DEPTH))
             .map(Some)
             .map_err(DecodeError::Malformed)
     }
@@ -194,5 +227,5 @@ impl FrameReader {
 
 /// Decodes exactly one frame body (no length prefix): the fuzzing entry point.
 pub fn decode_frame<'a>(body: &'a [u8], limits: &Limits) -> Result<Frame<'a>, DecodeError> {
-    decode_value(body, limits).map_err(DecodeError::Malformed)
+    decode_within(body, limits.max_depth.max(FRAME_DEPTH)).map_err(DecodeError::Malformed)
 }

@@ -3,6 +3,7 @@
 //! every protocol decision is made here, where it is tested without sockets.
 
 pub mod codec;
+mod depth;
 pub mod frame;
 pub mod session;
 
