@@ -102,3 +102,58 @@ impl Broker for Keeper {
 pub async fn node() -> Node {
     Node::builder().build().await.expect("node builds")
 }
+
+/// A node running in a child process (`remora-test-node`), killed when dropped.
+pub struct ChildNode {
+    pub child: std::process::Child,
+    pub id: uuid::Uuid,
+    pub addr: String,
+    pub counter: remora::wire::ObjectId,
+    pub broker: remora::wire::ObjectId,
+}
+
+impl ChildNode {
+    /// Starts `binary` (the test-node executable) with the cluster in `credentials`
+    /// and waits for its READY line.
+    pub fn spawn(binary: &str, credentials: &std::path::Path) -> ChildNode {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(binary)
+            .arg("--credentials")
+            .arg(credentials)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the test node starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the test node prints READY");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            parts.first(),
+            Some(&"READY"),
+            "unexpected first line: {line:?}"
+        );
+        ChildNode {
+            id: parts[1].parse().expect("node id"),
+            addr: parts[2].to_owned(),
+            counter: parts[3].parse().expect("object id"),
+            broker: parts[4].parse().expect("object id"),
+            child,
+        }
+    }
+
+    /// Kills the process at once (SIGKILL): no goodbye reaches its peers.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -57,6 +57,7 @@ pub mod remote;
 mod reply;
 mod runner;
 mod slot;
+mod tls;
 pub mod wire;
 
 pub use actor::{Actor, Context, Restart, SpawnOptions, StopReason};
@@ -68,6 +69,7 @@ pub use marshal::{ArgTable, Replier, Unmarshal};
 pub use node::{Node, NodeBuilder, NodeError, NodeStats};
 pub use reference::{RefCore, Tell, DEFAULT_TIMEOUT};
 pub use reply::ReplyTo;
+pub use tls::{Credentials, CredentialsError};
 
 /// Turns a trait of `async fn` methods into a remote interface.
 ///

@@ -19,8 +19,10 @@ use crate::interface::{Dispatch, Interface};
 use crate::mailbox::Mailbox;
 use crate::marshal::Unmarshal;
 use crate::reference::{LocalRoute, RefCore, Route, DEFAULT_TIMEOUT};
+use crate::remote::quic::{self, QuicConfig, DEFAULT_IDLE_TIMEOUT};
 use crate::remote::{Connection, Exported, RemoteRoute, WireRef};
 use crate::slot::{Control, Held, Slot, Start};
+use crate::tls::{Credentials, CredentialsError};
 use crate::wire::codec::Limits;
 use crate::wire::{Hello, ObjectId};
 
@@ -69,6 +71,9 @@ pub(crate) struct NodeInner {
     live: AtomicUsize,
     all_stopped: Notify,
     shutting_down: AtomicBool,
+    credentials: Option<Credentials>,
+    quic_config: QuicConfig,
+    endpoint: tokio::sync::OnceCell<quic::Endpoint>,
 }
 
 /// Why a node could not be built.
@@ -78,6 +83,23 @@ pub enum NodeError {
     /// `build()` ran outside a tokio runtime.
     #[error("Node::builder().build() must run inside a tokio runtime (use #[tokio::main] or Runtime::block_on)")]
     NoRuntime,
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The credentials could not be loaded.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+}
+
+#[derive(Debug, Clone)]
+enum CredentialSource {
+    Dir(std::path::PathBuf),
+    Given(Credentials),
 }
 
 /// A handle that does not keep its node alive (connections hold one).
@@ -95,6 +117,9 @@ impl WeakNode {
 /// Configures a [`Node`]; from [`Node::builder`].
 #[derive(Debug, Clone)]
 pub struct NodeBuilder {
+    listen: Option<String>,
+    credentials: Option<CredentialSource>,
+    peer_timeout: Duration,
     limits: Limits,
     name: Option<String>,
     default_mailbox: Mailbox,
@@ -122,6 +147,34 @@ impl NodeBuilder {
         self
     }
 
+    /// Accepts connections from other nodes on `addr` over QUIC (port 0: any free
+    /// port; see [`Node::listen_addr`]).
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = Some(addr.into());
+        self
+    }
+
+    /// Loads this node's cluster credentials from `dir` (see [`Credentials::from_dir`]).
+    /// Without this, nodes use [`Credentials::ephemeral`]: they trust the nodes of
+    /// their own process only.
+    pub fn credentials(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.credentials = Some(CredentialSource::Dir(dir.into()));
+        self
+    }
+
+    /// Uses these credentials.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(CredentialSource::Given(credentials));
+        self
+    }
+
+    /// How long a silent peer may stay silent before its calls fail with `NodeDown`
+    /// (default 6 s; keep-alives go out every third of it).
+    pub fn peer_timeout(mut self, timeout: Duration) -> Self {
+        self.peer_timeout = timeout;
+        self
+    }
+
     /// The largest frame this node accepts from a peer, in bytes (default 16 MiB);
     /// a larger call is refused with a `Marshalling` error before it is sent.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
@@ -132,7 +185,28 @@ impl NodeBuilder {
     /// Starts the node on the current tokio runtime.
     pub async fn build(self) -> Result<Node, NodeError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NodeError::NoRuntime)?;
-        Ok(Node {
+        let credentials = match &self.credentials {
+            Some(CredentialSource::Dir(dir)) => Some(Credentials::from_dir(dir)?),
+            Some(CredentialSource::Given(c)) => Some(c.clone()),
+            None => None,
+        };
+        let listen = match &self.listen {
+            Some(addr) => Some(
+                tokio::net::lookup_host(addr.as_str())
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| NodeError::Bind {
+                        addr: addr.clone(),
+                        reason: "not an address this host can bind".into(),
+                    })?,
+            ),
+            None => None,
+        };
+        let quic_config = QuicConfig {
+            idle_timeout: self.peer_timeout,
+        };
+        let node = Node {
             inner: Arc::new(NodeInner {
                 id: Uuid::new_v4(),
                 // A new value every time a node starts: references to an earlier
@@ -150,8 +224,20 @@ impl NodeBuilder {
                 live: AtomicUsize::new(0),
                 all_stopped: Notify::new(),
                 shutting_down: AtomicBool::new(false),
+                credentials,
+                quic_config,
+                endpoint: tokio::sync::OnceCell::new(),
             }),
-        })
+        };
+        if let Some(addr) = listen {
+            node.endpoint_at(addr)
+                .await
+                .map_err(|reason| NodeError::Bind {
+                    addr: addr.to_string(),
+                    reason,
+                })?;
+        }
+        Ok(node)
     }
 }
 
@@ -167,6 +253,9 @@ impl Node {
     /// Starts configuring a node.
     pub fn builder() -> NodeBuilder {
         NodeBuilder {
+            listen: None,
+            credentials: None,
+            peer_timeout: DEFAULT_IDLE_TIMEOUT,
             limits: Limits::default(),
             name: None,
             default_mailbox: Mailbox::default(),
@@ -253,7 +342,7 @@ impl Node {
         }
         let watch = match r.core().route() {
             Route::Local(local) => Watch::Local(Box::pin(local.cell.monitor())),
-            Route::Remote(remote) => Watch::Remote(remote.conn.clone()),
+            Route::Remote(remote) => Watch::Remote(remote.conn().clone()),
         };
         async move {
             match watch {
@@ -279,8 +368,55 @@ impl Node {
     pub fn is_stopped<R: Interface>(&self, r: &R) -> bool {
         match r.core().route() {
             Route::Local(local) => local.cell.is_finished(),
-            Route::Remote(remote) => remote.conn.is_closed(),
+            Route::Remote(remote) => remote.conn().is_closed(),
         }
+    }
+
+    /// Where this node accepts connections, if it listens.
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.endpoint.get().and_then(|e| e.local_addr())
+    }
+
+    /// Connects to the node listening at `addr` (QUIC, mutual TLS) and returns its
+    /// id; calls to its objects then travel over this connection. Connecting to a
+    /// node already connected returns at once.
+    pub async fn connect(&self, addr: impl AsRef<str>) -> Result<Uuid, CallError> {
+        let addr_text = addr.as_ref();
+        let failed = |reason: String| CallError::ConnectFailed {
+            addr: addr_text.to_owned(),
+            reason,
+        };
+        let addr = tokio::net::lookup_host(addr_text)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .next()
+            .ok_or_else(|| failed("no address".into()))?;
+        let bind: std::net::SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .expect("a valid address");
+        let endpoint = self.endpoint_at(bind).await.map_err(failed)?;
+        let conn = endpoint.dial(self, addr, self.inner.limits).await?;
+        Ok(conn.peer.node)
+    }
+
+    /// The node's QUIC endpoint, bound at `addr` on first use.
+    async fn endpoint_at(&self, addr: std::net::SocketAddr) -> Result<&quic::Endpoint, String> {
+        self.inner
+            .endpoint
+            .get_or_try_init(|| async {
+                let credentials = match &self.inner.credentials {
+                    Some(c) => c.clone(),
+                    None => Credentials::ephemeral().map_err(|e| e.to_string())?,
+                };
+                let endpoint = quic::Endpoint::bind(addr, &credentials, &self.inner.quic_config)?;
+                endpoint.spawn_acceptor(self.downgrade(), self.inner.limits);
+                Ok(endpoint)
+            })
+            .await
     }
 
     /// This node's id.
@@ -396,11 +532,11 @@ impl Node {
                 node: wire.node.to_string(),
             });
         }
-        Ok(Route::Remote(Arc::new(RemoteRoute {
+        Ok(Route::Remote(Arc::new(RemoteRoute::new(
             conn,
-            target: wire.object,
-            interface: wire.interface,
-        })))
+            wire.object,
+            wire.interface,
+        ))))
     }
 
     pub(crate) fn peer(&self, node: Uuid) -> Result<Arc<Connection>, CallError> {
@@ -415,17 +551,28 @@ impl Node {
             })
     }
 
-    /// Records a connection; one per peer (a later one replaces a closed one).
+    /// Records a connection and returns the one to use: one per peer. When both
+    /// nodes dialed at once, the connection dialed by the smaller node id wins on
+    /// both sides; the other is closed by its caller.
     pub(crate) fn add_peer(&self, conn: Arc<Connection>) -> Arc<Connection> {
         let mut entry = self
             .inner
             .peers
             .entry(conn.peer.node)
             .or_insert_with(|| conn.clone());
-        if entry.is_closed() {
-            *entry = conn;
+        if Arc::ptr_eq(&entry, &conn) {
+            return conn;
         }
-        entry.clone()
+        if entry.is_closed() || conn.dialer < entry.dialer {
+            let old = std::mem::replace(&mut *entry, conn.clone());
+            drop(entry);
+            old.retire();
+            return conn;
+        }
+        let kept = entry.clone();
+        drop(entry);
+        conn.retire();
+        kept
     }
 
     pub(crate) fn forget_peer(&self, peer: &Hello, conn: &Connection) {
@@ -463,6 +610,14 @@ impl Node {
                 break;
             }
             notified.await;
+        }
+        // Then the connections: peers see NodeDown for anything still in flight.
+        let peers: Vec<Arc<Connection>> = inner.peers.iter().map(|p| p.value().clone()).collect();
+        for peer in peers {
+            peer.close();
+        }
+        if let Some(endpoint) = inner.endpoint.get() {
+            endpoint.close();
         }
         tracing::debug!(node = ?inner.name, "node shut down");
     }

@@ -71,7 +71,7 @@ impl<M> fmt::Debug for RefCore<M> {
                 .finish(),
             Route::Remote(remote) => f
                 .debug_struct("RemoteRef")
-                .field("node", &remote.conn.peer.node)
+                .field("node", &remote.conn().peer.node)
                 .field("object", &remote.target)
                 .field("timeout", &self.timeout)
                 .finish(),
@@ -85,7 +85,7 @@ impl<M> PartialEq for RefCore<M> {
         match (&self.route, &other.route) {
             (Route::Local(a), Route::Local(b)) => Arc::ptr_eq(&a.cell, &b.cell),
             (Route::Remote(a), Route::Remote(b)) => {
-                a.conn.peer.node == b.conn.peer.node && a.target == b.target
+                a.conn().peer.node == b.conn().peer.node && a.target == b.target
             }
             _ => false,
         }
@@ -150,7 +150,7 @@ impl<M: Send + 'static> RefCore<M> {
                 local.host.schedule();
             }
             Route::Remote(remote) => {
-                tracing::warn!(node = %remote.conn.peer.node, object = %remote.target, "stopping an actor on another node is not supported; ignored");
+                tracing::warn!(node = %remote.conn().peer.node, object = %remote.target, "stopping an actor on another node is not supported; ignored");
             }
         }
     }
@@ -194,7 +194,7 @@ impl<M: Send + 'static> RefCore<M> {
                 let cx = remote.cx()?;
                 let bytes = cx.enter(|| encode_args(&args))?;
                 let reply = remote
-                    .conn
+                    .conn()
                     .call(
                         remote.target,
                         remote.interface,
@@ -204,7 +204,7 @@ impl<M: Send + 'static> RefCore<M> {
                         self.timeout,
                     )
                     .await?;
-                cx.enter(|| decode_reply(&reply, &remote.conn.limits))
+                cx.enter(|| decode_reply(&reply, &remote.conn().limits))
             }
         }
     }

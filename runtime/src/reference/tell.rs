@@ -64,7 +64,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
             unreachable!("remote state on a local route");
         };
         remote
-            .conn
+            .conn()
             .tell(remote.target, remote.interface, method, &args?)
     }
 
@@ -112,7 +112,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                     unreachable!("remote state on a local route");
                 };
                 remote
-                    .conn
+                    .conn()
                     .call(
                         remote.target,
                         remote.interface,

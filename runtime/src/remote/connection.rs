@@ -43,13 +43,21 @@ pub(crate) enum Lane {
 /// Sends encoded frames (length-prefixed) to the peer. False once the link is gone.
 pub(crate) trait Link: Send + Sync {
     fn send(&self, lane: Lane, frame: Vec<u8>) -> bool;
+    /// Tears the transport down (the connection is closing).
+    fn close(&self) {}
 }
 
 type Pending = oneshot::Sender<Result<Vec<u8>, CallError>>;
 
+/// How long a duplicate connection lives on after losing the tie-break.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+
 pub(crate) struct Connection {
     pub(crate) node: WeakNode,
     pub(crate) peer: Hello,
+    /// The node that dialed this connection: when two nodes dial each other at once,
+    /// both keep the one dialed by the smaller node id.
+    pub(crate) dialer: uuid::Uuid,
     session: Mutex<Session>,
     pending: Mutex<HashMap<u64, Pending>>,
     link: Box<dyn Link>,
@@ -68,6 +76,7 @@ impl Connection {
     ) -> Self {
         Connection {
             node,
+            dialer: peer.node,
             peer,
             session: Mutex::new(session),
             pending: Mutex::new(HashMap::new()),
@@ -76,6 +85,11 @@ impl Connection {
             closed_notify: tokio::sync::Notify::new(),
             limits,
         }
+    }
+
+    pub(crate) fn dialed_by(mut self, dialer: uuid::Uuid) -> Self {
+        self.dialer = dialer;
+        self
     }
 
     fn node_down(&self, may_have_executed: bool) -> CallError {
@@ -245,6 +259,7 @@ impl Connection {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.link.close();
         self.closed_notify.notify_waiters();
         let pending: Vec<Pending> = self.pending.lock().drain().map(|(_, tx)| tx).collect();
         for waiter in pending {
@@ -253,6 +268,17 @@ impl Connection {
         if let Some(node) = self.node.upgrade() {
             node.forget_peer(&self.peer, self);
         }
+    }
+
+    /// Closes a connection that lost a simultaneous-dial tie-break, after a grace
+    /// period: the peer may still be reading our Hello on it, and replies to calls
+    /// already made on it still arrive.
+    pub(crate) fn retire(self: &Arc<Self>) {
+        let conn = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RETIRE_GRACE).await;
+            conn.close();
+        });
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -94,16 +94,43 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
 
 /// A proxy's way to an object on another node.
 pub(crate) struct RemoteRoute {
-    pub(crate) conn: Arc<Connection>,
+    conn: parking_lot::Mutex<Arc<Connection>>,
     pub(crate) target: ObjectId,
     pub(crate) interface: u64,
 }
 
 impl RemoteRoute {
+    pub(crate) fn new(conn: Arc<Connection>, target: ObjectId, interface: u64) -> Self {
+        RemoteRoute {
+            conn: parking_lot::Mutex::new(conn),
+            target,
+            interface,
+        }
+    }
+
+    /// The connection to the object's node: the one this route was made on, or, once
+    /// that closed, the node's current connection to the same incarnation of that
+    /// peer (a duplicate retired, a reconnect).
+    pub(crate) fn conn(&self) -> Arc<Connection> {
+        let mut conn = self.conn.lock();
+        if conn.is_closed() {
+            if let Some(fresh) = conn
+                .node
+                .upgrade()
+                .and_then(|node| node.peer(conn.peer.node).ok())
+                .filter(|fresh| fresh.peer.incarnation == conn.peer.incarnation)
+            {
+                *conn = fresh;
+            }
+        }
+        conn.clone()
+    }
+
     pub(crate) fn wire(&self) -> WireRef {
+        let conn = self.conn();
         WireRef {
-            node: self.conn.peer.node,
-            incarnation: self.conn.peer.incarnation,
+            node: conn.peer.node,
+            incarnation: conn.peer.incarnation,
             object: self.target,
             interface: self.interface,
         }
@@ -111,18 +138,12 @@ impl RemoteRoute {
 
     /// The context references inside this call's arguments and reply marshal in.
     pub(crate) fn cx(&self) -> Result<MarshalCx, CallError> {
-        let node = self
-            .conn
-            .node
-            .upgrade()
-            .ok_or_else(|| CallError::NodeDown {
-                node: self.conn.peer.node.to_string(),
-                may_have_executed: false,
-            })?;
-        Ok(MarshalCx {
-            node,
-            conn: self.conn.clone(),
-        })
+        let conn = self.conn();
+        let node = conn.node.upgrade().ok_or_else(|| CallError::NodeDown {
+            node: conn.peer.node.to_string(),
+            may_have_executed: false,
+        })?;
+        Ok(MarshalCx { node, conn })
     }
 }
 

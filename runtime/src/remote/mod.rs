@@ -4,6 +4,7 @@
 pub(crate) mod connection;
 pub(crate) mod exports;
 pub mod inproc;
+pub(crate) mod quic;
 
 pub(crate) use connection::Connection;
 pub(crate) use exports::{Exported, MarshalCx, RemoteRoute, WireRef};

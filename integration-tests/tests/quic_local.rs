@@ -1,0 +1,135 @@
+//! The QUIC transport between nodes of one process (ephemeral cluster credentials):
+//! the same scenarios as in-process, over real sockets on loopback.
+
+use std::time::Duration;
+
+use remora::{CallError, Interface, Node, StopReason};
+use remora_integration_tests::*;
+use tokio::time::timeout;
+
+async fn listening() -> Node {
+    Node::builder().listen("127.0.0.1:0").build().await.unwrap()
+}
+
+/// A server listening on loopback, a client connected to it, and a proxy.
+async fn pair() -> (Node, Node, CounterRef, CounterRef) {
+    let server = listening().await;
+    let client = node().await;
+    let addr = server.listen_addr().unwrap().to_string();
+    let peer = client.connect(&addr).await.unwrap();
+    assert_eq!(peer, server.id());
+    let counter: CounterRef = server.spawn(Tally::default());
+    let remote: CounterRef = client
+        .reference(server.id(), server.export(&counter).unwrap())
+        .unwrap();
+    (server, client, counter, remote)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_tells_travel_over_quic_in_order() {
+    let (_server, _client, local, remote) = pair().await;
+    assert_eq!(remote.add(2).await, Ok(2));
+    for n in 0..300 {
+        remote.bump(n).await.unwrap();
+    }
+    let mut expected = vec![2];
+    expected.extend(0..300);
+    assert_eq!(remote.seen().await.unwrap(), expected);
+    assert_eq!(local.total().await, Ok(2 + (0..300).sum::<u64>()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_pass_both_ways_over_quic() {
+    let (server, client, _local, _remote) = pair().await;
+    let broker: BrokerRef = server.spawn(Keeper::default());
+    let broker: BrokerRef = client
+        .reference(server.id(), server.export(&broker).unwrap())
+        .unwrap();
+    let mine: CounterRef = client.spawn(Tally::default());
+    assert_eq!(broker.hold(mine.clone()).await, Ok(true));
+    assert_eq!(broker.add_through(5).await, Ok(5));
+    assert_eq!(mine.total().await, Ok(5));
+    let back = broker.give().await.unwrap().unwrap();
+    assert!(Interface::core(&back).is_local());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_argument_to_one_actor_does_not_hold_up_a_small_call_to_another() {
+    let (server, client, _local, remote) = pair().await;
+    let other: CounterRef = server.spawn(Tally::default());
+    let other: CounterRef = client
+        .reference(server.id(), server.export(&other).unwrap())
+        .unwrap();
+    // 12 MiB (under the 16 MiB frame limit) on one actor's stream...
+    let big = tokio::spawn({
+        let remote = remote.clone();
+        async move {
+            remote
+                .echo_bytes(vec![7u8; 12 << 20])
+                .await
+                .map(|b| b.len())
+        }
+    });
+    // ...while small calls to another actor complete on their own stream.
+    for n in 1..=20 {
+        assert_eq!(other.add(1).await, Ok(n));
+    }
+    assert_eq!(timeout(SAFETY, big).await.unwrap().unwrap(), Ok(12 << 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_dials_collapse_to_one_connection() {
+    let a = listening().await;
+    let b = listening().await;
+    let a_addr = a.listen_addr().unwrap().to_string();
+    let b_addr = b.listen_addr().unwrap().to_string();
+    let (ab, ba) = tokio::join!(a.connect(&b_addr), b.connect(&a_addr));
+    assert_eq!((ab.unwrap(), ba.unwrap()), (b.id(), a.id()));
+    // Whatever connection each side kept, calls work both ways.
+    let on_b: CounterRef = b.spawn(Tally::default());
+    let on_a: CounterRef = a.spawn(Tally::default());
+    let from_a: CounterRef = a.reference(b.id(), b.export(&on_b).unwrap()).unwrap();
+    let from_b: CounterRef = b.reference(a.id(), a.export(&on_a).unwrap()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(from_a.add(1).await.map(|_| ()), Ok(()));
+        assert_eq!(from_b.add(1).await.map(|_| ()), Ok(()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shut_down_peer_is_node_down_for_its_monitors_and_later_calls() {
+    let (server, client, _local, remote) = pair().await;
+    assert_eq!(remote.add(1).await, Ok(1));
+    let gone = client.monitor(&remote);
+    server.shutdown().await;
+    assert!(matches!(
+        timeout(SAFETY, gone).await.unwrap(),
+        StopReason::NodeDown { .. }
+    ));
+    let err = remote.add(1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::NodeDown {
+                may_have_executed: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_nothing_is_connect_failed() {
+    let client = Node::builder()
+        .peer_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    // A port nobody listens on: the handshake never completes.
+    let err = timeout(SAFETY, client.connect("127.0.0.1:9"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, CallError::ConnectFailed { .. }), "{err:?}");
+}

@@ -1,0 +1,119 @@
+//! The QUIC transport across real OS processes on loopback: a test node runs in a
+//! child process under the cluster credentials of a temporary directory.
+
+use std::time::Duration;
+
+use remora::{CallError, Credentials, Node, StopReason};
+use remora_integration_tests::*;
+use tokio::time::timeout;
+
+const TEST_NODE: &str = env!("CARGO_BIN_EXE_remora-test-node");
+
+fn cluster() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    Credentials::create_cluster(dir.path()).unwrap();
+    dir
+}
+
+async fn client_of(dir: &std::path::Path) -> Node {
+    Node::builder()
+        .credentials(dir)
+        .peer_timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_runs_in_another_process() {
+    let dir = cluster();
+    let server = ChildNode::spawn(TEST_NODE, dir.path());
+    let client = client_of(dir.path()).await;
+    assert_eq!(client.connect(&server.addr).await, Ok(server.id));
+    let counter: CounterRef = client.reference(server.id, server.counter).unwrap();
+    assert_eq!(counter.add(20).await, Ok(20));
+    assert_eq!(counter.add(22).await, Ok(42));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_pass_between_processes() {
+    let dir = cluster();
+    let server = ChildNode::spawn(TEST_NODE, dir.path());
+    let client = client_of(dir.path()).await;
+    client.connect(&server.addr).await.unwrap();
+    let broker: BrokerRef = client.reference(server.id, server.broker).unwrap();
+    let mine: CounterRef = client.spawn(Tally::default());
+    assert_eq!(broker.hold(mine.clone()).await, Ok(true));
+    // The other process calls back into this one through the reference.
+    assert_eq!(broker.add_through(3).await, Ok(3));
+    assert_eq!(mine.total().await, Ok(3));
+    assert_eq!(broker.give().await.unwrap(), Some(mine));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_turns_calls_in_flight_into_node_down() {
+    let dir = cluster();
+    let mut server = ChildNode::spawn(TEST_NODE, dir.path());
+    let client = client_of(dir.path()).await;
+    client.connect(&server.addr).await.unwrap();
+    let counter: CounterRef = client.reference(server.id, server.counter).unwrap();
+    let probe: BrokerRef = client.reference(server.id, server.broker).unwrap();
+    let gone = client.monitor(&counter);
+    // A remote call sends its frame on its first poll.
+    let mut slow = Box::pin(counter.nap(60_000));
+    assert!(futures_poll_once(&mut slow).await.is_pending());
+    assert_eq!(
+        probe.add_through(0).await,
+        Ok(0),
+        "the server is up and reading"
+    );
+    server.kill();
+    // Noticed by the keep-alive within the peer timeout (3 s here), never the 30 s deadline.
+    let err = timeout(SAFETY, slow)
+        .await
+        .expect("no call outlives the peer timeout")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::NodeDown {
+                may_have_executed: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        timeout(SAFETY, gone).await.unwrap(),
+        StopReason::NodeDown { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused_at_the_handshake() {
+    let ours = cluster();
+    let theirs = cluster();
+    let server = ChildNode::spawn(TEST_NODE, ours.path());
+    let stranger = client_of(theirs.path()).await;
+    let err = timeout(SAFETY, stranger.connect(&server.addr))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, CallError::ConnectFailed { .. }), "{err:?}");
+    // Without a connection it cannot reach anything on that node.
+    let counter = stranger.reference::<CounterRef>(server.id, server.counter);
+    assert!(
+        matches!(counter, Err(CallError::ConnectFailed { .. })),
+        "{counter:?}"
+    );
+    // A member of the cluster still gets in.
+    let member = client_of(ours.path()).await;
+    assert_eq!(member.connect(&server.addr).await, Ok(server.id));
+}
+
+/// Polls `fut` exactly once.
+async fn futures_poll_once<F: std::future::Future + Unpin>(
+    fut: &mut F,
+) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
+}

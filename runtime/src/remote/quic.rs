@@ -1,0 +1,398 @@
+//! The QUIC transport: one connection per node pair, mutual TLS under the cluster
+//! root, and streams laid out so that order holds per (sender, target) while
+//! targets never wait for each other.
+//!
+//! - A control stream (opened by the dialer) carries the `Hello`s and pings.
+//! - Each object a node calls gets a bidirectional stream of its own: calls go out
+//!   on its send half, replies come back on its receive half. A 64 MiB argument to
+//!   one actor occupies that actor's stream only.
+//! - Every stream has a writer task that batches whatever frames are queued into
+//!   one write, and a reader task with its own frame buffer: an oversize frame
+//!   resets that stream alone.
+//! - Keep-alives and an idle timeout notice a dead peer (default: within 6 s).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::connection::{Connection, Lane, Link, Step};
+use crate::error::CallError;
+use crate::node::{Node, WeakNode};
+use crate::tls::{Credentials, NODE_NAME};
+use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
+use crate::wire::{Incoming, ObjectId, Session, SessionError};
+
+const ALPN: &[u8] = b"remora/1";
+/// QUIC application error codes.
+const CLOSE_PROTOCOL: u32 = 2;
+const STOP_OVERSIZE: u32 = 3;
+
+/// How a node's QUIC endpoint behaves.
+#[derive(Clone, Debug)]
+pub(crate) struct QuicConfig {
+    pub(crate) idle_timeout: Duration,
+}
+
+/// A node's QUIC endpoint: accepts peers (when listening) and dials them.
+pub(crate) struct Endpoint {
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+}
+
+fn transport(config: &QuicConfig) -> Result<quinn::TransportConfig, String> {
+    let mut transport = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|e| e.to_string())?;
+    transport
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(config.idle_timeout / 3))
+        .max_concurrent_bidi_streams(4096u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        // Room for large arguments in flight on a few streams at once.
+        .stream_receive_window((16u32 << 20).into())
+        .receive_window((64u32 << 20).into())
+        .send_window(64 << 20);
+    Ok(transport)
+}
+
+fn tls_error(e: impl std::fmt::Display) -> String {
+    format!("TLS configuration: {e}")
+}
+
+impl Endpoint {
+    /// Binds `addr` (port 0: any free port) with the node's credentials.
+    pub(crate) fn bind(
+        addr: SocketAddr,
+        credentials: &Credentials,
+        config: &QuicConfig,
+    ) -> Result<Endpoint, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(credentials.root.clone()).map_err(tls_error)?;
+        let roots = Arc::new(roots);
+        let key = (*credentials.key).clone_key();
+
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(tls_error)?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(credentials.chain.clone(), key.clone_key())
+            .map_err(tls_error)?;
+        server.alpn_protocols = vec![ALPN.to_vec()];
+        let server =
+            quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(tls_error)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(Arc::new(transport(config)?));
+
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(credentials.chain.clone(), key)
+            .map_err(tls_error)?;
+        client.alpn_protocols = vec![ALPN.to_vec()];
+        let client =
+            quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(tls_error)?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client));
+        client.transport_config(Arc::new(transport(config)?));
+
+        let endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+        Ok(Endpoint { endpoint, client })
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    /// Accepts peers until the endpoint closes.
+    pub(crate) fn spawn_acceptor(&self, node: WeakNode, limits: Limits) {
+        let endpoint = self.endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    match incoming.await {
+                        Ok(quic) => {
+                            if let Err(err) = establish(node, quic, false, limits).await {
+                                tracing::warn!(%remote, %err, "refused an incoming connection");
+                            }
+                        }
+                        Err(err) => tracing::warn!(%remote, %err, "incoming handshake failed"),
+                    }
+                });
+            }
+        });
+    }
+
+    /// Dials `addr` and completes the Remora handshake.
+    pub(crate) async fn dial(
+        &self,
+        node: &Node,
+        addr: SocketAddr,
+        limits: Limits,
+    ) -> Result<Arc<Connection>, CallError> {
+        let failed = |reason: String| CallError::ConnectFailed {
+            addr: addr.to_string(),
+            reason,
+        };
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), addr, NODE_NAME)
+            .map_err(|e| failed(e.to_string()))?;
+        let quic = connecting.await.map_err(|e| failed(e.to_string()))?;
+        establish(node.downgrade(), quic, true, limits)
+            .await
+            .map_err(|e| match e {
+                CallError::ConnectFailed { reason, .. } => failed(reason),
+                other => other,
+            })
+    }
+
+    pub(crate) fn close(&self) {
+        self.endpoint.close(0u32.into(), b"node shut down");
+    }
+}
+
+/// Exchanges `Hello`s on the control stream and sets the connection up.
+async fn establish(
+    node: WeakNode,
+    quic: quinn::Connection,
+    dialer: bool,
+    limits: Limits,
+) -> Result<Arc<Connection>, CallError> {
+    let failed = |reason: String| CallError::ConnectFailed {
+        addr: quic.remote_address().to_string(),
+        reason,
+    };
+    let me = node
+        .upgrade()
+        .ok_or_else(|| failed("node shut down".into()))?;
+    let (mut send, mut recv) = if dialer {
+        quic.open_bi().await
+    } else {
+        quic.accept_bi().await
+    }
+    .map_err(|e| failed(e.to_string()))?;
+    let mut session = Session::new(me.id(), me.incarnation());
+    let mut hello = Vec::new();
+    encode(&session.hello(), &mut hello, &limits).map_err(|e| failed(e.to_string()))?;
+    send.write_all(&hello)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+
+    // Read up to the peer's Hello; whatever follows it stays in `reader`.
+    let mut reader = FrameReader::new(limits);
+    let peer = loop {
+        if let Some(frame) = reader.next_frame().map_err(|e| failed(e.to_string()))? {
+            match session.receive(frame) {
+                Ok(Incoming::Ready(peer)) => break peer,
+                Err(SessionError::Refused(err)) => {
+                    quic.close(CLOSE_PROTOCOL.into(), err.to_string().as_bytes());
+                    return Err(err);
+                }
+                _ => return Err(failed("protocol violation in the handshake".into())),
+            }
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => reader
+                .extend(&chunk.bytes)
+                .map_err(|e| failed(e.to_string()))?,
+            Ok(None) => return Err(failed("the peer closed the handshake".into())),
+            Err(e) => return Err(failed(e.to_string())),
+        }
+    };
+
+    let link = Arc::new(QuicLink {
+        quic: quic.clone(),
+        control: Writer::spawn(send),
+        calls: Mutex::new(HashMap::new()),
+        replies: Mutex::new(HashMap::new()),
+        conn: OnceLock::new(),
+    });
+    let dialed_by = if dialer { me.id() } else { peer.node };
+    let conn = Arc::new(
+        Connection::new(
+            me.downgrade(),
+            session,
+            peer,
+            Box::new(LinkHandle(link.clone())),
+            limits,
+        )
+        .dialed_by(dialed_by),
+    );
+    let _ = link.conn.set(Arc::downgrade(&conn));
+    // Both nodes may have dialed at once: the connection dialed by the smaller node
+    // id stays (both sides decide alike); the other is retired after a grace period,
+    // but serves its streams until then.
+    let kept = me.add_peer(conn.clone());
+    // The control stream: pings (and whatever followed the Hello).
+    spawn_reader(conn.clone(), recv, Lane::Control, Some(reader));
+    // Streams the peer opens to call our objects.
+    tokio::spawn({
+        let conn = conn.clone();
+        let link = link.clone();
+        async move {
+            let lanes = AtomicU64::new(1);
+            while let Ok((send, recv)) = quic.accept_bi().await {
+                let lane = lanes.fetch_add(1, Ordering::Relaxed);
+                link.replies.lock().insert(lane, Writer::spawn(send));
+                spawn_reader(conn.clone(), recv, Lane::Reply(lane), None);
+            }
+            // The connection is gone (closed, timed out, reset): fail what is in flight.
+            conn.close();
+        }
+    });
+    Ok(kept)
+}
+
+/// Reads frames from one stream into the connection; replies to what arrives here
+/// go to `replies`.
+fn spawn_reader(
+    conn: Arc<Connection>,
+    mut recv: quinn::RecvStream,
+    replies: Lane,
+    buffered: Option<FrameReader>,
+) {
+    tokio::spawn(async move {
+        let mut reader = buffered.unwrap_or_else(|| FrameReader::new(conn.limits));
+        loop {
+            loop {
+                let frame = match reader.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(DecodeError::Malformed(why)) => {
+                        tracing::warn!(peer = %conn.peer.node, %why, "malformed frame skipped");
+                        continue;
+                    }
+                    Err(err @ DecodeError::Oversize { .. }) => {
+                        tracing::warn!(peer = %conn.peer.node, %err, "resetting the stream");
+                        let _ = recv.stop(STOP_OVERSIZE.into());
+                        return;
+                    }
+                };
+                match conn.on_frame(frame, replies) {
+                    Step::Continue => {}
+                    Step::Wait(waiting) => waiting.await,
+                    Step::Close => {
+                        conn.close();
+                        return;
+                    }
+                }
+            }
+            match recv.read_chunk(256 * 1024, true).await {
+                Ok(Some(chunk)) => {
+                    if let Err(err) = reader.extend(&chunk.bytes) {
+                        tracing::warn!(peer = %conn.peer.node, %err, "resetting the stream");
+                        let _ = recv.stop(STOP_OVERSIZE.into());
+                        return;
+                    }
+                }
+                // The peer finished or reset this stream; the connection goes on.
+                Ok(None) | Err(_) => return,
+            }
+        }
+    });
+}
+
+/// A stream's send half behind a task that batches queued frames into one write.
+struct Writer(mpsc::UnboundedSender<Vec<u8>>);
+
+impl Writer {
+    fn spawn(send: quinn::SendStream) -> Writer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(send, rx));
+        Writer(tx)
+    }
+}
+
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(Bytes::from(first));
+        while batch.len() < 64 {
+            match rx.try_recv() {
+                Ok(more) => batch.push(Bytes::from(more)),
+                Err(_) => break,
+            }
+        }
+        if send.write_all_chunks(&mut batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+    }
+    let _ = send.finish();
+}
+
+struct QuicLink {
+    quic: quinn::Connection,
+    control: Writer,
+    /// Our streams to the peer's objects, opened on first use.
+    calls: Mutex<HashMap<ObjectId, Writer>>,
+    /// Send halves of the streams the peer opened to call us.
+    replies: Mutex<HashMap<u64, Writer>>,
+    conn: OnceLock<Weak<Connection>>,
+}
+
+/// The link as the connection holds it.
+struct LinkHandle(Arc<QuicLink>);
+
+impl Link for LinkHandle {
+    fn send(&self, lane: Lane, frame: Vec<u8>) -> bool {
+        let link = &self.0;
+        match lane {
+            Lane::Control => link.control.0.send(frame).is_ok(),
+            Lane::Reply(n) => match link.replies.lock().get(&n) {
+                Some(writer) => writer.0.send(frame).is_ok(),
+                None => false,
+            },
+            Lane::Call(target) => {
+                let mut calls = link.calls.lock();
+                let writer = calls
+                    .entry(target)
+                    .or_insert_with(|| link.open_call_stream());
+                writer.0.send(frame).is_ok()
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.0.quic.close(CLOSE_PROTOCOL.into(), b"closed");
+    }
+}
+
+impl QuicLink {
+    /// A lane to one of the peer's objects: its stream is opened by the writer task,
+    /// so frames queue (in order) until it is there.
+    fn open_call_stream(&self) -> Writer {
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let quic = self.quic.clone();
+        let conn = self.conn.get().and_then(Weak::upgrade);
+        tokio::spawn(async move {
+            let Ok((send, recv)) = quic.open_bi().await else {
+                return;
+            };
+            if let Some(conn) = conn {
+                // Replies to our calls come back on this stream's receive half.
+                spawn_reader(conn, recv, Lane::Control, None);
+            }
+            write_loop(send, rx).await;
+        });
+        Writer(tx)
+    }
+}
+
+/// How long a node waits without hearing from a peer before calling it down.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(6);

@@ -1,0 +1,232 @@
+//! Cluster credentials: who a node is, and whom it trusts.
+//!
+//! Every node of a cluster presents a certificate signed by the cluster's root and
+//! accepts only peers whose certificate chains to that same root (mutual TLS on
+//! every connection). A node of another cluster fails the handshake.
+//!
+//! - [`Credentials::ephemeral`]: a root generated once per process, and a fresh
+//!   node certificate signed by it: zero configuration for nodes in one process.
+//! - [`Credentials::create_cluster`] writes a root (`ca.pem`, `ca.key`) to a
+//!   directory; [`Credentials::from_dir`] then either loads a node's own
+//!   `node.pem`/`node.key` from it or, where the root's key is present, issues one:
+//!   nodes of one machine share a cluster through a directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// The name every node certificate carries, and every client verifies: node
+/// identity is the node id in the protocol's Hello; TLS proves cluster membership.
+pub(crate) const NODE_NAME: &str = "remora-node";
+
+/// Why credentials could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialsError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A PEM file held no usable certificate or key.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The directory has no node certificate and no root key to issue one with.
+    #[error("{dir}: no node.pem/node.key and no ca.key to issue them; create a cluster with `remora cert` (or Credentials::create_cluster)")]
+    Incomplete {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Generating a key or certificate failed.
+    #[error("cannot generate credentials: {0}")]
+    Generate(String),
+}
+
+/// A node's certificate chain and key, and the cluster root it trusts.
+#[derive(Clone)]
+pub struct Credentials {
+    pub(crate) root: CertificateDer<'static>,
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").finish_non_exhaustive()
+    }
+}
+
+/// A cluster root: its certificate and the key that signs node certificates.
+struct Root {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Root {
+    fn generate() -> Result<Root, CredentialsError> {
+        let key = KeyPair::generate().map_err(generate)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "remora cluster root");
+        let cert = params.self_signed(&key).map_err(generate)?;
+        Ok(Root { cert, key })
+    }
+
+    fn load(cert_pem: &str, key_pem: &str) -> Result<Root, CredentialsError> {
+        let key = KeyPair::from_pem(key_pem).map_err(generate)?;
+        let params = CertificateParams::from_ca_cert_pem(cert_pem).map_err(generate)?;
+        // Re-signing with the same key and parameters yields an equivalent root: the
+        // same subject and key, which is what chain verification looks at.
+        let cert = params.self_signed(&key).map_err(generate)?;
+        Ok(Root { cert, key })
+    }
+
+    fn issue(&self) -> Result<(rcgen::Certificate, KeyPair), CredentialsError> {
+        let key = KeyPair::generate().map_err(generate)?;
+        let mut params = CertificateParams::new(vec![NODE_NAME.to_owned()]).map_err(generate)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, NODE_NAME);
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .map_err(generate)?;
+        Ok((cert, key))
+    }
+
+    fn credentials(&self) -> Result<Credentials, CredentialsError> {
+        let (cert, key) = self.issue()?;
+        Ok(Credentials {
+            root: self.cert.der().clone(),
+            chain: vec![cert.der().clone()],
+            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                key.serialize_der(),
+            ))),
+        })
+    }
+}
+
+fn generate(err: impl std::fmt::Display) -> CredentialsError {
+    CredentialsError::Generate(err.to_string())
+}
+
+fn read(path: &Path) -> Result<String, CredentialsError> {
+    std::fs::read_to_string(path).map_err(|source| CredentialsError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), CredentialsError> {
+    std::fs::write(path, contents).map_err(|source| CredentialsError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Credentials {
+    /// Credentials under this process's ephemeral cluster root (made on first use):
+    /// every node of the process that uses them trusts every other, and nothing else.
+    pub fn ephemeral() -> Result<Credentials, CredentialsError> {
+        static ROOT: OnceLock<Result<Root, String>> = OnceLock::new();
+        let root = ROOT
+            .get_or_init(|| Root::generate().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| CredentialsError::Generate(e.clone()))?;
+        root.credentials()
+    }
+
+    /// Writes a new cluster root (`ca.pem`, `ca.key`) into `dir`, creating it.
+    /// Keep `ca.key` secret: whoever holds it can add nodes to the cluster.
+    pub fn create_cluster(dir: impl AsRef<Path>) -> Result<(), CredentialsError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| CredentialsError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let root = Root::generate()?;
+        write(&dir.join("ca.pem"), &root.cert.pem())?;
+        write(&dir.join("ca.key"), &root.key.serialize_pem())?;
+        Ok(())
+    }
+
+    /// Writes a node certificate and key (`node.pem`, `node.key`) signed by the
+    /// cluster root in `ca_dir` into `out_dir`.
+    pub fn issue_node(
+        ca_dir: impl AsRef<Path>,
+        out_dir: impl AsRef<Path>,
+    ) -> Result<(), CredentialsError> {
+        let ca_dir = ca_dir.as_ref();
+        let out_dir = out_dir.as_ref();
+        let root = Root::load(
+            &read(&ca_dir.join("ca.pem"))?,
+            &read(&ca_dir.join("ca.key"))?,
+        )?;
+        let (cert, key) = root.issue()?;
+        std::fs::create_dir_all(out_dir).map_err(|source| CredentialsError::Io {
+            path: out_dir.to_owned(),
+            source,
+        })?;
+        write(&out_dir.join("node.pem"), &cert.pem())?;
+        write(&out_dir.join("node.key"), &key.serialize_pem())?;
+        if out_dir != ca_dir {
+            write(&out_dir.join("ca.pem"), &read(&ca_dir.join("ca.pem"))?)?;
+        }
+        Ok(())
+    }
+
+    /// Loads credentials from `dir`: the root `ca.pem`, and the node's `node.pem` and
+    /// `node.key`; where those are missing but the root's `ca.key` is there, a fresh
+    /// node certificate is issued in memory (nodes sharing one directory).
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Credentials, CredentialsError> {
+        let dir = dir.as_ref();
+        let ca_path = dir.join("ca.pem");
+        let root = CertificateDer::from_pem_file(&ca_path).map_err(|e| CredentialsError::Pem {
+            path: ca_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let (node_pem, node_key) = (dir.join("node.pem"), dir.join("node.key"));
+        if node_pem.exists() && node_key.exists() {
+            let chain = CertificateDer::pem_file_iter(&node_pem)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| CredentialsError::Pem {
+                    path: node_pem.clone(),
+                    reason: e.to_string(),
+                })?;
+            let key =
+                PrivateKeyDer::from_pem_file(&node_key).map_err(|e| CredentialsError::Pem {
+                    path: node_key.clone(),
+                    reason: e.to_string(),
+                })?;
+            return Ok(Credentials {
+                root,
+                chain,
+                key: Arc::new(key),
+            });
+        }
+        let ca_key = dir.join("ca.key");
+        if !ca_key.exists() {
+            return Err(CredentialsError::Incomplete {
+                dir: dir.to_owned(),
+            });
+        }
+        let signer = Root::load(&read(&ca_path)?, &read(&ca_key)?)?;
+        let mut credentials = signer.credentials()?;
+        // Trust the root exactly as written in ca.pem.
+        credentials.root = root;
+        Ok(credentials)
+    }
+}
