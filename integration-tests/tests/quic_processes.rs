@@ -117,3 +117,19 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(
 ) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_handed_a_reference_to_a_third_process_dials_it() {
+    let dir = cluster();
+    let b = ChildNode::spawn(TEST_NODE, dir.path());
+    let c = ChildNode::spawn(TEST_NODE, dir.path());
+    let a = client_of(dir.path()).await;
+    a.connect(&b.addr).await.unwrap();
+    a.connect(&c.addr).await.unwrap();
+    let counter_on_c: CounterRef = a.reference(c.id, c.counter).unwrap();
+    let broker_on_b: BrokerRef = a.reference(b.id, b.broker).unwrap();
+    // B (another process) receives a reference to C (a third process) and calls it.
+    assert_eq!(broker_on_b.hold(counter_on_c.clone()).await, Ok(true));
+    assert_eq!(broker_on_b.add_through(7).await, Ok(7));
+    assert_eq!(counter_on_c.total().await, Ok(7));
+}

@@ -338,19 +338,21 @@ impl Node {
         // actor alive, and a monitor must not.
         enum Watch {
             Local(std::pin::Pin<Box<dyn Future<Output = StopReason> + Send>>),
-            Remote(Arc<Connection>),
+            Remote(Arc<RemoteRoute>),
         }
         let watch = match r.core().route() {
             Route::Local(local) => Watch::Local(Box::pin(local.cell.monitor())),
-            Route::Remote(remote) => Watch::Remote(remote.conn().clone()),
+            Route::Remote(remote) => Watch::Remote(remote.clone()),
         };
         async move {
             match watch {
                 Watch::Local(stopped) => stopped.await,
-                Watch::Remote(conn) => {
-                    conn.closed().await;
+                Watch::Remote(remote) => {
+                    if let Ok(conn) = remote.conn().await {
+                        conn.closed().await;
+                    }
                     StopReason::NodeDown {
-                        node: conn.peer.node.to_string(),
+                        node: remote.peer.to_string(),
                     }
                 }
             }
@@ -368,7 +370,7 @@ impl Node {
     pub fn is_stopped<R: Interface>(&self, r: &R) -> bool {
         match r.core().route() {
             Route::Local(local) => local.cell.is_finished(),
-            Route::Remote(remote) => remote.conn().is_closed(),
+            Route::Remote(remote) => remote.is_down(),
         }
     }
 
@@ -472,6 +474,7 @@ impl Node {
             incarnation,
             object,
             interface: <R::Msg as Unmarshal>::INTERFACE_ID,
+            addr: None,
         };
         let route = self.import::<R::Msg>(&wire, None)?;
         Ok(R::from_core(RefCore::new(
@@ -524,18 +527,32 @@ impl Node {
             return Ok(Route::Local(local));
         }
         let conn = match via {
-            Some(conn) if conn.peer.node == wire.node => conn.clone(),
-            _ => self.peer(wire.node)?,
+            Some(conn) if conn.peer.node == wire.node => Some(conn.clone()),
+            _ => self.peer(wire.node).ok(),
         };
-        if conn.peer.incarnation != wire.incarnation {
-            return Err(CallError::NodeRestarted {
-                node: wire.node.to_string(),
+        if let Some(conn) = &conn {
+            if conn.peer.incarnation != wire.incarnation {
+                return Err(CallError::NodeRestarted {
+                    node: wire.node.to_string(),
+                });
+            }
+        } else if wire.addr.is_none() {
+            return Err(CallError::ConnectFailed {
+                addr: wire.node.to_string(),
+                reason: "this node has no connection to that node, and no address to dial it at"
+                    .into(),
             });
         }
+        // Known address, no connection yet (an object on a third node): the first
+        // call dials it.
+        let mut wire = wire.clone();
+        if wire.addr.is_none() {
+            wire.addr = conn.as_ref().and_then(|c| c.peer.listen.clone());
+        }
         Ok(Route::Remote(Arc::new(RemoteRoute::new(
+            self.downgrade(),
+            &wire,
             conn,
-            wire.object,
-            wire.interface,
         ))))
     }
 

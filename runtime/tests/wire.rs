@@ -124,6 +124,7 @@ fn every_variant() -> Vec<Owned> {
             version: PROTOCOL_VERSION,
             node: Uuid::from_u128(u128::MAX),
             incarnation: 42,
+            listen: Some("127.0.0.1:4433".into()),
         }),
         Owned::Call(call.clone()),
         Owned::Call(OwnedCall {
@@ -870,14 +871,22 @@ fn call_error() -> impl Strategy<Value = CallError> {
 
 fn frame() -> impl Strategy<Value = Owned> {
     prop_oneof![
-        (any::<u32>(), any::<u32>(), uuid(), any::<u64>()).prop_map(
-            |(magic, version, node, incarnation)| Owned::Hello(Hello {
-                magic,
-                version,
-                node,
-                incarnation,
-            })
-        ),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            uuid(),
+            any::<u64>(),
+            prop::option::of("[0-9.:]{0,21}")
+        )
+            .prop_map(
+                |(magic, version, node, incarnation, listen)| Owned::Hello(Hello {
+                    magic,
+                    version,
+                    node,
+                    incarnation,
+                    listen,
+                })
+            ),
         call().prop_map(Owned::Call),
         call().prop_map(Owned::Tell),
         (any::<u64>(), bytes(4096)).prop_map(|(call, value)| Owned::Reply { call, value }),

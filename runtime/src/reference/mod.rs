@@ -71,7 +71,7 @@ impl<M> fmt::Debug for RefCore<M> {
                 .finish(),
             Route::Remote(remote) => f
                 .debug_struct("RemoteRef")
-                .field("node", &remote.conn().peer.node)
+                .field("node", &remote.peer)
                 .field("object", &remote.target)
                 .field("timeout", &self.timeout)
                 .finish(),
@@ -84,9 +84,7 @@ impl<M> PartialEq for RefCore<M> {
     fn eq(&self, other: &Self) -> bool {
         match (&self.route, &other.route) {
             (Route::Local(a), Route::Local(b)) => Arc::ptr_eq(&a.cell, &b.cell),
-            (Route::Remote(a), Route::Remote(b)) => {
-                a.conn().peer.node == b.conn().peer.node && a.target == b.target
-            }
+            (Route::Remote(a), Route::Remote(b)) => a.peer == b.peer && a.target == b.target,
             _ => false,
         }
     }
@@ -108,6 +106,7 @@ impl<M: Unmarshal> Serialize for RefCore<M> {
                 incarnation: cx.node.incarnation(),
                 object: cx.node.export_route(local),
                 interface: M::INTERFACE_ID,
+                addr: cx.node.listen_addr().map(|a| a.to_string()),
             },
             Route::Remote(remote) => remote.wire(),
         };
@@ -122,7 +121,7 @@ impl<'de, M: Unmarshal> serde::Deserialize<'de> for RefCore<M> {
         let wire = WireRef::deserialize(deserializer)?;
         let route = cx
             .node
-            .import::<M>(&wire, Some(&cx.conn))
+            .import::<M>(&wire, cx.conn.as_ref())
             .map_err(serde::de::Error::custom)?;
         Ok(RefCore::new(route, cx.node.default_timeout()))
     }
@@ -150,7 +149,7 @@ impl<M: Send + 'static> RefCore<M> {
                 local.host.schedule();
             }
             Route::Remote(remote) => {
-                tracing::warn!(node = %remote.conn().peer.node, object = %remote.target, "stopping an actor on another node is not supported; ignored");
+                tracing::warn!(node = %remote.peer, object = %remote.target, "stopping an actor on another node is not supported; ignored");
             }
         }
     }
@@ -191,10 +190,10 @@ impl<M: Send + 'static> RefCore<M> {
         match &self.route {
             Route::Local(local) => self.ask_local(local, args).await,
             Route::Remote(remote) => {
-                let cx = remote.cx()?;
+                let conn = remote.conn().await?;
+                let cx = remote.cx(Some(conn.clone()))?;
                 let bytes = cx.enter(|| encode_args(&args))?;
-                let reply = remote
-                    .conn()
+                let reply = conn
                     .call(
                         remote.target,
                         remote.interface,
@@ -204,7 +203,7 @@ impl<M: Send + 'static> RefCore<M> {
                         self.timeout,
                     )
                     .await?;
-                cx.enter(|| decode_reply(&reply, &remote.conn().limits))
+                cx.enter(|| decode_reply(&reply, &conn.limits))
             }
         }
     }

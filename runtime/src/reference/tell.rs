@@ -52,20 +52,25 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
             })),
             Route::Remote(remote) => TellState::Remote(
                 T::ID,
-                remote.cx().and_then(|cx| cx.enter(|| encode_args(&args))),
+                remote
+                    .cx(remote.conn_now())
+                    .and_then(|cx| cx.enter(|| encode_args(&args))),
             ),
         };
         Tell { core, state }
     }
 
-    /// Sends a remote tell now.
+    /// Sends a remote tell now, over the connection there is (none yet: `ConnectFailed`;
+    /// an awaited tell dials first).
     fn send_remote(&self, method: u64, args: Result<Vec<u8>, CallError>) -> Result<(), CallError> {
         let Route::Remote(remote) = &self.core.route else {
             unreachable!("remote state on a local route");
         };
-        remote
-            .conn()
-            .tell(remote.target, remote.interface, method, &args?)
+        let conn = remote.conn_now().ok_or_else(|| CallError::ConnectFailed {
+            addr: remote.peer.to_string(),
+            reason: "not connected yet: await the tell (it dials) instead of try_tell".into(),
+        })?;
+        conn.tell(remote.target, remote.interface, method, &args?)
     }
 
     /// Sends without waiting: `Err(MailboxFull)` (or `Overloaded`) if there is no room now.
@@ -113,6 +118,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 };
                 remote
                     .conn()
+                    .await?
                     .call(
                         remote.target,
                         remote.interface,
@@ -139,7 +145,18 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
         loop {
             match std::mem::replace(&mut this.state, TellState::Done) {
                 TellState::Remote(method, args) => {
-                    return Poll::Ready(this.send_remote(method, args));
+                    let core = this.core;
+                    let Route::Remote(remote) = &core.route else {
+                        unreachable!("remote state on a local route");
+                    };
+                    if remote.conn_now().is_some() {
+                        return Poll::Ready(this.send_remote(method, args));
+                    }
+                    // Not connected yet: dial, then send.
+                    this.state = TellState::Waiting(Box::pin(async move {
+                        let conn = remote.conn().await?;
+                        conn.tell(remote.target, remote.interface, method, &args?)
+                    }));
                 }
                 TellState::Ready(msg) => {
                     let core = this.core;

@@ -222,7 +222,7 @@ impl Connection {
         }
         let cx = MarshalCx {
             node,
-            conn: self.clone(),
+            conn: Some(self.clone()),
         };
         let replier = if one_way {
             Replier::new(|_| {})

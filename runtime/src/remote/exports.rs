@@ -20,7 +20,7 @@ use super::connection::Connection;
 use crate::error::CallError;
 use crate::mailbox::{Envelope, TrySendError};
 use crate::marshal::{Replier, Unmarshal};
-use crate::node::Node;
+use crate::node::{Node, WeakNode};
 use crate::reference::LocalRoute;
 use crate::wire::codec::Limits;
 use crate::wire::ObjectId;
@@ -32,6 +32,8 @@ pub(crate) struct WireRef {
     pub(crate) incarnation: u64,
     pub(crate) object: ObjectId,
     pub(crate) interface: u64,
+    /// Where the object's node accepts connections, if known.
+    pub(crate) addr: Option<String>,
 }
 
 /// A delivery that has to wait for room in the actor's mailbox.
@@ -92,55 +94,99 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
     }
 }
 
-/// A proxy's way to an object on another node.
+/// A proxy's way to an object on another node: who the node is, where to dial it,
+/// and the connection to it once there is one.
 pub(crate) struct RemoteRoute {
-    conn: parking_lot::Mutex<Arc<Connection>>,
+    node: WeakNode,
+    pub(crate) peer: Uuid,
+    incarnation: u64,
+    addr: Option<String>,
+    conn: parking_lot::Mutex<Option<Arc<Connection>>>,
     pub(crate) target: ObjectId,
     pub(crate) interface: u64,
 }
 
 impl RemoteRoute {
-    pub(crate) fn new(conn: Arc<Connection>, target: ObjectId, interface: u64) -> Self {
+    pub(crate) fn new(node: WeakNode, wire: &WireRef, conn: Option<Arc<Connection>>) -> Self {
         RemoteRoute {
+            node,
+            peer: wire.node,
+            incarnation: wire.incarnation,
+            addr: wire.addr.clone(),
             conn: parking_lot::Mutex::new(conn),
-            target,
-            interface,
+            target: wire.object,
+            interface: wire.interface,
         }
     }
 
-    /// The connection to the object's node: the one this route was made on, or, once
-    /// that closed, the node's current connection to the same incarnation of that
-    /// peer (a duplicate retired, a reconnect).
-    pub(crate) fn conn(&self) -> Arc<Connection> {
+    /// The open connection to the object's node, if there is one now: the one this
+    /// route last used, or the node's current connection to that same incarnation
+    /// (after a duplicate was retired, or another part of the node dialed it).
+    pub(crate) fn conn_now(&self) -> Option<Arc<Connection>> {
         let mut conn = self.conn.lock();
-        if conn.is_closed() {
-            if let Some(fresh) = conn
-                .node
-                .upgrade()
-                .and_then(|node| node.peer(conn.peer.node).ok())
-                .filter(|fresh| fresh.peer.incarnation == conn.peer.incarnation)
-            {
-                *conn = fresh;
+        if conn.as_ref().is_some_and(|c| !c.is_closed()) {
+            return conn.clone();
+        }
+        let fresh = self
+            .node
+            .upgrade()
+            .and_then(|node| node.peer(self.peer).ok())
+            .filter(|fresh| fresh.peer.incarnation == self.incarnation)?;
+        *conn = Some(fresh.clone());
+        Some(fresh)
+    }
+
+    /// The connection to the object's node, dialing its address if there is none.
+    pub(crate) async fn conn(&self) -> Result<Arc<Connection>, CallError> {
+        if let Some(conn) = self.conn_now() {
+            return Ok(conn);
+        }
+        let down = |may_have_executed| CallError::NodeDown {
+            node: self.peer.to_string(),
+            may_have_executed,
+        };
+        // Dialed before and lost: the node is down, not merely unknown.
+        if let Some(lost) = self.conn.lock().clone() {
+            if lost.is_closed() && self.addr.is_none() {
+                return Err(down(false));
             }
         }
-        conn.clone()
+        let (Some(addr), Some(node)) = (&self.addr, self.node.upgrade()) else {
+            return Err(CallError::ConnectFailed {
+                addr: self.peer.to_string(),
+                reason: "no connection to that node, and no address to dial it at".into(),
+            });
+        };
+        let reached = node.connect(addr).await?;
+        if reached != self.peer {
+            return Err(CallError::NodeRestarted {
+                node: self.peer.to_string(),
+            });
+        }
+        self.conn_now().ok_or(CallError::NodeRestarted {
+            node: self.peer.to_string(),
+        })
+    }
+
+    /// Whether the connection this route used is lost (with no replacement).
+    pub(crate) fn is_down(&self) -> bool {
+        self.conn.lock().as_ref().is_some_and(|c| c.is_closed()) && self.conn_now().is_none()
     }
 
     pub(crate) fn wire(&self) -> WireRef {
-        let conn = self.conn();
         WireRef {
-            node: conn.peer.node,
-            incarnation: conn.peer.incarnation,
+            node: self.peer,
+            incarnation: self.incarnation,
             object: self.target,
             interface: self.interface,
+            addr: self.addr.clone(),
         }
     }
 
     /// The context references inside this call's arguments and reply marshal in.
-    pub(crate) fn cx(&self) -> Result<MarshalCx, CallError> {
-        let conn = self.conn();
-        let node = conn.node.upgrade().ok_or_else(|| CallError::NodeDown {
-            node: conn.peer.node.to_string(),
+    pub(crate) fn cx(&self, conn: Option<Arc<Connection>>) -> Result<MarshalCx, CallError> {
+        let node = self.node.upgrade().ok_or_else(|| CallError::NodeDown {
+            node: self.peer.to_string(),
             may_have_executed: false,
         })?;
         Ok(MarshalCx { node, conn })
@@ -152,7 +198,9 @@ impl RemoteRoute {
 #[derive(Clone)]
 pub(crate) struct MarshalCx {
     pub(crate) node: Node,
-    pub(crate) conn: Arc<Connection>,
+    /// The connection the value travels on (unknown while arguments are encoded
+    /// before a connection is chosen).
+    pub(crate) conn: Option<Arc<Connection>>,
 }
 
 thread_local! {

@@ -117,7 +117,7 @@ async fn run(
     cut: Arc<Cut>,
     ready: oneshot::Sender<Result<(), CallError>>,
 ) {
-    let mut session = Session::new(id, incarnation);
+    let mut session = Session::new(id, incarnation, None);
     let mut hello = Vec::new();
     if encode(&session.hello(), &mut hello, &limits).is_err() || !link.send(Lane::Control, hello) {
         return;
@@ -149,7 +149,7 @@ async fn run(
                         let link = Box::new(link.take().expect("one handshake"));
                         let fresh = Arc::new(Connection::new(
                             node.downgrade(),
-                            std::mem::replace(&mut session, Session::new(id, incarnation)),
+                            std::mem::replace(&mut session, Session::new(id, incarnation, None)),
                             peer,
                             link,
                             limits,

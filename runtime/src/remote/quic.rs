@@ -186,7 +186,8 @@ async fn establish(
         quic.accept_bi().await
     }
     .map_err(|e| failed(e.to_string()))?;
-    let mut session = Session::new(me.id(), me.incarnation());
+    let listen = me.listen_addr().map(|a| a.to_string());
+    let mut session = Session::new(me.id(), me.incarnation(), listen);
     let mut hello = Vec::new();
     encode(&session.hello(), &mut hello, &limits).map_err(|e| failed(e.to_string()))?;
     send.write_all(&hello)

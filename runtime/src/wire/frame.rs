@@ -71,6 +71,9 @@ pub struct Hello {
     pub node: Uuid,
     /// The sender's incarnation: changes every time the node process starts.
     pub incarnation: u64,
+    /// Where the sender accepts connections, if it listens: a peer handed a
+    /// reference to one of its objects by a third node dials it here.
+    pub listen: Option<String>,
 }
 
 /// A call of one method on one exported object.

@@ -56,14 +56,16 @@ pub enum SessionError {
 }
 
 impl Session {
-    /// A session for the node `node` in its incarnation `incarnation`.
-    pub fn new(node: Uuid, incarnation: u64) -> Self {
+    /// A session for the node `node` in its incarnation `incarnation`, reachable at
+    /// `listen` if it listens.
+    pub fn new(node: Uuid, incarnation: u64, listen: Option<String>) -> Self {
         Session {
             local: Hello {
                 magic: MAGIC,
                 version: PROTOCOL_VERSION,
                 node,
                 incarnation,
+                listen,
             },
             peer: None,
             next_call: 1,
@@ -177,8 +179,8 @@ mod tests {
     use super::*;
 
     fn pair() -> (Session, Session) {
-        let mut a = Session::new(Uuid::from_u128(1), 7);
-        let mut b = Session::new(Uuid::from_u128(2), 9);
+        let mut a = Session::new(Uuid::from_u128(1), 7, None);
+        let mut b = Session::new(Uuid::from_u128(2), 9, None);
         let hello_a = a.hello();
         let hello_b = b.hello();
         assert!(
@@ -200,7 +202,7 @@ mod tests {
 
     #[test]
     fn frames_before_hello_are_a_violation() {
-        let mut b = Session::new(Uuid::from_u128(2), 1);
+        let mut b = Session::new(Uuid::from_u128(2), 1, None);
         assert!(matches!(
             b.receive(call(1)),
             Err(SessionError::Violation(_))
@@ -209,8 +211,8 @@ mod tests {
 
     #[test]
     fn another_protocol_version_is_refused_with_both_versions() {
-        let mut b = Session::new(Uuid::from_u128(2), 1);
-        let mut hello = Session::new(Uuid::from_u128(1), 1).local.clone();
+        let mut b = Session::new(Uuid::from_u128(2), 1, None);
+        let mut hello = Session::new(Uuid::from_u128(1), 1, None).local.clone();
         hello.version = PROTOCOL_VERSION + 1;
         assert_eq!(
             b.receive(Frame::Hello(hello)),
