@@ -157,3 +157,11 @@ impl Drop for ChildNode {
         self.kill();
     }
 }
+
+/// `Counter` as a newer build sees it: the same interface (same wire name) with a
+/// method the older server does not have.
+#[remora::remote(name = "Counter")]
+pub trait CounterV2 {
+    async fn add(&mut self, n: u64) -> u64;
+    async fn reset_all(&mut self) -> u64;
+}

@@ -234,3 +234,36 @@ async fn a_remote_call_past_its_deadline_times_out() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_the_server_does_not_have_is_unknown_method() {
+    let (server, client, _wire, counter, _remote) = pair().await;
+    let newer: CounterV2Ref = client
+        .reference(server.id(), server.export(&counter).unwrap())
+        .unwrap();
+    assert_eq!(newer.add(2).await, Ok(2), "shared methods still work");
+    let err = newer.reset_all().await.unwrap_err();
+    assert_eq!(
+        err,
+        CallError::UnknownMethod {
+            interface: "Counter".into(),
+            method: remora::stable_id("Counter.reset_all"),
+        }
+    );
+    assert_eq!(counter.total().await, Ok(2), "nothing ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_is_skipped_and_the_connection_keeps_working() {
+    let (server, _client, wire, _local, remote) = pair().await;
+    assert_eq!(remote.add(1).await, Ok(1));
+    // A well-delimited frame whose body is not a frame (0xc1 is never valid).
+    assert!(wire.inject(&server, vec![0, 0, 0, 3, 0xc1, 0xc1, 0xc1]));
+    // A frame that decodes but breaks the protocol's shape: an unknown variant.
+    assert!(wire.inject(&server, vec![0, 0, 0, 2, 0x81, 0x63]));
+    assert_eq!(
+        remote.add(1).await,
+        Ok(2),
+        "the server skipped them and serves on"
+    );
+}

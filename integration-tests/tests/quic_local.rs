@@ -158,3 +158,50 @@ async fn a_reference_to_a_third_node_is_dialed_by_its_receiver() {
     assert_eq!(broker.add_through(5).await, Ok(5));
     assert_eq!(counter_on_c.total().await, Ok(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_the_server_does_not_have_is_unknown_method_over_quic() {
+    let (server, client, counter, _remote) = pair().await;
+    let newer: CounterV2Ref = client
+        .reference(server.id(), server.export(&counter).unwrap())
+        .unwrap();
+    let err = newer.reset_all().await.unwrap_err();
+    assert!(matches!(err, CallError::UnknownMethod { .. }), "{err:?}");
+    assert_eq!(newer.add(3).await, Ok(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_argument_over_the_peers_frame_limit_fails_that_call_only() {
+    let server = Node::builder()
+        .listen("127.0.0.1:0")
+        .max_frame_size(64 * 1024)
+        .build()
+        .await
+        .unwrap();
+    let client = node().await;
+    client
+        .connect(server.listen_addr().unwrap().to_string())
+        .await
+        .unwrap();
+    let counter: CounterRef = server.spawn(Tally::default());
+    let remote: CounterRef = client
+        .reference(server.id(), server.export(&counter).unwrap())
+        .unwrap();
+    let other: CounterRef = server.spawn(Tally::default());
+    let other: CounterRef = client
+        .reference(server.id(), server.export(&other).unwrap())
+        .unwrap();
+    // The client's limit is 16 MiB, the server's 64 KiB: the server resets that
+    // stream, and the call fails by its deadline instead of hanging.
+    let err = remote
+        .with_timeout(Duration::from_millis(500))
+        .echo_bytes(vec![1; 256 * 1024])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CallError::Timeout { .. } | CallError::NodeDown { .. }),
+        "{err:?}"
+    );
+    // Calls to another actor on the same connection are untouched.
+    assert_eq!(other.add(1).await, Ok(1));
+}

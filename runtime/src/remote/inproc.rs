@@ -52,6 +52,8 @@ impl Link for ChannelLink {
 /// would (both sides see their calls in flight fail with `NodeDown`).
 pub struct Wire {
     cut: Arc<Cut>,
+    /// Raw senders toward each side, for tests that feed a node bad bytes.
+    to: [(uuid::Uuid, mpsc::UnboundedSender<Vec<u8>>); 2],
 }
 
 #[derive(Default)]
@@ -61,6 +63,16 @@ struct Cut {
 }
 
 impl Wire {
+    /// Sends raw bytes to `node` as if its peer had written them (for tests of
+    /// malformed input). False if `node` is not on this wire or the wire is cut.
+    #[doc(hidden)]
+    pub fn inject(&self, node: &Node, bytes: Vec<u8>) -> bool {
+        self.to
+            .iter()
+            .find(|(id, _)| *id == node.id())
+            .is_some_and(|(_, tx)| tx.send(bytes).is_ok())
+    }
+
     /// Severs the connection, as if the network between the two nodes failed.
     pub fn cut(&self) {
         self.cut.done.store(true, Ordering::SeqCst);
@@ -75,6 +87,7 @@ pub async fn connect(a: &Node, b: &Node) -> Result<Wire, CallError> {
     let cut = Arc::new(Cut::default());
     let (ready_a, a_ready) = oneshot::channel();
     let (ready_b, b_ready) = oneshot::channel();
+    let to = [(a.id(), to_a.clone()), (b.id(), to_b.clone())];
     tokio::spawn(run(
         a.downgrade(),
         a.id(),
@@ -101,7 +114,7 @@ pub async fn connect(a: &Node, b: &Node) -> Result<Wire, CallError> {
     };
     a_ready.await.map_err(refused)??;
     b_ready.await.map_err(refused)??;
-    Ok(Wire { cut })
+    Ok(Wire { cut, to })
 }
 
 /// One side of an in-process connection: handshake, then read frames until the
