@@ -205,3 +205,41 @@ async fn an_argument_over_the_peers_frame_limit_fails_that_call_only() {
     // Calls to another actor on the same connection are untouched.
     assert_eq!(other.add(1).await, Ok(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_panic_is_panicked_and_a_wrong_interface_is_a_mismatch_over_quic() {
+    let (server, client, counter, remote) = pair().await;
+    let err = remote.crash("quic boom".into()).await.unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Panicked {
+            message: "quic boom".into()
+        }
+    );
+    assert!(matches!(
+        timeout(SAFETY, server.monitor(&counter)).await.unwrap(),
+        StopReason::Panicked { .. }
+    ));
+    let broker: BrokerRef = server.spawn(Keeper::default());
+    let wrong: CounterRef = client
+        .reference(server.id(), server.export(&broker).unwrap())
+        .unwrap();
+    let err = wrong.add(1).await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::InterfaceMismatch { found, .. } if found == "Broker"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_over_quic_is_skipped_and_the_connection_keeps_working() {
+    let (server, client, _counter, remote) = pair().await;
+    assert_eq!(remote.add(1).await, Ok(1));
+    assert!(client.inject_raw(server.id(), vec![0, 0, 0, 3, 0xc1, 0xc1, 0xc1]));
+    assert!(client.inject_raw(server.id(), vec![0, 0, 0, 2, 0x81, 0x63]));
+    assert_eq!(
+        remote.add(1).await,
+        Ok(2),
+        "the server skipped them and serves on"
+    );
+}

@@ -405,6 +405,14 @@ impl Node {
         Ok(conn.peer.node)
     }
 
+    /// Writes raw bytes to `peer` on the connection's control lane, as a faulty
+    /// sender would (for tests of malformed input). False without a connection.
+    #[doc(hidden)]
+    pub fn inject_raw(&self, peer: Uuid, bytes: Vec<u8>) -> bool {
+        self.peer(peer)
+            .is_ok_and(|conn| conn.send_raw(crate::remote::connection::Lane::Control, bytes))
+    }
+
     /// The node's QUIC endpoint, bound at `addr` on first use.
     async fn endpoint_at(&self, addr: std::net::SocketAddr) -> Result<&quic::Endpoint, String> {
         self.inner

@@ -99,6 +99,11 @@ impl Connection {
         }
     }
 
+    /// Sends bytes that may not be a frame at all (tests of malformed input).
+    pub(crate) fn send_raw(&self, lane: Lane, bytes: Vec<u8>) -> bool {
+        self.link.send(lane, bytes)
+    }
+
     /// Sends one frame on `lane`.
     fn send(&self, lane: Lane, frame: &Frame<'_>) -> Result<(), CallError> {
         let mut out = Vec::new();
