@@ -4,10 +4,15 @@
 //! ```text
 //! cargo run --release -p remora-bench -- [--quick] [--only NAME]
 //! ```
-//! `--only` takes a workload (`l1`, `base`, ...) or a prefix of one; `--quick` runs
-//! each workload for about a second, as a smoke check.
+//! `--only` takes a workload (`l1`, `i2`, `base.quic`, ...), a prefix of one (`base`,
+//! `i`) or one of its figures (`base.quic.p50` runs the QUIC baselines); `--quick`
+//! runs each workload for about a second, as a smoke check.
 
+mod drive;
+mod echo;
+mod inproc;
 mod local;
+mod quic_base;
 
 use std::time::Duration;
 
@@ -57,6 +62,10 @@ pub fn rate(count: u64, took: Duration) -> f64 {
 }
 
 fn main() {
+    // The raw-QUIC baselines' server, a child this benchmark spawns (see quic_base).
+    if std::env::args().nth(1).as_deref() == Some(quic_base::SERVER_COMMAND) {
+        quic_base::serve();
+    }
     let mut quick = false;
     let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
@@ -72,7 +81,12 @@ fn main() {
         }
     }
     let scale = Scale { quick };
-    let selected = move |name: &str| only.as_deref().is_none_or(|o| name.starts_with(o));
+    // A workload runs when `--only` names a prefix of it, or one of its figures.
+    let selected = move |name: &str| {
+        only.as_deref().is_none_or(|o| {
+            name.starts_with(o) || o.strip_prefix(name).is_some_and(|f| f.starts_with('.'))
+        })
+    };
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("cores\t{cores}\tn");
@@ -91,8 +105,11 @@ fn main() {
     runtime
         .block_on(async move {
             tokio::spawn(async move {
-                if selected("base") {
+                if selected("base.mpsc") || selected("base.ask") {
                     local::baselines(scale).await;
+                }
+                if selected("base.quic") {
+                    quic_base::baselines(scale).await;
                 }
                 if selected("l1") {
                     local::l1(scale).await;
@@ -106,6 +123,12 @@ fn main() {
                 if selected("l4") {
                     local::l4(scale).await;
                 }
+                if selected("i1") {
+                    inproc::i1(scale).await;
+                }
+                if selected("i2") {
+                    inproc::i2(scale).await;
+                }
             })
             .await
         })
@@ -116,6 +139,8 @@ fn usage(problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("remora-bench: {problem}");
     }
-    eprintln!("usage: remora-bench [--quick] [--only NAME]   (NAME: base, l1, l2, l3, l4)");
+    eprintln!("usage: remora-bench [--quick] [--only NAME]");
+    eprintln!("  NAME: a workload, a prefix of one or one of its figures:");
+    eprintln!("        base (base.mpsc, base.ask, base.quic), l1, l2, l3, l4, i1, i2");
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }

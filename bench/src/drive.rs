@@ -1,0 +1,106 @@
+//! How the call workloads are driven, shared by the in-process, raw-QUIC and remote
+//! ones: a sequential loop timed call by call (`*.p50`, `*.p99`), and a fixed number
+//! of calls kept outstanding by worker tasks (`*.rate`).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+/// Per-call latencies of one sequential run.
+pub struct Latencies {
+    samples: Vec<Duration>,
+    start: Instant,
+}
+
+/// What one sequential run measured.
+#[derive(Clone, Copy, Debug)]
+pub struct LatencyRun {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Calls per second over the whole run.
+    pub rate: f64,
+}
+
+impl Latencies {
+    /// Starts a run of `n` calls; the run's clock starts now.
+    pub fn new(n: u64) -> Self {
+        Latencies {
+            samples: Vec::with_capacity(n as usize),
+            start: Instant::now(),
+        }
+    }
+
+    /// Records one call that started at `started`.
+    pub fn push(&mut self, started: Instant) {
+        self.samples.push(started.elapsed());
+    }
+
+    /// Stops the run's clock; the percentiles of the recorded calls.
+    pub fn finish(mut self) -> LatencyRun {
+        let took = self.start.elapsed();
+        let n = self.samples.len();
+        assert!(n > 0, "a latency run without calls");
+        self.samples.sort_unstable();
+        let at = |q: usize| self.samples[(n * q / 100).min(n - 1)].as_secs_f64() * 1e6;
+        LatencyRun {
+            p50_us: at(50),
+            p99_us: at(99),
+            rate: n as f64 / took.as_secs_f64(),
+        }
+    }
+}
+
+/// The medians, figure by figure, of several runs.
+pub fn median_run(runs: &[LatencyRun]) -> LatencyRun {
+    let pick = |f: fn(&LatencyRun) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(f).collect();
+        crate::median(&mut values)
+    };
+    LatencyRun {
+        p50_us: pick(|r| r.p50_us),
+        p99_us: pick(|r| r.p99_us),
+        rate: pick(|r| r.rate),
+    }
+}
+
+/// Hands out call numbers `0..total` to the workers of [`outstanding`].
+#[derive(Clone)]
+pub struct Calls {
+    next: Arc<AtomicU64>,
+    total: u64,
+}
+
+impl Calls {
+    /// The next call to make, or `None` once all have been handed out.
+    pub fn next(&self) -> Option<u64> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (i < self.total).then_some(i)
+    }
+}
+
+/// Makes `total` calls with `width` calls outstanding: `width` tasks, each making
+/// sequential calls while [`Calls::next`] hands out numbers. `worker` builds one
+/// such task. Returns the time from the first call to the last reply.
+pub async fn outstanding<W, Fut>(total: u64, width: u64, worker: W) -> Duration
+where
+    W: Fn(Calls) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let calls = Calls {
+        next: Arc::new(AtomicU64::new(0)),
+        total,
+    };
+    let tasks: Vec<Fut> = (0..width).map(|_| worker(calls.clone())).collect();
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for task in tasks {
+        set.spawn(task);
+    }
+    while let Some(done) = set.join_next().await {
+        done.expect("a benchmark worker panicked");
+    }
+    start.elapsed()
+}

@@ -1,0 +1,314 @@
+//! `base.quic.*`: raw quinn between two OS processes on 127.0.0.1, TLS 1.3 through
+//! rustls (ring) as in production, one bidirectional stream per call. This is
+//! BENCH.md's "raw quinn, one bidi stream per call (TLS)" row, the floor the
+//! remote workloads are held against.
+//!
+//! The bench re-executes itself as the server (`remora-bench __quic-echo-server`):
+//! the child binds 127.0.0.1:0, makes a self-signed certificate, prints
+//! `PORT CERT_DER_HEX` on one stdout line, then echoes every bidi stream (read to
+//! the end, write it all back, finish). It exits when its stdin closes, so it never
+//! outlives the bench, even one that is killed.
+
+use std::error::Error;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, TransportConfig, VarInt};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+
+use crate::drive::{median_run, outstanding, Latencies};
+use crate::{figure, median, rate, Scale};
+
+/// The hidden subcommand that runs the echo server.
+pub const SERVER_COMMAND: &str = "__quic-echo-server";
+
+const ALPN: &[u8] = b"remora-bench-echo";
+/// The server certificate's name, which the client checks.
+const SERVER_NAME: &str = "localhost";
+/// Largest message either side reads (the payload workload sends 64 KiB).
+const MAX_MESSAGE: usize = 1 << 20;
+/// Calls outstanding in `base.quic.rate` (as in w2).
+const WIDTH: u64 = 64;
+/// `base.quic.payload.mbps` (as in w3): payload size and calls outstanding.
+const PAYLOAD: usize = 64 * 1024;
+const PAYLOAD_WIDTH: u64 = 8;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// The crypto provider quinn's default `rustls-ring` feature uses, chosen
+/// explicitly: no process-wide default is needed or installed.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Both sides: room for the 64 concurrent streams of `base.quic.rate` and more.
+fn transport() -> Arc<TransportConfig> {
+    let mut transport = TransportConfig::default();
+    transport.max_concurrent_bidi_streams(VarInt::from_u32(1024));
+    transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+    Arc::new(transport)
+}
+
+// ---------------------------------------------------------------- server (child)
+
+/// Runs the echo server; the entry point of `remora-bench __quic-echo-server`.
+pub fn serve() -> ! {
+    // The parent holds our stdin: when it goes (exit, kill, crash) so do we.
+    std::thread::spawn(|| {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 64];
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime");
+    match runtime.block_on(server()) {
+        Ok(()) => std::process::exit(0),
+        Err(err) => {
+            eprintln!("{SERVER_COMMAND}: {err}");
+            std::process::exit(1)
+        }
+    }
+}
+
+async fn server() -> Result<(), BoxError> {
+    let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])?;
+    let cert: CertificateDer<'static> = certified.cert.der().clone();
+    let key = PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key.into())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    config.transport_config(transport());
+    let endpoint = Endpoint::server(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+
+    let port = endpoint.local_addr()?.port();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{port} {}", hex(&cert))?;
+    stdout.flush()?;
+    drop(stdout);
+
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(err) => return eprintln!("{SERVER_COMMAND}: handshake failed: {err}"),
+            };
+            // Ends when the client closes the connection.
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(echo_stream(send, recv));
+            }
+        });
+    }
+    Ok(())
+}
+
+/// One stream, one task (as quinn's own server example does): read to the end,
+/// write it all back, finish.
+async fn echo_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let Ok(data) = recv.read_to_end(MAX_MESSAGE).await else {
+        return;
+    };
+    if send.write_all(&data).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+// ---------------------------------------------------------------- client (bench)
+
+/// The server child; killed (and reaped) when dropped, however the bench ends.
+struct EchoServer {
+    child: Child,
+    addr: SocketAddr,
+    cert: CertificateDer<'static>,
+}
+
+impl EchoServer {
+    async fn spawn() -> Result<EchoServer, BoxError> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg(SERVER_COMMAND)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // Guard it before anything can fail.
+        let mut server = EchoServer {
+            child,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            cert: CertificateDer::from(Vec::new()),
+        };
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        })
+        .await??;
+        let (port, cert) = line
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| format!("the echo server said {line:?}, not `PORT CERT`"))?;
+        server.addr.set_port(port.parse()?);
+        server.cert = CertificateDer::from(unhex(cert).ok_or("the certificate is not hex")?);
+        Ok(server)
+    }
+
+    /// A client endpoint that trusts exactly the server's certificate, connected.
+    async fn connect(&self) -> Result<(Endpoint, Connection), BoxError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.clone())?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+        config.transport_config(transport());
+        let mut endpoint = Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        endpoint.set_default_client_config(config);
+        let conn = endpoint.connect(self.addr, SERVER_NAME)?.await?;
+        Ok((endpoint, conn))
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One call: a fresh bidi stream carrying `payload` there and back.
+async fn call(conn: &Connection, payload: &[u8]) -> Result<Vec<u8>, BoxError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(payload).await?;
+    send.finish()?;
+    Ok(recv.read_to_end(MAX_MESSAGE).await?)
+}
+
+async fn echo(conn: &Connection, v: u64) {
+    let reply = call(conn, &v.to_le_bytes()).await.expect("echo call");
+    assert_eq!(reply, v.to_le_bytes(), "the echo server answered wrongly");
+}
+
+/// Progress: datagrams and frames per call each way since `before`. More than one
+/// stream frame received per call means the server's driver sent the reply's data
+/// before its FIN was queued, one packet each (it runs on another worker thread):
+/// that costs a packet and a wake-up each way, and shows in the latency.
+fn datagrams(phase: &str, conn: &Connection, before: &quinn::ConnectionStats, calls: u64) {
+    let now = conn.stats();
+    let per = |a: u64, b: u64| (a - b) as f64 / calls as f64;
+    eprintln!(
+        "base.quic: {phase}: per call {:.2} datagrams sent ({:.2} stream frames, {:.2} acks), \
+         {:.2} received ({:.2} stream frames, {:.2} acks)",
+        per(now.udp_tx.datagrams, before.udp_tx.datagrams),
+        per(now.frame_tx.stream, before.frame_tx.stream),
+        per(now.frame_tx.acks, before.frame_tx.acks),
+        per(now.udp_rx.datagrams, before.udp_rx.datagrams),
+        per(now.frame_rx.stream, before.frame_rx.stream),
+        per(now.frame_rx.acks, before.frame_rx.acks),
+    );
+}
+
+/// `base.quic.p50`, `base.quic.p99` (µs), `base.quic.rate` (calls/s),
+/// `base.quic.payload.mbps` (MB/s, 10^6 bytes, sent + received).
+pub async fn baselines(scale: Scale) {
+    let server = EchoServer::spawn()
+        .await
+        .expect("the QUIC echo server starts");
+    let (endpoint, conn) = server.connect().await.expect("QUIC connection");
+    eprintln!("base.quic: connected to the echo server at {}", server.addr);
+
+    // As w1: one call outstanding, 20 000 calls after 2 000 warm-up.
+    let warmup = scale.count(2_000, 1_000);
+    let n = scale.count(20_000, 10_000);
+    for i in 0..warmup {
+        echo(&conn, i).await;
+    }
+    let before = conn.stats();
+    let mut runs = Vec::new();
+    for _ in 0..scale.reps() {
+        let mut lat = Latencies::new(n);
+        for i in 0..n {
+            let started = Instant::now();
+            echo(&conn, i).await;
+            lat.push(started);
+        }
+        runs.push(lat.finish());
+    }
+    datagrams("ping", &conn, &before, n * scale.reps() as u64);
+    let run = median_run(&runs);
+    figure("base.quic.p50", run.p50_us, "us");
+    figure("base.quic.p99", run.p99_us, "us");
+
+    // As w2: 64 outstanding, 200 000 calls.
+    let n = scale.count(200_000, 50_000);
+    let pipelined = |n: u64| {
+        outstanding(n, WIDTH, |calls| {
+            let conn = conn.clone();
+            async move {
+                while let Some(i) = calls.next() {
+                    echo(&conn, i).await;
+                }
+            }
+        })
+    };
+    pipelined(WIDTH * 100).await;
+    let before = conn.stats();
+    let mut rates = Vec::new();
+    for _ in 0..scale.reps() {
+        rates.push(rate(n, pipelined(n).await));
+    }
+    datagrams("pipelined", &conn, &before, n * scale.reps() as u64);
+    figure("base.quic.rate", median(&mut rates), "calls/s");
+
+    // As w3: 64 KiB payloads, 8 outstanding, 5 000 calls.
+    let n = scale.count(5_000, 1_000);
+    let payload: Arc<Vec<u8>> = Arc::new((0..PAYLOAD).map(|i| (i * 7 + 3) as u8).collect());
+    let bulk = |n: u64| {
+        outstanding(n, PAYLOAD_WIDTH, |calls| {
+            let conn = conn.clone();
+            let payload = payload.clone();
+            async move {
+                while calls.next().is_some() {
+                    let reply = call(&conn, &payload).await.expect("payload call");
+                    assert!(reply == *payload, "the echo server answered wrongly");
+                }
+            }
+        })
+    };
+    bulk(PAYLOAD_WIDTH * 10).await;
+    let mut mbps = Vec::new();
+    for _ in 0..scale.reps() {
+        let took = bulk(n).await;
+        mbps.push((2 * n * PAYLOAD as u64) as f64 / took.as_secs_f64() / 1e6);
+    }
+    figure("base.quic.payload.mbps", median(&mut mbps), "MB/s");
+
+    conn.close(VarInt::from_u32(0), b"done");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    drop(server);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
