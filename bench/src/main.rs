@@ -13,6 +13,7 @@ mod echo;
 mod inproc;
 mod local;
 mod quic_base;
+mod remote;
 
 use std::time::Duration;
 
@@ -65,6 +66,11 @@ fn main() {
     // The raw-QUIC baselines' server, a child this benchmark spawns (see quic_base).
     if std::env::args().nth(1).as_deref() == Some(quic_base::SERVER_COMMAND) {
         quic_base::serve();
+    }
+    // The remote workloads' Remora server, also a child of this benchmark.
+    if std::env::args().nth(1).as_deref() == Some(remote::SERVER_COMMAND) {
+        let dir = std::env::args().nth(2).expect("credentials directory");
+        remote::serve(std::path::Path::new(&dir));
     }
     let mut quick = false;
     let mut only: Option<String> = None;
@@ -128,6 +134,9 @@ fn main() {
                 }
                 if selected("i2") {
                     inproc::i2(scale).await;
+                }
+                if ["w1", "w2", "w3", "w4"].iter().any(|w| selected(w)) {
+                    remote::run(scale, &selected).await;
                 }
             })
             .await

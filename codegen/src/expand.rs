@@ -62,13 +62,23 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         let arg_types: Vec<_> = m.args.iter().map(|(_, t)| t).collect();
         let output = &m.output;
         let arg_name_strs: Vec<String> = arg_names.iter().map(|n| n.to_string()).collect();
+        // `Vec<u8>` arguments travel as MessagePack binary, not arrays of integers.
+        let byte_attrs: Vec<TokenStream> = arg_types
+            .iter()
+            .map(|ty| match type_text(ty).as_str() {
+                "Vec<u8>" | "std::vec::Vec<u8>" | "::std::vec::Vec<u8>" | "alloc::vec::Vec<u8>" => {
+                    quote! { #[serde(with = "::remora::__private::serde_bytes")] }
+                }
+                _ => quote! {},
+            })
+            .collect();
         let arg_type_strs: Vec<String> = arg_types.iter().map(type_text).collect();
         arg_structs.push(quote! {
             #[doc(hidden)]
             #[allow(non_camel_case_types)]
             #[derive(::remora::__private::serde::Serialize, ::remora::__private::serde::Deserialize)]
             #[serde(crate = "::remora::__private::serde")]
-            #vis struct #struct_ident { #( pub #arg_names: #arg_types, )* }
+            #vis struct #struct_ident { #( #byte_attrs pub #arg_names: #arg_types, )* }
 
             impl ::remora::Method for #struct_ident {
                 const NAME: &'static str = #method_wire;

@@ -88,4 +88,5 @@ pub use remora_codegen::remote;
 pub mod __private {
     pub use crate::marshal::{decode_args, decode_reply, encode_args, encode_reply};
     pub use serde;
+    pub use serde_bytes;
 }

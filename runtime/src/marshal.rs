@@ -4,6 +4,8 @@
 //!
 //! The generated code calls these functions; the logic stays here.
 
+use std::any::{Any, TypeId};
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -140,10 +142,15 @@ fn describe_failure<T: DeserializeOwned>(
     }
 }
 
-/// Encodes a method's return value.
-pub fn encode_reply<T: Serialize>(value: &T) -> Result<Vec<u8>, CallError> {
+/// Encodes a method's return value. A `Vec<u8>` goes as MessagePack binary (one
+/// length and the bytes), not as an array of integers.
+pub fn encode_reply<T: Serialize + 'static>(value: &T) -> Result<Vec<u8>, CallError> {
     let mut out = Vec::new();
-    encode_value(value, &mut out).map_err(|err| CallError::Marshalling {
+    let encoded = match (value as &dyn Any).downcast_ref::<Vec<u8>>() {
+        Some(bytes) => encode_value(serde_bytes::Bytes::new(bytes), &mut out),
+        None => encode_value(value, &mut out),
+    };
+    encoded.map_err(|err| CallError::Marshalling {
         what: "the reply".to_owned(),
         type_name: std::any::type_name::<T>().to_owned(),
         reason: err.to_string(),
@@ -151,9 +158,20 @@ pub fn encode_reply<T: Serialize>(value: &T) -> Result<Vec<u8>, CallError> {
     Ok(out)
 }
 
-/// Decodes a method's return value.
-pub fn decode_reply<T: DeserializeOwned>(bytes: &[u8], limits: &Limits) -> Result<T, CallError> {
-    decode_value(bytes, limits).map_err(|reason| CallError::Marshalling {
+/// Decodes a method's return value (a `Vec<u8>` from MessagePack binary).
+pub fn decode_reply<T: DeserializeOwned + 'static>(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<T, CallError> {
+    let decoded = if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+        decode_value::<serde_bytes::ByteBuf>(bytes, limits).map(|buf| {
+            let boxed: Box<dyn Any> = Box::new(buf.into_vec());
+            *boxed.downcast::<T>().expect("T is Vec<u8>")
+        })
+    } else {
+        decode_value(bytes, limits)
+    };
+    decoded.map_err(|reason| CallError::Marshalling {
         what: "the reply".to_owned(),
         type_name: std::any::type_name::<T>().to_owned(),
         reason,

@@ -153,3 +153,23 @@ async fn references_refuse_to_be_serialized_by_hand() {
     );
     node.shutdown().await;
 }
+
+#[remora::remote]
+pub trait Blob {
+    async fn echo(&mut self, data: Vec<u8>) -> Vec<u8>;
+}
+
+#[test]
+fn byte_vectors_travel_as_messagepack_binary() {
+    let args = remora::__private::encode_args(&__RemoraBlob_echo {
+        data: vec![200; 1000],
+    })
+    .unwrap();
+    // [bin16 len=1000 ...]: 1 + 3 + 1000 bytes, not 1000 two-byte integers.
+    assert_eq!(args.len(), 1 + 3 + 1000);
+    assert_eq!(&args[..2], &[0x91, 0xc5]);
+    let reply = remora::__private::encode_reply(&vec![200u8; 1000]).unwrap();
+    assert_eq!(reply.len(), 3 + 1000);
+    let back: Vec<u8> = remora::__private::decode_reply(&reply, &Limits::default()).unwrap();
+    assert_eq!(back, vec![200; 1000]);
+}

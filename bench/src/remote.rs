@@ -1,0 +1,237 @@
+//! `w1`–`w4`: BENCH.md's remote workloads, Remora against Remora across two OS
+//! processes on loopback, over QUIC with mutual TLS as in production.
+//!
+//! The server is this binary again (`remora-bench __remora-server DIR`): a node
+//! listening on 127.0.0.1 under the cluster credentials in DIR, serving one echo
+//! actor for w1–w3 and eight for w4. It prints
+//! `READY <node> <addr> <echo> <w4 objects...>` and exits when its stdin closes.
+
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use remora::wire::ObjectId;
+use remora::{Credentials, Node};
+
+use crate::drive::{median_run, outstanding, Latencies};
+use crate::echo::{EchoActor, EchoRef};
+use crate::{figure, median, rate, Scale};
+
+pub const SERVER_COMMAND: &str = "__remora-server";
+const W4_SERVERS: usize = 8;
+
+/// The server child: never returns.
+pub fn serve(dir: &Path) -> ! {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let node = Node::builder()
+            .listen("127.0.0.1:0")
+            .credentials(dir)
+            .build()
+            .await
+            .expect("server node");
+        let echo: EchoRef = node.spawn(EchoActor);
+        let mut line = format!(
+            "READY {} {} {}",
+            node.id(),
+            node.listen_addr().expect("listening"),
+            node.export(&echo).expect("export")
+        );
+        let mut keep = vec![echo];
+        for _ in 0..W4_SERVERS {
+            let actor: EchoRef = node.spawn(EchoActor);
+            line.push_str(&format!(" {}", node.export(&actor).expect("export")));
+            keep.push(actor);
+        }
+        println!("{line}");
+        tokio::task::spawn_blocking(|| {
+            let mut sink = [0u8; 64];
+            let mut stdin = std::io::stdin().lock();
+            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        })
+        .await
+        .expect("stdin watcher");
+        drop(keep);
+    });
+    std::process::exit(0)
+}
+
+/// The server process, the client node connected to it, and references.
+struct Remote {
+    child: Child,
+    dir: PathBuf,
+    client: Node,
+    echo: EchoRef,
+    servers: Vec<EchoRef>,
+}
+
+impl Remote {
+    async fn start() -> Remote {
+        let dir = std::env::temp_dir().join(format!("remora-bench-{}", std::process::id()));
+        Credentials::create_cluster(&dir).expect("cluster credentials");
+        let exe = std::env::current_exe().expect("own executable");
+        let mut child = Command::new(exe)
+            .arg(SERVER_COMMAND)
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("server child starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("READY line");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(parts.first(), Some(&"READY"), "server said {line:?}");
+        let node: uuid::Uuid = parts[1].parse().expect("node id");
+        let client = Node::builder()
+            .credentials(&dir)
+            .build()
+            .await
+            .expect("client node");
+        client.connect(parts[2]).await.expect("connect");
+        let object = |s: &str| -> ObjectId { s.parse().expect("object id") };
+        let echo = client.reference(node, object(parts[3])).expect("reference");
+        let servers = parts[4..]
+            .iter()
+            .map(|s| client.reference(node, object(s)).expect("reference"))
+            .collect();
+        Remote {
+            child,
+            dir,
+            client,
+            echo,
+            servers,
+        }
+    }
+
+    async fn stop(mut self) {
+        self.client.shutdown().await;
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// All four remote workloads against one server process.
+pub async fn run(scale: Scale, selected: impl Fn(&str) -> bool) {
+    let remote = Remote::start().await;
+    if selected("w1") {
+        w1(&remote, scale).await;
+    }
+    if selected("w2") {
+        w2(&remote, scale).await;
+    }
+    if selected("w3") {
+        w3(&remote, scale).await;
+    }
+    if selected("w4") {
+        w4(&remote, scale).await;
+    }
+    remote.stop().await;
+}
+
+/// `w1`: one call outstanding, 20 000 calls after 2 000 warm-up.
+async fn w1(remote: &Remote, scale: Scale) {
+    let warmup = scale.count(2_000, 500);
+    let n = scale.count(20_000, 3_000);
+    for i in 0..warmup {
+        assert_eq!(remote.echo.echo(i).await.expect("echo"), i);
+    }
+    let mut runs = Vec::new();
+    for _ in 0..scale.reps() {
+        let mut lat = Latencies::new(n);
+        for i in 0..n {
+            let started = Instant::now();
+            let v = remote.echo.echo(i).await.expect("echo");
+            lat.push(started);
+            assert_eq!(v, i);
+        }
+        runs.push(lat.finish());
+    }
+    let run = median_run(&runs);
+    figure("w1.p50", run.p50_us, "us");
+    figure("w1.p99", run.p99_us, "us");
+    figure("w1.rate", run.rate, "calls/s");
+}
+
+/// `w2`: 64 calls outstanding from one client node, 200 000 calls.
+async fn w2(remote: &Remote, scale: Scale) {
+    const WIDTH: u64 = 64;
+    let n = scale.count(200_000, 30_000);
+    let go = |n: u64| {
+        outstanding(n, WIDTH, |calls| {
+            let echo = remote.echo.clone();
+            async move {
+                while let Some(i) = calls.next() {
+                    assert_eq!(echo.echo(i).await.expect("echo"), i);
+                }
+            }
+        })
+    };
+    go(WIDTH * 50).await;
+    let mut rates = Vec::new();
+    for _ in 0..scale.reps().min(3) {
+        rates.push(rate(n, go(n).await));
+    }
+    figure("w2.rate", median(&mut rates), "calls/s");
+}
+
+/// `w3`: `echo_bytes` with 64 KiB, 8 outstanding, 5 000 calls; MB/s of payload
+/// sent plus received.
+async fn w3(remote: &Remote, scale: Scale) {
+    const WIDTH: u64 = 8;
+    const SIZE: usize = 64 * 1024;
+    let n = scale.count(5_000, 800);
+    let payload: Vec<u8> = (0..SIZE).map(|i| (i * 31 % 251) as u8).collect();
+    let go = |n: u64| {
+        outstanding(n, WIDTH, |calls| {
+            let echo = remote.echo.clone();
+            let payload = payload.clone();
+            async move {
+                while calls.next().is_some() {
+                    let back = echo.echo_bytes(payload.clone()).await.expect("echo_bytes");
+                    assert_eq!(back.len(), SIZE);
+                }
+            }
+        })
+    };
+    go(WIDTH * 4).await;
+    let mut mbps = Vec::new();
+    for _ in 0..scale.reps().min(3) {
+        let took = go(n).await;
+        mbps.push((n as f64 * SIZE as f64 * 2.0) / took.as_secs_f64() / 1e6);
+    }
+    figure("w3.mbps", median(&mut mbps), "MB/s");
+}
+
+/// `w4`: fan-in: 8 client actors (here: 8 groups of tasks on the client node) each
+/// calling its own server actor with 32 calls outstanding.
+async fn w4(remote: &Remote, scale: Scale) {
+    const PER_SERVER: u64 = 32;
+    let n = scale.count(200_000, 30_000);
+    let width = PER_SERVER * remote.servers.len() as u64;
+    let go = |n: u64| {
+        let worker = std::sync::atomic::AtomicUsize::new(0);
+        outstanding(n, width, move |calls| {
+            let k = worker.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let echo = remote.servers[k % remote.servers.len()].clone();
+            async move {
+                while let Some(i) = calls.next() {
+                    assert_eq!(echo.echo(i).await.expect("echo"), i);
+                }
+            }
+        })
+    };
+    go(width * 20).await;
+    let mut rates = Vec::new();
+    for _ in 0..scale.reps().min(3) {
+        rates.push(rate(n, go(n).await));
+    }
+    figure("w4.rate", median(&mut rates), "calls/s");
+}
