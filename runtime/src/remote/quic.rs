@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use std::future::Future;
 
 use super::connection::{Connection, Lane, Link, Step};
 use crate::error::CallError;
@@ -218,7 +218,7 @@ async fn establish(
 
     let link = Arc::new(QuicLink {
         quic: quic.clone(),
-        control: Writer::spawn(send),
+        control: Outbox::open(send),
         calls: Mutex::new(HashMap::new()),
         replies: Mutex::new(HashMap::new()),
         conn: OnceLock::new(),
@@ -249,7 +249,7 @@ async fn establish(
             let lanes = AtomicU64::new(1);
             while let Ok((send, recv)) = quic.accept_bi().await {
                 let lane = lanes.fetch_add(1, Ordering::Relaxed);
-                link.replies.lock().insert(lane, Writer::spawn(send));
+                link.replies.lock().insert(lane, Outbox::open(send));
                 spawn_reader(conn.clone(), recv, Lane::Reply(lane), None);
             }
             // The connection is gone (closed, timed out, reset): fail what is in flight.
@@ -308,42 +308,124 @@ fn spawn_reader(
     });
 }
 
-/// A stream's send half behind a task that batches queued frames into one write.
-struct Writer(mpsc::UnboundedSender<Vec<u8>>);
-
-impl Writer {
-    fn spawn(send: quinn::SendStream) -> Writer {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(send, rx));
-        Writer(tx)
-    }
+/// A stream's send half. A frame is written right away, from the caller's task,
+/// when nothing is queued before it and the stream has room (no task hop on the
+/// hot path); otherwise it queues for a writer task that batches everything queued
+/// into one write. Order holds: a direct write happens only with an empty queue
+/// and no writer task holding the stream.
+struct Outbox {
+    state: parking_lot::Mutex<OutboxState>,
 }
 
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
-    let mut batch: Vec<Bytes> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(Bytes::from(first));
-        while batch.len() < 64 {
-            match rx.try_recv() {
-                Ok(more) => batch.push(Bytes::from(more)),
-                Err(_) => break,
+struct OutboxState {
+    /// `None` while the writer task holds it (or while the stream is being opened).
+    stream: Option<quinn::SendStream>,
+    queue: Vec<Bytes>,
+    writing: bool,
+    failed: bool,
+}
+
+impl Outbox {
+    /// An outbox for an open stream.
+    fn open(stream: quinn::SendStream) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            state: parking_lot::Mutex::new(OutboxState {
+                stream: Some(stream),
+                queue: Vec::new(),
+                writing: false,
+                failed: false,
+            }),
+        })
+    }
+
+    /// An outbox whose stream `open` will provide: frames queue until it is there.
+    fn opening(
+        open: impl Future<Output = Option<quinn::SendStream>> + Send + 'static,
+    ) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox {
+            state: parking_lot::Mutex::new(OutboxState {
+                stream: None,
+                queue: Vec::new(),
+                writing: true,
+                failed: false,
+            }),
+        });
+        let writer = outbox.clone();
+        tokio::spawn(async move {
+            match open.await {
+                Some(stream) => writer.write_queued(stream).await,
+                None => writer.fail(),
+            }
+        });
+        outbox
+    }
+
+    fn send(self: &Arc<Self>, frame: Vec<u8>) -> bool {
+        let mut state = self.state.lock();
+        if state.failed {
+            return false;
+        }
+        let mut frame = Bytes::from(frame);
+        if !state.writing && state.queue.is_empty() {
+            if let Some(stream) = state.stream.as_mut() {
+                let mut bufs = [frame];
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                // Cancel-safe: if this does not complete now, nothing was written.
+                let polled = std::pin::pin!(stream.write_chunks(&mut bufs)).poll(&mut cx);
+                if let std::task::Poll::Ready(Err(_)) = polled {
+                    state.failed = true;
+                    return false;
+                }
+                let [rest] = bufs;
+                if rest.is_empty() {
+                    return true;
+                }
+                frame = rest;
             }
         }
-        if send.write_all_chunks(&mut batch).await.is_err() {
-            return;
+        state.queue.push(frame);
+        if !state.writing {
+            if let Some(stream) = state.stream.take() {
+                state.writing = true;
+                let writer = self.clone();
+                tokio::spawn(async move { writer.write_queued(stream).await });
+            }
         }
-        batch.clear();
+        true
     }
-    let _ = send.finish();
+
+    /// The writer task: writes whatever is queued, batched, until the queue is empty.
+    async fn write_queued(self: Arc<Self>, mut stream: quinn::SendStream) {
+        loop {
+            let mut batch = {
+                let mut state = self.state.lock();
+                if state.queue.is_empty() {
+                    state.stream = Some(stream);
+                    state.writing = false;
+                    return;
+                }
+                std::mem::take(&mut state.queue)
+            };
+            if stream.write_all_chunks(&mut batch).await.is_err() {
+                return self.fail();
+            }
+        }
+    }
+
+    fn fail(&self) {
+        let mut state = self.state.lock();
+        state.failed = true;
+        state.queue.clear();
+    }
 }
 
 struct QuicLink {
     quic: quinn::Connection,
-    control: Writer,
+    control: Arc<Outbox>,
     /// Our streams to the peer's objects, opened on first use.
-    calls: Mutex<HashMap<ObjectId, Writer>>,
+    calls: Mutex<HashMap<ObjectId, Arc<Outbox>>>,
     /// Send halves of the streams the peer opened to call us.
-    replies: Mutex<HashMap<u64, Writer>>,
+    replies: Mutex<HashMap<u64, Arc<Outbox>>>,
     conn: OnceLock<Weak<Connection>>,
 }
 
@@ -354,17 +436,19 @@ impl Link for LinkHandle {
     fn send(&self, lane: Lane, frame: Vec<u8>) -> bool {
         let link = &self.0;
         match lane {
-            Lane::Control => link.control.0.send(frame).is_ok(),
-            Lane::Reply(n) => match link.replies.lock().get(&n) {
-                Some(writer) => writer.0.send(frame).is_ok(),
-                None => false,
-            },
+            Lane::Control => link.control.send(frame),
+            Lane::Reply(n) => {
+                let outbox = link.replies.lock().get(&n).cloned();
+                outbox.is_some_and(|outbox| outbox.send(frame))
+            }
             Lane::Call(target) => {
-                let mut calls = link.calls.lock();
-                let writer = calls
+                let outbox = link
+                    .calls
+                    .lock()
                     .entry(target)
-                    .or_insert_with(|| link.open_call_stream());
-                writer.0.send(frame).is_ok()
+                    .or_insert_with(|| link.open_call_stream())
+                    .clone();
+                outbox.send(frame)
             }
         }
     }
@@ -377,21 +461,17 @@ impl Link for LinkHandle {
 impl QuicLink {
     /// A lane to one of the peer's objects: its stream is opened by the writer task,
     /// so frames queue (in order) until it is there.
-    fn open_call_stream(&self) -> Writer {
-        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    fn open_call_stream(&self) -> Arc<Outbox> {
         let quic = self.quic.clone();
         let conn = self.conn.get().and_then(Weak::upgrade);
-        tokio::spawn(async move {
-            let Ok((send, recv)) = quic.open_bi().await else {
-                return;
-            };
+        Outbox::opening(async move {
+            let (send, recv) = quic.open_bi().await.ok()?;
             if let Some(conn) = conn {
                 // Replies to our calls come back on this stream's receive half.
                 spawn_reader(conn, recv, Lane::Control, None);
             }
-            write_loop(send, rx).await;
-        });
-        Writer(tx)
+            Some(send)
+        })
     }
 }
 
