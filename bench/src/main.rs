@@ -114,9 +114,6 @@ fn main() {
                 if selected("base.mpsc") || selected("base.ask") {
                     local::baselines(scale).await;
                 }
-                if selected("base.quic") {
-                    quic_base::baselines(scale).await;
-                }
                 if selected("l1") {
                     local::l1(scale).await;
                 }
@@ -128,6 +125,11 @@ fn main() {
                 }
                 if selected("l4") {
                     local::l4(scale).await;
+                }
+                // After the local workloads: l3 measures resident memory growth,
+                // which memory freed by the network workloads would hide.
+                if selected("base.quic") {
+                    quic_base::baselines(scale).await;
                 }
                 if selected("i1") {
                     inproc::i1(scale).await;

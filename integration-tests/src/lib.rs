@@ -116,11 +116,18 @@ impl ChildNode {
     /// Starts `binary` (the test-node executable) with the cluster in `credentials`
     /// and waits for its READY line.
     pub fn spawn(binary: &str, credentials: &std::path::Path) -> ChildNode {
+        ChildNode::spawn_at(binary, credentials, "127.0.0.1:0")
+    }
+
+    /// [`ChildNode::spawn`] listening on `listen`.
+    pub fn spawn_at(binary: &str, credentials: &std::path::Path, listen: &str) -> ChildNode {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         let mut child = Command::new(binary)
             .arg("--credentials")
             .arg(credentials)
+            .arg("--listen")
+            .arg(listen)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

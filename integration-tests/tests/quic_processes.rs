@@ -133,3 +133,23 @@ async fn a_node_handed_a_reference_to_a_third_process_dials_it() {
     assert_eq!(broker_on_b.add_through(7).await, Ok(7));
     assert_eq!(counter_on_c.total().await, Ok(7));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_to_a_restarted_node_fails_instead_of_reaching_new_actors() {
+    let dir = cluster();
+    let mut first = ChildNode::spawn(TEST_NODE, dir.path());
+    let client = client_of(dir.path()).await;
+    client.connect(&first.addr).await.unwrap();
+    let old: CounterRef = client.reference(first.id, first.counter).unwrap();
+    assert_eq!(old.add(1).await, Ok(1));
+    let addr = first.addr.clone();
+    let gone = client.monitor(&old);
+    first.kill();
+    timeout(SAFETY, gone).await.unwrap();
+    // A new node process on the same address: a new incarnation.
+    let second = ChildNode::spawn_at(TEST_NODE, dir.path(), &addr);
+    assert_ne!(second.id, first.id);
+    let err = timeout(SAFETY, old.add(1)).await.unwrap().unwrap_err();
+    assert!(matches!(err, CallError::NodeRestarted { .. }), "{err:?}");
+    assert!(!err.may_have_executed());
+}
