@@ -172,3 +172,8 @@ pub trait CounterV2 {
     async fn add(&mut self, n: u64) -> u64;
     async fn reset_all(&mut self) -> u64;
 }
+
+/// Polls `fut` exactly once (a remote call sends its frame on its first poll).
+pub async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
+}

@@ -166,11 +166,6 @@ async fn a_cut_connection_fails_calls_in_flight_with_node_down() {
     assert!(client.is_stopped(&remote));
 }
 
-/// Polls `fut` exactly once.
-async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
-    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_never_exported_is_no_such_object() {
     let (server, client, _wire, _local, _remote) = pair().await;

@@ -61,7 +61,7 @@ async fn a_killed_node_turns_calls_in_flight_into_node_down() {
     let gone = client.monitor(&counter);
     // A remote call sends its frame on its first poll.
     let mut slow = Box::pin(counter.nap(60_000));
-    assert!(futures_poll_once(&mut slow).await.is_pending());
+    assert!(poll_once(&mut slow).await.is_pending());
     assert_eq!(
         probe.add_through(0).await,
         Ok(0),
@@ -109,13 +109,6 @@ async fn a_node_of_another_cluster_is_refused_at_the_handshake() {
     // A member of the cluster still gets in.
     let member = client_of(ours.path()).await;
     assert_eq!(member.connect(&server.addr).await, Ok(server.id));
-}
-
-/// Polls `fut` exactly once.
-async fn futures_poll_once<F: std::future::Future + Unpin>(
-    fut: &mut F,
-) -> std::task::Poll<F::Output> {
-    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use super::exports::{MarshalCx, Waiting};
 use crate::error::CallError;
 use crate::marshal::Replier;
 use crate::node::WeakNode;
-use crate::wire::codec::{encode, Limits};
+use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
 use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session};
 
 /// What the reader of a connection does after a frame.
@@ -38,6 +38,16 @@ pub(crate) enum Lane {
     Call(ObjectId),
     /// Replies to the calls that came in on the peer's lane with this number.
     Reply(u64),
+}
+
+/// What a transport's reader does after [`Connection::drain`].
+pub(crate) enum Drained {
+    /// Every complete frame was handled: read more bytes.
+    More,
+    /// An oversize frame: reset the stream (QUIC) or drop the link (one stream).
+    Reset,
+    /// The connection must close.
+    Close,
 }
 
 /// Sends encoded frames (length-prefixed) to the peer. False once the link is gone.
@@ -167,6 +177,36 @@ impl Connection {
                     after: timeout,
                     may_have_executed: true,
                 })
+            }
+        }
+    }
+
+    /// Hands every complete frame buffered in `reader` to the connection (replies to
+    /// what arrives go to `replies`): malformed frames are logged and skipped, a full
+    /// mailbox is waited for (a slow actor slows its callers). The one place where
+    /// the decisions about bad input are made, for every transport.
+    pub(crate) async fn drain(
+        self: &Arc<Self>,
+        reader: &mut FrameReader,
+        replies: Lane,
+    ) -> Drained {
+        loop {
+            let frame = match reader.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Drained::More,
+                Err(DecodeError::Malformed(why)) => {
+                    tracing::warn!(peer = %self.peer.node, %why, "malformed frame skipped");
+                    continue;
+                }
+                Err(err @ DecodeError::Oversize { .. }) => {
+                    tracing::warn!(peer = %self.peer.node, %err, "oversize frame: resetting the stream");
+                    return Drained::Reset;
+                }
+            };
+            match self.on_frame(frame, replies) {
+                Step::Continue => {}
+                Step::Wait(waiting) => waiting.await,
+                Step::Close => return Drained::Close,
             }
         }
     }

@@ -32,11 +32,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::connection::{Connection, Lane, Link, Step};
+use super::connection::{Connection, Drained, Lane, Link};
 use crate::error::CallError;
 use crate::node::{Node, WeakNode};
-use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
-use crate::wire::{Incoming, Session, SessionError};
+use crate::wire::codec::{encode, FrameReader, Limits};
+use crate::wire::{Incoming as SessionIncoming, Session, SessionError};
 
 struct ChannelLink(mpsc::UnboundedSender<Vec<u8>>);
 
@@ -125,7 +125,7 @@ async fn run(
     id: uuid::Uuid,
     incarnation: u64,
     limits: Limits,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
     link: ChannelLink,
     cut: Arc<Cut>,
     ready: oneshot::Sender<Result<(), CallError>>,
@@ -136,75 +136,70 @@ async fn run(
         return;
     }
     let mut reader = FrameReader::new(limits);
-    let mut link = Some(link);
-    let mut ready = Some(ready);
-    let mut conn: Option<Arc<Connection>> = None;
+    let mut rx = Incoming::new(rx, cut);
+    // The handshake: read up to the peer's Hello.
+    let peer = loop {
+        match reader.next_frame() {
+            Ok(Some(frame)) => match session.receive(frame) {
+                Ok(SessionIncoming::Ready(peer)) => break peer,
+                Err(SessionError::Refused(err)) => {
+                    let _ = ready.send(Err(err));
+                    return;
+                }
+                _ => return finish(None, Some(ready)),
+            },
+            Ok(None) => match rx.next().await {
+                Some(bytes) if reader.extend(&bytes).is_ok() => {}
+                _ => return finish(None, Some(ready)),
+            },
+            Err(_) => return finish(None, Some(ready)),
+        }
+    };
+    let Some(node) = node.upgrade() else { return };
+    let conn = Arc::new(Connection::new(
+        node.downgrade(),
+        session,
+        peer,
+        Box::new(link),
+        limits,
+    ));
+    let conn = node.add_peer(conn);
+    drop(node);
+    let _ = ready.send(Ok(()));
+    // One channel carries every lane, so an oversize frame drops the whole link.
     loop {
-        // Drain the frames buffered so far.
-        loop {
-            let frame = match reader.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(DecodeError::Malformed(why)) => {
-                    tracing::warn!(%why, "malformed frame skipped");
-                    continue;
-                }
-                Err(err @ DecodeError::Oversize { .. }) => {
-                    tracing::warn!(%err, "closing connection");
-                    return finish(conn, ready);
-                }
-            };
-            let step = match &conn {
-                Some(conn) => conn.on_frame(frame, Lane::Reply(0)),
-                None => match session.receive(frame) {
-                    Ok(Incoming::Ready(peer)) => {
-                        let Some(node) = node.upgrade() else { return };
-                        let link = Box::new(link.take().expect("one handshake"));
-                        let fresh = Arc::new(Connection::new(
-                            node.downgrade(),
-                            std::mem::replace(&mut session, Session::new(id, incarnation, None)),
-                            peer,
-                            link,
-                            limits,
-                        ));
-                        let fresh = node.add_peer(fresh);
-                        conn = Some(fresh);
-                        if let Some(ready) = ready.take() {
-                            let _ = ready.send(Ok(()));
-                        }
-                        Step::Continue
-                    }
-                    Err(SessionError::Refused(err)) => {
-                        if let Some(ready) = ready.take() {
-                            let _ = ready.send(Err(err));
-                        }
-                        return;
-                    }
-                    _ => Step::Close,
-                },
-            };
-            match step {
-                Step::Continue => {}
-                Step::Wait(waiting) => waiting.await,
-                Step::Close => return finish(conn, ready),
-            }
+        match conn.drain(&mut reader, Lane::Reply(0)).await {
+            Drained::More => {}
+            Drained::Reset | Drained::Close => return finish(Some(conn), None),
         }
+        match rx.next().await {
+            Some(bytes) if reader.extend(&bytes).is_ok() => {}
+            _ => return finish(Some(conn), None),
+        }
+    }
+}
+
+/// The bytes from the peer, until the channel closes or the wire is cut.
+struct Incoming {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    cut: Arc<Cut>,
+}
+
+impl Incoming {
+    fn new(rx: mpsc::UnboundedReceiver<Vec<u8>>, cut: Arc<Cut>) -> Self {
+        Incoming { rx, cut }
+    }
+
+    async fn next(&mut self) -> Option<Vec<u8>> {
         // Registered before the flag is checked, so a cut in between still wakes us.
-        let mut cut_now = std::pin::pin!(cut.notify.notified());
+        let mut cut_now = std::pin::pin!(self.cut.notify.notified());
         cut_now.as_mut().enable();
-        if cut.done.load(Ordering::SeqCst) {
-            return finish(conn, ready);
+        if self.cut.done.load(Ordering::SeqCst) {
+            return None;
         }
-        let bytes = tokio::select! {
-            bytes = rx.recv() => bytes,
+        tokio::select! {
+            bytes = self.rx.recv() => bytes,
             () = cut_now => None,
-        };
-        let Some(bytes) = bytes else {
-            return finish(conn, ready);
-        };
-        if let Err(err) = reader.extend(&bytes) {
-            tracing::warn!(%err, "closing connection");
-            return finish(conn, ready);
         }
     }
 }

@@ -21,11 +21,11 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use std::future::Future;
 
-use super::connection::{Connection, Lane, Link, Step};
+use super::connection::{Connection, Drained, Lane, Link};
 use crate::error::CallError;
 use crate::node::{Node, WeakNode};
 use crate::tls::{Credentials, NODE_NAME};
-use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
+use crate::wire::codec::{encode, FrameReader, Limits};
 use crate::wire::{Incoming, ObjectId, Session, SessionError};
 
 const ALPN: &[u8] = b"remora/1";
@@ -270,27 +270,15 @@ fn spawn_reader(
     tokio::spawn(async move {
         let mut reader = buffered.unwrap_or_else(|| FrameReader::new(conn.limits));
         loop {
-            loop {
-                let frame = match reader.next_frame() {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(DecodeError::Malformed(why)) => {
-                        tracing::warn!(peer = %conn.peer.node, %why, "malformed frame skipped");
-                        continue;
-                    }
-                    Err(err @ DecodeError::Oversize { .. }) => {
-                        tracing::warn!(peer = %conn.peer.node, %err, "resetting the stream");
-                        let _ = recv.stop(STOP_OVERSIZE.into());
-                        return;
-                    }
-                };
-                match conn.on_frame(frame, replies) {
-                    Step::Continue => {}
-                    Step::Wait(waiting) => waiting.await,
-                    Step::Close => {
-                        conn.close();
-                        return;
-                    }
+            match conn.drain(&mut reader, replies).await {
+                Drained::More => {}
+                Drained::Reset => {
+                    let _ = recv.stop(STOP_OVERSIZE.into());
+                    return;
+                }
+                Drained::Close => {
+                    conn.close();
+                    return;
                 }
             }
             match recv.read_chunk(256 * 1024, true).await {
