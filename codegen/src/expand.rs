@@ -53,6 +53,7 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let mut variants = Vec::new();
     let mut arms = Vec::new();
     let mut unmarshal_arms = Vec::new();
+    let mut value_arms = Vec::new();
     let mut proxy_methods = Vec::new();
     for m in &methods {
         let name = &m.name;
@@ -94,6 +95,15 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
         });
         variants.push(quote! { #name(::remora::Request<#struct_ident>) });
+        value_arms.push(quote! {
+            if method == <#struct_ident as ::remora::Method>::ID {
+                let args: #struct_ident = ::remora::__private::downcast_args(args, limits)?;
+                return ::core::result::Result::Ok(#msg_ident::#name(::remora::Request {
+                    args,
+                    reply: replier.into_reply(),
+                }));
+            }
+        });
         unmarshal_arms.push(quote! {
             if method == <#struct_ident as ::remora::Method>::ID {
                 let args: #struct_ident = ::remora::__private::decode_args(args, limits)?;
@@ -197,6 +207,20 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 replier: ::remora::Replier,
             ) -> ::core::result::Result<Self, ::remora::CallError> {
                 #( #unmarshal_arms )*
+                ::core::result::Result::Err(::remora::CallError::UnknownMethod {
+                    interface: #wire_name.into(),
+                    method,
+                })
+            }
+
+            #[allow(unused_variables)]
+            fn unmarshal_value(
+                method: u64,
+                args: ::remora::Moved,
+                limits: &::remora::wire::Limits,
+                replier: ::remora::Replier,
+            ) -> ::core::result::Result<Self, ::remora::CallError> {
+                #( #value_arms )*
                 ::core::result::Result::Err(::remora::CallError::UnknownMethod {
                     interface: #wire_name.into(),
                     method,

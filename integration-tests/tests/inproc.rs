@@ -199,7 +199,8 @@ async fn an_oversize_argument_is_refused_and_the_connection_keeps_working() {
         .build()
         .await
         .unwrap();
-    let _wire = inproc::connect(&client, &server).await.unwrap();
+    // The serializing mode frames every call, as between processes.
+    let _wire = inproc::connect_serializing(&client, &server).await.unwrap();
     let counter: CounterRef = server.spawn(Tally::default());
     let remote: CounterRef = client
         .reference(server.id(), server.export(&counter).unwrap())
@@ -208,6 +209,33 @@ async fn an_oversize_argument_is_refused_and_the_connection_keeps_working() {
     assert!(matches!(err, CallError::Marshalling { .. }), "{err:?}");
     assert!(!err.may_have_executed());
     assert_eq!(remote.add(1).await, Ok(1), "the connection still works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_values_move_unencoded_and_references_are_still_marshalled() {
+    let server = node().await;
+    let client = Node::builder()
+        .max_frame_size(64 * 1024)
+        .build()
+        .await
+        .unwrap();
+    let _wire = inproc::connect(&client, &server).await.unwrap();
+    let counter: CounterRef = server.spawn(Tally::default());
+    let remote: CounterRef = client
+        .reference(server.id(), server.export(&counter).unwrap())
+        .unwrap();
+    // Moved, not framed: the frame limit does not apply, and the bytes come back intact.
+    let big = vec![7u8; 100 * 1024];
+    assert_eq!(remote.echo_bytes(big.clone()).await, Ok(big));
+    // A value holding a reference takes the marshalling path (exported, imported).
+    let broker: BrokerRef = server.spawn(Keeper::default());
+    let broker: BrokerRef = client
+        .reference(server.id(), server.export(&broker).unwrap())
+        .unwrap();
+    let mine: CounterRef = client.spawn(Tally::default());
+    assert_eq!(broker.hold(mine.clone()).await, Ok(true));
+    assert_eq!(broker.add_through(4).await, Ok(4));
+    assert_eq!(mine.total().await, Ok(4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

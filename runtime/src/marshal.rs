@@ -35,20 +35,122 @@ pub trait Unmarshal: Sized + Send + 'static {
         limits: &Limits,
         replier: Replier,
     ) -> Result<Self, CallError>;
+
+    /// The same for arguments moved as a value (between nodes of one process).
+    fn unmarshal_value(
+        method: u64,
+        args: Moved,
+        limits: &Limits,
+        replier: Replier,
+    ) -> Result<Self, CallError>;
 }
 
-/// Where the encoded result of one incoming call goes (the transport's reply path).
+/// A call's arguments or reply as it crosses between nodes: encoded bytes, or (between
+/// nodes of one process, for values without references) the value itself.
+pub enum Answer {
+    /// MessagePack bytes.
+    Bytes(Vec<u8>),
+    /// The value, moved.
+    Value(Moved),
+}
+
+/// A value moved between nodes of one process, with the means to encode it: the
+/// receiver's type may differ from the sender's (two builds of one interface), and
+/// then it goes the way of the wire after all.
+pub struct Moved {
+    value: Box<dyn Any + Send>,
+    encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, CallError>,
+}
+
+impl Moved {
+    pub(crate) fn new<T: Serialize + Send + 'static>(value: T) -> Moved {
+        Moved {
+            value: Box::new(value),
+            encode: encode_moved::<T>,
+        }
+    }
+
+    /// The value as a `T`: moved if it is one, else encoded and decoded as on the wire.
+    fn take<T: 'static>(self) -> Result<T, Result<Vec<u8>, CallError>> {
+        match self.value.downcast::<T>() {
+            Ok(value) => Ok(*value),
+            Err(other) => Err((self.encode)(&*other)),
+        }
+    }
+}
+
+fn encode_moved<T: Serialize + 'static>(value: &(dyn Any + Send)) -> Result<Vec<u8>, CallError> {
+    let value = value
+        .downcast_ref::<T>()
+        .expect("a Moved encodes the type it was made with");
+    let mut out = Vec::new();
+    encode_value(value, &mut out).map_err(|err| CallError::Marshalling {
+        what: "a value".into(),
+        type_name: std::any::type_name::<T>().into(),
+        reason: err.to_string(),
+    })?;
+    Ok(out)
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Answer::Value(_) => f.write_str("Value(..)"),
+        }
+    }
+}
+
+thread_local! {
+    static PROBING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether `value` holds no remote references, so it may move to another node of this
+/// process without serialization: it is walked as if encoded (into nothing), and a
+/// reference met on the way refuses.
+pub(crate) fn is_plain<T: Serialize>(value: &T) -> bool {
+    PROBING.with(|p| p.set(true));
+    let plain = rmp_serde::encode::write(&mut std::io::sink(), value).is_ok();
+    PROBING.with(|p| p.set(false));
+    plain
+}
+
+/// True while [`is_plain`] walks a value (references refuse to serialize then).
+pub(crate) fn probing() -> bool {
+    PROBING.with(|p| p.get())
+}
+
+/// Where the result of one incoming call goes (the transport's reply path).
 pub struct Replier {
-    sink: Box<dyn FnOnce(Result<Vec<u8>, CallError>) + Send>,
+    sink: Box<dyn FnOnce(Result<Answer, CallError>) + Send>,
     cx: Option<MarshalCx>,
+    values: bool,
 }
 
 impl Replier {
     /// A replier that hands the encoded result (or the error) to `sink`, exactly once.
     pub fn new(sink: impl FnOnce(Result<Vec<u8>, CallError>) + Send + 'static) -> Self {
         Replier {
+            sink: Box::new(move |answer| {
+                sink(answer.map(|answer| match answer {
+                    Answer::Bytes(bytes) => bytes,
+                    Answer::Value(_) => unreachable!("a bytes-only replier answers in bytes"),
+                }))
+            }),
+            cx: None,
+            values: false,
+        }
+    }
+
+    /// A replier that may answer with the value itself when it holds no references
+    /// (between nodes of one process).
+    pub(crate) fn with_values(
+        sink: impl FnOnce(Result<Answer, CallError>) + Send + 'static,
+    ) -> Self {
+        Replier {
             sink: Box::new(sink),
             cx: None,
+            values: true,
         }
     }
 
@@ -62,13 +164,19 @@ impl Replier {
     /// The typed reply slot of a method returning `T`: the value is encoded when
     /// the handler answers.
     pub fn into_reply<T: Serialize + Send + 'static>(self) -> ReplyTo<T> {
-        let Replier { sink, cx } = self;
+        let Replier { sink, cx, values } = self;
         ReplyTo::sink(move |result: Result<T, CallError>| {
-            let encoded = match &cx {
-                Some(cx) => cx.enter(|| result.and_then(|value| encode_reply(&value))),
-                None => result.and_then(|value| encode_reply(&value)),
-            };
-            sink(encoded);
+            let answer = result.and_then(|value| {
+                if values && is_plain(&value) {
+                    return Ok(Answer::Value(Moved::new(value)));
+                }
+                match &cx {
+                    Some(cx) => cx.enter(|| encode_reply(&value)),
+                    None => encode_reply(&value),
+                }
+                .map(Answer::Bytes)
+            });
+            sink(answer);
         })
     }
 }
@@ -176,4 +284,30 @@ pub fn decode_reply<T: DeserializeOwned + 'static>(
         type_name: std::any::type_name::<T>().to_owned(),
         reason,
     })
+}
+
+/// A method's arguments, moved as a value: taken as they are, or (another build's
+/// type) decoded from their encoding, naming the argument that fails.
+pub fn downcast_args<T: Method + DeserializeOwned>(
+    args: Moved,
+    limits: &Limits,
+) -> Result<T, CallError> {
+    match args.take::<T>() {
+        Ok(args) => Ok(args),
+        Err(bytes) => decode_args(&bytes?, limits),
+    }
+}
+
+/// A method's return value from an answer, moved or encoded.
+pub(crate) fn answer_into<T: DeserializeOwned + 'static>(
+    answer: Answer,
+    limits: &Limits,
+) -> Result<T, CallError> {
+    match answer {
+        Answer::Bytes(bytes) => decode_reply(&bytes, limits),
+        Answer::Value(moved) => match moved.take::<T>() {
+            Ok(value) => Ok(value),
+            Err(bytes) => decode_reply(&bytes?, limits),
+        },
+    }
 }

@@ -20,7 +20,8 @@ use crate::actor::StopReason;
 use crate::error::CallError;
 use crate::interface::{Method, Request};
 use crate::mailbox::{Envelope, TrySendError};
-use crate::marshal::{decode_reply, encode_args, Unmarshal};
+use crate::marshal::{answer_into, encode_args, is_plain, Moved, Unmarshal};
+use crate::remote::connection::Payload;
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
 use crate::reply::ReplyTo;
 
@@ -98,6 +99,9 @@ const NO_MARSHALLING_NODE: &str =
 
 impl<M: Unmarshal> Serialize for RefCore<M> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if crate::marshal::probing() {
+            return Err(serde::ser::Error::custom("holds a reference"));
+        }
         let cx =
             MarshalCx::current().ok_or_else(|| serde::ser::Error::custom(NO_MARSHALLING_NODE))?;
         let wire = match &self.route {
@@ -184,7 +188,7 @@ impl<M: Send + 'static> RefCore<M> {
     pub async fn ask<T>(&self, args: T) -> Result<T::Output, CallError>
     where
         T: Method + Serialize,
-        T::Output: DeserializeOwned,
+        T::Output: DeserializeOwned + 'static,
         M: From<Request<T>>,
     {
         match &self.route {
@@ -192,18 +196,19 @@ impl<M: Send + 'static> RefCore<M> {
             Route::Remote(remote) => {
                 let conn = remote.conn().await?;
                 let cx = remote.cx(Some(conn.clone()))?;
-                let bytes = cx.enter(|| encode_args(&args))?;
-                let reply = conn
-                    .call(
-                        remote.target,
-                        remote.interface,
-                        T::ID,
-                        &bytes,
-                        false,
-                        self.timeout,
-                    )
-                    .await?;
-                cx.enter(|| decode_reply(&reply, &conn.limits))
+                let (target, interface, timeout) = (remote.target, remote.interface, self.timeout);
+                // Between nodes of one process a value without references moves as is.
+                let answer = if conn.carries_values() && is_plain(&args) {
+                    let args = Payload::Value(Moved::new(args));
+                    conn.call(target, interface, T::ID, args, false, timeout)
+                        .await?
+                } else {
+                    let bytes = cx.enter(|| encode_args(&args))?;
+                    let args = Payload::Bytes(&bytes);
+                    conn.call(target, interface, T::ID, args, false, timeout)
+                        .await?
+                };
+                cx.enter(|| answer_into(answer, &conn.limits))
             }
         }
     }

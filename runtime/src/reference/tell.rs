@@ -12,7 +12,8 @@ use super::{RefCore, Route};
 use crate::error::CallError;
 use crate::interface::{Method, Request};
 use crate::mailbox::{Envelope, TrySendError};
-use crate::marshal::encode_args;
+use crate::marshal::{encode_args, is_plain, Moved};
+use crate::remote::connection::Payload;
 use crate::reply::ReplyTo;
 
 /// A one-way message on its way; what a `#[oneway]` proxy method returns.
@@ -31,10 +32,26 @@ pub struct Tell<'a, M> {
     state: TellState<'a, M>,
 }
 
+/// A remote tell's arguments, encoded or (one process, no references) as they are.
+enum Prepared {
+    Bytes(Vec<u8>),
+    Value(Moved),
+}
+
+impl Prepared {
+    /// Runs `f` on the payload (the bytes are borrowed only for the call).
+    fn with<R>(self, f: impl FnOnce(Payload<'_>) -> R) -> R {
+        match self {
+            Prepared::Bytes(bytes) => f(Payload::Bytes(&bytes)),
+            Prepared::Value(value) => f(Payload::Value(value)),
+        }
+    }
+}
+
 enum TellState<'a, M> {
     Ready(M),
-    /// For an actor on another node: the method and its encoded arguments.
-    Remote(u64, Result<Vec<u8>, CallError>),
+    /// For an actor on another node: the method and its arguments, prepared.
+    Remote(u64, Result<Prepared, CallError>),
     Waiting(Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + 'a>>),
     Done,
 }
@@ -50,19 +67,27 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 args,
                 reply: ReplyTo::nobody(),
             })),
-            Route::Remote(remote) => TellState::Remote(
-                T::ID,
-                remote
-                    .cx(remote.conn_now())
-                    .and_then(|cx| cx.enter(|| encode_args(&args))),
-            ),
+            Route::Remote(remote) => {
+                let conn = remote.conn_now();
+                // Between nodes of one process a value without references moves as is.
+                let prepared =
+                    if conn.as_ref().is_some_and(|c| c.carries_values()) && is_plain(&args) {
+                        Ok(Prepared::Value(Moved::new(args)))
+                    } else {
+                        remote
+                            .cx(conn)
+                            .and_then(|cx| cx.enter(|| encode_args(&args)))
+                            .map(Prepared::Bytes)
+                    };
+                TellState::Remote(T::ID, prepared)
+            }
         };
         Tell { core, state }
     }
 
     /// Sends a remote tell now, over the connection there is (none yet: `ConnectFailed`;
     /// an awaited tell dials first).
-    fn send_remote(&self, method: u64, args: Result<Vec<u8>, CallError>) -> Result<(), CallError> {
+    fn send_remote(&self, method: u64, args: Result<Prepared, CallError>) -> Result<(), CallError> {
         let Route::Remote(remote) = &self.core.route else {
             unreachable!("remote state on a local route");
         };
@@ -70,7 +95,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
             addr: remote.peer.to_string(),
             reason: "not connected yet: await the tell (it dials) instead of try_tell".into(),
         })?;
-        conn.tell(remote.target, remote.interface, method, &args?)
+        args?.with(|args| conn.tell(remote.target, remote.interface, method, args))
     }
 
     /// Sends without waiting: `Err(MailboxFull)` (or `Overloaded`) if there is no room now.
@@ -116,19 +141,33 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 let Route::Remote(remote) = &self.core.route else {
                     unreachable!("remote state on a local route");
                 };
-                remote
-                    .conn()
-                    .await?
-                    .call(
-                        remote.target,
-                        remote.interface,
-                        method,
-                        &args?,
-                        false,
-                        timeout,
-                    )
-                    .await
-                    .map(drop)
+                let conn = remote.conn().await?;
+                let (target, interface) = (remote.target, remote.interface);
+                match args? {
+                    Prepared::Bytes(bytes) => {
+                        conn.call(
+                            target,
+                            interface,
+                            method,
+                            Payload::Bytes(&bytes),
+                            false,
+                            timeout,
+                        )
+                        .await
+                    }
+                    Prepared::Value(value) => {
+                        conn.call(
+                            target,
+                            interface,
+                            method,
+                            Payload::Value(value),
+                            false,
+                            timeout,
+                        )
+                        .await
+                    }
+                }
+                .map(drop)
             }
             _ => unreachable!("a Tell is sent once: receipt consumes it before any poll"),
         }
@@ -154,8 +193,9 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                     }
                     // Not connected yet: dial, then send.
                     this.state = TellState::Waiting(Box::pin(async move {
+                        let args = args?;
                         let conn = remote.conn().await?;
-                        conn.tell(remote.target, remote.interface, method, &args?)
+                        args.with(|args| conn.tell(remote.target, remote.interface, method, args))
                     }));
                 }
                 TellState::Ready(msg) => {

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::exports::{MarshalCx, Waiting};
 use crate::error::CallError;
-use crate::marshal::Replier;
+use crate::marshal::{Answer, Moved, Replier};
 use crate::node::WeakNode;
 use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
 use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session};
@@ -50,14 +50,45 @@ pub(crate) enum Drained {
     Close,
 }
 
+/// A call or reply moved as a value, not encoded: between nodes of one process, for
+/// values without references.
+pub(crate) enum ValueFrame {
+    Call {
+        id: u64,
+        target: ObjectId,
+        interface: u64,
+        method: u64,
+        args: Moved,
+        one_way: bool,
+    },
+    Reply {
+        call: u64,
+        value: Moved,
+    },
+}
+
+/// What a call carries: encoded arguments, or the argument struct itself.
+pub(crate) enum Payload<'a> {
+    Bytes(&'a [u8]),
+    Value(Moved),
+}
+
 /// Sends encoded frames (length-prefixed) to the peer. False once the link is gone.
 pub(crate) trait Link: Send + Sync {
     fn send(&self, lane: Lane, frame: Vec<u8>) -> bool;
+    /// Whether values can move over this link unencoded (one process).
+    fn carries_values(&self) -> bool {
+        false
+    }
+    /// Sends a value frame; only on links that carry values.
+    fn send_value(&self, _lane: Lane, _frame: ValueFrame) -> bool {
+        false
+    }
     /// Tears the transport down (the connection is closing).
     fn close(&self) {}
 }
 
-type Pending = oneshot::Sender<Result<Vec<u8>, CallError>>;
+type Pending = oneshot::Sender<Result<Answer, CallError>>;
 
 /// How long a duplicate connection lives on after losing the tie-break.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
@@ -129,32 +160,76 @@ impl Connection {
         }
     }
 
+    /// Whether calls may move plain values over this connection unencoded.
+    pub(crate) fn carries_values(&self) -> bool {
+        self.link.carries_values()
+    }
+
+    /// Sends a call's frame (encoded or value) on its lane.
+    fn send_call(
+        &self,
+        id: u64,
+        target: ObjectId,
+        interface: u64,
+        method: u64,
+        args: Payload<'_>,
+        one_way: bool,
+    ) -> Result<(), CallError> {
+        let lane = Lane::Call(target);
+        match args {
+            Payload::Bytes(args) => {
+                let call = Call {
+                    id,
+                    target,
+                    interface,
+                    method,
+                    args,
+                };
+                self.send(
+                    lane,
+                    &if one_way {
+                        Frame::Tell(call)
+                    } else {
+                        Frame::Call(call)
+                    },
+                )
+            }
+            Payload::Value(args) => {
+                let frame = ValueFrame::Call {
+                    id,
+                    target,
+                    interface,
+                    method,
+                    args,
+                    one_way,
+                };
+                if self.link.send_value(lane, frame) {
+                    Ok(())
+                } else {
+                    Err(self.node_down(false))
+                }
+            }
+        }
+    }
+
     /// Calls `method` on object `target` of the peer. `one_way` calls return as soon
-    /// as the frame is sent.
+    /// as the frame is sent (with an empty answer).
     pub(crate) async fn call(
         &self,
         target: ObjectId,
         interface: u64,
         method: u64,
-        args: &[u8],
+        args: Payload<'_>,
         one_way: bool,
         timeout: Duration,
-    ) -> Result<Vec<u8>, CallError> {
+    ) -> Result<Answer, CallError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.node_down(false));
         }
         let id = self.session.lock().next_call_id();
-        let call = Call {
-            id,
-            target,
-            interface,
-            method,
-            args,
-        };
-        let lane = Lane::Call(target);
         if one_way {
-            self.send(lane, &Frame::Tell(call))?;
-            return Ok(Vec::new());
+            self.send_call(id, target, interface, method, args, true)?;
+            return Ok(Answer::Bytes(Vec::new()));
         }
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
@@ -163,7 +238,7 @@ impl Connection {
             self.pending.lock().remove(&id);
             return Err(self.node_down(false));
         }
-        if let Err(err) = self.send(lane, &Frame::Call(call)) {
+        if let Err(err) = self.send_call(id, target, interface, method, args, false) {
             self.pending.lock().remove(&id);
             return Err(err);
         }
@@ -219,7 +294,7 @@ impl Connection {
             Ok(Incoming::Call { call, one_way }) => self.serve(call, one_way, replies),
             Ok(Incoming::Reply { call, outcome }) => {
                 if let Some(waiter) = self.pending.lock().remove(&call) {
-                    let _ = waiter.send(outcome.map(<[u8]>::to_vec));
+                    let _ = waiter.send(outcome.map(|bytes| Answer::Bytes(bytes.to_vec())));
                 }
                 Step::Continue
             }
@@ -257,11 +332,35 @@ impl Connection {
         one_way: bool,
         replies: Lane,
     ) -> Result<Option<Waiting>, CallError> {
+        self.deliver_payload(
+            call.id,
+            call.target,
+            call.interface,
+            call.method,
+            Payload::Bytes(call.args),
+            one_way,
+            replies,
+        )
+    }
+
+    /// Runs a call on the exported object it names, whether its arguments came
+    /// encoded or as a value; replies go to `replies`.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_payload(
+        self: &Arc<Self>,
+        id: u64,
+        target: ObjectId,
+        interface: u64,
+        method: u64,
+        args: Payload<'_>,
+        one_way: bool,
+        replies: Lane,
+    ) -> Result<Option<Waiting>, CallError> {
         let node = self.node.upgrade().ok_or(CallError::NoSuchObject)?;
-        let exported = node.exported(&call.target).ok_or(CallError::NoSuchObject)?;
-        if exported.interface_id() != call.interface {
+        let exported = node.exported(&target).ok_or(CallError::NoSuchObject)?;
+        if exported.interface_id() != interface {
             return Err(CallError::InterfaceMismatch {
-                expected: call.interface,
+                expected: interface,
                 found: exported.interface_name().to_owned(),
             });
         }
@@ -271,13 +370,67 @@ impl Connection {
         };
         let replier = if one_way {
             Replier::new(|_| {})
+        } else if self.carries_values() {
+            let conn = self.clone();
+            Replier::with_values(move |answer| match answer {
+                Ok(Answer::Value(value)) => {
+                    if !conn
+                        .link
+                        .send_value(replies, ValueFrame::Reply { call: id, value })
+                    {
+                        tracing::debug!(call = id, "reply lost: the link is gone");
+                    }
+                }
+                Ok(Answer::Bytes(bytes)) => conn.reply(replies, id, Ok(bytes)),
+                Err(err) => conn.reply(replies, id, Err(err)),
+            })
         } else {
             let conn = self.clone();
-            let id = call.id;
             Replier::new(move |outcome| conn.reply(replies, id, outcome))
         }
         .within(cx.clone());
-        cx.enter(|| exported.deliver(call.method, call.args, &self.limits, replier))
+        cx.enter(|| match args {
+            Payload::Bytes(args) => exported.deliver(method, args, &self.limits, replier),
+            Payload::Value(args) => exported.deliver_value(method, args, &self.limits, replier),
+        })
+    }
+
+    /// Handles a value frame from the peer (one process), read on a lane whose
+    /// replies go to `replies`.
+    pub(crate) fn on_value(self: &Arc<Self>, frame: ValueFrame, replies: Lane) -> Step {
+        match frame {
+            ValueFrame::Reply { call, value } => {
+                if let Some(waiter) = self.pending.lock().remove(&call) {
+                    let _ = waiter.send(Ok(Answer::Value(value)));
+                }
+                Step::Continue
+            }
+            ValueFrame::Call {
+                id,
+                target,
+                interface,
+                method,
+                args,
+                one_way,
+            } => match self.deliver_payload(
+                id,
+                target,
+                interface,
+                method,
+                Payload::Value(args),
+                one_way,
+                replies,
+            ) {
+                Ok(None) => Step::Continue,
+                Ok(Some(waiting)) => Step::Wait(waiting),
+                Err(err) => {
+                    if !one_way {
+                        self.reply(replies, id, Err(err));
+                    }
+                    Step::Continue
+                }
+            },
+        }
     }
 
     fn reply(&self, lane: Lane, call: u64, outcome: Result<Vec<u8>, CallError>) {
@@ -344,21 +497,12 @@ impl Connection {
         target: ObjectId,
         interface: u64,
         method: u64,
-        args: &[u8],
+        args: Payload<'_>,
     ) -> Result<(), CallError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.node_down(false));
         }
         let id = self.session.lock().next_call_id();
-        self.send(
-            Lane::Call(target),
-            &Frame::Tell(Call {
-                id,
-                target,
-                interface,
-                method,
-                args,
-            }),
-        )
+        self.send_call(id, target, interface, method, args, true)
     }
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::connection::Connection;
 use crate::error::CallError;
 use crate::mailbox::{Envelope, TrySendError};
-use crate::marshal::{Replier, Unmarshal};
+use crate::marshal::{Moved, Replier, Unmarshal};
 use crate::node::{Node, WeakNode};
 use crate::reference::LocalRoute;
 use crate::wire::codec::Limits;
@@ -53,6 +53,14 @@ pub(crate) trait Exported: Send + Sync {
         limits: &Limits,
         replier: Replier,
     ) -> Result<Option<Waiting>, CallError>;
+    /// The same for arguments moved as a value (between nodes of one process).
+    fn deliver_value(
+        self: Arc<Self>,
+        method: u64,
+        args: Moved,
+        limits: &Limits,
+        replier: Replier,
+    ) -> Result<Option<Waiting>, CallError>;
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
@@ -73,6 +81,29 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
         replier: Replier,
     ) -> Result<Option<Waiting>, CallError> {
         let msg = M::unmarshal(method, args, limits, replier)?;
+        self.take(msg)
+    }
+
+    fn deliver_value(
+        self: Arc<Self>,
+        method: u64,
+        args: Moved,
+        limits: &Limits,
+        replier: Replier,
+    ) -> Result<Option<Waiting>, CallError> {
+        let msg = M::unmarshal_value(method, args, limits, replier)?;
+        self.take(msg)
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+impl<M: Unmarshal> LocalRoute<M> {
+    /// Hands an incoming message to the actor: run at once if it is idle, queued
+    /// otherwise; a full mailbox gives back a future that waits for room.
+    fn take(self: Arc<Self>, msg: M) -> Result<Option<Waiting>, CallError> {
         // A handler that has to wait is handed to the actor's task, which polls it
         // again with its own waker: a no-op waker is enough here.
         let mut cx = Context::from_waker(Waker::noop());
@@ -87,10 +118,6 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
                 let _ = self.push_waiting(env).await;
             }))),
         }
-    }
-
-    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
     }
 }
 

@@ -1,6 +1,9 @@
 //! The in-process transport: nodes of one process connected by channels, running
-//! exactly the protocol the network transport runs. Every call is encoded and
-//! decoded (the `serializing` mode), so what works here works across processes.
+//! the protocol the network transport runs. A value that holds no references moves
+//! to the other node as it is (no encoding, no copy); anything holding a reference
+//! is encoded and decoded exactly as across processes, so that references are
+//! exported and imported as they would be. [`connect_serializing`] encodes every
+//! call, to exercise the full path in tests.
 //!
 //! ```
 //! use remora::{Actor, Node};
@@ -32,19 +35,39 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::connection::{Connection, Drained, Lane, Link};
+use super::connection::{Connection, Drained, Lane, Link, Step, ValueFrame};
 use crate::error::CallError;
 use crate::node::{Node, WeakNode};
 use crate::wire::codec::{encode, FrameReader, Limits};
 use crate::wire::{Incoming as SessionIncoming, Session, SessionError};
 
-struct ChannelLink(mpsc::UnboundedSender<Vec<u8>>);
+/// What the channel between two nodes carries: encoded frames, and (for values
+/// without references) calls and replies moved as they are. One channel keeps them
+/// in order.
+enum Packet {
+    Bytes(Vec<u8>),
+    Value(ValueFrame),
+}
+
+struct ChannelLink {
+    tx: mpsc::UnboundedSender<Packet>,
+    /// Whether plain values move unencoded (off in the serializing mode).
+    values: bool,
+}
 
 /// One channel carries every lane: in one process a frame is handed over whole, so
 /// lanes cannot hold each other up behind a partial write.
 impl Link for ChannelLink {
     fn send(&self, _lane: Lane, frame: Vec<u8>) -> bool {
-        self.0.send(frame).is_ok()
+        self.tx.send(Packet::Bytes(frame)).is_ok()
+    }
+
+    fn carries_values(&self) -> bool {
+        self.values
+    }
+
+    fn send_value(&self, _lane: Lane, frame: ValueFrame) -> bool {
+        self.values && self.tx.send(Packet::Value(frame)).is_ok()
     }
 }
 
@@ -53,7 +76,7 @@ impl Link for ChannelLink {
 pub struct Wire {
     cut: Arc<Cut>,
     /// Raw senders toward each side, for tests that feed a node bad bytes.
-    to: [(uuid::Uuid, mpsc::UnboundedSender<Vec<u8>>); 2],
+    to: [(uuid::Uuid, mpsc::UnboundedSender<Packet>); 2],
 }
 
 #[derive(Default)]
@@ -70,7 +93,7 @@ impl Wire {
         self.to
             .iter()
             .find(|(id, _)| *id == node.id())
-            .is_some_and(|(_, tx)| tx.send(bytes).is_ok())
+            .is_some_and(|(_, tx)| tx.send(Packet::Bytes(bytes)).is_ok())
     }
 
     /// Severs the connection, as if the network between the two nodes failed.
@@ -80,8 +103,19 @@ impl Wire {
     }
 }
 
-/// Connects two nodes of this process; returns once both sides are ready.
+/// Connects two nodes of this process; returns once both sides are ready. Values
+/// without references move between them unencoded.
 pub async fn connect(a: &Node, b: &Node) -> Result<Wire, CallError> {
+    connect_with(a, b, true).await
+}
+
+/// [`connect`], but every call and reply is encoded, framed and decoded, exactly as
+/// between processes (frame limits included): for tests of the full path.
+pub async fn connect_serializing(a: &Node, b: &Node) -> Result<Wire, CallError> {
+    connect_with(a, b, false).await
+}
+
+async fn connect_with(a: &Node, b: &Node, values: bool) -> Result<Wire, CallError> {
     let (to_b, from_a) = mpsc::unbounded_channel();
     let (to_a, from_b) = mpsc::unbounded_channel();
     let cut = Arc::new(Cut::default());
@@ -94,7 +128,7 @@ pub async fn connect(a: &Node, b: &Node) -> Result<Wire, CallError> {
         a.incarnation(),
         *a.limits(),
         from_b,
-        ChannelLink(to_b),
+        ChannelLink { tx: to_b, values },
         cut.clone(),
         ready_a,
     ));
@@ -104,7 +138,7 @@ pub async fn connect(a: &Node, b: &Node) -> Result<Wire, CallError> {
         b.incarnation(),
         *b.limits(),
         from_a,
-        ChannelLink(to_a),
+        ChannelLink { tx: to_a, values },
         cut.clone(),
         ready_b,
     ));
@@ -125,7 +159,7 @@ async fn run(
     id: uuid::Uuid,
     incarnation: u64,
     limits: Limits,
-    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    rx: mpsc::UnboundedReceiver<Packet>,
     link: ChannelLink,
     cut: Arc<Cut>,
     ready: oneshot::Sender<Result<(), CallError>>,
@@ -149,7 +183,7 @@ async fn run(
                 _ => return finish(None, Some(ready)),
             },
             Ok(None) => match rx.next().await {
-                Some(bytes) if reader.extend(&bytes).is_ok() => {}
+                Some(Packet::Bytes(bytes)) if reader.extend(&bytes).is_ok() => {}
                 _ => return finish(None, Some(ready)),
             },
             Err(_) => return finish(None, Some(ready)),
@@ -172,8 +206,14 @@ async fn run(
             Drained::More => {}
             Drained::Reset | Drained::Close => return finish(Some(conn), None),
         }
+        // Frames before this packet are drained: order holds across both kinds.
         match rx.next().await {
-            Some(bytes) if reader.extend(&bytes).is_ok() => {}
+            Some(Packet::Bytes(bytes)) if reader.extend(&bytes).is_ok() => {}
+            Some(Packet::Value(frame)) => match conn.on_value(frame, Lane::Reply(0)) {
+                Step::Continue => {}
+                Step::Wait(waiting) => waiting.await,
+                Step::Close => return finish(Some(conn), None),
+            },
             _ => return finish(Some(conn), None),
         }
     }
@@ -181,16 +221,16 @@ async fn run(
 
 /// The bytes from the peer, until the channel closes or the wire is cut.
 struct Incoming {
-    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    rx: mpsc::UnboundedReceiver<Packet>,
     cut: Arc<Cut>,
 }
 
 impl Incoming {
-    fn new(rx: mpsc::UnboundedReceiver<Vec<u8>>, cut: Arc<Cut>) -> Self {
+    fn new(rx: mpsc::UnboundedReceiver<Packet>, cut: Arc<Cut>) -> Self {
         Incoming { rx, cut }
     }
 
-    async fn next(&mut self) -> Option<Vec<u8>> {
+    async fn next(&mut self) -> Option<Packet> {
         // Registered before the flag is checked, so a cut in between still wakes us.
         let mut cut_now = std::pin::pin!(self.cut.notify.notified());
         cut_now.as_mut().enable();
