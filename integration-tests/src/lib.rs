@@ -177,3 +177,15 @@ pub trait CounterV2 {
 pub async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
 }
+
+/// A reference, held by `client`, to `actor` on `server` (exported for the purpose).
+pub fn reach<R>(client: &Node, server: &Node, actor: &R) -> R
+where
+    R: remora::Interface,
+    R::Msg: remora::Unmarshal,
+{
+    let object = server.export(actor).expect("a local actor exports");
+    client
+        .reference(server.id(), object)
+        .expect("the nodes are connected")
+}

@@ -95,10 +95,10 @@ async fn a_reference_to_a_third_node_lets_the_receiver_call_that_node_directly()
     let _bc = inproc::connect(&b, &c).await.unwrap();
     // C hosts a counter; B knows it; A asks B's broker to hand it over.
     let counter: CounterRef = c.spawn(Tally::default());
-    let counter_on_b: CounterRef = b.reference(c.id(), c.export(&counter).unwrap()).unwrap();
+    let counter_on_b: CounterRef = reach(&b, &c, &counter);
     let broker: BrokerRef = b.spawn(Keeper::default());
     assert_eq!(broker.hold(counter_on_b).await, Ok(true));
-    let broker_on_a: BrokerRef = a.reference(b.id(), b.export(&broker).unwrap()).unwrap();
+    let broker_on_a: BrokerRef = reach(&a, &b, &broker);
     let counter_on_a = broker_on_a.give().await.unwrap().unwrap();
     assert_eq!(counter_on_a.add(9).await, Ok(9));
     assert_eq!(counter.total().await, Ok(9));
@@ -127,9 +127,7 @@ async fn a_cut_connection_fails_calls_in_flight_with_node_down() {
     let (server, client, wire, _local, remote) = pair().await;
     // A second actor on the server, to learn when the server has read the slow call.
     let probe: CounterRef = server.spawn(Tally::default());
-    let probe: CounterRef = client
-        .reference(server.id(), server.export(&probe).unwrap())
-        .unwrap();
+    let probe: CounterRef = reach(&client, &server, &probe);
     // A remote call sends its frame on the first poll.
     let mut slow = Box::pin(remote.nap(5_000));
     assert!(poll_once(&mut slow).await.is_pending());
@@ -202,9 +200,7 @@ async fn an_oversize_argument_is_refused_and_the_connection_keeps_working() {
     // The serializing mode frames every call, as between processes.
     let _wire = inproc::connect_serializing(&client, &server).await.unwrap();
     let counter: CounterRef = server.spawn(Tally::default());
-    let remote: CounterRef = client
-        .reference(server.id(), server.export(&counter).unwrap())
-        .unwrap();
+    let remote: CounterRef = reach(&client, &server, &counter);
     let err = remote.echo_bytes(vec![7; 100 * 1024]).await.unwrap_err();
     assert!(matches!(err, CallError::Marshalling { .. }), "{err:?}");
     assert!(!err.may_have_executed());
@@ -221,17 +217,13 @@ async fn plain_values_move_unencoded_and_references_are_still_marshalled() {
         .unwrap();
     let _wire = inproc::connect(&client, &server).await.unwrap();
     let counter: CounterRef = server.spawn(Tally::default());
-    let remote: CounterRef = client
-        .reference(server.id(), server.export(&counter).unwrap())
-        .unwrap();
+    let remote: CounterRef = reach(&client, &server, &counter);
     // Moved, not framed: the frame limit does not apply, and the bytes come back intact.
     let big = vec![7u8; 100 * 1024];
     assert_eq!(remote.echo_bytes(big.clone()).await, Ok(big));
     // A value holding a reference takes the marshalling path (exported, imported).
     let broker: BrokerRef = server.spawn(Keeper::default());
-    let broker: BrokerRef = client
-        .reference(server.id(), server.export(&broker).unwrap())
-        .unwrap();
+    let broker: BrokerRef = reach(&client, &server, &broker);
     let mine: CounterRef = client.spawn(Tally::default());
     assert_eq!(broker.hold(mine.clone()).await, Ok(true));
     assert_eq!(broker.add_through(4).await, Ok(4));

@@ -19,9 +19,7 @@ async fn pair() -> (Node, Node, CounterRef, CounterRef) {
     let peer = client.connect(&addr).await.unwrap();
     assert_eq!(peer, server.id());
     let counter: CounterRef = server.spawn(Tally::default());
-    let remote: CounterRef = client
-        .reference(server.id(), server.export(&counter).unwrap())
-        .unwrap();
+    let remote: CounterRef = reach(&client, &server, &counter);
     (server, client, counter, remote)
 }
 
@@ -42,9 +40,7 @@ async fn calls_and_tells_travel_over_quic_in_order() {
 async fn references_pass_both_ways_over_quic() {
     let (server, client, _local, _remote) = pair().await;
     let broker: BrokerRef = server.spawn(Keeper::default());
-    let broker: BrokerRef = client
-        .reference(server.id(), server.export(&broker).unwrap())
-        .unwrap();
+    let broker: BrokerRef = reach(&client, &server, &broker);
     let mine: CounterRef = client.spawn(Tally::default());
     assert_eq!(broker.hold(mine.clone()).await, Ok(true));
     assert_eq!(broker.add_through(5).await, Ok(5));
@@ -67,13 +63,9 @@ async fn a_64_mib_argument_to_one_actor_does_not_hold_up_a_small_call_to_another
         .await
         .unwrap();
     let counter: CounterRef = server.spawn(Tally::default());
-    let remote: CounterRef = client
-        .reference(server.id(), server.export(&counter).unwrap())
-        .unwrap();
+    let remote: CounterRef = reach(&client, &server, &counter);
     let other: CounterRef = server.spawn(Tally::default());
-    let other: CounterRef = client
-        .reference(server.id(), server.export(&other).unwrap())
-        .unwrap();
+    let other: CounterRef = reach(&client, &server, &other);
     // 64 MiB on one actor's stream...
     let big = tokio::spawn({
         let remote = remote.clone();
@@ -106,8 +98,8 @@ async fn simultaneous_dials_collapse_to_one_connection() {
     // Whatever connection each side kept, calls work both ways.
     let on_b: CounterRef = b.spawn(Tally::default());
     let on_a: CounterRef = a.spawn(Tally::default());
-    let from_a: CounterRef = a.reference(b.id(), b.export(&on_b).unwrap()).unwrap();
-    let from_b: CounterRef = b.reference(a.id(), a.export(&on_a).unwrap()).unwrap();
+    let from_a: CounterRef = reach(&a, &b, &on_b);
+    let from_b: CounterRef = reach(&b, &a, &on_a);
     for _ in 0..3 {
         assert_eq!(from_a.add(1).await.map(|_| ()), Ok(()));
         assert_eq!(from_b.add(1).await.map(|_| ()), Ok(()));
@@ -164,13 +156,9 @@ async fn a_reference_to_a_third_node_is_dialed_by_its_receiver() {
         .unwrap();
     // B has never heard of C.
     let counter_on_c: CounterRef = c.spawn(Tally::default());
-    let counter: CounterRef = a
-        .reference(c.id(), c.export(&counter_on_c).unwrap())
-        .unwrap();
+    let counter: CounterRef = reach(&a, &c, &counter_on_c);
     let broker_on_b: BrokerRef = b.spawn(Keeper::default());
-    let broker: BrokerRef = a
-        .reference(b.id(), b.export(&broker_on_b).unwrap())
-        .unwrap();
+    let broker: BrokerRef = reach(&a, &b, &broker_on_b);
     assert_eq!(broker.hold(counter).await, Ok(true));
     // B calls C: it dials C at the address the reference carries.
     assert_eq!(broker.add_through(5).await, Ok(5));
@@ -202,13 +190,9 @@ async fn an_argument_over_the_peers_frame_limit_fails_that_call_only() {
         .await
         .unwrap();
     let counter: CounterRef = server.spawn(Tally::default());
-    let remote: CounterRef = client
-        .reference(server.id(), server.export(&counter).unwrap())
-        .unwrap();
+    let remote: CounterRef = reach(&client, &server, &counter);
     let other: CounterRef = server.spawn(Tally::default());
-    let other: CounterRef = client
-        .reference(server.id(), server.export(&other).unwrap())
-        .unwrap();
+    let other: CounterRef = reach(&client, &server, &other);
     // The client's limit is 16 MiB, the server's 64 KiB: the server resets that
     // stream, and the call fails by its deadline instead of hanging.
     let err = remote
