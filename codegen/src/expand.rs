@@ -53,7 +53,6 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let mut variants = Vec::new();
     let mut arms = Vec::new();
     let mut unmarshal_arms = Vec::new();
-    let mut value_arms = Vec::new();
     let mut proxy_methods = Vec::new();
     for m in &methods {
         let name = &m.name;
@@ -95,18 +94,9 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
         });
         variants.push(quote! { #name(::remora::Request<#struct_ident>) });
-        value_arms.push(quote! {
-            if method == <#struct_ident as ::remora::Method>::ID {
-                let args: #struct_ident = ::remora::__private::downcast_args(args, limits)?;
-                return ::core::result::Result::Ok(#msg_ident::#name(::remora::Request {
-                    args,
-                    reply: replier.into_reply(),
-                }));
-            }
-        });
         unmarshal_arms.push(quote! {
             if method == <#struct_ident as ::remora::Method>::ID {
-                let args: #struct_ident = ::remora::__private::decode_args(args, limits)?;
+                let args: #struct_ident = ::remora::__private::take_args(args, limits)?;
                 return ::core::result::Result::Ok(#msg_ident::#name(::remora::Request {
                     args,
                     reply: replier.into_reply(),
@@ -202,25 +192,11 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             #[allow(unused_variables)]
             fn unmarshal(
                 method: u64,
-                args: &[u8],
+                args: ::remora::Args<'_>,
                 limits: &::remora::wire::Limits,
                 replier: ::remora::Replier,
             ) -> ::core::result::Result<Self, ::remora::CallError> {
                 #( #unmarshal_arms )*
-                ::core::result::Result::Err(::remora::CallError::UnknownMethod {
-                    interface: #wire_name.into(),
-                    method,
-                })
-            }
-
-            #[allow(unused_variables)]
-            fn unmarshal_value(
-                method: u64,
-                args: ::remora::Moved,
-                limits: &::remora::wire::Limits,
-                replier: ::remora::Replier,
-            ) -> ::core::result::Result<Self, ::remora::CallError> {
-                #( #value_arms )*
                 ::core::result::Result::Err(::remora::CallError::UnknownMethod {
                     interface: #wire_name.into(),
                     method,

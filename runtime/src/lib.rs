@@ -65,7 +65,7 @@ pub use error::CallError;
 pub use id::{stable_id, ActorId};
 pub use interface::{Dispatch, Interface, Method, Request};
 pub use mailbox::Mailbox;
-pub use marshal::{Answer, ArgTable, Moved, Replier, Unmarshal};
+pub use marshal::{Answer, ArgTable, Args, Moved, Replier, Unmarshal};
 pub use node::{Node, NodeBuilder, NodeError, NodeStats};
 pub use reference::{RefCore, Tell, DEFAULT_TIMEOUT};
 pub use reply::ReplyTo;
@@ -86,7 +86,7 @@ pub use remora_codegen::remote;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::marshal::{decode_args, decode_reply, downcast_args, encode_args, encode_reply};
+    pub use crate::marshal::{decode_args, decode_reply, encode_args, encode_reply, take_args};
     pub use serde;
     pub use serde_bytes;
 }

@@ -31,18 +31,19 @@ pub trait Unmarshal: Sized + Send + 'static {
     /// the caller gets back.
     fn unmarshal(
         method: u64,
-        args: &[u8],
+        args: Args<'_>,
         limits: &Limits,
         replier: Replier,
     ) -> Result<Self, CallError>;
+}
 
-    /// The same for arguments moved as a value (between nodes of one process).
-    fn unmarshal_value(
-        method: u64,
-        args: Moved,
-        limits: &Limits,
-        replier: Replier,
-    ) -> Result<Self, CallError>;
+/// A call's arguments as they arrive: encoded, or moved as a value (between nodes of
+/// one process, for values without references).
+pub enum Args<'a> {
+    /// The encoded argument struct.
+    Encoded(&'a [u8]),
+    /// The argument struct itself.
+    Moved(Moved),
 }
 
 /// A call's arguments or reply as it crosses between nodes: encoded bytes, or (between
@@ -286,15 +287,19 @@ pub fn decode_reply<T: DeserializeOwned + 'static>(
     })
 }
 
-/// A method's arguments, moved as a value: taken as they are, or (another build's
-/// type) decoded from their encoding, naming the argument that fails.
-pub fn downcast_args<T: Method + DeserializeOwned>(
-    args: Moved,
+/// A method's arguments as the method's struct: decoded (naming the argument that
+/// fails), or taken as moved; a moved value of another build's type is encoded and
+/// decoded as on the wire.
+pub fn take_args<T: Method + DeserializeOwned>(
+    args: Args<'_>,
     limits: &Limits,
 ) -> Result<T, CallError> {
-    match args.take::<T>() {
-        Ok(args) => Ok(args),
-        Err(bytes) => decode_args(&bytes?, limits),
+    match args {
+        Args::Encoded(bytes) => decode_args(bytes, limits),
+        Args::Moved(moved) => match moved.take::<T>() {
+            Ok(args) => Ok(args),
+            Err(bytes) => decode_args(&bytes?, limits),
+        },
     }
 }
 

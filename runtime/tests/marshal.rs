@@ -46,7 +46,12 @@ fn replier() -> (Replier, mpsc::Receiver<Result<Vec<u8>, CallError>>) {
 
 async fn call(store: &mut Store, method: u64, args: &[u8]) -> Result<Vec<u8>, CallError> {
     let (replier, replies) = replier();
-    let msg = Msg::unmarshal(method, args, &Limits::default(), replier)?;
+    let msg = Msg::unmarshal(
+        method,
+        remora::Args::Encoded(args),
+        &Limits::default(),
+        replier,
+    )?;
     msg.dispatch(store).await;
     replies.try_recv().expect("the handler answered")
 }

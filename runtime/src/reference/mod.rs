@@ -20,8 +20,7 @@ use crate::actor::StopReason;
 use crate::error::CallError;
 use crate::interface::{Method, Request};
 use crate::mailbox::{Envelope, TrySendError};
-use crate::marshal::{answer_into, encode_args, is_plain, Moved, Unmarshal};
-use crate::remote::connection::Payload;
+use crate::marshal::{answer_into, encode_args, is_plain, Args, Moved, Unmarshal};
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
 use crate::reply::ReplyTo;
 
@@ -199,14 +198,12 @@ impl<M: Send + 'static> RefCore<M> {
                 let (target, interface, timeout) = (remote.target, remote.interface, self.timeout);
                 // Between nodes of one process a value without references moves as is.
                 let answer = if conn.carries_values() && is_plain(&args) {
-                    let args = Payload::Value(Moved::new(args));
-                    conn.call(target, interface, T::ID, args, false, timeout)
-                        .await?
+                    let args = Args::Moved(Moved::new(args));
+                    conn.call(target, interface, T::ID, args, timeout).await?
                 } else {
                     let bytes = cx.enter(|| encode_args(&args))?;
-                    let args = Payload::Bytes(&bytes);
-                    conn.call(target, interface, T::ID, args, false, timeout)
-                        .await?
+                    let args = Args::Encoded(&bytes);
+                    conn.call(target, interface, T::ID, args, timeout).await?
                 };
                 cx.enter(|| answer_into(answer, &conn.limits))
             }

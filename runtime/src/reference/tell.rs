@@ -12,8 +12,7 @@ use super::{RefCore, Route};
 use crate::error::CallError;
 use crate::interface::{Method, Request};
 use crate::mailbox::{Envelope, TrySendError};
-use crate::marshal::{encode_args, is_plain, Moved};
-use crate::remote::connection::Payload;
+use crate::marshal::{encode_args, is_plain, Args, Moved};
 use crate::reply::ReplyTo;
 
 /// A one-way message on its way; what a `#[oneway]` proxy method returns.
@@ -40,10 +39,10 @@ enum Prepared {
 
 impl Prepared {
     /// Runs `f` on the payload (the bytes are borrowed only for the call).
-    fn with<R>(self, f: impl FnOnce(Payload<'_>) -> R) -> R {
+    fn with<R>(self, f: impl FnOnce(Args<'_>) -> R) -> R {
         match self {
-            Prepared::Bytes(bytes) => f(Payload::Bytes(&bytes)),
-            Prepared::Value(value) => f(Payload::Value(value)),
+            Prepared::Bytes(bytes) => f(Args::Encoded(&bytes)),
+            Prepared::Value(value) => f(Args::Moved(value)),
         }
     }
 }
@@ -145,26 +144,12 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 let (target, interface) = (remote.target, remote.interface);
                 match args? {
                     Prepared::Bytes(bytes) => {
-                        conn.call(
-                            target,
-                            interface,
-                            method,
-                            Payload::Bytes(&bytes),
-                            false,
-                            timeout,
-                        )
-                        .await
+                        conn.call(target, interface, method, Args::Encoded(&bytes), timeout)
+                            .await
                     }
                     Prepared::Value(value) => {
-                        conn.call(
-                            target,
-                            interface,
-                            method,
-                            Payload::Value(value),
-                            false,
-                            timeout,
-                        )
-                        .await
+                        conn.call(target, interface, method, Args::Moved(value), timeout)
+                            .await
                     }
                 }
                 .map(drop)

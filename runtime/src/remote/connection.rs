@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::exports::{MarshalCx, Waiting};
 use crate::error::CallError;
-use crate::marshal::{Answer, Moved, Replier};
+use crate::marshal::{Answer, Args, Moved, Replier};
 use crate::node::WeakNode;
 use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
 use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session};
@@ -65,12 +65,6 @@ pub(crate) enum ValueFrame {
         call: u64,
         value: Moved,
     },
-}
-
-/// What a call carries: encoded arguments, or the argument struct itself.
-pub(crate) enum Payload<'a> {
-    Bytes(&'a [u8]),
-    Value(Moved),
 }
 
 /// Sends encoded frames (length-prefixed) to the peer. False once the link is gone.
@@ -172,12 +166,12 @@ impl Connection {
         target: ObjectId,
         interface: u64,
         method: u64,
-        args: Payload<'_>,
+        args: Args<'_>,
         one_way: bool,
     ) -> Result<(), CallError> {
         let lane = Lane::Call(target);
         match args {
-            Payload::Bytes(args) => {
+            Args::Encoded(args) => {
                 let call = Call {
                     id,
                     target,
@@ -194,7 +188,7 @@ impl Connection {
                     },
                 )
             }
-            Payload::Value(args) => {
+            Args::Moved(args) => {
                 let frame = ValueFrame::Call {
                     id,
                     target,
@@ -212,25 +206,20 @@ impl Connection {
         }
     }
 
-    /// Calls `method` on object `target` of the peer. `one_way` calls return as soon
-    /// as the frame is sent (with an empty answer).
+    /// Calls `method` on object `target` of the peer and awaits its answer (tells go
+    /// through [`Connection::tell`]).
     pub(crate) async fn call(
         &self,
         target: ObjectId,
         interface: u64,
         method: u64,
-        args: Payload<'_>,
-        one_way: bool,
+        args: Args<'_>,
         timeout: Duration,
     ) -> Result<Answer, CallError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.node_down(false));
         }
         let id = self.session.lock().next_call_id();
-        if one_way {
-            self.send_call(id, target, interface, method, args, true)?;
-            return Ok(Answer::Bytes(Vec::new()));
-        }
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
         // Closed between the check and the insert: `close` may have missed us.
@@ -337,7 +326,7 @@ impl Connection {
             call.target,
             call.interface,
             call.method,
-            Payload::Bytes(call.args),
+            Args::Encoded(call.args),
             one_way,
             replies,
         )
@@ -352,7 +341,7 @@ impl Connection {
         target: ObjectId,
         interface: u64,
         method: u64,
-        args: Payload<'_>,
+        args: Args<'_>,
         one_way: bool,
         replies: Lane,
     ) -> Result<Option<Waiting>, CallError> {
@@ -389,10 +378,7 @@ impl Connection {
             Replier::new(move |outcome| conn.reply(replies, id, outcome))
         }
         .within(cx.clone());
-        cx.enter(|| match args {
-            Payload::Bytes(args) => exported.deliver(method, args, &self.limits, replier),
-            Payload::Value(args) => exported.deliver_value(method, args, &self.limits, replier),
-        })
+        cx.enter(|| exported.deliver(method, args, &self.limits, replier))
     }
 
     /// Handles a value frame from the peer (one process), read on a lane whose
@@ -417,7 +403,7 @@ impl Connection {
                 target,
                 interface,
                 method,
-                Payload::Value(args),
+                Args::Moved(args),
                 one_way,
                 replies,
             ) {
@@ -497,7 +483,7 @@ impl Connection {
         target: ObjectId,
         interface: u64,
         method: u64,
-        args: Payload<'_>,
+        args: Args<'_>,
     ) -> Result<(), CallError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.node_down(false));

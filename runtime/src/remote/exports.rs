@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::connection::Connection;
 use crate::error::CallError;
 use crate::mailbox::{Envelope, TrySendError};
-use crate::marshal::{Moved, Replier, Unmarshal};
+use crate::marshal::{Args, Replier, Unmarshal};
 use crate::node::{Node, WeakNode};
 use crate::reference::LocalRoute;
 use crate::wire::codec::Limits;
@@ -43,21 +43,14 @@ pub(crate) type Waiting = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) trait Exported: Send + Sync {
     fn interface_id(&self) -> u64;
     fn interface_name(&self) -> &'static str;
-    /// Decodes a call and hands it to the actor: run at once if the actor is idle,
-    /// queued otherwise. A full mailbox gives back a future that waits for room
-    /// (the connection awaits it: a slow actor slows its callers).
+    /// Takes a call's arguments (encoded or moved) and hands the call to the actor:
+    /// run at once if the actor is idle, queued otherwise. A full mailbox gives back
+    /// a future that waits for room (the connection awaits it: a slow actor slows
+    /// its callers).
     fn deliver(
         self: Arc<Self>,
         method: u64,
-        args: &[u8],
-        limits: &Limits,
-        replier: Replier,
-    ) -> Result<Option<Waiting>, CallError>;
-    /// The same for arguments moved as a value (between nodes of one process).
-    fn deliver_value(
-        self: Arc<Self>,
-        method: u64,
-        args: Moved,
+        args: Args<'_>,
         limits: &Limits,
         replier: Replier,
     ) -> Result<Option<Waiting>, CallError>;
@@ -76,22 +69,11 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
     fn deliver(
         self: Arc<Self>,
         method: u64,
-        args: &[u8],
+        args: Args<'_>,
         limits: &Limits,
         replier: Replier,
     ) -> Result<Option<Waiting>, CallError> {
         let msg = M::unmarshal(method, args, limits, replier)?;
-        self.take(msg)
-    }
-
-    fn deliver_value(
-        self: Arc<Self>,
-        method: u64,
-        args: Moved,
-        limits: &Limits,
-        replier: Replier,
-    ) -> Result<Option<Waiting>, CallError> {
-        let msg = M::unmarshal_value(method, args, limits, replier)?;
         self.take(msg)
     }
 
