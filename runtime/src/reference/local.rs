@@ -42,6 +42,18 @@ impl<M> LocalRoute<M> {
         self.host.try_run(msg, &self.tx, cx)
     }
 
+    /// Runs `msg` now if the actor is idle, else queues it; never waits (for callers
+    /// without a task context: `try_tell`, a connection delivering a call). A handler
+    /// that has to wait is handed to the actor's task, which polls it again with its
+    /// own waker, so a no-op waker is enough here.
+    pub(crate) fn offer_now(&self, msg: M) -> Result<(), TrySendError<M>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.try_inline(msg, &mut cx) {
+            Ok(()) => Ok(()),
+            Err(msg) => self.push(Envelope { msg, taken: None }),
+        }
+    }
+
     /// Queues without waiting, and makes sure the actor will take it.
     pub(crate) fn push(&self, env: Envelope<M>) -> Result<(), TrySendError<M>> {
         self.tx.try_send(env)?;

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -107,19 +107,11 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
             _ => unreachable!("a Tell is sent once: try_tell consumes it before any poll"),
         };
         match &self.core.route {
-            Route::Local(local) => {
-                // A handler that has to wait is handed to the actor's task, which
-                // polls it again with its own waker: a no-op waker is enough here.
-                let mut cx = Context::from_waker(Waker::noop());
-                let Err(msg) = local.try_inline(msg, &mut cx) else {
-                    return Ok(());
-                };
-                match local.push(Envelope { msg, taken: None }) {
-                    Ok(()) => Ok(()),
-                    Err(TrySendError::Refused(err)) => Err(err),
-                    Err(TrySendError::Full(_)) => Err(local.tx.full_error()),
-                }
-            }
+            Route::Local(local) => match local.offer_now(msg) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Refused(err)) => Err(err),
+                Err(TrySendError::Full(_)) => Err(local.tx.full_error()),
+            },
             Route::Remote(_) => unreachable!("a local message on a remote route"),
         }
     }

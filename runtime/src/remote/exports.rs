@@ -11,14 +11,13 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Waker};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::connection::Connection;
 use crate::error::CallError;
-use crate::mailbox::{Envelope, TrySendError};
+use crate::mailbox::TrySendError;
 use crate::marshal::{Args, Replier, Unmarshal};
 use crate::node::{Node, WeakNode};
 use crate::reference::LocalRoute;
@@ -86,13 +85,7 @@ impl<M: Unmarshal> LocalRoute<M> {
     /// Hands an incoming message to the actor: run at once if it is idle, queued
     /// otherwise; a full mailbox gives back a future that waits for room.
     fn take(self: Arc<Self>, msg: M) -> Result<Option<Waiting>, CallError> {
-        // A handler that has to wait is handed to the actor's task, which polls it
-        // again with its own waker: a no-op waker is enough here.
-        let mut cx = Context::from_waker(Waker::noop());
-        let Err(msg) = self.try_inline(msg, &mut cx) else {
-            return Ok(None);
-        };
-        match self.push(Envelope { msg, taken: None }) {
+        match self.offer_now(msg) {
             Ok(()) => Ok(None),
             // Dropping the message answers its caller through the replier.
             Err(TrySendError::Refused(err)) => Err(err),
