@@ -45,6 +45,7 @@
 extern crate self as remora;
 
 mod actor;
+mod caller;
 mod cell;
 mod error;
 mod id;
@@ -61,6 +62,7 @@ mod tls;
 pub mod wire;
 
 pub use actor::{Actor, Context, Restart, SpawnOptions, StopReason};
+pub use caller::{caller, Caller};
 pub use error::CallError;
 pub use id::{stable_id, ActorId};
 pub use interface::{Dispatch, Interface, Method, Request};
@@ -68,6 +70,7 @@ pub use mailbox::Mailbox;
 pub use marshal::{Answer, ArgTable, Args, Moved, Replier, Unmarshal};
 pub use node::{Node, NodeBuilder, NodeError, NodeStats};
 pub use reference::{RefCore, Tell, DEFAULT_TIMEOUT};
+pub use remote::WireRef;
 pub use reply::ReplyTo;
 pub use tls::{Credentials, CredentialsError};
 

@@ -5,10 +5,12 @@
 //! The generated code calls these functions; the logic stays here.
 
 use std::any::{Any, TypeId};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::caller::Caller;
 use crate::error::CallError;
 use crate::interface::Method;
 use crate::remote::MarshalCx;
@@ -126,6 +128,7 @@ pub struct Replier {
     sink: Box<dyn FnOnce(Result<Answer, CallError>) + Send>,
     cx: Option<MarshalCx>,
     values: bool,
+    caller: Option<Arc<Caller>>,
 }
 
 impl Replier {
@@ -140,6 +143,7 @@ impl Replier {
             }),
             cx: None,
             values: false,
+            caller: None,
         }
     }
 
@@ -152,6 +156,7 @@ impl Replier {
             sink: Box::new(sink),
             cx: None,
             values: true,
+            caller: None,
         }
     }
 
@@ -162,10 +167,22 @@ impl Replier {
         self
     }
 
+    /// The call came from `caller` (the node at the other end of its connection):
+    /// its handler sees it through [`crate::caller()`].
+    pub(crate) fn sent_by(mut self, caller: Arc<Caller>) -> Self {
+        self.caller = Some(caller);
+        self
+    }
+
     /// The typed reply slot of a method returning `T`: the value is encoded when
     /// the handler answers.
     pub fn into_reply<T: Serialize + Send + 'static>(self) -> ReplyTo<T> {
-        let Replier { sink, cx, values } = self;
+        let Replier {
+            sink,
+            cx,
+            values,
+            caller,
+        } = self;
         ReplyTo::sink(move |result: Result<T, CallError>| {
             let answer = result.and_then(|value| {
                 if values && is_plain(&value) {
@@ -179,6 +196,7 @@ impl Replier {
             });
             sink(answer);
         })
+        .sent_by(caller)
     }
 }
 

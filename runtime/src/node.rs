@@ -71,6 +71,9 @@ pub(crate) struct NodeInner {
     live: AtomicUsize,
     all_stopped: Notify,
     shutting_down: AtomicBool,
+    /// Whether the node was built to listen (a dialing-only node binds an endpoint
+    /// too, but has no address to give out).
+    listens: bool,
     credentials: Option<Credentials>,
     quic_config: QuicConfig,
     endpoint: tokio::sync::OnceCell<quic::Endpoint>,
@@ -186,7 +189,10 @@ impl NodeBuilder {
     pub async fn build(self) -> Result<Node, NodeError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NodeError::NoRuntime)?;
         let credentials = match &self.credentials {
-            Some(CredentialSource::Dir(dir)) => Some(Credentials::from_dir(dir)?),
+            Some(CredentialSource::Dir(dir)) => Some(match &self.name {
+                Some(name) => Credentials::from_dir_named(dir, name)?,
+                None => Credentials::from_dir(dir)?,
+            }),
             Some(CredentialSource::Given(c)) => Some(c.clone()),
             None => None,
         };
@@ -224,6 +230,7 @@ impl NodeBuilder {
                 live: AtomicUsize::new(0),
                 all_stopped: Notify::new(),
                 shutting_down: AtomicBool::new(false),
+                listens: listen.is_some(),
                 credentials,
                 quic_config,
                 endpoint: tokio::sync::OnceCell::new(),
@@ -374,8 +381,13 @@ impl Node {
         }
     }
 
-    /// Where this node accepts connections, if it listens.
+    /// Where this node accepts connections, if it listens ([`NodeBuilder::listen`]).
+    /// A node that only dials has none: references to its actors travel without an
+    /// address, and reach it over the connection it opened.
     pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        if !self.inner.listens {
+            return None;
+        }
         self.inner.endpoint.get().and_then(|e| e.local_addr())
     }
 
@@ -420,7 +432,11 @@ impl Node {
             .get_or_try_init(|| async {
                 let credentials = match &self.inner.credentials {
                     Some(c) => c.clone(),
-                    None => Credentials::ephemeral().map_err(|e| e.to_string())?,
+                    None => match &self.inner.name {
+                        Some(name) => Credentials::ephemeral_named(name),
+                        None => Credentials::ephemeral(),
+                    }
+                    .map_err(|e| e.to_string())?,
                 };
                 let endpoint = quic::Endpoint::bind(addr, &credentials, &self.inner.quic_config)?;
                 endpoint.spawn_acceptor(self.downgrade(), self.inner.limits);
@@ -484,11 +500,74 @@ impl Node {
             interface: <R::Msg as Unmarshal>::INTERFACE_ID,
             addr: None,
         };
-        let route = self.import::<R::Msg>(&wire, None)?;
+        self.resolve(&wire)
+    }
+
+    /// Exports the actor behind `r` under a chosen, well-known id (as RMI's registry
+    /// lives under a fixed object id), so peers can reach it knowing only this
+    /// node's address. Fails with [`CallError::InterfaceMismatch`] if the id is taken
+    /// or the actor is already exported under another id, and with
+    /// [`CallError::NoSuchObject`] for an actor on another node.
+    pub fn export_as<R: Interface>(&self, r: &R, id: ObjectId) -> Result<(), CallError>
+    where
+        R::Msg: Unmarshal,
+    {
+        let Route::Local(local) = r.core().route() else {
+            return Err(CallError::NoSuchObject);
+        };
+        let taken = || CallError::InterfaceMismatch {
+            expected: <R::Msg as Unmarshal>::INTERFACE_ID,
+            found: format!("object id {id} is already exported"),
+        };
+        match self.inner.exports.entry(id) {
+            dashmap::mapref::entry::Entry::Occupied(_) => return Err(taken()),
+            dashmap::mapref::entry::Entry::Vacant(slot) => {
+                if local.exported.set(id).is_err() {
+                    return Err(taken());
+                }
+                slot.insert(local.clone() as Arc<dyn Exported>);
+            }
+        }
+        Ok(())
+    }
+
+    /// `r` as plain data ([`WireRef`]): what a naming service stores, and
+    /// [`Node::resolve`] turns back into a proxy on any node of the cluster. A local
+    /// actor is exported on first use.
+    pub fn wire_ref<R: Interface>(&self, r: &R) -> WireRef
+    where
+        R::Msg: Unmarshal,
+    {
+        match r.core().route() {
+            Route::Local(local) => WireRef {
+                node: self.id(),
+                incarnation: self.incarnation(),
+                object: self.export_route(local),
+                interface: <R::Msg as Unmarshal>::INTERFACE_ID,
+                addr: self.listen_addr().map(|a| a.to_string()),
+            },
+            Route::Remote(remote) => remote.wire(),
+        }
+    }
+
+    /// A typed proxy for `wire`: local if the object lives here, otherwise over the
+    /// connection to its node (dialed at `wire.addr` on the first call if there is
+    /// none). Fails with [`CallError::InterfaceMismatch`] if the object has another
+    /// interface, and [`CallError::NodeRestarted`] if its node has restarted since.
+    pub fn resolve<R: Interface>(&self, wire: &WireRef) -> Result<R, CallError>
+    where
+        R::Msg: Unmarshal,
+    {
+        let route = self.import::<R::Msg>(wire, None)?;
         Ok(R::from_core(RefCore::new(
             route,
             self.inner.default_timeout,
         )))
+    }
+
+    /// Whether [`Node::shutdown`] has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
     }
 
     /// The id `route`'s actor is exported under; exports it on first use.

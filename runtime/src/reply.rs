@@ -3,10 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
+use crate::caller::{as_caller, Caller};
 use crate::error::CallError;
 
 /// Where the result of one call goes. The generated dispatcher fills it; a user
@@ -18,6 +20,8 @@ use crate::error::CallError;
 /// So a caller never waits for a reply that cannot come.
 pub struct ReplyTo<T> {
     slot: Slot<T>,
+    /// Who sent the call, when it came from another node (see [`crate::caller()`]).
+    caller: Option<Arc<Caller>>,
 }
 
 type Sink<T> = Box<dyn FnOnce(Result<T, CallError>) + Send>;
@@ -34,12 +38,16 @@ enum Slot<T> {
 impl<T> ReplyTo<T> {
     /// A reply nobody waits for (tells).
     pub fn nobody() -> Self {
-        ReplyTo { slot: Slot::Nobody }
+        ReplyTo {
+            slot: Slot::Nobody,
+            caller: None,
+        }
     }
 
     pub(crate) fn local(tx: oneshot::Sender<Result<T, CallError>>) -> Self {
         ReplyTo {
             slot: Slot::Local(tx),
+            caller: None,
         }
     }
 
@@ -48,7 +56,20 @@ impl<T> ReplyTo<T> {
     pub fn sink(sink: impl FnOnce(Result<T, CallError>) + Send + 'static) -> Self {
         ReplyTo {
             slot: Slot::Sink(Box::new(sink)),
+            caller: None,
         }
+    }
+
+    /// The same reply slot, for a call that `caller` sent (from another node).
+    pub(crate) fn sent_by(mut self, caller: Option<Arc<Caller>>) -> Self {
+        self.caller = caller;
+        self
+    }
+
+    /// Who sent the call: `None` when it was sent on this node.
+    #[doc(hidden)]
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller.as_deref()
     }
 
     /// Answers the call with the method's value.
@@ -58,12 +79,17 @@ impl<T> ReplyTo<T> {
 
     /// Runs a handler and answers with its value. If the handler panics, the
     /// caller gets [`CallError::Panicked`] and the panic continues, so the actor's
-    /// restart policy still sees it.
+    /// restart policy still sees it. While the handler runs, [`crate::caller()`]
+    /// returns who sent the call.
     ///
     /// (A reply slot held by the handler's future cannot do this in `Drop`: the
     /// future's locals are dropped while the panic unwinds, before anyone knows why.)
     pub async fn answer_with(mut self, handler: impl Future<Output = T>) {
-        match AssertUnwindSafe(handler).catch_unwind().await {
+        let caller = self.caller.take();
+        match AssertUnwindSafe(as_caller(caller, handler))
+            .catch_unwind()
+            .await
+        {
             Ok(value) => self.answer(Ok(value)),
             Err(payload) => {
                 self.answer(Err(CallError::Panicked {
@@ -141,6 +167,17 @@ mod tests {
                 message: "boom".into()
             })
         );
+    }
+
+    #[tokio::test]
+    async fn the_handler_runs_as_the_caller_of_its_call() {
+        let alpha = Arc::new(Caller::new(uuid::Uuid::nil(), "alpha".into()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reply = ReplyTo::sink(move |r| tx.send(r).unwrap()).sent_by(Some(alpha.clone()));
+        assert_eq!(reply.caller(), Some(&*alpha));
+        reply.answer_with(async { crate::caller() }).await;
+        assert_eq!(rx.recv().unwrap(), Ok(Some((*alpha).clone())));
+        assert_eq!(crate::caller(), None, "only while the handler runs");
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //!   directory; [`Credentials::from_dir`] then either loads a node's own
 //!   `node.pem`/`node.key` from it or, where the root's key is present, issues one:
 //!   nodes of one machine share a cluster through a directory.
+//!
+//! A node certificate names the node in its Common Name (the `_named` variants;
+//! `remora-node` otherwise): that name is the identity the node's calls carry to
+//! their handlers ([`Caller::identity`](crate::Caller::identity)), and the root
+//! vouches for it. Every node certificate also carries the DNS name `remora-node`,
+//! the server name every node verifies when it dials.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -18,8 +24,9 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// The name every node certificate carries, and every client verifies: node
-/// identity is the node id in the protocol's Hello; TLS proves cluster membership.
+/// The DNS name every node certificate carries, and every client verifies (TLS
+/// proves cluster membership); also the Common Name, and so the identity, of a
+/// node without a name of its own.
 pub(crate) const NODE_NAME: &str = "remora-node";
 
 /// Why credentials could not be loaded or made.
@@ -95,20 +102,20 @@ impl Root {
         Ok(Root { cert, key })
     }
 
-    fn issue(&self) -> Result<(rcgen::Certificate, KeyPair), CredentialsError> {
+    /// A node certificate for `name` (its Common Name), valid for the server name
+    /// every node dials.
+    fn issue(&self, name: &str) -> Result<(rcgen::Certificate, KeyPair), CredentialsError> {
         let key = KeyPair::generate().map_err(generate)?;
         let mut params = CertificateParams::new(vec![NODE_NAME.to_owned()]).map_err(generate)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, NODE_NAME);
+        params.distinguished_name.push(DnType::CommonName, name);
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .map_err(generate)?;
         Ok((cert, key))
     }
 
-    fn credentials(&self) -> Result<Credentials, CredentialsError> {
-        let (cert, key) = self.issue()?;
+    fn credentials(&self, name: &str) -> Result<Credentials, CredentialsError> {
+        let (cert, key) = self.issue(name)?;
         Ok(Credentials {
             root: self.cert.der().clone(),
             chain: vec![cert.der().clone()],
@@ -140,13 +147,23 @@ fn write(path: &Path, contents: &str) -> Result<(), CredentialsError> {
 impl Credentials {
     /// Credentials under this process's ephemeral cluster root (made on first use):
     /// every node of the process that uses them trusts every other, and nothing else.
+    /// The certificate's Common Name is `remora-node`; see
+    /// [`Credentials::ephemeral_named`].
     pub fn ephemeral() -> Result<Credentials, CredentialsError> {
+        Credentials::ephemeral_named(NODE_NAME)
+    }
+
+    /// [`Credentials::ephemeral`] for a node called `name`: the certificate's Common
+    /// Name, which peers see as the identity of this node's calls
+    /// ([`Caller::identity`](crate::Caller::identity)). A node built with a name and
+    /// no credentials uses these.
+    pub fn ephemeral_named(name: &str) -> Result<Credentials, CredentialsError> {
         static ROOT: OnceLock<Result<Root, String>> = OnceLock::new();
         let root = ROOT
             .get_or_init(|| Root::generate().map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|e| CredentialsError::Generate(e.clone()))?;
-        root.credentials()
+        root.credentials(name)
     }
 
     /// Writes a new cluster root (`ca.pem`, `ca.key`) into `dir`, creating it.
@@ -164,10 +181,23 @@ impl Credentials {
     }
 
     /// Writes a node certificate and key (`node.pem`, `node.key`) signed by the
-    /// cluster root in `ca_dir` into `out_dir`.
+    /// cluster root in `ca_dir` into `out_dir`. Its Common Name is `remora-node`; see
+    /// [`Credentials::issue_named_node`].
     pub fn issue_node(
         ca_dir: impl AsRef<Path>,
         out_dir: impl AsRef<Path>,
+    ) -> Result<(), CredentialsError> {
+        Credentials::issue_named_node(ca_dir, out_dir, NODE_NAME)
+    }
+
+    /// [`Credentials::issue_node`] for a node called `name`: the certificate's Common
+    /// Name, which peers see as the identity of the node's calls
+    /// ([`Caller::identity`](crate::Caller::identity)). Whoever holds the root's key
+    /// decides which names exist.
+    pub fn issue_named_node(
+        ca_dir: impl AsRef<Path>,
+        out_dir: impl AsRef<Path>,
+        name: &str,
     ) -> Result<(), CredentialsError> {
         let ca_dir = ca_dir.as_ref();
         let out_dir = out_dir.as_ref();
@@ -175,7 +205,7 @@ impl Credentials {
             &read(&ca_dir.join("ca.pem"))?,
             &read(&ca_dir.join("ca.key"))?,
         )?;
-        let (cert, key) = root.issue()?;
+        let (cert, key) = root.issue(name)?;
         std::fs::create_dir_all(out_dir).map_err(|source| CredentialsError::Io {
             path: out_dir.to_owned(),
             source,
@@ -190,8 +220,19 @@ impl Credentials {
 
     /// Loads credentials from `dir`: the root `ca.pem`, and the node's `node.pem` and
     /// `node.key`; where those are missing but the root's `ca.key` is there, a fresh
-    /// node certificate is issued in memory (nodes sharing one directory).
+    /// node certificate is issued in memory (nodes sharing one directory), with the
+    /// Common Name `remora-node`; see [`Credentials::from_dir_named`].
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Credentials, CredentialsError> {
+        Credentials::from_dir_named(dir, NODE_NAME)
+    }
+
+    /// [`Credentials::from_dir`] for a node called `name`: a certificate issued in
+    /// memory gets `name` as its Common Name. A `node.pem` found in `dir` is used as
+    /// it is: its name is the one it was issued with.
+    pub fn from_dir_named(
+        dir: impl AsRef<Path>,
+        name: &str,
+    ) -> Result<Credentials, CredentialsError> {
         let dir = dir.as_ref();
         let ca_path = dir.join("ca.pem");
         let root = CertificateDer::from_pem_file(&ca_path).map_err(|e| CredentialsError::Pem {
@@ -224,9 +265,72 @@ impl Credentials {
             });
         }
         let signer = Root::load(&read(&ca_path)?, &read(&ca_key)?)?;
-        let mut credentials = signer.credentials()?;
+        let mut credentials = signer.credentials(name)?;
         // Trust the root exactly as written in ca.pem.
         credentials.root = root;
         Ok(credentials)
+    }
+}
+
+/// The Common Name of a DER certificate: `None` if it has none, or none that reads
+/// as a string, or does not parse. (The first, if there are several.)
+pub(crate) fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf_name(credentials: &Credentials) -> Option<String> {
+        common_name(credentials.chain.first().expect("a node certificate"))
+    }
+
+    #[test]
+    fn node_certificates_carry_the_node_name_and_the_common_server_name() {
+        let named = Credentials::ephemeral_named("alpha").unwrap();
+        assert_eq!(leaf_name(&named).as_deref(), Some("alpha"));
+        assert_eq!(
+            leaf_name(&Credentials::ephemeral().unwrap()).as_deref(),
+            Some(NODE_NAME)
+        );
+        let (_, cert) = x509_parser::parse_x509_certificate(&named.chain[0]).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(
+            san.value.general_names,
+            vec![x509_parser::extensions::GeneralName::DNSName(NODE_NAME)]
+        );
+    }
+
+    #[test]
+    fn a_certificate_without_a_common_name_has_none() {
+        let root = Root::generate().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![NODE_NAME.to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = params.signed_by(&key, &root.cert, &root.key).unwrap();
+        assert_eq!(common_name(cert.der()), None);
+        assert_eq!(common_name(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn named_certificates_issued_from_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        Credentials::create_cluster(dir).unwrap();
+        // Issued in memory from ca.key.
+        let shared = Credentials::from_dir_named(dir, "beta").unwrap();
+        assert_eq!(leaf_name(&shared).as_deref(), Some("beta"));
+        assert_eq!(
+            leaf_name(&Credentials::from_dir(dir).unwrap()).as_deref(),
+            Some(NODE_NAME)
+        );
+        // Written to node.pem: loaded as issued, whatever name the loader asks for.
+        let out = dir.join("gamma");
+        Credentials::issue_named_node(dir, &out, "gamma").unwrap();
+        let loaded = Credentials::from_dir_named(&out, "other").unwrap();
+        assert_eq!(leaf_name(&loaded).as_deref(), Some("gamma"));
     }
 }

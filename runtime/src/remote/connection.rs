@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::exports::{MarshalCx, Waiting};
+use crate::caller::Caller;
 use crate::error::CallError;
 use crate::marshal::{Answer, Args, Moved, Replier};
 use crate::node::WeakNode;
@@ -93,6 +94,9 @@ pub(crate) struct Connection {
     /// The node that dialed this connection: when two nodes dial each other at once,
     /// both keep the one dialed by the smaller node id.
     pub(crate) dialer: uuid::Uuid,
+    /// Who the peer is, as the transport authenticated it: what handlers of its
+    /// calls see through [`crate::caller()`].
+    caller: Arc<Caller>,
     session: Mutex<Session>,
     pending: Mutex<HashMap<u64, Pending>>,
     link: Box<dyn Link>,
@@ -102,16 +106,20 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// A connection to `peer`, whose name the transport authenticated as `identity`
+    /// (see [`Caller::identity`]).
     pub(crate) fn new(
         node: WeakNode,
         session: Session,
         peer: Hello,
+        identity: String,
         link: Box<dyn Link>,
         limits: Limits,
     ) -> Self {
         Connection {
             node,
             dialer: peer.node,
+            caller: Arc::new(Caller::new(peer.node, identity)),
             peer,
             session: Mutex::new(session),
             pending: Mutex::new(HashMap::new()),
@@ -377,7 +385,8 @@ impl Connection {
             let conn = self.clone();
             Replier::new(move |outcome| conn.reply(replies, id, outcome))
         }
-        .within(cx.clone());
+        .within(cx.clone())
+        .sent_by(self.caller.clone());
         cx.enter(|| exported.deliver(method, args, &self.limits, replier))
     }
 

@@ -24,15 +24,21 @@ use crate::reference::LocalRoute;
 use crate::wire::codec::Limits;
 use crate::wire::ObjectId;
 
-/// A reference as it travels.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct WireRef {
-    pub(crate) node: Uuid,
-    pub(crate) incarnation: u64,
-    pub(crate) object: ObjectId,
-    pub(crate) interface: u64,
-    /// Where the object's node accepts connections, if known.
-    pub(crate) addr: Option<String>,
+/// A reference as plain data: what travels inside a call, and what a naming
+/// service stores. [`Node::wire_ref`] makes one (exporting a local actor),
+/// [`Node::resolve`] turns one back into a typed proxy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WireRef {
+    /// The node the object lives on.
+    pub node: Uuid,
+    /// That node's run: a restarted node refuses references to its previous run.
+    pub incarnation: u64,
+    /// The object's id on its node (the capability to call it).
+    pub object: ObjectId,
+    /// The object's interface id (`stable_id` of the interface name).
+    pub interface: u64,
+    /// Where the object's node accepts connections, if it listens.
+    pub addr: Option<String>,
 }
 
 /// A delivery that has to wait for room in the actor's mailbox.

@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::connection::{Connection, Drained, Lane, Link, Step, ValueFrame};
 use crate::error::CallError;
 use crate::node::{Node, WeakNode};
+use crate::tls::NODE_NAME;
 use crate::wire::codec::{encode, FrameReader, Limits};
 use crate::wire::{Incoming as SessionIncoming, Session, SessionError};
 
@@ -127,6 +128,7 @@ async fn connect_with(a: &Node, b: &Node, values: bool) -> Result<Wire, CallErro
         a.id(),
         a.incarnation(),
         *a.limits(),
+        identity(b),
         from_b,
         ChannelLink { tx: to_b, values },
         cut.clone(),
@@ -137,6 +139,7 @@ async fn connect_with(a: &Node, b: &Node, values: bool) -> Result<Wire, CallErro
         b.id(),
         b.incarnation(),
         *b.limits(),
+        identity(a),
         from_a,
         ChannelLink { tx: to_a, values },
         cut.clone(),
@@ -151,14 +154,21 @@ async fn connect_with(a: &Node, b: &Node, values: bool) -> Result<Wire, CallErro
     Ok(Wire { cut, to })
 }
 
+/// Who `node` is to its peers in this process: the name its builder gave it. Both
+/// ends live in this process, so the name needs no certificate to vouch for it.
+fn identity(node: &Node) -> String {
+    node.name().unwrap_or(NODE_NAME).to_owned()
+}
+
 /// One side of an in-process connection: handshake, then read frames until the
-/// link or the wire is cut.
+/// link or the wire is cut. `peer_identity` is the other node's name.
 #[allow(clippy::too_many_arguments)]
 async fn run(
     node: WeakNode,
     id: uuid::Uuid,
     incarnation: u64,
     limits: Limits,
+    peer_identity: String,
     rx: mpsc::UnboundedReceiver<Packet>,
     link: ChannelLink,
     cut: Arc<Cut>,
@@ -194,6 +204,7 @@ async fn run(
         node.downgrade(),
         session,
         peer,
+        peer_identity,
         Box::new(link),
         limits,
     ));

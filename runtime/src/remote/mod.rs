@@ -7,4 +7,5 @@ pub mod inproc;
 pub(crate) mod quic;
 
 pub(crate) use connection::Connection;
-pub(crate) use exports::{Exported, MarshalCx, RemoteRoute, WireRef};
+pub use exports::WireRef;
+pub(crate) use exports::{Exported, MarshalCx, RemoteRoute};

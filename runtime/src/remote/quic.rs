@@ -19,12 +19,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use rustls_pki_types::CertificateDer;
 use std::future::Future;
 
 use super::connection::{Connection, Drained, Lane, Link};
 use crate::error::CallError;
 use crate::node::{Node, WeakNode};
-use crate::tls::{Credentials, NODE_NAME};
+use crate::tls::{common_name, Credentials, NODE_NAME};
 use crate::wire::codec::{encode, FrameReader, Limits};
 use crate::wire::{Incoming, ObjectId, Session, SessionError};
 
@@ -216,6 +217,7 @@ async fn establish(
         }
     };
 
+    let identity = peer_name(&quic);
     let link = Arc::new(QuicLink {
         quic: quic.clone(),
         control: Outbox::open(send),
@@ -229,6 +231,7 @@ async fn establish(
             me.downgrade(),
             session,
             peer,
+            identity,
             Box::new(LinkHandle(link.clone())),
             limits,
         )
@@ -257,6 +260,20 @@ async fn establish(
         }
     });
     Ok(kept)
+}
+
+/// The peer's name: the Common Name of the certificate it presented, which the TLS
+/// handshake verified against the cluster root (both ways: client certificates are
+/// required). A certificate without one names an anonymous member, `remora-node`.
+fn peer_name(quic: &quinn::Connection) -> String {
+    let name = quic
+        .peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().and_then(|leaf| common_name(leaf)));
+    name.unwrap_or_else(|| {
+        tracing::debug!(remote = %quic.remote_address(), "peer certificate without a common name");
+        NODE_NAME.to_owned()
+    })
 }
 
 /// Reads frames from one stream into the connection; replies to what arrives here
