@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use remora::{Actor, Node};
 
+pub mod etcd;
+
 /// Safety net for awaits that must complete; never a performance bound.
 pub const SAFETY: Duration = Duration::from_secs(10);
 
@@ -121,13 +123,18 @@ impl ChildNode {
 
     /// [`ChildNode::spawn`] listening on `listen`.
     pub fn spawn_at(binary: &str, credentials: &std::path::Path, listen: &str) -> ChildNode {
+        ChildNode::spawn_with(binary, credentials, &["--listen", listen])
+    }
+
+    /// [`ChildNode::spawn`] with more arguments (`--listen ADDR`, `--registry ADDR`,
+    /// `--etcd URL --etcd-prefix P`, `--bind NAME`, `--lease-ms N`).
+    pub fn spawn_with(binary: &str, credentials: &std::path::Path, args: &[&str]) -> ChildNode {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         let mut child = Command::new(binary)
             .arg("--credentials")
             .arg(credentials)
-            .arg("--listen")
-            .arg(listen)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

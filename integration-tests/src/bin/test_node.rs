@@ -3,24 +3,38 @@
 //! `READY <node id> <listen addr> <counter object> <broker object>`, and runs until
 //! its standard input closes (the test dropped it) or it is killed.
 //!
+//! With `--bind NAME` it binds the counter under NAME in a registry (the one served
+//! at `--registry ADDR`, or etcd at `--etcd URL` under `--etcd-prefix P`) with a
+//! lease of `--lease-ms N`, before printing READY.
+//!
 //! ```text
 //! remora-test-node --credentials DIR [--listen 127.0.0.1:0]
+//!     [--registry ADDR | --etcd URL --etcd-prefix P] [--bind NAME] [--lease-ms N]
 //! ```
 
 use std::io::Read;
+use std::time::Duration;
 
 use remora::Node;
 use remora_integration_tests::{BrokerRef, CounterRef, Keeper, Tally};
+use remora_registry::{EtcdOptions, EtcdStore, Registry};
 
 #[tokio::main]
 async fn main() {
     let mut credentials = None;
     let mut listen = "127.0.0.1:0".to_owned();
+    let (mut registry, mut etcd, mut prefix, mut bind, mut lease_ms) =
+        (None, None, None, None, 10_000u64);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--credentials" => credentials = args.next(),
             "--listen" => listen = args.next().expect("--listen ADDR"),
+            "--registry" => registry = args.next(),
+            "--etcd" => etcd = args.next(),
+            "--etcd-prefix" => prefix = args.next(),
+            "--bind" => bind = args.next(),
+            "--lease-ms" => lease_ms = args.next().expect("--lease-ms N").parse().expect("ms"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -33,6 +47,22 @@ async fn main() {
         .expect("node starts");
     let counter: CounterRef = node.spawn(Tally::default());
     let broker: BrokerRef = node.spawn(Keeper::default());
+    let builder = Registry::builder().lease_ttl(Duration::from_millis(lease_ms));
+    let registry = match (registry, etcd) {
+        (Some(addr), _) => Some(builder.connect(&node, &addr).await.expect("registry")),
+        (None, Some(url)) => {
+            let options = EtcdOptions::new([url]).with_prefix(prefix.expect("--etcd-prefix P"));
+            let store = EtcdStore::connect_with(options).await.expect("etcd");
+            Some(builder.with_store(&node, store))
+        }
+        (None, None) => None,
+    };
+    if let Some(name) = bind {
+        let registry = registry
+            .as_ref()
+            .expect("--bind needs --registry or --etcd");
+        registry.bind(&name, &counter).await.expect("bind");
+    }
     println!(
         "READY {} {} {} {}",
         node.id(),

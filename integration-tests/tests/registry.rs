@@ -1,0 +1,516 @@
+//! The registry's behaviour, one suite run three ways: a registry node over the
+//! embedded `MemoryStore`, a registry node over a real etcd, and nodes using an
+//! `EtcdStore` directly (no registry node). Nodes talk QUIC on loopback.
+//!
+//! etcd runs as a child process started per test on free loopback ports; without
+//! an `etcd` binary the etcd variants print why and pass, unless
+//! `REMORA_REQUIRE_ETCD=1` (as in CI), where they fail.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use remora::{CallError, Node};
+use remora_integration_tests::etcd::EtcdServer;
+use remora_integration_tests::*;
+use remora_registry::{
+    EtcdOptions, EtcdStore, Event, MemoryStore, Pick, Registry, RegistryError, RegistryServer,
+};
+use tokio::time::{sleep, timeout, Instant};
+
+/// How the nodes of a test reach their registry.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// A registry node over `MemoryStore`.
+    Memory,
+    /// A registry node over `EtcdStore`.
+    EtcdNode,
+    /// Every node on `EtcdStore` directly.
+    EtcdDirect,
+}
+
+/// A registry and a way to add nodes that use it.
+struct World {
+    kind: Kind,
+    home: Node,
+    addr: String,
+    etcd: Option<(EtcdServer, String)>,
+    lease: Duration,
+}
+
+impl World {
+    /// `None` when the backend is not available here (etcd not installed).
+    async fn new(kind: Kind) -> Option<World> {
+        World::with_server(kind, |server| server).await
+    }
+
+    async fn with_server(
+        kind: Kind,
+        configure: impl FnOnce(RegistryServer) -> RegistryServer,
+    ) -> Option<World> {
+        let etcd = match kind {
+            Kind::Memory => None,
+            Kind::EtcdNode | Kind::EtcdDirect => {
+                let server = EtcdServer::start()?;
+                let prefix = format!("/test-{}/", uuid::Uuid::new_v4());
+                Some((server, prefix))
+            }
+        };
+        let home = Node::builder()
+            .name("home")
+            .listen("127.0.0.1:0")
+            .build()
+            .await
+            .unwrap();
+        let mut world = World {
+            kind,
+            addr: home.listen_addr().unwrap().to_string(),
+            home,
+            etcd,
+            lease: Duration::from_secs(2),
+        };
+        let server = match kind {
+            Kind::Memory => Some(RegistryServer::new(MemoryStore::new())),
+            Kind::EtcdNode => Some(RegistryServer::new(world.etcd_store().await)),
+            Kind::EtcdDirect => None,
+        };
+        if let Some(server) = server {
+            configure(server).start(&world.home).unwrap();
+        }
+        world.lease = Duration::from_secs(2);
+        Some(world)
+    }
+
+    async fn etcd_store(&self) -> EtcdStore {
+        let (server, prefix) = self.etcd.as_ref().expect("an etcd world");
+        EtcdStore::connect_with(EtcdOptions::new([server.url().to_owned()]).with_prefix(prefix))
+            .await
+            .unwrap()
+    }
+
+    /// A new node named `name`, listening on loopback, with its registry handle.
+    async fn node(&self, name: &str) -> (Node, Registry) {
+        let node = Node::builder()
+            .name(name)
+            .listen("127.0.0.1:0")
+            .peer_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .unwrap();
+        let registry = self.registry(&node).await.unwrap();
+        (node, registry)
+    }
+
+    async fn registry(&self, node: &Node) -> Result<Registry, RegistryError> {
+        let builder = Registry::builder().lease_ttl(self.lease);
+        match self.kind {
+            Kind::Memory | Kind::EtcdNode => builder.connect(node, &self.addr).await,
+            Kind::EtcdDirect => Ok(builder.with_store(node, self.etcd_store().await)),
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, for at most `within`.
+async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The next watch event, within 10 s.
+async fn next_event(watch: &mut remora_registry::Watch) -> Event {
+    timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a watch event within 10 s")
+        .expect("the watch goes on")
+        .expect("no watch error")
+}
+
+async fn bind_lookup_and_call_from_another_node(kind: Kind) {
+    let Some(world) = World::new(kind).await else {
+        return;
+    };
+    let (server, registry) = world.node("server").await;
+    let counter: CounterRef = server.spawn(Tally::default());
+    registry.bind("bank/counter", &counter).await.unwrap();
+
+    let (_client, registry) = world.node("client").await;
+    let found: CounterRef = registry.lookup("bank/counter").await.unwrap();
+    assert_eq!(found.add(40).await, Ok(40));
+    assert_eq!(counter.add(2).await, Ok(42), "the same actor");
+}
+
+async fn bind_refuses_a_taken_name_and_rebind_replaces_it(kind: Kind) {
+    let Some(world) = World::new(kind).await else {
+        return;
+    };
+    let (node, registry) = world.node("server").await;
+    let first: CounterRef = node.spawn(Tally::default());
+    let second: CounterRef = node.spawn(Tally::default());
+    first.add(1).await.unwrap();
+    second.add(2).await.unwrap();
+    registry.bind("c", &first).await.unwrap();
+    assert_eq!(
+        registry.bind("c", &second).await,
+        Err(RegistryError::AlreadyBound { name: "c".into() })
+    );
+    let (_other, theirs) = world.node("other").await;
+    let found: CounterRef = theirs.lookup("c").await.unwrap();
+    assert_eq!(found.total().await, Ok(1));
+
+    registry.rebind("c", &second).await.unwrap();
+    let found: CounterRef = theirs.lookup("c").await.unwrap();
+    assert_eq!(found.total().await, Ok(2));
+
+    theirs.unbind("c").await.unwrap();
+    assert_eq!(
+        theirs.lookup::<CounterRef>("c").await,
+        Err(RegistryError::NotBound { name: "c".into() })
+    );
+    assert_eq!(
+        registry.unbind("c").await,
+        Err(RegistryError::NotBound { name: "c".into() })
+    );
+    // Unbound, the name is free again.
+    registry.bind("c", &first).await.unwrap();
+}
+
+async fn lookup_is_typed(kind: Kind) {
+    let Some(world) = World::new(kind).await else {
+        return;
+    };
+    let (node, registry) = world.node("server").await;
+    let counter: CounterRef = node.spawn(Tally::default());
+    registry.bind("thing", &counter).await.unwrap();
+    let (_client, registry) = world.node("client").await;
+    assert_eq!(
+        registry.lookup::<BrokerRef>("thing").await,
+        Err(RegistryError::WrongInterface {
+            name: "thing".into(),
+            expected: "Broker".into(),
+            found: "Counter".into(),
+        })
+    );
+    assert!(registry.lookup::<CounterRef>("thing").await.is_ok());
+}
+
+async fn names_are_checked(kind: Kind) {
+    let Some(world) = World::new(kind).await else {
+        return;
+    };
+    let (node, registry) = world.node("server").await;
+    let counter: CounterRef = node.spawn(Tally::default());
+    for (name, bad) in [("", "empty"), ("a\nb", "control")] {
+        match registry.bind(name, &counter).await {
+            Err(RegistryError::InvalidName { reason, .. }) => {
+                assert!(reason.contains(bad), "{reason}")
+            }
+            other => panic!("{name:?}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        registry.join("a/b", &counter).await,
+        Err(RegistryError::InvalidName { .. })
+    ));
+}
+
+async fn list_shows_names_under_a_prefix_in_order(kind: Kind) {
+    let Some(world) = World::new(kind).await else {
+        return;
+    };
+    let (node, registry) = world.node("server").await;
+    let counter: CounterRef = node.spawn(Tally::default());
+    let broker: BrokerRef = node.spawn(Keeper::default());
+    registry.bind("app/b", &broker).await.unwrap();
+    registry.bind("app/a", &counter).await.unwrap();
+    registry.bind("other", &counter).await.unwrap();
+    registry.join("workers", &counter).await.unwrap();
+
+    let (_client, registry) = world.node("client").await;
+    let listed = registry.list("app/").await.unwrap();
+    let names: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|e| (e.name.as_str(), e.interface.as_str()))
+        .collect();
+    assert_eq!(names, [("app/a", "Counter"), ("app/b", "Broker")]);
+    assert!(listed
+        .iter()
+        .all(|e| e.node() == node.id() && e.owner == node.id()));
+    let all = registry.list("").await.unwrap();
+    assert_eq!(all.len(), 3, "group members are not names: {all:?}");
+}
+
+async fn watch_reports_changes_in_order(kind: Kind) {
+    let Some(world) = World::new(kind).await else {
+        return;
+    };
+    let (_watcher, theirs) = world.node("watcher").await;
+    let mut watch = theirs.watch("svc/").await.unwrap();
+    let (node, registry) = world.node("server").await;
+    let one: CounterRef = node.spawn(Tally::default());
+    let two: CounterRef = node.spawn(Tally::default());
+    let (one_id, two_id) = (node.wire_ref(&one).object, node.wire_ref(&two).object);
+
+    registry.bind("svc/a", &one).await.unwrap();
+    registry.bind("elsewhere", &one).await.unwrap();
+    registry.rebind("svc/a", &two).await.unwrap();
+    registry.unbind("svc/a").await.unwrap();
+    registry.bind("svc/b", &one).await.unwrap();
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(match next_event(&mut watch).await {
+            Event::Bound(e) => ("bound", e.object(), e.name),
+            Event::Unbound(e) => ("unbound", e.object(), e.name),
+        });
+    }
+    assert_eq!(
+        seen,
+        [
+            ("bound", one_id, "svc/a".to_owned()),
+            ("bound", two_id, "svc/a".to_owned()),
+            ("unbound", two_id, "svc/a".to_owned()),
+            ("bound", one_id, "svc/b".to_owned()),
+        ]
+    );
+}
+
+async fn a_stopped_actor_is_unbound_at_once(kind: Kind) {
+    let Some(world) = World::new(kind).await else {
+        return;
+    };
+    let (node, registry) = world.node("server").await;
+    let counter: CounterRef = node.spawn(Tally::default());
+    let mut watch = registry.watch("").await.unwrap();
+    registry.bind("short-lived", &counter).await.unwrap();
+    assert!(matches!(next_event(&mut watch).await, Event::Bound(_)));
+    node.stop(&counter);
+    match next_event(&mut watch).await {
+        Event::Unbound(e) => assert_eq!(e.name, "short-lived"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        registry.lookup::<CounterRef>("short-lived").await,
+        Err(RegistryError::NotBound { .. })
+    ));
+}
+
+async fn a_node_that_goes_away_loses_its_names(kind: Kind) {
+    let Some(world) = World::new(kind).await else {
+        return;
+    };
+    let (node, registry) = world.node("server").await;
+    let counter: CounterRef = node.spawn(Tally::default());
+    registry.bind("mine", &counter).await.unwrap();
+    node.shutdown().await;
+    let (_client, theirs) = world.node("client").await;
+    // Shut down, the node's actors stop (unbinding their names) and its lease
+    // ends; bounded by the lease in any case.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            matches!(
+                theirs.lookup::<CounterRef>("mine").await,
+                Err(RegistryError::NotBound { .. })
+            )
+        })
+        .await,
+        "the name outlived its node"
+    );
+}
+
+async fn groups_round_robin_and_skip_failed_members(kind: Kind) {
+    let Some(world) = World::new(kind).await else {
+        return;
+    };
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let (node, registry) = world.node(&format!("member{i}")).await;
+        let counter: CounterRef = node.spawn(Tally::default());
+        counter.add(i * 100).await.unwrap();
+        registry.join("workers", &counter).await.unwrap();
+        members.push((node, counter));
+    }
+    let (_client, registry) = world.node("client").await;
+    assert_eq!(
+        registry
+            .members::<CounterRef>("workers")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(matches!(
+        registry.members::<BrokerRef>("workers").await,
+        Err(RegistryError::WrongInterface { .. })
+    ));
+    let group = registry.group::<CounterRef>("workers").await.unwrap();
+    assert_eq!(group.live(), 3);
+
+    // Round-robin: six calls, two to each member.
+    let mut hits = BTreeMap::new();
+    for _ in 0..6 {
+        let total = group.call(|c| async move { c.add(0).await }).await.unwrap();
+        *hits.entry(total).or_insert(0) += 1;
+    }
+    assert_eq!(hits, BTreeMap::from([(0, 2), (100, 2), (200, 2)]));
+
+    // A member's node goes down: at most one call fails (it may have been picked
+    // before the registry noticed), then only live members are called.
+    members[1].0.shutdown().await;
+    let mut failures = 0;
+    let mut hits = BTreeMap::new();
+    for _ in 0..8 {
+        match group.call(|c| async move { c.add(0).await }).await {
+            Ok(total) => *hits.entry(total).or_insert(0) += 1,
+            Err(RegistryError::Call(err)) => {
+                assert!(!matches!(err, CallError::Timeout { .. }), "{err:?}");
+                failures += 1;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(failures <= 1, "{failures} calls failed");
+    assert!(!hits.contains_key(&100), "{hits:?}");
+    assert_eq!(hits.values().sum::<i32>(), 8 - failures);
+
+    // Leaving takes a member out; an empty group is an error, not a hang.
+    registry.leave("workers", &members[0].1).await.unwrap();
+    registry.leave("workers", &members[2].1).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            matches!(group.pick(), Err(RegistryError::NoMembers { .. }))
+        })
+        .await
+    );
+    assert!(matches!(
+        group.call(|c| async move { c.add(0).await }).await,
+        Err(RegistryError::NoMembers { .. })
+    ));
+}
+
+async fn random_groups_reach_every_member(kind: Kind) {
+    let Some(world) = World::new(kind).await else {
+        return;
+    };
+    let (node, registry) = world.node("members").await;
+    for i in 0..3 {
+        let counter: CounterRef = node.spawn(Tally::default());
+        counter.add(i).await.unwrap();
+        registry.join("pool", &counter).await.unwrap();
+    }
+    let group = registry
+        .group_with::<CounterRef>("pool", Pick::Random)
+        .await
+        .unwrap();
+    let mut hits = BTreeMap::new();
+    for _ in 0..200 {
+        let total = group
+            .call(|c| async move { c.total().await })
+            .await
+            .unwrap();
+        *hits.entry(total).or_insert(0) += 1;
+    }
+    // 200 uniform picks among 3 miss a member with probability ~1e-35.
+    assert_eq!(hits.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+}
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Kind::Memory).await
+                }
+            )*
+        }
+        mod etcd_node {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Kind::EtcdNode).await
+                }
+            )*
+        }
+        mod etcd_direct {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Kind::EtcdDirect).await
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    bind_lookup_and_call_from_another_node,
+    bind_refuses_a_taken_name_and_rebind_replaces_it,
+    lookup_is_typed,
+    names_are_checked,
+    list_shows_names_under_a_prefix_in_order,
+    watch_reports_changes_in_order,
+    a_stopped_actor_is_unbound_at_once,
+    a_node_that_goes_away_loses_its_names,
+    groups_round_robin_and_skip_failed_members,
+    random_groups_reach_every_member,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_replaced_and_the_nodes_names_put_back() {
+    let store = MemoryStore::new();
+    let node = Node::builder().build().await.unwrap();
+    let registry = Registry::builder()
+        .lease_ttl(Duration::from_millis(300))
+        .with_store(&node, store.clone());
+    let counter: CounterRef = node.spawn(Tally::default());
+    registry.bind("kept", &counter).await.unwrap();
+    // The store forgets the lease (as a restarted registry would).
+    use remora_registry::Store;
+    let lease = 1;
+    store.revoke(lease).await.unwrap();
+    assert_eq!(store.get("names/kept").await.unwrap(), None);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            registry.lookup::<CounterRef>("kept").await.is_ok()
+        })
+        .await,
+        "the name was not bound again under a new lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_no_registry_says_why() {
+    let node = Node::builder().build().await.unwrap();
+    // A node that serves no registry.
+    let bare = Node::builder().listen("127.0.0.1:0").build().await.unwrap();
+    let addr = bare.listen_addr().unwrap().to_string();
+    assert!(matches!(
+        Registry::connect(&node, &addr).await.err(),
+        Some(RegistryError::Call(CallError::NoSuchObject))
+    ));
+    // Nothing listening there at all.
+    drop(bare);
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let node = Node::builder()
+        .peer_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    assert!(matches!(
+        timeout(Duration::from_secs(20), Registry::connect(&node, &addr))
+            .await
+            .expect("gives up within the peer timeout"),
+        Err(RegistryError::Call(CallError::ConnectFailed { .. }))
+    ));
+}

@@ -1,0 +1,428 @@
+//! [`Registry`]: names to typed references, for one node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use remora::{Interface, Node, Unmarshal};
+
+use crate::entry::{group_prefix, in_names, member_key, name_key, Entry, Event, NAMES};
+use crate::error::RegistryError;
+use crate::group::{Group, Pick};
+use crate::remote::RemoteStore;
+use crate::store::{Changes, LeaseId, Record, Store};
+
+/// How long a node's entries outlive its last lease renewal, unless configured.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// A node's handle on the cluster's registry: bind names to references, look
+/// them up as typed proxies, watch names, and form groups.
+///
+/// Entries belong to the node that made them. It keeps them alive with a lease,
+/// renewed in the background: when the node dies or loses the registry for longer
+/// than the lease (default [`DEFAULT_LEASE`], at most what the registry grants),
+/// its entries vanish. An entry whose actor stops is removed at once. Clones share
+/// one lease.
+///
+/// ```
+/// use remora::{Actor, Node};
+/// use remora_registry::{MemoryStore, Registry, RegistryError, RegistryServer};
+///
+/// #[remora::remote]
+/// pub trait Greeter {
+///     async fn greet(&mut self, who: String) -> String;
+/// }
+/// struct Hello;
+/// impl Actor for Hello {}
+/// impl Greeter for Hello {
+///     async fn greet(&mut self, who: String) -> String { format!("hello, {who}") }
+/// }
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // One node serves the registry...
+/// let home = Node::builder().listen("127.0.0.1:0").build().await?;
+/// RegistryServer::serve(&home, MemoryStore::new())?;
+/// let addr = home.listen_addr().unwrap().to_string();
+///
+/// // ...another binds a name in it...
+/// let server = Node::builder().listen("127.0.0.1:0").build().await?;
+/// let registry = Registry::connect(&server, &addr).await?;
+/// let greeter: GreeterRef = server.spawn(Hello);
+/// registry.bind("greeter", &greeter).await?;
+///
+/// // ...and a third looks it up, typed.
+/// let client = Node::builder().build().await?;
+/// let registry = Registry::connect(&client, &addr).await?;
+/// let greeter: GreeterRef = registry.lookup("greeter").await?;
+/// assert_eq!(greeter.greet("you".into()).await?, "hello, you");
+/// assert!(matches!(
+///     registry.lookup::<GreeterRef>("nobody").await,
+///     Err(RegistryError::NotBound { .. })
+/// ));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    node: Node,
+    store: Arc<dyn Store>,
+    lease_ttl: Duration,
+    /// This node's lease, granted on its first entry.
+    lease: tokio::sync::Mutex<Option<LeaseId>>,
+    /// This node's entries, to put back if the lease is lost (registry restarted,
+    /// or unreachable for longer than the lease).
+    owned: parking_lot::Mutex<HashMap<String, Owned>>,
+}
+
+#[derive(Clone)]
+struct Owned {
+    record: Record,
+    /// A `bind`: put back only if nobody took the name meanwhile.
+    exclusive: bool,
+}
+
+/// Options for a [`Registry`] handle.
+#[derive(Clone, Debug)]
+pub struct RegistryBuilder {
+    lease_ttl: Duration,
+}
+
+impl Default for RegistryBuilder {
+    fn default() -> Self {
+        RegistryBuilder {
+            lease_ttl: DEFAULT_LEASE,
+        }
+    }
+}
+
+impl RegistryBuilder {
+    /// How long this node's entries outlive its last renewal (renewed every third
+    /// of it). A registry node caps it at its own maximum.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(100));
+        self
+    }
+
+    /// A handle on the registry served by the node at `addr`.
+    pub async fn connect(self, node: &Node, addr: &str) -> Result<Registry, RegistryError> {
+        let store = RemoteStore::connect(node, addr).await?;
+        Ok(self.with_store(node, store))
+    }
+
+    /// A handle on a store this node uses directly: a shared `EtcdStore`, or a
+    /// [`MemoryStore`](crate::MemoryStore) for nodes of one process.
+    pub fn with_store(self, node: &Node, store: impl Store) -> Registry {
+        self.with_shared_store(node, Arc::new(store))
+    }
+
+    pub(crate) fn with_shared_store(self, node: &Node, store: Arc<dyn Store>) -> Registry {
+        Registry {
+            shared: Arc::new(Shared {
+                node: node.clone(),
+                store,
+                lease_ttl: self.lease_ttl,
+                lease: tokio::sync::Mutex::new(None),
+                owned: parking_lot::Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+impl Registry {
+    /// Options: lease time to live.
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    /// A handle on the registry served by the node listening at `addr`
+    /// (see [`RegistryServer`](crate::RegistryServer)).
+    pub async fn connect(node: &Node, addr: &str) -> Result<Registry, RegistryError> {
+        Registry::builder().connect(node, addr).await
+    }
+
+    /// A handle on a store `node` uses directly (no registry node in between).
+    pub fn with_store(node: &Node, store: impl Store) -> Registry {
+        Registry::builder().with_store(node, store)
+    }
+
+    /// The node this handle binds for.
+    pub fn node(&self) -> &Node {
+        &self.shared.node
+    }
+
+    /// Binds `name` to `r`. Fails with [`RegistryError::AlreadyBound`] if the name
+    /// is taken. The name is unbound when `r`'s actor stops, or when this node
+    /// goes away.
+    pub async fn bind<R: Interface>(&self, name: &str, r: &R) -> Result<(), RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        let record = self.record(name_key(name)?, r);
+        let lease = self.lease().await?;
+        self.shared
+            .store
+            .create(record.clone(), lease)
+            .await
+            .map_err(in_names)?;
+        self.own(record, true, r);
+        Ok(())
+    }
+
+    /// Binds `name` to `r`, replacing whatever it was bound to.
+    pub async fn rebind<R: Interface>(&self, name: &str, r: &R) -> Result<(), RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        let record = self.record(name_key(name)?, r);
+        let lease = self.lease().await?;
+        self.shared.store.put(record.clone(), lease).await?;
+        self.own(record, false, r);
+        Ok(())
+    }
+
+    /// Unbinds `name`, whoever bound it. Fails with [`RegistryError::NotBound`] if
+    /// nothing was bound under it.
+    pub async fn unbind(&self, name: &str) -> Result<(), RegistryError> {
+        let key = name_key(name)?;
+        self.shared.owned.lock().remove(&key);
+        match self.shared.store.delete(&key, None).await? {
+            Some(_) => Ok(()),
+            None => Err(RegistryError::NotBound {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// The object bound under `name`, as a typed proxy. Fails with
+    /// [`RegistryError::NotBound`] if nothing is, and [`RegistryError::WrongInterface`]
+    /// if it is an object of another interface than `R`.
+    pub async fn lookup<R: Interface>(&self, name: &str) -> Result<R, RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        let key = name_key(name)?;
+        let record = self
+            .shared
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| RegistryError::NotBound {
+                name: name.to_owned(),
+            })?;
+        self.resolve(name, &record)
+    }
+
+    /// Every bound name that starts with `prefix` (`""` for all), in name order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>, RegistryError> {
+        let records = self.shared.store.list(&format!("{NAMES}{prefix}")).await?;
+        Ok(records.into_iter().map(Entry::from_record).collect())
+    }
+
+    /// Names bound and unbound under `prefix` from now on, in order.
+    pub async fn watch(&self, prefix: &str) -> Result<Watch, RegistryError> {
+        let changes = self.shared.store.watch(&format!("{NAMES}{prefix}")).await?;
+        Ok(Watch { changes })
+    }
+
+    /// Adds `r` to `group` (a group holds any number of objects of one interface).
+    /// Leaves it when `r`'s actor stops or this node goes away.
+    pub async fn join<R: Interface>(&self, group: &str, r: &R) -> Result<(), RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        let wire = self.shared.node.wire_ref(r);
+        let record = self.record(member_key(group, wire.object)?, r);
+        let lease = self.lease().await?;
+        self.shared.store.put(record.clone(), lease).await?;
+        self.own(record, false, r);
+        Ok(())
+    }
+
+    /// Takes `r` out of `group` (nothing happens if it was not in it).
+    pub async fn leave<R: Interface>(&self, group: &str, r: &R) -> Result<(), RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        let object = self.shared.node.wire_ref(r).object;
+        let key = member_key(group, object)?;
+        self.shared.owned.lock().remove(&key);
+        self.shared.store.delete(&key, Some(object)).await?;
+        Ok(())
+    }
+
+    /// The members of `group` now, as typed proxies.
+    pub async fn members<R: Interface>(&self, group: &str) -> Result<Vec<R>, RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        let records = self.shared.store.list(&group_prefix(group)?).await?;
+        records
+            .iter()
+            .map(|record| self.resolve(group, record))
+            .collect()
+    }
+
+    /// A proxy for `group` that picks a live member per call, round-robin.
+    pub async fn group<R: Interface>(&self, group: &str) -> Result<Group<R>, RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        self.group_with(group, Pick::RoundRobin).await
+    }
+
+    /// A proxy for `group` that picks a live member per call as `pick` says.
+    pub async fn group_with<R: Interface>(
+        &self,
+        group: &str,
+        pick: Pick,
+    ) -> Result<Group<R>, RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        Group::start(self.clone(), group, pick).await
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// `record` as a proxy of interface `R`, or why not.
+    pub(crate) fn resolve<R: Interface>(
+        &self,
+        name: &str,
+        record: &Record,
+    ) -> Result<R, RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        if record.target.interface != <R::Msg as Unmarshal>::INTERFACE_ID {
+            return Err(RegistryError::WrongInterface {
+                name: name.to_owned(),
+                expected: <R::Msg as Unmarshal>::INTERFACE.to_owned(),
+                found: record.interface.clone(),
+            });
+        }
+        Ok(self.shared.node.resolve(&record.target)?)
+    }
+
+    fn record<R: Interface>(&self, key: String, r: &R) -> Record
+    where
+        R::Msg: Unmarshal,
+    {
+        Record {
+            key,
+            target: self.shared.node.wire_ref(r),
+            interface: <R::Msg as Unmarshal>::INTERFACE.to_owned(),
+            owner: self.shared.node.id(),
+        }
+    }
+
+    /// Remembers an entry of this node's, and removes it when its actor stops.
+    fn own<R: Interface>(&self, record: Record, exclusive: bool, r: &R) {
+        let (key, object) = (record.key.clone(), record.object());
+        self.shared
+            .owned
+            .lock()
+            .insert(key.clone(), Owned { record, exclusive });
+        let stopped = self.shared.node.monitor(r);
+        let shared = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            let reason = stopped.await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mine = {
+                let mut owned = shared.owned.lock();
+                let mine = owned.get(&key).is_some_and(|o| o.record.object() == object);
+                if mine {
+                    owned.remove(&key);
+                }
+                mine
+            };
+            if mine {
+                tracing::debug!(%key, %reason, "object stopped; removing its registry entry");
+                if let Err(err) = shared.store.delete(&key, Some(object)).await {
+                    tracing::warn!(%key, %err, "could not remove the entry of a stopped object; its lease will");
+                }
+            }
+        });
+    }
+
+    /// This node's lease, granted (and its renewal started) on first use.
+    async fn lease(&self) -> Result<LeaseId, RegistryError> {
+        let mut lease = self.shared.lease.lock().await;
+        if let Some(id) = *lease {
+            return Ok(id);
+        }
+        let id = self.shared.store.grant(self.shared.lease_ttl).await?;
+        *lease = Some(id);
+        tokio::spawn(renew(self.shared.clone()));
+        Ok(id)
+    }
+}
+
+/// Renews the node's lease every third of its time to live until the node shuts
+/// down; a lost lease is replaced and the node's entries put back.
+async fn renew(shared: Arc<Shared>) {
+    let period = shared.lease_ttl / 3;
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(lease) = *shared.lease.lock().await else {
+            return;
+        };
+        if shared.node.is_shut_down() {
+            let _ = tokio::time::timeout(period, shared.store.revoke(lease)).await;
+            return;
+        }
+        match tokio::time::timeout(period, shared.store.keep_alive(lease)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(RegistryError::LeaseExpired)) => {
+                tracing::warn!("registry lease expired; binding this node's entries again");
+                restore(&shared).await;
+            }
+            Ok(Err(err)) => tracing::warn!(%err, "could not renew the registry lease; retrying"),
+            Err(_) => tracing::warn!("renewing the registry lease timed out; retrying"),
+        }
+    }
+}
+
+/// Takes a new lease and puts this node's entries back under it.
+async fn restore(shared: &Shared) {
+    let mut lease = shared.lease.lock().await;
+    let id = match shared.store.grant(shared.lease_ttl).await {
+        Ok(id) => id,
+        Err(err) => {
+            tracing::warn!(%err, "could not take a new registry lease; retrying");
+            return;
+        }
+    };
+    *lease = Some(id);
+    let owned: Vec<Owned> = shared.owned.lock().values().cloned().collect();
+    for entry in owned {
+        let key = entry.record.key.clone();
+        let result = if entry.exclusive {
+            shared.store.create(entry.record, id).await
+        } else {
+            shared.store.put(entry.record, id).await.map(|_| ())
+        };
+        if let Err(err) = result {
+            tracing::warn!(%key, %err, "could not bind again after losing the lease");
+            shared.owned.lock().remove(&key);
+        }
+    }
+}
+
+/// Names bound and unbound under a prefix, in order ([`Registry::watch`]).
+pub struct Watch {
+    changes: Changes,
+}
+
+impl Watch {
+    /// The next event; an error if the watch was lost (then `None` after it).
+    pub async fn next(&mut self) -> Option<Result<Event, RegistryError>> {
+        Some(self.changes.next().await?.map(Event::from_change))
+    }
+}

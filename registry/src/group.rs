@@ -1,0 +1,252 @@
+//! A group proxy: one of a group's live members per call.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use remora::wire::ObjectId;
+use remora::{CallError, Interface, Unmarshal};
+
+use crate::client::Registry;
+use crate::entry::group_prefix;
+use crate::error::RegistryError;
+use crate::store::{Change, Record};
+
+/// How a [`Group`] picks the member that gets a call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pick {
+    /// Each live member in turn.
+    #[default]
+    RoundRobin,
+    /// A live member at random.
+    Random,
+}
+
+/// A proxy for a registry group: each call goes to one live member, picked
+/// round-robin or at random ([`Registry::group`]).
+///
+/// Membership follows the registry (a watch keeps it current). A member whose call
+/// fails because it is gone (its node is down, unreachable or restarted, or the
+/// actor stopped) is skipped from the next call on. The failed call itself is not
+/// retried: it may have run, and retrying is the caller's decision.
+pub struct Group<R> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R> Clone for Group<R> {
+    fn clone(&self) -> Self {
+        Group {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<R> {
+    name: String,
+    pick: Pick,
+    registry: Registry,
+    members: Mutex<Vec<Member<R>>>,
+    turn: AtomicUsize,
+}
+
+struct Member<R> {
+    record: Record,
+    proxy: Option<R>,
+    failed: bool,
+}
+
+impl<R: Interface> Group<R>
+where
+    R::Msg: Unmarshal,
+{
+    pub(crate) async fn start(
+        registry: Registry,
+        name: &str,
+        pick: Pick,
+    ) -> Result<Group<R>, RegistryError> {
+        let prefix = group_prefix(name)?;
+        // Watch first, then list: a change in between shows in both, never in neither.
+        let mut changes = registry.store().watch(&prefix).await?;
+        let listed = registry.store().list(&prefix).await?;
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            pick,
+            registry,
+            members: Mutex::new(Vec::new()),
+            turn: AtomicUsize::new(0),
+        });
+        for record in listed {
+            shared.apply(Change::Put(record));
+        }
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            while let Some(change) = changes.next().await {
+                let Some(shared) = weak.upgrade() else { return };
+                match change {
+                    Ok(change) => shared.apply(change),
+                    Err(err) => {
+                        tracing::warn!(group = %shared.name, %err, "group watch lost; following it again");
+                        drop(shared);
+                        match follow_again(&weak, &prefix).await {
+                            Some(fresh) => changes = fresh,
+                            None => return,
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Group { shared })
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// How many members are known and not failed.
+    pub fn live(&self) -> usize {
+        self.shared
+            .members
+            .lock()
+            .iter()
+            .filter(|m| !m.failed)
+            .count()
+    }
+
+    /// The member the next call would go to (and moves the turn on).
+    /// [`RegistryError::NoMembers`] if none is live.
+    pub fn pick(&self) -> Result<R, RegistryError> {
+        self.pick_member().map(|(_, proxy)| proxy)
+    }
+
+    /// Calls one live member: `call` gets its proxy and makes the call. A member
+    /// whose call fails because it is gone is skipped from then on.
+    ///
+    /// ```ignore
+    /// let total = workers.call(|w| async move { w.work(job).await }).await?;
+    /// ```
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, RegistryError>
+    where
+        F: FnOnce(R) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let (object, proxy) = self.pick_member()?;
+        let result = call(proxy).await;
+        if let Err(err) = &result {
+            if is_gone(err) {
+                self.shared.fail(object);
+            }
+        }
+        Ok(result?)
+    }
+
+    fn pick_member(&self) -> Result<(ObjectId, R), RegistryError> {
+        let shared = &self.shared;
+        let mut members = shared.members.lock();
+        loop {
+            let live: Vec<usize> = (0..members.len()).filter(|&i| !members[i].failed).collect();
+            if live.is_empty() {
+                return Err(RegistryError::NoMembers {
+                    group: shared.name.clone(),
+                });
+            }
+            let turn = match shared.pick {
+                Pick::RoundRobin => shared.turn.fetch_add(1, Ordering::Relaxed),
+                Pick::Random => fastrand::usize(..live.len()),
+            };
+            let member = &mut members[live[turn % live.len()]];
+            if member.proxy.is_none() {
+                match shared.registry.resolve::<R>(&shared.name, &member.record) {
+                    Ok(proxy) => member.proxy = Some(proxy),
+                    Err(err) => {
+                        tracing::debug!(group = %shared.name, %err, "group member unusable; skipped");
+                        member.failed = true;
+                        continue;
+                    }
+                }
+            }
+            if let Some(proxy) = &member.proxy {
+                return Ok((member.record.object(), proxy.clone()));
+            }
+        }
+    }
+}
+
+/// Watches and lists the group again after its watch was lost; gives up when the
+/// group is dropped. Tries every second.
+async fn follow_again<R: Interface>(
+    weak: &Weak<Shared<R>>,
+    prefix: &str,
+) -> Option<crate::store::Changes>
+where
+    R::Msg: Unmarshal,
+{
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let shared = weak.upgrade()?;
+        let store = shared.registry.store().clone();
+        let Ok(changes) = store.watch(prefix).await else {
+            continue;
+        };
+        let Ok(listed) = store.list(prefix).await else {
+            continue;
+        };
+        let mut members = shared.members.lock();
+        members.retain(|m| listed.iter().any(|r| r == &m.record));
+        drop(members);
+        for record in listed {
+            shared.apply(Change::Put(record));
+        }
+        return Some(changes);
+    }
+}
+
+impl<R> Shared<R> {
+    fn apply(&self, change: Change) {
+        let mut members = self.members.lock();
+        match change {
+            Change::Put(record) => {
+                match members.iter_mut().find(|m| m.record.key == record.key) {
+                    // Unchanged: a repeat (watch and list overlap) keeps its state.
+                    Some(m) if m.record == record => {}
+                    Some(m) => *m = Member::new(record),
+                    None => members.push(Member::new(record)),
+                }
+                members.sort_by(|a, b| a.record.key.cmp(&b.record.key));
+            }
+            Change::Deleted(record) => members.retain(|m| m.record.key != record.key),
+        }
+    }
+
+    fn fail(&self, object: ObjectId) {
+        let mut members = self.members.lock();
+        for member in members.iter_mut().filter(|m| m.record.object() == object) {
+            tracing::debug!(group = %self.name, %object, "group member failed; skipped from now on");
+            member.failed = true;
+        }
+    }
+}
+
+impl<R> Member<R> {
+    fn new(record: Record) -> Self {
+        Member {
+            record,
+            proxy: None,
+            failed: false,
+        }
+    }
+}
+
+/// Whether a call's error means the member itself is gone (not merely slow or busy).
+fn is_gone(err: &CallError) -> bool {
+    matches!(
+        err,
+        CallError::NodeDown { .. }
+            | CallError::ConnectFailed { .. }
+            | CallError::NodeRestarted { .. }
+            | CallError::ActorStopped
+            | CallError::NoSuchObject
+    )
+}

@@ -1,0 +1,39 @@
+//! Remora's naming service, RMI's registry done right: names resolve to typed
+//! remote references from any node of the cluster.
+//!
+//! - [`Registry`]: a node's handle: `bind`, `rebind`, `unbind`, typed `lookup`,
+//!   `list`, `watch`, and groups (`join`, `leave`, `members`, a [`Group`] proxy).
+//! - [`RegistryServer`]: serves a [`Store`] from a node, as an ordinary remote
+//!   object; [`Registry::connect`] reaches it by the node's address.
+//! - Stores: [`MemoryStore`] (embedded, the default), `EtcdStore` (feature `etcd`:
+//!   entries in an etcd cluster, which several registry nodes, or nodes directly,
+//!   can share).
+//!
+//! Entries belong to the node that made them and live on its lease: when the node
+//! dies, its names vanish within the lease's time to live; when an actor stops,
+//! its names go at once.
+
+mod client;
+mod entry;
+mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
+mod group;
+mod memory;
+mod remote;
+mod server;
+mod store;
+
+pub use client::{Registry, RegistryBuilder, Watch, DEFAULT_LEASE};
+pub use entry::{Entry, Event};
+pub use error::RegistryError;
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdOptions, EtcdStore};
+pub use group::{Group, Pick};
+pub use memory::MemoryStore;
+pub use remote::RemoteStore;
+pub use server::{
+    RegistryServer, RegistryService, RegistryServiceRef, WatchSink, WatchSinkRef,
+    DEFAULT_MAX_LEASE, REGISTRY_OBJECT,
+};
+pub use store::{BoxFuture, Change, Changes, LeaseId, Record, Store, WATCH_BUFFER};
