@@ -13,6 +13,7 @@ mod echo;
 mod inproc;
 mod local;
 mod quic_base;
+mod registry;
 mod remote;
 
 use std::time::Duration;
@@ -137,8 +138,11 @@ fn main() {
                 if selected("i2") {
                     inproc::i2(scale).await;
                 }
-                if ["w1", "w2", "w3", "w4"].iter().any(|w| selected(w)) {
+                if ["w1", "w2", "w3", "w4", "r1"].iter().any(|w| selected(w)) {
                     remote::run(scale, &selected).await;
+                }
+                if selected("r2") {
+                    registry::r2(scale).await;
                 }
             })
             .await
@@ -152,6 +156,7 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!("usage: remora-bench [--quick] [--only NAME]");
     eprintln!("  NAME: a workload, a prefix of one or one of its figures:");
-    eprintln!("        base (base.mpsc, base.ask, base.quic), l1, l2, l3, l4, i1, i2");
+    eprintln!("        base (base.mpsc, base.ask, base.quic), l1, l2, l3, l4, i1, i2,");
+    eprintln!("        w1, w2, w3, w4 (remote), r1, r2 (registry lookups: embedded, etcd)");
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }

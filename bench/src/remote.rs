@@ -2,17 +2,18 @@
 //! processes on loopback, over QUIC with mutual TLS as in production.
 //!
 //! The server is this binary again (`remora-bench __remora-server DIR`): a node
-//! listening on 127.0.0.1 under the cluster credentials in DIR, serving one echo
-//! actor for w1–w3 and eight for w4. It prints
-//! `READY <node> <addr> <echo> <w4 objects...>` and exits when its stdin closes.
+//! listening on 127.0.0.1 under the cluster credentials in DIR, serving the
+//! registry (embedded store) with one echo actor bound as `echo` for w1–w3 and
+//! eight as `w4/0`..`w4/7`. It prints `READY <addr>` and exits when its stdin
+//! closes. The client looks the actors up by name, as BENCH.md says.
 
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use remora::wire::ObjectId;
 use remora::{Credentials, Node};
+use remora_registry::{MemoryStore, Registry, RegistryServer};
 
 use crate::drive::{median_run, outstanding, Latencies};
 use crate::echo::{EchoActor, EchoRef};
@@ -34,19 +35,17 @@ pub fn serve(dir: &Path) -> ! {
             .build()
             .await
             .expect("server node");
+        let registry = RegistryServer::serve(&node, MemoryStore::new()).expect("registry");
         let echo: EchoRef = node.spawn(EchoActor);
-        let mut line = format!(
-            "READY {} {} {}",
-            node.id(),
-            node.listen_addr().expect("listening"),
-            node.export(&echo).expect("export")
-        );
-        let mut keep = vec![echo];
-        for _ in 0..W4_SERVERS {
+        registry.bind("echo", &echo).await.expect("bind");
+        for i in 0..W4_SERVERS {
             let actor: EchoRef = node.spawn(EchoActor);
-            line.push_str(&format!(" {}", node.export(&actor).expect("export")));
-            keep.push(actor);
+            registry
+                .bind(&format!("w4/{i}"), &actor)
+                .await
+                .expect("bind");
         }
+        let line = format!("READY {}", node.listen_addr().expect("listening"));
         println!("{line}");
         tokio::task::spawn_blocking(|| {
             let mut sink = [0u8; 64];
@@ -55,7 +54,7 @@ pub fn serve(dir: &Path) -> ! {
         })
         .await
         .expect("stdin watcher");
-        drop(keep);
+        drop(registry);
     });
     std::process::exit(0)
 }
@@ -65,6 +64,7 @@ struct Remote {
     child: Child,
     dir: PathBuf,
     client: Node,
+    registry: Registry,
     echo: EchoRef,
     servers: Vec<EchoRef>,
 }
@@ -87,23 +87,24 @@ impl Remote {
             .expect("READY line");
         let parts: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(parts.first(), Some(&"READY"), "server said {line:?}");
-        let node: uuid::Uuid = parts[1].parse().expect("node id");
         let client = Node::builder()
             .credentials(&dir)
             .build()
             .await
             .expect("client node");
-        client.connect(parts[2]).await.expect("connect");
-        let object = |s: &str| -> ObjectId { s.parse().expect("object id") };
-        let echo = client.reference(node, object(parts[3])).expect("reference");
-        let servers = parts[4..]
-            .iter()
-            .map(|s| client.reference(node, object(s)).expect("reference"))
-            .collect();
+        let registry = Registry::connect(&client, parts[1])
+            .await
+            .expect("registry");
+        let echo = registry.lookup("echo").await.expect("lookup echo");
+        let mut servers = Vec::new();
+        for i in 0..W4_SERVERS {
+            servers.push(registry.lookup(&format!("w4/{i}")).await.expect("lookup"));
+        }
         Remote {
             child,
             dir,
             client,
+            registry,
             echo,
             servers,
         }
@@ -132,6 +133,9 @@ pub async fn run(scale: Scale, selected: impl Fn(&str) -> bool) {
     }
     if selected("w4") {
         w4(&remote, scale).await;
+    }
+    if selected("r1") {
+        crate::registry::r1(&remote.registry, scale).await;
     }
     remote.stop().await;
 }

@@ -124,8 +124,31 @@ where
     /// Calls one live member: `call` gets its proxy and makes the call. A member
     /// whose call fails because it is gone is skipped from then on.
     ///
-    /// ```ignore
-    /// let total = workers.call(|w| async move { w.work(job).await }).await?;
+    /// ```
+    /// use remora::{Actor, Node};
+    /// use remora_registry::{MemoryStore, Registry};
+    ///
+    /// #[remora::remote]
+    /// pub trait Worker {
+    ///     async fn work(&mut self, job: u64) -> u64;
+    /// }
+    /// struct Doubler;
+    /// impl Actor for Doubler {}
+    /// impl Worker for Doubler {
+    ///     async fn work(&mut self, job: u64) -> u64 { job * 2 }
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let node = Node::builder().build().await?;
+    /// let registry = Registry::with_store(&node, MemoryStore::new());
+    /// for _ in 0..3 {
+    ///     let worker: WorkerRef = node.spawn(Doubler);
+    ///     registry.join("workers", &worker).await?;
+    /// }
+    /// let workers = registry.group::<WorkerRef>("workers").await?;
+    /// assert_eq!(workers.live(), 3);
+    /// assert_eq!(workers.call(|w| async move { w.work(21).await }).await?, 42);
+    /// # Ok(()) }
     /// ```
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, RegistryError>
     where
