@@ -103,12 +103,9 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 }));
             }
         });
-        // The handler's future is made inside `answer_with`'s, so that code an impl
-        // runs before its first await (`fn m(..) -> impl Future`) already sees the
-        // call's caller, and a panic there answers `Panicked`.
         arms.push(quote! {
             #msg_ident::#name(::remora::Request { args: #struct_ident { #( #arg_names, )* }, reply }) => {
-                reply.answer_with(async move { <A as #trait_ident>::#name(actor, #( #arg_names, )*).await }).await;
+                reply.answer_with(<A as #trait_ident>::#name(actor, #( #arg_names, )*)).await;
             }
         });
         let docs: Vec<_> = m

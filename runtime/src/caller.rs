@@ -40,8 +40,11 @@ impl Caller {
 }
 
 thread_local! {
-    /// The caller of the handler being polled on this thread, if it came from another node.
-    static CURRENT: Cell<Option<Arc<Caller>>> = const { Cell::new(None) };
+    /// The caller of the handler being polled on this thread, if it came from another
+    /// node. A plain pointer (no drop glue, so no lazy destructor registration on
+    /// access): it points into the `Arc` that [`as_caller`] owns, and is set only
+    /// while that future is being polled.
+    static CURRENT: Cell<*const Caller> = const { Cell::new(std::ptr::null()) };
 }
 
 /// Who sent the message being handled, when called inside an actor's handler:
@@ -51,7 +54,9 @@ thread_local! {
 /// Each handler sees its own message's sender: a local actor called from within a
 /// remote call's handler sees `None`, and the outer handler still sees its caller
 /// afterwards. The caller is known while the handler's future is polled, not in
-/// tasks it spawns: read it in the handler and pass it on.
+/// tasks it spawns: read it in the handler and pass it on. (A method implemented as
+/// `fn m(..) -> impl Future` rather than `async fn` sees it inside the future it
+/// returns, not in code that runs before returning it.)
 ///
 /// ```
 /// use remora::{Actor, Node};
@@ -81,46 +86,47 @@ thread_local! {
 /// # Ok(()) }
 /// ```
 pub fn caller() -> Option<Caller> {
-    CURRENT.with(|current| {
-        let caller = current.take();
-        let copy = caller.as_deref().cloned();
-        current.set(caller);
-        copy
-    })
+    let current = CURRENT.with(Cell::get);
+    // SAFETY: non-null only while `as_caller` polls its handler on this thread, and
+    // that future owns the `Arc` the pointer points into for as long as it is set.
+    unsafe { current.as_ref() }.cloned()
 }
 
 /// Runs `handler` as the handler of a message from `caller` (`None`: sent on this
 /// node): [`caller`] returns it during every poll of `handler`, and the previous
-/// value is back after each poll, also when `handler` panics. Moves the `Arc` in
-/// and out of the thread-local: no allocation, no reference counting per poll.
+/// value is back after each poll, also when `handler` panics. Costs one
+/// thread-local read a poll for a local message outside any remote handler.
 pub(crate) async fn as_caller<F: Future>(caller: Option<Arc<Caller>>, handler: F) -> F::Output {
-    let mut caller = caller;
     let mut handler = std::pin::pin!(handler);
     std::future::poll_fn(move |cx| {
-        let _scope = Scope::enter(&mut caller);
+        // Points into the Arc this future owns, so it stays valid while set.
+        let mine: *const Caller = caller.as_deref().map_or(std::ptr::null(), |c| c);
+        let previous = CURRENT.with(Cell::get);
+        if previous == mine {
+            return handler.as_mut().poll(cx);
+        }
+        let _scope = Scope::enter(mine, previous);
         handler.as_mut().poll(cx)
     })
     .await
 }
 
-/// While alive, `slot`'s caller is the thread's current one; dropping it (after the
-/// poll, or while a panic unwinds) puts the caller back into `slot` and restores the
-/// previous one.
-struct Scope<'a> {
-    slot: &'a mut Option<Arc<Caller>>,
-    previous: Option<Arc<Caller>>,
+/// While alive, `caller` is the thread's current one; dropping it (after the poll,
+/// or while a panic unwinds) restores the previous one.
+struct Scope {
+    previous: *const Caller,
 }
 
-impl<'a> Scope<'a> {
-    fn enter(slot: &'a mut Option<Arc<Caller>>) -> Scope<'a> {
-        let previous = CURRENT.with(|current| current.replace(slot.take()));
-        Scope { slot, previous }
+impl Scope {
+    fn enter(caller: *const Caller, previous: *const Caller) -> Scope {
+        CURRENT.with(|current| current.set(caller));
+        Scope { previous }
     }
 }
 
-impl Drop for Scope<'_> {
+impl Drop for Scope {
     fn drop(&mut self) {
-        *self.slot = CURRENT.with(|current| current.replace(self.previous.take()));
+        CURRENT.with(|current| current.set(self.previous));
     }
 }
 
