@@ -146,3 +146,47 @@ async fn a_reference_to_a_restarted_node_fails_instead_of_reaching_new_actors() 
     assert!(matches!(err, CallError::NodeRestarted { .. }), "{err:?}");
     assert!(!err.may_have_executed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_of_an_actor_on_a_restarted_node_says_so() {
+    let dir = cluster();
+    let mut first = ChildNode::spawn(TEST_NODE, dir.path());
+    let client = client_of(dir.path()).await;
+    client.connect(&first.addr).await.unwrap();
+    let old: CounterRef = client.reference(first.id, first.counter).unwrap();
+    assert_eq!(old.add(1).await, Ok(1));
+    let watching = client.monitor(&old);
+    let node_watch = client.monitor_node(first.id);
+    let addr = first.addr.clone();
+    first.kill();
+    // Back on the same address before the client can notice the loss (its
+    // keep-alive needs a third of the 3 s peer timeout): a restart, not a crash.
+    let second = ChildNode::spawn_at(TEST_NODE, dir.path(), &addr);
+    let node = first.id.to_string();
+    assert_eq!(
+        timeout(SAFETY, watching).await,
+        Ok(StopReason::NodeRestarted { node: node.clone() })
+    );
+    assert_eq!(
+        timeout(SAFETY, node_watch).await,
+        Ok(StopReason::NodeRestarted { node })
+    );
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_across_processes_gets_the_stop_reason() {
+    let dir = cluster();
+    let server = ChildNode::spawn(TEST_NODE, dir.path());
+    let client = client_of(dir.path()).await;
+    client.connect(&server.addr).await.unwrap();
+    let counter: CounterRef = client.reference(server.id, server.counter).unwrap();
+    let watching = client.monitor(&counter);
+    assert!(counter.crash("over there".into()).await.is_err());
+    assert_eq!(
+        timeout(SAFETY, watching).await,
+        Ok(StopReason::Panicked {
+            message: "over there".into()
+        })
+    );
+}

@@ -45,8 +45,9 @@ pub trait Actor: Send + Sized + 'static {
     }
 }
 
-/// Why an actor stopped, as [`Node::monitor`] reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why an actor stopped, as [`Node::monitor`] reports it (also for an actor on
+/// another node: its node sends the reason).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum StopReason {
     /// It was asked to stop ([`Node::stop`], [`Context::stop`]) or nothing can reach it
@@ -64,6 +65,29 @@ pub enum StopReason {
         /// The node.
         node: String,
     },
+    /// It lived on another node, which has restarted since (a new incarnation
+    /// answers at its address): the actor is gone with the old one.
+    NodeRestarted {
+        /// The node that was.
+        node: String,
+    },
+    /// Its node does not know it (it never exported it, or no longer does).
+    NoSuchObject,
+    /// An actor it was linked to ([`Node::link`]) stopped abnormally.
+    Linked {
+        /// The linked actor that stopped, as its node and actor id (or object id).
+        peer: String,
+        /// Why that one stopped.
+        reason: Box<StopReason>,
+    },
+}
+
+impl StopReason {
+    /// Whether this is an orderly end (`Normal`, `Shutdown`) rather than a failure:
+    /// links propagate only failures, as in Erlang.
+    pub fn is_normal(&self) -> bool {
+        matches!(self, StopReason::Normal | StopReason::Shutdown)
+    }
 }
 
 impl fmt::Display for StopReason {
@@ -73,6 +97,11 @@ impl fmt::Display for StopReason {
             StopReason::Panicked { message } => write!(f, "panicked: {message}"),
             StopReason::Shutdown => f.write_str("node shutdown"),
             StopReason::NodeDown { node } => write!(f, "node {node} is unreachable"),
+            StopReason::NodeRestarted { node } => write!(f, "node {node} has restarted"),
+            StopReason::NoSuchObject => f.write_str("its node does not know it"),
+            StopReason::Linked { peer, reason } => {
+                write!(f, "linked actor {peer} stopped: {reason}")
+            }
         }
     }
 }

@@ -12,13 +12,15 @@ use crate::actor::StopReason;
 use crate::id::ActorId;
 
 const RUNNING: u8 = 0;
-const STOP_NORMAL: u8 = 1;
-const STOP_SHUTDOWN: u8 = 2;
+const STOP_REQUESTED: u8 = 1;
 
 pub(crate) struct ActorCell {
     pub(crate) id: ActorId,
     pub(crate) name: Option<Arc<str>>,
+    /// `STOP_REQUESTED` once a stop was asked for (read on every message).
     stop: AtomicU8,
+    /// Why, set once, before `stop` flips.
+    stop_reason: Mutex<Option<StopReason>>,
     end: Mutex<End>,
 }
 
@@ -34,6 +36,7 @@ impl ActorCell {
             id,
             name,
             stop: AtomicU8::new(RUNNING),
+            stop_reason: Mutex::new(None),
             end: Mutex::new(End::default()),
         }
     }
@@ -42,21 +45,23 @@ impl ActorCell {
     /// Whoever holds the actor's baton acts on it (`Control::stop` also makes sure
     /// someone holds it).
     pub(crate) fn request_stop(&self, reason: StopReason) {
-        let code = match reason {
-            StopReason::Shutdown => STOP_SHUTDOWN,
-            _ => STOP_NORMAL,
-        };
-        let _ = self
-            .stop
-            .compare_exchange(RUNNING, code, Ordering::SeqCst, Ordering::SeqCst);
+        let mut slot = self.stop_reason.lock();
+        if slot.is_none() {
+            *slot = Some(reason);
+            self.stop.store(STOP_REQUESTED, Ordering::SeqCst);
+        }
     }
 
     /// The pending stop request, if any.
     pub(crate) fn stop_requested(&self) -> Option<StopReason> {
         match self.stop.load(Ordering::SeqCst) {
             RUNNING => None,
-            STOP_SHUTDOWN => Some(StopReason::Shutdown),
-            _ => Some(StopReason::Normal),
+            _ => Some(
+                self.stop_reason
+                    .lock()
+                    .clone()
+                    .unwrap_or(StopReason::Normal),
+            ),
         }
     }
 

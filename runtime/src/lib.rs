@@ -50,6 +50,7 @@ mod cell;
 mod error;
 mod id;
 mod interface;
+mod link;
 mod mailbox;
 mod marshal;
 mod node;

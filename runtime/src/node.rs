@@ -335,8 +335,9 @@ impl Node {
 
     /// Resolves with the reason once the actor behind `r` has stopped (at once if it
     /// already has). Restarts under a restart policy do not count as stops. For an
-    /// actor on another node it resolves with [`StopReason::NodeDown`] when the
-    /// connection to that node is lost (remote stop reasons come with leases).
+    /// actor on another node, its node reports the reason; if the connection to
+    /// that node is lost first, it resolves with [`StopReason::NodeDown`] (or
+    /// [`StopReason::NodeRestarted`] when another node answers at its address).
     pub fn monitor<R: Interface>(
         &self,
         r: &R,
@@ -354,20 +355,14 @@ impl Node {
         async move {
             match watch {
                 Watch::Local(stopped) => stopped.await,
-                Watch::Remote(remote) => {
-                    if let Ok(conn) = remote.conn().await {
-                        conn.closed().await;
-                    }
-                    StopReason::NodeDown {
-                        node: remote.peer.to_string(),
-                    }
-                }
+                Watch::Remote(remote) => crate::link::remote_stopped(remote).await,
             }
         }
     }
 
     /// Asks the actor behind `r` to stop ([`StopReason::Normal`]) after its current
-    /// message; messages still queued are answered with `ActorStopped`.
+    /// message; messages still queued are answered with `ActorStopped`. An actor on
+    /// another node is stopped by its node.
     pub fn stop<R: Interface>(&self, r: &R) {
         r.core().stop(StopReason::Normal);
     }

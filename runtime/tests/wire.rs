@@ -9,7 +9,7 @@ use remora::wire::codec::{decode_frame, decode_value, encode, encode_value};
 use remora::wire::{
     Call, DecodeError, EncodeError, Frame, FrameReader, Hello, Limits, MAGIC, PROTOCOL_VERSION,
 };
-use remora::CallError;
+use remora::{CallError, StopReason};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -60,6 +60,10 @@ enum Owned {
     Renew(Vec<Uuid>),
     Ping(u64),
     Pong(u64),
+    Monitor { watch: u64, object: Uuid },
+    Demonitor(u64),
+    Down { watch: u64, reason: StopReason },
+    Exit { object: Uuid, reason: StopReason },
 }
 
 impl Owned {
@@ -81,6 +85,19 @@ impl Owned {
             },
             Owned::Ping(nonce) => Frame::Ping(*nonce),
             Owned::Pong(nonce) => Frame::Pong(*nonce),
+            Owned::Monitor { watch, object } => Frame::Monitor {
+                watch: *watch,
+                object: *object,
+            },
+            Owned::Demonitor(watch) => Frame::Demonitor { watch: *watch },
+            Owned::Down { watch, reason } => Frame::Down {
+                watch: *watch,
+                reason: reason.clone(),
+            },
+            Owned::Exit { object, reason } => Frame::Exit {
+                object: *object,
+                reason: reason.clone(),
+            },
         }
     }
 
@@ -101,6 +118,19 @@ impl Owned {
             Frame::Renew { objects } => Owned::Renew(objects.clone()),
             Frame::Ping(nonce) => Owned::Ping(*nonce),
             Frame::Pong(nonce) => Owned::Pong(*nonce),
+            Frame::Monitor { watch, object } => Owned::Monitor {
+                watch: *watch,
+                object: *object,
+            },
+            Frame::Demonitor { watch } => Owned::Demonitor(*watch),
+            Frame::Down { watch, reason } => Owned::Down {
+                watch: *watch,
+                reason: reason.clone(),
+            },
+            Frame::Exit { object, reason } => Owned::Exit {
+                object: *object,
+                reason: reason.clone(),
+            },
         }
     }
 }
@@ -166,6 +196,24 @@ fn every_variant() -> Vec<Owned> {
         Owned::Renew((0..100).map(Uuid::from_u128).collect()),
         Owned::Ping(0),
         Owned::Pong(u64::MAX),
+        Owned::Monitor {
+            watch: 9,
+            object: Uuid::from_u128(3),
+        },
+        Owned::Demonitor(9),
+        Owned::Down {
+            watch: 9,
+            reason: StopReason::Linked {
+                peer: "n/1".into(),
+                reason: Box::new(StopReason::Panicked {
+                    message: "deep".into(),
+                }),
+            },
+        },
+        Owned::Exit {
+            object: Uuid::from_u128(4),
+            reason: StopReason::Normal,
+        },
     ]
 }
 

@@ -143,8 +143,8 @@ impl<M: Send + 'static> RefCore<M> {
         &self.route
     }
 
-    /// Asks the actor to stop after its current message, and makes sure it does.
-    /// Stopping an actor on another node is not offered (yet): it is logged.
+    /// Asks the actor to stop after its current message, and makes sure it does; an
+    /// actor on another node is stopped by its node (an `Exit` frame).
     pub(crate) fn stop(&self, reason: StopReason) {
         match &self.route {
             Route::Local(local) => {
@@ -152,7 +152,8 @@ impl<M: Send + 'static> RefCore<M> {
                 local.host.schedule();
             }
             Route::Remote(remote) => {
-                tracing::warn!(node = %remote.peer, object = %remote.target, "stopping an actor on another node is not supported; ignored");
+                let remote = remote.clone();
+                tokio::spawn(async move { remote.exit(reason).await });
             }
         }
     }

@@ -102,6 +102,7 @@ pub(crate) struct Connection {
     link: Box<dyn Link>,
     closed: AtomicBool,
     closed_notify: tokio::sync::Notify,
+    pub(super) monitors: super::monitors::Monitors,
     pub(crate) limits: Limits,
 }
 
@@ -126,6 +127,7 @@ impl Connection {
             link,
             closed: AtomicBool::new(false),
             closed_notify: tokio::sync::Notify::new(),
+            monitors: Default::default(),
             limits,
         }
     }
@@ -148,7 +150,7 @@ impl Connection {
     }
 
     /// Sends one frame on `lane`.
-    fn send(&self, lane: Lane, frame: &Frame<'_>) -> Result<(), CallError> {
+    pub(super) fn send(&self, lane: Lane, frame: &Frame<'_>) -> Result<(), CallError> {
         let mut out = Vec::new();
         encode(frame, &mut out, &self.limits).map_err(|err| CallError::Marshalling {
             what: "the frame".into(),
@@ -299,6 +301,22 @@ impl Connection {
                 Ok(()) => Step::Continue,
                 Err(_) => Step::Close,
             },
+            Ok(Incoming::Monitor { watch, object }) => {
+                self.on_monitor(watch, object);
+                Step::Continue
+            }
+            Ok(Incoming::Demonitor { watch }) => {
+                self.on_demonitor(watch);
+                Step::Continue
+            }
+            Ok(Incoming::Down { watch, reason }) => {
+                self.on_down(watch, reason);
+                Step::Continue
+            }
+            Ok(Incoming::Exit { object, reason }) => {
+                self.on_exit(object, reason);
+                Step::Continue
+            }
             Err(err) => {
                 tracing::warn!(peer = %self.peer.node, %err, "closing connection");
                 Step::Close
@@ -458,6 +476,7 @@ impl Connection {
         for waiter in pending {
             let _ = waiter.send(Err(self.node_down(true)));
         }
+        self.monitors.close();
         if let Some(node) = self.node.upgrade() {
             node.forget_peer(&self.peer, self);
         }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::connection::Connection;
+use crate::actor::StopReason;
 use crate::error::CallError;
 use crate::mailbox::TrySendError;
 use crate::marshal::{Args, Replier, Unmarshal};
@@ -60,6 +61,10 @@ pub(crate) trait Exported: Send + Sync {
         replier: Replier,
     ) -> Result<Option<Waiting>, CallError>;
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Resolves with the actor's stop reason (holding its cell, not the actor).
+    fn stopped(&self) -> Pin<Box<dyn Future<Output = StopReason> + Send>>;
+    /// Asks the actor to stop for `reason`.
+    fn stop(&self, reason: StopReason);
 }
 
 impl<M: Unmarshal> Exported for LocalRoute<M> {
@@ -84,6 +89,15 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
 
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
+    }
+
+    fn stopped(&self) -> Pin<Box<dyn Future<Output = StopReason> + Send>> {
+        Box::pin(self.cell.monitor())
+    }
+
+    fn stop(&self, reason: StopReason) {
+        self.cell.request_stop(reason);
+        self.host.schedule();
     }
 }
 
@@ -174,6 +188,29 @@ impl RemoteRoute {
         self.conn_now().ok_or(CallError::NodeRestarted {
             node: self.peer.to_string(),
         })
+    }
+
+    /// The node this route belongs to, while it runs.
+    pub(crate) fn node(&self) -> Option<Node> {
+        self.node.upgrade()
+    }
+
+    /// Where the object's node accepts connections, if known.
+    pub(crate) fn addr(&self) -> Option<&str> {
+        self.addr.as_deref()
+    }
+
+    /// Asks the object's node to stop it (dialing the node if need be); logged if
+    /// that node cannot be reached (it is down: so is the actor, as far as anyone
+    /// here can tell).
+    pub(crate) async fn exit(&self, reason: StopReason) {
+        let sent = match self.conn().await {
+            Ok(conn) => conn.exit(self.target, reason),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = sent {
+            tracing::debug!(node = %self.peer, object = %self.target, %err, "could not ask a node to stop its actor");
+        }
     }
 
     /// Whether the connection this route used is lost (with no replacement).

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 /// The protocol version this build speaks. A peer speaking another one is refused
 /// at connect with [`CallError::VersionMismatch`](crate::CallError::VersionMismatch).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first bytes of every `Hello`, so that a stray connection is told apart from
 /// a peer of another version.
@@ -58,6 +58,33 @@ pub enum Frame<'a> {
     Ping(u64),
     /// The answer to a `Ping`.
     Pong(u64),
+    /// Tell the sender with `Down` when this object stops (a monitor from another node).
+    Monitor {
+        /// The sender's id for this monitor.
+        watch: u64,
+        /// The object watched.
+        object: ObjectId,
+    },
+    /// The sender no longer needs this monitor.
+    Demonitor {
+        /// The monitor's id.
+        watch: u64,
+    },
+    /// A monitored object stopped, for this reason.
+    Down {
+        /// The monitor's id.
+        watch: u64,
+        /// Why it stopped.
+        reason: crate::StopReason,
+    },
+    /// Stop this object, for this reason (a linked actor failed, or a node stops
+    /// an actor it holds a reference to).
+    Exit {
+        /// The object to stop.
+        object: ObjectId,
+        /// Why.
+        reason: crate::StopReason,
+    },
 }
 
 /// Who is speaking: sent once, first, by each side of a connection.

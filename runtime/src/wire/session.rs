@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use super::frame::{Call, Frame, Hello, MAGIC, PROTOCOL_VERSION};
+use super::frame::{Call, Frame, Hello, ObjectId, MAGIC, PROTOCOL_VERSION};
+use crate::actor::StopReason;
 use crate::error::CallError;
 
 /// This side of a connection.
@@ -40,6 +41,32 @@ pub enum Incoming<'a> {
     },
     /// A `Ping` to answer with this `Pong`.
     Answer(Frame<'static>),
+    /// The peer asks to be told when `object` stops.
+    Monitor {
+        /// The peer's id for the monitor.
+        watch: u64,
+        /// The object.
+        object: ObjectId,
+    },
+    /// The peer cancels a monitor.
+    Demonitor {
+        /// The peer's id for it.
+        watch: u64,
+    },
+    /// An object we monitor stopped.
+    Down {
+        /// Our id for the monitor.
+        watch: u64,
+        /// Why it stopped.
+        reason: StopReason,
+    },
+    /// The peer asks us to stop `object`.
+    Exit {
+        /// The object.
+        object: ObjectId,
+        /// Why.
+        reason: StopReason,
+    },
     /// Nothing to do (a duplicate call, a pong, lease frames not handled yet).
     Nothing,
 }
@@ -136,6 +163,10 @@ impl Session {
             }),
             Frame::Ping(nonce) => Ok(Incoming::Answer(Frame::Pong(nonce))),
             Frame::Pong(_) | Frame::Release { .. } | Frame::Renew { .. } => Ok(Incoming::Nothing),
+            Frame::Monitor { watch, object } => Ok(Incoming::Monitor { watch, object }),
+            Frame::Demonitor { watch } => Ok(Incoming::Demonitor { watch }),
+            Frame::Down { watch, reason } => Ok(Incoming::Down { watch, reason }),
+            Frame::Exit { object, reason } => Ok(Incoming::Exit { object, reason }),
         }
     }
 }

@@ -1,0 +1,193 @@
+//! Failure seen across nodes, over both transports: monitors of actors on another
+//! node resolve with the reason that node reports (stop, panic), or with the loss
+//! of the node; remote stop; links across nodes; node monitors.
+
+use remora::remote::inproc;
+use remora::{Node, StopReason};
+use remora_integration_tests::*;
+use tokio::time::timeout;
+
+/// How the two nodes of a test are connected.
+#[derive(Clone, Copy)]
+enum Transport {
+    InProcess,
+    Quic,
+}
+
+struct Pair {
+    server: Node,
+    client: Node,
+    /// The in-process wire, to cut (None over QUIC).
+    wire: Option<inproc::Wire>,
+}
+
+impl Pair {
+    async fn new(transport: Transport) -> Pair {
+        match transport {
+            Transport::InProcess => {
+                let (server, client) = (node().await, node().await);
+                let wire = inproc::connect(&client, &server).await.unwrap();
+                Pair {
+                    server,
+                    client,
+                    wire: Some(wire),
+                }
+            }
+            Transport::Quic => {
+                let server = Node::builder().listen("127.0.0.1:0").build().await.unwrap();
+                let client = Node::builder().listen("127.0.0.1:0").build().await.unwrap();
+                client
+                    .connect(server.listen_addr().unwrap().to_string())
+                    .await
+                    .unwrap();
+                Pair {
+                    server,
+                    client,
+                    wire: None,
+                }
+            }
+        }
+    }
+
+    /// A counter on the server, and the client's proxy for it.
+    fn counter(&self) -> (CounterRef, CounterRef) {
+        let local: CounterRef = self.server.spawn(Tally::default());
+        let remote = reach(&self.client, &self.server, &local);
+        (local, remote)
+    }
+
+    /// Loses the connection: cut the wire, or shut the server down.
+    async fn lose_server(&self) {
+        match &self.wire {
+            Some(wire) => wire.cut(),
+            None => self.server.shutdown().await,
+        }
+    }
+}
+
+async fn a_remote_stop_reaches_the_monitor_with_its_reason(transport: Transport) {
+    let pair = Pair::new(transport).await;
+    let (local, remote) = pair.counter();
+    assert_eq!(remote.add(1).await, Ok(1));
+    let watching = pair.client.monitor(&remote);
+    pair.server.stop(&local);
+    assert_eq!(timeout(SAFETY, watching).await, Ok(StopReason::Normal));
+    // Once stopped, a new monitor resolves at once with the same reason.
+    assert_eq!(
+        timeout(SAFETY, pair.client.monitor(&remote)).await,
+        Ok(StopReason::Normal)
+    );
+}
+
+async fn a_remote_panic_reaches_the_monitor_as_panicked(transport: Transport) {
+    let pair = Pair::new(transport).await;
+    let (_local, remote) = pair.counter();
+    let watching = pair.client.monitor(&remote);
+    assert!(remote.crash("kaputt".into()).await.is_err());
+    assert_eq!(
+        timeout(SAFETY, watching).await,
+        Ok(StopReason::Panicked {
+            message: "kaputt".into()
+        })
+    );
+}
+
+async fn a_lost_node_resolves_monitors_with_node_down(transport: Transport) {
+    let pair = Pair::new(transport).await;
+    let (_local, remote) = pair.counter();
+    assert_eq!(remote.add(1).await, Ok(1));
+    let actor = pair.client.monitor(&remote);
+    let node = pair.client.monitor_node(pair.server.id());
+    pair.lose_server().await;
+    let server = pair.server.id().to_string();
+    assert_eq!(
+        timeout(SAFETY, actor).await,
+        Ok(StopReason::NodeDown {
+            node: server.clone()
+        })
+    );
+    assert_eq!(
+        timeout(SAFETY, node).await,
+        Ok(StopReason::NodeDown { node: server })
+    );
+}
+
+async fn a_node_stops_an_actor_on_another_node(transport: Transport) {
+    let pair = Pair::new(transport).await;
+    let (local, remote) = pair.counter();
+    let stopped = pair.server.monitor(&local);
+    pair.client.stop(&remote);
+    assert_eq!(timeout(SAFETY, stopped).await, Ok(StopReason::Normal));
+}
+
+async fn links_cross_nodes_both_ways(transport: Transport) {
+    let pair = Pair::new(transport).await;
+    // A remote failure stops the local actor.
+    let (_far, far_remote) = pair.counter();
+    let near: CounterRef = pair.client.spawn(Tally::default());
+    pair.client.link(&near, &far_remote);
+    let near_stopped = pair.client.monitor(&near);
+    assert!(far_remote.crash("far".into()).await.is_err());
+    match timeout(SAFETY, near_stopped).await.unwrap() {
+        StopReason::Linked { reason, .. } => assert_eq!(
+            *reason,
+            StopReason::Panicked {
+                message: "far".into()
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // A local failure stops the remote actor.
+    let (far, far_remote) = pair.counter();
+    let near: CounterRef = pair.client.spawn(Tally::default());
+    pair.client.link(&near, &far_remote);
+    let far_stopped = pair.server.monitor(&far);
+    assert!(near.crash("near".into()).await.is_err());
+    match timeout(SAFETY, far_stopped).await.unwrap() {
+        StopReason::Linked { reason, .. } => {
+            assert!(matches!(*reason, StopReason::Panicked { .. }))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // An orderly stop does not propagate.
+    let (far, far_remote) = pair.counter();
+    let near: CounterRef = pair.client.spawn(Tally::default());
+    pair.client.link(&near, &far_remote);
+    pair.server.stop(&far);
+    assert_eq!(
+        timeout(SAFETY, pair.client.monitor(&far_remote)).await,
+        Ok(StopReason::Normal)
+    );
+    assert_eq!(near.add(2).await, Ok(2), "still running");
+}
+
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod in_process {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Transport::InProcess).await
+                }
+            )*
+        }
+        mod quic {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Transport::Quic).await
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    a_remote_stop_reaches_the_monitor_with_its_reason,
+    a_remote_panic_reaches_the_monitor_as_panicked,
+    a_lost_node_resolves_monitors_with_node_down,
+    a_node_stops_an_actor_on_another_node,
+    links_cross_nodes_both_ways,
+);
