@@ -52,6 +52,7 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let mut arg_structs = Vec::new();
     let mut variants = Vec::new();
     let mut arms = Vec::new();
+    let mut chain_arms = Vec::new();
     let mut unmarshal_arms = Vec::new();
     let mut proxy_methods = Vec::new();
     for m in &methods {
@@ -102,6 +103,9 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     reply: replier.into_reply(),
                 }));
             }
+        });
+        chain_arms.push(quote! {
+            #msg_ident::#name(request) => request.reply.chain(),
         });
         arms.push(quote! {
             #msg_ident::#name(::remora::Request { args: #struct_ident { #( #arg_names, )* }, reply }) => {
@@ -223,6 +227,14 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             #[allow(unused_variables)]
             fn dispatch(self, actor: &mut A) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send {
                 async move { #dispatch_body }
+            }
+
+            fn chain(&self) -> u64 {
+                match self {
+                    #( #chain_arms )*
+                    #[allow(unreachable_patterns)]
+                    _ => 0,
+                }
             }
         }
     })

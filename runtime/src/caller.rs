@@ -39,12 +39,52 @@ impl Caller {
     }
 }
 
-thread_local! {
-    /// The caller of the handler being polled on this thread, if it came from another
-    /// node. A plain pointer (no drop glue, so no lazy destructor registration on
-    /// access): it points into the `Arc` that [`as_caller`] owns, and is set only
+/// What the handler being polled on this thread is handling: who sent it (if it
+/// came from another node) and the call chain it belongs to (0: none).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Current {
+    /// A plain pointer (no drop glue, so no lazy destructor registration on
+    /// access): it points into the `Arc` that [`as_handler`] owns, and is set only
     /// while that future is being polled.
-    static CURRENT: Cell<*const Caller> = const { Cell::new(std::ptr::null()) };
+    caller: *const Caller,
+    chain: u64,
+}
+
+thread_local! {
+    static CURRENT: Cell<Current> = const {
+        Cell::new(Current { caller: std::ptr::null(), chain: 0 })
+    };
+    /// A per-thread generator of call-chain ids (xorshift, seeded at random).
+    static CHAINS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The call chain of the handler being polled on this thread (0 outside handlers,
+/// and in handlers of tells).
+pub(crate) fn current_chain() -> u64 {
+    CURRENT.with(|c| c.get().chain)
+}
+
+/// A new call-chain id: random, so ids of different nodes do not collide; never 0.
+pub(crate) fn fresh_chain() -> u64 {
+    CHAINS.with(|state| {
+        let mut x = state.get();
+        if x == 0 {
+            x = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
+}
+
+/// The chain a call made here belongs to: the current handler's, or a new one.
+pub(crate) fn chain_for_call() -> u64 {
+    match current_chain() {
+        0 => fresh_chain(),
+        chain => chain,
+    }
 }
 
 /// Who sent the message being handled, when called inside an actor's handler:
@@ -86,21 +126,28 @@ thread_local! {
 /// # Ok(()) }
 /// ```
 pub fn caller() -> Option<Caller> {
-    let current = CURRENT.with(Cell::get);
-    // SAFETY: non-null only while `as_caller` polls its handler on this thread, and
+    let current = CURRENT.with(Cell::get).caller;
+    // SAFETY: non-null only while `as_handler` polls its handler on this thread, and
     // that future owns the `Arc` the pointer points into for as long as it is set.
     unsafe { current.as_ref() }.cloned()
 }
 
 /// Runs `handler` as the handler of a message from `caller` (`None`: sent on this
-/// node): [`caller`] returns it during every poll of `handler`, and the previous
-/// value is back after each poll, also when `handler` panics. Costs one
-/// thread-local read a poll for a local message outside any remote handler.
-pub(crate) async fn as_caller<F: Future>(caller: Option<Arc<Caller>>, handler: F) -> F::Output {
+/// node) in call chain `chain`: [`caller`] and [`current_chain`] return them during
+/// every poll of `handler`, and the previous values are back after each poll, also
+/// when `handler` panics. Costs one thread-local read a poll when nothing changes.
+pub(crate) async fn as_handler<F: Future>(
+    caller: Option<Arc<Caller>>,
+    chain: u64,
+    handler: F,
+) -> F::Output {
     let mut handler = std::pin::pin!(handler);
     std::future::poll_fn(move |cx| {
         // Points into the Arc this future owns, so it stays valid while set.
-        let mine: *const Caller = caller.as_deref().map_or(std::ptr::null(), |c| c);
+        let mine = Current {
+            caller: caller.as_deref().map_or(std::ptr::null(), |c| c),
+            chain,
+        };
         let previous = CURRENT.with(Cell::get);
         if previous == mine {
             return handler.as_mut().poll(cx);
@@ -111,22 +158,22 @@ pub(crate) async fn as_caller<F: Future>(caller: Option<Arc<Caller>>, handler: F
     .await
 }
 
-/// While alive, `caller` is the thread's current one; dropping it (after the poll,
-/// or while a panic unwinds) restores the previous one.
+/// While alive, `current` is the thread's; dropping it (after the poll, or while a
+/// panic unwinds) restores the previous one.
 struct Scope {
-    previous: *const Caller,
+    previous: Current,
 }
 
 impl Scope {
-    fn enter(caller: *const Caller, previous: *const Caller) -> Scope {
-        CURRENT.with(|current| current.set(caller));
+    fn enter(current: Current, previous: Current) -> Scope {
+        CURRENT.with(|c| c.set(current));
         Scope { previous }
     }
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        CURRENT.with(|current| current.set(self.previous));
+        CURRENT.with(|c| c.set(self.previous));
     }
 }
 
@@ -147,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_handler_sees_its_caller_across_awaits_and_nobody_else_does() {
-        let seen = as_caller(named("alpha"), async {
+        let seen = as_handler(named("alpha"), 0, async {
             let before = current_identity();
             tokio::task::yield_now().await;
             (before, current_identity())
@@ -159,13 +206,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_nested_handler_sees_its_own_caller_and_the_outer_one_is_restored() {
-        let seen = as_caller(named("alpha"), async {
-            let inner = as_caller(None, async {
+        let seen = as_handler(named("alpha"), 0, async {
+            let inner = as_handler(None, 0, async {
                 tokio::task::yield_now().await;
                 current_identity()
             })
             .await;
-            let beta = as_caller(named("beta"), async { current_identity() }).await;
+            let beta = as_handler(named("beta"), 0, async { current_identity() }).await;
             (inner, beta, current_identity())
         })
         .await;
@@ -174,8 +221,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_restores_the_previous_caller() {
-        let outer = as_caller(named("alpha"), async {
-            let outcome = AssertUnwindSafe(as_caller(named("beta"), async {
+        let outer = as_handler(named("alpha"), 0, async {
+            let outcome = AssertUnwindSafe(as_handler(named("beta"), 0, async {
                 panic!("boom");
             }))
             .catch_unwind()

@@ -2,7 +2,7 @@
 //! stop requests, the wake-up for them, and the monitors waiting on the end.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -21,6 +21,9 @@ pub(crate) struct ActorCell {
     stop: AtomicU8,
     /// Why, set once, before `stop` flips.
     stop_reason: Mutex<Option<StopReason>>,
+    /// The call chain of the handler running now (0: none, or a tell's): a call of
+    /// the same chain arriving meanwhile is a cycle.
+    busy_chain: AtomicU64,
     end: Mutex<End>,
 }
 
@@ -37,6 +40,7 @@ impl ActorCell {
             name,
             stop: AtomicU8::new(RUNNING),
             stop_reason: Mutex::new(None),
+            busy_chain: AtomicU64::new(0),
             end: Mutex::new(End::default()),
         }
     }
@@ -63,6 +67,16 @@ impl ActorCell {
                     .unwrap_or(StopReason::Normal),
             ),
         }
+    }
+
+    /// The handler now running belongs to call chain `chain` (0 when it finished).
+    pub(crate) fn set_busy_chain(&self, chain: u64) {
+        self.busy_chain.store(chain, Ordering::Release);
+    }
+
+    /// Whether a call of `chain` would come back to a handler that waits for it.
+    pub(crate) fn in_cycle(&self, chain: u64) -> bool {
+        chain != 0 && self.busy_chain.load(Ordering::Acquire) == chain
     }
 
     /// Records the final reason and tells every monitor.

@@ -104,6 +104,16 @@ pub enum CallError {
         /// The node.
         node: String,
     },
+    /// A call cycle: the actor is busy handling a call of this same call chain
+    /// (A calls B, B calls back A while A awaits B), so the call could only wait
+    /// until its deadline. Failed at once instead; the call did not run. Break the
+    /// cycle: make one of the calls a `#[oneway]` tell, or pass the data A needs
+    /// along with the call to B.
+    #[error("call cycle: `{method}` went to an actor busy with a call of this same call chain, which waits for this call; it did not run (make one call of the cycle a oneway tell)")]
+    Cycle {
+        /// The method called (`Interface.method`) on the actor the cycle came back to.
+        method: String,
+    },
     /// The peer speaks another protocol version.
     #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
     VersionMismatch {
@@ -145,6 +155,7 @@ impl CallError {
             | CallError::UnknownMethod { .. }
             | CallError::InterfaceMismatch { .. }
             | CallError::NodeRestarted { .. }
+            | CallError::Cycle { .. }
             | CallError::VersionMismatch { .. } => false,
         }
     }

@@ -48,4 +48,9 @@ pub struct Request<M: Method> {
 pub trait Dispatch<A>: Send + 'static {
     /// Calls the method the message names on `actor` and answers its reply slot.
     fn dispatch(self, actor: &mut A) -> impl Future<Output = ()> + Send;
+
+    /// The call chain the message belongs to (its reply slot's; 0 for none).
+    fn chain(&self) -> u64 {
+        0
+    }
 }

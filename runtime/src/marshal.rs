@@ -129,6 +129,7 @@ pub struct Replier {
     cx: Option<MarshalCx>,
     values: bool,
     caller: Option<Arc<Caller>>,
+    chain: u64,
 }
 
 impl Replier {
@@ -144,6 +145,7 @@ impl Replier {
             cx: None,
             values: false,
             caller: None,
+            chain: 0,
         }
     }
 
@@ -157,6 +159,7 @@ impl Replier {
             cx: None,
             values: true,
             caller: None,
+            chain: 0,
         }
     }
 
@@ -174,6 +177,12 @@ impl Replier {
         self
     }
 
+    /// The call belongs to call chain `chain` (see [`ReplyTo::chain`]).
+    pub(crate) fn in_chain(mut self, chain: u64) -> Self {
+        self.chain = chain;
+        self
+    }
+
     /// The typed reply slot of a method returning `T`: the value is encoded when
     /// the handler answers.
     pub fn into_reply<T: Serialize + Send + 'static>(self) -> ReplyTo<T> {
@@ -182,6 +191,7 @@ impl Replier {
             cx,
             values,
             caller,
+            chain,
         } = self;
         ReplyTo::sink(move |result: Result<T, CallError>| {
             let answer = result.and_then(|value| {
@@ -197,6 +207,7 @@ impl Replier {
             sink(answer);
         })
         .sent_by(caller)
+        .in_chain(chain)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
-use crate::caller::{as_caller, Caller};
+use crate::caller::{as_handler, Caller};
 use crate::error::CallError;
 
 /// Where the result of one call goes. The generated dispatcher fills it; a user
@@ -22,6 +22,10 @@ pub struct ReplyTo<T> {
     slot: Slot<T>,
     /// Who sent the call, when it came from another node (see [`crate::caller()`]).
     caller: Option<Arc<Caller>>,
+    /// The call chain the call belongs to (0: none, as for tells): calls its
+    /// handler makes carry it on, and an actor busy with a call of a chain refuses
+    /// another of the same chain (a cycle) instead of deadlocking.
+    chain: u64,
 }
 
 type Sink<T> = Box<dyn FnOnce(Result<T, CallError>) + Send>;
@@ -41,6 +45,7 @@ impl<T> ReplyTo<T> {
         ReplyTo {
             slot: Slot::Nobody,
             caller: None,
+            chain: 0,
         }
     }
 
@@ -48,6 +53,7 @@ impl<T> ReplyTo<T> {
         ReplyTo {
             slot: Slot::Local(tx),
             caller: None,
+            chain: 0,
         }
     }
 
@@ -57,6 +63,7 @@ impl<T> ReplyTo<T> {
         ReplyTo {
             slot: Slot::Sink(Box::new(sink)),
             caller: None,
+            chain: 0,
         }
     }
 
@@ -64,6 +71,18 @@ impl<T> ReplyTo<T> {
     pub(crate) fn sent_by(mut self, caller: Option<Arc<Caller>>) -> Self {
         self.caller = caller;
         self
+    }
+
+    /// The same reply slot, for a call of call chain `chain`.
+    pub(crate) fn in_chain(mut self, chain: u64) -> Self {
+        self.chain = chain;
+        self
+    }
+
+    /// The call chain of the call (0: none).
+    #[doc(hidden)]
+    pub fn chain(&self) -> u64 {
+        self.chain
     }
 
     /// Who sent the call: `None` when it was sent on this node.
@@ -86,7 +105,7 @@ impl<T> ReplyTo<T> {
     /// future's locals are dropped while the panic unwinds, before anyone knows why.)
     pub async fn answer_with(mut self, handler: impl Future<Output = T>) {
         let caller = self.caller.take();
-        match AssertUnwindSafe(as_caller(caller, handler))
+        match AssertUnwindSafe(as_handler(caller, self.chain, handler))
             .catch_unwind()
             .await
         {

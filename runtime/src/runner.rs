@@ -11,13 +11,14 @@ use std::time::Instant;
 use futures_util::FutureExt;
 
 use crate::actor::{Actor, StopReason};
+use crate::interface::Dispatch;
 use crate::reply::panic_message;
 use crate::slot::{Slot, TASK};
 
 impl<A, M, F> Slot<A, M, F>
 where
     A: Actor,
-    M: Send + 'static,
+    M: Dispatch<A> + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     /// The task's body. It holds the baton (`TASK`) throughout; all the `unsafe`
@@ -44,7 +45,7 @@ where
             if unsafe { (*this.running.get()).is_some() } {
                 if let Err(message) = guarded(poll_fn(|cx| unsafe { this.poll_running(cx) })).await
                 {
-                    unsafe { *this.running.get() = None };
+                    unsafe { this.end_running() };
                     *this.panic.lock() = Some(message);
                 }
                 continue;

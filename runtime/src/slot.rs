@@ -37,6 +37,7 @@ use parking_lot::Mutex;
 
 use crate::actor::{Actor, Context, Factory, Restart, StopReason};
 use crate::cell::ActorCell;
+use crate::interface::Dispatch;
 use crate::mailbox::{MailboxRx, MailboxTx};
 use crate::node::Node;
 use crate::reply::panic_message;
@@ -98,7 +99,7 @@ unsafe impl<A: Send + 'static, M: Send, F: Send> Send for Slot<A, M, F> {}
 impl<A, M, F> Slot<A, M, F>
 where
     A: Actor,
-    M: Send + 'static,
+    M: Dispatch<A> + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     /// Creates the actor and runs its `on_start` here if it finishes at once;
@@ -219,7 +220,14 @@ where
 
     /// Starts handling `msg` in place. Holder only.
     pub(crate) unsafe fn begin(&self, msg: M) {
+        self.ctx.cell.set_busy_chain(msg.chain());
         *self.running.get() = Some((self.start)(msg, self.actor()));
+    }
+
+    /// The handler is gone (finished, or dropped after a panic). Holder only.
+    pub(crate) unsafe fn end_running(&self) {
+        *self.running.get() = None;
+        self.ctx.cell.set_busy_chain(0);
     }
 
     /// Polls the handler in place; drops it once done. Holder only, with a handler running.
@@ -232,7 +240,7 @@ where
         // is dropped in place before its memory is reused.
         let poll = Pin::new_unchecked(handler).poll(cx);
         if poll.is_ready() {
-            *running = None;
+            self.end_running();
         }
         poll
     }
@@ -251,7 +259,7 @@ pub(crate) trait Host<M>: Send + Sync {
 impl<A, M, F> Host<M> for Slot<A, M, F>
 where
     A: Actor,
-    M: Send + 'static,
+    M: Dispatch<A> + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut TaskContext<'_>) -> Result<(), M> {
@@ -284,7 +292,7 @@ where
             Err(payload) => {
                 // The caller was answered `Panicked` by ReplyTo::answer_with; the
                 // task applies the restart policy.
-                unsafe { *self.running.get() = None };
+                unsafe { self.end_running() };
                 *self.panic.lock() = Some(panic_message(&*payload));
                 self.hand_over();
             }
@@ -300,7 +308,7 @@ where
 impl<A, M, F> Slot<A, M, F>
 where
     A: Actor,
-    M: Send + 'static,
+    M: Dispatch<A> + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     fn hand_over(&self) {
@@ -330,7 +338,7 @@ pub(crate) trait Control: Send + Sync {
 impl<A, M, F> Control for Slot<A, M, F>
 where
     A: Actor,
-    M: Send + 'static,
+    M: Dispatch<A> + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     fn stop(&self, reason: StopReason) {

@@ -25,6 +25,7 @@ struct OwnedCall {
     interface: u64,
     method: u64,
     args: Vec<u8>,
+    chain: u64,
 }
 
 impl OwnedCall {
@@ -35,6 +36,7 @@ impl OwnedCall {
             interface: self.interface,
             method: self.method,
             args: &self.args,
+            chain: self.chain,
         }
     }
 
@@ -45,6 +47,7 @@ impl OwnedCall {
             interface: call.interface,
             method: call.method,
             args: call.args.to_vec(),
+            chain: call.chain,
         }
     }
 }
@@ -147,6 +150,7 @@ fn every_variant() -> Vec<Owned> {
         interface: 0xdead_beef,
         method: 7,
         args: vec![0x91, 0xc1, 0x00, 0xff], // bytes that look like msgpack must stay opaque
+        chain: u64::MAX,
     };
     vec![
         Owned::Hello(Hello {
@@ -762,6 +766,7 @@ fn max_depth_zero_refuses_instead_of_panicking() {
         interface: 2,
         method: 3,
         args: vec![],
+        chain: 0,
     });
     let body = &encode_all(std::slice::from_ref(&call), &Limits::default())[4..];
     let frame = std::panic::catch_unwind(|| decode_frame(body, &limits).map(|f| Owned::own(&f)));
@@ -888,13 +893,15 @@ fn call() -> impl Strategy<Value = OwnedCall> {
         any::<u64>(),
         any::<u64>(),
         bytes(4096),
+        any::<u64>(),
     )
-        .prop_map(|(id, target, interface, method, args)| OwnedCall {
+        .prop_map(|(id, target, interface, method, args, chain)| OwnedCall {
             id,
             target,
             interface,
             method,
             args,
+            chain,
         })
 }
 

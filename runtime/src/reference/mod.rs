@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
 use crate::actor::StopReason;
+use crate::caller::chain_for_call;
 use crate::error::CallError;
 use crate::interface::{Method, Request};
 use crate::mailbox::{Envelope, TrySendError};
@@ -26,6 +27,13 @@ use crate::reply::ReplyTo;
 
 pub(crate) use local::LocalRoute;
 pub use tell::Tell;
+
+/// The error of a call of `T` that came back to an actor waiting for it.
+fn cycle<T: Method>() -> CallError {
+    CallError::Cycle {
+        method: T::NAME.to_owned(),
+    }
+}
 
 /// The deadline a call gets unless `with_timeout` sets another.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -197,15 +205,22 @@ impl<M: Send + 'static> RefCore<M> {
                 let conn = remote.conn().await?;
                 let cx = remote.cx(Some(conn.clone()))?;
                 let (target, interface, timeout) = (remote.target, remote.interface, self.timeout);
+                let chain = chain_for_call();
                 // Between nodes of one process a value without references moves as is.
                 let answer = if conn.carries_values() && is_plain(&args) {
                     let args = Args::Moved(Moved::new(args));
-                    conn.call(target, interface, T::ID, args, timeout).await?
+                    conn.call(target, interface, T::ID, args, timeout, chain)
+                        .await
                 } else {
                     let bytes = cx.enter(|| encode_args(&args))?;
                     let args = Args::Encoded(&bytes);
-                    conn.call(target, interface, T::ID, args, timeout).await?
-                };
+                    conn.call(target, interface, T::ID, args, timeout, chain)
+                        .await
+                }
+                .map_err(|err| match err {
+                    CallError::Cycle { .. } => cycle::<T>(),
+                    other => other,
+                })?;
                 cx.enter(|| answer_into(answer, &conn.limits))
             }
         }
@@ -219,10 +234,14 @@ impl<M: Send + 'static> RefCore<M> {
     where
         M: From<Request<T>>,
     {
+        let chain = chain_for_call();
+        if local.cell.in_cycle(chain) {
+            return Err(cycle::<T>());
+        }
         let (tx, mut rx) = oneshot::channel();
         let msg = M::from(Request {
             args,
-            reply: ReplyTo::local(tx),
+            reply: ReplyTo::local(tx).in_chain(chain),
         });
         let mut deadline = None;
         if let Err(msg) = local.inline_now(msg).await {

@@ -136,11 +136,11 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 let (target, interface) = (remote.target, remote.interface);
                 match args? {
                     Prepared::Bytes(bytes) => {
-                        conn.call(target, interface, method, Args::Encoded(&bytes), timeout)
+                        conn.call(target, interface, method, Args::Encoded(&bytes), timeout, 0)
                             .await
                     }
                     Prepared::Value(value) => {
-                        conn.call(target, interface, method, Args::Moved(value), timeout)
+                        conn.call(target, interface, method, Args::Moved(value), timeout, 0)
                             .await
                     }
                 }

@@ -61,6 +61,7 @@ pub(crate) enum ValueFrame {
         method: u64,
         args: Moved,
         one_way: bool,
+        chain: u64,
     },
     Reply {
         call: u64,
@@ -170,6 +171,7 @@ impl Connection {
     }
 
     /// Sends a call's frame (encoded or value) on its lane.
+    #[allow(clippy::too_many_arguments)]
     fn send_call(
         &self,
         id: u64,
@@ -178,6 +180,7 @@ impl Connection {
         method: u64,
         args: Args<'_>,
         one_way: bool,
+        chain: u64,
     ) -> Result<(), CallError> {
         let lane = Lane::Call(target);
         match args {
@@ -188,6 +191,7 @@ impl Connection {
                     interface,
                     method,
                     args,
+                    chain,
                 };
                 self.send(
                     lane,
@@ -206,6 +210,7 @@ impl Connection {
                     method,
                     args,
                     one_way,
+                    chain,
                 };
                 if self.link.send_value(lane, frame) {
                     Ok(())
@@ -217,7 +222,8 @@ impl Connection {
     }
 
     /// Calls `method` on object `target` of the peer and awaits its answer (tells go
-    /// through [`Connection::tell`]).
+    /// through [`Connection::tell`]); `chain` is the call chain it belongs to.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn call(
         &self,
         target: ObjectId,
@@ -225,6 +231,7 @@ impl Connection {
         method: u64,
         args: Args<'_>,
         timeout: Duration,
+        chain: u64,
     ) -> Result<Answer, CallError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.node_down(false));
@@ -237,7 +244,7 @@ impl Connection {
             self.pending.lock().remove(&id);
             return Err(self.node_down(false));
         }
-        if let Err(err) = self.send_call(id, target, interface, method, args, false) {
+        if let Err(err) = self.send_call(id, target, interface, method, args, false, chain) {
             self.pending.lock().remove(&id);
             return Err(err);
         }
@@ -354,6 +361,7 @@ impl Connection {
             call.method,
             Args::Encoded(call.args),
             one_way,
+            call.chain,
             replies,
         )
     }
@@ -369,6 +377,7 @@ impl Connection {
         method: u64,
         args: Args<'_>,
         one_way: bool,
+        chain: u64,
         replies: Lane,
     ) -> Result<Option<Waiting>, CallError> {
         let node = self.node.upgrade().ok_or(CallError::NoSuchObject)?;
@@ -377,6 +386,12 @@ impl Connection {
             return Err(CallError::InterfaceMismatch {
                 expected: interface,
                 found: exported.interface_name().to_owned(),
+            });
+        }
+        if exported.in_cycle(chain) {
+            // The caller names the method; the interface is what we know here.
+            return Err(CallError::Cycle {
+                method: exported.interface_name().to_owned(),
             });
         }
         let cx = MarshalCx {
@@ -404,7 +419,8 @@ impl Connection {
             Replier::new(move |outcome| conn.reply(replies, id, outcome))
         }
         .within(cx.clone())
-        .sent_by(self.caller.clone());
+        .sent_by(self.caller.clone())
+        .in_chain(chain);
         cx.enter(|| exported.deliver(method, args, &self.limits, replier))
     }
 
@@ -425,6 +441,7 @@ impl Connection {
                 method,
                 args,
                 one_way,
+                chain,
             } => match self.deliver_payload(
                 id,
                 target,
@@ -432,6 +449,7 @@ impl Connection {
                 method,
                 Args::Moved(args),
                 one_way,
+                chain,
                 replies,
             ) {
                 Ok(None) => Step::Continue,
@@ -517,6 +535,6 @@ impl Connection {
             return Err(self.node_down(false));
         }
         let id = self.session.lock().next_call_id();
-        self.send_call(id, target, interface, method, args, true)
+        self.send_call(id, target, interface, method, args, true, 0)
     }
 }

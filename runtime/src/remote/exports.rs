@@ -65,6 +65,8 @@ pub(crate) trait Exported: Send + Sync {
     fn stopped(&self) -> Pin<Box<dyn Future<Output = StopReason> + Send>>;
     /// Asks the actor to stop for `reason`.
     fn stop(&self, reason: StopReason);
+    /// Whether a call of `chain` would come back to a handler waiting for it.
+    fn in_cycle(&self, chain: u64) -> bool;
 }
 
 impl<M: Unmarshal> Exported for LocalRoute<M> {
@@ -98,6 +100,10 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
     fn stop(&self, reason: StopReason) {
         self.cell.request_stop(reason);
         self.host.schedule();
+    }
+
+    fn in_cycle(&self, chain: u64) -> bool {
+        self.cell.in_cycle(chain)
     }
 }
 

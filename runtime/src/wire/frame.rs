@@ -117,4 +117,7 @@ pub struct Call<'a> {
     /// The encoded argument struct.
     #[serde(borrow, with = "serde_bytes")]
     pub args: &'a [u8],
+    /// The call chain the call belongs to (0: none): an actor busy with a call of
+    /// the same chain refuses it as a cycle.
+    pub chain: u64,
 }

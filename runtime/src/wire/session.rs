@@ -228,6 +228,7 @@ mod tests {
             interface: 1,
             method: 2,
             args: b"args",
+            chain: 0,
         })
     }
 
