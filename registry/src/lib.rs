@@ -8,6 +8,9 @@
 //! - Stores: [`MemoryStore`] (embedded, the default), `EtcdStore` (feature `etcd`:
 //!   entries in an etcd cluster, which several registry nodes, or nodes directly,
 //!   can share).
+//! - [`Placer`]: spawns actors on the nodes that offer spawning in a group
+//!   ([`Registry::offer_spawning`]), by [`Placement`]: local, a given node,
+//!   round-robin, random, or least loaded.
 //!
 //! Entries belong to the node that made them and live on its lease: when the node
 //! dies, its names vanish within the lease's time to live; when an actor stops,
@@ -20,6 +23,7 @@ mod error;
 mod etcd;
 mod group;
 mod memory;
+mod placement;
 mod remote;
 mod server;
 mod store;
@@ -31,6 +35,7 @@ pub use error::RegistryError;
 pub use etcd::{EtcdOptions, EtcdStore};
 pub use group::{Group, Pick};
 pub use memory::MemoryStore;
+pub use placement::{Placement, PlacementError, Placer};
 pub use remote::RemoteStore;
 pub use server::{
     RegistryServer, RegistryService, RegistryServiceRef, WatchSink, WatchSinkRef,

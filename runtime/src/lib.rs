@@ -59,6 +59,7 @@ pub mod remote;
 mod reply;
 mod runner;
 mod slot;
+mod spawn;
 mod tls;
 pub mod wire;
 
@@ -73,6 +74,7 @@ pub use node::{Node, NodeBuilder, NodeError, NodeStats};
 pub use reference::{RefCore, Tell, DEFAULT_TIMEOUT};
 pub use remote::WireRef;
 pub use reply::ReplyTo;
+pub use spawn::{Factory, FactoryInfo, SpawnError, Spawner, SpawnerRef, SPAWNER_OBJECT};
 pub use tls::{Credentials, CredentialsError};
 
 /// Turns a trait of `async fn` methods into a remote interface.

@@ -77,6 +77,7 @@ pub(crate) struct NodeInner {
     credentials: Option<Credentials>,
     quic_config: QuicConfig,
     endpoint: tokio::sync::OnceCell<quic::Endpoint>,
+    factories: crate::spawn::Factories,
 }
 
 /// Why a node could not be built.
@@ -234,6 +235,7 @@ impl NodeBuilder {
                 credentials,
                 quic_config,
                 endpoint: tokio::sync::OnceCell::new(),
+                factories: Default::default(),
             }),
         };
         if let Some(addr) = listen {
@@ -456,6 +458,10 @@ impl Node {
 
     pub(crate) fn default_timeout(&self) -> Duration {
         self.inner.default_timeout
+    }
+
+    pub(crate) fn factory_table(&self) -> &crate::spawn::Factories {
+        &self.inner.factories
     }
 
     pub(crate) fn downgrade(&self) -> WeakNode {
