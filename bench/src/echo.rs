@@ -9,6 +9,9 @@ pub trait Echo {
     async fn echo(&mut self, v: u64) -> u64;
     /// Returns `data`.
     async fn echo_bytes(&mut self, data: Vec<u8>) -> Vec<u8>;
+    /// Returns `v`, exactly once (`w2.once`: what the guarantee costs).
+    #[exactly_once]
+    async fn echo_once(&mut self, v: u64) -> u64;
 }
 
 /// Serves [`Echo`]; holds no state.
@@ -23,5 +26,9 @@ impl Echo for EchoActor {
 
     async fn echo_bytes(&mut self, data: Vec<u8>) -> Vec<u8> {
         data
+    }
+
+    async fn echo_once(&mut self, v: u64) -> u64 {
+        v
     }
 }

@@ -128,6 +128,9 @@ pub async fn run(scale: Scale, selected: impl Fn(&str) -> bool) {
     if selected("w2") {
         w2(&remote, scale).await;
     }
+    if selected("w2.once") {
+        w2_once(&remote, scale).await;
+    }
     if selected("w3") {
         w3(&remote, scale).await;
     }
@@ -184,6 +187,29 @@ async fn w2(remote: &Remote, scale: Scale) {
         rates.push(rate(n, go(n).await));
     }
     figure("w2.rate", median(&mut rates), "calls/s");
+}
+
+/// `w2.once`: w2 with an `#[exactly_once]` method (not in BENCH.md: what the
+/// guarantee costs against `w2.rate`).
+async fn w2_once(remote: &Remote, scale: Scale) {
+    const WIDTH: u64 = 64;
+    let n = scale.count(200_000, 30_000);
+    let go = |n: u64| {
+        outstanding(n, WIDTH, |calls| {
+            let echo = remote.echo.clone();
+            async move {
+                while let Some(i) = calls.next() {
+                    assert_eq!(echo.echo_once(i).await.expect("echo_once"), i);
+                }
+            }
+        })
+    };
+    go(WIDTH * 50).await;
+    let mut rates = Vec::new();
+    for _ in 0..scale.reps().min(3) {
+        rates.push(rate(n, go(n).await));
+    }
+    figure("w2.once.rate", median(&mut rates), "calls/s");
 }
 
 /// `w3`: `echo_bytes` with 64 KiB, 8 outstanding, 5 000 calls; MB/s of payload

@@ -9,6 +9,9 @@ pub struct MethodModel {
     pub args: Vec<(Ident, Type)>,
     pub output: Type,
     pub oneway: bool,
+    /// `#[exactly_once]`: the caller retries through connection loss; the callee
+    /// answers a retry from its memory of the reply.
+    pub exactly_once: bool,
 }
 
 /// Collects every problem in the trait, so one compile shows them all.
@@ -46,7 +49,14 @@ pub fn methods(item: &mut ItemTrait) -> syn::Result<Vec<MethodModel>> {
 
 fn method(f: &mut TraitItemFn) -> syn::Result<MethodModel> {
     let oneway = take_marker(&mut f.attrs, "oneway")?;
+    let exactly_once = take_marker(&mut f.attrs, "exactly_once")?;
     let sig = &f.sig;
+    if oneway && exactly_once {
+        return Err(syn::Error::new_spanned(
+            &sig.ident,
+            "a method cannot be both #[oneway] and #[exactly_once]: exactly-once needs the reply as its acknowledgement; remove #[oneway]",
+        ));
+    }
     if sig.asyncness.is_none() {
         return Err(syn::Error::new_spanned(
             sig.fn_token,
@@ -137,6 +147,7 @@ fn method(f: &mut TraitItemFn) -> syn::Result<MethodModel> {
         args,
         output,
         oneway,
+        exactly_once,
     })
 }
 

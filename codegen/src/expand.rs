@@ -119,6 +119,11 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             .filter(|a| a.path().is_ident("doc"))
             .collect();
         let params = quote! { #( #arg_names: #arg_types ),* };
+        let ask = if m.exactly_once {
+            quote! { ask_exactly_once }
+        } else {
+            quote! { ask }
+        };
         proxy_methods.push(if m.oneway {
             quote! {
                 #( #docs )*
@@ -134,7 +139,7 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 pub fn #name(&self, #params)
                     -> impl ::core::future::Future<Output = ::core::result::Result<#output, ::remora::CallError>> + ::core::marker::Send + '_
                 {
-                    self.core.ask(#struct_ident { #( #arg_names, )* })
+                    self.core.#ask(#struct_ident { #( #arg_names, )* })
                 }
             }
         });

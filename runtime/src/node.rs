@@ -78,6 +78,8 @@ pub(crate) struct NodeInner {
     quic_config: QuicConfig,
     endpoint: tokio::sync::OnceCell<quic::Endpoint>,
     factories: crate::spawn::Factories,
+    /// Replies of `#[exactly_once]` calls this node ran, for retries.
+    once: crate::remote::once::OnceTable,
 }
 
 /// Why a node could not be built.
@@ -128,6 +130,7 @@ pub struct NodeBuilder {
     name: Option<String>,
     default_mailbox: Mailbox,
     default_timeout: Duration,
+    once_retention: Duration,
 }
 
 impl NodeBuilder {
@@ -186,6 +189,15 @@ impl NodeBuilder {
         self
     }
 
+    /// How long this node remembers the reply of an `#[exactly_once]` call it ran
+    /// (default 5 minutes), to answer a retry from memory. A retry arriving later
+    /// runs the method again: keep callers' deadlines below it. At most 2^20
+    /// replies are remembered; past that the oldest are forgotten first.
+    pub fn exactly_once_retention(mut self, retention: Duration) -> Self {
+        self.once_retention = retention;
+        self
+    }
+
     /// Starts the node on the current tokio runtime.
     pub async fn build(self) -> Result<Node, NodeError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NodeError::NoRuntime)?;
@@ -236,6 +248,7 @@ impl NodeBuilder {
                 quic_config,
                 endpoint: tokio::sync::OnceCell::new(),
                 factories: Default::default(),
+                once: crate::remote::once::OnceTable::new(self.once_retention),
             }),
         };
         if let Some(addr) = listen {
@@ -256,6 +269,8 @@ impl NodeBuilder {
 pub struct NodeStats {
     /// Actors running (started and not yet finished).
     pub actors: usize,
+    /// Replies of `#[exactly_once]` calls remembered for retries.
+    pub exactly_once_replies: usize,
 }
 
 impl Node {
@@ -269,6 +284,7 @@ impl Node {
             name: None,
             default_mailbox: Mailbox::default(),
             default_timeout: DEFAULT_TIMEOUT,
+            once_retention: crate::remote::once::DEFAULT_RETENTION,
         }
     }
 
@@ -458,6 +474,10 @@ impl Node {
 
     pub(crate) fn default_timeout(&self) -> Duration {
         self.inner.default_timeout
+    }
+
+    pub(crate) fn once_table(&self) -> &crate::remote::once::OnceTable {
+        &self.inner.once
     }
 
     pub(crate) fn factory_table(&self) -> &crate::spawn::Factories {
@@ -690,6 +710,7 @@ impl Node {
     pub fn stats(&self) -> NodeStats {
         NodeStats {
             actors: self.inner.live.load(Ordering::Acquire),
+            exactly_once_replies: self.inner.once.remembered(),
         }
     }
 

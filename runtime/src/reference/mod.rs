@@ -17,11 +17,12 @@ use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
 use crate::actor::StopReason;
-use crate::caller::chain_for_call;
+use crate::caller::{chain_for_call, fresh_chain};
 use crate::error::CallError;
 use crate::interface::{Method, Request};
 use crate::mailbox::{Envelope, TrySendError};
 use crate::marshal::{answer_into, encode_args, is_plain, Args, Moved, Unmarshal};
+use crate::remote::connection::CallTags;
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
 use crate::reply::ReplyTo;
 
@@ -205,16 +206,19 @@ impl<M: Send + 'static> RefCore<M> {
                 let conn = remote.conn().await?;
                 let cx = remote.cx(Some(conn.clone()))?;
                 let (target, interface, timeout) = (remote.target, remote.interface, self.timeout);
-                let chain = chain_for_call();
+                let tags = CallTags {
+                    chain: chain_for_call(),
+                    once: 0,
+                };
                 // Between nodes of one process a value without references moves as is.
                 let answer = if conn.carries_values() && is_plain(&args) {
                     let args = Args::Moved(Moved::new(args));
-                    conn.call(target, interface, T::ID, args, timeout, chain)
+                    conn.call(target, interface, T::ID, args, timeout, tags)
                         .await
                 } else {
                     let bytes = cx.enter(|| encode_args(&args))?;
                     let args = Args::Encoded(&bytes);
-                    conn.call(target, interface, T::ID, args, timeout, chain)
+                    conn.call(target, interface, T::ID, args, timeout, tags)
                         .await
                 }
                 .map_err(|err| match err {
@@ -222,6 +226,69 @@ impl<M: Send + 'static> RefCore<M> {
                     other => other,
                 })?;
                 cx.enter(|| answer_into(answer, &conn.limits))
+            }
+        }
+    }
+
+    /// Sends `args` to an `#[exactly_once]` method and awaits its result: through a
+    /// lost connection the call is sent again (same logical id, over the node's
+    /// next connection to the actor's node) until a reply arrives or the deadline
+    /// passes; the actor's node runs it once and answers retries from its memory
+    /// of the reply (see [`NodeBuilder::exactly_once_retention`](crate::NodeBuilder::exactly_once_retention)).
+    /// A call to an actor on this node cannot be lost and is a plain ask.
+    pub async fn ask_exactly_once<T>(&self, args: T) -> Result<T::Output, CallError>
+    where
+        T: Method + Serialize,
+        T::Output: DeserializeOwned + 'static,
+        M: From<Request<T>>,
+    {
+        let remote = match &self.route {
+            Route::Local(local) => return self.ask_local(local, args).await,
+            Route::Remote(remote) => remote.clone(),
+        };
+        let deadline = Instant::now() + self.timeout;
+        let tags = CallTags {
+            chain: chain_for_call(),
+            once: fresh_chain(),
+        };
+        // Encoded once: the same bytes go with every attempt.
+        let bytes = remote.cx(None)?.enter(|| encode_args(&args))?;
+        let mut sent = false;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CallError::Timeout {
+                    after: self.timeout,
+                    may_have_executed: sent,
+                });
+            }
+            let attempt = async {
+                let conn = remote.conn().await?;
+                sent = true;
+                let args = Args::Encoded(&bytes);
+                let answer = conn
+                    .call(
+                        remote.target,
+                        remote.interface,
+                        T::ID,
+                        args,
+                        deadline - now,
+                        tags,
+                    )
+                    .await?;
+                remote
+                    .cx(Some(conn.clone()))?
+                    .enter(|| answer_into(answer, &conn.limits))
+            };
+            match attempt.await {
+                // Lost on the way (or no connection yet): again, with the same id.
+                Err(CallError::NodeDown { .. } | CallError::ConnectFailed { .. }) => {
+                    tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(CallError::Cycle { .. }) => return Err(cycle::<T>()),
+                outcome => return outcome,
             }
         }
     }

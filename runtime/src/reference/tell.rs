@@ -1,5 +1,6 @@
 //! The one-way call (tell): a future with a fast path that never allocates.
 
+use crate::remote::connection::CallTags;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -136,12 +137,26 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 let (target, interface) = (remote.target, remote.interface);
                 match args? {
                     Prepared::Bytes(bytes) => {
-                        conn.call(target, interface, method, Args::Encoded(&bytes), timeout, 0)
-                            .await
+                        conn.call(
+                            target,
+                            interface,
+                            method,
+                            Args::Encoded(&bytes),
+                            timeout,
+                            CallTags::default(),
+                        )
+                        .await
                     }
                     Prepared::Value(value) => {
-                        conn.call(target, interface, method, Args::Moved(value), timeout, 0)
-                            .await
+                        conn.call(
+                            target,
+                            interface,
+                            method,
+                            Args::Moved(value),
+                            timeout,
+                            CallTags::default(),
+                        )
+                        .await
                     }
                 }
                 .map(drop)

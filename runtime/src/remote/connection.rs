@@ -61,12 +61,20 @@ pub(crate) enum ValueFrame {
         method: u64,
         args: Moved,
         one_way: bool,
-        chain: u64,
+        tags: CallTags,
     },
     Reply {
         call: u64,
         value: Moved,
     },
+}
+
+/// What a call carries besides its arguments: its call chain (cycle detection) and,
+/// for an exactly-once method, its logical id (0 for none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CallTags {
+    pub(crate) chain: u64,
+    pub(crate) once: u64,
 }
 
 /// Sends encoded frames (length-prefixed) to the peer. False once the link is gone.
@@ -180,7 +188,7 @@ impl Connection {
         method: u64,
         args: Args<'_>,
         one_way: bool,
-        chain: u64,
+        tags: CallTags,
     ) -> Result<(), CallError> {
         let lane = Lane::Call(target);
         match args {
@@ -191,7 +199,8 @@ impl Connection {
                     interface,
                     method,
                     args,
-                    chain,
+                    chain: tags.chain,
+                    once: tags.once,
                 };
                 self.send(
                     lane,
@@ -210,7 +219,7 @@ impl Connection {
                     method,
                     args,
                     one_way,
-                    chain,
+                    tags,
                 };
                 if self.link.send_value(lane, frame) {
                     Ok(())
@@ -231,7 +240,7 @@ impl Connection {
         method: u64,
         args: Args<'_>,
         timeout: Duration,
-        chain: u64,
+        tags: CallTags,
     ) -> Result<Answer, CallError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.node_down(false));
@@ -244,7 +253,7 @@ impl Connection {
             self.pending.lock().remove(&id);
             return Err(self.node_down(false));
         }
-        if let Err(err) = self.send_call(id, target, interface, method, args, false, chain) {
+        if let Err(err) = self.send_call(id, target, interface, method, args, false, tags) {
             self.pending.lock().remove(&id);
             return Err(err);
         }
@@ -361,7 +370,10 @@ impl Connection {
             call.method,
             Args::Encoded(call.args),
             one_way,
-            call.chain,
+            CallTags {
+                chain: call.chain,
+                once: call.once,
+            },
             replies,
         )
     }
@@ -377,7 +389,7 @@ impl Connection {
         method: u64,
         args: Args<'_>,
         one_way: bool,
-        chain: u64,
+        tags: CallTags,
         replies: Lane,
     ) -> Result<Option<Waiting>, CallError> {
         let node = self.node.upgrade().ok_or(CallError::NoSuchObject)?;
@@ -388,11 +400,14 @@ impl Connection {
                 found: exported.interface_name().to_owned(),
             });
         }
-        if exported.in_cycle(chain) {
+        if exported.in_cycle(tags.chain) {
             // The caller names the method; the interface is what we know here.
             return Err(CallError::Cycle {
                 method: exported.interface_name().to_owned(),
             });
+        }
+        if tags.once != 0 && !one_way {
+            return self.deliver_once(node, exported, id, method, args, tags, replies);
         }
         let cx = MarshalCx {
             node,
@@ -420,8 +435,51 @@ impl Connection {
         }
         .within(cx.clone())
         .sent_by(self.caller.clone())
-        .in_chain(chain);
+        .in_chain(tags.chain);
         cx.enter(|| exported.deliver(method, args, &self.limits, replier))
+    }
+
+    /// Delivers a call of an `#[exactly_once]` method: the first delivery of its
+    /// logical id runs it; a retry is answered from the node's memory of the reply,
+    /// or waits for the delivery that is running it. Replies go encoded, so that
+    /// they can be remembered.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_once(
+        self: &Arc<Self>,
+        node: crate::node::Node,
+        exported: Arc<dyn super::Exported>,
+        id: u64,
+        method: u64,
+        args: Args<'_>,
+        tags: CallTags,
+        replies: Lane,
+    ) -> Result<Option<Waiting>, CallError> {
+        use super::once::Admit;
+        let key = (self.peer.node, tags.once);
+        let conn = self.clone();
+        let answer = Box::new(move |outcome| conn.reply(replies, id, outcome));
+        let Admit::Run(answer) = node.once_table().admit(key, answer) else {
+            return Ok(None);
+        };
+        let cx = MarshalCx {
+            node: node.clone(),
+            conn: Some(self.clone()),
+        };
+        let remembering = node.clone();
+        let replier = Replier::new(move |outcome| {
+            remembering.once_table().complete(key, &outcome);
+            answer(outcome);
+        })
+        .within(cx.clone())
+        .sent_by(self.caller.clone())
+        .in_chain(tags.chain);
+        let delivered = cx.enter(|| exported.deliver(method, args, &self.limits, replier));
+        if let Err(err) = &delivered {
+            // Refused before running: retries waiting for it get the same answer,
+            // and a later retry may run it.
+            node.once_table().complete(key, &Err(err.clone()));
+        }
+        delivered
     }
 
     /// Handles a value frame from the peer (one process), read on a lane whose
@@ -441,7 +499,7 @@ impl Connection {
                 method,
                 args,
                 one_way,
-                chain,
+                tags,
             } => match self.deliver_payload(
                 id,
                 target,
@@ -449,7 +507,7 @@ impl Connection {
                 method,
                 Args::Moved(args),
                 one_way,
-                chain,
+                tags,
                 replies,
             ) {
                 Ok(None) => Step::Continue,
@@ -535,6 +593,14 @@ impl Connection {
             return Err(self.node_down(false));
         }
         let id = self.session.lock().next_call_id();
-        self.send_call(id, target, interface, method, args, true, 0)
+        self.send_call(
+            id,
+            target,
+            interface,
+            method,
+            args,
+            true,
+            CallTags::default(),
+        )
     }
 }

@@ -5,6 +5,7 @@ pub(crate) mod connection;
 pub(crate) mod exports;
 pub mod inproc;
 pub(crate) mod monitors;
+pub(crate) mod once;
 pub(crate) mod quic;
 
 pub(crate) use connection::Connection;

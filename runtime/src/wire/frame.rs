@@ -120,4 +120,8 @@ pub struct Call<'a> {
     /// The call chain the call belongs to (0: none): an actor busy with a call of
     /// the same chain refuses it as a cycle.
     pub chain: u64,
+    /// For an `#[exactly_once]` method, the logical call's id, the same in every
+    /// retry (0: at most once): the receiver runs it once and answers retries
+    /// from its memory of the reply.
+    pub once: u64,
 }

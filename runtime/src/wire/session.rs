@@ -229,6 +229,7 @@ mod tests {
             method: 2,
             args: b"args",
             chain: 0,
+            once: 0,
         })
     }
 
