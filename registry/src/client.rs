@@ -234,7 +234,7 @@ impl Registry {
         R::Msg: Unmarshal,
     {
         let wire = self.shared.node.wire_ref(r);
-        let record = self.record(member_key(group, wire.object)?, r);
+        let record = self.record(member_key(group, &wire)?, r);
         let lease = self.lease().await?;
         self.shared.store.put(record.clone(), lease).await?;
         self.own(record, false, r);
@@ -246,8 +246,8 @@ impl Registry {
     where
         R::Msg: Unmarshal,
     {
-        let object = self.shared.node.wire_ref(r).object;
-        let key = member_key(group, object)?;
+        let wire = self.shared.node.wire_ref(r);
+        let (key, object) = (member_key(group, &wire)?, wire.object);
         self.shared.owned.lock().remove(&key);
         self.shared.store.delete(&key, Some(object)).await?;
         Ok(())

@@ -11,7 +11,8 @@ use crate::store::{Change, Record};
 
 /// Names live under this key prefix in a store.
 pub(crate) const NAMES: &str = "names/";
-/// Group memberships live under `groups/{group}/{object}`.
+/// Group memberships live under `groups/{group}/{node}/{object}` (object ids alone
+/// are not unique across nodes: well-known objects share theirs).
 pub(crate) const GROUPS: &str = "groups/";
 
 /// A bound name, as [`Registry::list`](crate::Registry::list) and watches report it.
@@ -97,8 +98,13 @@ pub(crate) fn group_prefix(group: &str) -> Result<String, RegistryError> {
 }
 
 /// The store key of one member of a group.
-pub(crate) fn member_key(group: &str, object: ObjectId) -> Result<String, RegistryError> {
-    Ok(format!("{}{object}", group_prefix(group)?))
+pub(crate) fn member_key(group: &str, member: &WireRef) -> Result<String, RegistryError> {
+    Ok(format!(
+        "{}{}/{}",
+        group_prefix(group)?,
+        member.node,
+        member.object
+    ))
 }
 
 fn check(name: &str, what: &str) -> Result<(), RegistryError> {
