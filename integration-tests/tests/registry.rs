@@ -336,7 +336,7 @@ async fn groups_round_robin_and_skip_failed_members(kind: Kind) {
         let counter: CounterRef = node.spawn(Tally::default());
         counter.add(i * 100).await.unwrap();
         registry.join("workers", &counter).await.unwrap();
-        members.push((node, counter));
+        members.push((node, counter, registry));
     }
     let (_client, registry) = world.node("client").await;
     assert_eq!(
@@ -382,8 +382,10 @@ async fn groups_round_robin_and_skip_failed_members(kind: Kind) {
     assert_eq!(hits.values().sum::<i32>(), 8 - failures);
 
     // Leaving takes a member out; an empty group is an error, not a hang.
-    registry.leave("workers", &members[0].1).await.unwrap();
-    registry.leave("workers", &members[2].1).await.unwrap();
+    // (Each member leaves through its own node's handle: a reference is only
+    // meaningful to the node that holds it.)
+    members[0].2.leave("workers", &members[0].1).await.unwrap();
+    members[2].2.leave("workers", &members[2].1).await.unwrap();
     assert!(
         eventually(Duration::from_secs(10), || async {
             matches!(group.pick(), Err(RegistryError::NoMembers { .. }))

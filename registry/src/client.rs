@@ -82,6 +82,9 @@ struct Owned {
     record: Record,
     /// A `bind`: put back only if nobody took the name meanwhile.
     exclusive: bool,
+    /// The bound reference itself: an object stays referenced (pinned) while this
+    /// node keeps it bound, as RMI's registry pins what it holds.
+    _pin: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 /// Options for a [`Registry`] handle.
@@ -326,7 +329,14 @@ impl Registry {
         self.shared
             .owned
             .lock()
-            .insert(key.clone(), Owned { record, exclusive });
+            .insert(
+                key.clone(),
+                Owned {
+                    record,
+                    exclusive,
+                    _pin: Arc::new(r.clone()),
+                },
+            );
         let stopped = self.shared.node.monitor(r);
         let shared = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
