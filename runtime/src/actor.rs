@@ -10,6 +10,7 @@ use crate::id::ActorId;
 use crate::mailbox::Mailbox;
 use crate::node::Node;
 use crate::slot::Control;
+use crate::supervisor::Supervision;
 
 /// An object that lives behind a mailbox and handles one message at a time.
 ///
@@ -80,6 +81,18 @@ pub enum StopReason {
         /// Why that one stopped.
         reason: Box<StopReason>,
     },
+    /// A [`Supervisor`](crate::Supervisor) gave up: its children failed more than
+    /// `max` times within `within`. The supervisor stops with this reason, and so do
+    /// the children it stops (the child whose failure crossed the limit stops
+    /// with its own `Panicked`).
+    RestartLimit {
+        /// Restarts the supervisor allowed inside the window.
+        max: u32,
+        /// The window.
+        within: Duration,
+        /// The failure that crossed the limit, naming the child.
+        last: String,
+    },
 }
 
 impl StopReason {
@@ -102,6 +115,10 @@ impl fmt::Display for StopReason {
             StopReason::Linked { peer, reason } => {
                 write!(f, "linked actor {peer} stopped: {reason}")
             }
+            StopReason::RestartLimit { max, within, last } => write!(
+                f,
+                "restart limit reached ({max} restarts within {within:?}); last failure: {last}"
+            ),
         }
     }
 }
@@ -155,6 +172,14 @@ pub struct Restart {
 
 pub(crate) type Factory<A> = Box<dyn FnMut() -> A + Send>;
 
+/// Who decides whether a panicked actor gets fresh state from its factory.
+pub(crate) enum RestartBy {
+    /// Its own [`Restart`] policy.
+    Policy(Restart),
+    /// Its supervisor, which may also ask it to pause and restart (`supervisor.rs`).
+    Supervisor(Arc<dyn Supervision>),
+}
+
 /// How [`Node::spawn_with`] starts an actor: mailbox, restart policy, name for logs.
 ///
 /// ```
@@ -174,7 +199,7 @@ pub struct SpawnOptions<A> {
     pub(crate) inline: bool,
     pub(crate) mailbox: Option<Mailbox>,
     pub(crate) name: Option<Arc<str>>,
-    pub(crate) restart: Option<(Restart, Factory<A>)>,
+    pub(crate) restart: Option<(RestartBy, Factory<A>)>,
 }
 
 impl<A> SpawnOptions<A> {
@@ -215,7 +240,7 @@ impl<A> SpawnOptions<A> {
     /// Restart on panic under `policy`, building the fresh state with `factory`.
     /// Without this, a panic stops the actor.
     pub fn restart(mut self, policy: Restart, factory: impl FnMut() -> A + Send + 'static) -> Self {
-        self.restart = Some((policy, Box::new(factory)));
+        self.restart = Some((RestartBy::Policy(policy), Box::new(factory)));
         self
     }
 }
@@ -232,7 +257,13 @@ impl<A> fmt::Debug for SpawnOptions<A> {
             .field("inline", &self.inline)
             .field("mailbox", &self.mailbox)
             .field("name", &self.name)
-            .field("restart", &self.restart.as_ref().map(|(policy, _)| policy))
+            .field(
+                "restart",
+                &self.restart.as_ref().map(|(by, _)| match by {
+                    RestartBy::Policy(policy) => format!("{policy:?}"),
+                    RestartBy::Supervisor(_) => "by its supervisor".to_owned(),
+                }),
+            )
             .finish()
     }
 }

@@ -60,6 +60,7 @@ mod reply;
 mod runner;
 mod slot;
 mod spawn;
+mod supervisor;
 mod tls;
 pub mod wire;
 
@@ -75,6 +76,9 @@ pub use reference::{RefCore, Tell, DEFAULT_TIMEOUT};
 pub use remote::WireRef;
 pub use reply::ReplyTo;
 pub use spawn::{Factory, FactoryInfo, SpawnError, Spawner, SpawnerRef, SPAWNER_OBJECT};
+pub use supervisor::{
+    Strategy, Supervisor, SupervisorBuilder, SupervisorError, SupervisorEvent, SupervisorEvents,
+};
 pub use tls::{Credentials, CredentialsError};
 
 /// Turns a trait of `async fn` methods into a remote interface.

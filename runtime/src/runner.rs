@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 
-use crate::actor::{Actor, StopReason};
+use crate::actor::{Actor, RestartBy, StopReason};
 use crate::interface::Dispatch;
 use crate::reply::panic_message;
 use crate::slot::{Slot, TASK};
+use crate::supervisor::Directive;
 
 impl<A, M, F> Slot<A, M, F>
 where
@@ -27,16 +28,22 @@ where
         let this = &*self;
         loop {
             if unsafe { (*this.starting.get()).is_some() } {
-                if let Err(message) = guarded(poll_fn(|cx| unsafe { this.poll_starting(cx) })).await
-                {
-                    unsafe { *this.starting.get() = None };
-                    *this.panic.lock() = Some(message);
+                match guarded(poll_fn(|cx| unsafe { this.poll_starting(cx) })).await {
+                    Ok(()) => {
+                        if let Some(supervisor) = &this.supervisor {
+                            supervisor.started();
+                        }
+                    }
+                    Err(message) => {
+                        unsafe { *this.starting.get() = None };
+                        *this.panic.lock() = Some(message);
+                    }
                 }
                 continue;
             }
             let panicked = this.panic.lock().take();
             if let Some(message) = panicked {
-                match this.restart_after(message) {
+                match this.restart_after(message).await {
                     Ok(()) => unsafe { this.begin_start() },
                     Err(reason) => return this.finish(reason).await,
                 }
@@ -52,6 +59,13 @@ where
             }
             if let Some(reason) = this.ctx.cell.stop_requested() {
                 return this.finish(reason).await;
+            }
+            if this.pause_requested() {
+                match this.halt(None).await {
+                    Ok(()) => unsafe { this.begin_start() },
+                    Err(reason) => return this.finish(reason).await,
+                }
+                continue;
             }
             // A long queue must not keep this worker from other tasks.
             tokio::task::coop::consume_budget().await;
@@ -84,13 +98,16 @@ where
         cell.finish(reason);
     }
 
-    /// After a panic: swaps in fresh state if the policy allows, else says why to stop.
-    fn restart_after(&self, message: String) -> Result<(), StopReason> {
+    /// After a panic: swaps in fresh state if the policy (or the supervisor) allows,
+    /// else says why to stop.
+    async fn restart_after(&self, message: String) -> Result<(), StopReason> {
         let cell = &self.ctx.cell;
         tracing::error!(actor = %cell.id, name = ?cell.name, %message, "actor panicked");
         let held = unsafe { &mut *self.held.get() };
-        let Some((policy, factory)) = &mut held.restart else {
-            return Err(StopReason::Panicked { message });
+        let (policy, factory) = match &mut held.restart {
+            None => return Err(StopReason::Panicked { message }),
+            Some((RestartBy::Supervisor(_), _)) => return self.halt(Some(message)).await,
+            Some((RestartBy::Policy(policy), factory)) => (policy, factory),
         };
         let now = Instant::now();
         while held
@@ -115,6 +132,45 @@ where
             Err(payload) => Err(StopReason::Panicked {
                 message: format!("restart factory panicked: {}", panic_message(&*payload)),
             }),
+        }
+    }
+
+    /// A supervised actor stops handling messages — it panicked (`failure`), or its
+    /// supervisor asked it to pause — tells its supervisor, and does as told: `Ok`
+    /// once fresh state is in place (`on_start` still to run), or the reason to
+    /// stop. It keeps the baton meanwhile, so messages wait in the mailbox.
+    async fn halt(&self, mut failure: Option<String>) -> Result<(), StopReason> {
+        let Some(supervisor) = self.supervisor.clone() else {
+            let stopped = |message| StopReason::Panicked { message };
+            return Err(failure.map_or(StopReason::Normal, stopped));
+        };
+        loop {
+            match supervisor.halted(failure.take()).await {
+                Directive::Stop(reason) => return Err(reason),
+                Directive::Restart => {
+                    let held = unsafe { &mut *self.held.get() };
+                    let Some((_, factory)) = &mut held.restart else {
+                        return Err(StopReason::Normal);
+                    };
+                    match std::panic::catch_unwind(AssertUnwindSafe(&mut *factory)) {
+                        Ok(fresh) => {
+                            // The old state is dropped without on_stop: after a panic it
+                            // may be inconsistent, and a restart is not a stop.
+                            unsafe { **self.actor.get() = fresh };
+                            let cell = &self.ctx.cell;
+                            tracing::info!(actor = %cell.id, name = ?cell.name, "actor restarted by its supervisor");
+                            return Ok(());
+                        }
+                        // A failure like any other: the supervisor counts it and decides.
+                        Err(payload) => {
+                            failure = Some(format!(
+                                "restart factory panicked: {}",
+                                panic_message(&*payload)
+                            ))
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -35,12 +35,13 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::actor::{Actor, Context, Factory, Restart, StopReason};
+use crate::actor::{Actor, Context, Factory, RestartBy, StopReason};
 use crate::cell::ActorCell;
 use crate::interface::Dispatch;
 use crate::mailbox::{MailboxRx, MailboxTx};
 use crate::node::Node;
 use crate::reply::panic_message;
+use crate::supervisor::Supervision;
 
 /// How deep inline runs may nest on one thread (A's handler calls B inline, which
 /// calls C inline, ...). Past it calls go through the mailbox, so a long chain of
@@ -65,7 +66,7 @@ type Starting = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) struct Held<A, M: 'static> {
     pub(crate) rx: MailboxRx<M>,
     pub(crate) state_dropped: bool,
-    pub(crate) restart: Option<(Restart, Factory<A>)>,
+    pub(crate) restart: Option<(RestartBy, Factory<A>)>,
     pub(crate) restarts: VecDeque<Instant>,
 }
 
@@ -86,6 +87,9 @@ pub(crate) struct Slot<A: 'static, M: 'static, F> {
     pub(crate) panic: Mutex<Option<String>>,
     start: Start<A, M, F>,
     pub(crate) ctx: Context,
+    /// Its supervisor, if it has one (also in `held.restart`; here it can be read
+    /// without the baton, for pause requests).
+    pub(crate) supervisor: Option<Arc<dyn Supervision>>,
     me: Weak<Self>,
 }
 
@@ -112,6 +116,10 @@ where
         held: Held<A, M>,
         inline: bool,
     ) -> Arc<Self> {
+        let supervisor = match &held.restart {
+            Some((RestartBy::Supervisor(supervisor), _)) => Some(supervisor.clone()),
+            _ => None,
+        };
         let slot = Arc::new_cyclic(|me: &Weak<Self>| Slot {
             running: UnsafeCell::new(None),
             starting: UnsafeCell::new(None),
@@ -126,8 +134,14 @@ where
                 cell,
                 control: me.clone() as Weak<dyn Control>,
             },
+            supervisor,
             me: me.clone(),
         });
+        // Before on_start: the supervisor learns of the child before any report from it.
+        if let Some(supervisor) = &slot.supervisor {
+            let control = Arc::downgrade(&slot) as Weak<dyn Control>;
+            supervisor.attach(&slot.ctx.cell, control);
+        }
         // SAFETY: the baton starts as TASK and is ours until released below.
         unsafe { slot.begin_start() };
         let mut cx = TaskContext::from_waker(Waker::noop());
@@ -173,9 +187,16 @@ where
         // message to us; so did a stop request.
         // SAFETY: reading the queue length needs no baton (the channel is shared).
         let queued = unsafe { (*self.held.get()).rx.has_pending() };
-        if queued || self.ctx.cell.stop_requested().is_some() {
+        if queued || self.ctx.cell.stop_requested().is_some() || self.pause_requested() {
             self.schedule();
         }
+    }
+
+    /// Whether its supervisor asked it to pause after the current message.
+    pub(crate) fn pause_requested(&self) -> bool {
+        self.supervisor
+            .as_ref()
+            .is_some_and(|supervisor| supervisor.pause_requested())
     }
 
     /// The actor's state. Holder only.
@@ -274,7 +295,10 @@ where
         {
             return Err(msg);
         }
-        if mailbox.has_pending() || self.ctx.cell.stop_requested().is_some() {
+        if mailbox.has_pending()
+            || self.ctx.cell.stop_requested().is_some()
+            || self.pause_requested()
+        {
             self.release();
             return Err(msg);
         }
@@ -333,6 +357,9 @@ impl<A: 'static, M: 'static, F> Drop for Slot<A, M, F> {
 pub(crate) trait Control: Send + Sync {
     /// Asks the actor to stop after its current message, and makes sure it does.
     fn stop(&self, reason: StopReason);
+
+    /// Makes sure someone looks at the actor (its supervisor asked it to pause).
+    fn wake(&self);
 }
 
 impl<A, M, F> Control for Slot<A, M, F>
@@ -343,6 +370,10 @@ where
 {
     fn stop(&self, reason: StopReason) {
         self.ctx.cell.request_stop(reason);
+        self.schedule();
+    }
+
+    fn wake(&self) {
         self.schedule();
     }
 }
