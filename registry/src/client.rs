@@ -326,17 +326,14 @@ impl Registry {
     /// Remembers an entry of this node's, and removes it when its actor stops.
     fn own<R: Interface>(&self, record: Record, exclusive: bool, r: &R) {
         let (key, object) = (record.key.clone(), record.object());
-        self.shared
-            .owned
-            .lock()
-            .insert(
-                key.clone(),
-                Owned {
-                    record,
-                    exclusive,
-                    _pin: Arc::new(r.clone()),
-                },
-            );
+        self.shared.owned.lock().insert(
+            key.clone(),
+            Owned {
+                record,
+                exclusive,
+                _pin: Arc::new(r.clone()),
+            },
+        );
         let stopped = self.shared.node.monitor(r);
         let shared = Arc::downgrade(&self.shared);
         tokio::spawn(async move {

@@ -26,6 +26,7 @@ struct OwnedCall {
     method: u64,
     args: Vec<u8>,
     chain: u64,
+    once: u64,
 }
 
 impl OwnedCall {
@@ -37,6 +38,7 @@ impl OwnedCall {
             method: self.method,
             args: &self.args,
             chain: self.chain,
+            once: self.once,
         }
     }
 
@@ -48,6 +50,7 @@ impl OwnedCall {
             method: call.method,
             args: call.args.to_vec(),
             chain: call.chain,
+            once: call.once,
         }
     }
 }
@@ -151,6 +154,7 @@ fn every_variant() -> Vec<Owned> {
         method: 7,
         args: vec![0x91, 0xc1, 0x00, 0xff], // bytes that look like msgpack must stay opaque
         chain: u64::MAX,
+        once: 1,
     };
     vec![
         Owned::Hello(Hello {
@@ -767,6 +771,7 @@ fn max_depth_zero_refuses_instead_of_panicking() {
         method: 3,
         args: vec![],
         chain: 0,
+        once: 0,
     });
     let body = &encode_all(std::slice::from_ref(&call), &Limits::default())[4..];
     let frame = std::panic::catch_unwind(|| decode_frame(body, &limits).map(|f| Owned::own(&f)));
@@ -894,15 +899,19 @@ fn call() -> impl Strategy<Value = OwnedCall> {
         any::<u64>(),
         bytes(4096),
         any::<u64>(),
+        any::<u64>(),
     )
-        .prop_map(|(id, target, interface, method, args, chain)| OwnedCall {
-            id,
-            target,
-            interface,
-            method,
-            args,
-            chain,
-        })
+        .prop_map(
+            |(id, target, interface, method, args, chain, once)| OwnedCall {
+                id,
+                target,
+                interface,
+                method,
+                args,
+                chain,
+                once,
+            },
+        )
 }
 
 fn call_error() -> impl Strategy<Value = CallError> {

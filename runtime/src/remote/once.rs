@@ -141,10 +141,9 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex as StdMutex};
 
-    fn recorder() -> (
-        Arc<StdMutex<Vec<Result<Vec<u8>, CallError>>>>,
-        impl Fn() -> Answer,
-    ) {
+    type Seen = Arc<StdMutex<Vec<Result<Vec<u8>, CallError>>>>;
+
+    fn recorder() -> (Seen, impl Fn() -> Answer) {
         let seen = Arc::new(StdMutex::new(Vec::new()));
         let make = {
             let seen = seen.clone();
