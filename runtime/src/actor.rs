@@ -197,6 +197,7 @@ pub(crate) enum RestartBy {
 /// ```
 pub struct SpawnOptions<A> {
     pub(crate) inline: bool,
+    pub(crate) pinned: bool,
     pub(crate) mailbox: Option<Mailbox>,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) restart: Option<(RestartBy, Factory<A>)>,
@@ -207,6 +208,7 @@ impl<A> SpawnOptions<A> {
     pub fn new() -> Self {
         SpawnOptions {
             inline: true,
+            pinned: false,
             mailbox: None,
             name: None,
             restart: None,
@@ -228,6 +230,15 @@ impl<A> SpawnOptions<A> {
     /// never holds up its sender; every message then goes through the mailbox.
     pub fn inline(mut self, inline: bool) -> Self {
         self.inline = inline;
+        self
+    }
+
+    /// Keeps the actor exported once other nodes have been given references to it,
+    /// even after every lease on it lapsed and every local reference is gone
+    /// (default `false`: such an actor is withdrawn and stops). A pinned actor
+    /// lives until it is stopped.
+    pub fn pinned(mut self, pinned: bool) -> Self {
+        self.pinned = pinned;
         self
     }
 
@@ -255,6 +266,7 @@ impl<A> fmt::Debug for SpawnOptions<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpawnOptions")
             .field("inline", &self.inline)
+            .field("pinned", &self.pinned)
             .field("mailbox", &self.mailbox)
             .field("name", &self.name)
             .field(

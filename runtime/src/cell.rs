@@ -24,6 +24,8 @@ pub(crate) struct ActorCell {
     /// The call chain of the handler running now (0: none, or a tell's): a call of
     /// the same chain arriving meanwhile is a cycle.
     busy_chain: AtomicU64,
+    /// Exported, it stays exported without leases (`SpawnOptions::pinned`).
+    pinned: std::sync::atomic::AtomicBool,
     end: Mutex<End>,
 }
 
@@ -41,6 +43,7 @@ impl ActorCell {
             stop: AtomicU8::new(RUNNING),
             stop_reason: Mutex::new(None),
             busy_chain: AtomicU64::new(0),
+            pinned: std::sync::atomic::AtomicBool::new(false),
             end: Mutex::new(End::default()),
         }
     }
@@ -67,6 +70,14 @@ impl ActorCell {
                     .unwrap_or(StopReason::Normal),
             ),
         }
+    }
+
+    pub(crate) fn pin(&self) {
+        self.pinned.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_pinned(&self) -> bool {
+        self.pinned.load(Ordering::Relaxed)
     }
 
     /// The handler now running belongs to call chain `chain` (0 when it finished).

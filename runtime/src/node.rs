@@ -60,7 +60,13 @@ pub(crate) struct NodeInner {
     id: Uuid,
     incarnation: u64,
     limits: Limits,
-    exports: DashMap<ObjectId, Arc<dyn Exported>>,
+    exports: DashMap<ObjectId, Export>,
+    /// Leases this node holds on other nodes' objects (one per proxied object).
+    held: Arc<crate::remote::leases::Held>,
+    /// Leases other nodes hold on this node's exports.
+    granted: crate::remote::leases::Granted,
+    /// How long a lease lasts without renewal (cluster-wide: use one value).
+    lease: Duration,
     peers: DashMap<Uuid, Arc<Connection>>,
     name: Option<String>,
     runtime: tokio::runtime::Handle,
@@ -131,6 +137,7 @@ pub struct NodeBuilder {
     default_mailbox: Mailbox,
     default_timeout: Duration,
     once_retention: Duration,
+    lease: Duration,
 }
 
 impl NodeBuilder {
@@ -189,6 +196,17 @@ impl NodeBuilder {
         self
     }
 
+    /// How long a reference lease lasts without renewal (default 10 minutes; use
+    /// one value across a cluster): a node holding proxies renews its leases at
+    /// half of it, and an actor of this node that only other nodes referred to is
+    /// withdrawn (and stops) within 1.25 leases after the last of them stopped
+    /// renewing (it died, or lost its connection). Dropping the last proxy releases
+    /// at once.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(100));
+        self
+    }
+
     /// How long this node remembers the reply of an `#[exactly_once]` call it ran
     /// (default 5 minutes), to answer a retry from memory. A retry arriving later
     /// runs the method again: keep callers' deadlines below it. At most 2^20
@@ -233,6 +251,9 @@ impl NodeBuilder {
                 incarnation: rand_incarnation(),
                 limits: self.limits,
                 exports: DashMap::new(),
+                held: Default::default(),
+                granted: Default::default(),
+                lease: self.lease,
                 peers: DashMap::new(),
                 name: self.name,
                 runtime,
@@ -259,8 +280,16 @@ impl NodeBuilder {
                     reason,
                 })?;
         }
+        crate::remote::leases::start(&node, &node.inner.held, node.inner.lease);
         Ok(node)
     }
+}
+
+/// An export: an actor other nodes may call, and whether it is kept regardless of
+/// leases.
+struct Export {
+    route: Arc<dyn Exported>,
+    pinned: bool,
 }
 
 /// A snapshot of a node's counters, from [`Node::stats`].
@@ -271,6 +300,12 @@ pub struct NodeStats {
     pub actors: usize,
     /// Replies of `#[exactly_once]` calls remembered for retries.
     pub exactly_once_replies: usize,
+    /// Actors other nodes may call (exported).
+    pub exports: usize,
+    /// Leases other nodes hold on this node's exports.
+    pub leases_granted: usize,
+    /// Objects of other nodes this node holds leases on (has proxies for).
+    pub leases_held: usize,
 }
 
 impl Node {
@@ -285,6 +320,7 @@ impl Node {
             default_mailbox: Mailbox::default(),
             default_timeout: DEFAULT_TIMEOUT,
             once_retention: crate::remote::once::DEFAULT_RETENTION,
+            lease: crate::remote::leases::DEFAULT_LEASE,
         }
     }
 
@@ -317,6 +353,9 @@ impl Node {
         let inner = &self.inner;
         let id = ActorId(inner.next_actor.fetch_add(1, Ordering::Relaxed));
         let cell = Arc::new(ActorCell::new(id, options.name));
+        if options.pinned {
+            cell.pin();
+        }
         let (tx, rx) = options.mailbox.unwrap_or(inner.default_mailbox).channel();
         let held = Held {
             rx,
@@ -498,7 +537,11 @@ impl Node {
         R::Msg: Unmarshal,
     {
         match r.core().route() {
-            Route::Local(local) => Ok(self.export_route(local)),
+            Route::Local(local) => {
+                let id = self.export_route(local);
+                self.pin(id);
+                Ok(id)
+            }
             Route::Remote(_) => Err(CallError::NoSuchObject),
         }
     }
@@ -546,7 +589,10 @@ impl Node {
                 if local.exported.set(id).is_err() {
                     return Err(taken());
                 }
-                slot.insert(local.clone() as Arc<dyn Exported>);
+                slot.insert(Export {
+                    route: local.clone() as Arc<dyn Exported>,
+                    pinned: true,
+                });
             }
         }
         Ok(())
@@ -563,7 +609,7 @@ impl Node {
             Route::Local(local) => WireRef {
                 node: self.id(),
                 incarnation: self.incarnation(),
-                object: self.export_route(local),
+                object: self.export_for(local, None),
                 interface: <R::Msg as Unmarshal>::INTERFACE_ID,
                 addr: self.listen_addr().map(|a| a.to_string()),
             },
@@ -591,19 +637,83 @@ impl Node {
         self.inner.shutting_down.load(Ordering::Acquire)
     }
 
-    /// The id `route`'s actor is exported under; exports it on first use.
+    /// The id `route`'s actor is exported under; exports it on first use. The
+    /// export lives while someone holds a lease on it or a reference to it here.
     pub(crate) fn export_route<M: Unmarshal>(&self, route: &Arc<LocalRoute<M>>) -> ObjectId {
         *route.exported.get_or_init(|| {
             let id = Uuid::new_v4();
-            self.inner
-                .exports
-                .insert(id, route.clone() as Arc<dyn Exported>);
+            self.inner.exports.insert(
+                id,
+                Export {
+                    route: route.clone() as Arc<dyn Exported>,
+                    pinned: route.cell.is_pinned(),
+                },
+            );
             id
         })
     }
 
+    /// [`Node::export_route`] for a reference about to be sent to `holder` (None:
+    /// not known yet): it gets a lease at once, which the receiving node's proxy
+    /// renews, so the actor outlives the trip even if every local reference goes.
+    pub(crate) fn export_for<M: Unmarshal>(
+        &self,
+        route: &Arc<LocalRoute<M>>,
+        holder: Option<Uuid>,
+    ) -> ObjectId {
+        let id = self.export_route(route);
+        let holder = holder.unwrap_or(Uuid::nil());
+        self.inner.granted.renew(holder, &[id], self.inner.lease);
+        id
+    }
+
+    /// Pins an export: it is never withdrawn (explicit exports, pinned actors).
+    fn pin(&self, id: ObjectId) {
+        if let Some(mut export) = self.inner.exports.get_mut(&id) {
+            export.pinned = true;
+        }
+    }
+
     pub(crate) fn exported(&self, object: &ObjectId) -> Option<Arc<dyn Exported>> {
-        self.inner.exports.get(object).map(|e| e.value().clone())
+        self.inner.exports.get(object).map(|e| e.route.clone())
+    }
+
+    /// Withdraws every export that nobody holds a lease on, that nothing on this
+    /// node refers to, and that is not pinned: its actor then stops, as any actor
+    /// whose last reference is gone (`StopReason::Normal`).
+    pub(crate) fn sweep_exports(&self, now: tokio::time::Instant) {
+        let candidates: Vec<ObjectId> = self
+            .inner
+            .exports
+            .iter()
+            .filter(|e| !e.pinned && Arc::strong_count(&e.route) == 1)
+            .map(|e| *e.key())
+            .collect();
+        for id in candidates {
+            if self.inner.granted.is_leased(&id, now) {
+                continue;
+            }
+            // Checked again under the entry's lock: an import may have just taken it.
+            let removed = self
+                .inner
+                .exports
+                .remove_if(&id, |_, e| !e.pinned && Arc::strong_count(&e.route) == 1);
+            if removed.is_some() {
+                tracing::debug!(object = %id, "unreferenced: export withdrawn");
+            }
+        }
+    }
+
+    pub(crate) fn held_leases(&self) -> &crate::remote::leases::Held {
+        &self.inner.held
+    }
+
+    pub(crate) fn granted_leases(&self) -> &crate::remote::leases::Granted {
+        &self.inner.granted
+    }
+
+    pub(crate) fn lease_time(&self) -> Duration {
+        self.inner.lease
     }
 
     /// Turns a reference off the wire into a route: local if the object is ours,
@@ -711,6 +821,9 @@ impl Node {
         NodeStats {
             actors: self.inner.live.load(Ordering::Acquire),
             exactly_once_replies: self.inner.once.remembered(),
+            exports: self.inner.exports.len(),
+            leases_granted: self.inner.granted.count(),
+            leases_held: self.inner.held.count(),
         }
     }
 

@@ -5,7 +5,8 @@
 //!
 //! With `--bind NAME` it binds the counter under NAME in a registry (the one served
 //! at `--registry ADDR`, or etcd at `--etcd URL` under `--etcd-prefix P`) with a
-//! lease of `--lease-ms N`, before printing READY.
+//! lease of `--lease-ms N`, before printing READY. `--ref-lease-ms N` sets the
+//! node's reference lease time.
 //!
 //! ```text
 //! remora-test-node --credentials DIR [--listen 127.0.0.1:0]
@@ -25,6 +26,7 @@ async fn main() {
     let mut listen = "127.0.0.1:0".to_owned();
     let (mut registry, mut etcd, mut prefix, mut bind, mut lease_ms) =
         (None, None, None, None, 10_000u64);
+    let mut ref_lease = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -35,16 +37,19 @@ async fn main() {
             "--etcd-prefix" => prefix = args.next(),
             "--bind" => bind = args.next(),
             "--lease-ms" => lease_ms = args.next().expect("--lease-ms N").parse().expect("ms"),
+            "--ref-lease-ms" => {
+                let ms: u64 = args.next().expect("--ref-lease-ms N").parse().expect("ms");
+                ref_lease = Some(Duration::from_millis(ms));
+            }
             other => panic!("unknown argument {other}"),
         }
     }
     let credentials = credentials.expect("--credentials DIR");
-    let node = Node::builder()
-        .listen(listen)
-        .credentials(credentials)
-        .build()
-        .await
-        .expect("node starts");
+    let mut builder = Node::builder().listen(listen).credentials(credentials);
+    if let Some(lease) = ref_lease {
+        builder = builder.lease(lease);
+    }
+    let node = builder.build().await.expect("node starts");
     let counter: CounterRef = node.spawn(Tally::default());
     let broker: BrokerRef = node.spawn(Keeper::default());
     let builder = Registry::builder().lease_ttl(Duration::from_millis(lease_ms));

@@ -116,7 +116,9 @@ impl<M: Unmarshal> Serialize for RefCore<M> {
             Route::Local(local) => WireRef {
                 node: cx.node.id(),
                 incarnation: cx.node.incarnation(),
-                object: cx.node.export_route(local),
+                object: cx
+                    .node
+                    .export_for(local, cx.conn.as_ref().map(|c| c.peer.node)),
                 interface: M::INTERFACE_ID,
                 addr: cx.node.listen_addr().map(|a| a.to_string()),
             },

@@ -333,6 +333,19 @@ impl Connection {
                 self.on_exit(object, reason);
                 Step::Continue
             }
+            Ok(Incoming::Renew { objects }) => {
+                if let Some(node) = self.node.upgrade() {
+                    node.granted_leases()
+                        .renew(self.peer.node, &objects, node.lease_time());
+                }
+                Step::Continue
+            }
+            Ok(Incoming::Release { objects }) => {
+                if let Some(node) = self.node.upgrade() {
+                    node.granted_leases().release(self.peer.node, &objects);
+                }
+                Step::Continue
+            }
             Err(err) => {
                 tracing::warn!(peer = %self.peer.node, %err, "closing connection");
                 Step::Close

@@ -134,8 +134,22 @@ pub(crate) struct RemoteRoute {
     pub(crate) interface: u64,
 }
 
+impl Drop for RemoteRoute {
+    /// The last proxy for the object (on this route) is gone: release its lease.
+    fn drop(&mut self) {
+        if let Some(node) = self.node.upgrade() {
+            node.held_leases().release(self.peer, self.target);
+        }
+    }
+}
+
 impl RemoteRoute {
     pub(crate) fn new(node: WeakNode, wire: &WireRef, conn: Option<Arc<Connection>>) -> Self {
+        // A proxy holds a lease on its object (see `leases`).
+        if let Some(node) = node.upgrade() {
+            node.held_leases()
+                .acquire(wire.node, wire.addr.as_deref(), wire.object);
+        }
         RemoteRoute {
             node,
             peer: wire.node,
@@ -196,7 +210,7 @@ impl RemoteRoute {
         })
     }
 
-    /// The node this route belongs to, while it runs.
+    /// The node this route belongs to, while it runs (and holds its lease).
     pub(crate) fn node(&self) -> Option<Node> {
         self.node.upgrade()
     }

@@ -4,6 +4,7 @@
 pub(crate) mod connection;
 pub(crate) mod exports;
 pub mod inproc;
+pub(crate) mod leases;
 pub(crate) mod monitors;
 pub(crate) mod once;
 pub(crate) mod quic;

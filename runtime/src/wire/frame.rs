@@ -44,12 +44,12 @@ pub enum Frame<'a> {
         /// What went wrong.
         error: crate::CallError,
     },
-    /// The sender drops its leases on these objects (reserved for leases).
+    /// The sender drops its leases on these objects (its last proxies are gone).
     Release {
         /// Objects released.
         objects: Vec<ObjectId>,
     },
-    /// The sender renews its leases on these objects (reserved for leases).
+    /// The sender holds proxies for these objects: it takes or renews leases on them.
     Renew {
         /// Objects renewed.
         objects: Vec<ObjectId>,

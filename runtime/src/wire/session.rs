@@ -67,7 +67,17 @@ pub enum Incoming<'a> {
         /// Why.
         reason: StopReason,
     },
-    /// Nothing to do (a duplicate call, a pong, lease frames not handled yet).
+    /// The peer holds (renews) leases on these objects of ours.
+    Renew {
+        /// The objects.
+        objects: Vec<ObjectId>,
+    },
+    /// The peer holds no more proxies for these objects of ours.
+    Release {
+        /// The objects.
+        objects: Vec<ObjectId>,
+    },
+    /// Nothing to do (a duplicate call, a pong).
     Nothing,
 }
 
@@ -162,7 +172,9 @@ impl Session {
                 outcome: Err(error),
             }),
             Frame::Ping(nonce) => Ok(Incoming::Answer(Frame::Pong(nonce))),
-            Frame::Pong(_) | Frame::Release { .. } | Frame::Renew { .. } => Ok(Incoming::Nothing),
+            Frame::Pong(_) => Ok(Incoming::Nothing),
+            Frame::Renew { objects } => Ok(Incoming::Renew { objects }),
+            Frame::Release { objects } => Ok(Incoming::Release { objects }),
             Frame::Monitor { watch, object } => Ok(Incoming::Monitor { watch, object }),
             Frame::Demonitor { watch } => Ok(Incoming::Demonitor { watch }),
             Frame::Down { watch, reason } => Ok(Incoming::Down { watch, reason }),

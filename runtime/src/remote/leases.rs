@@ -1,0 +1,223 @@
+//! Reference leases (Java RMI's distributed GC, with Cap'n Proto's prompt release).
+//!
+//! - A node holding proxies for an actor on another node holds a lease on it:
+//!   [`Held`] counts the proxies per (node, object), renews every held object with
+//!   one `Renew` frame per peer at half the owner's lease time, and, when the last
+//!   proxy of an object goes, releases it with a `Release` frame (batched for a few
+//!   milliseconds).
+//! - The owner records who holds leases on its exports ([`Granted`]); a lease not
+//!   renewed within the lease time (a holder that died, or a lost connection)
+//!   lapses. An export nobody holds a lease on and nothing on its node refers to
+//!   (no local reference, no registry binding: bound references are held) is
+//!   withdrawn, and its actor stops like any actor whose last reference is gone.
+//!   Explicit exports ([`Node::export`](crate::Node::export)) and pinned actors
+//!   never are.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::connection::Lane;
+use crate::node::{Node, WeakNode};
+use crate::wire::{Frame, ObjectId};
+
+/// How long a lease lasts unless renewed, unless the node is configured otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
+
+/// How long releases wait to be sent together.
+const RELEASE_BATCH: Duration = Duration::from_millis(20);
+
+/// The leases this node holds on other nodes' objects.
+#[derive(Default)]
+pub(crate) struct Held {
+    peers: Mutex<HashMap<Uuid, HeldPeer>>,
+    /// Wakes the lease task: a release to send.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct HeldPeer {
+    addr: Option<String>,
+    objects: HashMap<ObjectId, usize>,
+    released: Vec<ObjectId>,
+    renewed: Option<Instant>,
+}
+
+impl Held {
+    /// A proxy for `object` on `peer` was made.
+    pub(crate) fn acquire(&self, peer: Uuid, addr: Option<&str>, object: ObjectId) {
+        let mut peers = self.peers.lock();
+        let held = peers.entry(peer).or_default();
+        if held.addr.is_none() {
+            held.addr = addr.map(str::to_owned);
+        }
+        *held.objects.entry(object).or_default() += 1;
+    }
+
+    /// A proxy for `object` on `peer` was dropped.
+    pub(crate) fn release(&self, peer: Uuid, object: ObjectId) {
+        let mut peers = self.peers.lock();
+        let Some(held) = peers.get_mut(&peer) else {
+            return;
+        };
+        if let Some(count) = held.objects.get_mut(&object) {
+            *count -= 1;
+            if *count == 0 {
+                held.objects.remove(&object);
+                held.released.push(object);
+                drop(peers);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// How many objects this node holds leases on.
+    pub(crate) fn count(&self) -> usize {
+        self.peers.lock().values().map(|p| p.objects.len()).sum()
+    }
+}
+
+/// The leases other nodes hold on this node's exports: holder → expiry, per object.
+#[derive(Default)]
+pub(crate) struct Granted {
+    objects: Mutex<HashMap<ObjectId, HashMap<Uuid, Instant>>>,
+}
+
+impl Granted {
+    /// `holder` holds (or renews) a lease on each of `objects` until `now + lease`.
+    pub(crate) fn renew(&self, holder: Uuid, objects: &[ObjectId], lease: Duration) {
+        let until = Instant::now() + lease;
+        let mut granted = self.objects.lock();
+        for object in objects {
+            granted.entry(*object).or_default().insert(holder, until);
+        }
+    }
+
+    /// `holder` no longer holds leases on `objects`.
+    pub(crate) fn release(&self, holder: Uuid, objects: &[ObjectId]) {
+        let mut granted = self.objects.lock();
+        for object in objects {
+            if let Some(holders) = granted.get_mut(object) {
+                holders.remove(&holder);
+                if holders.is_empty() {
+                    granted.remove(object);
+                }
+            }
+        }
+    }
+
+    /// Drops lapsed leases; returns whether `object` still has a lease.
+    pub(crate) fn is_leased(&self, object: &ObjectId, now: Instant) -> bool {
+        let mut granted = self.objects.lock();
+        let Some(holders) = granted.get_mut(object) else {
+            return false;
+        };
+        holders.retain(|_, until| *until > now);
+        if holders.is_empty() {
+            granted.remove(object);
+            return false;
+        }
+        true
+    }
+
+    /// How many leases are held on this node's exports.
+    pub(crate) fn count(&self) -> usize {
+        self.objects.lock().values().map(HashMap::len).sum()
+    }
+}
+
+/// The node's lease task: renews held leases, sends releases, and withdraws
+/// exports nobody refers to any more. Ends when the node is gone.
+pub(crate) async fn run(node: WeakNode, held: Weak<Held>, lease: Duration) {
+    // Renewals at half the lease, sweeps at a quarter: a lapsed export is
+    // withdrawn within 1.25 leases of its last renewal.
+    let tick = (lease / 4).max(Duration::from_millis(25));
+    let mut next_tick = Instant::now() + tick;
+    loop {
+        let Some(wake) = held.upgrade() else { return };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_tick) => {}
+            _ = wake.wake.notified() => {
+                // Let more releases join this one.
+                tokio::time::sleep(RELEASE_BATCH).await;
+            }
+        }
+        drop(wake);
+        let (Some(node), Some(held)) = (node.upgrade(), held.upgrade()) else {
+            return;
+        };
+        if node.is_shut_down() {
+            return;
+        }
+        let now = Instant::now();
+        send(&node, &held, now, lease);
+        if now >= next_tick {
+            node.sweep_exports(now);
+            next_tick = now + tick;
+        }
+    }
+}
+
+/// Sends pending releases, and renewals that are due (half the lease).
+fn send(node: &Node, held: &Held, now: Instant, lease: Duration) {
+    let mut frames = Vec::new();
+    {
+        let mut peers = held.peers.lock();
+        peers.retain(|peer, h| {
+            if !h.released.is_empty() {
+                frames.push((
+                    *peer,
+                    Frame::Release {
+                        objects: std::mem::take(&mut h.released),
+                    },
+                ));
+            }
+            let due = h
+                .renewed
+                .is_none_or(|at| now.duration_since(at) >= lease / 2);
+            if due && !h.objects.is_empty() {
+                frames.push((
+                    *peer,
+                    Frame::Renew {
+                        objects: h.objects.keys().copied().collect(),
+                    },
+                ));
+            }
+            !h.objects.is_empty()
+        });
+    }
+    for (peer, frame) in frames {
+        let renewal = matches!(frame, Frame::Renew { .. });
+        let sent = match node.peer(peer) {
+            Ok(conn) => conn.send(Lane::Control, &frame).is_ok(),
+            Err(_) => false,
+        };
+        let mut peers = held.peers.lock();
+        let Some(h) = peers.get_mut(&peer) else {
+            continue;
+        };
+        if sent && renewal {
+            h.renewed = Some(now);
+        } else if !sent {
+            // Not connected (an object on a third node not called yet): dial, so
+            // that the next tick can renew.
+            tracing::debug!(%peer, "no connection to renew or release leases on");
+            if let Some(addr) = h.addr.clone() {
+                let node = node.clone();
+                node.clone().spawn_task(async move {
+                    let _ = node.connect(addr).await;
+                });
+            }
+        }
+    }
+}
+
+/// Starts the lease task of `node` (once).
+pub(crate) fn start(node: &Node, held: &Arc<Held>, lease: Duration) {
+    node.spawn_task(run(node.downgrade(), Arc::downgrade(held), lease));
+}
