@@ -96,7 +96,7 @@ async fn a_proxy_keeps_its_actor_alive_and_dropping_it_lets_go(transport: Transp
     assert_eq!(keeper.add_through(1).await, Ok(6));
     // The keeper lets go of its proxy: the release goes out at once.
     assert_eq!(keeper.hold_many(Vec::new()).await, Ok(0));
-    assert_eq!(timeout(SAFETY, stopped).await, Ok(StopReason::Normal));
+    assert_eq!(timeout(SAFETY, stopped).await, Ok(StopReason::Unreferenced));
     assert_eq!(pair.client.stats().leases_held, 0);
 }
 
@@ -109,7 +109,7 @@ async fn a_lost_holder_lets_go_after_the_lease(transport: Transport) {
         None => pair.client.shutdown().await,
     }
     // Nobody renews now; within a lease and a quarter (plus a sweep) it is gone.
-    assert_eq!(timeout(SAFETY, stopped).await, Ok(StopReason::Normal));
+    assert_eq!(timeout(SAFETY, stopped).await, Ok(StopReason::Unreferenced));
 }
 
 async fn a_pinned_actor_stays_without_leases(transport: Transport) {
@@ -173,5 +173,5 @@ async fn a_killed_holder_process_lets_go_after_the_lease() {
     outlives(&mut stopped, 5).await;
     assert_eq!(keeper.add_through(2).await, Ok(2));
     child.kill();
-    assert_eq!(timeout(SAFETY, stopped).await, Ok(StopReason::Normal));
+    assert_eq!(timeout(SAFETY, stopped).await, Ok(StopReason::Unreferenced));
 }

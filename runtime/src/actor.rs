@@ -74,6 +74,11 @@ pub enum StopReason {
     },
     /// Its node does not know it (it never exported it, or no longer does).
     NoSuchObject,
+    /// Nothing refers to it any more: every other node's lease on it was released
+    /// or lapsed, and no reference to it remains on its node (RMI's
+    /// `unreferenced`). `on_stop` sees this reason; pin an actor
+    /// (`SpawnOptions::pinned`) to keep it regardless.
+    Unreferenced,
     /// An actor it was linked to ([`Node::link`]) stopped abnormally.
     Linked {
         /// The linked actor that stopped, as its node and actor id (or object id).
@@ -112,6 +117,7 @@ impl fmt::Display for StopReason {
             StopReason::NodeDown { node } => write!(f, "node {node} is unreachable"),
             StopReason::NodeRestarted { node } => write!(f, "node {node} has restarted"),
             StopReason::NoSuchObject => f.write_str("its node does not know it"),
+            StopReason::Unreferenced => f.write_str("unreferenced: no lease or reference remains"),
             StopReason::Linked { peer, reason } => {
                 write!(f, "linked actor {peer} stopped: {reason}")
             }

@@ -679,8 +679,8 @@ impl Node {
     }
 
     /// Withdraws every export that nobody holds a lease on, that nothing on this
-    /// node refers to, and that is not pinned: its actor then stops, as any actor
-    /// whose last reference is gone (`StopReason::Normal`).
+    /// node refers to, and that is not pinned: its actor stops with
+    /// [`StopReason::Unreferenced`].
     pub(crate) fn sweep_exports(&self, now: tokio::time::Instant) {
         let candidates: Vec<ObjectId> = self
             .inner
@@ -698,8 +698,9 @@ impl Node {
                 .inner
                 .exports
                 .remove_if(&id, |_, e| !e.pinned && Arc::strong_count(&e.route) == 1);
-            if removed.is_some() {
+            if let Some((_, export)) = removed {
                 tracing::debug!(object = %id, "unreferenced: export withdrawn");
+                export.route.stop(StopReason::Unreferenced);
             }
         }
     }

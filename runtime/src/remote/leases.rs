@@ -9,7 +9,8 @@
 //!   renewed within the lease time (a holder that died, or a lost connection)
 //!   lapses. An export nobody holds a lease on and nothing on its node refers to
 //!   (no local reference, no registry binding: bound references are held) is
-//!   withdrawn, and its actor stops like any actor whose last reference is gone.
+//!   withdrawn, and its actor stops with `StopReason::Unreferenced` (what its
+//!   `on_stop` sees: RMI's `unreferenced` notification).
 //!   Explicit exports ([`Node::export`](crate::Node::export)) and pinned actors
 //!   never are.
 
