@@ -282,3 +282,23 @@ async fn a_malformed_frame_is_skipped_and_the_connection_keeps_working() {
         "the server skipped them and serves on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_to_another_nodes_actor_names_that_node() {
+    // Three nodes of one process; code on `a` holds a reference to an actor of `b`
+    // (it spawned it there) and sends it to `c`: `c` must get a proxy to `b`.
+    let (a, b, c) = (node().await, node().await, node().await);
+    let _wires = (
+        inproc::connect(&a, &c).await.unwrap(),
+        inproc::connect(&b, &c).await.unwrap(),
+    );
+    let counter: CounterRef = b.spawn(Tally::default());
+    let wire = a.wire_ref(&counter);
+    assert_eq!(wire.node, b.id(), "exported by the node the actor lives on");
+    assert_eq!(wire.incarnation, b.incarnation());
+    let broker: BrokerRef = c.spawn(Keeper::default());
+    let broker = reach(&a, &c, &broker);
+    assert_eq!(broker.hold(counter.clone()).await, Ok(true));
+    assert_eq!(broker.add_through(4).await, Ok(4));
+    assert_eq!(counter.total().await, Ok(4), "c called b's actor");
+}

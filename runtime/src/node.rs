@@ -606,13 +606,7 @@ impl Node {
         R::Msg: Unmarshal,
     {
         match r.core().route() {
-            Route::Local(local) => WireRef {
-                node: self.id(),
-                incarnation: self.incarnation(),
-                object: self.export_for(local, None),
-                interface: <R::Msg as Unmarshal>::INTERFACE_ID,
-                addr: self.listen_addr().map(|a| a.to_string()),
-            },
+            Route::Local(local) => local_wire(local, None),
             Route::Remote(remote) => remote.wire(),
         }
     }
@@ -882,6 +876,24 @@ impl fmt::Debug for Node {
             .field("name", &self.inner.name)
             .field("actors", &self.inner.live.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+/// The reference to a local actor as it travels: exported by the node the actor
+/// lives on (with a lease for `holder`, the node it is sent to, if known). That is
+/// usually the marshalling node; with several nodes in one process it may be
+/// another.
+pub(crate) fn local_wire<M: Unmarshal>(
+    route: &Arc<LocalRoute<M>>,
+    holder: Option<Uuid>,
+) -> WireRef {
+    let owner = route.host.node();
+    WireRef {
+        node: owner.id(),
+        incarnation: owner.incarnation(),
+        object: owner.export_for(route, holder),
+        interface: M::INTERFACE_ID,
+        addr: owner.listen_addr().map(|a| a.to_string()),
     }
 }
 

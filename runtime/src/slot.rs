@@ -275,6 +275,9 @@ pub(crate) trait Host<M>: Send + Sync {
 
     /// Makes sure someone will take the messages just queued (or the stop just asked).
     fn schedule(&self);
+
+    /// The node the actor lives on.
+    fn node(&self) -> &Node;
 }
 
 impl<A, M, F> Host<M> for Slot<A, M, F>
@@ -326,6 +329,10 @@ where
 
     fn schedule(&self) {
         Slot::schedule(self);
+    }
+
+    fn node(&self) -> &Node {
+        &self.ctx.node
     }
 }
 

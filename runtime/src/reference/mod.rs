@@ -113,15 +113,9 @@ impl<M: Unmarshal> Serialize for RefCore<M> {
         let cx =
             MarshalCx::current().ok_or_else(|| serde::ser::Error::custom(NO_MARSHALLING_NODE))?;
         let wire = match &self.route {
-            Route::Local(local) => WireRef {
-                node: cx.node.id(),
-                incarnation: cx.node.incarnation(),
-                object: cx
-                    .node
-                    .export_for(local, cx.conn.as_ref().map(|c| c.peer.node)),
-                interface: M::INTERFACE_ID,
-                addr: cx.node.listen_addr().map(|a| a.to_string()),
-            },
+            Route::Local(local) => {
+                crate::node::local_wire(local, cx.conn.as_ref().map(|c| c.peer.node))
+            }
             Route::Remote(remote) => remote.wire(),
         };
         wire.serialize(serializer)
