@@ -66,9 +66,15 @@ pub async fn run(args: Args) -> Result<(), String> {
     if args.credentials.credentials.is_none() {
         println!("  no --credentials: only nodes of this process can reach it");
     }
-    tokio::signal::ctrl_c()
-        .await
-        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    // Ctrl-C or SIGTERM: stop cleanly (actors stopped, connections closed), exit 0.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => {
+            interrupted.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+        }
+        _ = term.recv() => {}
+    }
     node.shutdown().await;
     Ok(())
 }

@@ -216,3 +216,17 @@ fn errors_say_what_to_do() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_standalone_registry_exits_cleanly_on_sigterm() {
+    let dir = cluster();
+    let mut registry = RegistryProcess::start(&["--credentials", dir.path().to_str().unwrap()]);
+    let pid = registry.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = registry.child.wait().unwrap();
+    assert!(status.success(), "exit 0 on SIGTERM, got {status:?}");
+}

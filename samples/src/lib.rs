@@ -6,8 +6,11 @@
 //! cargo run --release -p remora-samples --bin demo
 //! ```
 //!
-//! This library holds nothing yet but the check that keeps the README honest: its
+//! The library holds [`cluster::LocalCluster`], which the multi-process samples use
+//! to start their node processes, and the check that keeps the README honest: its
 //! Rust examples are compiled and run as doc tests of this crate.
+
+pub mod cluster;
 
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
