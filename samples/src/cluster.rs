@@ -107,6 +107,7 @@ impl LocalCluster {
         let mut child = Command::new(binary)
             .args(args)
             .env(CREDENTIALS_ENV, &self.dir)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|source| ClusterError::Io {
@@ -173,9 +174,12 @@ pub fn node_builder() -> NodeBuilder {
 }
 
 /// Tells the [`LocalCluster`] that started this process where it listens: the
-/// first line on standard output, `READY <addr>`.
+/// first line on standard output, `READY <addr>`. Signal handling starts first, so
+/// a SIGTERM sent as soon as `READY` is read already finds it (see
+/// [`serve_until_signal`]).
 pub fn announce(node: &Node) {
     use std::io::Write;
+    stop_requested();
     let addr = node
         .listen_addr()
         .map_or_else(|| "-".to_owned(), |a| a.to_string());
@@ -187,26 +191,46 @@ pub fn announce(node: &Node) {
 /// Waits for Ctrl-C (SIGINT) or SIGTERM, then shuts `node` down: its actors stop
 /// (registry entries of theirs are removed), its connections close.
 pub async fn serve_until_signal(node: &Node) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    let mut stop = stop_requested();
+    let _ = stop.wait_for(|stop| *stop).await;
     node.shutdown().await;
+}
+
+/// Becomes true on the first SIGINT or SIGTERM. The handlers are installed on the
+/// first call (a signal's default action, ending the process, stops then).
+fn stop_requested() -> tokio::sync::watch::Receiver<bool> {
+    static STOP: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> =
+        std::sync::OnceLock::new();
+    STOP.get_or_init(|| {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let term = signal(SignalKind::terminate());
+            let int = signal(SignalKind::interrupt());
+            tokio::spawn(async move {
+                match (term, int) {
+                    (Ok(mut term), Ok(mut int)) => {
+                        tokio::select! {
+                            _ = term.recv() => {}
+                            _ = int.recv() => {}
+                        }
+                    }
+                    _ => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+                let _ = tx.send(true);
+            });
+        }
+        #[cfg(not(unix))]
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = tx.send(true);
+        });
+        rx
+    })
+    .clone()
 }
 
 /// A unique enough suffix for temporary directories.

@@ -1,0 +1,56 @@
+//! `compute` end to end: an engine process looked up by name runs tasks (values,
+//! copied) and calls the client's progress listener (a reference) back.
+
+use std::process::Command;
+
+#[test]
+fn the_engine_runs_tasks_and_calls_the_client_back() {
+    let out = Command::new(env!("CARGO_BIN_EXE_compute"))
+        .output()
+        .expect("compute runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The answers are right (values went there and back).
+    assert!(
+        stdout.contains("client: answer: 9592 primes below 100000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("client: answer: 77031 starts the longest chain below 100000 (351 steps)"),
+        "{stdout}"
+    );
+    // A task the engine refuses is its answer, not a failed call.
+    assert!(
+        stdout.contains("client: the engine refused: primes below 1000000000: too large"),
+        "{stdout}"
+    );
+    // Four callbacks per task that ran, in order, before its answer.
+    assert!(
+        stdout.contains("client: 8 progress callbacks received"),
+        "{stdout}"
+    );
+    let primes: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("  progress: primes below 100000:"))
+        .collect();
+    assert_eq!(
+        primes,
+        [
+            "  progress: primes below 100000: 25%",
+            "  progress: primes below 100000: 50%",
+            "  progress: primes below 100000: 75%",
+            "  progress: primes below 100000: 100%",
+        ]
+    );
+    let answer_at = stdout.find("client: answer: 9592").unwrap();
+    let last_update = stdout.find("primes below 100000: 100%").unwrap();
+    assert!(
+        last_update < answer_at,
+        "callbacks happen while the engine works"
+    );
+}
