@@ -1,77 +1,51 @@
-//! Remora's first demo: a small bank of `Account` actors on one node.
+//! Remora's demo: a registry and three nodes as separate OS processes on loopback,
+//! actors spread over them, found by name, passing references, and a node killed.
 //!
 //! ```text
 //! cargo run --release -p remora-samples --bin demo
 //! ```
 //!
-//! It needs no configuration and finishes in about two seconds, printing what it
-//! does as it goes. In order, it shows:
+//! It needs no configuration and no external service (the cluster's credentials
+//! are made in a temporary directory) and takes a few seconds. In order:
 //!
-//! 1. a `#[remora::remote]` trait (`Account`) with asks (`deposit`, `balance`, ...)
-//!    and a `#[oneway]` tell (`audit`), and an actor (`Ledger`) that implements it;
-//! 2. spawning actors and calling them through their typed references (`AccountRef`),
-//!    with application errors (`BankError`) kept apart from call errors (`CallError`);
-//! 3. a tell, and a tell with `.receipt().await`;
-//! 4. a per-call deadline (`with_timeout`) ending in `CallError::Timeout`;
-//! 5. backpressure: a `Mailbox::bounded(2)` actor, `try_tell()` failing with
-//!    `MailboxFull`, and an awaited tell that waits for room instead;
-//! 6. a panicking handler: the caller gets `CallError::Panicked`, the node and the
-//!    other actors keep serving, and `node.monitor(&r)` reports why the actor stopped;
-//! 7. a restart policy that gives a panicked actor fresh state, up to a limit;
-//! 8. `node.shutdown().await`.
+//! 1. starts a registry process and three node processes (`north`, `south`,
+//!    `east`), each offering to host `account` actors;
+//! 2. spawns three accounts, one per node (round-robin placement), and binds them
+//!    in the registry as `alice`, `bob` and `carol`;
+//! 3. looks them up by name (typed references) and calls them: values are copied;
+//! 4. passes a reference: `alice.pay(bob, 30)` makes alice's node call bob's node
+//!    directly, with the reference it was given;
+//! 5. kills the node hosting carol (SIGKILL): a call to carol fails with a clear
+//!    error, its monitor says why, and carol's name leaves the registry;
+//! 6. shuts every process down (SIGTERM: actors stop, connections close).
 //!
-//! Everything here runs on one node, in one process. The next issues add the QUIC
-//! transport and the registry, and this demo will then call the same accounts on
-//! other nodes with the same code.
+//! `cargo run --release -p remora-samples --bin tour` is a tour of one node: calls,
+//! tells, deadlines, backpressure, panics, restarts.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use remora::{Actor, Mailbox, Node, Restart, SpawnOptions};
-use serde::{Deserialize, Serialize};
+use remora::{Actor, Node, StopReason};
+use remora_registry::{MemoryStore, Placement, Registry, RegistryError, RegistryServer};
+use remora_samples::cluster::{announce, node_builder, serve_until_signal, LocalCluster};
 
-/// A bank account, as a remote interface. The macro generates `AccountRef`, a typed
-/// proxy whose methods return `Result<T, CallError>`.
-#[remora::remote(name = "bank.Account")]
+/// A bank account, on whichever node it was placed.
+#[remora::remote]
 pub trait Account {
     /// Adds `amount`; returns the new balance.
     async fn deposit(&mut self, amount: u64) -> u64;
-    /// Takes `amount` out, or says why not: an application error, inside the `Ok`.
-    async fn withdraw(&mut self, amount: u64) -> Result<u64, BankError>;
-    /// The current balance.
-    async fn balance(&self) -> u64;
-    /// The audit notes so far, fetched from a slow archive.
-    async fn statement(&self) -> Vec<String>;
-    /// The balance split into `parts` equal shares. It has a bug: `parts == 0` panics.
-    async fn share(&self, parts: u64) -> u64;
-    /// Appends a note to the audit trail (a one-way message: no reply).
-    #[oneway]
-    async fn audit(&mut self, note: String);
+    /// The balance.
+    async fn balance(&mut self) -> u64;
+    /// Moves `amount` to `to` (a reference to an account, possibly on another node).
+    async fn pay(&mut self, to: AccountRef, amount: u64) -> Result<u64, String>;
+    /// The node the account lives on.
+    async fn branch(&mut self) -> String;
 }
 
-/// What can go wrong with a withdrawal; travels inside the reply like any value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BankError {
-    InsufficientFunds { balance: u64, wanted: u64 },
-}
-
-/// Writing one audit note takes this long (a slow audit log).
-const AUDIT_WRITE: Duration = Duration::from_millis(150);
-/// Fetching a statement takes this long (a slow archive).
-const ARCHIVE_FETCH: Duration = Duration::from_millis(300);
-
-/// The actor behind an `AccountRef`: plain state, handled one message at a time.
 struct Ledger {
+    owner: String,
+    branch: String,
     balance: u64,
-    trail: Vec<String>,
-}
-
-impl Ledger {
-    fn new() -> Self {
-        Ledger {
-            balance: 0,
-            trail: Vec::new(),
-        }
-    }
 }
 
 impl Actor for Ledger {}
@@ -82,191 +56,240 @@ impl Account for Ledger {
         self.balance
     }
 
-    async fn withdraw(&mut self, amount: u64) -> Result<u64, BankError> {
+    async fn balance(&mut self) -> u64 {
+        self.balance
+    }
+
+    async fn pay(&mut self, to: AccountRef, amount: u64) -> Result<u64, String> {
         if amount > self.balance {
-            return Err(BankError::InsufficientFunds {
-                balance: self.balance,
-                wanted: amount,
-            });
+            return Err(format!("{} has only {}", self.owner, self.balance));
         }
+        // A call from this node to the node `to` lives on.
+        to.deposit(amount)
+            .await
+            .map_err(|e| format!("the transfer did not reach its target: {e}"))?;
         self.balance -= amount;
         Ok(self.balance)
     }
 
-    async fn balance(&self) -> u64 {
-        self.balance
-    }
-
-    async fn statement(&self) -> Vec<String> {
-        tokio::time::sleep(ARCHIVE_FETCH).await;
-        self.trail.clone()
-    }
-
-    async fn share(&self, parts: u64) -> u64 {
-        self.balance / parts // parts == 0: "attempt to divide by zero"
-    }
-
-    async fn audit(&mut self, note: String) {
-        tokio::time::sleep(AUDIT_WRITE).await;
-        self.trail.push(note);
+    async fn branch(&mut self) -> String {
+        self.branch.clone()
     }
 }
 
-fn section(title: &str) {
-    println!("\n== {title}");
+type Failure = Box<dyn std::error::Error>;
+
+/// Short, so that a killed node is noticed within the demo's few seconds.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn registry_process() -> Result<(), Failure> {
+    let node = node_builder()
+        .name("registry")
+        .listen("127.0.0.1:0")
+        .peer_timeout(PEER_TIMEOUT)
+        .build()
+        .await?;
+    RegistryServer::new(MemoryStore::new())
+        .max_lease(Duration::from_secs(3))
+        .start(&node)?;
+    announce(&node);
+    serve_until_signal(&node).await;
+    Ok(())
 }
 
-/// Milliseconds since `start`, rounded to tens so the output reads steadily.
-fn ms(start: Instant) -> u128 {
-    (start.elapsed().as_millis() + 5) / 10 * 10
+async fn node_process(name: &str, registry_addr: &str) -> Result<(), Failure> {
+    let node = node_builder()
+        .name(name)
+        .listen("127.0.0.1:0")
+        .peer_timeout(PEER_TIMEOUT)
+        .build()
+        .await?;
+    let branch = name.to_owned();
+    node.register_factory_fn("account", move |node: &Node, owner: String| {
+        Ok::<AccountRef, String>(node.spawn(Ledger {
+            owner,
+            branch: branch.clone(),
+            balance: 0,
+        }))
+    })?;
+    let registry = Registry::builder()
+        .lease_ttl(Duration::from_secs(3))
+        .connect(&node, registry_addr)
+        .await?;
+    registry.offer_spawning("branches").await?;
+    announce(&node);
+    serve_until_signal(&node).await;
+    Ok(())
+}
+
+fn step(text: &str) {
+    println!("\n== {text}");
+}
+
+/// The story, told from a client node in this process.
+async fn demo() -> Result<(), Failure> {
+    let started = Instant::now();
+    let me = std::env::current_exe()?;
+    let me = me.to_string_lossy();
+    let mut cluster = LocalCluster::new()?;
+
+    step("1. a registry and three nodes, each an OS process");
+    let registry_addr = cluster.start(&me, &["registry"])?.addr.clone();
+    println!("registry  listening on {registry_addr}");
+    let mut pids = Vec::new();
+    for name in ["north", "south", "east"] {
+        let node = cluster.start(&me, &["node", name, "--registry", &registry_addr])?;
+        println!("{name:<9} listening on {}", node.addr);
+        pids.push((name, node.child.id()));
+    }
+
+    let client = cluster
+        .builder()
+        .name("client")
+        .peer_timeout(PEER_TIMEOUT)
+        .build()
+        .await?;
+    let registry = Registry::connect(&client, &registry_addr).await?;
+
+    step("2. three accounts, placed round-robin over the nodes, bound by name");
+    let placer = registry.placer("branches", Placement::RoundRobin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while placer.nodes().await?.len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for owner in ["alice", "bob", "carol"] {
+        let account: AccountRef = placer.spawn("account", owner.to_owned()).await?;
+        registry.bind(owner, &account).await?;
+        println!("{owner:<5} -> spawned on `{}`", account.branch().await?);
+    }
+    for entry in registry.list("").await? {
+        println!(
+            "registry: {:<5} {} on node {}",
+            entry.name,
+            entry.interface,
+            &entry.node().to_string()[..8]
+        );
+    }
+
+    step("3. look them up by name and call them (values are copied)");
+    let alice: AccountRef = registry.lookup("alice").await?;
+    let bob: AccountRef = registry.lookup("bob").await?;
+    let carol: AccountRef = registry.lookup("carol").await?;
+    println!("alice.deposit(100) -> {}", alice.deposit(100).await?);
+    println!("carol.deposit(50)  -> {}", carol.deposit(50).await?);
+    match registry.lookup::<AccountRef>("dave").await {
+        Err(err) => println!("lookup(\"dave\")     -> {err}"),
+        Ok(_) => println!("lookup(\"dave\")     -> found?!"),
+    }
+
+    step("4. pass a reference: alice pays bob (alice's node calls bob's node)");
+    println!(
+        "alice.pay(bob, 30) -> {:?}",
+        alice.pay(bob.clone(), 30).await?
+    );
+    println!("alice.balance()    -> {}", alice.balance().await?);
+    println!("bob.balance()      -> {}", bob.balance().await?);
+    println!(
+        "alice.pay(bob, 500) -> {:?}",
+        alice.pay(bob.clone(), 500).await?
+    );
+
+    step("5. kill the node that hosts carol");
+    let carol_branch = carol.branch().await?;
+    let (_, pid) = pids
+        .iter()
+        .find(|(name, _)| *name == carol_branch)
+        .copied()
+        .ok_or("carol's node is not one of ours")?;
+    let watching = client.monitor(&carol);
+    let killed = Instant::now();
+    if let Some(node) = cluster.nodes().iter_mut().find(|n| n.child.id() == pid) {
+        node.kill();
+    }
+    println!("killed `{carol_branch}` (SIGKILL, process {pid})");
+    match carol.balance().await {
+        Ok(balance) => println!("carol.balance() -> {balance} (not noticed yet)"),
+        Err(err) => println!("carol.balance() -> Err({err})"),
+    }
+    let reason = tokio::time::timeout(Duration::from_secs(10), watching).await;
+    match reason {
+        Ok(reason @ StopReason::NodeDown { .. }) => println!(
+            "monitor(carol) -> {reason} (after {:.1} s)",
+            killed.elapsed().as_secs_f64()
+        ),
+        Ok(other) => println!("monitor(carol) -> {other}"),
+        Err(_) => println!("monitor(carol) -> still waiting after 10 s"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match registry.lookup::<AccountRef>("carol").await {
+            Err(RegistryError::NotBound { .. }) => {
+                println!(
+                    "registry: `carol` is gone ({:.1} s after the kill)",
+                    killed.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            _ if Instant::now() > deadline => {
+                println!("registry: `carol` is still bound after 15 s");
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    println!(
+        "alice.balance()    -> {} (the other nodes keep serving)",
+        alice.balance().await?
+    );
+    println!(
+        "alice.pay(carol, 10) -> {:?}",
+        alice.pay(carol.clone(), 10).await?
+    );
+
+    step("6. shut down");
+    client.shutdown().await;
+    let mut stopped = 0;
+    for node in cluster.nodes().iter_mut().rev() {
+        if node.child.try_wait().ok().flatten().is_some() {
+            continue;
+        }
+        let pid = node.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if node.child.wait().is_ok_and(|s| s.success()) {
+            stopped += 1;
+        }
+    }
+    println!("{stopped} processes stopped cleanly (SIGTERM)");
+    println!("\ndone in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Remora catches a panic in a handler and turns it into `CallError::Panicked`
-    // for the caller, but Rust's default panic hook would still print a multi-line
-    // report for the deliberate panics below. One line is enough here.
-    std::panic::set_hook(Box::new(|info| {
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        let at = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        println!("   (panic hook: a handler panicked{at}: {message})");
-    }));
-
-    let node = Node::builder().name("demo").build().await?;
-    println!("Remora demo: local actors on node `demo`");
-
-    section("1. spawn actors and call them");
-    let alice: AccountRef = node.spawn(Ledger::new());
-    let bob: AccountRef = node.spawn(Ledger::new());
-    println!("alice.deposit(100)  -> {}", alice.deposit(100).await?);
-    println!("alice.deposit(50)   -> {}", alice.deposit(50).await?);
-    println!("bob.deposit(20)     -> {}", bob.deposit(20).await?);
-    println!("alice.withdraw(30)  -> {:?}", alice.withdraw(30).await?);
-    // The outer `?` handles CallError; the inner Result is the bank's own answer.
-    println!("bob.withdraw(500)   -> {:?}", bob.withdraw(500).await?);
-    println!("alice.balance()     -> {}", alice.balance().await?);
-    println!("bob.balance()       -> {}", bob.balance().await?);
-
-    section("2. one-way messages (tells)");
-    let start = Instant::now();
-    alice.audit("opened by the demo".into()).await?;
-    println!(
-        "alice.audit(..).await            -> queued after {} ms (the audit log is slow: {} ms per note)",
-        ms(start),
-        AUDIT_WRITE.as_millis()
-    );
-    alice.audit("checked by the demo".into()).receipt().await?;
-    println!(
-        "alice.audit(..).receipt().await  -> taken by alice after {} ms (she had to finish the first note)",
-        ms(start)
-    );
-    // Messages from one sender arrive in the order sent, so both notes are in.
-    println!(
-        "alice.statement()                -> {:?} after {} ms",
-        alice.statement().await?,
-        ms(start)
-    );
-
-    section("3. a per-call deadline");
-    let start = Instant::now();
-    let hurried = alice.with_timeout(Duration::from_millis(100));
-    let answer = hurried.statement().await;
-    println!("alice.with_timeout(100 ms).statement() -> {answer:?}");
-    if let Err(e) = answer {
-        println!("   {e}; may_have_executed() = {}", e.may_have_executed());
-    }
-    // The default deadline (30 s) is plenty; alice first finishes the statement
-    // whose caller gave up.
-    let lines = alice.statement().await?.len();
-    println!(
-        "alice.statement() with the default 30 s deadline -> {lines} notes after {} ms",
-        ms(start)
-    );
-
-    section("4. backpressure: a mailbox with room for 2 messages");
-    let carol: AccountRef = node.spawn_with(
-        Ledger::new(),
-        SpawnOptions::new().mailbox(Mailbox::bounded(2)),
-    );
-    // Once carol has taken note 1 she is busy writing it, and her mailbox is empty.
-    carol.audit("note 1".into()).receipt().await?;
-    println!("carol took note 1 and is writing it");
-    for n in 2..=4 {
-        match carol.audit(format!("note {n}")).try_tell() {
-            Ok(()) => println!("carol.audit(note {n}).try_tell() -> Ok (queued)"),
-            Err(e) => {
-                println!("carol.audit(note {n}).try_tell() -> Err({e:?})");
-                println!("   {e}; may_have_executed() = {}", e.may_have_executed());
-            }
+async fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let registry_arg = || {
+        args.iter()
+            .position(|a| a == "--registry")
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let result = match args.first().map(String::as_str) {
+        None => demo().await,
+        Some("registry") => registry_process().await,
+        Some("node") => match (args.get(1), registry_arg()) {
+            (Some(name), Some(addr)) => node_process(name, &addr).await,
+            _ => Err("usage: demo node NAME --registry ADDR".into()),
+        },
+        Some(other) => Err(format!(
+            "unknown command {other:?}: run `demo` without arguments (the roles `registry` and `node` are its child processes)"
+        )
+        .into()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("demo: {err}");
+            std::process::ExitCode::FAILURE
         }
     }
-    let start = Instant::now();
-    carol.audit("note 4".into()).await?;
-    println!(
-        "carol.audit(note 4).await -> Ok after waiting {} ms for room",
-        ms(start)
-    );
-    println!("carol.statement() -> {:?}", carol.statement().await?);
-
-    section("5. a panic in a handler");
-    let bob_stopped = node.monitor(&bob);
-    println!("bob has no restart policy, and share(0) divides by zero:");
-    println!("bob.share(0) -> {:?}", bob.share(0).await);
-    println!("node.monitor(&bob) -> stopped: {}", bob_stopped.await);
-    println!("bob.balance() -> {:?}", bob.balance().await);
-    println!(
-        "alice.balance() -> {} (the other actors keep serving)",
-        alice.balance().await?
-    );
-
-    section("6. a restart policy: fresh state after a panic");
-    let policy = Restart {
-        max: 1,
-        within: Duration::from_secs(60),
-    };
-    let dave: AccountRef = node.spawn_with(
-        Ledger::new(),
-        SpawnOptions::new().restart(policy, Ledger::new),
-    );
-    println!("dave is spawned with {policy:?} and a factory for fresh ledgers");
-    println!("dave.deposit(70) -> {}", dave.deposit(70).await?);
-    println!("dave.share(0) -> {:?}", dave.share(0).await);
-    println!(
-        "dave.balance() -> {} (restarted with fresh state; stopped: {})",
-        dave.balance().await?,
-        node.is_stopped(&dave)
-    );
-    println!("dave.share(0) -> {:?}", dave.share(0).await);
-    println!(
-        "node.monitor(&dave) -> stopped: {} (a second panic within 60 s is past the limit)",
-        node.monitor(&dave).await
-    );
-
-    section("7. stop one actor, then shut the node down");
-    node.stop(&carol);
-    println!(
-        "node.stop(&carol); node.monitor(&carol) -> stopped: {}",
-        node.monitor(&carol).await
-    );
-    println!("carol.balance() -> {:?}", carol.balance().await);
-    let alice_stopped = node.monitor(&alice);
-    println!("actors running: {} (alice)", node.stats().actors);
-    node.shutdown().await;
-    println!(
-        "node.shutdown().await -> done; actors running: {}",
-        node.stats().actors
-    );
-    println!("node.monitor(&alice) -> stopped: {}", alice_stopped.await);
-    println!("alice.balance() -> {:?}", alice.balance().await);
-
-    println!("\nDone.");
-    Ok(())
 }
