@@ -151,8 +151,8 @@ impl ChildNode {
             "unexpected first line: {line:?}"
         );
         ChildNode {
-            id: parts[1].parse().expect("node id"),
-            addr: parts[2].to_owned(),
+            addr: parts[1].to_owned(),
+            id: parts[2].parse().expect("node id"),
             counter: parts[3].parse().expect("object id"),
             broker: parts[4].parse().expect("object id"),
             child,

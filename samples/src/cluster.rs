@@ -4,7 +4,7 @@
 //! It writes a fresh cluster root to a temporary directory, starts each node as
 //! a child process of a given binary with `REMORA_CREDENTIALS` pointing there (so
 //! they trust each other and nothing else), and waits for each to announce itself
-//! with a `READY <addr>` line on its standard output ([`announce`]). Dropping the
+//! with a `READY <addr> [more...]` line on its standard output ([`announce`]). Dropping the
 //! cluster kills and reaps the processes and removes the directory.
 //!
 //! ```no_run
@@ -66,6 +66,8 @@ pub struct LocalCluster {
 pub struct ClusterNode {
     /// Where the node listens.
     pub addr: String,
+    /// Whatever else the node announced after its address on the `READY` line.
+    pub ready: Vec<String>,
     /// The process.
     pub child: Child,
     /// The rest of its standard output, after the `READY` line.
@@ -124,9 +126,12 @@ impl LocalCluster {
             output
         });
         let line = rx.recv_timeout(READY_WITHIN).unwrap_or_default();
-        let addr = line
+        let mut words = line
             .strip_prefix("READY ")
-            .map(|rest| rest.trim().to_owned());
+            .unwrap_or_default()
+            .split_whitespace();
+        let addr = words.next().map(str::to_owned);
+        let ready = words.map(str::to_owned).collect();
         let Some(addr) = addr else {
             let _ = child.kill();
             let _ = child.wait();
@@ -138,6 +143,7 @@ impl LocalCluster {
         let output = reader.join().ok();
         self.nodes.push(ClusterNode {
             addr,
+            ready,
             child,
             output,
         });

@@ -1,6 +1,7 @@
 //! A node process for the multi-process tests: listens on loopback with the cluster
 //! credentials of a directory, serves a counter and a broker, prints
-//! `READY <node id> <listen addr> <counter object> <broker object>`, and runs until
+//! `READY <listen addr> <node id> <counter object> <broker object>` (the address
+//! first, as `remora_samples::cluster::LocalCluster` reads it), and runs until
 //! its standard input closes (the test dropped it) or it is killed.
 //!
 //! With `--bind NAME` it binds the counter under NAME in a registry (the one served
@@ -27,6 +28,7 @@ async fn main() {
     let (mut registry, mut etcd, mut prefix, mut bind, mut lease_ms) =
         (None, None, None, None, 10_000u64);
     let mut ref_lease = None;
+    let mut until_signal = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -36,6 +38,7 @@ async fn main() {
             "--etcd" => etcd = args.next(),
             "--etcd-prefix" => prefix = args.next(),
             "--bind" => bind = args.next(),
+            "--until-signal" => until_signal = true,
             "--lease-ms" => lease_ms = args.next().expect("--lease-ms N").parse().expect("ms"),
             "--ref-lease-ms" => {
                 let ms: u64 = args.next().expect("--ref-lease-ms N").parse().expect("ms");
@@ -70,11 +73,16 @@ async fn main() {
     }
     println!(
         "READY {} {} {} {}",
-        node.id(),
         node.listen_addr().expect("listening"),
+        node.id(),
         node.export(&counter).expect("export"),
         node.export(&broker).expect("export"),
     );
+    if until_signal {
+        // Started by a LocalCluster (stdin is closed): until SIGTERM or SIGINT.
+        remora_samples::cluster::serve_until_signal(&node).await;
+        return;
+    }
     // Until the parent closes our stdin (or kills us).
     tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();
