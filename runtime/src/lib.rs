@@ -9,7 +9,7 @@
 //! - [`Actor`]: lifecycle hooks for the object behind a reference.
 //! - [`Mailbox`]: how an actor buffers messages (rendezvous, bounded, capped unbounded).
 //! - [`CallError`]: why a call did not return, and whether it may have run.
-//! - [`remote`]: the attribute macro that generates proxies and dispatchers.
+//! - [`remote`](macro@remote): the attribute macro that generates proxies and dispatchers.
 //!
 //! ```
 //! use remora::{Actor, CallError, Node};
