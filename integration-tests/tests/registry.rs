@@ -516,3 +516,40 @@ async fn connecting_to_no_registry_says_why() {
         Err(RegistryError::Call(CallError::ConnectFailed { .. }))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_of_another_nodes_object_survives_a_blip_but_not_its_loss() {
+    use remora::remote::inproc;
+    let (binder, host) = (node().await, node().await);
+    let wire = inproc::connect(&binder, &host).await.unwrap();
+    let registry = Registry::builder()
+        .lease_ttl(Duration::from_secs(1))
+        .with_store(&binder, MemoryStore::new());
+    let counter: CounterRef = host.spawn(Tally::default());
+    registry
+        .bind("far", &reach(&binder, &host, &counter))
+        .await
+        .unwrap();
+
+    // The connection drops (once the binding's monitor is watching over it) and
+    // comes back at once: the name stays.
+    sleep(Duration::from_millis(300)).await;
+    wire.cut();
+    let wire = inproc::connect(&binder, &host).await.unwrap();
+    sleep(Duration::from_secs(3)).await;
+    let found: CounterRef = registry.lookup("far").await.expect("still bound");
+    assert_eq!(found.add(1).await, Ok(1));
+
+    // Lost for good: the name goes within about a lease time.
+    wire.cut();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            matches!(
+                registry.lookup::<CounterRef>("far").await,
+                Err(RegistryError::NotBound { .. })
+            )
+        })
+        .await,
+        "the name outlived the connection to its object's node"
+    );
+}

@@ -334,10 +334,11 @@ impl Registry {
                 _pin: Arc::new(r.clone()),
             },
         );
-        let stopped = self.shared.node.monitor(r);
+        let (node, watched, ttl) = (self.shared.node.clone(), r.clone(), self.shared.lease_ttl);
         let shared = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
-            let reason = stopped.await;
+            let reason = gone(&node, &watched, ttl).await;
+            drop(watched);
             let Some(shared) = shared.upgrade() else {
                 return;
             };
@@ -368,6 +369,32 @@ impl Registry {
         *lease = Some(id);
         tokio::spawn(renew(self.shared.clone()));
         Ok(id)
+    }
+}
+
+/// Resolves when the object behind `r` is gone for good. A stop, or a restart of
+/// its node, is final at once. Losing the connection to its node is final only
+/// if it lasts a lease time: a connection that comes back (a timeout under load,
+/// a network blip) must not cost a live object its name.
+async fn gone<R: Interface>(node: &Node, r: &R, ttl: Duration) -> remora::StopReason {
+    let pause = (ttl / 10).max(Duration::from_millis(100));
+    let mut down_since: Option<tokio::time::Instant> = None;
+    loop {
+        let watching_since = tokio::time::Instant::now();
+        // Each monitor re-dials the node if the connection is gone.
+        let reason = node.monitor(r).await;
+        if !matches!(reason, remora::StopReason::NodeDown { .. }) {
+            return reason;
+        }
+        // A monitor that held for a lease time had a good connection: a new outage.
+        if watching_since.elapsed() >= ttl {
+            down_since = None;
+        }
+        let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= ttl || node.is_shut_down() {
+            return reason;
+        }
+        tokio::time::sleep(pause).await;
     }
 }
 
