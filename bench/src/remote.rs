@@ -169,29 +169,18 @@ async fn w1(remote: &Remote, scale: Scale) {
 
 /// `w2`: 64 calls outstanding from one client node, 200 000 calls.
 async fn w2(remote: &Remote, scale: Scale) {
-    const WIDTH: u64 = 64;
-    let n = scale.count(200_000, 30_000);
-    let go = |n: u64| {
-        outstanding(n, WIDTH, |calls| {
-            let echo = remote.echo.clone();
-            async move {
-                while let Some(i) = calls.next() {
-                    assert_eq!(echo.echo(i).await.expect("echo"), i);
-                }
-            }
-        })
-    };
-    go(WIDTH * 50).await;
-    let mut rates = Vec::new();
-    for _ in 0..scale.reps().min(3) {
-        rates.push(rate(n, go(n).await));
-    }
-    figure("w2.rate", median(&mut rates), "calls/s");
+    pipelined(remote, scale, "w2.rate", false).await;
 }
 
 /// `w2.once`: w2 with an `#[exactly_once]` method (not in BENCH.md: what the
 /// guarantee costs against `w2.rate`).
 async fn w2_once(remote: &Remote, scale: Scale) {
+    pipelined(remote, scale, "w2.once.rate", true).await;
+}
+
+/// 64 echo calls outstanding from one client node (plain or exactly-once); the
+/// median rate of a few runs, as `figure_name`.
+async fn pipelined(remote: &Remote, scale: Scale, figure_name: &str, once: bool) {
     const WIDTH: u64 = 64;
     let n = scale.count(200_000, 30_000);
     let go = |n: u64| {
@@ -199,7 +188,12 @@ async fn w2_once(remote: &Remote, scale: Scale) {
             let echo = remote.echo.clone();
             async move {
                 while let Some(i) = calls.next() {
-                    assert_eq!(echo.echo_once(i).await.expect("echo_once"), i);
+                    let back = if once {
+                        echo.echo_once(i).await
+                    } else {
+                        echo.echo(i).await
+                    };
+                    assert_eq!(back.expect("echo"), i);
                 }
             }
         })
@@ -209,7 +203,7 @@ async fn w2_once(remote: &Remote, scale: Scale) {
     for _ in 0..scale.reps().min(3) {
         rates.push(rate(n, go(n).await));
     }
-    figure("w2.once.rate", median(&mut rates), "calls/s");
+    figure(figure_name, median(&mut rates), "calls/s");
 }
 
 /// `w3`: `echo_bytes` with 64 KiB, 8 outstanding, 5 000 calls; MB/s of payload

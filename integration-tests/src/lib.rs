@@ -196,3 +196,88 @@ where
         .reference(server.id(), object)
         .expect("the nodes are connected")
 }
+
+/// How the two nodes of a [`Pair`] are connected: every multi-node scenario runs
+/// over both (see [`both_transports!`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Transport {
+    /// In-process channels (`remora::remote::inproc`).
+    InProcess,
+    /// QUIC on loopback, both nodes listening.
+    Quic,
+}
+
+/// A server and a client node, connected.
+pub struct Pair {
+    pub server: Node,
+    pub client: Node,
+    /// The in-process wire, to cut (None over QUIC).
+    pub wire: Option<remora::remote::inproc::Wire>,
+}
+
+impl Pair {
+    /// Two default nodes connected over `transport`.
+    pub async fn new(transport: Transport) -> Pair {
+        Pair::with(transport, Node::builder).await
+    }
+
+    /// Two nodes made by `builder` (given a listen address over QUIC), connected.
+    pub async fn with(transport: Transport, builder: impl Fn() -> remora::NodeBuilder) -> Pair {
+        let build = |quic: bool| {
+            let mut b = builder();
+            if quic {
+                b = b.listen("127.0.0.1:0");
+            }
+            async move { b.build().await.expect("node builds") }
+        };
+        match transport {
+            Transport::InProcess => {
+                let (server, client) = (build(false).await, build(false).await);
+                let wire = remora::remote::inproc::connect(&client, &server)
+                    .await
+                    .expect("in-process connection");
+                Pair {
+                    server,
+                    client,
+                    wire: Some(wire),
+                }
+            }
+            Transport::Quic => {
+                let (server, client) = (build(true).await, build(true).await);
+                client
+                    .connect(server.listen_addr().expect("listening").to_string())
+                    .await
+                    .expect("QUIC connection");
+                Pair {
+                    server,
+                    client,
+                    wire: None,
+                }
+            }
+        }
+    }
+}
+
+/// One `#[tokio::test]` per (case, transport): `both_transports!(case_a, case_b)`
+/// makes modules `in_process` and `quic`, each calling `case(Transport::..)`.
+#[macro_export]
+macro_rules! both_transports {
+    ($($case:ident),* $(,)?) => {
+        mod in_process {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::Transport::InProcess).await
+                }
+            )*
+        }
+        mod quic {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::Transport::Quic).await
+                }
+            )*
+        }
+    };
+}

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use remora::remote::inproc;
 use remora::{Credentials, Node, SpawnOptions, StopReason};
 use remora_integration_tests::*;
 use tokio::time::timeout;
@@ -14,53 +13,19 @@ use tokio::time::timeout;
 /// Short, so that the tests see several lease periods.
 const LEASE: Duration = Duration::from_millis(300);
 
-#[derive(Clone, Copy)]
-enum Transport {
-    InProcess,
-    Quic,
+async fn leased_pair(transport: Transport) -> Pair {
+    Pair::with(transport, || Node::builder().lease(LEASE)).await
 }
 
-struct Pair {
-    server: Node,
-    client: Node,
-    wire: Option<inproc::Wire>,
+/// What the scenarios need of a pair of nodes.
+trait Scenario {
+    async fn remote_only(
+        &self,
+        options: SpawnOptions<Tally>,
+    ) -> (BrokerRef, impl Future<Output = StopReason> + Unpin);
 }
 
-async fn leased_node(listen: bool) -> Node {
-    let mut builder = Node::builder().lease(LEASE);
-    if listen {
-        builder = builder.listen("127.0.0.1:0");
-    }
-    builder.build().await.unwrap()
-}
-
-impl Pair {
-    async fn new(transport: Transport) -> Pair {
-        match transport {
-            Transport::InProcess => {
-                let (server, client) = (leased_node(false).await, leased_node(false).await);
-                let wire = inproc::connect(&client, &server).await.unwrap();
-                Pair {
-                    server,
-                    client,
-                    wire: Some(wire),
-                }
-            }
-            Transport::Quic => {
-                let (server, client) = (leased_node(true).await, leased_node(true).await);
-                client
-                    .connect(server.listen_addr().unwrap().to_string())
-                    .await
-                    .unwrap();
-                Pair {
-                    server,
-                    client,
-                    wire: None,
-                }
-            }
-        }
-    }
-
+impl Scenario for Pair {
     /// A counter on the server whose only reference is held by a keeper on the
     /// client (a proxy, so a lease); the server's proxy to that keeper; a monitor
     /// of the counter.
@@ -86,7 +51,7 @@ async fn outlives(stopped: &mut (impl Future<Output = StopReason> + Unpin), peri
 }
 
 async fn a_proxy_keeps_its_actor_alive_and_dropping_it_lets_go(transport: Transport) {
-    let pair = Pair::new(transport).await;
+    let pair = leased_pair(transport).await;
     let (keeper, mut stopped) = pair.remote_only(SpawnOptions::new()).await;
     assert!(pair.client.stats().leases_held >= 1);
     outlives(&mut stopped, 5).await;
@@ -101,7 +66,7 @@ async fn a_proxy_keeps_its_actor_alive_and_dropping_it_lets_go(transport: Transp
 }
 
 async fn a_lost_holder_lets_go_after_the_lease(transport: Transport) {
-    let pair = Pair::new(transport).await;
+    let pair = leased_pair(transport).await;
     let (_keeper, mut stopped) = pair.remote_only(SpawnOptions::new()).await;
     outlives(&mut stopped, 3).await;
     match &pair.wire {
@@ -113,34 +78,13 @@ async fn a_lost_holder_lets_go_after_the_lease(transport: Transport) {
 }
 
 async fn a_pinned_actor_stays_without_leases(transport: Transport) {
-    let pair = Pair::new(transport).await;
+    let pair = leased_pair(transport).await;
     let (keeper, mut stopped) = pair.remote_only(SpawnOptions::new().pinned(true)).await;
     assert_eq!(keeper.hold_many(Vec::new()).await, Ok(0));
     outlives(&mut stopped, 5).await;
 }
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod in_process {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Transport::InProcess).await
-                }
-            )*
-        }
-        mod quic {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Transport::Quic).await
-                }
-            )*
-        }
-    };
-}
-
-both!(
+both_transports!(
     a_proxy_keeps_its_actor_alive_and_dropping_it_lets_go,
     a_lost_holder_lets_go_after_the_lease,
     a_pinned_actor_stays_without_leases,

@@ -2,53 +2,17 @@
 //! node resolve with the reason that node reports (stop, panic), or with the loss
 //! of the node; remote stop; links across nodes; node monitors.
 
-use remora::remote::inproc;
-use remora::{Node, StopReason};
+use remora::StopReason;
 use remora_integration_tests::*;
 use tokio::time::timeout;
 
-/// How the two nodes of a test are connected.
-#[derive(Clone, Copy)]
-enum Transport {
-    InProcess,
-    Quic,
+/// What the scenarios need of a pair of nodes.
+trait Scenario {
+    fn counter(&self) -> (CounterRef, CounterRef);
+    async fn lose_server(&self);
 }
 
-struct Pair {
-    server: Node,
-    client: Node,
-    /// The in-process wire, to cut (None over QUIC).
-    wire: Option<inproc::Wire>,
-}
-
-impl Pair {
-    async fn new(transport: Transport) -> Pair {
-        match transport {
-            Transport::InProcess => {
-                let (server, client) = (node().await, node().await);
-                let wire = inproc::connect(&client, &server).await.unwrap();
-                Pair {
-                    server,
-                    client,
-                    wire: Some(wire),
-                }
-            }
-            Transport::Quic => {
-                let server = Node::builder().listen("127.0.0.1:0").build().await.unwrap();
-                let client = Node::builder().listen("127.0.0.1:0").build().await.unwrap();
-                client
-                    .connect(server.listen_addr().unwrap().to_string())
-                    .await
-                    .unwrap();
-                Pair {
-                    server,
-                    client,
-                    wire: None,
-                }
-            }
-        }
-    }
-
+impl Scenario for Pair {
     /// A counter on the server, and the client's proxy for it.
     fn counter(&self) -> (CounterRef, CounterRef) {
         let local: CounterRef = self.server.spawn(Tally::default());
@@ -163,28 +127,7 @@ async fn links_cross_nodes_both_ways(transport: Transport) {
     assert_eq!(near.add(2).await, Ok(2), "still running");
 }
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod in_process {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Transport::InProcess).await
-                }
-            )*
-        }
-        mod quic {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Transport::Quic).await
-                }
-            )*
-        }
-    };
-}
-
-both!(
+both_transports!(
     a_remote_stop_reaches_the_monitor_with_its_reason,
     a_remote_panic_reaches_the_monitor_as_panicked,
     a_lost_node_resolves_monitors_with_node_down,

@@ -58,7 +58,7 @@ pub enum ClusterError {
 
 /// Node processes sharing a cluster root, killed when dropped.
 pub struct LocalCluster {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     nodes: Vec<ClusterNode>,
 }
 
@@ -85,8 +85,14 @@ impl ClusterNode {
 impl LocalCluster {
     /// A cluster root in a new temporary directory, and no nodes yet.
     pub fn new() -> Result<LocalCluster, ClusterError> {
-        let dir = std::env::temp_dir().join(format!("remora-cluster-{}", uuid_like()));
-        Credentials::create_cluster(&dir)?;
+        let dir = tempfile::Builder::new()
+            .prefix("remora-cluster-")
+            .tempdir()
+            .map_err(|source| ClusterError::Io {
+                what: "creating the cluster's directory".into(),
+                source,
+            })?;
+        Credentials::create_cluster(dir.path())?;
         Ok(LocalCluster {
             dir,
             nodes: Vec::new(),
@@ -95,12 +101,12 @@ impl LocalCluster {
 
     /// The directory with the cluster's root (what `credentials(dir)` loads).
     pub fn credentials(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// A node builder for a node of this process in the cluster.
     pub fn builder(&self) -> NodeBuilder {
-        Node::builder().credentials(&self.dir)
+        Node::builder().credentials(self.dir.path())
     }
 
     /// Starts `binary` with `args` as a node of the cluster and waits for its
@@ -108,7 +114,7 @@ impl LocalCluster {
     pub fn start(&mut self, binary: &str, args: &[&str]) -> Result<&mut ClusterNode, ClusterError> {
         let mut child = Command::new(binary)
             .args(args)
-            .env(CREDENTIALS_ENV, &self.dir)
+            .env(CREDENTIALS_ENV, self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -164,9 +170,9 @@ impl LocalCluster {
 }
 
 impl Drop for LocalCluster {
+    /// The processes go first; the directory goes with `dir`.
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -237,12 +243,4 @@ fn stop_requested() -> tokio::sync::watch::Receiver<bool> {
         rx
     })
     .clone()
-}
-
-/// A unique enough suffix for temporary directories.
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{}-{nanos}", std::process::id())
 }

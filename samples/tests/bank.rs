@@ -2,51 +2,13 @@
 //! transfers between branches, a branch killed halfway through a transfer and
 //! restarted from its files, and the total balance conserved.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The scripted run takes about 2 s; this only keeps a hung run from hanging the test.
 const RUN_WITHIN: Duration = Duration::from_secs(60);
-
-/// Runs `bank` with no arguments; its exit status, standard output and error.
-fn scripted_run() -> (std::process::ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bank"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bank runs");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > RUN_WITHIN {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "bank did not finish within {RUN_WITHIN:?}:\n{}",
-                out.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (status, out.join().unwrap(), err.join().unwrap())
-}
 
 /// The number at the end of the line starting with `prefix`.
 fn number_after(stdout: &str, prefix: &str) -> u64 {
@@ -62,7 +24,7 @@ fn number_after(stdout: &str, prefix: &str) -> u64 {
 
 #[test]
 fn the_total_is_conserved_through_a_killed_and_restarted_branch() {
-    let (status, stdout, stderr) = scripted_run();
+    let (status, stdout, stderr) = common::run_to_end(env!("CARGO_BIN_EXE_bank"), RUN_WITHIN);
     assert!(status.success(), "exit {status:?}\n{stdout}\n{stderr}");
 
     // Six accounts, opened round-robin: two at each of three branches.

@@ -3,10 +3,12 @@
 //! room and the others are told; a client stopped by SIGTERM says goodbye; the
 //! room stops cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use remora_samples::cluster::LocalCluster;
 
@@ -16,44 +18,6 @@ const RUN_WITHIN: Duration = Duration::from_secs(60);
 /// How long a line a test expects may take (the room notices a lost client within
 /// about 3 s).
 const LINE_WITHIN: Duration = Duration::from_secs(20);
-
-/// Runs `chat` with no arguments; its exit status and standard output.
-fn scripted_run() -> (std::process::ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("chat runs");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > RUN_WITHIN {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "chat did not finish within {RUN_WITHIN:?}:\n{}",
-                out.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (status, out.join().unwrap(), err.join().unwrap())
-}
 
 /// The index of the first line equal to `line`, or of the first starting with it
 /// when it ends in `(`.
@@ -72,7 +36,7 @@ fn position(lines: &[&str], line: &str, output: &str) -> usize {
 
 #[test]
 fn a_scripted_chat_fans_out_and_drops_the_killed_client() {
-    let (status, stdout, stderr) = scripted_run();
+    let (status, stdout, stderr) = common::run_to_end(env!("CARGO_BIN_EXE_chat"), RUN_WITHIN);
     assert!(status.success(), "exit {status:?}\n{stdout}\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(

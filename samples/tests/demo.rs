@@ -2,50 +2,17 @@
 //! three node processes, accounts placed across them, looked up by name, a
 //! reference passed between nodes, one node killed, everything shut down.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 /// The demo takes a few seconds; past this it is hung.
 const LIMIT: Duration = Duration::from_secs(90);
 
-fn run_demo() -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the demo binary starts");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        out.read_to_string(&mut s).map(|_| s)
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        err.read_to_string(&mut s).map(|_| s)
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the demo") {
-            break status;
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the demo did not finish within {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out.join().unwrap().expect("demo stdout is UTF-8");
-    let stderr = err.join().unwrap().expect("demo stderr is UTF-8");
-    (status.success(), stdout, stderr)
-}
-
 #[test]
 fn demo_runs_a_cluster_and_tells_its_story() {
-    let (ok, stdout, stderr) = run_demo();
+    let (status, stdout, stderr) = common::run_to_end(env!("CARGO_BIN_EXE_demo"), LIMIT);
+    let ok = status.success();
     assert!(
         ok,
         "the demo failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
