@@ -12,10 +12,16 @@ pub struct MethodModel {
     /// `#[exactly_once]`: the caller retries through connection loss; the callee
     /// answers a retry from its memory of the reply.
     pub exactly_once: bool,
+    /// The receiver is `&self`: the handler may run beside other `&self` handlers.
+    pub shared: bool,
+    /// `#[reentrant]` (on the method or the interface): a call of the chain the
+    /// actor is busy with interleaves instead of failing with `Cycle`.
+    pub reentrant: bool,
 }
 
 /// Collects every problem in the trait, so one compile shows them all.
-pub fn methods(item: &mut ItemTrait) -> syn::Result<Vec<MethodModel>> {
+/// `reentrant`: the interface is `#[remote(reentrant)]`.
+pub fn methods(item: &mut ItemTrait, reentrant: bool) -> syn::Result<Vec<MethodModel>> {
     let mut errors: Option<syn::Error> = None;
     let mut push = |e: syn::Error| match &mut errors {
         Some(all) => all.combine(e),
@@ -36,7 +42,7 @@ pub fn methods(item: &mut ItemTrait) -> syn::Result<Vec<MethodModel>> {
             ));
             continue;
         };
-        match method(f) {
+        match method(f, reentrant) {
             Ok(m) => models.push(m),
             Err(e) => push(e),
         }
@@ -47,9 +53,10 @@ pub fn methods(item: &mut ItemTrait) -> syn::Result<Vec<MethodModel>> {
     }
 }
 
-fn method(f: &mut TraitItemFn) -> syn::Result<MethodModel> {
+fn method(f: &mut TraitItemFn, interface_reentrant: bool) -> syn::Result<MethodModel> {
     let oneway = take_marker(&mut f.attrs, "oneway")?;
     let exactly_once = take_marker(&mut f.attrs, "exactly_once")?;
+    let marked_reentrant = take_marker(&mut f.attrs, "reentrant")?;
     let sig = &f.sig;
     if oneway && exactly_once {
         return Err(syn::Error::new_spanned(
@@ -85,8 +92,10 @@ fn method(f: &mut TraitItemFn) -> syn::Result<MethodModel> {
         ));
     }
     let mut inputs = sig.inputs.iter();
-    match inputs.next() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.colon_token.is_none() => {}
+    let shared = match inputs.next() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.colon_token.is_none() => {
+            r.mutability.is_none()
+        }
         Some(FnArg::Receiver(other)) => {
             return Err(syn::Error::new_spanned(
                 other,
@@ -99,6 +108,20 @@ fn method(f: &mut TraitItemFn) -> syn::Result<MethodModel> {
                 "a remote method needs a `&mut self` or `&self` receiver",
             ))
         }
+    };
+    let reentrant = marked_reentrant || interface_reentrant;
+    if reentrant && !shared {
+        let why = if marked_reentrant {
+            "a #[reentrant] method"
+        } else {
+            "every method of a #[remote(reentrant)] interface"
+        };
+        return Err(syn::Error::new_spanned(
+            &sig.inputs,
+            format!(
+                "{why} must take `&self`: it runs while another handler of the same actor awaits, so neither may hold `&mut self`; keep the state it changes in a `Mutex` or atomics"
+            ),
+        ));
     }
     let mut args = Vec::new();
     for input in inputs {
@@ -148,6 +171,8 @@ fn method(f: &mut TraitItemFn) -> syn::Result<MethodModel> {
         output,
         oneway,
         exactly_once,
+        shared,
+        reentrant,
     })
 }
 

@@ -6,13 +6,17 @@ use syn::{ItemTrait, LitStr};
 
 use crate::check::{self, type_text, MethodModel};
 
-/// `#[remote(name = "...")]`.
+/// `#[remote(name = "...", reentrant)]`.
 struct Args {
     name: Option<LitStr>,
+    reentrant: bool,
 }
 
 fn parse_args(attr: TokenStream) -> syn::Result<Args> {
-    let mut args = Args { name: None };
+    let mut args = Args {
+        name: None,
+        reentrant: false,
+    };
     if attr.is_empty() {
         return Ok(args);
     }
@@ -20,8 +24,13 @@ fn parse_args(attr: TokenStream) -> syn::Result<Args> {
         if meta.path.is_ident("name") {
             args.name = Some(meta.value()?.parse()?);
             Ok(())
+        } else if meta.path.is_ident("reentrant") {
+            args.reentrant = true;
+            Ok(())
         } else {
-            Err(meta.error("unknown #[remora::remote] argument; expected `name = \"...\"`"))
+            Err(meta.error(
+                "unknown #[remora::remote] argument; expected `name = \"...\"` or `reentrant`",
+            ))
         }
     });
     syn::parse::Parser::parse2(parser, attr)?;
@@ -36,7 +45,7 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             "#[remora::remote] goes on a trait of `async fn` methods",
         )
     })?;
-    let methods = check::methods(&mut item)?;
+    let methods = check::methods(&mut item, args.reentrant)?;
 
     let vis = &item.vis;
     let trait_ident = &item.ident;
@@ -53,8 +62,14 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let mut variants = Vec::new();
     let mut arms = Vec::new();
     let mut chain_arms = Vec::new();
+    let mut shared_arms = Vec::new();
+    let mut reentrant_arms = Vec::new();
+    let mut reentrant_structs = Vec::new();
     let mut unmarshal_arms = Vec::new();
     let mut proxy_methods = Vec::new();
+    // Without `#[reentrant]` methods no two handlers ever overlap: every one borrows
+    // the actor exclusively (a `&self` method reborrows), and the actor need not be `Sync`.
+    let any_reentrant = methods.iter().any(|m| m.reentrant);
     for m in &methods {
         let name = &m.name;
         let struct_ident = format_ident!("__Remora{}_{}", trait_ident, name);
@@ -74,6 +89,7 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             })
             .collect();
         let arg_type_strs: Vec<String> = arg_types.iter().map(type_text).collect();
+        let (shared, reentrant) = (m.shared && any_reentrant, m.reentrant);
         arg_structs.push(quote! {
             #[doc(hidden)]
             #[allow(non_camel_case_types)]
@@ -86,6 +102,7 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 const ID: u64 = ::remora::stable_id(#method_wire);
                 const ARGS: ::remora::ArgTable = &[ #( (#arg_name_strs, #arg_type_strs), )* ];
                 type Output = #output;
+                const REENTRANT: bool = #reentrant;
             }
 
             impl ::core::convert::From<::remora::Request<#struct_ident>> for #msg_ident {
@@ -107,9 +124,22 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         chain_arms.push(quote! {
             #msg_ident::#name(request) => request.reply.chain(),
         });
+        if shared {
+            shared_arms.push(quote! { #msg_ident::#name(_) => true, });
+        }
+        if reentrant {
+            reentrant_arms.push(quote! { #msg_ident::#name(_) => true, });
+            reentrant_structs.push(struct_ident.clone());
+        }
+        // The actor is borrowed as the method's receiver says, as `shared()` reports.
+        let borrow = if shared {
+            quote! { actor.shared() }
+        } else {
+            quote! { actor.exclusive() }
+        };
         arms.push(quote! {
             #msg_ident::#name(::remora::Request { args: #struct_ident { #( #arg_names, )* }, reply }) => {
-                reply.answer_with(<A as #trait_ident>::#name(actor, #( #arg_names, )*)).await;
+                reply.answer_with(<A as #trait_ident>::#name(#borrow, #( #arg_names, )*)).await;
             }
         });
         let docs: Vec<_> = m
@@ -149,6 +179,12 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         "A reference to an actor serving [`{trait_ident}`]: cheap to clone, `Send + Sync`; \
          every method returns `Result<T, remora::CallError>`. Wire name `{wire_name}`."
     );
+    // `&self` handlers may run side by side (re-entry): the actor is shared between them.
+    let sync_bound = if any_reentrant {
+        quote! { + ::core::marker::Sync }
+    } else {
+        quote! {}
+    };
     let dispatch_body = if methods.is_empty() {
         quote! { match self {} }
     } else {
@@ -211,6 +247,10 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     method,
                 })
             }
+
+            fn reentrant(method: u64) -> bool {
+                false #( || method == <#reentrant_structs as ::remora::Method>::ID )*
+            }
         }
 
         impl ::remora::__private::serde::Serialize for #ref_ident {
@@ -228,9 +268,11 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 
         #( #arg_structs )*
 
-        impl<A: #trait_ident> ::remora::Dispatch<A> for #msg_ident {
+        impl<A: #trait_ident #sync_bound> ::remora::Dispatch<A> for #msg_ident {
+            const REENTRANT: bool = #any_reentrant;
+
             #[allow(unused_variables)]
-            fn dispatch(self, actor: &mut A) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send {
+            fn dispatch(self, actor: ::remora::Lent<'_, A>) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send {
                 async move { #dispatch_body }
             }
 
@@ -239,6 +281,22 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     #( #chain_arms )*
                     #[allow(unreachable_patterns)]
                     _ => 0,
+                }
+            }
+
+            fn shared(&self) -> bool {
+                match self {
+                    #( #shared_arms )*
+                    #[allow(unreachable_patterns)]
+                    _ => false,
+                }
+            }
+
+            fn reentrant(&self) -> bool {
+                match self {
+                    #( #reentrant_arms )*
+                    #[allow(unreachable_patterns)]
+                    _ => false,
                 }
             }
         }

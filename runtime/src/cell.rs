@@ -2,7 +2,7 @@
 //! stop requests, the wake-up for them, and the monitors waiting on the end.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -24,8 +24,11 @@ pub(crate) struct ActorCell {
     /// The call chain of the handler running now (0: none, or a tell's): a call of
     /// the same chain arriving meanwhile is a cycle.
     busy_chain: AtomicU64,
+    /// Whether the handler(s) running now hold the actor shared (`&self` methods
+    /// of a reentrant interface): a `#[reentrant]` call of their chain may join them.
+    busy_shared: AtomicBool,
     /// Exported, it stays exported without leases (`SpawnOptions::pinned`).
-    pinned: std::sync::atomic::AtomicBool,
+    pinned: AtomicBool,
     end: Mutex<End>,
 }
 
@@ -43,7 +46,8 @@ impl ActorCell {
             stop: AtomicU8::new(RUNNING),
             stop_reason: Mutex::new(None),
             busy_chain: AtomicU64::new(0),
-            pinned: std::sync::atomic::AtomicBool::new(false),
+            busy_shared: AtomicBool::new(false),
+            pinned: AtomicBool::new(false),
             end: Mutex::new(End::default()),
         }
     }
@@ -80,9 +84,18 @@ impl ActorCell {
         self.pinned.load(Ordering::Relaxed)
     }
 
-    /// The handler now running belongs to call chain `chain` (0 when it finished).
-    pub(crate) fn set_busy_chain(&self, chain: u64) {
+    /// The handler now running belongs to call chain `chain` (0 when it finished),
+    /// and holds the actor `shared` or not.
+    pub(crate) fn set_busy(&self, chain: u64, shared: bool) {
+        self.busy_shared.store(shared, Ordering::Release);
         self.busy_chain.store(chain, Ordering::Release);
+    }
+
+    /// Whether a `#[reentrant]` call of `chain` may run beside the handler(s) now
+    /// running: they belong to that chain and hold the actor shared. (Only a hint
+    /// for callers: the actor's holder decides.)
+    pub(crate) fn may_reenter(&self, chain: u64) -> bool {
+        self.in_cycle(chain) && self.busy_shared.load(Ordering::Acquire)
     }
 
     /// Whether a call of `chain` would come back to a handler that waits for it.

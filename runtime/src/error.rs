@@ -107,9 +107,10 @@ pub enum CallError {
     /// A call cycle: the actor is busy handling a call of this same call chain
     /// (A calls B, B calls back A while A awaits B), so the call could only wait
     /// until its deadline. Failed at once instead; the call did not run. Break the
-    /// cycle: make one of the calls a `#[oneway]` tell, or pass the data A needs
-    /// along with the call to B.
-    #[error("call cycle: `{method}` went to an actor busy with a call of this same call chain, which waits for this call; it did not run (make one call of the cycle a oneway tell)")]
+    /// cycle: make one of the calls a `#[oneway]` tell, pass the data A needs
+    /// along with the call to B, or let the call interleave: mark the method
+    /// `#[reentrant]` and have the handler it comes back to take `&self`.
+    #[error("call cycle: `{method}` went to an actor busy with a call of this same call chain, which waits for this call; it did not run (make one call of the cycle a oneway tell, or the method #[reentrant] and the handler it comes back to `&self`)")]
     Cycle {
         /// The method called (`Interface.method`) on the actor the cycle came back to.
         method: String,

@@ -68,7 +68,7 @@ pub use actor::{Actor, Context, Restart, SpawnOptions, StopReason};
 pub use caller::{caller, Caller};
 pub use error::CallError;
 pub use id::{stable_id, ActorId};
-pub use interface::{Dispatch, Interface, Method, Request};
+pub use interface::{Dispatch, Interface, Lent, Method, Request};
 pub use mailbox::Mailbox;
 pub use marshal::{Answer, ArgTable, Args, Moved, Replier, Unmarshal};
 pub use node::{Node, NodeBuilder, NodeError, NodeStats};
@@ -88,10 +88,56 @@ pub use tls::{Credentials, CredentialsError};
 /// the dispatcher that runs them on any `Actor` implementing `Counter`.
 ///
 /// - `#[oneway]` on a method makes it a tell: the proxy returns a [`Tell`].
+/// - `#[exactly_once]` on a method makes the caller re-send it through lost
+///   connections; the callee runs it once per logical call.
+/// - `#[reentrant]` on a method, or `#[remora::remote(reentrant)]` on the whole
+///   interface, lets a call of the call chain the actor is busy with (A calls B,
+///   B calls back A) run at once beside the handler awaiting it, instead of failing
+///   with [`CallError::Cycle`]. Only handlers taking `&self` interleave: a
+///   reentrant method must take `&self` (its state lives in a `Mutex` or atomics,
+///   and the actor must be `Sync`), and it re-enters only a handler that also
+///   holds `&self`. Calls of other chains still wait their turn.
 /// - `#[remora::remote(name = "bank.Account")]` sets the wire name (default: the
 ///   trait's name). Interface id = `stable_id(name)`, method id =
 ///   `stable_id("{name}.{method}")`.
 /// - Arguments are passed by value (no `&`), and methods take `&mut self` or `&self`.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use remora::{Actor, CallError, Node};
+///
+/// #[remora::remote(reentrant)]
+/// pub trait Peer {
+///     /// Asks `other` to call `me` back, and returns what the call back got.
+///     async fn ping(&self, other: PeerRef, me: PeerRef) -> Result<u64, CallError>;
+///     /// Calls `caller` back, while `caller` awaits this call.
+///     async fn bounce(&self, caller: PeerRef) -> Result<u64, CallError>;
+///     async fn pong(&self) -> u64;
+/// }
+///
+/// #[derive(Default)]
+/// struct Player { pongs: AtomicU64 }
+/// impl Actor for Player {}
+/// impl Peer for Player {
+///     async fn ping(&self, other: PeerRef, me: PeerRef) -> Result<u64, CallError> {
+///         other.bounce(me).await?
+///     }
+///     async fn bounce(&self, caller: PeerRef) -> Result<u64, CallError> {
+///         // A cycle (alice → bob → alice), which `reentrant` lets through.
+///         caller.pong().await
+///     }
+///     async fn pong(&self) -> u64 {
+///         self.pongs.fetch_add(1, Ordering::SeqCst) + 1
+///     }
+/// }
+///
+/// # #[tokio::main] async fn main() {
+/// let node = Node::builder().build().await.unwrap();
+/// let alice: PeerRef = node.spawn(Player::default());
+/// let bob: PeerRef = node.spawn(Player::default());
+/// assert_eq!(alice.ping(bob, alice.clone()).await, Ok(Ok(1)));
+/// # }
+/// ```
 pub use remora_codegen::remote;
 
 #[doc(hidden)]

@@ -37,6 +37,12 @@ pub trait Unmarshal: Sized + Send + 'static {
         limits: &Limits,
         replier: Replier,
     ) -> Result<Self, CallError>;
+
+    /// Whether method `method` is `#[reentrant]`.
+    fn reentrant(method: u64) -> bool {
+        let _ = method;
+        false
+    }
 }
 
 /// A call's arguments as they arrive: encoded, or moved as a value (between nodes of

@@ -383,6 +383,7 @@ impl Node {
             exported: OnceLock::new(),
             cell,
             host: slot,
+            reentrant: <R::Msg as Dispatch<A>>::REENTRANT,
         });
         if inner.default_timeout != DEFAULT_TIMEOUT {
             core = core.with_timeout(inner.default_timeout);

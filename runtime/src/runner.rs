@@ -49,7 +49,7 @@ where
                 }
                 continue;
             }
-            if unsafe { (*this.running.get()).is_some() } {
+            if unsafe { this.in_flight() } {
                 if let Err(message) = guarded(poll_fn(|cx| unsafe { this.poll_running(cx) })).await
                 {
                     unsafe { this.end_running() };
@@ -65,6 +65,11 @@ where
                     Ok(()) => unsafe { this.begin_start() },
                     Err(reason) => return this.finish(reason).await,
                 }
+                continue;
+            }
+            // Calls that re-entered while the actor was busy go before the mailbox.
+            if let Some(msg) = this.next_reentry() {
+                unsafe { this.begin(msg) };
                 continue;
             }
             // A long queue must not keep this worker from other tasks.
@@ -88,6 +93,7 @@ where
         let cell = &self.ctx.cell;
         // Answer queued callers first: they are waiting, on_stop may take a while.
         drop(unsafe { (*self.held.get()).rx.close_and_drain() });
+        self.drop_reentries();
         if let Err(message) = guarded(unsafe { self.actor() }.on_stop(&reason)).await {
             tracing::warn!(actor = %cell.id, name = ?cell.name, %message, "on_stop panicked");
         }

@@ -33,11 +33,12 @@ use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
 use crate::actor::{Actor, Context, Factory, RestartBy, StopReason};
 use crate::cell::ActorCell;
-use crate::interface::Dispatch;
+use crate::interface::{Dispatch, Lent};
 use crate::mailbox::{MailboxRx, MailboxTx};
 use crate::node::Node;
 use crate::reply::panic_message;
@@ -58,7 +59,7 @@ pub(crate) const TASK: u8 = 2;
 
 /// Starts handling one message: `Dispatch::dispatch` as a function pointer, so the
 /// slot can name the handler future's type and keep it in place.
-pub(crate) type Start<A, M, F> = fn(M, &'static mut A) -> F;
+pub(crate) type Start<A, M, F> = fn(M, Lent<'static, A>) -> F;
 
 type Starting = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -70,16 +71,29 @@ pub(crate) struct Held<A, M: 'static> {
     pub(crate) restarts: VecDeque<Instant>,
 }
 
+/// Calls that re-enter a busy actor: `#[reentrant]` calls of the chain its shared
+/// handler(s) belong to. They bypass the mailbox (it waits for the actor to be
+/// idle, and the actor waits for them); the holder starts them beside the running
+/// handler, or first thing once idle.
+struct Reentry<M> {
+    queue: Mutex<VecDeque<M>>,
+    /// The holder's waker while it polls handlers.
+    waker: AtomicWaker,
+}
+
 /// An actor: its state, the handler running on it, and the baton.
 pub(crate) struct Slot<A: 'static, M: 'static, F> {
     // Field order matters: `running` and `starting` borrow `actor`, so they are
     // declared (and dropped) first.
     pub(crate) running: UnsafeCell<Option<F>>,
+    /// Re-entered handlers running beside `running` (all holding the actor shared).
+    reentered: UnsafeCell<Vec<Pin<Box<F>>>>,
     pub(crate) starting: UnsafeCell<Option<Starting>>,
     /// Dropped (once) right after `on_stop`, so a stopped actor's resources go at
     /// once even while references to it remain; `state_dropped` records that.
     pub(crate) actor: UnsafeCell<ManuallyDrop<A>>,
     pub(crate) held: UnsafeCell<Held<A, M>>,
+    reentry: Reentry<M>,
     /// Whether callers may run handlers on their own tasks (`SpawnOptions::inline`).
     inline: bool,
     pub(crate) baton: AtomicU8,
@@ -122,9 +136,14 @@ where
         };
         let slot = Arc::new_cyclic(|me: &Weak<Self>| Slot {
             running: UnsafeCell::new(None),
+            reentered: UnsafeCell::new(Vec::new()),
             starting: UnsafeCell::new(None),
             actor: UnsafeCell::new(ManuallyDrop::new(actor)),
             held: UnsafeCell::new(held),
+            reentry: Reentry {
+                queue: Mutex::new(VecDeque::new()),
+                waker: AtomicWaker::new(),
+            },
             inline,
             baton: AtomicU8::new(TASK),
             panic: Mutex::new(None),
@@ -186,9 +205,30 @@ where
         // A sender that queued while we held the baton saw it taken and left the
         // message to us; so did a stop request.
         // SAFETY: reading the queue length needs no baton (the channel is shared).
-        let queued = unsafe { (*self.held.get()).rx.has_pending() };
+        let queued = unsafe { (*self.held.get()).rx.has_pending() } || self.reentry_pending();
         if queued || self.ctx.cell.stop_requested().is_some() || self.pause_requested() {
             self.schedule();
+        }
+    }
+
+    /// Whether re-entering calls wait for the holder.
+    pub(crate) fn reentry_pending(&self) -> bool {
+        M::REENTRANT && !self.reentry.queue.lock().is_empty()
+    }
+
+    /// The next re-entering call left for the holder, once the actor is idle.
+    pub(crate) fn next_reentry(&self) -> Option<M> {
+        if M::REENTRANT {
+            self.reentry.queue.lock().pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// Answers the re-entering calls still waiting (`ActorStopped`): the actor stops.
+    pub(crate) fn drop_reentries(&self) {
+        if M::REENTRANT {
+            drop(std::mem::take(&mut *self.reentry.queue.lock()));
         }
     }
 
@@ -239,31 +279,85 @@ where
         poll
     }
 
-    /// Starts handling `msg` in place. Holder only.
-    pub(crate) unsafe fn begin(&self, msg: M) {
-        self.ctx.cell.set_busy_chain(msg.chain());
-        *self.running.get() = Some((self.start)(msg, self.actor()));
+    /// Lends the actor to a handler. Holder only; `shared` lends only beside other
+    /// shared ones.
+    unsafe fn lend(&self, shared: bool) -> Lent<'static, A> {
+        debug_assert!(!(*self.held.get()).state_dropped);
+        // `ManuallyDrop<A>` has `A`'s layout. A raw pointer: no `&mut` is made here.
+        Lent::new(self.actor.get().cast::<A>(), shared)
     }
 
-    /// The handler is gone (finished, or dropped after a panic). Holder only.
+    /// Starts handling `msg` in place. Holder only, with no handler in flight.
+    pub(crate) unsafe fn begin(&self, msg: M) {
+        // Lent shared only when a re-entering call may join it.
+        let shared = M::REENTRANT && msg.shared();
+        self.ctx.cell.set_busy(msg.chain(), shared);
+        *self.running.get() = Some((self.start)(msg, self.lend(shared)));
+    }
+
+    /// Whether a handler is in flight. Holder only.
+    pub(crate) unsafe fn in_flight(&self) -> bool {
+        (*self.running.get()).is_some() || (M::REENTRANT && !(*self.reentered.get()).is_empty())
+    }
+
+    /// The handlers are gone (finished, or dropped after a panic). Holder only.
     pub(crate) unsafe fn end_running(&self) {
         *self.running.get() = None;
-        self.ctx.cell.set_busy_chain(0);
+        if M::REENTRANT {
+            (*self.reentered.get()).clear();
+        }
+        self.ctx.cell.set_busy(0, false);
     }
 
-    /// Polls the handler in place; drops it once done. Holder only, with a handler running.
-    pub(crate) unsafe fn poll_running(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let running = &mut *self.running.get();
-        let handler = running
-            .as_mut()
-            .expect("poll_running without a running handler");
-        // SAFETY: the future lives inside the Arc'd slot, which never moves, and it
-        // is dropped in place before its memory is reused.
-        let poll = Pin::new_unchecked(handler).poll(cx);
-        if poll.is_ready() {
-            self.end_running();
+    /// Starts the re-entering calls that may join the handlers in flight: shared
+    /// ones, of the chain those belong to, beside handlers that hold the actor shared.
+    /// Holder only, with a handler in flight.
+    unsafe fn join_reentries(&self) {
+        let cell = &self.ctx.cell;
+        let mut queue = self.reentry.queue.lock();
+        if queue.is_empty() {
+            return;
         }
-        poll
+        let reentered = &mut *self.reentered.get();
+        let mut left = VecDeque::new();
+        while let Some(msg) = queue.pop_front() {
+            if msg.shared() && cell.may_reenter(msg.chain()) {
+                reentered.push(Box::pin((self.start)(msg, self.lend(true))));
+            } else {
+                // It came in as the chain ended: it runs once the actor is idle.
+                left.push_back(msg);
+            }
+        }
+        *queue = left;
+    }
+
+    /// Polls the handlers in place; drops each once done. Ready when none is left.
+    /// Holder only, with a handler in flight.
+    pub(crate) unsafe fn poll_running(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if M::REENTRANT {
+            self.reentry.waker.register(cx.waker());
+            self.join_reentries();
+        }
+        let running = &mut *self.running.get();
+        if let Some(handler) = running.as_mut() {
+            // SAFETY: the future lives inside the Arc'd slot, which never moves, and
+            // it is dropped in place before its memory is reused.
+            if Pin::new_unchecked(handler).poll(cx).is_ready() {
+                *running = None;
+            }
+        }
+        if M::REENTRANT {
+            let reentered = &mut *self.reentered.get();
+            reentered.retain_mut(|handler| handler.as_mut().poll(cx).is_pending());
+            if !reentered.is_empty() {
+                return Poll::Pending;
+            }
+        }
+        if running.is_some() {
+            return Poll::Pending;
+        }
+        self.end_running();
+        Poll::Ready(())
     }
 }
 
@@ -272,6 +366,11 @@ pub(crate) trait Host<M>: Send + Sync {
     /// Runs `msg` now, on this task, if the actor is idle and nothing is queued
     /// before it; otherwise gives it back to be queued.
     fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut TaskContext<'_>) -> Result<(), M>;
+
+    /// Hands `msg` to the busy actor to run beside its handler(s), if it is a
+    /// `#[reentrant]` call of the chain they belong to and they hold the actor
+    /// shared; otherwise gives it back.
+    fn reenter(&self, msg: M) -> Result<(), M>;
 
     /// Makes sure someone will take the messages just queued (or the stop just asked).
     fn schedule(&self);
@@ -299,6 +398,7 @@ where
             return Err(msg);
         }
         if mailbox.has_pending()
+            || self.reentry_pending()
             || self.ctx.cell.stop_requested().is_some()
             || self.pause_requested()
         {
@@ -327,6 +427,21 @@ where
         Ok(())
     }
 
+    fn reenter(&self, msg: M) -> Result<(), M> {
+        if !(M::REENTRANT
+            && msg.reentrant()
+            && msg.shared()
+            && self.ctx.cell.may_reenter(msg.chain()))
+        {
+            return Err(msg);
+        }
+        self.reentry.queue.lock().push_back(msg);
+        // The holder polling the handlers starts it; an idle actor takes it first.
+        self.reentry.waker.wake();
+        Slot::schedule(self);
+        Ok(())
+    }
+
     fn schedule(&self) {
         Slot::schedule(self);
     }
@@ -352,6 +467,7 @@ impl<A: 'static, M: 'static, F> Drop for Slot<A, M, F> {
     fn drop(&mut self) {
         // Handlers borrow the state: they go first.
         *self.running.get_mut() = None;
+        self.reentered.get_mut().clear();
         *self.starting.get_mut() = None;
         if !self.held.get_mut().state_dropped {
             // SAFETY: not dropped yet, and nothing else can reach it any more.

@@ -52,7 +52,7 @@ async fn call(store: &mut Store, method: u64, args: &[u8]) -> Result<Vec<u8>, Ca
         &Limits::default(),
         replier,
     )?;
-    msg.dispatch(store).await;
+    msg.dispatch(store.into()).await;
     replies.try_recv().expect("the handler answered")
 }
 

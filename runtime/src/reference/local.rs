@@ -24,6 +24,9 @@ pub(crate) struct LocalRoute<M> {
     /// Runs a message on the caller's task when the actor is idle, and schedules
     /// the actor when a message is queued.
     pub(crate) host: Arc<dyn Host<M>>,
+    /// Whether the interface has `#[reentrant]` methods (calls may re-enter the
+    /// actor while it is busy).
+    pub(crate) reentrant: bool,
 }
 
 impl<M> Drop for LocalRoute<M> {
@@ -39,7 +42,21 @@ impl<M> LocalRoute<M> {
     /// it (the message is then taken, and handled unless the handler had to wait);
     /// otherwise gives it back.
     pub(crate) fn try_inline(&self, msg: M, cx: &mut Context<'_>) -> Result<(), M> {
+        let msg = match self.reentrant {
+            true => match self.host.reenter(msg) {
+                Ok(()) => return Ok(()),
+                Err(msg) => msg,
+            },
+            false => msg,
+        };
         self.host.try_run(msg, &self.tx, cx)
+    }
+
+    /// Whether a call of `method` in `chain` must fail as a cycle: it comes back to
+    /// a handler of its chain that awaits it, and cannot run beside that handler
+    /// (the method is not `#[reentrant]`, or the handler holds `&mut self`).
+    pub(crate) fn refuses_cycle(&self, chain: u64, reentrant: bool) -> bool {
+        self.cell.in_cycle(chain) && !(reentrant && self.cell.may_reenter(chain))
     }
 
     /// Runs `msg` now if the actor is idle, else queues it; never waits (for callers

@@ -298,7 +298,7 @@ impl<M: Send + 'static> RefCore<M> {
         M: From<Request<T>>,
     {
         let chain = chain_for_call();
-        if local.cell.in_cycle(chain) {
+        if local.refuses_cycle(chain, T::REENTRANT) {
             return Err(cycle::<T>());
         }
         let (tx, mut rx) = oneshot::channel();

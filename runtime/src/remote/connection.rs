@@ -413,7 +413,7 @@ impl Connection {
                 found: exported.interface_name().to_owned(),
             });
         }
-        if exported.in_cycle(tags.chain) {
+        if exported.refuses_cycle(tags.chain, method) {
             // The caller names the method; the interface is what we know here.
             return Err(CallError::Cycle {
                 method: exported.interface_name().to_owned(),

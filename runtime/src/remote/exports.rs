@@ -65,8 +65,9 @@ pub(crate) trait Exported: Send + Sync {
     fn stopped(&self) -> Pin<Box<dyn Future<Output = StopReason> + Send>>;
     /// Asks the actor to stop for `reason`.
     fn stop(&self, reason: StopReason);
-    /// Whether a call of `chain` would come back to a handler waiting for it.
-    fn in_cycle(&self, chain: u64) -> bool;
+    /// Whether a call of `method` in `chain` comes back to a handler waiting for it
+    /// and cannot run beside it: a cycle.
+    fn refuses_cycle(&self, chain: u64, method: u64) -> bool;
 }
 
 impl<M: Unmarshal> Exported for LocalRoute<M> {
@@ -102,8 +103,8 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
         self.host.schedule();
     }
 
-    fn in_cycle(&self, chain: u64) -> bool {
-        self.cell.in_cycle(chain)
+    fn refuses_cycle(&self, chain: u64, method: u64) -> bool {
+        LocalRoute::refuses_cycle(self, chain, M::reentrant(method))
     }
 }
 

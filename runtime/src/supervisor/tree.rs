@@ -13,7 +13,7 @@ use super::{Strategy, SupervisorEvent};
 use crate::actor::{Actor, Context, Restart, StopReason};
 use crate::cell::ActorCell;
 use crate::id::{stable_id, ActorId};
-use crate::interface::{Dispatch, Interface};
+use crate::interface::{Dispatch, Interface, Lent};
 use crate::mailbox::Envelope;
 use crate::node::Node;
 use crate::reference::{LocalRoute, RefCore, Route};
@@ -67,8 +67,8 @@ pub(super) enum Report {
 }
 
 impl Dispatch<Tree> for SupMsg {
-    async fn dispatch(self, tree: &mut Tree) {
-        tree.handle(self)
+    async fn dispatch(self, tree: Lent<'_, Tree>) {
+        tree.exclusive().handle(self)
     }
 }
 
