@@ -44,6 +44,45 @@ pub trait Actor: Send + Sized + 'static {
         let _ = reason;
         async {}
     }
+
+    /// Runs when nothing refers to the actor any more (RMI's `unreferenced`): it
+    /// was exported to other nodes, every lease on it has been released or has
+    /// lapsed, no reference to it remains on its node, and it is not pinned
+    /// (registry bindings hold a reference). It runs between messages, like one.
+    ///
+    /// Return [`Unreferenced::Stop`] (the default) to stop with
+    /// [`StopReason::Unreferenced`], or [`Unreferenced::Keep`] to stay exported:
+    /// a [`WireRef`](crate::WireRef) to it kept outside Remora (a database, a file)
+    /// still resolves, and the hook runs again the next time it is unreferenced
+    /// after a new lease.
+    ///
+    /// ```
+    /// use remora::{Actor, Context, Unreferenced};
+    ///
+    /// struct Session { open: bool }
+    ///
+    /// impl Actor for Session {
+    ///     async fn on_unreferenced(&mut self, _ctx: &Context) -> Unreferenced {
+    ///         // Every client dropped its proxy (or crashed and its lease lapsed).
+    ///         self.open = false;
+    ///         Unreferenced::Stop
+    ///     }
+    /// }
+    /// ```
+    fn on_unreferenced(&mut self, ctx: &Context) -> impl Future<Output = Unreferenced> + Send {
+        let _ = ctx;
+        async { Unreferenced::Stop }
+    }
+}
+
+/// What an actor does once nothing refers to it any more: the answer of
+/// [`Actor::on_unreferenced`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreferenced {
+    /// Stop, with [`StopReason::Unreferenced`].
+    Stop,
+    /// Keep running and stay exported.
+    Keep,
 }
 
 /// Why an actor stopped, as [`Node::monitor`] reports it (also for an actor on
@@ -76,8 +115,8 @@ pub enum StopReason {
     NoSuchObject,
     /// Nothing refers to it any more: every other node's lease on it was released
     /// or lapsed, and no reference to it remains on its node (RMI's
-    /// `unreferenced`). `on_stop` sees this reason; pin an actor
-    /// (`SpawnOptions::pinned`) to keep it regardless.
+    /// `unreferenced`), and its [`Actor::on_unreferenced`] chose to stop. Pin an
+    /// actor (`SpawnOptions::pinned`) to keep it regardless.
     Unreferenced,
     /// An actor it was linked to ([`Node::link`]) stopped abnormally.
     Linked {

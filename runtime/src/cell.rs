@@ -11,6 +11,11 @@ use tokio::sync::oneshot;
 use crate::actor::StopReason;
 use crate::id::ActorId;
 
+/// Withdraws an unreferenced actor's export, if it is still unreferenced; gives
+/// back what has to be dropped after the actor is asked to stop (its last route,
+/// whose drop would otherwise stop it first, for a plain `Normal`).
+pub(crate) type Withdraw = Box<dyn FnOnce() -> Option<Box<dyn Send>> + Send>;
+
 const RUNNING: u8 = 0;
 const STOP_REQUESTED: u8 = 1;
 
@@ -27,6 +32,10 @@ pub(crate) struct ActorCell {
     /// Whether the handler(s) running now hold the actor shared (`&self` methods
     /// of a reentrant interface): a `#[reentrant]` call of their chain may join them.
     busy_shared: AtomicBool,
+    /// Set when nothing refers to it any more: its `on_unreferenced` is due. The
+    /// node's way to withdraw its export, should it choose to stop, is in `withdraw`.
+    unreferenced: AtomicBool,
+    withdraw: Mutex<Option<Withdraw>>,
     /// Exported, it stays exported without leases (`SpawnOptions::pinned`).
     pinned: AtomicBool,
     end: Mutex<End>,
@@ -47,6 +56,8 @@ impl ActorCell {
             stop_reason: Mutex::new(None),
             busy_chain: AtomicU64::new(0),
             busy_shared: AtomicBool::new(false),
+            unreferenced: AtomicBool::new(false),
+            withdraw: Mutex::new(None),
             pinned: AtomicBool::new(false),
             end: Mutex::new(End::default()),
         }
@@ -74,6 +85,26 @@ impl ActorCell {
                     .unwrap_or(StopReason::Normal),
             ),
         }
+    }
+
+    /// Nothing refers to the actor any more: its holder runs `on_unreferenced`
+    /// next, and calls `withdraw` if it chooses to stop.
+    pub(crate) fn request_unreferenced(&self, withdraw: Withdraw) {
+        *self.withdraw.lock() = Some(withdraw);
+        self.unreferenced.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether `on_unreferenced` is due.
+    pub(crate) fn unreferenced_requested(&self) -> bool {
+        self.unreferenced.load(Ordering::SeqCst)
+    }
+
+    /// Takes the due `on_unreferenced`, with the node's way to withdraw the export.
+    pub(crate) fn take_unreferenced(&self) -> Option<Withdraw> {
+        if !self.unreferenced.swap(false, Ordering::SeqCst) {
+            return None;
+        }
+        self.withdraw.lock().take()
     }
 
     pub(crate) fn pin(&self) {

@@ -64,7 +64,7 @@ mod supervisor;
 mod tls;
 pub mod wire;
 
-pub use actor::{Actor, Context, Restart, SpawnOptions, StopReason};
+pub use actor::{Actor, Context, Restart, SpawnOptions, StopReason, Unreferenced};
 pub use caller::{caller, Caller};
 pub use error::CallError;
 pub use id::{stable_id, ActorId};

@@ -290,6 +290,9 @@ impl NodeBuilder {
 struct Export {
     route: Arc<dyn Exported>,
     pinned: bool,
+    /// Its actor has been told it is unreferenced (and chose to stay, or has yet
+    /// to answer); cleared when a reference to it is sent again.
+    told: bool,
 }
 
 /// A snapshot of a node's counters, from [`Node::stats`].
@@ -593,6 +596,7 @@ impl Node {
                 slot.insert(Export {
                     route: local.clone() as Arc<dyn Exported>,
                     pinned: true,
+                    told: false,
                 });
             }
         }
@@ -642,6 +646,7 @@ impl Node {
                 Export {
                     route: route.clone() as Arc<dyn Exported>,
                     pinned: route.cell.is_pinned(),
+                    told: false,
                 },
             );
             id
@@ -659,6 +664,10 @@ impl Node {
         let id = self.export_route(route);
         let holder = holder.unwrap_or(Uuid::nil());
         self.inner.granted.renew(holder, &[id], self.inner.lease);
+        // Referred to again: the next time nothing refers to it, it is told again.
+        if let Some(mut export) = self.inner.exports.get_mut(&id) {
+            export.told = false;
+        }
         id
     }
 
@@ -673,31 +682,70 @@ impl Node {
         self.inner.exports.get(object).map(|e| e.route.clone())
     }
 
-    /// Withdraws every export that nobody holds a lease on, that nothing on this
-    /// node refers to, and that is not pinned: its actor stops with
-    /// [`StopReason::Unreferenced`].
+    /// Finds the exports that nobody holds a lease on, that nothing on this node
+    /// refers to, and that are not pinned, and tells each actor so: it runs
+    /// [`Actor::on_unreferenced`](crate::Actor::on_unreferenced), which withdraws
+    /// the export and stops it with [`StopReason::Unreferenced`] unless it chooses
+    /// to stay. A stopped actor's export goes quietly.
     pub(crate) fn sweep_exports(&self, now: tokio::time::Instant) {
-        let candidates: Vec<ObjectId> = self
+        let unheld = |e: &Export| !e.pinned && Arc::strong_count(&e.route) == 1;
+        let candidates: Vec<(ObjectId, bool)> = self
             .inner
             .exports
             .iter()
-            .filter(|e| !e.pinned && Arc::strong_count(&e.route) == 1)
-            .map(|e| *e.key())
+            .filter(|e| unheld(e))
+            .map(|e| (*e.key(), e.told))
             .collect();
-        for id in candidates {
+        for (id, told) in candidates {
             if self.inner.granted.is_leased(&id, now) {
+                // Referred to again (a node resolved a stored `WireRef`, say): the
+                // next time nothing refers to it, it is told again.
+                if told {
+                    if let Some(mut export) = self.inner.exports.get_mut(&id) {
+                        export.told = false;
+                    }
+                }
                 continue;
             }
             // Checked again under the entry's lock: an import may have just taken it.
-            let removed = self
+            let finished = self
                 .inner
                 .exports
-                .remove_if(&id, |_, e| !e.pinned && Arc::strong_count(&e.route) == 1);
-            if let Some((_, export)) = removed {
-                tracing::debug!(object = %id, "unreferenced: export withdrawn");
-                export.route.stop(StopReason::Unreferenced);
+                .remove_if(&id, |_, e| unheld(e) && e.route.is_finished());
+            if finished.is_some() {
+                continue;
             }
+            let Some(mut export) = self.inner.exports.get_mut(&id) else {
+                continue;
+            };
+            if export.told || !unheld(&export) {
+                continue;
+            }
+            export.told = true;
+            let route = export.route.clone();
+            drop(export);
+            tracing::debug!(object = %id, "unreferenced: telling the actor");
+            route.unreferenced(self.withdrawal(id));
         }
+    }
+
+    /// How an unreferenced actor that chose to stop withdraws its export `id`: only
+    /// if it is still unreferenced (a reference sent meanwhile keeps it).
+    fn withdrawal(&self, id: ObjectId) -> crate::cell::Withdraw {
+        let node = self.downgrade();
+        Box::new(move || {
+            let node = node.upgrade()?;
+            let inner = &node.inner;
+            let now = tokio::time::Instant::now();
+            let (_, export) = inner.exports.remove_if(&id, |_, e| {
+                e.told
+                    && !e.pinned
+                    && Arc::strong_count(&e.route) == 1
+                    && !inner.granted.is_leased(&id, now)
+            })?;
+            tracing::debug!(object = %id, "unreferenced: export withdrawn");
+            Some(Box::new(export.route) as Box<dyn Send>)
+        })
     }
 
     pub(crate) fn held_leases(&self) -> &crate::remote::leases::Held {

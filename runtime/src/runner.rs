@@ -41,6 +41,14 @@ where
                 }
                 continue;
             }
+            if unsafe { (*this.unreferenced.get()).is_some() } {
+                let hook = guarded(poll_fn(|cx| unsafe { this.poll_unreferenced(cx) })).await;
+                if let Err(message) = hook {
+                    unsafe { *this.unreferenced.get() = None };
+                    *this.panic.lock() = Some(message);
+                }
+                continue;
+            }
             let panicked = this.panic.lock().take();
             if let Some(message) = panicked {
                 match this.restart_after(message).await {
@@ -65,6 +73,10 @@ where
                     Ok(()) => unsafe { this.begin_start() },
                     Err(reason) => return this.finish(reason).await,
                 }
+                continue;
+            }
+            if let Some(withdraw) = this.ctx.cell.take_unreferenced() {
+                unsafe { this.begin_unreferenced(withdraw) };
                 continue;
             }
             // Calls that re-entered while the actor was busy go before the mailbox.

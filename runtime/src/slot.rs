@@ -36,8 +36,8 @@ use std::time::Instant;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
-use crate::actor::{Actor, Context, Factory, RestartBy, StopReason};
-use crate::cell::ActorCell;
+use crate::actor::{Actor, Context, Factory, RestartBy, StopReason, Unreferenced};
+use crate::cell::{ActorCell, Withdraw};
 use crate::interface::{Dispatch, Lent};
 use crate::mailbox::{MailboxRx, MailboxTx};
 use crate::node::Node;
@@ -89,6 +89,8 @@ pub(crate) struct Slot<A: 'static, M: 'static, F> {
     /// Re-entered handlers running beside `running` (all holding the actor shared).
     reentered: UnsafeCell<Vec<Pin<Box<F>>>>,
     pub(crate) starting: UnsafeCell<Option<Starting>>,
+    /// `on_unreferenced`, while it runs.
+    pub(crate) unreferenced: UnsafeCell<Option<Starting>>,
     /// Dropped (once) right after `on_stop`, so a stopped actor's resources go at
     /// once even while references to it remain; `state_dropped` records that.
     pub(crate) actor: UnsafeCell<ManuallyDrop<A>>,
@@ -138,6 +140,7 @@ where
             running: UnsafeCell::new(None),
             reentered: UnsafeCell::new(Vec::new()),
             starting: UnsafeCell::new(None),
+            unreferenced: UnsafeCell::new(None),
             actor: UnsafeCell::new(ManuallyDrop::new(actor)),
             held: UnsafeCell::new(held),
             reentry: Reentry {
@@ -206,7 +209,12 @@ where
         // message to us; so did a stop request.
         // SAFETY: reading the queue length needs no baton (the channel is shared).
         let queued = unsafe { (*self.held.get()).rx.has_pending() } || self.reentry_pending();
-        if queued || self.ctx.cell.stop_requested().is_some() || self.pause_requested() {
+        let cell = &self.ctx.cell;
+        if queued
+            || cell.stop_requested().is_some()
+            || cell.unreferenced_requested()
+            || self.pause_requested()
+        {
             self.schedule();
         }
     }
@@ -263,6 +271,37 @@ where
         let actor = self.actor();
         let ctx = self.ctx.clone();
         *self.starting.get() = Some(Box::pin(async move { actor.on_start(&ctx).await }));
+    }
+
+    /// Starts `on_unreferenced` in place; `withdraw` withdraws the export if the
+    /// actor chooses to stop (and nothing has referred to it again meanwhile).
+    /// Holder only, between messages.
+    pub(crate) unsafe fn begin_unreferenced(&self, withdraw: Withdraw) {
+        let actor = self.actor();
+        let ctx = self.ctx.clone();
+        *self.unreferenced.get() = Some(Box::pin(async move {
+            if actor.on_unreferenced(&ctx).await != Unreferenced::Stop {
+                return;
+            }
+            if let Some(last_route) = withdraw() {
+                ctx.cell.request_stop(StopReason::Unreferenced);
+                drop(last_route);
+            }
+        }));
+    }
+
+    /// Polls `on_unreferenced`; clears it once done. Holder only, with it in flight.
+    pub(crate) unsafe fn poll_unreferenced(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let hook = &mut *self.unreferenced.get();
+        let poll = hook
+            .as_mut()
+            .expect("poll_unreferenced without the hook in flight")
+            .as_mut()
+            .poll(cx);
+        if poll.is_ready() {
+            *hook = None;
+        }
+        poll
     }
 
     /// Polls `on_start`; clears it once done. Holder only, with a start in flight.
@@ -400,6 +439,7 @@ where
         if mailbox.has_pending()
             || self.reentry_pending()
             || self.ctx.cell.stop_requested().is_some()
+            || self.ctx.cell.unreferenced_requested()
             || self.pause_requested()
         {
             self.release();
@@ -469,6 +509,7 @@ impl<A: 'static, M: 'static, F> Drop for Slot<A, M, F> {
         *self.running.get_mut() = None;
         self.reentered.get_mut().clear();
         *self.starting.get_mut() = None;
+        *self.unreferenced.get_mut() = None;
         if !self.held.get_mut().state_dropped {
             // SAFETY: not dropped yet, and nothing else can reach it any more.
             unsafe { ManuallyDrop::drop(self.actor.get_mut()) };

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::connection::Connection;
 use crate::actor::StopReason;
+use crate::cell::Withdraw;
 use crate::error::CallError;
 use crate::mailbox::TrySendError;
 use crate::marshal::{Args, Replier, Unmarshal};
@@ -65,6 +66,11 @@ pub(crate) trait Exported: Send + Sync {
     fn stopped(&self) -> Pin<Box<dyn Future<Output = StopReason> + Send>>;
     /// Asks the actor to stop for `reason`.
     fn stop(&self, reason: StopReason);
+    /// Whether the actor has stopped.
+    fn is_finished(&self) -> bool;
+    /// Nothing refers to the actor any more: has it run `on_unreferenced`, which
+    /// calls `withdraw` if it chooses to stop.
+    fn unreferenced(&self, withdraw: Withdraw);
     /// Whether a call of `method` in `chain` comes back to a handler waiting for it
     /// and cannot run beside it: a cycle.
     fn refuses_cycle(&self, chain: u64, method: u64) -> bool;
@@ -100,6 +106,15 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
 
     fn stop(&self, reason: StopReason) {
         self.cell.request_stop(reason);
+        self.host.schedule();
+    }
+
+    fn is_finished(&self) -> bool {
+        self.cell.is_finished()
+    }
+
+    fn unreferenced(&self, withdraw: Withdraw) {
+        self.cell.request_unreferenced(withdraw);
         self.host.schedule();
     }
 

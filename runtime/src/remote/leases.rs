@@ -8,9 +8,10 @@
 //! - The owner records who holds leases on its exports ([`Granted`]); a lease not
 //!   renewed within the lease time (a holder that died, or a lost connection)
 //!   lapses. An export nobody holds a lease on and nothing on its node refers to
-//!   (no local reference, no registry binding: bound references are held) is
-//!   withdrawn, and its actor stops with `StopReason::Unreferenced` (what its
-//!   `on_stop` sees: RMI's `unreferenced` notification).
+//!   (no local reference, no registry binding: bound references are held) has
+//!   its actor told: `Actor::on_unreferenced` (RMI's `unreferenced`) runs, and by
+//!   default the export is withdrawn and the actor stops with
+//!   `StopReason::Unreferenced`; an actor may choose to stay exported instead.
 //!   Explicit exports ([`Node::export`](crate::Node::export)) and pinned actors
 //!   never are.
 
