@@ -12,6 +12,7 @@ mod drive;
 mod echo;
 mod inproc;
 mod local;
+mod paired;
 mod quic_base;
 mod registry;
 mod remote;
@@ -129,7 +130,9 @@ fn main() {
                 }
                 // After the local workloads: l3 measures resident memory growth,
                 // which memory freed by the network workloads would hide.
-                if selected("base.quic") {
+                // A full run alternates the remote workloads with their baselines.
+                let paired = selected("base.quic") && selected("w1");
+                if selected("base.quic") && !paired {
                     quic_base::baselines(scale).await;
                 }
                 if selected("i1") {
@@ -138,7 +141,9 @@ fn main() {
                 if selected("i2") {
                     inproc::i2(scale).await;
                 }
-                if ["w1", "w2", "w3", "w4", "r1"].iter().any(|w| selected(w)) {
+                if paired {
+                    paired::run(scale, &selected).await;
+                } else if ["w1", "w2", "w3", "w4", "r1"].iter().any(|w| selected(w)) {
                     remote::run(scale, &selected).await;
                 }
                 if selected("r2") {

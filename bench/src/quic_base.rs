@@ -21,7 +21,7 @@ use quinn::{Connection, Endpoint, TransportConfig, VarInt};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use crate::drive::{median_run, outstanding, Latencies};
+use crate::drive::{median_run, outstanding, Latencies, LatencyRun};
 use crate::{figure, median, rate, Scale};
 
 /// The hidden subcommand that runs the echo server.
@@ -219,65 +219,71 @@ fn datagrams(phase: &str, conn: &Connection, before: &quinn::ConnectionStats, ca
     );
 }
 
-/// `base.quic.p50`, `base.quic.p99` (µs), `base.quic.rate` (calls/s),
-/// `base.quic.payload.mbps` (MB/s, 10^6 bytes, sent + received).
-pub async fn baselines(scale: Scale) {
-    let server = EchoServer::spawn()
-        .await
-        .expect("the QUIC echo server starts");
-    let (endpoint, conn) = server.connect().await.expect("QUIC connection");
-    eprintln!("base.quic: connected to the echo server at {}", server.addr);
+/// The raw-quinn echo server and a connection to it: the baseline each remote
+/// workload is held against, one repetition at a time.
+pub struct Baseline {
+    server: EchoServer,
+    endpoint: Endpoint,
+    conn: Connection,
+    payload: Arc<Vec<u8>>,
+}
 
-    // As w1: one call outstanding, 20 000 calls after 2 000 warm-up.
-    let warmup = scale.count(2_000, 1_000);
-    let n = scale.count(20_000, 10_000);
-    for i in 0..warmup {
-        echo(&conn, i).await;
+impl Baseline {
+    /// Starts the echo server child and connects to it.
+    pub async fn start() -> Baseline {
+        let server = EchoServer::spawn()
+            .await
+            .expect("the QUIC echo server starts");
+        let (endpoint, conn) = server.connect().await.expect("QUIC connection");
+        eprintln!("base.quic: connected to the echo server at {}", server.addr);
+        let payload = Arc::new((0..PAYLOAD).map(|i| (i * 7 + 3) as u8).collect());
+        Baseline {
+            server,
+            endpoint,
+            conn,
+            payload,
+        }
     }
-    let before = conn.stats();
-    let mut runs = Vec::new();
-    for _ in 0..scale.reps() {
+
+    /// As w1's warm-up, then a little of each shape.
+    pub async fn warm_up(&self, scale: Scale) {
+        for i in 0..scale.count(2_000, 1_000) {
+            echo(&self.conn, i).await;
+        }
+        self.pipelined(WIDTH * 100).await;
+        self.bulk(PAYLOAD_WIDTH * 10).await;
+    }
+
+    /// As w1: `n` calls, one outstanding.
+    pub async fn ping(&self, n: u64) -> LatencyRun {
         let mut lat = Latencies::new(n);
         for i in 0..n {
             let started = Instant::now();
-            echo(&conn, i).await;
+            echo(&self.conn, i).await;
             lat.push(started);
         }
-        runs.push(lat.finish());
+        lat.finish()
     }
-    datagrams("ping", &conn, &before, n * scale.reps() as u64);
-    let run = median_run(&runs);
-    figure("base.quic.p50", run.p50_us, "us");
-    figure("base.quic.p99", run.p99_us, "us");
 
-    // As w2: 64 outstanding, 200 000 calls.
-    let n = scale.count(200_000, 50_000);
-    let pipelined = |n: u64| {
-        outstanding(n, WIDTH, |calls| {
-            let conn = conn.clone();
+    /// As w2: `n` calls, 64 outstanding; calls/s.
+    pub async fn pipelined(&self, n: u64) -> f64 {
+        let took = outstanding(n, WIDTH, |calls| {
+            let conn = self.conn.clone();
             async move {
                 while let Some(i) = calls.next() {
                     echo(&conn, i).await;
                 }
             }
         })
-    };
-    pipelined(WIDTH * 100).await;
-    let before = conn.stats();
-    let mut rates = Vec::new();
-    for _ in 0..scale.reps() {
-        rates.push(rate(n, pipelined(n).await));
+        .await;
+        rate(n, took)
     }
-    datagrams("pipelined", &conn, &before, n * scale.reps() as u64);
-    figure("base.quic.rate", median(&mut rates), "calls/s");
 
-    // As w3: 64 KiB payloads, 8 outstanding, 5 000 calls.
-    let n = scale.count(5_000, 1_000);
-    let payload: Arc<Vec<u8>> = Arc::new((0..PAYLOAD).map(|i| (i * 7 + 3) as u8).collect());
-    let bulk = |n: u64| {
-        outstanding(n, PAYLOAD_WIDTH, |calls| {
-            let conn = conn.clone();
-            let payload = payload.clone();
+    /// As w3: `n` calls of 64 KiB, 8 outstanding; MB/s sent plus received.
+    pub async fn bulk(&self, n: u64) -> f64 {
+        let took = outstanding(n, PAYLOAD_WIDTH, |calls| {
+            let conn = self.conn.clone();
+            let payload = self.payload.clone();
             async move {
                 while calls.next().is_some() {
                     let reply = call(&conn, &payload).await.expect("payload call");
@@ -285,18 +291,62 @@ pub async fn baselines(scale: Scale) {
                 }
             }
         })
-    };
-    bulk(PAYLOAD_WIDTH * 10).await;
+        .await;
+        (2 * n * PAYLOAD as u64) as f64 / took.as_secs_f64() / 1e6
+    }
+
+    /// Progress: datagrams and frames per call since `before` (see [`datagrams`]).
+    pub fn stats(&self) -> quinn::ConnectionStats {
+        self.conn.stats()
+    }
+
+    /// [`datagrams`] on this connection.
+    pub fn datagrams(&self, phase: &str, before: &quinn::ConnectionStats, calls: u64) {
+        datagrams(phase, &self.conn, before, calls);
+    }
+
+    /// Closes the connection and stops the server.
+    pub async fn stop(self) {
+        self.conn.close(VarInt::from_u32(0), b"done");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        drop(self.server);
+    }
+}
+
+/// `base.quic.p50`, `base.quic.p99` (µs), `base.quic.rate` (calls/s),
+/// `base.quic.payload.mbps` (MB/s, 10^6 bytes, sent + received), on their own.
+/// A full run alternates them with the remote workloads instead (`paired`).
+pub async fn baselines(scale: Scale) {
+    let base = Baseline::start().await;
+    base.warm_up(scale).await;
+    // As w1: one call outstanding, 20 000 calls.
+    let n = scale.count(20_000, 10_000);
+    let before = base.stats();
+    let mut runs = Vec::new();
+    for _ in 0..scale.reps() {
+        runs.push(base.ping(n).await);
+    }
+    base.datagrams("ping", &before, n * scale.reps() as u64);
+    let run = median_run(&runs);
+    figure("base.quic.p50", run.p50_us, "us");
+    figure("base.quic.p99", run.p99_us, "us");
+    // As w2: 64 outstanding, 200 000 calls.
+    let n = scale.count(200_000, 50_000);
+    let before = base.stats();
+    let mut rates = Vec::new();
+    for _ in 0..scale.reps() {
+        rates.push(base.pipelined(n).await);
+    }
+    base.datagrams("pipelined", &before, n * scale.reps() as u64);
+    figure("base.quic.rate", median(&mut rates), "calls/s");
+    // As w3: 64 KiB payloads, 8 outstanding, 5 000 calls.
+    let n = scale.count(5_000, 1_000);
     let mut mbps = Vec::new();
     for _ in 0..scale.reps() {
-        let took = bulk(n).await;
-        mbps.push((2 * n * PAYLOAD as u64) as f64 / took.as_secs_f64() / 1e6);
+        mbps.push(base.bulk(n).await);
     }
     figure("base.quic.payload.mbps", median(&mut mbps), "MB/s");
-
-    conn.close(VarInt::from_u32(0), b"done");
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-    drop(server);
+    base.stop().await;
 }
 
 fn hex(bytes: &[u8]) -> String {

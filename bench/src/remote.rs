@@ -15,7 +15,7 @@ use std::time::Instant;
 use remora::{Credentials, Node};
 use remora_registry::{MemoryStore, Registry, RegistryServer};
 
-use crate::drive::{median_run, outstanding, Latencies};
+use crate::drive::{median_run, outstanding, Latencies, LatencyRun};
 use crate::echo::{EchoActor, EchoRef};
 use crate::{figure, median, rate, Scale};
 
@@ -60,7 +60,7 @@ pub fn serve(dir: &Path) -> ! {
 }
 
 /// The server process, the client node connected to it, and references.
-struct Remote {
+pub struct Remote {
     child: Child,
     dir: PathBuf,
     client: Node,
@@ -70,7 +70,7 @@ struct Remote {
 }
 
 impl Remote {
-    async fn start() -> Remote {
+    pub async fn start() -> Remote {
         let dir = std::env::temp_dir().join(format!("remora-bench-{}", std::process::id()));
         Credentials::create_cluster(&dir).expect("cluster credentials");
         let exe = std::env::current_exe().expect("own executable");
@@ -110,7 +110,7 @@ impl Remote {
         }
     }
 
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         self.client.shutdown().await;
         drop(self.child.stdin.take());
         let _ = self.child.kill();
@@ -122,70 +122,87 @@ impl Remote {
 /// All four remote workloads against one server process.
 pub async fn run(scale: Scale, selected: impl Fn(&str) -> bool) {
     let remote = Remote::start().await;
+    remote.warm_up(scale).await;
     if selected("w1") {
-        w1(&remote, scale).await;
+        let runs = repeat(scale.reps(), || remote.w1(w1_calls(scale))).await;
+        w1_figures(&runs);
     }
     if selected("w2") {
-        w2(&remote, scale).await;
-    }
-    if selected("w2.once") {
-        w2_once(&remote, scale).await;
+        let rates = repeat(3, || remote.pipelined(w2_calls(scale), false)).await;
+        figure("w2.rate", median_of(rates), "calls/s");
     }
     if selected("w3") {
-        w3(&remote, scale).await;
+        let mbps = repeat(3, || remote.payload(w3_calls(scale))).await;
+        figure("w3.mbps", median_of(mbps), "MB/s");
     }
-    if selected("w4") {
-        w4(&remote, scale).await;
-    }
-    if selected("r1") {
-        crate::registry::r1(&remote.registry, scale).await;
-    }
+    remote.rest(scale, &selected).await;
     remote.stop().await;
 }
 
-/// `w1`: one call outstanding, 20 000 calls after 2 000 warm-up.
-async fn w1(remote: &Remote, scale: Scale) {
-    let warmup = scale.count(2_000, 500);
-    let n = scale.count(20_000, 3_000);
-    for i in 0..warmup {
-        assert_eq!(remote.echo.echo(i).await.expect("echo"), i);
+/// Runs `run` `times` times, in order.
+pub async fn repeat<T, F: std::future::Future<Output = T>>(
+    times: usize,
+    mut run: impl FnMut() -> F,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(times);
+    for _ in 0..times {
+        out.push(run().await);
     }
-    let mut runs = Vec::new();
-    for _ in 0..scale.reps() {
-        let mut lat = Latencies::new(n);
-        for i in 0..n {
-            let started = Instant::now();
-            let v = remote.echo.echo(i).await.expect("echo");
-            lat.push(started);
-            assert_eq!(v, i);
-        }
-        runs.push(lat.finish());
-    }
-    let run = median_run(&runs);
+    out
+}
+
+pub fn median_of(mut values: Vec<f64>) -> f64 {
+    median(&mut values)
+}
+
+/// BENCH.md: w1 is 20 000 calls (after 2 000 warm-up), w2 200 000, w3 5 000.
+pub fn w1_calls(scale: Scale) -> u64 {
+    scale.count(20_000, 3_000)
+}
+
+pub fn w2_calls(scale: Scale) -> u64 {
+    scale.count(200_000, 30_000)
+}
+
+pub fn w3_calls(scale: Scale) -> u64 {
+    scale.count(5_000, 800)
+}
+
+pub fn w1_figures(runs: &[LatencyRun]) {
+    let run = median_run(runs);
     figure("w1.p50", run.p50_us, "us");
     figure("w1.p99", run.p99_us, "us");
     figure("w1.rate", run.rate, "calls/s");
 }
 
-/// `w2`: 64 calls outstanding from one client node, 200 000 calls.
-async fn w2(remote: &Remote, scale: Scale) {
-    pipelined(remote, scale, "w2.rate", false).await;
-}
+impl Remote {
+    /// w1's 2 000 warm-up calls, then a little of w2 and w3.
+    pub async fn warm_up(&self, scale: Scale) {
+        for i in 0..scale.count(2_000, 500) {
+            assert_eq!(self.echo.echo(i).await.expect("echo"), i);
+        }
+        self.pipelined(PIPELINE_WIDTH * 50, false).await;
+        self.payload(PAYLOAD_WIDTH * 4).await;
+    }
 
-/// `w2.once`: w2 with an `#[exactly_once]` method (not in BENCH.md: what the
-/// guarantee costs against `w2.rate`).
-async fn w2_once(remote: &Remote, scale: Scale) {
-    pipelined(remote, scale, "w2.once.rate", true).await;
-}
+    /// `w1`: `n` calls, one outstanding.
+    pub async fn w1(&self, n: u64) -> LatencyRun {
+        let mut lat = Latencies::new(n);
+        for i in 0..n {
+            let started = Instant::now();
+            let v = self.echo.echo(i).await.expect("echo");
+            lat.push(started);
+            assert_eq!(v, i);
+        }
+        lat.finish()
+    }
 
-/// 64 echo calls outstanding from one client node (plain or exactly-once); the
-/// median rate of a few runs, as `figure_name`.
-async fn pipelined(remote: &Remote, scale: Scale, figure_name: &str, once: bool) {
-    const WIDTH: u64 = 64;
-    let n = scale.count(200_000, 30_000);
-    let go = |n: u64| {
-        outstanding(n, WIDTH, |calls| {
-            let echo = remote.echo.clone();
+    /// `w2` (or, `once`, `w2.once`: an `#[exactly_once]` method, not in BENCH.md:
+    /// what the guarantee costs): `n` echo calls, 64 outstanding from one client
+    /// node; calls/s.
+    pub async fn pipelined(&self, n: u64, once: bool) -> f64 {
+        let took = outstanding(n, PIPELINE_WIDTH, |calls| {
+            let echo = self.echo.clone();
             async move {
                 while let Some(i) = calls.next() {
                     let back = if once {
@@ -197,42 +214,47 @@ async fn pipelined(remote: &Remote, scale: Scale, figure_name: &str, once: bool)
                 }
             }
         })
-    };
-    go(WIDTH * 50).await;
-    let mut rates = Vec::new();
-    for _ in 0..scale.reps().min(3) {
-        rates.push(rate(n, go(n).await));
+        .await;
+        rate(n, took)
     }
-    figure(figure_name, median(&mut rates), "calls/s");
-}
 
-/// `w3`: `echo_bytes` with 64 KiB, 8 outstanding, 5 000 calls; MB/s of payload
-/// sent plus received.
-async fn w3(remote: &Remote, scale: Scale) {
-    const WIDTH: u64 = 8;
-    const SIZE: usize = 64 * 1024;
-    let n = scale.count(5_000, 800);
-    let payload: Vec<u8> = (0..SIZE).map(|i| (i * 31 % 251) as u8).collect();
-    let go = |n: u64| {
-        outstanding(n, WIDTH, |calls| {
-            let echo = remote.echo.clone();
+    /// `w3`: `n` calls of `echo_bytes` with 64 KiB, 8 outstanding; MB/s of
+    /// payload sent plus received.
+    pub async fn payload(&self, n: u64) -> f64 {
+        let payload: Vec<u8> = (0..PAYLOAD).map(|i| (i * 31 % 251) as u8).collect();
+        let took = outstanding(n, PAYLOAD_WIDTH, |calls| {
+            let echo = self.echo.clone();
             let payload = payload.clone();
             async move {
                 while calls.next().is_some() {
                     let back = echo.echo_bytes(payload.clone()).await.expect("echo_bytes");
-                    assert_eq!(back.len(), SIZE);
+                    assert_eq!(back.len(), PAYLOAD);
                 }
             }
         })
-    };
-    go(WIDTH * 4).await;
-    let mut mbps = Vec::new();
-    for _ in 0..scale.reps().min(3) {
-        let took = go(n).await;
-        mbps.push((n as f64 * SIZE as f64 * 2.0) / took.as_secs_f64() / 1e6);
+        .await;
+        (n as f64 * PAYLOAD as f64 * 2.0) / took.as_secs_f64() / 1e6
     }
-    figure("w3.mbps", median(&mut mbps), "MB/s");
+
+    /// The workloads without a raw-QUIC counterpart: `w2.once`, `w4`, `r1`.
+    pub async fn rest(&self, scale: Scale, selected: &impl Fn(&str) -> bool) {
+        if selected("w2.once") {
+            let rates = repeat(3, || self.pipelined(w2_calls(scale), true)).await;
+            figure("w2.once.rate", median_of(rates), "calls/s");
+        }
+        if selected("w4") {
+            w4(self, scale).await;
+        }
+        if selected("r1") {
+            crate::registry::r1(&self.registry, scale).await;
+        }
+    }
 }
+
+/// Calls outstanding in w2; in w3, and its payload size.
+const PIPELINE_WIDTH: u64 = 64;
+const PAYLOAD_WIDTH: u64 = 8;
+const PAYLOAD: usize = 64 * 1024;
 
 /// `w4`: fan-in: 8 client actors (here: 8 groups of tasks on the client node) each
 /// calling its own server actor with 32 calls outstanding.
