@@ -104,3 +104,20 @@ where
     }
     start.elapsed()
 }
+
+/// Runs `run` `times` times, in order.
+pub async fn repeat<T, F: std::future::Future<Output = T>>(
+    times: usize,
+    mut run: impl FnMut() -> F,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(times);
+    for _ in 0..times {
+        out.push(run().await);
+    }
+    out
+}
+
+/// The median of `values`.
+pub fn median_of(mut values: Vec<f64>) -> f64 {
+    crate::median(&mut values)
+}

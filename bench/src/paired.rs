@@ -8,9 +8,9 @@
 //! compared across such drift. Alternated, each pair is seconds apart, and the
 //! medians compare like with like.
 
-use crate::drive::median_run;
+use crate::drive::{median_of, median_run};
 use crate::quic_base::Baseline;
-use crate::remote::{median_of, w1_calls, w1_figures, w2_calls, w3_calls, Remote};
+use crate::remote::{w1_calls, w1_figures, w2_calls, w3_calls, Remote};
 use crate::{figure, Scale};
 
 /// Runs base and Remora repetitions in turn; prints both sides' figures, then the

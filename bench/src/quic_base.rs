@@ -21,8 +21,8 @@ use quinn::{Connection, Endpoint, TransportConfig, VarInt};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use crate::drive::{median_run, outstanding, Latencies, LatencyRun};
-use crate::{figure, median, rate, Scale};
+use crate::drive::{median_of, median_run, outstanding, repeat, Latencies, LatencyRun};
+use crate::{figure, rate, Scale};
 
 /// The hidden subcommand that runs the echo server.
 pub const SERVER_COMMAND: &str = "__quic-echo-server";
@@ -322,10 +322,7 @@ pub async fn baselines(scale: Scale) {
     // As w1: one call outstanding, 20 000 calls.
     let n = scale.count(20_000, 10_000);
     let before = base.stats();
-    let mut runs = Vec::new();
-    for _ in 0..scale.reps() {
-        runs.push(base.ping(n).await);
-    }
+    let runs = repeat(scale.reps(), || base.ping(n)).await;
     base.datagrams("ping", &before, n * scale.reps() as u64);
     let run = median_run(&runs);
     figure("base.quic.p50", run.p50_us, "us");
@@ -333,19 +330,13 @@ pub async fn baselines(scale: Scale) {
     // As w2: 64 outstanding, 200 000 calls.
     let n = scale.count(200_000, 50_000);
     let before = base.stats();
-    let mut rates = Vec::new();
-    for _ in 0..scale.reps() {
-        rates.push(base.pipelined(n).await);
-    }
+    let rates = repeat(scale.reps(), || base.pipelined(n)).await;
     base.datagrams("pipelined", &before, n * scale.reps() as u64);
-    figure("base.quic.rate", median(&mut rates), "calls/s");
+    figure("base.quic.rate", median_of(rates), "calls/s");
     // As w3: 64 KiB payloads, 8 outstanding, 5 000 calls.
     let n = scale.count(5_000, 1_000);
-    let mut mbps = Vec::new();
-    for _ in 0..scale.reps() {
-        mbps.push(base.bulk(n).await);
-    }
-    figure("base.quic.payload.mbps", median(&mut mbps), "MB/s");
+    let mbps = repeat(scale.reps(), || base.bulk(n)).await;
+    figure("base.quic.payload.mbps", median_of(mbps), "MB/s");
     base.stop().await;
 }
 

@@ -15,7 +15,7 @@ use std::time::Instant;
 use remora::{Credentials, Node};
 use remora_registry::{MemoryStore, Registry, RegistryServer};
 
-use crate::drive::{median_run, outstanding, Latencies, LatencyRun};
+use crate::drive::{median_of, median_run, outstanding, repeat, Latencies, LatencyRun};
 use crate::echo::{EchoActor, EchoRef};
 use crate::{figure, median, rate, Scale};
 
@@ -137,22 +137,6 @@ pub async fn run(scale: Scale, selected: impl Fn(&str) -> bool) {
     }
     remote.rest(scale, &selected).await;
     remote.stop().await;
-}
-
-/// Runs `run` `times` times, in order.
-pub async fn repeat<T, F: std::future::Future<Output = T>>(
-    times: usize,
-    mut run: impl FnMut() -> F,
-) -> Vec<T> {
-    let mut out = Vec::with_capacity(times);
-    for _ in 0..times {
-        out.push(run().await);
-    }
-    out
-}
-
-pub fn median_of(mut values: Vec<f64>) -> f64 {
-    median(&mut values)
 }
 
 /// BENCH.md: w1 is 20 000 calls (after 2 000 warm-up), w2 200 000, w3 5 000.

@@ -63,6 +63,19 @@ pub(crate) type Start<A, M, F> = fn(M, Lent<'static, A>) -> F;
 
 type Starting = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Polls a lifecycle hook in flight (`on_start`, `on_unreferenced`); clears it once done.
+fn poll_hook(hook: &mut Option<Starting>, cx: &mut TaskContext<'_>) -> Poll<()> {
+    let poll = hook
+        .as_mut()
+        .expect("a lifecycle hook polled while none is in flight")
+        .as_mut()
+        .poll(cx);
+    if poll.is_ready() {
+        *hook = None;
+    }
+    poll
+}
+
 /// What only the baton's holder touches besides the actor and its handler.
 pub(crate) struct Held<A, M: 'static> {
     pub(crate) rx: MailboxRx<M>,
@@ -292,30 +305,12 @@ where
 
     /// Polls `on_unreferenced`; clears it once done. Holder only, with it in flight.
     pub(crate) unsafe fn poll_unreferenced(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let hook = &mut *self.unreferenced.get();
-        let poll = hook
-            .as_mut()
-            .expect("poll_unreferenced without the hook in flight")
-            .as_mut()
-            .poll(cx);
-        if poll.is_ready() {
-            *hook = None;
-        }
-        poll
+        poll_hook(&mut *self.unreferenced.get(), cx)
     }
 
     /// Polls `on_start`; clears it once done. Holder only, with a start in flight.
     pub(crate) unsafe fn poll_starting(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let starting = &mut *self.starting.get();
-        let poll = starting
-            .as_mut()
-            .expect("poll_starting without a start in flight")
-            .as_mut()
-            .poll(cx);
-        if poll.is_ready() {
-            *starting = None;
-        }
-        poll
+        poll_hook(&mut *self.starting.get(), cx)
     }
 
     /// Lends the actor to a handler. Holder only; `shared` lends only beside other
