@@ -22,6 +22,8 @@ pub trait Relay {
     async fn relay(&self, path: Vec<RelayRef>, nap_ms: u64) -> Result<u32, CallError>;
     /// How many `relay` calls this actor has started.
     async fn visits(&self) -> u32;
+    /// Panics.
+    async fn boom(&self) -> u32;
 }
 
 struct Relayer {
@@ -68,6 +70,24 @@ impl Relay for Relayer {
             .unwrap()
             .push(format!("{} counted", self.name));
         self.visits.load(Ordering::SeqCst)
+    }
+
+    async fn boom(&self) -> u32 {
+        panic!("boom in {}", self.name)
+    }
+}
+
+/// Calls `boom` on `target` from inside a handler of the caller's chain.
+#[remora::remote]
+pub trait Bomber {
+    async fn bomb(&mut self, target: RelayRef) -> Result<u32, CallError>;
+}
+
+struct Thrower;
+impl Actor for Thrower {}
+impl Bomber for Thrower {
+    async fn bomb(&mut self, target: RelayRef) -> Result<u32, CallError> {
+        target.boom().await
     }
 }
 
@@ -180,6 +200,56 @@ async fn reentrant_cycles_interleave_on_one_node() {
     assert_eq!(a.visits().await, Ok(9));
     assert_eq!(b.visits().await, Ok(4));
     assert_eq!(c.visits().await, Ok(1));
+}
+
+/// A re-entered handler that panics takes the actor down like any handler: the
+/// handler it interleaved with is dropped, every caller gets an answer at once
+/// (none waits for its deadline), and the actor stops with `Panicked`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_reentrant_call_fails_every_caller_at_once() {
+    let node = node().await;
+    let log = log();
+    let a: RelayRef = node.spawn(Relayer::new("a", &log));
+    let stopped = node.monitor(&a);
+    let bomber: BomberRef = node.spawn(Thrower);
+    // A → B (bomber) → A.boom, re-entering A while A awaits B.
+    let outer = timeout(FAST, async {
+        let b: RelayRef = node.spawn(Forward {
+            bomber,
+            target: a.clone(),
+        });
+        a.relay(vec![b], 0).await
+    })
+    .await
+    .expect("no caller waits for its deadline");
+    // The handler it interleaved with was interrupted midway: it may have run.
+    match outer {
+        Err(err @ CallError::Panicked { .. }) => assert!(err.may_have_executed(), "{err}"),
+        other => panic!("the interrupted handler's caller got {other:?}"),
+    }
+    let reason = timeout(FAST, stopped).await.expect("a stops");
+    assert!(
+        matches!(reason, remora::StopReason::Panicked { ref message } if message.contains("boom in a")),
+        "{reason:?}"
+    );
+}
+
+/// A relay hop that, instead of relaying, has `bomber` call `target.boom()`.
+struct Forward {
+    bomber: BomberRef,
+    target: RelayRef,
+}
+impl Actor for Forward {}
+impl Relay for Forward {
+    async fn relay(&self, _path: Vec<RelayRef>, _nap_ms: u64) -> Result<u32, CallError> {
+        self.bomber.bomb(self.target.clone()).await?
+    }
+    async fn visits(&self) -> u32 {
+        0
+    }
+    async fn boom(&self) -> u32 {
+        0
+    }
 }
 
 /// Three nodes, each connected to the others over `transport`; the in-process

@@ -38,8 +38,10 @@ pub enum CallError {
         /// The mailbox's hard cap.
         cap: usize,
     },
-    /// The handler panicked while running this call. The actor stopped or was
-    /// restarted, as its restart policy says.
+    /// The handler panicked while running this call, or was dropped midway because
+    /// a `#[reentrant]` handler it interleaved with panicked (the message then
+    /// starts with `interrupted`). The actor stopped or was restarted, as its
+    /// restart policy says.
     #[error("the actor panicked while handling the call: {message}")]
     Panicked {
         /// The panic's message, when it was a string.

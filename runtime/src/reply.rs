@@ -26,6 +26,8 @@ pub struct ReplyTo<T> {
     /// handler makes carry it on, and an actor busy with a call of a chain refuses
     /// another of the same chain (a cycle) instead of deadlocking.
     chain: u64,
+    /// Its handler has started: dropped now, the call may have had effects.
+    running: bool,
 }
 
 type Sink<T> = Box<dyn FnOnce(Result<T, CallError>) + Send>;
@@ -46,6 +48,7 @@ impl<T> ReplyTo<T> {
             slot: Slot::Nobody,
             caller: None,
             chain: 0,
+            running: false,
         }
     }
 
@@ -54,6 +57,7 @@ impl<T> ReplyTo<T> {
             slot: Slot::Local(tx),
             caller: None,
             chain: 0,
+            running: false,
         }
     }
 
@@ -64,6 +68,7 @@ impl<T> ReplyTo<T> {
             slot: Slot::Sink(Box::new(sink)),
             caller: None,
             chain: 0,
+            running: false,
         }
     }
 
@@ -105,6 +110,7 @@ impl<T> ReplyTo<T> {
     /// future's locals are dropped while the panic unwinds, before anyone knows why.)
     pub async fn answer_with(mut self, handler: impl Future<Output = T>) {
         let caller = self.caller.take();
+        self.running = true;
         match AssertUnwindSafe(as_handler(caller, self.chain, handler))
             .catch_unwind()
             .await
@@ -132,9 +138,19 @@ impl<T> ReplyTo<T> {
 }
 
 impl<T> Drop for ReplyTo<T> {
+    /// Unanswered: the call never ran (`ActorStopped`), or its handler was dropped
+    /// midway — another handler it interleaved with (`#[reentrant]`) panicked, or
+    /// the runtime went away — and it may have had effects.
     fn drop(&mut self) {
         if !matches!(self.slot, Slot::Nobody) {
-            self.answer(Err(CallError::ActorStopped));
+            let err = match self.running {
+                false => CallError::ActorStopped,
+                true => CallError::Panicked {
+                    message: "interrupted: the actor failed while this call's handler was running"
+                        .to_owned(),
+                },
+            };
+            self.answer(Err(err));
         }
     }
 }
