@@ -101,7 +101,10 @@ impl ActorCell {
 
     /// Takes the due `on_unreferenced`, with the node's way to withdraw the export.
     pub(crate) fn take_unreferenced(&self) -> Option<Withdraw> {
-        if !self.unreferenced.swap(false, Ordering::SeqCst) {
+        // A plain load first: this runs between every two queued messages.
+        if !self.unreferenced.load(Ordering::Acquire)
+            || !self.unreferenced.swap(false, Ordering::SeqCst)
+        {
             return None;
         }
         self.withdraw.lock().take()
@@ -118,7 +121,11 @@ impl ActorCell {
     /// The handler now running belongs to call chain `chain` (0 when it finished),
     /// and holds the actor `shared` or not.
     pub(crate) fn set_busy(&self, chain: u64, shared: bool) {
-        self.busy_shared.store(shared, Ordering::Release);
+        // Only actors with reentrant methods ever lend shared: skip the store for
+        // the others (this runs for every message).
+        if shared || self.busy_shared.load(Ordering::Relaxed) {
+            self.busy_shared.store(shared, Ordering::Release);
+        }
         self.busy_chain.store(chain, Ordering::Release);
     }
 

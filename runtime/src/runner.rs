@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use crate::actor::{Actor, RestartBy, StopReason};
 use crate::interface::Dispatch;
 use crate::reply::panic_message;
-use crate::slot::{Slot, TASK};
+use crate::slot::{Hook, Slot, TASK};
 use crate::supervisor::Directive;
 
 impl<A, M, F> Slot<A, M, F>
@@ -27,25 +27,18 @@ where
     pub(crate) async fn run(self: Arc<Self>) {
         let this = &*self;
         loop {
-            if unsafe { (*this.starting.get()).is_some() } {
-                match guarded(poll_fn(|cx| unsafe { this.poll_starting(cx) })).await {
-                    Ok(()) => {
+            if unsafe { (*this.hook.get()).is_some() } {
+                match guarded(poll_fn(|cx| unsafe { this.poll_hook(cx) })).await {
+                    Ok(Hook::Started) => {
                         if let Some(supervisor) = &this.supervisor {
                             supervisor.started();
                         }
                     }
+                    Ok(Hook::Unreferenced) => {}
                     Err(message) => {
-                        unsafe { *this.starting.get() = None };
+                        unsafe { *this.hook.get() = None };
                         *this.panic.lock() = Some(message);
                     }
-                }
-                continue;
-            }
-            if unsafe { (*this.unreferenced.get()).is_some() } {
-                let hook = guarded(poll_fn(|cx| unsafe { this.poll_unreferenced(cx) })).await;
-                if let Err(message) = hook {
-                    unsafe { *this.unreferenced.get() = None };
-                    *this.panic.lock() = Some(message);
                 }
                 continue;
             }

@@ -61,19 +61,16 @@ pub(crate) const TASK: u8 = 2;
 /// slot can name the handler future's type and keep it in place.
 pub(crate) type Start<A, M, F> = fn(M, Lent<'static, A>) -> F;
 
-type Starting = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A lifecycle hook running between messages; it says which it was.
+type HookRun = Pin<Box<dyn Future<Output = Hook> + Send>>;
 
-/// Polls a lifecycle hook in flight (`on_start`, `on_unreferenced`); clears it once done.
-fn poll_hook(hook: &mut Option<Starting>, cx: &mut TaskContext<'_>) -> Poll<()> {
-    let poll = hook
-        .as_mut()
-        .expect("a lifecycle hook polled while none is in flight")
-        .as_mut()
-        .poll(cx);
-    if poll.is_ready() {
-        *hook = None;
-    }
-    poll
+/// Which lifecycle hook ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hook {
+    /// `on_start`: the actor is (re)started.
+    Started,
+    /// `on_unreferenced`, and what it decided has been done.
+    Unreferenced,
 }
 
 /// What only the baton's holder touches besides the actor and its handler.
@@ -88,27 +85,29 @@ pub(crate) struct Held<A, M: 'static> {
 /// handler(s) belong to. They bypass the mailbox (it waits for the actor to be
 /// idle, and the actor waits for them); the holder starts them beside the running
 /// handler, or first thing once idle.
-struct Reentry<M> {
+struct Reentry<M, F> {
     queue: Mutex<VecDeque<M>>,
     /// The holder's waker while it polls handlers.
     waker: AtomicWaker,
+    /// Re-entered handlers running beside `Slot::running` (all holding the actor
+    /// shared). Holder only.
+    running: UnsafeCell<Vec<Pin<Box<F>>>>,
 }
 
 /// An actor: its state, the handler running on it, and the baton.
 pub(crate) struct Slot<A: 'static, M: 'static, F> {
-    // Field order matters: `running` and `starting` borrow `actor`, so they are
+    // Field order matters: `running`, `reentry` and `hook` borrow `actor`, so they are
     // declared (and dropped) first.
     pub(crate) running: UnsafeCell<Option<F>>,
-    /// Re-entered handlers running beside `running` (all holding the actor shared).
-    reentered: UnsafeCell<Vec<Pin<Box<F>>>>,
-    pub(crate) starting: UnsafeCell<Option<Starting>>,
-    /// `on_unreferenced`, while it runs.
-    pub(crate) unreferenced: UnsafeCell<Option<Starting>>,
+    /// Re-entering calls and the handlers they run (only for interfaces with
+    /// `#[reentrant]` methods: the others pay one pointer).
+    reentry: Option<Box<Reentry<M, F>>>,
+    /// `on_start` or `on_unreferenced`, while it runs.
+    pub(crate) hook: UnsafeCell<Option<HookRun>>,
     /// Dropped (once) right after `on_stop`, so a stopped actor's resources go at
     /// once even while references to it remain; `state_dropped` records that.
     pub(crate) actor: UnsafeCell<ManuallyDrop<A>>,
     pub(crate) held: UnsafeCell<Held<A, M>>,
-    reentry: Reentry<M>,
     /// Whether callers may run handlers on their own tasks (`SpawnOptions::inline`).
     inline: bool,
     pub(crate) baton: AtomicU8,
@@ -151,15 +150,16 @@ where
         };
         let slot = Arc::new_cyclic(|me: &Weak<Self>| Slot {
             running: UnsafeCell::new(None),
-            reentered: UnsafeCell::new(Vec::new()),
-            starting: UnsafeCell::new(None),
-            unreferenced: UnsafeCell::new(None),
+            reentry: M::REENTRANT.then(|| {
+                Box::new(Reentry {
+                    queue: Mutex::new(VecDeque::new()),
+                    waker: AtomicWaker::new(),
+                    running: UnsafeCell::new(Vec::new()),
+                })
+            }),
+            hook: UnsafeCell::new(None),
             actor: UnsafeCell::new(ManuallyDrop::new(actor)),
             held: UnsafeCell::new(held),
-            reentry: Reentry {
-                queue: Mutex::new(VecDeque::new()),
-                waker: AtomicWaker::new(),
-            },
             inline,
             baton: AtomicU8::new(TASK),
             panic: Mutex::new(None),
@@ -180,13 +180,12 @@ where
         // SAFETY: the baton starts as TASK and is ours until released below.
         unsafe { slot.begin_start() };
         let mut cx = TaskContext::from_waker(Waker::noop());
-        match std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { slot.poll_starting(&mut cx) }))
-        {
-            Ok(Poll::Ready(())) => slot.release(),
+        match std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { slot.poll_hook(&mut cx) })) {
+            Ok(Poll::Ready(_)) => slot.release(),
             // Still starting: the task polls it again, with a waker that works.
             Ok(Poll::Pending) => slot.spawn_task(),
             Err(payload) => {
-                unsafe { *slot.starting.get() = None };
+                unsafe { *slot.hook.get() = None };
                 *slot.panic.lock() = Some(panic_message(&*payload));
                 slot.spawn_task();
             }
@@ -234,22 +233,20 @@ where
 
     /// Whether re-entering calls wait for the holder.
     pub(crate) fn reentry_pending(&self) -> bool {
-        M::REENTRANT && !self.reentry.queue.lock().is_empty()
+        self.reentry
+            .as_ref()
+            .is_some_and(|reentry| !reentry.queue.lock().is_empty())
     }
 
     /// The next re-entering call left for the holder, once the actor is idle.
     pub(crate) fn next_reentry(&self) -> Option<M> {
-        if M::REENTRANT {
-            self.reentry.queue.lock().pop_front()
-        } else {
-            None
-        }
+        self.reentry.as_ref()?.queue.lock().pop_front()
     }
 
     /// Answers the re-entering calls still waiting (`ActorStopped`): the actor stops.
     pub(crate) fn drop_reentries(&self) {
-        if M::REENTRANT {
-            drop(std::mem::take(&mut *self.reentry.queue.lock()));
+        if let Some(reentry) = &self.reentry {
+            drop(std::mem::take(&mut *reentry.queue.lock()));
         }
     }
 
@@ -283,7 +280,10 @@ where
     pub(crate) unsafe fn begin_start(&self) {
         let actor = self.actor();
         let ctx = self.ctx.clone();
-        *self.starting.get() = Some(Box::pin(async move { actor.on_start(&ctx).await }));
+        *self.hook.get() = Some(Box::pin(async move {
+            actor.on_start(&ctx).await;
+            Hook::Started
+        }));
     }
 
     /// Starts `on_unreferenced` in place; `withdraw` withdraws the export if the
@@ -292,25 +292,30 @@ where
     pub(crate) unsafe fn begin_unreferenced(&self, withdraw: Withdraw) {
         let actor = self.actor();
         let ctx = self.ctx.clone();
-        *self.unreferenced.get() = Some(Box::pin(async move {
+        *self.hook.get() = Some(Box::pin(async move {
             if actor.on_unreferenced(&ctx).await != Unreferenced::Stop {
-                return;
+                return Hook::Unreferenced;
             }
             if let Some(last_route) = withdraw() {
                 ctx.cell.request_stop(StopReason::Unreferenced);
                 drop(last_route);
             }
+            Hook::Unreferenced
         }));
     }
 
-    /// Polls `on_unreferenced`; clears it once done. Holder only, with it in flight.
-    pub(crate) unsafe fn poll_unreferenced(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        poll_hook(&mut *self.unreferenced.get(), cx)
-    }
-
-    /// Polls `on_start`; clears it once done. Holder only, with a start in flight.
-    pub(crate) unsafe fn poll_starting(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        poll_hook(&mut *self.starting.get(), cx)
+    /// Polls the lifecycle hook in flight; clears it once done. Holder only.
+    pub(crate) unsafe fn poll_hook(&self, cx: &mut TaskContext<'_>) -> Poll<Hook> {
+        let hook = &mut *self.hook.get();
+        let poll = hook
+            .as_mut()
+            .expect("poll_hook without a hook in flight")
+            .as_mut()
+            .poll(cx);
+        if poll.is_ready() {
+            *hook = None;
+        }
+        poll
     }
 
     /// Lends the actor to a handler. Holder only; `shared` lends only beside other
@@ -331,14 +336,15 @@ where
 
     /// Whether a handler is in flight. Holder only.
     pub(crate) unsafe fn in_flight(&self) -> bool {
-        (*self.running.get()).is_some() || (M::REENTRANT && !(*self.reentered.get()).is_empty())
+        (*self.running.get()).is_some()
+            || (self.reentry.as_ref()).is_some_and(|reentry| !(*reentry.running.get()).is_empty())
     }
 
     /// The handlers are gone (finished, or dropped after a panic). Holder only.
     pub(crate) unsafe fn end_running(&self) {
         *self.running.get() = None;
-        if M::REENTRANT {
-            (*self.reentered.get()).clear();
+        if let Some(reentry) = &self.reentry {
+            (*reentry.running.get()).clear();
         }
         self.ctx.cell.set_busy(0, false);
     }
@@ -346,13 +352,13 @@ where
     /// Starts the re-entering calls that may join the handlers in flight: shared
     /// ones, of the chain those belong to, beside handlers that hold the actor shared.
     /// Holder only, with a handler in flight.
-    unsafe fn join_reentries(&self) {
+    unsafe fn join_reentries(&self, reentry: &Reentry<M, F>) {
         let cell = &self.ctx.cell;
-        let mut queue = self.reentry.queue.lock();
+        let mut queue = reentry.queue.lock();
         if queue.is_empty() {
             return;
         }
-        let reentered = &mut *self.reentered.get();
+        let reentered = &mut *reentry.running.get();
         let mut left = VecDeque::new();
         while let Some(msg) = queue.pop_front() {
             if msg.shared() && cell.may_reenter(msg.chain()) {
@@ -368,9 +374,9 @@ where
     /// Polls the handlers in place; drops each once done. Ready when none is left.
     /// Holder only, with a handler in flight.
     pub(crate) unsafe fn poll_running(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if M::REENTRANT {
-            self.reentry.waker.register(cx.waker());
-            self.join_reentries();
+        if let Some(reentry) = &self.reentry {
+            reentry.waker.register(cx.waker());
+            self.join_reentries(reentry);
         }
         let running = &mut *self.running.get();
         if let Some(handler) = running.as_mut() {
@@ -380,8 +386,8 @@ where
                 *running = None;
             }
         }
-        if M::REENTRANT {
-            let reentered = &mut *self.reentered.get();
+        if let Some(reentry) = &self.reentry {
+            let reentered = &mut *reentry.running.get();
             reentered.retain_mut(|handler| handler.as_mut().poll(cx).is_pending());
             if !reentered.is_empty() {
                 return Poll::Pending;
@@ -463,16 +469,15 @@ where
     }
 
     fn reenter(&self, msg: M) -> Result<(), M> {
-        if !(M::REENTRANT
-            && msg.reentrant()
-            && msg.shared()
-            && self.ctx.cell.may_reenter(msg.chain()))
-        {
+        let Some(reentry) = &self.reentry else {
+            return Err(msg);
+        };
+        if !(msg.reentrant() && msg.shared() && self.ctx.cell.may_reenter(msg.chain())) {
             return Err(msg);
         }
-        self.reentry.queue.lock().push_back(msg);
+        reentry.queue.lock().push_back(msg);
         // The holder polling the handlers starts it; an idle actor takes it first.
-        self.reentry.waker.wake();
+        reentry.waker.wake();
         Slot::schedule(self);
         Ok(())
     }
@@ -502,9 +507,10 @@ impl<A: 'static, M: 'static, F> Drop for Slot<A, M, F> {
     fn drop(&mut self) {
         // Handlers borrow the state: they go first.
         *self.running.get_mut() = None;
-        self.reentered.get_mut().clear();
-        *self.starting.get_mut() = None;
-        *self.unreferenced.get_mut() = None;
+        if let Some(reentry) = self.reentry.as_mut() {
+            reentry.running.get_mut().clear();
+        }
+        *self.hook.get_mut() = None;
         if !self.held.get_mut().state_dropped {
             // SAFETY: not dropped yet, and nothing else can reach it any more.
             unsafe { ManuallyDrop::drop(self.actor.get_mut()) };
