@@ -258,6 +258,42 @@ impl Pair {
     }
 }
 
+/// Three nodes, each connected to the others over `transport`; the in-process
+/// wires (kept alive) alongside.
+pub async fn three_nodes(transport: Transport) -> ([Node; 3], Vec<remora::remote::inproc::Wire>) {
+    let mut wires = Vec::new();
+    let nodes = match transport {
+        Transport::InProcess => {
+            let nodes = [node().await, node().await, node().await];
+            for i in 0..3 {
+                for j in (i + 1)..3 {
+                    wires.push(
+                        remora::remote::inproc::connect(&nodes[i], &nodes[j])
+                            .await
+                            .unwrap(),
+                    );
+                }
+            }
+            nodes
+        }
+        Transport::Quic => {
+            let mut nodes = Vec::new();
+            for _ in 0..3 {
+                let built = Node::builder().listen("127.0.0.1:0").build().await;
+                nodes.push(built.unwrap());
+            }
+            for i in 0..3 {
+                for j in (i + 1)..3 {
+                    let addr = nodes[j].listen_addr().unwrap().to_string();
+                    nodes[i].connect(addr).await.unwrap();
+                }
+            }
+            nodes.try_into().unwrap()
+        }
+    };
+    (nodes, wires)
+}
+
 /// One `#[tokio::test]` per (case, transport): `both_transports!(case_a, case_b)`
 /// makes modules `in_process` and `quic`, each calling `case(Transport::..)`.
 #[macro_export]

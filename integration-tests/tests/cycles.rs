@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use remora::remote::inproc;
-use remora::{Actor, CallError, Node};
-use remora_integration_tests::{node, reach};
+use remora::{Actor, CallError};
+use remora_integration_tests::{both_transports, node, reach, three_nodes, Transport};
 use tokio::time::timeout;
 
 /// Calls the next hop of `path` and returns how many hops answered.
@@ -79,21 +78,15 @@ async fn a_busy_actor_queues_calls_of_other_chains() {
     assert_eq!(napping.await.unwrap(), Ok(1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cycle_across_nodes_fails_fast_in_process() {
-    let nodes = [node().await, node().await, node().await];
-    let mut wires = Vec::new();
-    for i in 0..3 {
-        for j in (i + 1)..3 {
-            wires.push(inproc::connect(&nodes[i], &nodes[j]).await.unwrap());
-        }
-    }
+async fn a_cycle_across_nodes_fails_fast(transport: Transport) {
+    let (nodes, _wires) = three_nodes(transport).await;
     let hoppers: Vec<HopRef> = nodes.iter().map(|n| n.spawn(Hopper)).collect();
     // Node 0 holds proxies to the others' hoppers.
-    let far: Vec<HopRef> = (1..3)
-        .map(|i| reach(&nodes[0], &nodes[i], &hoppers[i]))
-        .collect();
-    let (a, b, c) = (&hoppers[0], &far[0], &far[1]);
+    let (b, c) = (
+        reach(&nodes[0], &nodes[1], &hoppers[1]),
+        reach(&nodes[0], &nodes[2], &hoppers[2]),
+    );
+    let a = &hoppers[0];
     assert_eq!(a.hop(vec![b.clone(), c.clone()]).await, Ok(Ok(2)));
     assert_eq!(
         timeout(FAST, a.hop(vec![b.clone(), a.clone()])).await,
@@ -110,32 +103,4 @@ async fn a_cycle_across_nodes_fails_fast_in_process() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cycle_across_nodes_fails_fast_over_quic() {
-    let nodes = [quic_node().await, quic_node().await, quic_node().await];
-    for i in 0..3 {
-        for j in (i + 1)..3 {
-            let addr = nodes[j].listen_addr().unwrap().to_string();
-            nodes[i].connect(addr).await.unwrap();
-        }
-    }
-    let hoppers: Vec<HopRef> = nodes.iter().map(|n| n.spawn(Hopper)).collect();
-    let (b, c) = (
-        reach(&nodes[0], &nodes[1], &hoppers[1]),
-        reach(&nodes[0], &nodes[2], &hoppers[2]),
-    );
-    let a = &hoppers[0];
-    assert_eq!(a.hop(vec![b.clone(), c.clone()]).await, Ok(Ok(2)));
-    assert_eq!(
-        timeout(FAST, a.hop(vec![b.clone(), c.clone(), a.clone()])).await,
-        Ok(Ok(Err(cycle())))
-    );
-    assert_eq!(
-        timeout(FAST, b.hop(vec![c.clone(), b.clone()])).await,
-        Ok(Ok(Err(cycle())))
-    );
-}
-
-async fn quic_node() -> Node {
-    Node::builder().listen("127.0.0.1:0").build().await.unwrap()
-}
+both_transports!(a_cycle_across_nodes_fails_fast);

@@ -103,8 +103,19 @@ where
     all
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exactly_once_calls_run_once_through_cut_connections() {
+/// What `CALLS` calls made while the connection was being cut left behind.
+struct Faulted {
+    server: Node,
+    /// The server's ledger (a local reference).
+    book: LedgerRef,
+    outcomes: BTreeMap<u64, Result<u64, CallError>>,
+    cuts: usize,
+}
+
+/// Makes `CALLS` calls of `credit` (`exactly_once`) or `credit_plain` from a client
+/// node to a server's ledger while the connection between them is cut every few
+/// milliseconds.
+async fn under_cuts(exactly_once: bool) -> Faulted {
     let (server, client) = (node().await, node().await);
     let wire = inproc::connect_serializing(&client, &server).await.unwrap();
     let book: LedgerRef = server.spawn(Book::default());
@@ -112,16 +123,34 @@ async fn exactly_once_calls_run_once_through_cut_connections() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let cutter = cut_repeatedly(client.clone(), server.clone(), wire, stop.clone());
-    let outcomes = {
+    let outcomes = run_calls(move |id| {
         let ledger = ledger.clone();
-        run_calls(move |id| {
-            let ledger = ledger.clone();
-            async move { ledger.credit(id).await }
-        })
-        .await
-    };
+        async move {
+            match exactly_once {
+                true => ledger.credit(id).await,
+                false => ledger.credit_plain(id).await,
+            }
+        }
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let (cuts, _wire) = cutter.await.unwrap();
+    Faulted {
+        server,
+        book,
+        outcomes,
+        cuts,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_calls_run_once_through_cut_connections() {
+    let Faulted {
+        server,
+        book,
+        outcomes,
+        cuts,
+    } = under_cuts(true).await;
     assert!(
         cuts > 10,
         "the faults must happen while the calls run ({cuts} cuts)"
@@ -144,23 +173,12 @@ async fn exactly_once_calls_run_once_through_cut_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_once_calls_never_run_twice_through_cut_connections() {
-    let (server, client) = (node().await, node().await);
-    let wire = inproc::connect_serializing(&client, &server).await.unwrap();
-    let book: LedgerRef = server.spawn(Book::default());
-    let ledger = reach(&client, &server, &book);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let cutter = cut_repeatedly(client.clone(), server.clone(), wire, stop.clone());
-    let outcomes = {
-        let ledger = ledger.clone();
-        run_calls(move |id| {
-            let ledger = ledger.clone();
-            async move { ledger.credit_plain(id).await }
-        })
-        .await
-    };
-    stop.store(true, Ordering::Relaxed);
-    let (cuts, _wire) = cutter.await.unwrap();
+    let Faulted {
+        book,
+        outcomes,
+        cuts,
+        ..
+    } = under_cuts(false).await;
     // Calls fail fast while cut, so this run is short; it must still see faults.
     assert!(cuts >= 1, "the faults must happen while the calls run");
 

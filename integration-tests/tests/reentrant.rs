@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use remora::remote::inproc;
-use remora::{Actor, CallError, Node};
-use remora_integration_tests::{both_transports, node, reach, Transport};
+use remora::{Actor, CallError};
+use remora_integration_tests::{both_transports, node, reach, three_nodes, Transport};
 use std::sync::Mutex as StdMutex;
 use tokio::sync::Notify;
 use tokio::time::timeout;
@@ -250,38 +249,6 @@ impl Relay for Forward {
     async fn boom(&self) -> u32 {
         0
     }
-}
-
-/// Three nodes, each connected to the others over `transport`; the in-process
-/// wires (kept alive) alongside.
-async fn three_nodes(transport: Transport) -> ([Node; 3], Vec<inproc::Wire>) {
-    let mut wires = Vec::new();
-    let nodes = match transport {
-        Transport::InProcess => {
-            let nodes = [node().await, node().await, node().await];
-            for i in 0..3 {
-                for j in (i + 1)..3 {
-                    wires.push(inproc::connect(&nodes[i], &nodes[j]).await.unwrap());
-                }
-            }
-            nodes
-        }
-        Transport::Quic => {
-            let mut nodes = Vec::new();
-            for _ in 0..3 {
-                let built = Node::builder().listen("127.0.0.1:0").build().await;
-                nodes.push(built.unwrap());
-            }
-            for i in 0..3 {
-                for j in (i + 1)..3 {
-                    let addr = nodes[j].listen_addr().unwrap().to_string();
-                    nodes[i].connect(addr).await.unwrap();
-                }
-            }
-            nodes.try_into().unwrap()
-        }
-    };
-    (nodes, wires)
 }
 
 async fn reentrant_cycles_interleave_across_nodes(transport: Transport) {

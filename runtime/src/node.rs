@@ -292,7 +292,8 @@ struct Export {
     pinned: bool,
     /// Its actor has been told it is unreferenced (and chose to stay, or has yet
     /// to answer); cleared when a reference to it is sent again.
-    told: bool,
+    /// Atomic, so that sending a reference (which clears it) takes only a read lock.
+    told: AtomicBool,
 }
 
 /// A snapshot of a node's counters, from [`Node::stats`].
@@ -596,7 +597,7 @@ impl Node {
                 slot.insert(Export {
                     route: local.clone() as Arc<dyn Exported>,
                     pinned: true,
-                    told: false,
+                    told: AtomicBool::new(false),
                 });
             }
         }
@@ -646,7 +647,7 @@ impl Node {
                 Export {
                     route: route.clone() as Arc<dyn Exported>,
                     pinned: route.cell.is_pinned(),
-                    told: false,
+                    told: AtomicBool::new(false),
                 },
             );
             id
@@ -665,8 +666,8 @@ impl Node {
         let holder = holder.unwrap_or(Uuid::nil());
         self.inner.granted.renew(holder, &[id], self.inner.lease);
         // Referred to again: the next time nothing refers to it, it is told again.
-        if let Some(mut export) = self.inner.exports.get_mut(&id) {
-            export.told = false;
+        if let Some(export) = self.inner.exports.get(&id) {
+            export.told.store(false, Ordering::Relaxed);
         }
         id
     }
@@ -689,21 +690,19 @@ impl Node {
     /// to stay. A stopped actor's export goes quietly.
     pub(crate) fn sweep_exports(&self, now: tokio::time::Instant) {
         let unheld = |e: &Export| !e.pinned && Arc::strong_count(&e.route) == 1;
-        let candidates: Vec<(ObjectId, bool)> = self
+        let candidates: Vec<ObjectId> = self
             .inner
             .exports
             .iter()
             .filter(|e| unheld(e))
-            .map(|e| (*e.key(), e.told))
+            .map(|e| *e.key())
             .collect();
-        for (id, told) in candidates {
+        for id in candidates {
             if self.inner.granted.is_leased(&id, now) {
                 // Referred to again (a node resolved a stored `WireRef`, say): the
                 // next time nothing refers to it, it is told again.
-                if told {
-                    if let Some(mut export) = self.inner.exports.get_mut(&id) {
-                        export.told = false;
-                    }
+                if let Some(export) = self.inner.exports.get(&id) {
+                    export.told.store(false, Ordering::Relaxed);
                 }
                 continue;
             }
@@ -715,13 +714,12 @@ impl Node {
             if finished.is_some() {
                 continue;
             }
-            let Some(mut export) = self.inner.exports.get_mut(&id) else {
+            let Some(export) = self.inner.exports.get(&id) else {
                 continue;
             };
-            if export.told || !unheld(&export) {
+            if !unheld(&export) || export.told.swap(true, Ordering::Relaxed) {
                 continue;
             }
-            export.told = true;
             let route = export.route.clone();
             drop(export);
             tracing::debug!(object = %id, "unreferenced: telling the actor");
@@ -738,7 +736,7 @@ impl Node {
             let inner = &node.inner;
             let now = tokio::time::Instant::now();
             let (_, export) = inner.exports.remove_if(&id, |_, e| {
-                e.told
+                e.told.load(Ordering::Relaxed)
                     && !e.pinned
                     && Arc::strong_count(&e.route) == 1
                     && !inner.granted.is_leased(&id, now)

@@ -10,6 +10,7 @@
 //! to start their node processes, and the check that keeps the README honest: its
 //! Rust examples are compiled and run as doc tests of this crate.
 
+pub mod args;
 pub mod cluster;
 
 #[doc = include_str!("../../README.md")]

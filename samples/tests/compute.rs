@@ -1,20 +1,17 @@
 //! `compute` end to end: an engine process looked up by name runs tasks (values,
 //! copied) and calls the client's progress listener (a reference) back.
 
-use std::process::Command;
+mod common;
+
+use std::time::Duration;
+
+/// It takes seconds; past this it is hung.
+const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn the_engine_runs_tasks_and_calls_the_client_back() {
-    let out = Command::new(env!("CARGO_BIN_EXE_compute"))
-        .output()
-        .expect("compute runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, stdout, stderr) = common::run_to_end(env!("CARGO_BIN_EXE_compute"), LIMIT);
+    assert!(status.success(), "exit {status:?}\n{stdout}\n{stderr}");
     // The answers are right (values went there and back).
     assert!(
         stdout.contains("client: answer: 9592 primes below 100000"),

@@ -1,20 +1,18 @@
 //! `hello` end to end: a registry and a server as separate processes of a local
 //! cluster, and a client that looks the server up by name and calls it.
 
+mod common;
+
 use std::process::Command;
+use std::time::Duration;
+
+/// It takes seconds; past this it is hung.
+const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn hello_runs_across_processes() {
-    let out = Command::new(env!("CARGO_BIN_EXE_hello"))
-        .output()
-        .expect("hello runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, stdout, stderr) = common::run_to_end(env!("CARGO_BIN_EXE_hello"), LIMIT);
+    assert!(status.success(), "exit {status:?}\n{stdout}\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].starts_with("registry process listening on 127.0.0.1:"),

@@ -41,14 +41,13 @@ impl<M> LocalRoute<M> {
     /// Runs `msg` now on this task if the actor is idle with nothing queued before
     /// it (the message is then taken, and handled unless the handler had to wait);
     /// otherwise gives it back.
-    pub(crate) fn try_inline(&self, msg: M, cx: &mut Context<'_>) -> Result<(), M> {
-        let msg = match self.reentrant {
-            true => match self.host.reenter(msg) {
+    pub(crate) fn try_inline(&self, mut msg: M, cx: &mut Context<'_>) -> Result<(), M> {
+        if self.reentrant {
+            match self.host.reenter(msg) {
                 Ok(()) => return Ok(()),
-                Err(msg) => msg,
-            },
-            false => msg,
-        };
+                Err(back) => msg = back,
+            }
+        }
         self.host.try_run(msg, &self.tx, cx)
     }
 

@@ -60,6 +60,7 @@ use std::time::Duration;
 
 use remora::{Actor, Node, NodeBuilder};
 use remora_registry::{MemoryStore, Placement, Placer, Registry, RegistryServer};
+use remora_samples::args::{exit_code, required};
 use remora_samples::cluster::{announce, node_builder, serve_until_signal, LocalCluster};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -697,15 +698,6 @@ async fn wait_for_branches(placer: &Placer, count: usize) -> Result<(), Failure>
 }
 
 /// The value after `flag`.
-fn required(args: &[String], flag: &str, what: &str) -> Result<String, Failure> {
-    args.iter()
-        .zip(args.iter().skip(1))
-        .filter(|(a, _)| *a == flag)
-        .map(|(_, v)| v.clone())
-        .next_back()
-        .ok_or_else(|| format!("{flag} {what} is required").into())
-}
-
 async fn branch_from(args: &[String]) -> Result<(), Failure> {
     let registry = required(args, "--registry", "ADDR")?;
     let name = required(args, "--name", "NAME")?;
@@ -725,11 +717,5 @@ async fn main() -> std::process::ExitCode {
         )
         .into()),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bank: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code("bank", result)
 }

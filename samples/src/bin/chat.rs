@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use remora::{Actor, Node, NodeBuilder, StopReason};
 use remora_registry::{MemoryStore, Registry, RegistryServer};
+use remora_samples::args::{exit_code, required, values};
 use remora_samples::cluster::{announce, node_builder, LocalCluster};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -467,20 +468,6 @@ async fn everything() -> Result<(), Failure> {
 }
 
 /// The value after `flag` each time it appears.
-fn values(args: &[String], flag: &str) -> Vec<String> {
-    args.iter()
-        .zip(args.iter().skip(1))
-        .filter(|(a, _)| *a == flag)
-        .map(|(_, v)| v.clone())
-        .collect()
-}
-
-fn required(args: &[String], flag: &str, what: &str) -> Result<String, Failure> {
-    values(args, flag)
-        .pop()
-        .ok_or_else(|| format!("{flag} {what} is required").into())
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -492,18 +479,12 @@ async fn main() -> std::process::ExitCode {
             required(&args, "--name", "NAME"),
         ) {
             (Ok(addr), Ok(name)) => client(&addr, &name, &values(&args, "--say")).await,
-            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Err(e), _) | (_, Err(e)) => Err(e.into()),
         },
         Some(other) => Err(format!(
             "unknown command {other:?}: use `room`, `client --registry ADDR --name NAME [--say TEXT ...]`, or nothing"
         )
         .into()),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("chat: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code("chat", result)
 }

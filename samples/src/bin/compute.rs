@@ -18,6 +18,7 @@
 
 use remora::{Actor, Node};
 use remora_registry::{MemoryStore, Registry, RegistryServer};
+use remora_samples::args::{exit_code, required};
 use remora_samples::cluster::{announce, node_builder, serve_until_signal, LocalCluster};
 use serde::{Deserialize, Serialize};
 
@@ -213,20 +214,14 @@ async fn main() -> std::process::ExitCode {
     let result = match args.first().map(String::as_str) {
         None => everything().await,
         Some("engine") => engine().await,
-        Some("client") => match args.iter().position(|a| a == "--registry") {
-            Some(i) if i + 1 < args.len() => client(&args[i + 1]).await,
-            _ => Err("client needs --registry ADDR".into()),
+        Some("client") => match required(&args, "--registry", "ADDR") {
+            Ok(addr) => client(&addr).await,
+            Err(e) => Err(e.into()),
         },
         Some(other) => Err(format!(
             "unknown command {other:?}: use `engine`, `client --registry ADDR`, or nothing"
         )
         .into()),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("compute: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code("compute", result)
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use remora::{Actor, Node, StopReason};
 use remora_registry::{MemoryStore, Placement, Registry, RegistryError, RegistryServer};
+use remora_samples::args::{exit_code, required};
 use remora_samples::cluster::{announce, node_builder, serve_until_signal, LocalCluster};
 
 /// A bank account, on whichever node it was placed.
@@ -267,17 +268,11 @@ async fn demo() -> Result<(), Failure> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let registry_arg = || {
-        args.iter()
-            .position(|a| a == "--registry")
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
     let result = match args.first().map(String::as_str) {
         None => demo().await,
         Some("registry") => registry_process().await,
-        Some("node") => match (args.get(1), registry_arg()) {
-            (Some(name), Some(addr)) => node_process(name, &addr).await,
+        Some("node") => match (args.get(1), required(&args, "--registry", "ADDR")) {
+            (Some(name), Ok(addr)) => node_process(name, &addr).await,
             _ => Err("usage: demo node NAME --registry ADDR".into()),
         },
         Some(other) => Err(format!(
@@ -285,11 +280,5 @@ async fn main() -> std::process::ExitCode {
         )
         .into()),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("demo: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code("demo", result)
 }

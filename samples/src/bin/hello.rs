@@ -19,6 +19,7 @@
 
 use remora::{Actor, Node};
 use remora_registry::{MemoryStore, Registry, RegistryServer};
+use remora_samples::args::{exit_code, required};
 use remora_samples::cluster::{announce, node_builder, serve_until_signal, LocalCluster};
 
 /// What the server offers.
@@ -105,13 +106,7 @@ async fn everything() -> Result<(), Failure> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let registry_arg = || {
-        args.iter()
-            .position(|a| a == "--registry")
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-            .ok_or_else(|| Failure::from("--registry ADDR is required"))
-    };
+    let registry_arg = || required(&args, "--registry", "ADDR").map_err(Failure::from);
     let result = match args.first().map(String::as_str) {
         None => everything().await,
         Some("registry") => registry().await,
@@ -131,11 +126,5 @@ async fn main() -> std::process::ExitCode {
         )
         .into()),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("hello: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code("hello", result)
 }
