@@ -8,7 +8,6 @@ use remora::{Interface, Node, Unmarshal};
 
 use crate::entry::{group_prefix, in_names, member_key, name_key, Entry, Event, NAMES};
 use crate::error::RegistryError;
-use crate::group::{Group, Pick};
 use crate::remote::RemoteStore;
 use crate::store::{Changes, LeaseId, Record, Store};
 
@@ -266,26 +265,6 @@ impl Registry {
             .iter()
             .map(|record| self.resolve(group, record))
             .collect()
-    }
-
-    /// A proxy for `group` that picks a live member per call, round-robin.
-    pub async fn group<R: Interface>(&self, group: &str) -> Result<Group<R>, RegistryError>
-    where
-        R::Msg: Unmarshal,
-    {
-        self.group_with(group, Pick::RoundRobin).await
-    }
-
-    /// A proxy for `group` that picks a live member per call as `pick` says.
-    pub async fn group_with<R: Interface>(
-        &self,
-        group: &str,
-        pick: Pick,
-    ) -> Result<Group<R>, RegistryError>
-    where
-        R::Msg: Unmarshal,
-    {
-        Group::start(self.clone(), group, pick).await
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {

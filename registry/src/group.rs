@@ -57,6 +57,28 @@ struct Member<R> {
     failed: bool,
 }
 
+impl Registry {
+    /// A proxy for `group` that picks a live member per call, round-robin.
+    pub async fn group<R: Interface>(&self, group: &str) -> Result<Group<R>, RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        self.group_with(group, Pick::RoundRobin).await
+    }
+
+    /// A proxy for `group` that picks a live member per call as `pick` says.
+    pub async fn group_with<R: Interface>(
+        &self,
+        group: &str,
+        pick: Pick,
+    ) -> Result<Group<R>, RegistryError>
+    where
+        R::Msg: Unmarshal,
+    {
+        Group::start(self.clone(), group, pick).await
+    }
+}
+
 impl<R: Interface> Group<R>
 where
     R::Msg: Unmarshal,

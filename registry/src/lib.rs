@@ -24,6 +24,7 @@ mod etcd;
 mod group;
 mod memory;
 mod placement;
+mod protocol;
 mod remote;
 mod server;
 mod store;
@@ -36,9 +37,7 @@ pub use etcd::{EtcdOptions, EtcdStore};
 pub use group::{Group, Pick};
 pub use memory::MemoryStore;
 pub use placement::{Placement, PlacementError, Placer};
+pub use protocol::{RegistryService, RegistryServiceRef, WatchSink, WatchSinkRef, REGISTRY_OBJECT};
 pub use remote::RemoteStore;
-pub use server::{
-    RegistryServer, RegistryService, RegistryServiceRef, WatchSink, WatchSinkRef,
-    DEFAULT_MAX_LEASE, REGISTRY_OBJECT,
-};
+pub use server::{RegistryServer, DEFAULT_MAX_LEASE};
 pub use store::{BoxFuture, Change, Changes, LeaseId, Record, Store, WATCH_BUFFER};

@@ -7,7 +7,7 @@ use remora::{Actor, Context, Node};
 use tokio::sync::mpsc;
 
 use crate::error::RegistryError;
-use crate::server::{RegistryServiceRef, WatchSink, WatchSinkRef, REGISTRY_OBJECT};
+use crate::protocol::{RegistryServiceRef, WatchSink, WatchSinkRef, REGISTRY_OBJECT};
 use crate::store::{BoxFuture, Change, Changes, LeaseId, Record, Store};
 
 /// The store of a registry served by another node ([`RegistryServer`](crate::RegistryServer)),

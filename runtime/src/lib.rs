@@ -44,42 +44,36 @@
 // Generated code names `::remora`, which must also resolve inside this crate.
 extern crate self as remora;
 
-mod actor;
-mod caller;
-mod cell;
 mod error;
 mod id;
 mod interface;
 mod link;
-mod mailbox;
-mod marshal;
+mod local;
 mod node;
 mod reference;
 pub mod remote;
-mod reply;
-mod runner;
-mod slot;
 mod spawn;
 mod supervisor;
-mod tls;
 pub mod wire;
 
-pub use actor::{Actor, Context, Restart, SpawnOptions, StopReason, Unreferenced};
-pub use caller::{caller, Caller};
 pub use error::CallError;
 pub use id::{stable_id, ActorId};
-pub use interface::{Dispatch, Interface, Lent, Method, Request};
-pub use mailbox::Mailbox;
-pub use marshal::{Answer, ArgTable, Args, Moved, Replier, Unmarshal};
+pub use interface::{ArgTable, Interface, Method, Request};
+pub use local::actor::{Actor, Context, Restart, SpawnOptions, Unreferenced};
+pub use local::caller::{caller, Caller};
+pub use local::dispatch::{Dispatch, Lent};
+pub use local::mailbox::Mailbox;
+pub use local::reply::ReplyTo;
+pub use local::stop::StopReason;
 pub use node::{Node, NodeBuilder, NodeError, NodeStats};
 pub use reference::{RefCore, Tell, DEFAULT_TIMEOUT};
+pub use remote::marshal::{Answer, Args, Moved, Replier, Unmarshal};
+pub use remote::tls::{Credentials, CredentialsError};
 pub use remote::WireRef;
-pub use reply::ReplyTo;
 pub use spawn::{Factory, FactoryInfo, SpawnError, Spawner, SpawnerRef, SPAWNER_OBJECT};
 pub use supervisor::{
     Strategy, Supervisor, SupervisorBuilder, SupervisorError, SupervisorEvent, SupervisorEvents,
 };
-pub use tls::{Credentials, CredentialsError};
 
 /// Turns a trait of `async fn` methods into a remote interface.
 ///
@@ -142,7 +136,9 @@ pub use remora_codegen::remote;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::marshal::{decode_args, decode_reply, encode_args, encode_reply, take_args};
+    pub use crate::remote::marshal::{
+        decode_args, decode_reply, encode_args, encode_reply, take_args,
+    };
     pub use serde;
     pub use serde_bytes;
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::actor::StopReason;
 use crate::error::CallError;
 use crate::interface::Interface;
+use crate::local::stop::StopReason;
 use crate::node::Node;
 use crate::reference::Route;
 use crate::remote::RemoteRoute;

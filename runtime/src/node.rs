@@ -11,18 +11,22 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::actor::{Actor, SpawnOptions, StopReason};
-use crate::cell::ActorCell;
 use crate::error::CallError;
 use crate::id::ActorId;
-use crate::interface::{Dispatch, Interface};
-use crate::mailbox::Mailbox;
-use crate::marshal::Unmarshal;
-use crate::reference::{LocalRoute, RefCore, Route, DEFAULT_TIMEOUT};
+use crate::interface::Interface;
+use crate::local::actor::{Actor, SpawnOptions};
+use crate::local::cell::ActorCell;
+use crate::local::dispatch::Dispatch;
+use crate::local::mailbox::Mailbox;
+use crate::local::route::LocalRoute;
+use crate::local::slot::{Held, Slot, Start};
+use crate::local::stop::StopReason;
+use crate::local::supervision::Control;
+use crate::reference::{RefCore, Route, DEFAULT_TIMEOUT};
+use crate::remote::marshal::Unmarshal;
 use crate::remote::quic::{self, QuicConfig, DEFAULT_IDLE_TIMEOUT};
+use crate::remote::tls::{Credentials, CredentialsError};
 use crate::remote::{Connection, Exported, RemoteRoute, WireRef};
-use crate::slot::{Control, Held, Slot, Start};
-use crate::tls::{Credentials, CredentialsError};
 use crate::wire::codec::Limits;
 use crate::wire::{Hello, ObjectId};
 
@@ -729,7 +733,7 @@ impl Node {
 
     /// How an unreferenced actor that chose to stop withdraws its export `id`: only
     /// if it is still unreferenced (a reference sent meanwhile keeps it).
-    fn withdrawal(&self, id: ObjectId) -> crate::cell::Withdraw {
+    fn withdrawal(&self, id: ObjectId) -> crate::local::cell::Withdraw {
         let node = self.downgrade();
         Box::new(move || {
             let node = node.upgrade()?;

@@ -17,11 +17,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::actor::Actor;
 use crate::error::CallError;
-use crate::interface::{Dispatch, Interface};
-use crate::marshal::{is_plain, Unmarshal};
+use crate::interface::Interface;
+use crate::local::actor::Actor;
+use crate::local::dispatch::Dispatch;
 use crate::node::{Node, WeakNode};
+use crate::remote::marshal::{is_plain, Unmarshal};
 use crate::remote::WireRef;
 use crate::wire::codec::{decode_value, encode_value};
 use crate::wire::ObjectId;

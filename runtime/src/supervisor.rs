@@ -26,7 +26,6 @@ mod tree;
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -34,13 +33,13 @@ use tokio::sync::broadcast;
 
 use self::member::{ActorLink, SupervisorMember};
 use self::tree::{watch_exit, Child, Roster, SupRef, SupRoute, Tree};
-use crate::actor::{Actor, Restart, RestartBy, SpawnOptions, StopReason};
-use crate::cell::ActorCell;
 use crate::id::ActorId;
-use crate::interface::{Dispatch, Interface};
-use crate::mailbox::Mailbox;
+use crate::interface::Interface;
+use crate::local::actor::{Actor, Restart, RestartBy, SpawnOptions};
+use crate::local::dispatch::Dispatch;
+use crate::local::mailbox::Mailbox;
+use crate::local::stop::StopReason;
 use crate::node::Node;
-use crate::slot::Control;
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BACKLOG: usize = 256;
@@ -384,27 +383,4 @@ impl SupervisorEvents {
             Err(broadcast::error::RecvError::Closed) => None,
         }
     }
-}
-
-// ---------------------------------------------------------------- the runtime's hook
-
-/// What a supervised actor is told to do once it has halted.
-pub(crate) enum Directive {
-    /// Take fresh state from the factory and run `on_start` again.
-    Restart,
-    /// Stop for good, with this reason.
-    Stop(StopReason),
-}
-
-/// A supervised actor's side of its supervisor, called by the actor's slot and task.
-pub(crate) trait Supervision: Send + Sync {
-    /// The actor exists (called once, before its `on_start`).
-    fn attach(&self, cell: &Arc<ActorCell>, control: Weak<dyn Control>);
-    /// Whether the supervisor asked it to pause after its current message.
-    fn pause_requested(&self) -> bool;
-    /// It has stopped handling messages — it panicked (`failure`) or paused on
-    /// request — and waits for what to do.
-    fn halted(&self, failure: Option<String>) -> Pin<Box<dyn Future<Output = Directive> + Send>>;
-    /// Its `on_start` finished (after a restart, or a first start that had to wait).
-    fn started(&self);
 }

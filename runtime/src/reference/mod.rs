@@ -4,7 +4,6 @@
 //! [`RefCore`], whose route says how the call travels — to an actor on this node
 //! ([`local`]), or over a connection to another node.
 
-pub(crate) mod local;
 mod tell;
 
 use std::fmt;
@@ -16,17 +15,17 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
-use crate::actor::StopReason;
-use crate::caller::{chain_for_call, fresh_chain};
 use crate::error::CallError;
 use crate::interface::{Method, Request};
-use crate::mailbox::{Envelope, TrySendError};
-use crate::marshal::{answer_into, encode_args, is_plain, Args, Moved, Unmarshal};
+use crate::local::caller::{chain_for_call, fresh_chain};
+use crate::local::mailbox::{Envelope, TrySendError};
+use crate::local::reply::ReplyTo;
+use crate::local::route::{deliver, LocalRoute};
+use crate::local::stop::StopReason;
 use crate::remote::connection::CallTags;
+use crate::remote::marshal::{answer_into, encode_args, is_plain, Args, Moved, Unmarshal};
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
-use crate::reply::ReplyTo;
 
-pub(crate) use local::LocalRoute;
 pub use tell::Tell;
 
 /// The error of a call of `T` that came back to an actor waiting for it.
@@ -107,7 +106,7 @@ const NO_MARSHALLING_NODE: &str =
 
 impl<M: Unmarshal> Serialize for RefCore<M> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if crate::marshal::probing() {
+        if crate::remote::marshal::probing() {
             return Err(serde::ser::Error::custom("holds a reference"));
         }
         let cx =
@@ -314,7 +313,7 @@ impl<M: Send + 'static> RefCore<M> {
                 Ok(()) => {}
                 Err(TrySendError::Refused(err)) => return Err(err),
                 Err(TrySendError::Full(env)) => {
-                    local::deliver(local, env.msg, at, self.timeout, false).await?
+                    deliver(local, env.msg, at, self.timeout, false).await?
                 }
             }
         } else if let Ok(result) = rx.try_recv() {

@@ -8,13 +8,13 @@ use std::task::{Context, Poll};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::local::deliver;
 use super::{RefCore, Route};
 use crate::error::CallError;
 use crate::interface::{Method, Request};
-use crate::mailbox::{Envelope, TrySendError};
-use crate::marshal::{encode_args, is_plain, Args, Moved};
-use crate::reply::ReplyTo;
+use crate::local::mailbox::{Envelope, TrySendError};
+use crate::local::reply::ReplyTo;
+use crate::local::route::deliver;
+use crate::remote::marshal::{encode_args, is_plain, Args, Moved};
 
 /// A one-way message on its way; what a `#[oneway]` proxy method returns.
 ///

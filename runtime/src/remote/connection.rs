@@ -11,10 +11,10 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::exports::{MarshalCx, Waiting};
-use crate::caller::Caller;
 use crate::error::CallError;
-use crate::marshal::{Answer, Args, Moved, Replier};
+use crate::local::caller::Caller;
 use crate::node::WeakNode;
+use crate::remote::marshal::{Answer, Args, Moved, Replier};
 use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
 use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session};
 

@@ -16,13 +16,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::connection::Connection;
-use crate::actor::StopReason;
-use crate::cell::Withdraw;
 use crate::error::CallError;
-use crate::mailbox::TrySendError;
-use crate::marshal::{Args, Replier, Unmarshal};
+use crate::local::cell::Withdraw;
+use crate::local::mailbox::TrySendError;
+use crate::local::route::LocalRoute;
+use crate::local::stop::StopReason;
 use crate::node::{Node, WeakNode};
-use crate::reference::LocalRoute;
+use crate::remote::marshal::{Args, Replier, Unmarshal};
 use crate::wire::codec::Limits;
 use crate::wire::ObjectId;
 

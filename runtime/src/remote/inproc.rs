@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::connection::{Connection, Drained, Lane, Link, Step, ValueFrame};
 use crate::error::CallError;
 use crate::node::{Node, WeakNode};
-use crate::tls::NODE_NAME;
+use crate::remote::tls::NODE_NAME;
 use crate::wire::codec::{encode, FrameReader, Limits};
 use crate::wire::{Incoming as SessionIncoming, Session, SessionError};
 

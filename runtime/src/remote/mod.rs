@@ -5,9 +5,11 @@ pub(crate) mod connection;
 pub(crate) mod exports;
 pub mod inproc;
 pub(crate) mod leases;
+pub(crate) mod marshal;
 pub(crate) mod monitors;
 pub(crate) mod once;
 pub(crate) mod quic;
+pub(crate) mod tls;
 
 pub(crate) use connection::Connection;
 pub use exports::WireRef;

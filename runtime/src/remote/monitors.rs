@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::connection::{Connection, Lane};
-use crate::actor::StopReason;
 use crate::error::CallError;
+use crate::local::stop::StopReason;
 use crate::wire::{Frame, ObjectId};
 
 #[derive(Default)]

@@ -25,7 +25,7 @@ use std::future::Future;
 use super::connection::{Connection, Drained, Lane, Link};
 use crate::error::CallError;
 use crate::node::{Node, WeakNode};
-use crate::tls::{common_name, Credentials, NODE_NAME};
+use crate::remote::tls::{common_name, Credentials, NODE_NAME};
 use crate::wire::codec::{encode, FrameReader, Limits};
 use crate::wire::{Incoming, ObjectId, Session, SessionError};
 

@@ -11,11 +11,11 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::tree::{push, watch_exit, Child, Report, Roster, SupMsg, SupRoute};
-use super::{Directive, Supervision};
-use crate::actor::StopReason;
-use crate::cell::ActorCell;
+use crate::local::cell::ActorCell;
+use crate::local::stop::StopReason;
+use crate::local::supervision::Control;
+use crate::local::supervision::{Directive, Supervision};
 use crate::node::Node;
-use crate::slot::Control;
 
 /// What a supervisor holds of a child: how to pause, restart and stop it.
 pub(super) trait Member: Send + Sync {

@@ -10,13 +10,16 @@ use tokio::sync::broadcast;
 
 use super::member::Member;
 use super::{Strategy, SupervisorEvent};
-use crate::actor::{Actor, Context, Restart, StopReason};
-use crate::cell::ActorCell;
 use crate::id::{stable_id, ActorId};
-use crate::interface::{Dispatch, Interface, Lent};
-use crate::mailbox::Envelope;
+use crate::interface::Interface;
+use crate::local::actor::{Actor, Context, Restart};
+use crate::local::cell::ActorCell;
+use crate::local::dispatch::{Dispatch, Lent};
+use crate::local::mailbox::Envelope;
+use crate::local::route::LocalRoute;
+use crate::local::stop::StopReason;
 use crate::node::Node;
-use crate::reference::{LocalRoute, RefCore, Route};
+use crate::reference::{RefCore, Route};
 
 pub(super) type SupRoute = LocalRoute<SupMsg>;
 

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::frame::{Call, Frame, Hello, ObjectId, MAGIC, PROTOCOL_VERSION};
-use crate::actor::StopReason;
 use crate::error::CallError;
+use crate::local::stop::StopReason;
 
 /// This side of a connection.
 #[derive(Debug)]

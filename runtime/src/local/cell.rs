@@ -8,8 +8,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::actor::StopReason;
 use crate::id::ActorId;
+use crate::local::stop::StopReason;
 
 /// Withdraws an unreferenced actor's export, if it is still unreferenced; gives
 /// back what has to be dropped after the actor is asked to stop (its last route,

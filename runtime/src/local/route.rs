@@ -3,17 +3,17 @@
 
 use std::future::poll_fn;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Context as TaskContext, Poll};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
-use crate::actor::StopReason;
-use crate::cell::ActorCell;
 use crate::error::CallError;
-use crate::mailbox::{Envelope, MailboxTx, TrySendError};
-use crate::slot::Host;
+use crate::local::cell::ActorCell;
+use crate::local::mailbox::{Envelope, MailboxTx, TrySendError};
+use crate::local::stop::StopReason;
+use crate::node::Node;
 use crate::wire::ObjectId;
 
 pub(crate) struct LocalRoute<M> {
@@ -152,4 +152,22 @@ pub(crate) async fn deliver<M>(
         }
     }
     Ok(())
+}
+
+/// What a reference needs from its actor, without knowing the actor's type.
+pub(crate) trait Host<M>: Send + Sync {
+    /// Runs `msg` now, on this task, if the actor is idle and nothing is queued
+    /// before it; otherwise gives it back to be queued.
+    fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut TaskContext<'_>) -> Result<(), M>;
+
+    /// Hands `msg` to the busy actor to run beside its handler(s), if it is a
+    /// `#[reentrant]` call of the chain they belong to and they hold the actor
+    /// shared; otherwise gives it back.
+    fn reenter(&self, msg: M) -> Result<(), M>;
+
+    /// Makes sure someone will take the messages just queued (or the stop just asked).
+    fn schedule(&self);
+
+    /// The node the actor lives on.
+    fn node(&self) -> &Node;
 }

@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 
-use crate::actor::{Actor, RestartBy, StopReason};
-use crate::interface::Dispatch;
-use crate::reply::panic_message;
-use crate::slot::{Hook, Slot, TASK};
-use crate::supervisor::Directive;
+use crate::local::actor::{Actor, RestartBy};
+use crate::local::dispatch::Dispatch;
+use crate::local::reply::panic_message;
+use crate::local::slot::{Hook, Slot, TASK};
+use crate::local::stop::StopReason;
+use crate::local::supervision::Directive;
 
 impl<A, M, F> Slot<A, M, F>
 where

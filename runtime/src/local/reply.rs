@@ -8,8 +8,8 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
-use crate::caller::{as_handler, Caller};
 use crate::error::CallError;
+use crate::local::caller::{as_handler, Caller};
 
 /// Where the result of one call goes. The generated dispatcher fills it; a user
 /// sees it only in generated code.

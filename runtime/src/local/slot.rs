@@ -36,13 +36,15 @@ use std::time::Instant;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
-use crate::actor::{Actor, Context, Factory, RestartBy, StopReason, Unreferenced};
-use crate::cell::{ActorCell, Withdraw};
-use crate::interface::{Dispatch, Lent};
-use crate::mailbox::{MailboxRx, MailboxTx};
+use crate::local::actor::{Actor, Context, Factory, RestartBy, Unreferenced};
+use crate::local::cell::{ActorCell, Withdraw};
+use crate::local::dispatch::{Dispatch, Lent};
+use crate::local::mailbox::{MailboxRx, MailboxTx};
+use crate::local::reply::panic_message;
+use crate::local::route::Host;
+use crate::local::stop::StopReason;
+use crate::local::supervision::{Control, Supervision};
 use crate::node::Node;
-use crate::reply::panic_message;
-use crate::supervisor::Supervision;
 
 /// How deep inline runs may nest on one thread (A's handler calls B inline, which
 /// calls C inline, ...). Past it calls go through the mailbox, so a long chain of
@@ -401,24 +403,6 @@ where
     }
 }
 
-/// What a reference needs from its actor, without knowing the actor's type.
-pub(crate) trait Host<M>: Send + Sync {
-    /// Runs `msg` now, on this task, if the actor is idle and nothing is queued
-    /// before it; otherwise gives it back to be queued.
-    fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut TaskContext<'_>) -> Result<(), M>;
-
-    /// Hands `msg` to the busy actor to run beside its handler(s), if it is a
-    /// `#[reentrant]` call of the chain they belong to and they hold the actor
-    /// shared; otherwise gives it back.
-    fn reenter(&self, msg: M) -> Result<(), M>;
-
-    /// Makes sure someone will take the messages just queued (or the stop just asked).
-    fn schedule(&self);
-
-    /// The node the actor lives on.
-    fn node(&self) -> &Node;
-}
-
 impl<A, M, F> Host<M> for Slot<A, M, F>
 where
     A: Actor,
@@ -516,15 +500,6 @@ impl<A: 'static, M: 'static, F> Drop for Slot<A, M, F> {
             unsafe { ManuallyDrop::drop(self.actor.get_mut()) };
         }
     }
-}
-
-/// What the node keeps of every actor: enough to stop it.
-pub(crate) trait Control: Send + Sync {
-    /// Asks the actor to stop after its current message, and makes sure it does.
-    fn stop(&self, reason: StopReason);
-
-    /// Makes sure someone looks at the actor (its supervisor asked it to pause).
-    fn wake(&self);
 }
 
 impl<A, M, F> Control for Slot<A, M, F>

@@ -1,0 +1,99 @@
+//! The contract between the local core and the generated dispatcher (the
+//! skeleton): [`Dispatch`] runs one message on an actor, which the core lends it
+//! as a [`Lent`] for as long as the handler runs.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// The actor a handler runs on, lent by the runtime for as long as the handler runs.
+///
+/// The dispatcher borrows the actor through it the way the method's receiver
+/// does: [`Lent::exclusive`] for `&mut self`, [`Lent::shared`] for `&self`. The
+/// runtime lends an actor to several handlers at once only when all of them hold
+/// it shared (a `#[reentrant]` call interleaving with the `&self` handler it
+/// re-entered); such a lend refuses `exclusive`.
+pub struct Lent<'a, A> {
+    ptr: NonNull<A>,
+    shared: bool,
+    _borrow: PhantomData<&'a mut A>,
+}
+
+// SAFETY: an exclusive lend is a `&mut A` (Send when `A: Send`); a shared one only
+// yields `&A` through `shared`, which requires `A: Sync`.
+unsafe impl<A: Send> Send for Lent<'_, A> {}
+
+impl<'a, A> Lent<'a, A> {
+    /// Lends `actor`; `shared` when other shared lends of it may be live meanwhile.
+    ///
+    /// # Safety
+    /// While the lend (or a borrow taken from it) lives, `actor` is used through
+    /// nothing but lends made by this function, and if `shared` is false, through
+    /// nothing but this one.
+    pub(crate) unsafe fn new(actor: *mut A, shared: bool) -> Self {
+        Lent {
+            ptr: NonNull::new(actor).expect("an actor's address is never null"),
+            shared,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The actor, exclusively: for a `&mut self` method.
+    ///
+    /// # Panics
+    /// If the message said it takes the actor shared ([`Dispatch::shared`]).
+    pub fn exclusive(self) -> &'a mut A {
+        assert!(
+            !self.shared,
+            "a message that takes its actor shared (`Dispatch::shared`) asked for it exclusively"
+        );
+        // SAFETY: an exclusive lend is the only access to the actor while it lives.
+        unsafe { &mut *self.ptr.as_ptr() }
+    }
+
+    /// The actor, shared: for a `&self` method.
+    pub fn shared(self) -> &'a A
+    where
+        A: Sync,
+    {
+        // SAFETY: every live lend of the actor is shared, or this is the only one.
+        unsafe { &*self.ptr.as_ptr() }
+    }
+}
+
+/// An exclusive borrow lends the actor exclusively: to run a message on an actor
+/// you hold, as in a test of the dispatcher (`msg.dispatch((&mut actor).into())`).
+impl<'a, A> From<&'a mut A> for Lent<'a, A> {
+    fn from(actor: &'a mut A) -> Self {
+        // SAFETY: the borrow is exclusive for `'a`.
+        unsafe { Lent::new(actor, false) }
+    }
+}
+
+/// Runs a message on an actor: the generated dispatcher (the skeleton).
+pub trait Dispatch<A>: Send + 'static {
+    /// Whether any method of the interface may re-enter an actor (`#[reentrant]`).
+    /// When none can, the runtime skips the bookkeeping re-entry needs.
+    const REENTRANT: bool = false;
+
+    /// Calls the method the message names on `actor` and answers its reply slot.
+    fn dispatch(self, actor: Lent<'_, A>) -> impl Future<Output = ()> + Send;
+
+    /// The call chain the message belongs to (its reply slot's; 0 for none).
+    fn chain(&self) -> u64 {
+        0
+    }
+
+    /// Whether the method takes `&self`: the runtime then lends the actor shared,
+    /// and may run it beside other shared handlers.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Whether the method is `#[reentrant]`: a call of the chain the actor is busy
+    /// with runs at once, interleaved with the `&self` handler(s) awaiting it,
+    /// instead of failing with `CallError::Cycle`.
+    fn reentrant(&self) -> bool {
+        false
+    }
+}
