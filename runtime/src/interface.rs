@@ -1,7 +1,6 @@
-//! The traits `#[remora::remote]` implements: the glue between a generated proxy,
-//! its messages and the runtime. Users never implement them by hand.
+//! The trait a generated proxy (`XRef`) implements: the glue between the typed
+//! reference and the untyped [`RefCore`] inside it. Users never implement it by hand.
 
-use crate::local::reply::ReplyTo;
 use crate::reference::RefCore;
 
 /// A remote interface, implemented by the generated `XRef` proxy type.
@@ -20,29 +19,4 @@ pub trait Interface: Clone + Send + Sync + Sized + 'static {
     fn from_core(core: RefCore<Self::Msg>) -> Self;
     #[doc(hidden)]
     fn core(&self) -> &RefCore<Self::Msg>;
-}
-
-/// A call's arguments, described for error messages: `(name, type)` per argument.
-pub type ArgTable = &'static [(&'static str, &'static str)];
-
-/// One method's arguments, as a generated struct.
-pub trait Method: Send + 'static {
-    /// `Trait.method`.
-    const NAME: &'static str;
-    /// `stable_id(NAME)`.
-    const ID: u64;
-    /// Each argument's name and type, in order (for error messages).
-    const ARGS: ArgTable;
-    /// What the method returns (`()` for `#[oneway]`).
-    type Output: Send + 'static;
-    /// Whether the method is `#[reentrant]` (directly or through its interface).
-    const REENTRANT: bool = false;
-}
-
-/// A call on its way to an actor: the method's arguments and where the result goes.
-pub struct Request<M: Method> {
-    /// The method's arguments.
-    pub args: M,
-    /// Where the result goes.
-    pub reply: ReplyTo<M::Output>,
 }

@@ -4,65 +4,16 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::error::CallError;
 use crate::interface::Interface;
 use crate::local::stop::StopReason;
 use crate::node::Node;
 use crate::reference::Route;
-use crate::remote::RemoteRoute;
-
-/// How long a monitor whose node's connection was lost waits for an answer at the
-/// node's address, to tell a restarted node (another node answers there) from one
-/// that is down.
-const RESTART_PROBE: Duration = Duration::from_secs(1);
+use crate::remote::route::{self, RemoteRoute};
 
 type Stopped = Pin<Box<dyn Future<Output = StopReason> + Send>>;
-
-/// The stop reason of the actor behind `remote`, as its node reports it; or why
-/// its node can no longer report (down, restarted).
-pub(crate) async fn remote_stopped(remote: Arc<RemoteRoute>) -> StopReason {
-    let conn = match remote.conn().await {
-        Ok(conn) => conn,
-        Err(CallError::NodeRestarted { node }) => return StopReason::NodeRestarted { node },
-        Err(_) => {
-            return StopReason::NodeDown {
-                node: remote.peer.to_string(),
-            }
-        }
-    };
-    if let Ok(watch) = conn.monitor(remote.target) {
-        if let Some(reason) = watch.stopped().await {
-            return reason;
-        }
-    }
-    match remote.node() {
-        Some(node) => lost(&node, remote.peer, remote.addr()).await,
-        None => StopReason::NodeDown {
-            node: remote.peer.to_string(),
-        },
-    }
-}
-
-/// Why the connection to `peer` is gone: another node answering at its address
-/// means it restarted; otherwise it is down.
-async fn lost(node: &Node, peer: Uuid, addr: Option<&str>) -> StopReason {
-    if let Some(addr) = addr {
-        if let Ok(Ok(reached)) = tokio::time::timeout(RESTART_PROBE, node.connect(addr)).await {
-            if reached != peer {
-                return StopReason::NodeRestarted {
-                    node: peer.to_string(),
-                };
-            }
-        }
-    }
-    StopReason::NodeDown {
-        node: peer.to_string(),
-    }
-}
 
 /// Stops the actor behind a reference without keeping it alive.
 enum Stopper {
@@ -109,8 +60,8 @@ impl Node {
     /// answers at its address by then. At once (`NodeDown`) if this node has no
     /// connection to it.
     pub fn monitor_node(&self, peer: Uuid) -> impl Future<Output = StopReason> + Send + 'static {
-        let conn = self.peer(peer).ok();
-        let node = self.downgrade();
+        let conn = self.host().peer(peer).ok();
+        let host = Arc::downgrade(self.host());
         async move {
             let Some(conn) = conn else {
                 return StopReason::NodeDown {
@@ -120,8 +71,8 @@ impl Node {
             conn.closed().await;
             let addr = conn.peer.listen.clone();
             drop(conn);
-            match node.upgrade() {
-                Some(node) => lost(&node, peer, addr.as_deref()).await,
+            match host.upgrade() {
+                Some(host) => route::lost(&host, peer, addr.as_deref()).await,
                 None => StopReason::NodeDown {
                     node: peer.to_string(),
                 },

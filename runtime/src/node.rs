@@ -23,12 +23,13 @@ use crate::local::slot::{Held, Slot, Start};
 use crate::local::stop::StopReason;
 use crate::local::supervision::Control;
 use crate::reference::{RefCore, Route, DEFAULT_TIMEOUT};
+use crate::remote::host::{local_wire, HostConfig};
 use crate::remote::marshal::Unmarshal;
-use crate::remote::quic::{self, QuicConfig, DEFAULT_IDLE_TIMEOUT};
+use crate::remote::quic::{QuicConfig, DEFAULT_IDLE_TIMEOUT};
 use crate::remote::tls::{Credentials, CredentialsError};
-use crate::remote::{Connection, Exported, RemoteRoute, WireRef};
+use crate::remote::{Host, RemoteRoute, WireRef};
 use crate::wire::codec::Limits;
-use crate::wire::{Hello, ObjectId};
+use crate::wire::ObjectId;
 
 /// A process-level host for actors. Cheap to clone: clones share one node.
 ///
@@ -60,19 +61,10 @@ pub struct Node {
     inner: Arc<NodeInner>,
 }
 
+/// The two halves of a node: its actors (the local half: `local/` knows nothing
+/// of other nodes) and its remote half ([`Host`]: exports, leases, peers).
 pub(crate) struct NodeInner {
-    id: Uuid,
-    incarnation: u64,
-    limits: Limits,
-    exports: DashMap<ObjectId, Export>,
-    /// Leases this node holds on other nodes' objects (one per proxied object).
-    held: Arc<crate::remote::leases::Held>,
-    /// Leases other nodes hold on this node's exports.
-    granted: crate::remote::leases::Granted,
-    /// How long a lease lasts without renewal (cluster-wide: use one value).
-    lease: Duration,
-    peers: DashMap<Uuid, Arc<Connection>>,
-    name: Option<String>,
+    host: Arc<Host>,
     runtime: tokio::runtime::Handle,
     default_mailbox: Mailbox,
     default_timeout: Duration,
@@ -81,15 +73,7 @@ pub(crate) struct NodeInner {
     live: AtomicUsize,
     all_stopped: Notify,
     shutting_down: AtomicBool,
-    /// Whether the node was built to listen (a dialing-only node binds an endpoint
-    /// too, but has no address to give out).
-    listens: bool,
-    credentials: Option<Credentials>,
-    quic_config: QuicConfig,
-    endpoint: tokio::sync::OnceCell<quic::Endpoint>,
     factories: crate::spawn::Factories,
-    /// Replies of `#[exactly_once]` calls this node ran, for retries.
-    once: crate::remote::once::OnceTable,
 }
 
 /// Why a node could not be built.
@@ -247,19 +231,24 @@ impl NodeBuilder {
         let quic_config = QuicConfig {
             idle_timeout: self.peer_timeout,
         };
+        let host = Host::start(HostConfig {
+            id: Uuid::new_v4(),
+            // A new value every time a node starts: references to an earlier
+            // incarnation of this node fail instead of reaching new actors.
+            incarnation: rand_incarnation(),
+            name: self.name,
+            limits: self.limits,
+            lease: self.lease,
+            default_timeout: self.default_timeout,
+            listens: listen.is_some(),
+            credentials,
+            quic_config,
+            once_retention: self.once_retention,
+            runtime: runtime.clone(),
+        });
         let node = Node {
             inner: Arc::new(NodeInner {
-                id: Uuid::new_v4(),
-                // A new value every time a node starts: references to an earlier
-                // incarnation of this node fail instead of reaching new actors.
-                incarnation: rand_incarnation(),
-                limits: self.limits,
-                exports: DashMap::new(),
-                held: Default::default(),
-                granted: Default::default(),
-                lease: self.lease,
-                peers: DashMap::new(),
-                name: self.name,
+                host,
                 runtime,
                 default_mailbox: self.default_mailbox,
                 default_timeout: self.default_timeout,
@@ -268,36 +257,21 @@ impl NodeBuilder {
                 live: AtomicUsize::new(0),
                 all_stopped: Notify::new(),
                 shutting_down: AtomicBool::new(false),
-                listens: listen.is_some(),
-                credentials,
-                quic_config,
-                endpoint: tokio::sync::OnceCell::new(),
                 factories: Default::default(),
-                once: crate::remote::once::OnceTable::new(self.once_retention),
             }),
         };
         if let Some(addr) = listen {
-            node.endpoint_at(addr)
+            node.inner
+                .host
+                .endpoint_at(addr)
                 .await
                 .map_err(|reason| NodeError::Bind {
                     addr: addr.to_string(),
                     reason,
                 })?;
         }
-        crate::remote::leases::start(&node, &node.inner.held, node.inner.lease);
         Ok(node)
     }
-}
-
-/// An export: an actor other nodes may call, and whether it is kept regardless of
-/// leases.
-struct Export {
-    route: Arc<dyn Exported>,
-    pinned: bool,
-    /// Its actor has been told it is unreferenced (and chose to stay, or has yet
-    /// to answer); cleared when a reference to it is sent again.
-    /// Atomic, so that sending a reference (which clears it) takes only a read lock.
-    told: AtomicBool,
 }
 
 /// A snapshot of a node's counters, from [`Node::stats`].
@@ -334,7 +308,7 @@ impl Node {
 
     /// The node's name, if the builder gave one.
     pub fn name(&self) -> Option<&str> {
-        self.inner.name.as_deref()
+        self.inner.host.name()
     }
 
     /// Spawns `actor` with the node's defaults and returns a typed reference to it.
@@ -421,7 +395,7 @@ impl Node {
         async move {
             match watch {
                 Watch::Local(stopped) => stopped.await,
-                Watch::Remote(remote) => crate::link::remote_stopped(remote).await,
+                Watch::Remote(remote) => crate::remote::route::stopped(remote).await,
             }
         }
     }
@@ -446,86 +420,43 @@ impl Node {
     /// A node that only dials has none: references to its actors travel without an
     /// address, and reach it over the connection it opened.
     pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
-        if !self.inner.listens {
-            return None;
-        }
-        self.inner.endpoint.get().and_then(|e| e.local_addr())
+        self.inner.host.listen_addr()
     }
 
     /// Connects to the node listening at `addr` (QUIC, mutual TLS) and returns its
     /// id; calls to its objects then travel over this connection. Connecting to a
     /// node already connected returns at once.
     pub async fn connect(&self, addr: impl AsRef<str>) -> Result<Uuid, CallError> {
-        let addr_text = addr.as_ref();
-        let failed = |reason: String| CallError::ConnectFailed {
-            addr: addr_text.to_owned(),
-            reason,
-        };
-        let addr = tokio::net::lookup_host(addr_text)
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .next()
-            .ok_or_else(|| failed("no address".into()))?;
-        let bind: std::net::SocketAddr = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .expect("a valid address");
-        let endpoint = self.endpoint_at(bind).await.map_err(failed)?;
-        let conn = endpoint.dial(self, addr, self.inner.limits).await?;
-        Ok(conn.peer.node)
+        self.inner.host.connect(addr.as_ref()).await
     }
 
     /// Writes raw bytes to `peer` on the connection's control lane, as a faulty
     /// sender would (for tests of malformed input). False without a connection.
     #[doc(hidden)]
     pub fn inject_raw(&self, peer: Uuid, bytes: Vec<u8>) -> bool {
-        self.peer(peer)
-            .is_ok_and(|conn| conn.send_raw(crate::remote::connection::Lane::Control, bytes))
-    }
-
-    /// The node's QUIC endpoint, bound at `addr` on first use.
-    async fn endpoint_at(&self, addr: std::net::SocketAddr) -> Result<&quic::Endpoint, String> {
         self.inner
-            .endpoint
-            .get_or_try_init(|| async {
-                let credentials = match &self.inner.credentials {
-                    Some(c) => c.clone(),
-                    None => match &self.inner.name {
-                        Some(name) => Credentials::ephemeral_named(name),
-                        None => Credentials::ephemeral(),
-                    }
-                    .map_err(|e| e.to_string())?,
-                };
-                let endpoint = quic::Endpoint::bind(addr, &credentials, &self.inner.quic_config)?;
-                endpoint.spawn_acceptor(self.downgrade(), self.inner.limits);
-                Ok(endpoint)
-            })
-            .await
+            .host
+            .peer(peer)
+            .is_ok_and(|conn| conn.send_raw(crate::remote::connection::Lane::Control, bytes))
     }
 
     /// This node's id.
     pub fn id(&self) -> Uuid {
-        self.inner.id
+        self.inner.host.id()
     }
 
     /// This run of the node: a new value every time it starts.
     pub fn incarnation(&self) -> u64 {
-        self.inner.incarnation
+        self.inner.host.incarnation()
+    }
+
+    /// The remote half of this node.
+    pub(crate) fn host(&self) -> &Arc<Host> {
+        &self.inner.host
     }
 
     pub(crate) fn limits(&self) -> &Limits {
-        &self.inner.limits
-    }
-
-    pub(crate) fn default_timeout(&self) -> Duration {
-        self.inner.default_timeout
-    }
-
-    pub(crate) fn once_table(&self) -> &crate::remote::once::OnceTable {
-        &self.inner.once
+        self.inner.host.limits()
     }
 
     pub(crate) fn factory_table(&self) -> &crate::spawn::Factories {
@@ -547,8 +478,8 @@ impl Node {
     {
         match r.core().route() {
             Route::Local(local) => {
-                let id = self.export_route(local);
-                self.pin(id);
+                let id = self.inner.host.export_route(local);
+                self.inner.host.pin(id);
                 Ok(id)
             }
             Route::Remote(_) => Err(CallError::NoSuchObject),
@@ -564,7 +495,7 @@ impl Node {
         let incarnation = if node == self.id() {
             self.incarnation()
         } else {
-            self.peer(node)?.peer.incarnation
+            self.inner.host.peer(node)?.peer.incarnation
         };
         let wire = WireRef {
             node,
@@ -588,24 +519,7 @@ impl Node {
         let Route::Local(local) = r.core().route() else {
             return Err(CallError::NoSuchObject);
         };
-        let taken = || CallError::InterfaceMismatch {
-            expected: <R::Msg as Unmarshal>::INTERFACE_ID,
-            found: format!("object id {id} is already exported"),
-        };
-        match self.inner.exports.entry(id) {
-            dashmap::mapref::entry::Entry::Occupied(_) => return Err(taken()),
-            dashmap::mapref::entry::Entry::Vacant(slot) => {
-                if local.exported.set(id).is_err() {
-                    return Err(taken());
-                }
-                slot.insert(Export {
-                    route: local.clone() as Arc<dyn Exported>,
-                    pinned: true,
-                    told: AtomicBool::new(false),
-                });
-            }
-        }
-        Ok(())
+        self.inner.host.export_as(local, id)
     }
 
     /// `r` as plain data ([`WireRef`]): what a naming service stores, and
@@ -629,7 +543,7 @@ impl Node {
     where
         R::Msg: Unmarshal,
     {
-        let route = self.import::<R::Msg>(wire, None)?;
+        let route = Route::import(&self.inner.host, wire, None)?;
         Ok(R::from_core(RefCore::new(
             route,
             self.inner.default_timeout,
@@ -641,235 +555,14 @@ impl Node {
         self.inner.shutting_down.load(Ordering::Acquire)
     }
 
-    /// The id `route`'s actor is exported under; exports it on first use. The
-    /// export lives while someone holds a lease on it or a reference to it here.
-    pub(crate) fn export_route<M: Unmarshal>(&self, route: &Arc<LocalRoute<M>>) -> ObjectId {
-        *route.exported.get_or_init(|| {
-            let id = Uuid::new_v4();
-            self.inner.exports.insert(
-                id,
-                Export {
-                    route: route.clone() as Arc<dyn Exported>,
-                    pinned: route.cell.is_pinned(),
-                    told: AtomicBool::new(false),
-                },
-            );
-            id
-        })
-    }
-
-    /// [`Node::export_route`] for a reference about to be sent to `holder` (None:
-    /// not known yet): it gets a lease at once, which the receiving node's proxy
-    /// renews, so the actor outlives the trip even if every local reference goes.
-    pub(crate) fn export_for<M: Unmarshal>(
-        &self,
-        route: &Arc<LocalRoute<M>>,
-        holder: Option<Uuid>,
-    ) -> ObjectId {
-        let id = self.export_route(route);
-        let holder = holder.unwrap_or(Uuid::nil());
-        self.inner.granted.renew(holder, &[id], self.inner.lease);
-        // Referred to again: the next time nothing refers to it, it is told again.
-        if let Some(export) = self.inner.exports.get(&id) {
-            export.told.store(false, Ordering::Relaxed);
-        }
-        id
-    }
-
-    /// Pins an export: it is never withdrawn (explicit exports, pinned actors).
-    fn pin(&self, id: ObjectId) {
-        if let Some(mut export) = self.inner.exports.get_mut(&id) {
-            export.pinned = true;
-        }
-    }
-
-    pub(crate) fn exported(&self, object: &ObjectId) -> Option<Arc<dyn Exported>> {
-        self.inner.exports.get(object).map(|e| e.route.clone())
-    }
-
-    /// Finds the exports that nobody holds a lease on, that nothing on this node
-    /// refers to, and that are not pinned, and tells each actor so: it runs
-    /// [`Actor::on_unreferenced`](crate::Actor::on_unreferenced), which withdraws
-    /// the export and stops it with [`StopReason::Unreferenced`] unless it chooses
-    /// to stay. A stopped actor's export goes quietly.
-    pub(crate) fn sweep_exports(&self, now: tokio::time::Instant) {
-        let unheld = |e: &Export| !e.pinned && Arc::strong_count(&e.route) == 1;
-        let candidates: Vec<ObjectId> = self
-            .inner
-            .exports
-            .iter()
-            .filter(|e| unheld(e))
-            .map(|e| *e.key())
-            .collect();
-        for id in candidates {
-            if self.inner.granted.is_leased(&id, now) {
-                // Referred to again (a node resolved a stored `WireRef`, say): the
-                // next time nothing refers to it, it is told again.
-                if let Some(export) = self.inner.exports.get(&id) {
-                    export.told.store(false, Ordering::Relaxed);
-                }
-                continue;
-            }
-            // Checked again under the entry's lock: an import may have just taken it.
-            let finished = self
-                .inner
-                .exports
-                .remove_if(&id, |_, e| unheld(e) && e.route.is_finished());
-            if finished.is_some() {
-                continue;
-            }
-            let Some(export) = self.inner.exports.get(&id) else {
-                continue;
-            };
-            if !unheld(&export) || export.told.swap(true, Ordering::Relaxed) {
-                continue;
-            }
-            let route = export.route.clone();
-            drop(export);
-            tracing::debug!(object = %id, "unreferenced: telling the actor");
-            route.unreferenced(self.withdrawal(id));
-        }
-    }
-
-    /// How an unreferenced actor that chose to stop withdraws its export `id`: only
-    /// if it is still unreferenced (a reference sent meanwhile keeps it).
-    fn withdrawal(&self, id: ObjectId) -> crate::local::cell::Withdraw {
-        let node = self.downgrade();
-        Box::new(move || {
-            let node = node.upgrade()?;
-            let inner = &node.inner;
-            let now = tokio::time::Instant::now();
-            let (_, export) = inner.exports.remove_if(&id, |_, e| {
-                e.told.load(Ordering::Relaxed)
-                    && !e.pinned
-                    && Arc::strong_count(&e.route) == 1
-                    && !inner.granted.is_leased(&id, now)
-            })?;
-            tracing::debug!(object = %id, "unreferenced: export withdrawn");
-            Some(Box::new(export.route) as Box<dyn Send>)
-        })
-    }
-
-    pub(crate) fn held_leases(&self) -> &crate::remote::leases::Held {
-        &self.inner.held
-    }
-
-    pub(crate) fn granted_leases(&self) -> &crate::remote::leases::Granted {
-        &self.inner.granted
-    }
-
-    pub(crate) fn lease_time(&self) -> Duration {
-        self.inner.lease
-    }
-
-    /// Turns a reference off the wire into a route: local if the object is ours,
-    /// over `via` if it lives on that peer, over another connection if on a third node.
-    pub(crate) fn import<M: Unmarshal>(
-        &self,
-        wire: &WireRef,
-        via: Option<&Arc<Connection>>,
-    ) -> Result<Route<M>, CallError> {
-        if wire.interface != M::INTERFACE_ID {
-            return Err(CallError::InterfaceMismatch {
-                expected: M::INTERFACE_ID,
-                found: format!("interface id {:#018x}", wire.interface),
-            });
-        }
-        if wire.node == self.id() {
-            if wire.incarnation != self.incarnation() {
-                return Err(CallError::NodeRestarted {
-                    node: wire.node.to_string(),
-                });
-            }
-            let exported = self.exported(&wire.object).ok_or(CallError::NoSuchObject)?;
-            let local = exported.as_any().downcast::<LocalRoute<M>>().map_err(|_| {
-                CallError::InterfaceMismatch {
-                    expected: M::INTERFACE_ID,
-                    found: "another interface".into(),
-                }
-            })?;
-            return Ok(Route::Local(local));
-        }
-        let conn = match via {
-            Some(conn) if conn.peer.node == wire.node => Some(conn.clone()),
-            _ => self.peer(wire.node).ok(),
-        };
-        if let Some(conn) = &conn {
-            if conn.peer.incarnation != wire.incarnation {
-                return Err(CallError::NodeRestarted {
-                    node: wire.node.to_string(),
-                });
-            }
-        } else if wire.addr.is_none() {
-            return Err(CallError::ConnectFailed {
-                addr: wire.node.to_string(),
-                reason: "this node has no connection to that node, and no address to dial it at"
-                    .into(),
-            });
-        }
-        // Known address, no connection yet (an object on a third node): the first
-        // call dials it.
-        let mut wire = wire.clone();
-        if wire.addr.is_none() {
-            wire.addr = conn.as_ref().and_then(|c| c.peer.listen.clone());
-        }
-        Ok(Route::Remote(Arc::new(RemoteRoute::new(
-            self.downgrade(),
-            &wire,
-            conn,
-        ))))
-    }
-
-    pub(crate) fn peer(&self, node: Uuid) -> Result<Arc<Connection>, CallError> {
-        self.inner
-            .peers
-            .get(&node)
-            .map(|c| c.value().clone())
-            .filter(|c| !c.is_closed())
-            .ok_or_else(|| CallError::ConnectFailed {
-                addr: node.to_string(),
-                reason: "this node has no connection to that node".into(),
-            })
-    }
-
-    /// Records a connection and returns the one to use: one per peer. When both
-    /// nodes dialed at once, the connection dialed by the smaller node id wins on
-    /// both sides; the other is closed by its caller.
-    pub(crate) fn add_peer(&self, conn: Arc<Connection>) -> Arc<Connection> {
-        let mut entry = self
-            .inner
-            .peers
-            .entry(conn.peer.node)
-            .or_insert_with(|| conn.clone());
-        if Arc::ptr_eq(&entry, &conn) {
-            return conn;
-        }
-        if entry.is_closed() || conn.dialer < entry.dialer {
-            let old = std::mem::replace(&mut *entry, conn.clone());
-            drop(entry);
-            old.retire();
-            return conn;
-        }
-        let kept = entry.clone();
-        drop(entry);
-        conn.retire();
-        kept
-    }
-
-    pub(crate) fn forget_peer(&self, peer: &Hello, conn: &Connection) {
-        self.inner
-            .peers
-            .remove_if(&peer.node, |_, c| std::ptr::eq(Arc::as_ptr(c), conn));
-    }
-
     /// The node's counters now.
     pub fn stats(&self) -> NodeStats {
         NodeStats {
             actors: self.inner.live.load(Ordering::Acquire),
-            exactly_once_replies: self.inner.once.remembered(),
-            exports: self.inner.exports.len(),
-            leases_granted: self.inner.granted.count(),
-            leases_held: self.inner.held.count(),
+            exactly_once_replies: self.inner.host.once_table().remembered(),
+            exports: self.inner.host.export_count(),
+            leases_granted: self.inner.host.granted_leases().count(),
+            leases_held: self.inner.host.held_leases().count(),
         }
     }
 
@@ -879,6 +572,7 @@ impl Node {
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.shutting_down.store(true, Ordering::SeqCst);
+        inner.host.close();
         // Collected first: stopping an idle actor may finish it at once, and its
         // removal from the table must not run under our iteration's shard lock.
         let actors: Vec<Arc<dyn Control>> = inner
@@ -897,14 +591,8 @@ impl Node {
             notified.await;
         }
         // Then the connections: peers see NodeDown for anything still in flight.
-        let peers: Vec<Arc<Connection>> = inner.peers.iter().map(|p| p.value().clone()).collect();
-        for peer in peers {
-            peer.close();
-        }
-        if let Some(endpoint) = inner.endpoint.get() {
-            endpoint.close();
-        }
-        tracing::debug!(node = ?inner.name, "node shut down");
+        inner.host.close_connections();
+        tracing::debug!(node = ?inner.host.name(), "node shut down");
     }
 
     /// Runs an actor's task on the node's runtime.
@@ -924,27 +612,9 @@ impl Node {
 impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Node")
-            .field("name", &self.inner.name)
+            .field("name", &self.inner.host.name())
             .field("actors", &self.inner.live.load(Ordering::Relaxed))
             .finish()
-    }
-}
-
-/// The reference to a local actor as it travels: exported by the node the actor
-/// lives on (with a lease for `holder`, the node it is sent to, if known). That is
-/// usually the marshalling node; with several nodes in one process it may be
-/// another.
-pub(crate) fn local_wire<M: Unmarshal>(
-    route: &Arc<LocalRoute<M>>,
-    holder: Option<Uuid>,
-) -> WireRef {
-    let owner = route.host.node();
-    WireRef {
-        node: owner.id(),
-        incarnation: owner.incarnation(),
-        object: owner.export_for(route, holder),
-        interface: M::INTERFACE_ID,
-        addr: owner.listen_addr().map(|a| a.to_string()),
     }
 }
 

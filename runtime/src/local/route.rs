@@ -13,7 +13,6 @@ use crate::error::CallError;
 use crate::local::cell::ActorCell;
 use crate::local::mailbox::{Envelope, MailboxTx, TrySendError};
 use crate::local::stop::StopReason;
-use crate::node::Node;
 use crate::wire::ObjectId;
 
 pub(crate) struct LocalRoute<M> {
@@ -168,6 +167,8 @@ pub(crate) trait Host<M>: Send + Sync {
     /// Makes sure someone will take the messages just queued (or the stop just asked).
     fn schedule(&self);
 
-    /// The node the actor lives on.
-    fn node(&self) -> &Node;
+    /// The node the actor lives on, type-erased so that this layer names nothing
+    /// above it: the remote layer downcasts it to the owner's `remote::Host` when a
+    /// reference to the actor leaves the node.
+    fn home(&self) -> &(dyn std::any::Any + Send + Sync);
 }

@@ -470,8 +470,8 @@ where
         Slot::schedule(self);
     }
 
-    fn node(&self) -> &Node {
-        &self.ctx.node
+    fn home(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self.ctx.node.host()
     }
 }
 

@@ -16,15 +16,16 @@ use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
 use crate::error::CallError;
-use crate::interface::{Method, Request};
 use crate::local::caller::{chain_for_call, fresh_chain};
 use crate::local::mailbox::{Envelope, TrySendError};
 use crate::local::reply::ReplyTo;
 use crate::local::route::{deliver, LocalRoute};
 use crate::local::stop::StopReason;
+use crate::method::{Method, Request};
 use crate::remote::connection::CallTags;
+use crate::remote::connection::Connection;
 use crate::remote::marshal::{answer_into, encode_args, is_plain, Args, Moved, Unmarshal};
-use crate::remote::{MarshalCx, RemoteRoute, WireRef};
+use crate::remote::{Host, MarshalCx, RemoteRoute, WireRef};
 
 pub use tell::Tell;
 
@@ -48,6 +49,22 @@ pub struct RefCore<M> {
 pub(crate) enum Route<M> {
     Local(Arc<LocalRoute<M>>),
     Remote(Arc<RemoteRoute>),
+}
+
+impl<M: Unmarshal> Route<M> {
+    /// Turns a reference off the wire into a route: local if the object lives on
+    /// `host`'s node, remote otherwise (over `via` if it lives on that peer).
+    pub(crate) fn import(
+        host: &Host,
+        wire: &WireRef,
+        via: Option<&Arc<Connection>>,
+    ) -> Result<Self, CallError> {
+        if wire.node == host.id() {
+            host.import_local(wire).map(Route::Local)
+        } else {
+            host.import_remote::<M>(wire, via).map(Route::Remote)
+        }
+    }
 }
 
 impl<M> Clone for Route<M> {
@@ -113,7 +130,7 @@ impl<M: Unmarshal> Serialize for RefCore<M> {
             MarshalCx::current().ok_or_else(|| serde::ser::Error::custom(NO_MARSHALLING_NODE))?;
         let wire = match &self.route {
             Route::Local(local) => {
-                crate::node::local_wire(local, cx.conn.as_ref().map(|c| c.peer.node))
+                crate::remote::host::local_wire(local, cx.conn.as_ref().map(|c| c.peer.node))
             }
             Route::Remote(remote) => remote.wire(),
         };
@@ -126,11 +143,9 @@ impl<'de, M: Unmarshal> serde::Deserialize<'de> for RefCore<M> {
         let cx =
             MarshalCx::current().ok_or_else(|| serde::de::Error::custom(NO_MARSHALLING_NODE))?;
         let wire = WireRef::deserialize(deserializer)?;
-        let route = cx
-            .node
-            .import::<M>(&wire, cx.conn.as_ref())
-            .map_err(serde::de::Error::custom)?;
-        Ok(RefCore::new(route, cx.node.default_timeout()))
+        let route =
+            Route::import(&cx.host, &wire, cx.conn.as_ref()).map_err(serde::de::Error::custom)?;
+        Ok(RefCore::new(route, cx.host.default_timeout()))
     }
 }
 

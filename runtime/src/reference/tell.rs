@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use super::{RefCore, Route};
 use crate::error::CallError;
-use crate::interface::{Method, Request};
 use crate::local::mailbox::{Envelope, TrySendError};
 use crate::local::reply::ReplyTo;
 use crate::local::route::deliver;
+use crate::method::{Method, Request};
 use crate::remote::marshal::{encode_args, is_plain, Args, Moved};
 
 /// A one-way message on its way; what a `#[oneway]` proxy method returns.

@@ -4,16 +4,17 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use super::exports::{MarshalCx, Waiting};
+use super::exports::Waiting;
+use super::host::Host;
+use super::marshal::MarshalCx;
 use crate::error::CallError;
 use crate::local::caller::Caller;
-use crate::node::WeakNode;
 use crate::remote::marshal::{Answer, Args, Moved, Replier};
 use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
 use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session};
@@ -98,7 +99,7 @@ type Pending = oneshot::Sender<Result<Answer, CallError>>;
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Connection {
-    pub(crate) node: WeakNode,
+    pub(crate) node: Weak<Host>,
     pub(crate) peer: Hello,
     /// The node that dialed this connection: when two nodes dial each other at once,
     /// both keep the one dialed by the smaller node id.
@@ -119,7 +120,7 @@ impl Connection {
     /// A connection to `peer`, whose name the transport authenticated as `identity`
     /// (see [`Caller::identity`]).
     pub(crate) fn new(
-        node: WeakNode,
+        node: Weak<Host>,
         session: Session,
         peer: Hello,
         identity: String,
@@ -423,7 +424,7 @@ impl Connection {
             return self.deliver_once(node, exported, id, method, args, tags, replies);
         }
         let cx = MarshalCx {
-            node,
+            host: node,
             conn: Some(self.clone()),
         };
         let replier = if one_way {
@@ -459,7 +460,7 @@ impl Connection {
     #[allow(clippy::too_many_arguments)]
     fn deliver_once(
         self: &Arc<Self>,
-        node: crate::node::Node,
+        node: Arc<Host>,
         exported: Arc<dyn super::Exported>,
         id: u64,
         method: u64,
@@ -475,7 +476,7 @@ impl Connection {
             return Ok(None);
         };
         let cx = MarshalCx {
-            node: node.clone(),
+            host: node.clone(),
             conn: Some(self.clone()),
         };
         let remembering = node.clone();

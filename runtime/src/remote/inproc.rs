@@ -37,7 +37,10 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::connection::{Connection, Drained, Lane, Link, Step, ValueFrame};
 use crate::error::CallError;
-use crate::node::{Node, WeakNode};
+use std::sync::Weak;
+
+use super::host::Host;
+use crate::node::Node;
 use crate::remote::tls::NODE_NAME;
 use crate::wire::codec::{encode, FrameReader, Limits};
 use crate::wire::{Incoming as SessionIncoming, Session, SessionError};
@@ -124,7 +127,7 @@ async fn connect_with(a: &Node, b: &Node, values: bool) -> Result<Wire, CallErro
     let (ready_b, b_ready) = oneshot::channel();
     let to = [(a.id(), to_a.clone()), (b.id(), to_b.clone())];
     tokio::spawn(run(
-        a.downgrade(),
+        Arc::downgrade(a.host()),
         a.id(),
         a.incarnation(),
         *a.limits(),
@@ -135,7 +138,7 @@ async fn connect_with(a: &Node, b: &Node, values: bool) -> Result<Wire, CallErro
         ready_a,
     ));
     tokio::spawn(run(
-        b.downgrade(),
+        Arc::downgrade(b.host()),
         b.id(),
         b.incarnation(),
         *b.limits(),
@@ -164,7 +167,7 @@ fn identity(node: &Node) -> String {
 /// link or the wire is cut. `peer_identity` is the other node's name.
 #[allow(clippy::too_many_arguments)]
 async fn run(
-    node: WeakNode,
+    node: Weak<Host>,
     id: uuid::Uuid,
     incarnation: u64,
     limits: Limits,
@@ -201,7 +204,7 @@ async fn run(
     };
     let Some(node) = node.upgrade() else { return };
     let conn = Arc::new(Connection::new(
-        node.downgrade(),
+        Arc::downgrade(&node),
         session,
         peer,
         peer_identity,

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::connection::Lane;
-use crate::node::{Node, WeakNode};
+use super::host::Host;
 use crate::wire::{Frame, ObjectId};
 
 /// How long a lease lasts unless renewed, unless the node is configured otherwise.
@@ -135,7 +135,7 @@ impl Granted {
 
 /// The node's lease task: renews held leases, sends releases, and withdraws
 /// exports nobody refers to any more. Ends when the node is gone.
-pub(crate) async fn run(node: WeakNode, held: Weak<Held>, lease: Duration) {
+pub(crate) async fn run(node: Weak<Host>, held: Weak<Held>, lease: Duration) {
     // Renewals at half the lease, sweeps at a quarter: a lapsed export is
     // withdrawn within 1.25 leases of its last renewal.
     let tick = (lease / 4).max(Duration::from_millis(25));
@@ -153,7 +153,7 @@ pub(crate) async fn run(node: WeakNode, held: Weak<Held>, lease: Duration) {
         let (Some(node), Some(held)) = (node.upgrade(), held.upgrade()) else {
             return;
         };
-        if node.is_shut_down() {
+        if node.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -166,7 +166,7 @@ pub(crate) async fn run(node: WeakNode, held: Weak<Held>, lease: Duration) {
 }
 
 /// Sends pending releases, and renewals that are due (half the lease).
-fn send(node: &Node, held: &Held, now: Instant, lease: Duration) {
+fn send(node: &Arc<Host>, held: &Held, now: Instant, lease: Duration) {
     let mut frames = Vec::new();
     {
         let mut peers = held.peers.lock();
@@ -212,7 +212,7 @@ fn send(node: &Node, held: &Held, now: Instant, lease: Duration) {
             if let Some(addr) = h.addr.clone() {
                 let node = node.clone();
                 node.clone().spawn_task(async move {
-                    let _ = node.connect(addr).await;
+                    let _ = node.connect(&addr).await;
                 });
             }
         }
@@ -220,6 +220,6 @@ fn send(node: &Node, held: &Held, now: Instant, lease: Duration) {
 }
 
 /// Starts the lease task of `node` (once).
-pub(crate) fn start(node: &Node, held: &Arc<Held>, lease: Duration) {
-    node.spawn_task(run(node.downgrade(), Arc::downgrade(held), lease));
+pub(crate) fn start(node: &Arc<Host>, held: &Arc<Held>, lease: Duration) {
+    node.spawn_task(run(Arc::downgrade(node), Arc::downgrade(held), lease));
 }

@@ -5,16 +5,18 @@
 //! The generated code calls these functions; the logic stays here.
 
 use std::any::{Any, TypeId};
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::connection::Connection;
+use super::host::Host;
 use crate::error::CallError;
-use crate::interface::{ArgTable, Method};
 use crate::local::caller::Caller;
 use crate::local::reply::ReplyTo;
-use crate::remote::MarshalCx;
+use crate::method::{ArgTable, Method};
 use crate::wire::codec::{decode_value, encode_value, Limits};
 
 /// The receiving half of a remote interface (RMI's skeleton): turns a call's bytes
@@ -346,5 +348,38 @@ pub(crate) fn answer_into<T: DeserializeOwned + 'static>(
             Ok(value) => Ok(value),
             Err(bytes) => decode_reply(&bytes?, limits),
         },
+    }
+}
+
+/// The node and connection a value is being marshalled for: references inside it
+/// are exported by, or imported into, this node.
+#[derive(Clone)]
+pub(crate) struct MarshalCx {
+    pub(crate) host: Arc<Host>,
+    /// The connection the value travels on (unknown while arguments are encoded
+    /// before a connection is chosen).
+    pub(crate) conn: Option<Arc<Connection>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<MarshalCx>> = const { RefCell::new(None) };
+}
+
+impl MarshalCx {
+    /// Runs `f` with this context current (for the serde impls of references).
+    pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
+        struct Restore(Option<MarshalCx>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| *c.borrow_mut() = self.0.take());
+            }
+        }
+        let _restore = Restore(previous);
+        f()
+    }
+
+    pub(crate) fn current() -> Option<MarshalCx> {
+        CURRENT.with(|c| c.borrow().clone())
     }
 }

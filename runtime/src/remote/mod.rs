@@ -3,14 +3,19 @@
 
 pub(crate) mod connection;
 pub(crate) mod exports;
+pub(crate) mod host;
 pub mod inproc;
 pub(crate) mod leases;
 pub(crate) mod marshal;
 pub(crate) mod monitors;
 pub(crate) mod once;
 pub(crate) mod quic;
+pub(crate) mod route;
 pub(crate) mod tls;
+pub(crate) mod wire_ref;
 
-pub(crate) use connection::Connection;
-pub use exports::WireRef;
-pub(crate) use exports::{Exported, MarshalCx, RemoteRoute};
+pub(crate) use exports::Exported;
+pub(crate) use host::Host;
+pub(crate) use marshal::MarshalCx;
+pub(crate) use route::RemoteRoute;
+pub use wire_ref::WireRef;

@@ -23,8 +23,8 @@ use rustls_pki_types::CertificateDer;
 use std::future::Future;
 
 use super::connection::{Connection, Drained, Lane, Link};
+use super::host::Host;
 use crate::error::CallError;
-use crate::node::{Node, WeakNode};
 use crate::remote::tls::{common_name, Credentials, NODE_NAME};
 use crate::wire::codec::{encode, FrameReader, Limits};
 use crate::wire::{Incoming, ObjectId, Session, SessionError};
@@ -118,7 +118,7 @@ impl Endpoint {
     }
 
     /// Accepts peers until the endpoint closes.
-    pub(crate) fn spawn_acceptor(&self, node: WeakNode, limits: Limits) {
+    pub(crate) fn spawn_acceptor(&self, node: Weak<Host>, limits: Limits) {
         let endpoint = self.endpoint.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
@@ -141,7 +141,7 @@ impl Endpoint {
     /// Dials `addr` and completes the Remora handshake.
     pub(crate) async fn dial(
         &self,
-        node: &Node,
+        node: Weak<Host>,
         addr: SocketAddr,
         limits: Limits,
     ) -> Result<Arc<Connection>, CallError> {
@@ -154,7 +154,7 @@ impl Endpoint {
             .connect_with(self.client.clone(), addr, NODE_NAME)
             .map_err(|e| failed(e.to_string()))?;
         let quic = connecting.await.map_err(|e| failed(e.to_string()))?;
-        establish(node.downgrade(), quic, true, limits)
+        establish(node, quic, true, limits)
             .await
             .map_err(|e| match e {
                 CallError::ConnectFailed { reason, .. } => failed(reason),
@@ -169,7 +169,7 @@ impl Endpoint {
 
 /// Exchanges `Hello`s on the control stream and sets the connection up.
 async fn establish(
-    node: WeakNode,
+    node: Weak<Host>,
     quic: quinn::Connection,
     dialer: bool,
     limits: Limits,
@@ -228,7 +228,7 @@ async fn establish(
     let dialed_by = if dialer { me.id() } else { peer.node };
     let conn = Arc::new(
         Connection::new(
-            me.downgrade(),
+            Arc::downgrade(&me),
             session,
             peer,
             identity,

@@ -1,0 +1,505 @@
+//! The remote half of a node: everything that exists because other nodes do.
+//!
+//! A [`Host`] holds what this node exports (objects peers may call), the leases it
+//! holds on other nodes' objects and grants on its own, its connections (one per
+//! peer), its QUIC endpoint and credentials, and the replies of `#[exactly_once]`
+//! calls it ran. Connections, routes, the lease task and both transports hold a
+//! `Host` (weakly where they must not keep it alive), never the `Node`: the node
+//! wires this half to the local one (`local/`), which knows nothing of it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use uuid::Uuid;
+
+use super::connection::Connection;
+use super::exports::Exported;
+use super::leases::{Granted, Held};
+use super::marshal::Unmarshal;
+use super::once::OnceTable;
+use super::quic::{self, QuicConfig};
+use super::route::RemoteRoute;
+use super::tls::Credentials;
+use super::wire_ref::WireRef;
+use crate::error::CallError;
+use crate::local::route::LocalRoute;
+use crate::wire::codec::Limits;
+use crate::wire::{Hello, ObjectId};
+
+/// What a node is to other nodes: its exports, leases, peers and endpoint.
+pub(crate) struct Host {
+    id: Uuid,
+    incarnation: u64,
+    name: Option<String>,
+    limits: Limits,
+    exports: DashMap<ObjectId, Export>,
+    /// Leases this node holds on other nodes' objects (one per proxied object).
+    held: Arc<Held>,
+    /// Leases other nodes hold on this node's exports.
+    granted: Granted,
+    /// How long a lease lasts without renewal (cluster-wide: use one value).
+    lease: Duration,
+    peers: DashMap<Uuid, Arc<Connection>>,
+    /// The deadline of calls made through references this node creates.
+    default_timeout: Duration,
+    /// Whether the node was built to listen (a dialing-only node binds an endpoint
+    /// too, but has no address to give out).
+    listens: bool,
+    credentials: Option<Credentials>,
+    quic_config: QuicConfig,
+    endpoint: tokio::sync::OnceCell<quic::Endpoint>,
+    /// Replies of `#[exactly_once]` calls this node ran, for retries.
+    once: OnceTable,
+    runtime: tokio::runtime::Handle,
+    /// Set once the node shuts down: the lease task ends, nothing is dialed.
+    closed: AtomicBool,
+    me: Weak<Host>,
+}
+
+/// How a [`Host`] is configured: the parts of `NodeBuilder` that concern peers.
+pub(crate) struct HostConfig {
+    pub(crate) id: Uuid,
+    pub(crate) incarnation: u64,
+    pub(crate) name: Option<String>,
+    pub(crate) limits: Limits,
+    pub(crate) lease: Duration,
+    pub(crate) default_timeout: Duration,
+    pub(crate) listens: bool,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) quic_config: QuicConfig,
+    pub(crate) once_retention: Duration,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+/// An export: an actor other nodes may call, and whether it is kept regardless of
+/// leases.
+struct Export {
+    route: Arc<dyn Exported>,
+    pinned: bool,
+    /// Its actor has been told it is unreferenced (and chose to stay, or has yet
+    /// to answer); cleared when a reference to it is sent again.
+    /// Atomic, so that sending a reference (which clears it) takes only a read lock.
+    told: AtomicBool,
+}
+
+impl Host {
+    /// A host with no exports, leases or peers yet; its lease task starts at once.
+    pub(crate) fn start(config: HostConfig) -> Arc<Host> {
+        let host = Arc::new_cyclic(|me| Host {
+            id: config.id,
+            incarnation: config.incarnation,
+            name: config.name,
+            limits: config.limits,
+            exports: DashMap::new(),
+            held: Default::default(),
+            granted: Default::default(),
+            lease: config.lease,
+            peers: DashMap::new(),
+            default_timeout: config.default_timeout,
+            listens: config.listens,
+            credentials: config.credentials,
+            quic_config: config.quic_config,
+            endpoint: tokio::sync::OnceCell::new(),
+            once: OnceTable::new(config.once_retention),
+            runtime: config.runtime,
+            closed: AtomicBool::new(false),
+            me: me.clone(),
+        });
+        super::leases::start(&host, &host.held, host.lease);
+        host
+    }
+
+    /// This node's id.
+    pub(crate) fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// This run of the node.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The node's name, if it has one.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn default_timeout(&self) -> Duration {
+        self.default_timeout
+    }
+
+    pub(crate) fn once_table(&self) -> &OnceTable {
+        &self.once
+    }
+
+    /// Runs a task of the remote half (a reader, the lease task) on the node's runtime.
+    pub(crate) fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
+    }
+
+    /// Whether the node has shut down.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Exports `local` under the chosen id `id`, pinned (see `Node::export_as`).
+    pub(crate) fn export_as<M: Unmarshal>(
+        &self,
+        local: &Arc<LocalRoute<M>>,
+        id: ObjectId,
+    ) -> Result<(), CallError> {
+        let taken = || CallError::InterfaceMismatch {
+            expected: M::INTERFACE_ID,
+            found: format!("object id {id} is already exported"),
+        };
+        match self.exports.entry(id) {
+            dashmap::mapref::entry::Entry::Occupied(_) => Err(taken()),
+            dashmap::mapref::entry::Entry::Vacant(slot) => {
+                if local.exported.set(id).is_err() {
+                    return Err(taken());
+                }
+                slot.insert(Export {
+                    route: local.clone() as Arc<dyn Exported>,
+                    pinned: true,
+                    told: AtomicBool::new(false),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// How many objects are exported.
+    pub(crate) fn export_count(&self) -> usize {
+        self.exports.len()
+    }
+
+    /// The node is shutting down: the lease task ends.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Closes every connection (peers see `NodeDown` for what is still in flight)
+    /// and the endpoint.
+    pub(crate) fn close_connections(&self) {
+        let peers: Vec<Arc<Connection>> = self.peers.iter().map(|p| p.value().clone()).collect();
+        for peer in peers {
+            peer.close();
+        }
+        if let Some(endpoint) = self.endpoint.get() {
+            endpoint.close();
+        }
+    }
+
+    /// Where this node accepts connections, if it listens ([`NodeBuilder::listen`]).
+    /// A node that only dials has none: references to its actors travel without an
+    /// address, and reach it over the connection it opened.
+    pub(crate) fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        if !self.listens {
+            return None;
+        }
+        self.endpoint.get().and_then(|e| e.local_addr())
+    }
+
+    /// Connects to the node listening at `addr` (QUIC, mutual TLS) and returns its
+    /// id; calls to its objects then travel over this connection. Connecting to a
+    /// node already connected returns at once.
+    pub(crate) async fn connect(&self, addr_text: &str) -> Result<Uuid, CallError> {
+        let failed = |reason: String| CallError::ConnectFailed {
+            addr: addr_text.to_owned(),
+            reason,
+        };
+        let addr = tokio::net::lookup_host(addr_text)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .next()
+            .ok_or_else(|| failed("no address".into()))?;
+        let bind: std::net::SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .expect("a valid address");
+        let endpoint = self.endpoint_at(bind).await.map_err(failed)?;
+        let conn = endpoint.dial(self.me.clone(), addr, self.limits).await?;
+        Ok(conn.peer.node)
+    }
+
+    /// The node's QUIC endpoint, bound at `addr` on first use.
+    pub(crate) async fn endpoint_at(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<&quic::Endpoint, String> {
+        self.endpoint
+            .get_or_try_init(|| async {
+                let credentials = match &self.credentials {
+                    Some(c) => c.clone(),
+                    None => match &self.name {
+                        Some(name) => Credentials::ephemeral_named(name),
+                        None => Credentials::ephemeral(),
+                    }
+                    .map_err(|e| e.to_string())?,
+                };
+                let endpoint = quic::Endpoint::bind(addr, &credentials, &self.quic_config)?;
+                endpoint.spawn_acceptor(self.me.clone(), self.limits);
+                Ok(endpoint)
+            })
+            .await
+    }
+
+    /// The id `route`'s actor is exported under; exports it on first use. The
+    /// export lives while someone holds a lease on it or a reference to it here.
+    pub(crate) fn export_route<M: Unmarshal>(&self, route: &Arc<LocalRoute<M>>) -> ObjectId {
+        *route.exported.get_or_init(|| {
+            let id = Uuid::new_v4();
+            self.exports.insert(
+                id,
+                Export {
+                    route: route.clone() as Arc<dyn Exported>,
+                    pinned: route.cell.is_pinned(),
+                    told: AtomicBool::new(false),
+                },
+            );
+            id
+        })
+    }
+
+    /// [`Host::export_route`] for a reference about to be sent to `holder` (None:
+    /// not known yet): it gets a lease at once, which the receiving node's proxy
+    /// renews, so the actor outlives the trip even if every local reference goes.
+    pub(crate) fn export_for<M: Unmarshal>(
+        &self,
+        route: &Arc<LocalRoute<M>>,
+        holder: Option<Uuid>,
+    ) -> ObjectId {
+        let id = self.export_route(route);
+        let holder = holder.unwrap_or(Uuid::nil());
+        self.granted.renew(holder, &[id], self.lease);
+        // Referred to again: the next time nothing refers to it, it is told again.
+        if let Some(export) = self.exports.get(&id) {
+            export.told.store(false, Ordering::Relaxed);
+        }
+        id
+    }
+
+    /// Pins an export: it is never withdrawn (explicit exports, pinned actors).
+    pub(crate) fn pin(&self, id: ObjectId) {
+        if let Some(mut export) = self.exports.get_mut(&id) {
+            export.pinned = true;
+        }
+    }
+
+    pub(crate) fn exported(&self, object: &ObjectId) -> Option<Arc<dyn Exported>> {
+        self.exports.get(object).map(|e| e.route.clone())
+    }
+
+    /// Finds the exports that nobody holds a lease on, that nothing on this node
+    /// refers to, and that are not pinned, and tells each actor so: it runs
+    /// [`Actor::on_unreferenced`](crate::Actor::on_unreferenced), which withdraws
+    /// the export and stops it with [`StopReason::Unreferenced`] unless it chooses
+    /// to stay. A stopped actor's export goes quietly.
+    pub(crate) fn sweep_exports(&self, now: tokio::time::Instant) {
+        let unheld = |e: &Export| !e.pinned && Arc::strong_count(&e.route) == 1;
+        let candidates: Vec<ObjectId> = self
+            .exports
+            .iter()
+            .filter(|e| unheld(e))
+            .map(|e| *e.key())
+            .collect();
+        for id in candidates {
+            if self.granted.is_leased(&id, now) {
+                // Referred to again (a node resolved a stored `WireRef`, say): the
+                // next time nothing refers to it, it is told again.
+                if let Some(export) = self.exports.get(&id) {
+                    export.told.store(false, Ordering::Relaxed);
+                }
+                continue;
+            }
+            // Checked again under the entry's lock: an import may have just taken it.
+            let finished = self
+                .exports
+                .remove_if(&id, |_, e| unheld(e) && e.route.is_finished());
+            if finished.is_some() {
+                continue;
+            }
+            let Some(export) = self.exports.get(&id) else {
+                continue;
+            };
+            if !unheld(&export) || export.told.swap(true, Ordering::Relaxed) {
+                continue;
+            }
+            let route = export.route.clone();
+            drop(export);
+            tracing::debug!(object = %id, "unreferenced: telling the actor");
+            route.unreferenced(self.withdrawal(id));
+        }
+    }
+
+    /// How an unreferenced actor that chose to stop withdraws its export `id`: only
+    /// if it is still unreferenced (a reference sent meanwhile keeps it).
+    fn withdrawal(&self, id: ObjectId) -> crate::local::cell::Withdraw {
+        let host = self.me.clone();
+        Box::new(move || {
+            let inner = host.upgrade()?;
+            let now = tokio::time::Instant::now();
+            let (_, export) = inner.exports.remove_if(&id, |_, e| {
+                e.told.load(Ordering::Relaxed)
+                    && !e.pinned
+                    && Arc::strong_count(&e.route) == 1
+                    && !inner.granted.is_leased(&id, now)
+            })?;
+            tracing::debug!(object = %id, "unreferenced: export withdrawn");
+            Some(Box::new(export.route) as Box<dyn Send>)
+        })
+    }
+
+    pub(crate) fn held_leases(&self) -> &crate::remote::leases::Held {
+        &self.held
+    }
+
+    pub(crate) fn granted_leases(&self) -> &crate::remote::leases::Granted {
+        &self.granted
+    }
+
+    pub(crate) fn lease_time(&self) -> Duration {
+        self.lease
+    }
+
+    /// The actor behind `wire`, which names an object of this node: fails with
+    /// `NodeRestarted` for a reference to an earlier run of this node, and
+    /// `NoSuchObject` for an object it does not export.
+    pub(crate) fn import_local<M: Unmarshal>(
+        &self,
+        wire: &WireRef,
+    ) -> Result<Arc<LocalRoute<M>>, CallError> {
+        check_interface::<M>(wire)?;
+        if wire.incarnation != self.incarnation() {
+            return Err(CallError::NodeRestarted {
+                node: wire.node.to_string(),
+            });
+        }
+        let exported = self.exported(&wire.object).ok_or(CallError::NoSuchObject)?;
+        exported
+            .as_any()
+            .downcast::<LocalRoute<M>>()
+            .map_err(|_| CallError::InterfaceMismatch {
+                expected: M::INTERFACE_ID,
+                found: "another interface".into(),
+            })
+    }
+
+    /// A route to the object `wire` names on another node: over `via` if it lives
+    /// on that peer, over another connection if on a third node, or dialed at its
+    /// address on the first call.
+    pub(crate) fn import_remote<M: Unmarshal>(
+        &self,
+        wire: &WireRef,
+        via: Option<&Arc<Connection>>,
+    ) -> Result<Arc<RemoteRoute>, CallError> {
+        check_interface::<M>(wire)?;
+        let conn = match via {
+            Some(conn) if conn.peer.node == wire.node => Some(conn.clone()),
+            _ => self.peer(wire.node).ok(),
+        };
+        if let Some(conn) = &conn {
+            if conn.peer.incarnation != wire.incarnation {
+                return Err(CallError::NodeRestarted {
+                    node: wire.node.to_string(),
+                });
+            }
+        } else if wire.addr.is_none() {
+            return Err(CallError::ConnectFailed {
+                addr: wire.node.to_string(),
+                reason: "this node has no connection to that node, and no address to dial it at"
+                    .into(),
+            });
+        }
+        // Known address, no connection yet (an object on a third node): the first
+        // call dials it.
+        let mut wire = wire.clone();
+        if wire.addr.is_none() {
+            wire.addr = conn.as_ref().and_then(|c| c.peer.listen.clone());
+        }
+        Ok(Arc::new(RemoteRoute::new(self.me.clone(), &wire, conn)))
+    }
+
+    pub(crate) fn peer(&self, node: Uuid) -> Result<Arc<Connection>, CallError> {
+        self.peers
+            .get(&node)
+            .map(|c| c.value().clone())
+            .filter(|c| !c.is_closed())
+            .ok_or_else(|| CallError::ConnectFailed {
+                addr: node.to_string(),
+                reason: "this node has no connection to that node".into(),
+            })
+    }
+
+    /// Records a connection and returns the one to use: one per peer. When both
+    /// nodes dialed at once, the connection dialed by the smaller node id wins on
+    /// both sides; the other is closed by its caller.
+    pub(crate) fn add_peer(&self, conn: Arc<Connection>) -> Arc<Connection> {
+        let mut entry = self
+            .peers
+            .entry(conn.peer.node)
+            .or_insert_with(|| conn.clone());
+        if Arc::ptr_eq(&entry, &conn) {
+            return conn;
+        }
+        if entry.is_closed() || conn.dialer < entry.dialer {
+            let old = std::mem::replace(&mut *entry, conn.clone());
+            drop(entry);
+            old.retire();
+            return conn;
+        }
+        let kept = entry.clone();
+        drop(entry);
+        conn.retire();
+        kept
+    }
+
+    pub(crate) fn forget_peer(&self, peer: &Hello, conn: &Connection) {
+        self.peers
+            .remove_if(&peer.node, |_, c| std::ptr::eq(Arc::as_ptr(c), conn));
+    }
+}
+
+/// The reference to a local actor as it travels: exported by the node the actor
+/// lives on (with a lease for `holder`, the node it is sent to, if known). That is
+/// usually the marshalling node; with several nodes in one process it may be
+/// another.
+pub(crate) fn local_wire<M: Unmarshal>(
+    route: &Arc<LocalRoute<M>>,
+    holder: Option<Uuid>,
+) -> WireRef {
+    // The owner, not the marshalling node: with several nodes in one process, a
+    // proxy to another node's actor may be local here and sent on from here.
+    let owner = route
+        .host
+        .home()
+        .downcast_ref::<Arc<Host>>()
+        .expect("an actor's home is its node's Host");
+    WireRef {
+        node: owner.id(),
+        incarnation: owner.incarnation(),
+        object: owner.export_for(route, holder),
+        interface: M::INTERFACE_ID,
+        addr: owner.listen_addr().map(|a| a.to_string()),
+    }
+}
+
+/// Refuses a reference whose interface is not the one expected.
+fn check_interface<M: Unmarshal>(wire: &WireRef) -> Result<(), CallError> {
+    if wire.interface == M::INTERFACE_ID {
+        return Ok(());
+    }
+    Err(CallError::InterfaceMismatch {
+        expected: M::INTERFACE_ID,
+        found: format!("interface id {:#018x}", wire.interface),
+    })
+}

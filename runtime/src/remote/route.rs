@@ -1,0 +1,198 @@
+//! The route of a proxy to an object on another node: who the node is, where to
+//! dial it, the connection once there is one, and the lease the proxy holds.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::connection::Connection;
+use super::host::Host;
+use super::marshal::MarshalCx;
+use super::wire_ref::WireRef;
+use crate::error::CallError;
+use crate::local::stop::StopReason;
+use crate::wire::ObjectId;
+
+/// A proxy's way to an object on another node: who the node is, where to dial it,
+/// and the connection to it once there is one.
+pub(crate) struct RemoteRoute {
+    node: Weak<Host>,
+    pub(crate) peer: Uuid,
+    incarnation: u64,
+    addr: Option<String>,
+    conn: parking_lot::Mutex<Option<Arc<Connection>>>,
+    pub(crate) target: ObjectId,
+    pub(crate) interface: u64,
+}
+
+impl Drop for RemoteRoute {
+    /// The last proxy for the object (on this route) is gone: release its lease.
+    fn drop(&mut self) {
+        if let Some(node) = self.node.upgrade() {
+            node.held_leases().release(self.peer, self.target);
+        }
+    }
+}
+
+impl RemoteRoute {
+    pub(crate) fn new(node: Weak<Host>, wire: &WireRef, conn: Option<Arc<Connection>>) -> Self {
+        // A proxy holds a lease on its object (see `leases`).
+        if let Some(node) = node.upgrade() {
+            node.held_leases()
+                .acquire(wire.node, wire.addr.as_deref(), wire.object);
+        }
+        RemoteRoute {
+            node,
+            peer: wire.node,
+            incarnation: wire.incarnation,
+            addr: wire.addr.clone(),
+            conn: parking_lot::Mutex::new(conn),
+            target: wire.object,
+            interface: wire.interface,
+        }
+    }
+
+    /// The open connection to the object's node, if there is one now: the one this
+    /// route last used, or the node's current connection to that same incarnation
+    /// (after a duplicate was retired, or another part of the node dialed it).
+    pub(crate) fn conn_now(&self) -> Option<Arc<Connection>> {
+        let mut conn = self.conn.lock();
+        if conn.as_ref().is_some_and(|c| !c.is_closed()) {
+            return conn.clone();
+        }
+        let fresh = self
+            .node
+            .upgrade()
+            .and_then(|node| node.peer(self.peer).ok())
+            .filter(|fresh| fresh.peer.incarnation == self.incarnation)?;
+        *conn = Some(fresh.clone());
+        Some(fresh)
+    }
+
+    /// The connection to the object's node, dialing its address if there is none.
+    pub(crate) async fn conn(&self) -> Result<Arc<Connection>, CallError> {
+        if let Some(conn) = self.conn_now() {
+            return Ok(conn);
+        }
+        let down = |may_have_executed| CallError::NodeDown {
+            node: self.peer.to_string(),
+            may_have_executed,
+        };
+        // Dialed before and lost: the node is down, not merely unknown.
+        if let Some(lost) = self.conn.lock().clone() {
+            if lost.is_closed() && self.addr.is_none() {
+                return Err(down(false));
+            }
+        }
+        let (Some(addr), Some(node)) = (&self.addr, self.node.upgrade()) else {
+            return Err(CallError::ConnectFailed {
+                addr: self.peer.to_string(),
+                reason: "no connection to that node, and no address to dial it at".into(),
+            });
+        };
+        let reached = node.connect(addr).await?;
+        if reached != self.peer {
+            return Err(CallError::NodeRestarted {
+                node: self.peer.to_string(),
+            });
+        }
+        self.conn_now().ok_or(CallError::NodeRestarted {
+            node: self.peer.to_string(),
+        })
+    }
+
+    /// The node this route belongs to, while it runs (and holds its lease).
+    pub(crate) fn host(&self) -> Option<Arc<Host>> {
+        self.node.upgrade()
+    }
+
+    /// Where the object's node accepts connections, if known.
+    pub(crate) fn addr(&self) -> Option<&str> {
+        self.addr.as_deref()
+    }
+
+    /// Asks the object's node to stop it (dialing the node if need be); logged if
+    /// that node cannot be reached (it is down: so is the actor, as far as anyone
+    /// here can tell).
+    pub(crate) async fn exit(&self, reason: StopReason) {
+        let sent = match self.conn().await {
+            Ok(conn) => conn.exit(self.target, reason),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = sent {
+            tracing::debug!(node = %self.peer, object = %self.target, %err, "could not ask a node to stop its actor");
+        }
+    }
+
+    /// Whether the connection this route used is lost (with no replacement).
+    pub(crate) fn is_down(&self) -> bool {
+        self.conn.lock().as_ref().is_some_and(|c| c.is_closed()) && self.conn_now().is_none()
+    }
+
+    pub(crate) fn wire(&self) -> WireRef {
+        WireRef {
+            node: self.peer,
+            incarnation: self.incarnation,
+            object: self.target,
+            interface: self.interface,
+            addr: self.addr.clone(),
+        }
+    }
+
+    /// The context references inside this call's arguments and reply marshal in.
+    pub(crate) fn cx(&self, conn: Option<Arc<Connection>>) -> Result<MarshalCx, CallError> {
+        let node = self.node.upgrade().ok_or_else(|| CallError::NodeDown {
+            node: self.peer.to_string(),
+            may_have_executed: false,
+        })?;
+        Ok(MarshalCx { host: node, conn })
+    }
+}
+
+/// How long a monitor whose node's connection was lost waits for an answer at the
+/// node's address, to tell a restarted node (another node answers there) from one
+/// that is down.
+const RESTART_PROBE: Duration = Duration::from_secs(1);
+
+/// The stop reason of the actor behind `remote`, as its node reports it; or why
+/// its node can no longer report (down, restarted).
+pub(crate) async fn stopped(remote: Arc<RemoteRoute>) -> StopReason {
+    let conn = match remote.conn().await {
+        Ok(conn) => conn,
+        Err(CallError::NodeRestarted { node }) => return StopReason::NodeRestarted { node },
+        Err(_) => {
+            return StopReason::NodeDown {
+                node: remote.peer.to_string(),
+            }
+        }
+    };
+    if let Ok(watch) = conn.monitor(remote.target) {
+        if let Some(reason) = watch.stopped().await {
+            return reason;
+        }
+    }
+    match remote.host() {
+        Some(host) => lost(&host, remote.peer, remote.addr()).await,
+        None => StopReason::NodeDown {
+            node: remote.peer.to_string(),
+        },
+    }
+}
+
+/// Why the connection to `peer` is gone: another node answering at its address
+/// means it restarted; otherwise it is down.
+pub(crate) async fn lost(host: &Host, peer: Uuid, addr: Option<&str>) -> StopReason {
+    if let Some(addr) = addr {
+        if let Ok(Ok(reached)) = tokio::time::timeout(RESTART_PROBE, host.connect(addr)).await {
+            if reached != peer {
+                return StopReason::NodeRestarted {
+                    node: peer.to_string(),
+                };
+            }
+        }
+    }
+    StopReason::NodeDown {
+        node: peer.to_string(),
+    }
+}
