@@ -24,7 +24,9 @@ use crate::local::stop::StopReason;
 use crate::method::{Method, Request};
 use crate::remote::connection::CallTags;
 use crate::remote::connection::Connection;
-use crate::remote::marshal::{answer_into, encode_args, is_plain, Args, Moved, Unmarshal};
+use crate::remote::marshal::{answer_into, Args, Unmarshal};
+use crate::remote::protocol::{Next, Retry};
+use crate::remote::route::Payload;
 use crate::remote::{Host, MarshalCx, RemoteRoute, WireRef};
 
 pub use tell::Tell;
@@ -214,28 +216,27 @@ impl<M: Send + 'static> RefCore<M> {
             Route::Local(local) => self.ask_local(local, args).await,
             Route::Remote(remote) => {
                 let conn = remote.conn().await?;
-                let cx = remote.cx(Some(conn.clone()))?;
-                let (target, interface, timeout) = (remote.target, remote.interface, self.timeout);
                 let tags = CallTags {
                     chain: chain_for_call(),
                     once: 0,
                 };
-                // Between nodes of one process a value without references moves as is.
-                let answer = if conn.carries_values() && is_plain(&args) {
-                    let args = Args::Moved(Moved::new(args));
-                    conn.call(target, interface, T::ID, args, timeout, tags)
-                        .await
-                } else {
-                    let bytes = cx.enter(|| encode_args(&args))?;
-                    let args = Args::Encoded(&bytes);
-                    conn.call(target, interface, T::ID, args, timeout, tags)
-                        .await
+                let answer = match remote.prepare(Some(&conn), args)? {
+                    Payload::Bytes(bytes) => {
+                        let args = Args::Encoded(&bytes);
+                        remote.ask(&conn, T::ID, args, tags, self.timeout).await
+                    }
+                    Payload::Value(value) => {
+                        let args = Args::Moved(value);
+                        remote.ask(&conn, T::ID, args, tags, self.timeout).await
+                    }
                 }
                 .map_err(|err| match err {
                     CallError::Cycle { .. } => cycle::<T>(),
                     other => other,
                 })?;
-                cx.enter(|| answer_into(answer, &conn.limits))
+                remote
+                    .cx(Some(conn.clone()))?
+                    .enter(|| answer_into(answer, &conn.limits))
             }
         }
     }
@@ -256,49 +257,32 @@ impl<M: Send + 'static> RefCore<M> {
             Route::Local(local) => return self.ask_local(local, args).await,
             Route::Remote(remote) => remote.clone(),
         };
-        let deadline = Instant::now() + self.timeout;
+        let mut retry = Retry::new(Instant::now(), self.timeout);
         let tags = CallTags {
             chain: chain_for_call(),
             once: fresh_chain(),
         };
         // Encoded once: the same bytes go with every attempt.
-        let bytes = remote.cx(None)?.enter(|| encode_args(&args))?;
-        let mut sent = false;
-        let mut pause = Duration::from_millis(10);
+        let Payload::Bytes(bytes) = remote.prepare(None, args)? else {
+            unreachable!("arguments prepared without a connection are encoded");
+        };
         loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(CallError::Timeout {
-                    after: self.timeout,
-                    may_have_executed: sent,
-                });
-            }
+            let left = retry.attempt(Instant::now())?;
             let attempt = async {
                 let conn = remote.conn().await?;
-                sent = true;
+                retry.sent();
                 let args = Args::Encoded(&bytes);
-                let answer = conn
-                    .call(
-                        remote.target,
-                        remote.interface,
-                        T::ID,
-                        args,
-                        deadline - now,
-                        tags,
-                    )
-                    .await?;
+                let answer = remote.ask(&conn, T::ID, args, tags, left).await?;
                 remote
                     .cx(Some(conn.clone()))?
                     .enter(|| answer_into(answer, &conn.limits))
             };
-            match attempt.await {
+            let outcome = attempt.await;
+            match retry.next(Instant::now(), outcome) {
                 // Lost on the way (or no connection yet): again, with the same id.
-                Err(CallError::NodeDown { .. } | CallError::ConnectFailed { .. }) => {
-                    tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
-                Err(CallError::Cycle { .. }) => return Err(cycle::<T>()),
-                outcome => return outcome,
+                Next::RetryAt(at) => tokio::time::sleep_until(at).await,
+                Next::Done(Err(CallError::Cycle { .. })) => return Err(cycle::<T>()),
+                Next::Done(outcome) => return outcome,
             }
         }
     }

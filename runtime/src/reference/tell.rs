@@ -14,7 +14,8 @@ use crate::local::mailbox::{Envelope, TrySendError};
 use crate::local::reply::ReplyTo;
 use crate::local::route::deliver;
 use crate::method::{Method, Request};
-use crate::remote::marshal::{encode_args, is_plain, Args, Moved};
+use crate::remote::marshal::Args;
+use crate::remote::route::Payload;
 
 /// A one-way message on its way; what a `#[oneway]` proxy method returns.
 ///
@@ -32,26 +33,10 @@ pub struct Tell<'a, M> {
     state: TellState<'a, M>,
 }
 
-/// A remote tell's arguments, encoded or (one process, no references) as they are.
-enum Prepared {
-    Bytes(Vec<u8>),
-    Value(Moved),
-}
-
-impl Prepared {
-    /// Runs `f` on the payload (the bytes are borrowed only for the call).
-    fn with<R>(self, f: impl FnOnce(Args<'_>) -> R) -> R {
-        match self {
-            Prepared::Bytes(bytes) => f(Args::Encoded(&bytes)),
-            Prepared::Value(value) => f(Args::Moved(value)),
-        }
-    }
-}
-
 enum TellState<'a, M> {
     Ready(M),
     /// For an actor on another node: the method and its arguments, prepared.
-    Remote(u64, Result<Prepared, CallError>),
+    Remote(u64, Result<Payload, CallError>),
     Waiting(Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + 'a>>),
     Done,
 }
@@ -68,17 +53,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 reply: ReplyTo::nobody(),
             })),
             Route::Remote(remote) => {
-                let conn = remote.conn_now();
-                // Between nodes of one process a value without references moves as is.
-                let prepared =
-                    if conn.as_ref().is_some_and(|c| c.carries_values()) && is_plain(&args) {
-                        Ok(Prepared::Value(Moved::new(args)))
-                    } else {
-                        remote
-                            .cx(conn)
-                            .and_then(|cx| cx.enter(|| encode_args(&args)))
-                            .map(Prepared::Bytes)
-                    };
+                let prepared = remote.prepare(remote.conn_now().as_ref(), args);
                 TellState::Remote(T::ID, prepared)
             }
         };
@@ -87,7 +62,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
 
     /// Sends a remote tell now, over the connection there is (none yet: `ConnectFailed`;
     /// an awaited tell dials first).
-    fn send_remote(&self, method: u64, args: Result<Prepared, CallError>) -> Result<(), CallError> {
+    fn send_remote(&self, method: u64, args: Result<Payload, CallError>) -> Result<(), CallError> {
         let Route::Remote(remote) = &self.core.route else {
             unreachable!("remote state on a local route");
         };
@@ -95,7 +70,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
             addr: remote.peer.to_string(),
             reason: "not connected yet: await the tell (it dials) instead of try_tell".into(),
         })?;
-        args?.with(|args| conn.tell(remote.target, remote.interface, method, args))
+        remote.tell(&conn, method, args?)
     }
 
     /// Sends without waiting: `Err(MailboxFull)` (or `Overloaded`) if there is no room now.
@@ -134,29 +109,15 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                     unreachable!("remote state on a local route");
                 };
                 let conn = remote.conn().await?;
-                let (target, interface) = (remote.target, remote.interface);
+                let tags = CallTags::default();
                 match args? {
-                    Prepared::Bytes(bytes) => {
-                        conn.call(
-                            target,
-                            interface,
-                            method,
-                            Args::Encoded(&bytes),
-                            timeout,
-                            CallTags::default(),
-                        )
-                        .await
+                    Payload::Bytes(bytes) => {
+                        let args = Args::Encoded(&bytes);
+                        remote.ask(&conn, method, args, tags, timeout).await
                     }
-                    Prepared::Value(value) => {
-                        conn.call(
-                            target,
-                            interface,
-                            method,
-                            Args::Moved(value),
-                            timeout,
-                            CallTags::default(),
-                        )
-                        .await
+                    Payload::Value(value) => {
+                        let args = Args::Moved(value);
+                        remote.ask(&conn, method, args, tags, timeout).await
                     }
                 }
                 .map(drop)
@@ -187,7 +148,7 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                     this.state = TellState::Waiting(Box::pin(async move {
                         let args = args?;
                         let conn = remote.conn().await?;
-                        args.with(|args| conn.tell(remote.target, remote.interface, method, args))
+                        remote.tell(&conn, method, args)
                     }));
                 }
                 TellState::Ready(msg) => {

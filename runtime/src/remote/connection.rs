@@ -1,22 +1,27 @@
-//! One connection to a peer node, over any transport: drives the protocol
-//! [`Session`], matches replies to calls, serves incoming calls against this node's
-//! exports, and fails every call in flight when the connection is lost.
+//! One connection to a peer node, over any transport: the driver of its protocol
+//! [`Core`]. It feeds the core what the transport reads and what proxies send,
+//! writes the frames the core gives back on their lanes, hands answers to waiting
+//! callers, runs the core's deadlines on one timer task, and serves incoming calls
+//! against this node's exports. Both transports (QUIC, in-process channels) are
+//! thinner still: they move bytes between a [`Link`] and [`Connection::drain`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
 
 use super::exports::Waiting;
 use super::host::Host;
-use super::marshal::MarshalCx;
+use super::marshal::{Answer, Args, MarshalCx, Replier};
+pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
+use super::protocol::{Core, Event, OutCall, Sinks, Transmit};
 use crate::error::CallError;
 use crate::local::caller::Caller;
-use crate::remote::marshal::{Answer, Args, Moved, Replier};
-use crate::wire::codec::{encode, DecodeError, FrameReader, Limits};
+use crate::local::stop::StopReason;
+use crate::wire::codec::{DecodeError, FrameReader, Limits};
 use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session};
 
 /// What the reader of a connection does after a frame.
@@ -29,19 +34,6 @@ pub(crate) enum Step {
     Close,
 }
 
-/// Which ordered stream of frames a frame belongs to. Frames of one lane arrive in
-/// order; lanes do not wait for each other (a large call to one actor never holds
-/// up a small call to another).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Lane {
-    /// Handshake and pings.
-    Control,
-    /// Calls (asks and tells) from this node to one object of the peer.
-    Call(ObjectId),
-    /// Replies to the calls that came in on the peer's lane with this number.
-    Reply(u64),
-}
-
 /// What a transport's reader does after [`Connection::drain`].
 pub(crate) enum Drained {
     /// Every complete frame was handled: read more bytes.
@@ -50,32 +42,6 @@ pub(crate) enum Drained {
     Reset,
     /// The connection must close.
     Close,
-}
-
-/// A call or reply moved as a value, not encoded: between nodes of one process, for
-/// values without references.
-pub(crate) enum ValueFrame {
-    Call {
-        id: u64,
-        target: ObjectId,
-        interface: u64,
-        method: u64,
-        args: Moved,
-        one_way: bool,
-        tags: CallTags,
-    },
-    Reply {
-        call: u64,
-        value: Moved,
-    },
-}
-
-/// What a call carries besides its arguments: its call chain (cycle detection) and,
-/// for an exactly-once method, its logical id (0 for none).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct CallTags {
-    pub(crate) chain: u64,
-    pub(crate) once: u64,
 }
 
 /// Sends encoded frames (length-prefixed) to the peer. False once the link is gone.
@@ -93,7 +59,21 @@ pub(crate) trait Link: Send + Sync {
     fn close(&self) {}
 }
 
-type Pending = oneshot::Sender<Result<Answer, CallError>>;
+/// What waits on the core's output in the runtime.
+pub(crate) struct Live;
+
+impl Sinks for Live {
+    type Call = oneshot::Sender<Result<Answer, CallError>>;
+    type Watch = oneshot::Sender<StopReason>;
+    type Task = tokio::task::AbortHandle;
+}
+
+/// The core and the deadline its timer task sleeps to.
+struct Driven {
+    core: Core<Live>,
+    /// The instant the timer task will wake at (None: it waits to be told).
+    armed: Option<Instant>,
+}
 
 /// How long a duplicate connection lives on after losing the tie-break.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
@@ -107,44 +87,47 @@ pub(crate) struct Connection {
     /// Who the peer is, as the transport authenticated it: what handlers of its
     /// calls see through [`crate::caller()`].
     caller: Arc<Caller>,
-    session: Mutex<Session>,
-    pending: Mutex<HashMap<u64, Pending>>,
+    state: Mutex<Driven>,
     link: Box<dyn Link>,
+    /// Whether the core has closed (read without the lock).
     closed: AtomicBool,
-    closed_notify: tokio::sync::Notify,
-    pub(super) monitors: super::monitors::Monitors,
+    closed_notify: Notify,
+    /// Wakes the timer task when a deadline comes before the one it sleeps to.
+    timer: Arc<Notify>,
+    values: bool,
     pub(crate) limits: Limits,
 }
 
 impl Connection {
-    /// A connection to `peer`, whose name the transport authenticated as `identity`
-    /// (see [`Caller::identity`]).
-    pub(crate) fn new(
+    /// A connection to the peer whose `Hello` `session` has received, dialed by
+    /// `dialer`; the transport authenticated the peer's name as `identity` (see
+    /// [`Caller::identity`]). Starts its timer task.
+    pub(crate) fn start(
         node: Weak<Host>,
         session: Session,
-        peer: Hello,
         identity: String,
         link: Box<dyn Link>,
         limits: Limits,
-    ) -> Self {
-        Connection {
+        dialer: uuid::Uuid,
+    ) -> Arc<Self> {
+        let values = link.carries_values();
+        let core = Core::new(session, limits, values);
+        let peer = core.peer().clone();
+        let conn = Arc::new(Connection {
             node,
-            dialer: peer.node,
+            dialer,
             caller: Arc::new(Caller::new(peer.node, identity)),
             peer,
-            session: Mutex::new(session),
-            pending: Mutex::new(HashMap::new()),
+            state: Mutex::new(Driven { core, armed: None }),
             link,
             closed: AtomicBool::new(false),
-            closed_notify: tokio::sync::Notify::new(),
-            monitors: Default::default(),
+            closed_notify: Notify::new(),
+            timer: Arc::new(Notify::new()),
+            values,
             limits,
-        }
-    }
-
-    pub(crate) fn dialed_by(mut self, dialer: uuid::Uuid) -> Self {
-        self.dialer = dialer;
-        self
+        });
+        tokio::spawn(run_deadlines(Arc::downgrade(&conn), conn.timer.clone()));
+        conn
     }
 
     fn node_down(&self, may_have_executed: bool) -> CallError {
@@ -154,122 +137,136 @@ impl Connection {
         }
     }
 
+    /// Runs `op` on the core, then does what it asked for: writes its frames,
+    /// delivers its events, arms the timer, and tears the link down if it closed.
+    fn drive<R>(&self, op: impl FnOnce(&mut Core<Live>, Instant) -> R) -> R {
+        let mut state = self.state.lock();
+        let out = op(&mut state.core, Instant::now());
+        if !self.flush(&mut state.core) {
+            state.core.close();
+        }
+        self.settle(state);
+        out
+    }
+
+    /// [`Connection::drive`] for an operation that needs no clock.
+    pub(super) fn drive_core<R>(&self, op: impl FnOnce(&mut Core<Live>) -> R) -> R {
+        self.drive(|core, _| op(core))
+    }
+
+    /// Writes the core's frames; false if the link refused one (it is gone).
+    fn flush(&self, core: &mut Core<Live>) -> bool {
+        while let Some(transmit) = core.poll_transmit() {
+            let sent = match transmit {
+                Transmit::Frame(lane, bytes) => self.link.send(lane, bytes),
+                Transmit::Value(lane, frame) => self.link.send_value(lane, frame),
+            };
+            if !sent {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Delivers the core's events, arms the timer for an earlier deadline, and
+    /// notices a close.
+    fn settle(&self, mut state: parking_lot::MutexGuard<'_, Driven>) {
+        while let Some(event) = state.core.poll_event() {
+            match event {
+                Event::Answered { waiter, outcome } => {
+                    let _ = waiter.send(outcome);
+                }
+                Event::Down { watcher, reason } => {
+                    // None: the connection is lost, which the dropped sender says.
+                    if let Some(reason) = reason {
+                        let _ = watcher.send(reason);
+                    }
+                }
+                Event::Cancel(task) => task.abort(),
+            }
+        }
+        let next = state.core.poll_timeout();
+        let wake = next.is_some_and(|next| state.armed.is_none_or(|armed| next < armed));
+        if wake {
+            state.armed = next;
+        }
+        let closed_now = state.core.is_closed() && !self.closed.swap(true, Ordering::AcqRel);
+        drop(state);
+        if wake || closed_now {
+            self.timer.notify_one();
+        }
+        if closed_now {
+            self.link.close();
+            self.closed_notify.notify_waiters();
+            if let Some(node) = self.node.upgrade() {
+                node.forget_peer(&self.peer, self);
+            }
+        }
+    }
+
+    /// Sends a call over the core: the one send path of asks, tells, receipts and
+    /// exactly-once attempts. A call the link refused was not sent.
+    fn submit(
+        &self,
+        call: OutCall<'_>,
+        reply: Option<(oneshot::Sender<Result<Answer, CallError>>, Duration)>,
+    ) -> Result<(), CallError> {
+        let mut state = self.state.lock();
+        let sent = state.core.call(Instant::now(), call, reply);
+        let outcome = match sent {
+            Ok(_) if !self.flush(&mut state.core) => {
+                // Not written: its waiter goes quietly (this caller is told here).
+                if let Ok(id) = sent {
+                    drop(state.core.forget(id));
+                }
+                state.core.close();
+                Err(self.node_down(false))
+            }
+            Ok(_) => Ok(()),
+            Err(err) => Err(err),
+        };
+        self.settle(state);
+        outcome
+    }
+
+    /// Calls `call.method` on the peer's object and awaits its answer, for at
+    /// most `timeout` (the core's deadline).
+    pub(crate) async fn ask(
+        &self,
+        call: OutCall<'_>,
+        timeout: Duration,
+    ) -> Result<Answer, CallError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(call, Some((tx, timeout)))?;
+        match rx.await {
+            Ok(outcome) => outcome,
+            // Unreachable in practice: the core answers every waiter it drops.
+            Err(_) => Err(self.node_down(true)),
+        }
+    }
+
+    /// A one-way call, sent now without waiting.
+    pub(crate) fn tell(&self, call: OutCall<'_>) -> Result<(), CallError> {
+        self.submit(call, None)
+    }
+
     /// Sends bytes that may not be a frame at all (tests of malformed input).
     pub(crate) fn send_raw(&self, lane: Lane, bytes: Vec<u8>) -> bool {
         self.link.send(lane, bytes)
     }
 
-    /// Sends one frame on `lane`.
-    pub(super) fn send(&self, lane: Lane, frame: &Frame<'_>) -> Result<(), CallError> {
-        let mut out = Vec::new();
-        encode(frame, &mut out, &self.limits).map_err(|err| CallError::Marshalling {
-            what: "the frame".into(),
-            type_name: "Frame".into(),
-            reason: err.to_string(),
-        })?;
-        if self.link.send(lane, out) {
-            Ok(())
-        } else {
-            Err(self.node_down(false))
+    /// Sends one control frame on `lane` (leases, exits).
+    pub(crate) fn send(&self, lane: Lane, frame: &Frame<'_>) -> Result<(), CallError> {
+        let queued = self.drive(|core, _| core.send(lane, frame));
+        match queued {
+            Ok(()) if self.is_closed() => Err(self.node_down(false)),
+            other => other,
         }
     }
 
     /// Whether calls may move plain values over this connection unencoded.
     pub(crate) fn carries_values(&self) -> bool {
-        self.link.carries_values()
-    }
-
-    /// Sends a call's frame (encoded or value) on its lane.
-    #[allow(clippy::too_many_arguments)]
-    fn send_call(
-        &self,
-        id: u64,
-        target: ObjectId,
-        interface: u64,
-        method: u64,
-        args: Args<'_>,
-        one_way: bool,
-        tags: CallTags,
-    ) -> Result<(), CallError> {
-        let lane = Lane::Call(target);
-        match args {
-            Args::Encoded(args) => {
-                let call = Call {
-                    id,
-                    target,
-                    interface,
-                    method,
-                    args,
-                    chain: tags.chain,
-                    once: tags.once,
-                };
-                self.send(
-                    lane,
-                    &if one_way {
-                        Frame::Tell(call)
-                    } else {
-                        Frame::Call(call)
-                    },
-                )
-            }
-            Args::Moved(args) => {
-                let frame = ValueFrame::Call {
-                    id,
-                    target,
-                    interface,
-                    method,
-                    args,
-                    one_way,
-                    tags,
-                };
-                if self.link.send_value(lane, frame) {
-                    Ok(())
-                } else {
-                    Err(self.node_down(false))
-                }
-            }
-        }
-    }
-
-    /// Calls `method` on object `target` of the peer and awaits its answer (tells go
-    /// through [`Connection::tell`]); `chain` is the call chain it belongs to.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn call(
-        &self,
-        target: ObjectId,
-        interface: u64,
-        method: u64,
-        args: Args<'_>,
-        timeout: Duration,
-        tags: CallTags,
-    ) -> Result<Answer, CallError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(self.node_down(false));
-        }
-        let id = self.session.lock().next_call_id();
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(id, tx);
-        // Closed between the check and the insert: `close` may have missed us.
-        if self.closed.load(Ordering::Acquire) {
-            self.pending.lock().remove(&id);
-            return Err(self.node_down(false));
-        }
-        if let Err(err) = self.send_call(id, target, interface, method, args, false, tags) {
-            self.pending.lock().remove(&id);
-            return Err(err);
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            // The connection dropped the call: it was sent, so it may have run.
-            Ok(Err(_)) => Err(self.node_down(true)),
-            Err(_) => {
-                self.pending.lock().remove(&id);
-                Err(CallError::Timeout {
-                    after: timeout,
-                    may_have_executed: true,
-                })
-            }
-        }
+        self.values
     }
 
     /// Hands every complete frame buffered in `reader` to the connection (replies to
@@ -304,30 +301,10 @@ impl Connection {
 
     /// Handles one frame from the peer, read on a lane whose replies go to `replies`.
     pub(crate) fn on_frame(self: &Arc<Self>, frame: Frame<'_>, replies: Lane) -> Step {
-        let incoming = self.session.lock().receive(frame);
-        match incoming {
-            Ok(Incoming::Ready(_)) | Ok(Incoming::Nothing) => Step::Continue,
+        match self.drive(|core, _| core.handle_frame(frame)) {
             Ok(Incoming::Call { call, one_way }) => self.serve(call, one_way, replies),
-            Ok(Incoming::Reply { call, outcome }) => {
-                if let Some(waiter) = self.pending.lock().remove(&call) {
-                    let _ = waiter.send(outcome.map(|bytes| Answer::Bytes(bytes.to_vec())));
-                }
-                Step::Continue
-            }
-            Ok(Incoming::Answer(frame)) => match self.send(Lane::Control, &frame) {
-                Ok(()) => Step::Continue,
-                Err(_) => Step::Close,
-            },
             Ok(Incoming::Monitor { watch, object }) => {
                 self.on_monitor(watch, object);
-                Step::Continue
-            }
-            Ok(Incoming::Demonitor { watch }) => {
-                self.on_demonitor(watch);
-                Step::Continue
-            }
-            Ok(Incoming::Down { watch, reason }) => {
-                self.on_down(watch, reason);
                 Step::Continue
             }
             Ok(Incoming::Exit { object, reason }) => {
@@ -347,6 +324,8 @@ impl Connection {
                 }
                 Step::Continue
             }
+            // Replies, pings and monitor reports were the core's to handle.
+            Ok(_) => Step::Continue,
             Err(err) => {
                 tracing::warn!(peer = %self.peer.node, %err, "closing connection");
                 Step::Close
@@ -414,15 +393,13 @@ impl Connection {
                 found: exported.interface_name().to_owned(),
             });
         }
-        if exported.refuses_cycle(tags.chain, method) {
-            // The caller names the method; the interface is what we know here.
-            return Err(CallError::Cycle {
-                method: exported.interface_name().to_owned(),
-            });
-        }
+        // A retry of an exactly-once call goes to the reply memory first: the
+        // delivery it repeats may be running right now, in its chain, which is no
+        // cycle.
         if tags.once != 0 && !one_way {
             return self.deliver_once(node, exported, id, method, args, tags, replies);
         }
+        refuse_cycle(&*exported, tags.chain, method)?;
         let cx = MarshalCx {
             host: node,
             conn: Some(self.clone()),
@@ -433,12 +410,7 @@ impl Connection {
             let conn = self.clone();
             Replier::with_values(move |answer| match answer {
                 Ok(Answer::Value(value)) => {
-                    if !conn
-                        .link
-                        .send_value(replies, ValueFrame::Reply { call: id, value })
-                    {
-                        tracing::debug!(call = id, "reply lost: the link is gone");
-                    }
+                    conn.drive(|core, _| core.reply_value(replies, id, value));
                 }
                 Ok(Answer::Bytes(bytes)) => conn.reply(replies, id, Ok(bytes)),
                 Err(err) => conn.reply(replies, id, Err(err)),
@@ -472,16 +444,24 @@ impl Connection {
         let key = (self.peer.node, tags.once);
         let conn = self.clone();
         let answer = Box::new(move |outcome| conn.reply(replies, id, outcome));
-        let Admit::Run(answer) = node.once_table().admit(key, answer) else {
+        let Admit::Run(answer) = node.once_table().admit(Instant::now(), key, answer) else {
             return Ok(None);
         };
+        if let Err(cycle) = refuse_cycle(&*exported, tags.chain, method) {
+            // Not run: a retry may run it.
+            node.once_table()
+                .complete(Instant::now(), key, &Err(cycle.clone()));
+            return Err(cycle);
+        }
         let cx = MarshalCx {
             host: node.clone(),
             conn: Some(self.clone()),
         };
         let remembering = node.clone();
         let replier = Replier::new(move |outcome| {
-            remembering.once_table().complete(key, &outcome);
+            remembering
+                .once_table()
+                .complete(Instant::now(), key, &outcome);
             answer(outcome);
         })
         .within(cx.clone())
@@ -491,7 +471,8 @@ impl Connection {
         if let Err(err) = &delivered {
             // Refused before running: retries waiting for it get the same answer,
             // and a later retry may run it.
-            node.once_table().complete(key, &Err(err.clone()));
+            node.once_table()
+                .complete(Instant::now(), key, &Err(err.clone()));
         }
         delivered
     }
@@ -499,77 +480,47 @@ impl Connection {
     /// Handles a value frame from the peer (one process), read on a lane whose
     /// replies go to `replies`.
     pub(crate) fn on_value(self: &Arc<Self>, frame: ValueFrame, replies: Lane) -> Step {
-        match frame {
-            ValueFrame::Reply { call, value } => {
-                if let Some(waiter) = self.pending.lock().remove(&call) {
-                    let _ = waiter.send(Ok(Answer::Value(value)));
+        let Some(ValueFrame::Call {
+            id,
+            target,
+            interface,
+            method,
+            args,
+            one_way,
+            tags,
+        }) = self.drive(|core, _| core.handle_value(frame))
+        else {
+            return Step::Continue;
+        };
+        let delivered = self.deliver_payload(
+            id,
+            target,
+            interface,
+            method,
+            Args::Moved(args),
+            one_way,
+            tags,
+            replies,
+        );
+        match delivered {
+            Ok(None) => Step::Continue,
+            Ok(Some(waiting)) => Step::Wait(waiting),
+            Err(err) => {
+                if !one_way {
+                    self.reply(replies, id, Err(err));
                 }
                 Step::Continue
             }
-            ValueFrame::Call {
-                id,
-                target,
-                interface,
-                method,
-                args,
-                one_way,
-                tags,
-            } => match self.deliver_payload(
-                id,
-                target,
-                interface,
-                method,
-                Args::Moved(args),
-                one_way,
-                tags,
-                replies,
-            ) {
-                Ok(None) => Step::Continue,
-                Ok(Some(waiting)) => Step::Wait(waiting),
-                Err(err) => {
-                    if !one_way {
-                        self.reply(replies, id, Err(err));
-                    }
-                    Step::Continue
-                }
-            },
         }
     }
 
     fn reply(&self, lane: Lane, call: u64, outcome: Result<Vec<u8>, CallError>) {
-        let sent = match &outcome {
-            Ok(value) => self.send(lane, &Frame::Reply { call, value }),
-            Err(error) => self.send(
-                lane,
-                &Frame::Error {
-                    call,
-                    error: error.clone(),
-                },
-            ),
-        };
-        if let Err(err) = sent {
-            // A reply too large for the frame limit still gets an answer.
-            if !matches!(err, CallError::NodeDown { .. }) {
-                let _ = self.send(lane, &Frame::Error { call, error: err });
-            }
-        }
+        self.drive(|core, _| core.reply(lane, call, outcome));
     }
 
     /// The link is gone: every call in flight fails with `NodeDown`.
     pub(crate) fn close(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.link.close();
-        self.closed_notify.notify_waiters();
-        let pending: Vec<Pending> = self.pending.lock().drain().map(|(_, tx)| tx).collect();
-        for waiter in pending {
-            let _ = waiter.send(Err(self.node_down(true)));
-        }
-        self.monitors.close();
-        if let Some(node) = self.node.upgrade() {
-            node.forget_peer(&self.peer, self);
-        }
+        self.drive(|core, _| core.close());
     }
 
     /// Closes a connection that lost a simultaneous-dial tie-break, after a grace
@@ -594,27 +545,51 @@ impl Connection {
             notified.await;
         }
     }
+}
 
-    /// A one-way call, sent now without waiting.
-    pub(crate) fn tell(
-        &self,
-        target: ObjectId,
-        interface: u64,
-        method: u64,
-        args: Args<'_>,
-    ) -> Result<(), CallError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(self.node_down(false));
+/// Fails a call of `method` in `chain` that comes back to a handler of its chain
+/// waiting for it: a cycle. The caller names the method; the interface is what is
+/// known here.
+fn refuse_cycle(exported: &dyn super::Exported, chain: u64, method: u64) -> Result<(), CallError> {
+    if exported.refuses_cycle(chain, method) {
+        return Err(CallError::Cycle {
+            method: exported.interface_name().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The connection's timer task: sleeps to the core's earliest deadline (or until
+/// told of an earlier one) and fails the calls whose deadline has passed. One
+/// timer a connection, not one a call: a call whose deadline is later than the
+/// armed one costs nothing here.
+async fn run_deadlines(conn: Weak<Connection>, timer: Arc<Notify>) {
+    loop {
+        let notified = timer.notified();
+        let armed = {
+            let Some(conn) = conn.upgrade() else { return };
+            if conn.is_closed() {
+                return;
+            }
+            let armed = conn.state.lock().armed;
+            armed
+        };
+        match armed {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = notified => continue,
+                }
+            }
+            None => {
+                notified.await;
+                continue;
+            }
         }
-        let id = self.session.lock().next_call_id();
-        self.send_call(
-            id,
-            target,
-            interface,
-            method,
-            args,
-            true,
-            CallTags::default(),
-        )
+        let Some(conn) = conn.upgrade() else { return };
+        let mut state = conn.state.lock();
+        state.core.handle_timeout(Instant::now());
+        state.armed = state.core.poll_timeout();
+        conn.settle(state);
     }
 }

@@ -203,14 +203,15 @@ async fn run(
         }
     };
     let Some(node) = node.upgrade() else { return };
-    let conn = Arc::new(Connection::new(
+    let dialer = peer.node;
+    let conn = Connection::start(
         Arc::downgrade(&node),
         session,
-        peer,
         peer_identity,
         Box::new(link),
         limits,
-    ));
+        dialer,
+    );
     let conn = node.add_peer(conn);
     drop(node);
     let _ = ready.send(Ok(()));

@@ -62,10 +62,10 @@ impl OnceTable {
         }
     }
 
-    /// A delivery of call `key` whose answer goes to `answer`.
-    pub(crate) fn admit(&self, key: Key, answer: Answer) -> Admit {
+    /// A delivery of call `key`, at `now`, whose answer goes to `answer`.
+    pub(crate) fn admit(&self, now: Instant, key: Key, answer: Answer) -> Admit {
         let mut inner = self.inner.lock();
-        inner.expire(Instant::now(), self.retention);
+        inner.expire(now, self.retention);
         match inner.entries.get_mut(&key) {
             Some(Entry::Running(waiting)) => {
                 waiting.push(answer);
@@ -84,15 +84,15 @@ impl OnceTable {
         }
     }
 
-    /// Call `key` finished with `outcome`: answers the retries waiting for it and
+    /// Call `key` finished at `now` with `outcome`: answers the retries waiting for it and
     /// remembers it, unless the method certainly did not run (then a retry may run it).
-    pub(crate) fn complete(&self, key: Key, outcome: &Result<Vec<u8>, CallError>) {
+    pub(crate) fn complete(&self, now: Instant, key: Key, outcome: &Result<Vec<u8>, CallError>) {
         let mut inner = self.inner.lock();
         let ran = outcome
             .as_ref()
             .map_or_else(CallError::may_have_executed, |_| true);
         let waiting = if ran {
-            inner.done.push_back((key, Instant::now()));
+            inner.done.push_back((key, now));
             let evicted = inner.done.len().saturating_sub(MAX_REMEMBERED);
             for _ in 0..evicted {
                 if let Some((old, _)) = inner.done.pop_front() {
@@ -160,13 +160,19 @@ mod tests {
         let table = OnceTable::new(DEFAULT_RETENTION);
         let (seen, answer) = recorder();
         let key = (Uuid::nil(), 7);
-        let Admit::Run(first) = table.admit(key, answer()) else {
+        let Admit::Run(first) = table.admit(Instant::now(), key, answer()) else {
             panic!("the first delivery runs")
         };
-        assert!(matches!(table.admit(key, answer()), Admit::Handled));
-        table.complete(key, &Ok(vec![1]));
+        assert!(matches!(
+            table.admit(Instant::now(), key, answer()),
+            Admit::Handled
+        ));
+        table.complete(Instant::now(), key, &Ok(vec![1]));
         first(Ok(vec![1]));
-        assert!(matches!(table.admit(key, answer()), Admit::Handled));
+        assert!(matches!(
+            table.admit(Instant::now(), key, answer()),
+            Admit::Handled
+        ));
         assert_eq!(
             seen.lock().unwrap().len(),
             3,
@@ -180,9 +186,15 @@ mod tests {
         let table = OnceTable::new(DEFAULT_RETENTION);
         let (_seen, answer) = recorder();
         let key = (Uuid::nil(), 8);
-        assert!(matches!(table.admit(key, answer()), Admit::Run(_)));
-        table.complete(key, &Err(CallError::ActorStopped));
-        assert!(matches!(table.admit(key, answer()), Admit::Run(_)));
+        assert!(matches!(
+            table.admit(Instant::now(), key, answer()),
+            Admit::Run(_)
+        ));
+        table.complete(Instant::now(), key, &Err(CallError::ActorStopped));
+        assert!(matches!(
+            table.admit(Instant::now(), key, answer()),
+            Admit::Run(_)
+        ));
         assert_eq!(table.remembered(), 0);
     }
 
@@ -191,11 +203,20 @@ mod tests {
         let table = OnceTable::new(Duration::from_secs(10));
         let (_seen, answer) = recorder();
         let key = (Uuid::nil(), 9);
-        assert!(matches!(table.admit(key, answer()), Admit::Run(_)));
-        table.complete(key, &Ok(vec![]));
+        assert!(matches!(
+            table.admit(Instant::now(), key, answer()),
+            Admit::Run(_)
+        ));
+        table.complete(Instant::now(), key, &Ok(vec![]));
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(matches!(table.admit(key, answer()), Admit::Handled));
+        assert!(matches!(
+            table.admit(Instant::now(), key, answer()),
+            Admit::Handled
+        ));
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(matches!(table.admit(key, answer()), Admit::Run(_)));
+        assert!(matches!(
+            table.admit(Instant::now(), key, answer()),
+            Admit::Run(_)
+        ));
     }
 }

@@ -226,16 +226,13 @@ async fn establish(
         conn: OnceLock::new(),
     });
     let dialed_by = if dialer { me.id() } else { peer.node };
-    let conn = Arc::new(
-        Connection::new(
-            Arc::downgrade(&me),
-            session,
-            peer,
-            identity,
-            Box::new(LinkHandle(link.clone())),
-            limits,
-        )
-        .dialed_by(dialed_by),
+    let conn = Connection::start(
+        Arc::downgrade(&me),
+        session,
+        identity,
+        Box::new(LinkHandle(link.clone())),
+        limits,
+        dialed_by,
     );
     let _ = link.conn.set(Arc::downgrade(&conn));
     // Both nodes may have dialed at once: the connection dialed by the smaller node

@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::connection::Connection;
+use serde::Serialize;
+
+use super::connection::{CallTags, Connection};
 use super::host::Host;
-use super::marshal::MarshalCx;
+use super::marshal::{encode_args, is_plain, Answer, Args, MarshalCx, Moved};
+use super::protocol::OutCall;
 use super::wire_ref::WireRef;
 use crate::error::CallError;
 use crate::local::stop::StopReason;
+use crate::method::Method;
 use crate::wire::ObjectId;
 
 /// A proxy's way to an object on another node: who the node is, where to dial it,
@@ -140,6 +144,55 @@ impl RemoteRoute {
         }
     }
 
+    /// Makes `args` ready to go over `conn` (None: not connected yet): between
+    /// nodes of one process a value without references moves as it is; anything
+    /// else is encoded, its references exported or imported for the peer.
+    pub(crate) fn prepare<T: Method + Serialize>(
+        &self,
+        conn: Option<&Arc<Connection>>,
+        args: T,
+    ) -> Result<Payload, CallError> {
+        if conn.is_some_and(|c| c.carries_values()) && is_plain(&args) {
+            return Ok(Payload::Value(Moved::new(args)));
+        }
+        let cx = self.cx(conn.cloned())?;
+        cx.enter(|| encode_args(&args)).map(Payload::Bytes)
+    }
+
+    /// Sends a call of `method` to this route's object over `conn` and awaits
+    /// its answer for at most `timeout`: the path of asks, receipts and
+    /// exactly-once attempts.
+    pub(crate) async fn ask(
+        &self,
+        conn: &Connection,
+        method: u64,
+        args: Args<'_>,
+        tags: CallTags,
+        timeout: Duration,
+    ) -> Result<Answer, CallError> {
+        conn.ask(self.out_call(method, args, tags), timeout).await
+    }
+
+    /// Sends a one-way call of `method` over `conn`, now.
+    pub(crate) fn tell(
+        &self,
+        conn: &Connection,
+        method: u64,
+        payload: Payload,
+    ) -> Result<(), CallError> {
+        payload.with(|args| conn.tell(self.out_call(method, args, CallTags::default())))
+    }
+
+    fn out_call<'a>(&self, method: u64, args: Args<'a>, tags: CallTags) -> OutCall<'a> {
+        OutCall {
+            target: self.target,
+            interface: self.interface,
+            method,
+            args,
+            tags,
+        }
+    }
+
     /// The context references inside this call's arguments and reply marshal in.
     pub(crate) fn cx(&self, conn: Option<Arc<Connection>>) -> Result<MarshalCx, CallError> {
         let node = self.node.upgrade().ok_or_else(|| CallError::NodeDown {
@@ -147,6 +200,24 @@ impl RemoteRoute {
             may_have_executed: false,
         })?;
         Ok(MarshalCx { host: node, conn })
+    }
+}
+
+/// A call's arguments made ready for a connection ([`RemoteRoute::prepare`]).
+pub(crate) enum Payload {
+    /// Encoded (the same bytes serve every attempt of an exactly-once call).
+    Bytes(Vec<u8>),
+    /// Moved as it is (one process, no references inside).
+    Value(Moved),
+}
+
+impl Payload {
+    /// Runs `f` on the arguments (the bytes are borrowed only for the call).
+    pub(crate) fn with<R>(self, f: impl FnOnce(Args<'_>) -> R) -> R {
+        match self {
+            Payload::Bytes(bytes) => f(Args::Encoded(&bytes)),
+            Payload::Value(value) => f(Args::Moved(value)),
+        }
     }
 }
 

@@ -1,0 +1,556 @@
+//! The protocol core of one connection, in quinn-proto's style: a state machine
+//! that knows nothing of sockets, channels, tasks or clocks.
+//!
+//! A [`Core`] owns what a connection decides: call ids (through its
+//! [`Session`]), the calls waiting for a reply and their deadlines, the monitors
+//! each side holds on the other's objects, and what a lost connection means for
+//! all of them. A driver feeds it input and pulls its output:
+//!
+//! - input: [`Core::call`] (the one send path of every proxy: ask, tell, receipt,
+//!   exactly-once attempt), [`Core::reply`], [`Core::monitor`], [`Core::watched`],
+//!   [`Core::handle_frame`], [`Core::handle_value`], [`Core::handle_timeout`],
+//!   [`Core::close`];
+//! - output: [`Core::poll_transmit`] (frames to write, on their lane),
+//!   [`Core::poll_event`] (answers for waiting callers and watchers, monitor tasks
+//!   to cancel), [`Core::poll_timeout`] (when to call `handle_timeout` next).
+//!
+//! Time is an argument (`now`, a `tokio::time::Instant` as data), never read here, so the unit tests below drive two
+//! cores against each other with a virtual clock: deterministic, no sockets, no
+//! sleeping. [`Connection`](super::connection::Connection) is the driver shared by
+//! both transports (QUIC and in-process channels), which only move bytes.
+//!
+//! What a waiter, a watcher and a monitor task are is the driver's business
+//! ([`Sinks`]): oneshot senders and task handles in the runtime, plain numbers in
+//! the tests.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::marshal::{Answer, Args, Moved};
+use crate::error::CallError;
+use crate::local::stop::StopReason;
+use crate::wire::codec::{encode, Limits};
+use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session, SessionError};
+
+/// Which ordered stream of frames a frame belongs to. Frames of one lane arrive in
+/// order; lanes do not wait for each other (a large call to one actor never holds
+/// up a small call to another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Lane {
+    /// Handshake, pings, leases and monitors.
+    Control,
+    /// Calls (asks and tells) from this node to one object of the peer.
+    Call(ObjectId),
+    /// Replies to the calls that came in on the peer's lane with this number.
+    Reply(u64),
+}
+
+/// What a call carries besides its arguments: its call chain (cycle detection) and,
+/// for an exactly-once method, its logical id (0 for none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CallTags {
+    pub(crate) chain: u64,
+    pub(crate) once: u64,
+}
+
+/// A call or reply moved as a value, not encoded: between nodes of one process, for
+/// values without references.
+pub(crate) enum ValueFrame {
+    Call {
+        id: u64,
+        target: ObjectId,
+        interface: u64,
+        method: u64,
+        args: Moved,
+        one_way: bool,
+        tags: CallTags,
+    },
+    Reply {
+        call: u64,
+        value: Moved,
+    },
+}
+
+/// A call on its way out: which method of which object, its arguments and tags.
+pub(crate) struct OutCall<'a> {
+    pub(crate) target: ObjectId,
+    pub(crate) interface: u64,
+    pub(crate) method: u64,
+    pub(crate) args: Args<'a>,
+    pub(crate) tags: CallTags,
+}
+
+/// Something for the driver to write, on its lane.
+pub(crate) enum Transmit {
+    /// An encoded, length-prefixed frame.
+    Frame(Lane, Vec<u8>),
+    /// A value frame (only on links that carry values).
+    Value(Lane, ValueFrame),
+}
+
+/// What stands for a waiting caller, a watcher and a monitor task: the driver's
+/// types (oneshot senders, task handles), or plain numbers in tests.
+pub(crate) trait Sinks {
+    /// Where an ask's answer goes.
+    type Call;
+    /// Where the stop reason of an object we monitor goes.
+    type Watch;
+    /// The task that waits for one of our objects to stop, for the peer's monitor.
+    type Task;
+}
+
+/// Output for the driver, other than frames.
+pub(crate) enum Event<S: Sinks> {
+    /// A call of ours is answered: a reply, an error, its deadline, or the loss of
+    /// the connection.
+    Answered {
+        waiter: S::Call,
+        outcome: Result<Answer, CallError>,
+    },
+    /// An object we monitor stopped (`Some`), or the connection was lost (`None`).
+    Down {
+        watcher: S::Watch,
+        reason: Option<StopReason>,
+    },
+    /// A peer's monitor ended (demonitored, replaced, or the connection lost):
+    /// cancel its task.
+    Cancel(S::Task),
+}
+
+/// A call waiting for its reply.
+struct Waiting<W> {
+    waiter: W,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// The protocol state of one connection (see the module doc).
+pub(crate) struct Core<S: Sinks> {
+    session: Session,
+    peer: Hello,
+    limits: Limits,
+    /// Whether the link carries value frames (one process).
+    values: bool,
+    waiting: HashMap<u64, Waiting<S::Call>>,
+    /// `(deadline, call id)` of every waiting call, earliest first.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// Our monitors of the peer's objects, by watch id.
+    watching: HashMap<u64, S::Watch>,
+    next_watch: u64,
+    /// The peer's monitors of our objects, by the peer's watch id.
+    watched: HashMap<u64, S::Task>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event<S>>,
+    closed: bool,
+}
+
+impl<S: Sinks> Core<S> {
+    /// The core of a connection whose handshake `session` has completed.
+    ///
+    /// # Panics
+    /// If the session has not received the peer's `Hello` (a driver bug).
+    pub(crate) fn new(session: Session, limits: Limits, values: bool) -> Self {
+        let peer = session
+            .peer()
+            .cloned()
+            .expect("a connection core starts after the handshake");
+        Core {
+            session,
+            peer,
+            limits,
+            values,
+            waiting: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            watching: HashMap::new(),
+            next_watch: 1,
+            watched: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            closed: false,
+        }
+    }
+
+    /// Who the peer said it is in its `Hello`.
+    pub(crate) fn peer(&self) -> &Hello {
+        &self.peer
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Calls waiting for a reply.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.waiting.len()
+    }
+
+    fn node_down(&self, may_have_executed: bool) -> CallError {
+        CallError::NodeDown {
+            node: self.peer.node.to_string(),
+            may_have_executed,
+        }
+    }
+
+    /// Sends a call: the one send path of every proxy. An ask names where its
+    /// answer goes and how long it may take (`reply`); a tell (`None`) expects no
+    /// reply. Fails without sending anything if the connection is closed or the
+    /// call does not fit in a frame.
+    pub(crate) fn call(
+        &mut self,
+        now: Instant,
+        call: OutCall<'_>,
+        reply: Option<(S::Call, Duration)>,
+    ) -> Result<u64, CallError> {
+        if self.closed {
+            return Err(self.node_down(false));
+        }
+        let id = self.session.next_call_id();
+        let lane = Lane::Call(call.target);
+        let one_way = reply.is_none();
+        let transmit = match call.args {
+            Args::Encoded(args) => {
+                let call = Call {
+                    id,
+                    target: call.target,
+                    interface: call.interface,
+                    method: call.method,
+                    args,
+                    chain: call.tags.chain,
+                    once: call.tags.once,
+                };
+                let frame = if one_way {
+                    Frame::Tell(call)
+                } else {
+                    Frame::Call(call)
+                };
+                Transmit::Frame(lane, self.encode(&frame)?)
+            }
+            Args::Moved(args) if self.values => Transmit::Value(
+                lane,
+                ValueFrame::Call {
+                    id,
+                    target: call.target,
+                    interface: call.interface,
+                    method: call.method,
+                    args,
+                    one_way,
+                    tags: call.tags,
+                },
+            ),
+            Args::Moved(_) => {
+                return Err(CallError::Marshalling {
+                    what: "the arguments".into(),
+                    type_name: "a moved value".into(),
+                    reason: "this connection carries encoded frames only".into(),
+                })
+            }
+        };
+        self.transmits.push_back(transmit);
+        if let Some((waiter, timeout)) = reply {
+            let deadline = now.checked_add(timeout).unwrap_or(far_future(now));
+            self.waiting.insert(
+                id,
+                Waiting {
+                    waiter,
+                    deadline,
+                    timeout,
+                },
+            );
+            self.deadlines.insert((deadline, id));
+        }
+        Ok(id)
+    }
+
+    /// Forgets call `call`: its caller gave up, or its frame never left (the
+    /// driver tells that caller itself). Gives its waiter back.
+    pub(crate) fn forget(&mut self, call: u64) -> Option<S::Call> {
+        let waiting = self.waiting.remove(&call)?;
+        self.deadlines.remove(&(waiting.deadline, call));
+        Some(waiting.waiter)
+    }
+
+    /// Queues a control frame (leases, exits, pings).
+    pub(crate) fn send(&mut self, lane: Lane, frame: &Frame<'_>) -> Result<(), CallError> {
+        if self.closed {
+            return Err(self.node_down(false));
+        }
+        let bytes = self.encode(frame)?;
+        self.transmits.push_back(Transmit::Frame(lane, bytes));
+        Ok(())
+    }
+
+    /// Answers the peer's call `call` on `lane`. A reply too large for a frame is
+    /// answered with the error instead, so the caller is never left waiting.
+    pub(crate) fn reply(&mut self, lane: Lane, call: u64, outcome: Result<Vec<u8>, CallError>) {
+        let frame = match &outcome {
+            Ok(value) => Frame::Reply { call, value },
+            Err(error) => Frame::Error {
+                call,
+                error: error.clone(),
+            },
+        };
+        if let Err(err) = self.send(lane, &frame) {
+            if !matches!(err, CallError::NodeDown { .. }) {
+                let _ = self.send(lane, &Frame::Error { call, error: err });
+            }
+        }
+    }
+
+    /// Answers the peer's call with a value frame (one process).
+    pub(crate) fn reply_value(&mut self, lane: Lane, call: u64, value: Moved) {
+        if !self.closed {
+            self.transmits
+                .push_back(Transmit::Value(lane, ValueFrame::Reply { call, value }));
+        }
+    }
+
+    /// Asks the peer to tell us when `object` stops; the reason goes to `watcher`
+    /// (or the loss of the connection, as `None`). Returns the watch id, for
+    /// [`Core::demonitor`].
+    pub(crate) fn monitor(
+        &mut self,
+        object: ObjectId,
+        watcher: S::Watch,
+    ) -> Result<u64, CallError> {
+        let watch = self.next_watch;
+        self.send(Lane::Control, &Frame::Monitor { watch, object })?;
+        self.next_watch += 1;
+        self.watching.insert(watch, watcher);
+        Ok(watch)
+    }
+
+    /// We no longer need monitor `watch`: the peer may forget it.
+    pub(crate) fn demonitor(&mut self, watch: u64) {
+        if self.watching.remove(&watch).is_some() {
+            let _ = self.send(Lane::Control, &Frame::Demonitor { watch });
+        }
+    }
+
+    /// The peer's monitor `watch` of one of our objects waits in `task`. A watch id
+    /// the peer reuses replaces the earlier monitor, whose task is cancelled.
+    pub(crate) fn watched(&mut self, watch: u64, task: S::Task) {
+        if self.closed {
+            self.events.push_back(Event::Cancel(task));
+            return;
+        }
+        if let Some(replaced) = self.watched.insert(watch, task) {
+            self.events.push_back(Event::Cancel(replaced));
+        }
+    }
+
+    /// The object of the peer's monitor `watch` stopped (or was never there): tell
+    /// the peer.
+    pub(crate) fn down(&mut self, watch: u64, reason: StopReason) {
+        self.watched.remove(&watch);
+        let _ = self.send(Lane::Control, &Frame::Down { watch, reason });
+    }
+
+    /// Interprets one frame from the peer. Replies, pings, `Down` and `Demonitor`
+    /// are handled here (their effects come out of `poll_event`/`poll_transmit`);
+    /// what needs the node (calls to run, monitors of its objects, exits, leases)
+    /// is returned. An error means the connection must close.
+    pub(crate) fn handle_frame<'a>(
+        &mut self,
+        frame: Frame<'a>,
+    ) -> Result<Incoming<'a>, SessionError> {
+        match self.session.receive(frame)? {
+            Incoming::Reply { call, outcome } => {
+                self.answer(call, outcome.map(|bytes| Answer::Bytes(bytes.to_vec())));
+                Ok(Incoming::Nothing)
+            }
+            Incoming::Answer(pong) => {
+                let _ = self.send(Lane::Control, &pong);
+                Ok(Incoming::Nothing)
+            }
+            Incoming::Down { watch, reason } => {
+                if let Some(watcher) = self.watching.remove(&watch) {
+                    self.events.push_back(Event::Down {
+                        watcher,
+                        reason: Some(reason),
+                    });
+                }
+                Ok(Incoming::Nothing)
+            }
+            Incoming::Demonitor { watch } => {
+                if let Some(task) = self.watched.remove(&watch) {
+                    self.events.push_back(Event::Cancel(task));
+                }
+                Ok(Incoming::Nothing)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Interprets one value frame from the peer: a reply is handled here, a call is
+    /// given back for the node to run.
+    pub(crate) fn handle_value(&mut self, frame: ValueFrame) -> Option<ValueFrame> {
+        match frame {
+            ValueFrame::Reply { call, value } => {
+                self.answer(call, Ok(Answer::Value(value)));
+                None
+            }
+            call @ ValueFrame::Call { .. } => Some(call),
+        }
+    }
+
+    /// The answer to our call `call` arrived (a late one, after its deadline, is
+    /// dropped).
+    fn answer(&mut self, call: u64, outcome: Result<Answer, CallError>) {
+        if let Some(waiting) = self.waiting.remove(&call) {
+            self.deadlines.remove(&(waiting.deadline, call));
+            self.events.push_back(Event::Answered {
+                waiter: waiting.waiter,
+                outcome,
+            });
+        }
+    }
+
+    /// Fails every call whose deadline is at or before `now` with `Timeout` (it was
+    /// sent, so it may have run).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, call)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(waiting) = self.waiting.remove(&call) {
+                self.events.push_back(Event::Answered {
+                    waiter: waiting.waiter,
+                    outcome: Err(CallError::Timeout {
+                        after: waiting.timeout,
+                        may_have_executed: true,
+                    }),
+                });
+            }
+        }
+    }
+
+    /// When [`Core::handle_timeout`] should run next: the earliest deadline.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.first().map(|&(deadline, _)| deadline)
+    }
+
+    /// The next frame to write.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next answer, stop reason or cancellation for the driver to deliver.
+    pub(crate) fn poll_event(&mut self) -> Option<Event<S>> {
+        self.events.pop_front()
+    }
+
+    /// The connection is lost: every call waiting fails with `NodeDown` (sent, so
+    /// it may have run), our monitors learn of the loss, the peer's are cancelled,
+    /// and nothing more is sent.
+    pub(crate) fn close(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        self.transmits.clear();
+        self.deadlines.clear();
+        let lost = self.node_down(true);
+        for (_, waiting) in self.waiting.drain() {
+            self.events.push_back(Event::Answered {
+                waiter: waiting.waiter,
+                outcome: Err(lost.clone()),
+            });
+        }
+        for (_, watcher) in self.watching.drain() {
+            self.events.push_back(Event::Down {
+                watcher,
+                reason: None,
+            });
+        }
+        for (_, task) in self.watched.drain() {
+            self.events.push_back(Event::Cancel(task));
+        }
+    }
+
+    fn encode(&self, frame: &Frame<'_>) -> Result<Vec<u8>, CallError> {
+        let mut out = Vec::new();
+        encode(frame, &mut out, &self.limits).map_err(|err| CallError::Marshalling {
+            what: "the frame".into(),
+            type_name: "Frame".into(),
+            reason: err.to_string(),
+        })?;
+        Ok(out)
+    }
+}
+
+/// A deadline for "no deadline" (`Duration::MAX` would overflow an `Instant`).
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// When an `#[exactly_once]` call is sent again: its deadline, whether it left
+/// this node, and the back-off between attempts. The caller drives it: before
+/// each attempt [`Retry::attempt`], after each outcome [`Retry::next`].
+#[derive(Debug)]
+pub(crate) struct Retry {
+    deadline: Instant,
+    timeout: Duration,
+    pause: Duration,
+    sent: bool,
+}
+
+/// What to do after an attempt of an exactly-once call.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next<T> {
+    /// Send it again (same logical id) at this instant.
+    RetryAt(Instant),
+    /// The call is over, with this outcome.
+    Done(Result<T, CallError>),
+}
+
+/// The first pause between attempts, and the longest.
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+const LONGEST_PAUSE: Duration = Duration::from_millis(500);
+
+impl Retry {
+    /// A call made at `now` that may take `timeout`.
+    pub(crate) fn new(now: Instant, timeout: Duration) -> Retry {
+        Retry {
+            deadline: now.checked_add(timeout).unwrap_or(far_future(now)),
+            timeout,
+            pause: FIRST_PAUSE,
+            sent: false,
+        }
+    }
+
+    /// The time left for an attempt starting at `now`, or the call's `Timeout`.
+    pub(crate) fn attempt(&self, now: Instant) -> Result<Duration, CallError> {
+        if now >= self.deadline {
+            return Err(CallError::Timeout {
+                after: self.timeout,
+                may_have_executed: self.sent,
+            });
+        }
+        Ok(self.deadline - now)
+    }
+
+    /// The attempt left this node (it may run from now on).
+    pub(crate) fn sent(&mut self) {
+        self.sent = true;
+    }
+
+    /// What follows an attempt that ended at `now` with `outcome`: a lost
+    /// connection (or none yet) means again, after a pause that doubles up to
+    /// half a second, within the deadline; anything else ends the call.
+    pub(crate) fn next<T>(&mut self, now: Instant, outcome: Result<T, CallError>) -> Next<T> {
+        match outcome {
+            Err(CallError::NodeDown { .. } | CallError::ConnectFailed { .. }) => {
+                let at = (now + self.pause).min(self.deadline);
+                self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+                Next::RetryAt(at)
+            }
+            outcome => Next::Done(outcome),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,466 @@
+//! Two connection cores driven against each other, frame by frame, with a virtual
+//! clock: no sockets, no tasks, no sleeping.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::*;
+use crate::remote::once::{Admit, OnceTable};
+use crate::wire::codec::FrameReader;
+
+/// Waiters, watchers and monitor tasks are plain numbers here.
+struct Tokens;
+impl Sinks for Tokens {
+    type Call = u32;
+    type Watch = u32;
+    type Task = u32;
+}
+
+type TestCore = Core<Tokens>;
+
+const TARGET: ObjectId = Uuid::from_u128(0x7a);
+
+/// A caller core (node 1) and a callee core (node 2), past their handshake.
+fn pair() -> (TestCore, TestCore) {
+    pair_of(1, 2)
+}
+
+fn pair_of(a: u128, b: u128) -> (TestCore, TestCore) {
+    let mut left = Session::new(Uuid::from_u128(a), 10, None);
+    let mut right = Session::new(Uuid::from_u128(b), 20, None);
+    let (hello_left, hello_right) = (left.hello(), right.hello());
+    right.receive(hello_left).expect("hello");
+    left.receive(hello_right).expect("hello");
+    (
+        Core::new(left, Limits::default(), false),
+        Core::new(right, Limits::default(), false),
+    )
+}
+
+/// A frame the other core reads: what arrived, in a form a test can match.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// A call to run: (call id, method, args, once id, one way).
+    Call(u64, u64, Vec<u8>, u64, bool),
+    Monitor(u64, ObjectId),
+    Exit(ObjectId),
+    Nothing,
+}
+
+/// Moves every queued frame of `from` into `to`, and says what `to` was handed.
+fn pump(from: &mut TestCore, to: &mut TestCore) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    while let Some(transmit) = from.poll_transmit() {
+        let Transmit::Frame(_, bytes) = transmit else {
+            panic!("these cores carry encoded frames only");
+        };
+        let mut reader = FrameReader::new(Limits::default());
+        reader.extend(&bytes).expect("one whole frame");
+        let frame = reader.next_frame().expect("decodes").expect("a frame");
+        seen.push(match to.handle_frame(frame).expect("no violation") {
+            Incoming::Call { call, one_way } => {
+                Seen::Call(call.id, call.method, call.args.to_vec(), call.once, one_way)
+            }
+            Incoming::Monitor { watch, object } => Seen::Monitor(watch, object),
+            Incoming::Exit { object, .. } => Seen::Exit(object),
+            Incoming::Nothing => Seen::Nothing,
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    seen
+}
+
+fn ask(core: &mut TestCore, now: Instant, waiter: u32, timeout: Duration) -> u64 {
+    ask_once(core, now, waiter, timeout, 0)
+}
+
+fn ask_once(core: &mut TestCore, now: Instant, waiter: u32, timeout: Duration, once: u64) -> u64 {
+    let call = OutCall {
+        target: TARGET,
+        interface: 3,
+        method: 4,
+        args: Args::Encoded(b"args"),
+        tags: CallTags { chain: 0, once },
+    };
+    core.call(now, call, Some((waiter, timeout))).expect("sent")
+}
+
+/// Every event `core` has, as (waiter, outcome) for answers.
+fn answers(core: &mut TestCore) -> Vec<(u32, Result<Vec<u8>, CallError>)> {
+    let mut out = Vec::new();
+    while let Some(event) = core.poll_event() {
+        match event {
+            Event::Answered { waiter, outcome } => out.push((
+                waiter,
+                outcome.map(|answer| match answer {
+                    Answer::Bytes(bytes) => bytes,
+                    Answer::Value(_) => panic!("no values here"),
+                }),
+            )),
+            _ => panic!("only answers expected"),
+        }
+    }
+    out
+}
+
+/// The one item of `items`.
+fn only<T: std::fmt::Debug>(mut items: Vec<T>) -> T {
+    assert_eq!(items.len(), 1, "exactly one: {items:?}");
+    items.remove(0)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_call_is_answered_with_its_reply() {
+    let (mut a, mut b) = pair();
+    let now = Instant::now();
+    let id = ask(&mut a, now, 7, SECOND);
+    assert_eq!(
+        pump(&mut a, &mut b),
+        [Seen::Call(id, 4, b"args".to_vec(), 0, false)]
+    );
+    assert_eq!(a.in_flight(), 1);
+    b.reply(Lane::Reply(1), id, Ok(b"42".to_vec()));
+    assert_eq!(pump(&mut b, &mut a), [Seen::Nothing]);
+    assert_eq!(answers(&mut a), [(7, Ok(b"42".to_vec()))]);
+    assert_eq!(a.in_flight(), 0);
+    assert_eq!(
+        a.poll_timeout(),
+        None,
+        "an answered call has no deadline left"
+    );
+}
+
+#[test]
+fn an_error_reply_reaches_its_caller_and_a_tell_waits_for_nothing() {
+    let (mut a, mut b) = pair();
+    let now = Instant::now();
+    let tell = OutCall {
+        target: TARGET,
+        interface: 3,
+        method: 5,
+        args: Args::Encoded(b"t"),
+        tags: CallTags::default(),
+    };
+    let told = a.call(now, tell, None).expect("sent");
+    let asked = ask(&mut a, now, 1, SECOND);
+    assert_eq!(
+        pump(&mut a, &mut b),
+        [
+            Seen::Call(told, 5, b"t".to_vec(), 0, true),
+            Seen::Call(asked, 4, b"args".to_vec(), 0, false)
+        ],
+        "a tell and an ask to one object go out in order"
+    );
+    assert_eq!(a.in_flight(), 1, "the tell waits for no reply");
+    b.reply(Lane::Reply(1), asked, Err(CallError::NoSuchObject));
+    pump(&mut b, &mut a);
+    assert_eq!(answers(&mut a), [(1, Err(CallError::NoSuchObject))]);
+}
+
+#[test]
+fn a_duplicate_call_runs_once() {
+    let (mut a, mut b) = pair();
+    let id = ask(&mut a, Instant::now(), 1, SECOND);
+    let Some(Transmit::Frame(lane, bytes)) = a.poll_transmit() else {
+        panic!("the call's frame");
+    };
+    // The same frame twice (a transport that delivered it again).
+    a.transmits.push_back(Transmit::Frame(lane, bytes.clone()));
+    a.transmits.push_back(Transmit::Frame(lane, bytes));
+    assert_eq!(
+        pump(&mut a, &mut b),
+        [Seen::Call(id, 4, b"args".to_vec(), 0, false), Seen::Nothing]
+    );
+}
+
+#[test]
+fn a_call_past_its_deadline_times_out_and_its_late_reply_is_dropped() {
+    let (mut a, mut b) = pair();
+    let t0 = Instant::now();
+    let slow = ask(&mut a, t0, 1, Duration::from_millis(100));
+    let patient = ask(&mut a, t0, 2, SECOND);
+    pump(&mut a, &mut b);
+    assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_millis(100)));
+    a.handle_timeout(t0 + Duration::from_millis(99));
+    assert!(answers(&mut a).is_empty(), "not yet");
+    a.handle_timeout(t0 + Duration::from_millis(100));
+    assert_eq!(
+        answers(&mut a),
+        [(
+            1,
+            Err(CallError::Timeout {
+                after: Duration::from_millis(100),
+                may_have_executed: true
+            })
+        )]
+    );
+    assert_eq!(
+        a.poll_timeout(),
+        Some(t0 + SECOND),
+        "the other call's deadline"
+    );
+    b.reply(Lane::Reply(1), slow, Ok(vec![1]));
+    b.reply(Lane::Reply(1), patient, Ok(vec![2]));
+    pump(&mut b, &mut a);
+    assert_eq!(
+        answers(&mut a),
+        [(2, Ok(vec![2]))],
+        "the late reply is dropped"
+    );
+}
+
+#[test]
+fn no_deadline_is_a_deadline_that_never_comes() {
+    let (mut a, _b) = pair();
+    let t0 = Instant::now();
+    ask(&mut a, t0, 1, Duration::MAX);
+    a.handle_timeout(t0 + Duration::from_secs(3600 * 24 * 365));
+    assert!(answers(&mut a).is_empty());
+}
+
+#[test]
+fn a_lost_connection_fails_every_call_in_flight_and_sends_nothing_more() {
+    let (mut a, mut b) = pair();
+    let now = Instant::now();
+    ask(&mut a, now, 1, SECOND);
+    ask(&mut a, now, 2, SECOND);
+    pump(&mut a, &mut b);
+    let watch = a.monitor(TARGET, 9).expect("sent");
+    pump(&mut a, &mut b);
+    a.close();
+    let lost = CallError::NodeDown {
+        node: Uuid::from_u128(2).to_string(),
+        may_have_executed: true,
+    };
+    let mut failed = Vec::new();
+    let mut down = Vec::new();
+    while let Some(event) = a.poll_event() {
+        match event {
+            Event::Answered { waiter, outcome } => failed.push((waiter, outcome.err())),
+            Event::Down { watcher, reason } => down.push((watcher, reason)),
+            Event::Cancel(_) => panic!("A watches nothing of B's peer"),
+        }
+    }
+    failed.sort_by_key(|(waiter, _)| *waiter);
+    assert_eq!(failed, [(1, Some(lost.clone())), (2, Some(lost))]);
+    assert_eq!(down, [(9, None)], "monitor {watch} learns of the loss");
+    assert_eq!(a.poll_timeout(), None);
+    let again = OutCall {
+        target: TARGET,
+        interface: 3,
+        method: 4,
+        args: Args::Encoded(b""),
+        tags: CallTags::default(),
+    };
+    assert_eq!(
+        a.call(now, again, Some((3, SECOND))),
+        Err(CallError::NodeDown {
+            node: Uuid::from_u128(2).to_string(),
+            may_have_executed: false
+        }),
+        "a call after the loss was never sent"
+    );
+    assert!(a.poll_transmit().is_none());
+}
+
+#[test]
+fn a_monitor_reports_the_stop_reason_and_a_reused_watch_id_cancels_the_old_task() {
+    let (mut a, mut b) = pair();
+    let watch = a.monitor(TARGET, 5).expect("sent");
+    assert_eq!(pump(&mut a, &mut b), [Seen::Monitor(watch, TARGET)]);
+    b.watched(watch, 100);
+    // The peer reuses the watch id (a misbehaving member): the first task goes.
+    b.watched(watch, 101);
+    assert!(matches!(b.poll_event(), Some(Event::Cancel(100))));
+    b.down(watch, StopReason::Normal);
+    pump(&mut b, &mut a);
+    assert!(matches!(
+        a.poll_event(),
+        Some(Event::Down {
+            watcher: 5,
+            reason: Some(StopReason::Normal)
+        })
+    ));
+    // The peer no longer watches: its connection closing cancels nothing.
+    b.close();
+    assert!(b.poll_event().is_none());
+}
+
+#[test]
+fn a_demonitor_cancels_the_peers_task() {
+    let (mut a, mut b) = pair();
+    let watch = a.monitor(TARGET, 5).expect("sent");
+    pump(&mut a, &mut b);
+    b.watched(watch, 100);
+    a.demonitor(watch);
+    pump(&mut a, &mut b);
+    assert!(matches!(b.poll_event(), Some(Event::Cancel(100))));
+    assert!(
+        a.poll_event().is_none(),
+        "a cancelled monitor reports nothing"
+    );
+}
+
+#[test]
+fn pings_are_answered() {
+    let (mut a, mut b) = pair();
+    a.send(Lane::Control, &Frame::Ping(42)).expect("sent");
+    pump(&mut a, &mut b);
+    let Some(Transmit::Frame(Lane::Control, bytes)) = b.poll_transmit() else {
+        panic!("a pong on the control lane");
+    };
+    let mut reader = FrameReader::new(Limits::default());
+    reader.extend(&bytes).expect("whole");
+    assert_eq!(reader.next_frame(), Ok(Some(Frame::Pong(42))));
+}
+
+#[test]
+fn an_argument_over_the_frame_limit_fails_that_call_only() {
+    let (mut a, mut b) = pair();
+    let small = Limits {
+        max_frame: 64,
+        ..Limits::default()
+    };
+    a.limits = small;
+    let big = vec![0u8; 100];
+    let call = OutCall {
+        target: TARGET,
+        interface: 3,
+        method: 4,
+        args: Args::Encoded(&big),
+        tags: CallTags::default(),
+    };
+    assert!(matches!(
+        a.call(Instant::now(), call, Some((1, SECOND))),
+        Err(CallError::Marshalling { .. })
+    ));
+    assert_eq!(a.in_flight(), 0, "nothing waits for a call never sent");
+    let id = ask(&mut a, Instant::now(), 2, SECOND);
+    assert_eq!(
+        pump(&mut a, &mut b),
+        [Seen::Call(id, 4, b"args".to_vec(), 0, false)]
+    );
+}
+
+/// The callee's side of an exactly-once call: the node's reply memory admits the
+/// delivery; the first one "runs" the method (counted), a retry is answered
+/// from memory. Returns how many times the method ran in all.
+fn serve_once(b: &mut TestCore, table: &OnceTable, now: Instant, seen: Vec<Seen>, runs: &mut u32) {
+    for call in seen {
+        let Seen::Call(id, _, _, once, false) = call else {
+            panic!("an exactly-once ask, got {call:?}");
+        };
+        let key = (Uuid::from_u128(1), once);
+        let replies = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = replies.clone();
+        let answer = Box::new(move |outcome| sink.lock().push(outcome));
+        if let Admit::Run(answer) = table.admit(now, key, answer) {
+            *runs += 1;
+            let outcome = Ok(runs.to_le_bytes().to_vec());
+            table.complete(now, key, &outcome);
+            answer(outcome);
+        }
+        for outcome in replies.lock().drain(..) {
+            b.reply(Lane::Reply(1), id, outcome);
+        }
+    }
+}
+
+#[test]
+fn an_exactly_once_call_lost_with_its_connection_is_retried_and_runs_once() {
+    let table = OnceTable::new(Duration::from_secs(300));
+    let mut runs = 0;
+    let t0 = Instant::now();
+    let mut retry = Retry::new(t0, SECOND);
+    let once = 77;
+
+    // Attempt 1: it runs on B, but the connection is lost before the reply is read.
+    let (mut a1, mut b1) = pair();
+    let left = retry.attempt(t0).expect("time left");
+    ask_once(&mut a1, t0, 1, left, once);
+    retry.sent();
+    let seen = pump(&mut a1, &mut b1);
+    serve_once(&mut b1, &table, t0, seen, &mut runs);
+    b1.close();
+    a1.close();
+    let (waiter, outcome) = only(answers(&mut a1));
+    assert_eq!(waiter, 1);
+    let at = match retry.next(t0, outcome) {
+        Next::RetryAt(at) => at,
+        Next::Done(done) => panic!("a lost connection is retried, got {done:?}"),
+    };
+    assert_eq!(at, t0 + Duration::from_millis(10));
+
+    // Attempt 2, over a new connection: answered from B's memory, not run again.
+    let (mut a2, mut b2) = pair_of(1, 2);
+    let left = retry.attempt(at).expect("time left");
+    ask_once(&mut a2, at, 2, left, once);
+    let seen = pump(&mut a2, &mut b2);
+    serve_once(&mut b2, &table, at, seen, &mut runs);
+    pump(&mut b2, &mut a2);
+    let (waiter, outcome) = only(answers(&mut a2));
+    assert_eq!(waiter, 2);
+    assert_eq!(
+        retry.next(at, outcome),
+        Next::Done(Ok(1u32.to_le_bytes().to_vec())),
+        "the first run's reply"
+    );
+    assert_eq!(runs, 1, "the method ran once");
+}
+
+#[test]
+fn an_exactly_once_call_gives_up_at_its_deadline_saying_whether_it_was_sent() {
+    let t0 = Instant::now();
+    let mut retry = Retry::new(t0, Duration::from_millis(25));
+    let lost = || CallError::ConnectFailed {
+        addr: "x".into(),
+        reason: "refused".into(),
+    };
+    let mut now = t0;
+    let mut pauses = Vec::new();
+    loop {
+        if let Err(err) = retry.attempt(now) {
+            assert_eq!(
+                err,
+                CallError::Timeout {
+                    after: Duration::from_millis(25),
+                    may_have_executed: false
+                },
+                "never connected: it never left this node"
+            );
+            break;
+        }
+        match retry.next::<()>(now, Err(lost())) {
+            Next::RetryAt(at) => {
+                pauses.push(at - now);
+                now = at;
+            }
+            Next::Done(done) => panic!("retried until the deadline, got {done:?}"),
+        }
+    }
+    assert_eq!(
+        pauses,
+        [
+            Duration::from_millis(10),
+            Duration::from_millis(15), // cut short by the deadline
+        ]
+    );
+    let mut sent = Retry::new(t0, Duration::from_millis(5));
+    sent.sent();
+    assert_eq!(
+        sent.attempt(t0 + Duration::from_millis(5)),
+        Err(CallError::Timeout {
+            after: Duration::from_millis(5),
+            may_have_executed: true
+        })
+    );
+    assert_eq!(
+        sent.next::<()>(t0, Err(CallError::ActorStopped)),
+        Next::Done(Err(CallError::ActorStopped)),
+        "only a lost connection is retried"
+    );
+}
