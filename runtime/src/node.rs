@@ -384,18 +384,18 @@ impl Node {
     ) -> impl Future<Output = StopReason> + Send + 'static {
         // Capture the cell or the connection, never the route: a route keeps its
         // actor alive, and a monitor must not.
-        enum Watch {
+        enum Monitored {
             Local(std::pin::Pin<Box<dyn Future<Output = StopReason> + Send>>),
             Remote(Arc<RemoteRoute>),
         }
         let watch = match r.core().route() {
-            Route::Local(local) => Watch::Local(Box::pin(local.cell.monitor())),
-            Route::Remote(remote) => Watch::Remote(remote.clone()),
+            Route::Local(local) => Monitored::Local(Box::pin(local.cell.monitor())),
+            Route::Remote(remote) => Monitored::Remote(remote.clone()),
         };
         async move {
             match watch {
-                Watch::Local(stopped) => stopped.await,
-                Watch::Remote(remote) => crate::remote::route::stopped(remote).await,
+                Monitored::Local(stopped) => stopped.await,
+                Monitored::Remote(remote) => crate::remote::route::stopped(remote).await,
             }
         }
     }

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use self::member::{ActorLink, SupervisorMember};
+use self::member::{ChildSide, SupervisorMember};
 use self::tree::{watch_exit, Child, Roster, SupRef, SupRoute, Tree};
 use crate::id::ActorId;
 use crate::interface::Interface;
@@ -285,7 +285,7 @@ impl Supervisor {
         if route.cell.stop_requested().is_some() || route.cell.is_finished() {
             return Err(SupervisorError::Stopped);
         }
-        let link = Arc::new(ActorLink::new(route, &self.roster, &self.node));
+        let link = Arc::new(ChildSide::new(route, &self.roster, &self.node));
         let first = factory();
         options.restart = Some((RestartBy::Supervisor(link.clone()), Box::new(factory)));
         let child: R = self.node.spawn_with(first, options);

@@ -271,7 +271,7 @@ impl<M> MailboxTx<M> {
         }
         // Counted before the message is registered, so that whoever releases the
         // actor's baton sees it (see `Slot::release`).
-        let _counted = Waiting::count(&self.closed.waiting);
+        let _counted = WaitingSender::count(&self.closed.waiting);
         let mut send = self.tx.send_async(env);
         let mut waiting = Some(waiting);
         let sent = poll_fn(|cx| {
@@ -340,16 +340,16 @@ impl<M: 'static> MailboxRx<M> {
 }
 
 /// One sender waiting in `MailboxTx::send`, counted for as long as it waits.
-struct Waiting<'a>(&'a AtomicUsize);
+struct WaitingSender<'a>(&'a AtomicUsize);
 
-impl<'a> Waiting<'a> {
+impl<'a> WaitingSender<'a> {
     fn count(waiting: &'a AtomicUsize) -> Self {
         waiting.fetch_add(1, Ordering::SeqCst);
-        Waiting(waiting)
+        WaitingSender(waiting)
     }
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for WaitingSender<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }

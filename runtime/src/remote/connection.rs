@@ -3,7 +3,7 @@
 //! writes the frames the core gives back on their lanes, hands answers to waiting
 //! callers, runs the core's deadlines on one timer task, and serves incoming calls
 //! against this node's exports. Both transports (QUIC, in-process channels) are
-//! thinner still: they move bytes between a [`Link`] and [`Connection::drain`].
+//! thinner still: they move bytes between a [`Transport`] and [`Connection::drain`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use super::exports::Waiting;
+use super::exports::Delivery;
 use super::host::Host;
 use super::marshal::{Answer, Args, MarshalCx, Replier};
 pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
@@ -29,7 +29,7 @@ pub(crate) enum Step {
     /// Read the next frame.
     Continue,
     /// Wait for this delivery (a full mailbox) before reading on.
-    Wait(Waiting),
+    Wait(Delivery),
     /// Close the connection.
     Close,
 }
@@ -38,16 +38,16 @@ pub(crate) enum Step {
 pub(crate) enum Drained {
     /// Every complete frame was handled: read more bytes.
     More,
-    /// An oversize frame: reset the stream (QUIC) or drop the link (one stream).
+    /// An oversize frame: reset the stream (QUIC) or drop the transport (one stream).
     Reset,
     /// The connection must close.
     Close,
 }
 
-/// Sends encoded frames (length-prefixed) to the peer. False once the link is gone.
-pub(crate) trait Link: Send + Sync {
+/// Sends encoded frames (length-prefixed) to the peer. False once the transport is gone.
+pub(crate) trait Transport: Send + Sync {
     fn send(&self, lane: Lane, frame: Vec<u8>) -> bool;
-    /// Whether values can move over this link unencoded (one process).
+    /// Whether values can move over this transport unencoded (one process).
     fn carries_values(&self) -> bool {
         false
     }
@@ -88,7 +88,7 @@ pub(crate) struct Connection {
     /// calls see through [`crate::caller()`].
     caller: Arc<Caller>,
     state: Mutex<Driven>,
-    link: Box<dyn Link>,
+    transport: Box<dyn Transport>,
     /// Whether the core has closed (read without the lock).
     closed: AtomicBool,
     closed_notify: Notify,
@@ -106,11 +106,11 @@ impl Connection {
         node: Weak<Host>,
         session: Session,
         identity: String,
-        link: Box<dyn Link>,
+        transport: Box<dyn Transport>,
         limits: Limits,
         dialer: uuid::Uuid,
     ) -> Arc<Self> {
-        let values = link.carries_values();
+        let values = transport.carries_values();
         let core = Core::new(session, limits, values);
         let peer = core.peer().clone();
         let conn = Arc::new(Connection {
@@ -119,7 +119,7 @@ impl Connection {
             caller: Arc::new(Caller::new(peer.node, identity)),
             peer,
             state: Mutex::new(Driven { core, armed: None }),
-            link,
+            transport,
             closed: AtomicBool::new(false),
             closed_notify: Notify::new(),
             timer: Arc::new(Notify::new()),
@@ -138,7 +138,7 @@ impl Connection {
     }
 
     /// Runs `op` on the core, then does what it asked for: writes its frames,
-    /// delivers its events, arms the timer, and tears the link down if it closed.
+    /// delivers its events, arms the timer, and tears the transport down if it closed.
     fn drive<R>(&self, op: impl FnOnce(&mut Core<Live>, Instant) -> R) -> R {
         let mut state = self.state.lock();
         let out = op(&mut state.core, Instant::now());
@@ -154,12 +154,12 @@ impl Connection {
         self.drive(|core, _| op(core))
     }
 
-    /// Writes the core's frames; false if the link refused one (it is gone).
+    /// Writes the core's frames; false if the transport refused one (it is gone).
     fn flush(&self, core: &mut Core<Live>) -> bool {
         while let Some(transmit) = core.poll_transmit() {
             let sent = match transmit {
-                Transmit::Frame(lane, bytes) => self.link.send(lane, bytes),
-                Transmit::Value(lane, frame) => self.link.send_value(lane, frame),
+                Transmit::Frame(lane, bytes) => self.transport.send(lane, bytes),
+                Transmit::Value(lane, frame) => self.transport.send_value(lane, frame),
             };
             if !sent {
                 return false;
@@ -196,7 +196,7 @@ impl Connection {
             self.timer.notify_one();
         }
         if closed_now {
-            self.link.close();
+            self.transport.close();
             self.closed_notify.notify_waiters();
             if let Some(node) = self.node.upgrade() {
                 node.forget_peer(&self.peer, self);
@@ -205,7 +205,7 @@ impl Connection {
     }
 
     /// Sends a call over the core: the one send path of asks, tells, receipts and
-    /// exactly-once attempts. A call the link refused was not sent.
+    /// exactly-once attempts. A call the transport refused was not sent.
     fn submit(
         &self,
         call: OutCall<'_>,
@@ -252,7 +252,7 @@ impl Connection {
 
     /// Sends bytes that may not be a frame at all (tests of malformed input).
     pub(crate) fn send_raw(&self, lane: Lane, bytes: Vec<u8>) -> bool {
-        self.link.send(lane, bytes)
+        self.transport.send(lane, bytes)
     }
 
     /// Sends one control frame on `lane` (leases, exits).
@@ -355,7 +355,7 @@ impl Connection {
         call: Call<'_>,
         one_way: bool,
         replies: Lane,
-    ) -> Result<Option<Waiting>, CallError> {
+    ) -> Result<Option<Delivery>, CallError> {
         self.deliver_payload(
             call.id,
             call.target,
@@ -384,7 +384,7 @@ impl Connection {
         one_way: bool,
         tags: CallTags,
         replies: Lane,
-    ) -> Result<Option<Waiting>, CallError> {
+    ) -> Result<Option<Delivery>, CallError> {
         let node = self.node.upgrade().ok_or(CallError::NoSuchObject)?;
         let exported = node.exported(&target).ok_or(CallError::NoSuchObject)?;
         if exported.interface_id() != interface {
@@ -439,7 +439,7 @@ impl Connection {
         args: Args<'_>,
         tags: CallTags,
         replies: Lane,
-    ) -> Result<Option<Waiting>, CallError> {
+    ) -> Result<Option<Delivery>, CallError> {
         use super::once::Admit;
         let key = (self.peer.node, tags.once);
         let conn = self.clone();
@@ -518,7 +518,7 @@ impl Connection {
         self.drive(|core, _| core.reply(lane, call, outcome));
     }
 
-    /// The link is gone: every call in flight fails with `NodeDown`.
+    /// The transport is gone: every call in flight fails with `NodeDown`.
     pub(crate) fn close(&self) {
         self.drive(|core, _| core.close());
     }

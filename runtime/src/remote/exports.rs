@@ -17,7 +17,7 @@ use crate::remote::marshal::{Args, Replier, Unmarshal};
 use crate::wire::codec::Limits;
 
 /// A delivery that has to wait for room in the actor's mailbox.
-pub(crate) type Waiting = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type Delivery = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// An exported object, as a connection sees it: any actor, whatever its interface.
 pub(crate) trait Exported: Send + Sync {
@@ -33,7 +33,7 @@ pub(crate) trait Exported: Send + Sync {
         args: Args<'_>,
         limits: &Limits,
         replier: Replier,
-    ) -> Result<Option<Waiting>, CallError>;
+    ) -> Result<Option<Delivery>, CallError>;
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     /// Resolves with the actor's stop reason (holding its cell, not the actor).
     fn stopped(&self) -> Pin<Box<dyn Future<Output = StopReason> + Send>>;
@@ -64,7 +64,7 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
         args: Args<'_>,
         limits: &Limits,
         replier: Replier,
-    ) -> Result<Option<Waiting>, CallError> {
+    ) -> Result<Option<Delivery>, CallError> {
         let msg = M::unmarshal(method, args, limits, replier)?;
         self.take(msg)
     }
@@ -99,7 +99,7 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
 impl<M: Unmarshal> LocalRoute<M> {
     /// Hands an incoming message to the actor: run at once if it is idle, queued
     /// otherwise; a full mailbox gives back a future that waits for room.
-    fn take(self: Arc<Self>, msg: M) -> Result<Option<Waiting>, CallError> {
+    fn take(self: Arc<Self>, msg: M) -> Result<Option<Delivery>, CallError> {
         match self.offer_now(msg) {
             Ok(()) => Ok(None),
             // Dropping the message answers its caller through the replier.

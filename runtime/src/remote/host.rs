@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::connection::Connection;
 use super::exports::Exported;
-use super::leases::{Granted, Held};
+use super::leases::{GrantedLeases, HeldLeases};
 use super::marshal::Unmarshal;
 use super::once::OnceTable;
 use super::quic::{self, QuicConfig};
@@ -36,9 +36,9 @@ pub(crate) struct Host {
     limits: Limits,
     exports: DashMap<ObjectId, Export>,
     /// Leases this node holds on other nodes' objects (one per proxied object).
-    held: Arc<Held>,
+    held: Arc<HeldLeases>,
     /// Leases other nodes hold on this node's exports.
-    granted: Granted,
+    granted: GrantedLeases,
     /// How long a lease lasts without renewal (cluster-wide: use one value).
     lease: Duration,
     peers: DashMap<Uuid, Arc<Connection>>,
@@ -359,11 +359,11 @@ impl Host {
         })
     }
 
-    pub(crate) fn held_leases(&self) -> &crate::remote::leases::Held {
+    pub(crate) fn held_leases(&self) -> &crate::remote::leases::HeldLeases {
         &self.held
     }
 
-    pub(crate) fn granted_leases(&self) -> &crate::remote::leases::Granted {
+    pub(crate) fn granted_leases(&self) -> &crate::remote::leases::GrantedLeases {
         &self.granted
     }
 

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::connection::{Connection, Drained, Lane, Link, Step, ValueFrame};
+use super::connection::{Connection, Drained, Lane, Step, Transport, ValueFrame};
 use crate::error::CallError;
 use std::sync::Weak;
 
@@ -53,7 +53,7 @@ enum Packet {
     Value(ValueFrame),
 }
 
-struct ChannelLink {
+struct ChannelTransport {
     tx: mpsc::UnboundedSender<Packet>,
     /// Whether plain values move unencoded (off in the serializing mode).
     values: bool,
@@ -61,7 +61,7 @@ struct ChannelLink {
 
 /// One channel carries every lane: in one process a frame is handed over whole, so
 /// lanes cannot hold each other up behind a partial write.
-impl Link for ChannelLink {
+impl Transport for ChannelTransport {
     fn send(&self, _lane: Lane, frame: Vec<u8>) -> bool {
         self.tx.send(Packet::Bytes(frame)).is_ok()
     }
@@ -133,7 +133,7 @@ async fn connect_with(a: &Node, b: &Node, values: bool) -> Result<Wire, CallErro
         *a.limits(),
         identity(b),
         from_b,
-        ChannelLink { tx: to_b, values },
+        ChannelTransport { tx: to_b, values },
         cut.clone(),
         ready_a,
     ));
@@ -144,7 +144,7 @@ async fn connect_with(a: &Node, b: &Node, values: bool) -> Result<Wire, CallErro
         *b.limits(),
         identity(a),
         from_a,
-        ChannelLink { tx: to_a, values },
+        ChannelTransport { tx: to_a, values },
         cut.clone(),
         ready_b,
     ));
@@ -164,7 +164,7 @@ fn identity(node: &Node) -> String {
 }
 
 /// One side of an in-process connection: handshake, then read frames until the
-/// link or the wire is cut. `peer_identity` is the other node's name.
+/// transport or the wire is cut. `peer_identity` is the other node's name.
 #[allow(clippy::too_many_arguments)]
 async fn run(
     node: Weak<Host>,
@@ -173,17 +173,19 @@ async fn run(
     limits: Limits,
     peer_identity: String,
     rx: mpsc::UnboundedReceiver<Packet>,
-    link: ChannelLink,
+    transport: ChannelTransport,
     cut: Arc<Cut>,
     ready: oneshot::Sender<Result<(), CallError>>,
 ) {
     let mut session = Session::new(id, incarnation, None);
     let mut hello = Vec::new();
-    if encode(&session.hello(), &mut hello, &limits).is_err() || !link.send(Lane::Control, hello) {
+    if encode(&session.hello(), &mut hello, &limits).is_err()
+        || !transport.send(Lane::Control, hello)
+    {
         return;
     }
     let mut reader = FrameReader::new(limits);
-    let mut rx = Incoming::new(rx, cut);
+    let mut rx = Inbound::new(rx, cut);
     // The handshake: read up to the peer's Hello.
     let peer = loop {
         match reader.next_frame() {
@@ -208,14 +210,14 @@ async fn run(
         Arc::downgrade(&node),
         session,
         peer_identity,
-        Box::new(link),
+        Box::new(transport),
         limits,
         dialer,
     );
     let conn = node.add_peer(conn);
     drop(node);
     let _ = ready.send(Ok(()));
-    // One channel carries every lane, so an oversize frame drops the whole link.
+    // One channel carries every lane, so an oversize frame drops the whole transport.
     loop {
         match conn.drain(&mut reader, Lane::Reply(0)).await {
             Drained::More => {}
@@ -235,14 +237,14 @@ async fn run(
 }
 
 /// The bytes from the peer, until the channel closes or the wire is cut.
-struct Incoming {
+struct Inbound {
     rx: mpsc::UnboundedReceiver<Packet>,
     cut: Arc<Cut>,
 }
 
-impl Incoming {
+impl Inbound {
     fn new(rx: mpsc::UnboundedReceiver<Packet>, cut: Arc<Cut>) -> Self {
-        Incoming { rx, cut }
+        Inbound { rx, cut }
     }
 
     async fn next(&mut self) -> Option<Packet> {

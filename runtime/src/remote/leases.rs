@@ -1,11 +1,11 @@
 //! Reference leases (Java RMI's distributed GC, with Cap'n Proto's prompt release).
 //!
 //! - A node holding proxies for an actor on another node holds a lease on it:
-//!   [`Held`] counts the proxies per (node, object), renews every held object with
+//!   [`HeldLeases`] counts the proxies per (node, object), renews every held object with
 //!   one `Renew` frame per peer at half the owner's lease time, and, when the last
 //!   proxy of an object goes, releases it with a `Release` frame (batched for a few
 //!   milliseconds).
-//! - The owner records who holds leases on its exports ([`Granted`]); a lease not
+//! - The owner records who holds leases on its exports ([`GrantedLeases`]); a lease not
 //!   renewed within the lease time (a holder that died, or a lost connection)
 //!   lapses. An export nobody holds a lease on and nothing on its node refers to
 //!   (no local reference, no registry binding: bound references are held) has
@@ -36,21 +36,21 @@ const RELEASE_BATCH: Duration = Duration::from_millis(20);
 
 /// The leases this node holds on other nodes' objects.
 #[derive(Default)]
-pub(crate) struct Held {
-    peers: Mutex<HashMap<Uuid, HeldPeer>>,
+pub(crate) struct HeldLeases {
+    peers: Mutex<HashMap<Uuid, PeerLeases>>,
     /// Wakes the lease task: a release to send.
     wake: Notify,
 }
 
 #[derive(Default)]
-struct HeldPeer {
+struct PeerLeases {
     addr: Option<String>,
     objects: HashMap<ObjectId, usize>,
     released: Vec<ObjectId>,
     renewed: Option<Instant>,
 }
 
-impl Held {
+impl HeldLeases {
     /// A proxy for `object` on `peer` was made.
     pub(crate) fn acquire(&self, peer: Uuid, addr: Option<&str>, object: ObjectId) {
         let mut peers = self.peers.lock();
@@ -86,11 +86,11 @@ impl Held {
 
 /// The leases other nodes hold on this node's exports: holder → expiry, per object.
 #[derive(Default)]
-pub(crate) struct Granted {
+pub(crate) struct GrantedLeases {
     objects: Mutex<HashMap<ObjectId, HashMap<Uuid, Instant>>>,
 }
 
-impl Granted {
+impl GrantedLeases {
     /// `holder` holds (or renews) a lease on each of `objects` until `now + lease`.
     pub(crate) fn renew(&self, holder: Uuid, objects: &[ObjectId], lease: Duration) {
         let until = Instant::now() + lease;
@@ -135,7 +135,7 @@ impl Granted {
 
 /// The node's lease task: renews held leases, sends releases, and withdraws
 /// exports nobody refers to any more. Ends when the node is gone.
-pub(crate) async fn run(node: Weak<Host>, held: Weak<Held>, lease: Duration) {
+pub(crate) async fn run(node: Weak<Host>, held: Weak<HeldLeases>, lease: Duration) {
     // Renewals at half the lease, sweeps at a quarter: a lapsed export is
     // withdrawn within 1.25 leases of its last renewal.
     let tick = (lease / 4).max(Duration::from_millis(25));
@@ -166,7 +166,7 @@ pub(crate) async fn run(node: Weak<Host>, held: Weak<Held>, lease: Duration) {
 }
 
 /// Sends pending releases, and renewals that are due (half the lease).
-fn send(node: &Arc<Host>, held: &Held, now: Instant, lease: Duration) {
+fn send(node: &Arc<Host>, held: &HeldLeases, now: Instant, lease: Duration) {
     let mut frames = Vec::new();
     {
         let mut peers = held.peers.lock();
@@ -220,6 +220,6 @@ fn send(node: &Arc<Host>, held: &Held, now: Instant, lease: Duration) {
 }
 
 /// Starts the lease task of `node` (once).
-pub(crate) fn start(node: &Arc<Host>, held: &Arc<Held>, lease: Duration) {
+pub(crate) fn start(node: &Arc<Host>, held: &Arc<HeldLeases>, lease: Duration) {
     node.spawn_task(run(Arc::downgrade(node), Arc::downgrade(held), lease));
 }

@@ -25,11 +25,11 @@ pub const MAX_REMEMBERED: usize = 1 << 20;
 
 type Key = (Uuid, u64);
 /// Where one delivery of the call wants its answer.
-pub(crate) type Answer = Box<dyn FnOnce(Result<Vec<u8>, CallError>) + Send>;
+pub(crate) type Responder = Box<dyn FnOnce(Result<Vec<u8>, CallError>) + Send>;
 
 enum Entry {
     /// Running: retries that arrived meanwhile wait for its outcome.
-    Running(Vec<Answer>),
+    Running(Vec<Responder>),
     /// Done: the outcome, for retries.
     Done(Result<Vec<u8>, CallError>),
 }
@@ -49,7 +49,7 @@ struct Inner {
 /// What to do with a delivery of an exactly-once call.
 pub(crate) enum Admit {
     /// The first delivery: run the method, and report with [`OnceTable::complete`].
-    Run(Answer),
+    Run(Responder),
     /// Answered from memory, or queued behind the delivery that is running it.
     Handled,
 }
@@ -63,7 +63,7 @@ impl OnceTable {
     }
 
     /// A delivery of call `key`, at `now`, whose answer goes to `answer`.
-    pub(crate) fn admit(&self, now: Instant, key: Key, answer: Answer) -> Admit {
+    pub(crate) fn admit(&self, now: Instant, key: Key, answer: Responder) -> Admit {
         let mut inner = self.inner.lock();
         inner.expire(now, self.retention);
         match inner.entries.get_mut(&key) {
@@ -143,11 +143,11 @@ mod tests {
 
     type Seen = Arc<StdMutex<Vec<Result<Vec<u8>, CallError>>>>;
 
-    fn recorder() -> (Seen, impl Fn() -> Answer) {
+    fn recorder() -> (Seen, impl Fn() -> Responder) {
         let seen = Arc::new(StdMutex::new(Vec::new()));
         let make = {
             let seen = seen.clone();
-            move || -> Answer {
+            move || -> Responder {
                 let seen = seen.clone();
                 Box::new(move |outcome| seen.lock().unwrap().push(outcome))
             }

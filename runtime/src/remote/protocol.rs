@@ -120,7 +120,7 @@ pub(crate) enum Event<S: Sinks> {
 }
 
 /// A call waiting for its reply.
-struct Waiting<W> {
+struct AwaitingReply<W> {
     waiter: W,
     deadline: Instant,
     timeout: Duration,
@@ -133,7 +133,7 @@ pub(crate) struct Core<S: Sinks> {
     limits: Limits,
     /// Whether the link carries value frames (one process).
     values: bool,
-    waiting: HashMap<u64, Waiting<S::Call>>,
+    waiting: HashMap<u64, AwaitingReply<S::Call>>,
     /// `(deadline, call id)` of every waiting call, earliest first.
     deadlines: BTreeSet<(Instant, u64)>,
     /// Our monitors of the peer's objects, by watch id.
@@ -253,7 +253,7 @@ impl<S: Sinks> Core<S> {
             let deadline = now.checked_add(timeout).unwrap_or(far_future(now));
             self.waiting.insert(
                 id,
-                Waiting {
+                AwaitingReply {
                     waiter,
                     deadline,
                     timeout,

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use rustls_pki_types::CertificateDer;
 use std::future::Future;
 
-use super::connection::{Connection, Drained, Lane, Link};
+use super::connection::{Connection, Drained, Lane, Transport};
 use super::host::Host;
 use crate::error::CallError;
 use crate::remote::tls::{common_name, Credentials, NODE_NAME};
@@ -218,7 +218,7 @@ async fn establish(
     };
 
     let identity = peer_name(&quic);
-    let link = Arc::new(QuicLink {
+    let transport = Arc::new(QuicTransport {
         quic: quic.clone(),
         control: Outbox::open(send),
         calls: Mutex::new(HashMap::new()),
@@ -230,11 +230,11 @@ async fn establish(
         Arc::downgrade(&me),
         session,
         identity,
-        Box::new(LinkHandle(link.clone())),
+        Box::new(QuicHandle(transport.clone())),
         limits,
         dialed_by,
     );
-    let _ = link.conn.set(Arc::downgrade(&conn));
+    let _ = transport.conn.set(Arc::downgrade(&conn));
     // Both nodes may have dialed at once: the connection dialed by the smaller node
     // id stays (both sides decide alike); the other is retired after a grace period,
     // but serves its streams until then.
@@ -244,12 +244,12 @@ async fn establish(
     // Streams the peer opens to call our objects.
     tokio::spawn({
         let conn = conn.clone();
-        let link = link.clone();
+        let transport = transport.clone();
         async move {
             let lanes = AtomicU64::new(1);
             while let Ok((send, recv)) = quic.accept_bi().await {
                 let lane = lanes.fetch_add(1, Ordering::Relaxed);
-                link.replies.lock().insert(lane, Outbox::open(send));
+                transport.replies.lock().insert(lane, Outbox::open(send));
                 spawn_reader(conn.clone(), recv, Lane::Reply(lane), None);
             }
             // The connection is gone (closed, timed out, reset): fail what is in flight.
@@ -421,7 +421,7 @@ impl Outbox {
     }
 }
 
-struct QuicLink {
+struct QuicTransport {
     quic: quinn::Connection,
     control: Arc<Outbox>,
     /// Our streams to the peer's objects, opened on first use.
@@ -431,24 +431,24 @@ struct QuicLink {
     conn: OnceLock<Weak<Connection>>,
 }
 
-/// The link as the connection holds it.
-struct LinkHandle(Arc<QuicLink>);
+/// The transport as the connection holds it.
+struct QuicHandle(Arc<QuicTransport>);
 
-impl Link for LinkHandle {
+impl Transport for QuicHandle {
     fn send(&self, lane: Lane, frame: Vec<u8>) -> bool {
-        let link = &self.0;
+        let transport = &self.0;
         match lane {
-            Lane::Control => link.control.send(frame),
+            Lane::Control => transport.control.send(frame),
             Lane::Reply(n) => {
-                let outbox = link.replies.lock().get(&n).cloned();
+                let outbox = transport.replies.lock().get(&n).cloned();
                 outbox.is_some_and(|outbox| outbox.send(frame))
             }
             Lane::Call(target) => {
-                let outbox = link
+                let outbox = transport
                     .calls
                     .lock()
                     .entry(target)
-                    .or_insert_with(|| link.open_call_stream())
+                    .or_insert_with(|| transport.open_call_stream())
                     .clone();
                 outbox.send(frame)
             }
@@ -460,7 +460,7 @@ impl Link for LinkHandle {
     }
 }
 
-impl QuicLink {
+impl QuicTransport {
     /// A lane to one of the peer's objects: its stream is opened by the writer task,
     /// so frames queue (in order) until it is there.
     fn open_call_stream(&self) -> Arc<Outbox> {

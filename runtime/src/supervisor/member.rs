@@ -1,5 +1,5 @@
 //! A supervisor's children as it sees them ([`Member`]: pause, restart, stop), and
-//! an actor child's side of the link ([`ActorLink`], the runtime's [`Supervision`]
+//! an actor child's side of the link ([`ChildSide`], the runtime's [`Supervision`]
 //! hook), which reports to the supervisor and waits for its [`Directive`]s.
 
 use std::future::Future;
@@ -34,17 +34,17 @@ pub(super) trait Member: Send + Sync {
 #[derive(Default)]
 struct Shared {
     pause: AtomicBool,
-    halted: Mutex<Option<Waiting>>,
+    halted: Mutex<Option<Halted>>,
 }
 
-struct Waiting {
+struct Halted {
     reply: oneshot::Sender<Directive>,
     /// The panic it halted on, if it did not just pause.
     failure: Option<String>,
 }
 
 /// The child's side ([`Supervision`]), kept in its slot.
-pub(super) struct ActorLink {
+pub(super) struct ChildSide {
     /// Weak: a supervisor is kept running by its handles and by the tasks that
     /// watch its children, not by a stopped child's lingering references.
     parent: Weak<SupRoute>,
@@ -55,9 +55,9 @@ pub(super) struct ActorLink {
     attached: AtomicBool,
 }
 
-impl ActorLink {
+impl ChildSide {
     pub(super) fn new(parent: &Arc<SupRoute>, roster: &Arc<Roster>, node: &Node) -> Self {
-        ActorLink {
+        ChildSide {
             parent: Arc::downgrade(parent),
             roster: roster.clone(),
             node: node.clone(),
@@ -73,7 +73,7 @@ impl ActorLink {
     }
 }
 
-impl Supervision for ActorLink {
+impl Supervision for ChildSide {
     fn attach(&self, cell: &Arc<ActorCell>, control: Weak<dyn Control>) {
         let _ = self.cell.set(cell.clone());
         let member = ActorMember {
@@ -112,7 +112,7 @@ impl Supervision for ActorLink {
         let (reply, answer) = oneshot::channel();
         // Reporting covers a pending pause request too.
         self.shared.pause.store(false, Ordering::Release);
-        *self.shared.halted.lock() = Some(Waiting {
+        *self.shared.halted.lock() = Some(Halted {
             reply,
             failure: failure.clone(),
         });
