@@ -108,7 +108,7 @@ pub async fn node() -> Node {
 /// A node running in a child process (`remora-test-node`), killed when dropped.
 pub struct ChildNode {
     pub child: std::process::Child,
-    pub id: uuid::Uuid,
+    pub id: remora::NodeId,
     pub addr: String,
     pub counter: remora::wire::ObjectId,
     pub broker: remora::wire::ObjectId,

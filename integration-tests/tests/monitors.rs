@@ -63,12 +63,10 @@ async fn a_lost_node_resolves_monitors_with_node_down(transport: Transport) {
     let actor = pair.client.monitor(&remote);
     let node = pair.client.monitor_node(pair.server.id());
     pair.lose_server().await;
-    let server = pair.server.id().to_string();
+    let server = pair.server.id();
     assert_eq!(
         timeout(SAFETY, actor).await,
-        Ok(StopReason::NodeDown {
-            node: server.clone()
-        })
+        Ok(StopReason::NodeDown { node: server })
     );
     assert_eq!(
         timeout(SAFETY, node).await,

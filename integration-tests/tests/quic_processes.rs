@@ -162,10 +162,10 @@ async fn a_monitor_of_an_actor_on_a_restarted_node_says_so() {
     // Back on the same address before the client can notice the loss (its
     // keep-alive needs a third of the 3 s peer timeout): a restart, not a crash.
     let second = ChildNode::spawn_at(TEST_NODE, dir.path(), &addr);
-    let node = first.id.to_string();
+    let node = first.id;
     assert_eq!(
         timeout(SAFETY, watching).await,
-        Ok(StopReason::NodeRestarted { node: node.clone() })
+        Ok(StopReason::NodeRestarted { node })
     );
     assert_eq!(
         timeout(SAFETY, node_watch).await,

@@ -6,11 +6,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use remora::remote::inproc;
+use remora::NodeId;
 use remora::{Actor, CallError, Factory, Interface, Node, SpawnError};
 use remora_integration_tests::*;
 use remora_registry::{MemoryStore, Placement, PlacementError, Registry, RegistryServer};
 use tokio::time::timeout;
-use uuid::Uuid;
 
 /// A bound on a whole scenario; never a performance bound.
 const SCENARIO: Duration = Duration::from_secs(60);
@@ -152,7 +152,7 @@ fn register(node: &Node) {
 }
 
 /// The node `r`'s actor runs on, as `holder` sees it.
-fn home<R: Interface>(holder: &Node, r: &R) -> Uuid
+fn home<R: Interface>(holder: &Node, r: &R) -> NodeId
 where
     R::Msg: remora::Unmarshal,
 {
@@ -242,7 +242,7 @@ async fn unknown_factories_are_refused_with_the_known_ones(transport: Transport)
         }
     );
     // A node this one is not connected to.
-    let stranger = Uuid::new_v4();
+    let stranger = NodeId::random();
     let err = client
         .spawn_on::<CounterRef, _>(stranger, "counter", 0u64)
         .await
@@ -352,7 +352,7 @@ async fn workers(transport: Transport, workers: usize) -> Cluster {
 }
 
 /// How many of `refs` live on each node.
-fn spread(holder: &Node, refs: &[CounterRef]) -> HashMap<Uuid, usize> {
+fn spread(holder: &Node, refs: &[CounterRef]) -> HashMap<NodeId, usize> {
     let mut spread = HashMap::new();
     for r in refs {
         *spread.entry(home(holder, r)).or_default() += 1;
@@ -364,7 +364,7 @@ async fn placement_local_and_node(transport: Transport) {
     let c = workers(transport, 3).await;
     let client = &c.nodes[0];
     let registry = &c.registries[0];
-    let mut expected: Vec<Uuid> = c.nodes[1..].iter().map(Node::id).collect();
+    let mut expected: Vec<NodeId> = c.nodes[1..].iter().map(Node::id).collect();
     let mut listed = registry
         .placer("workers", Placement::Local)
         .nodes()
@@ -402,11 +402,11 @@ async fn placement_round_robin_spreads_evenly(transport: Transport) {
     for n in 0..6u64 {
         refs.push(placer.spawn::<CounterRef, _>("counter", n).await.unwrap());
     }
-    let expected: HashMap<Uuid, usize> = c.nodes[1..].iter().map(|n| (n.id(), 2)).collect();
+    let expected: HashMap<NodeId, usize> = c.nodes[1..].iter().map(|n| (n.id(), 2)).collect();
     assert_eq!(spread(client, &refs), expected);
     // In turn: the second round visits the nodes in the first round's order.
-    let first: Vec<Uuid> = refs[..3].iter().map(|r| home(client, r)).collect();
-    let second: Vec<Uuid> = refs[3..].iter().map(|r| home(client, r)).collect();
+    let first: Vec<NodeId> = refs[..3].iter().map(|r| home(client, r)).collect();
+    let second: Vec<NodeId> = refs[3..].iter().map(|r| home(client, r)).collect();
     assert_eq!(first, second);
     for (n, r) in refs.iter().enumerate() {
         assert_eq!(
@@ -459,7 +459,7 @@ async fn placement_least_loaded_picks_the_emptiest_node(transport: Transport) {
     assert_eq!(home(client, &first), workers[2].id(), "the emptiest node");
     // Every pick is a node that ran the fewest actors just before it.
     for _ in 0..6 {
-        let loads: HashMap<Uuid, usize> =
+        let loads: HashMap<NodeId, usize> =
             workers.iter().map(|w| (w.id(), w.stats().actors)).collect();
         let least = *loads.values().min().unwrap();
         let r: CounterRef = placer.spawn("counter", 0u64).await.unwrap();

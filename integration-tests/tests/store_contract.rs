@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use remora::WireRef;
+use remora::{NodeId, ObjectId};
 use remora_integration_tests::etcd::EtcdServer;
 use remora_integration_tests::SAFETY;
 use remora_registry::{Change, Changes, EtcdOptions, EtcdStore, Record, RegistryError, Store};
@@ -96,14 +97,14 @@ fn record(key: &str) -> Record {
     Record {
         key: key.to_owned(),
         target: WireRef {
-            node: Uuid::new_v4(),
+            node: NodeId::random(),
             incarnation: 1,
-            object: Uuid::new_v4(),
+            object: ObjectId::random(),
             interface: 0x5eed,
             addr: Some("127.0.0.1:4433".to_owned()),
         },
         interface: "Counter".to_owned(),
-        owner: Uuid::new_v4(),
+        owner: NodeId::random(),
     }
 }
 
@@ -189,7 +190,7 @@ async fn delete_only_removes_the_named_object(store: Arc<dyn Store>) {
     let lease = store.grant(LONG).await.expect("grant");
     let bound = record("names/x");
     store.put(bound.clone(), lease).await.expect("put");
-    let other = Uuid::new_v4();
+    let other = ObjectId::random();
     assert_eq!(store.delete("names/x", Some(other)).await, Ok(None));
     assert_eq!(
         store.get("names/x").await,

@@ -1,10 +1,10 @@
 //! What users see of the registry's contents: entries and the events a watch reports,
 //! and how names and groups map onto store keys.
 
-use remora::wire::ObjectId;
+use remora::NodeId;
+use remora::ObjectId;
 use remora::WireRef;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::error::RegistryError;
 use crate::store::{Change, Record};
@@ -25,12 +25,12 @@ pub struct Entry {
     /// Where the object is: its node, incarnation, object id and address.
     pub target: WireRef,
     /// The node that bound it (whose lease keeps it).
-    pub owner: Uuid,
+    pub owner: NodeId,
 }
 
 impl Entry {
     /// The node the object lives on.
-    pub fn node(&self) -> Uuid {
+    pub fn node(&self) -> NodeId {
         self.target.node
     }
 

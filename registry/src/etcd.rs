@@ -14,7 +14,7 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
     PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
-use remora::wire::ObjectId;
+use remora::ObjectId;
 use tokio::sync::mpsc;
 
 use crate::error::RegistryError;

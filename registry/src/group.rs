@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use remora::wire::ObjectId;
+use remora::ObjectId;
 use remora::{CallError, Interface, Unmarshal};
 
 use crate::client::Registry;

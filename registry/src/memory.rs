@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use remora::wire::ObjectId;
+use remora::ObjectId;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
@@ -287,20 +287,20 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use remora::WireRef;
-    use uuid::Uuid;
+    use remora::{NodeId, ObjectId};
 
     fn record(key: &str) -> Record {
         Record {
             key: key.into(),
             target: WireRef {
-                node: Uuid::new_v4(),
+                node: NodeId::random(),
                 incarnation: 1,
-                object: Uuid::new_v4(),
+                object: ObjectId::random(),
                 interface: 7,
                 addr: None,
             },
             interface: "Test".into(),
-            owner: Uuid::new_v4(),
+            owner: NodeId::random(),
         }
     }
 

@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use remora::NodeId;
 use remora::{Interface, SpawnError, SpawnerRef, Unmarshal};
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::client::Registry;
 use crate::entry::group_prefix;
@@ -19,7 +19,7 @@ pub enum Placement {
     Local,
     /// On this node id: found in the group (and dialed at its address if need be),
     /// or else reached over an existing connection.
-    Node(Uuid),
+    Node(NodeId),
     /// On each node of the group in turn.
     RoundRobin,
     /// On a node of the group at random.
@@ -108,7 +108,7 @@ pub struct Placer {
 
 /// A node of the group and the spawner it offered.
 struct Candidate {
-    node: Uuid,
+    node: NodeId,
     spawner: SpawnerRef,
 }
 
@@ -149,7 +149,7 @@ impl Placer {
     }
 
     /// The nodes offering spawning in the group now, each once, in the group's order.
-    pub async fn nodes(&self) -> Result<Vec<Uuid>, PlacementError> {
+    pub async fn nodes(&self) -> Result<Vec<NodeId>, PlacementError> {
         Ok(self.candidates().await?.iter().map(|c| c.node).collect())
     }
 

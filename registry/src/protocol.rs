@@ -3,15 +3,15 @@
 //! ([`RemoteStore`](crate::RemoteStore)) and server ([`RegistryServer`](crate::RegistryServer))
 //! both build on this file; neither imports the other.
 
-use remora::wire::ObjectId;
-use uuid::Uuid;
+use remora::ObjectId;
 
 use crate::error::RegistryError;
 use crate::store::{Change, LeaseId, Record};
 
 /// The object id a registry is exported under on its node, as RMI's registry has a
 /// fixed `ObjID`: knowing a node's address is enough to reach its registry.
-pub const REGISTRY_OBJECT: ObjectId = Uuid::from_u128(0x7265_6d6f_7261_2d72_6567_6973_7472_7900);
+pub const REGISTRY_OBJECT: ObjectId =
+    ObjectId::from_u128(0x7265_6d6f_7261_2d72_6567_6973_7472_7900);
 
 /// The registry's wire interface: a [`Store`](crate::Store) as a remote object. Users call
 /// [`Registry`](crate::Registry), which speaks it through a [`RemoteStore`](crate::RemoteStore).

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use remora::wire::ObjectId;
+use remora::ObjectId;
 use remora::{Actor, Context, Node};
 use tokio::sync::mpsc;
 

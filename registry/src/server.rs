@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remora::wire::ObjectId;
+use remora::ObjectId;
 use remora::{Actor, Node};
 
 use crate::client::Registry;

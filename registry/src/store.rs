@@ -14,11 +14,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use remora::wire::ObjectId;
+use remora::NodeId;
+use remora::ObjectId;
 use remora::WireRef;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use crate::error::RegistryError;
 
@@ -38,7 +38,7 @@ pub struct Record {
     /// The name of the target's interface (its id is in `target`).
     pub interface: String,
     /// The node that put the record (its lease keeps the record alive).
-    pub owner: Uuid,
+    pub owner: NodeId,
 }
 
 impl Record {

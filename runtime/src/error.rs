@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::id::NodeId;
+
 /// Why a call through a reference (`XRef::method(..)`) did not return the method's value.
 ///
 /// Application errors never appear here: a method that can fail returns its own
@@ -47,19 +49,22 @@ pub enum CallError {
         /// The panic's message, when it was a string.
         message: String,
     },
-    /// The node could not reach the actor's node.
-    #[error("could not connect to {addr}: {reason}")]
+    /// The node could not reach the actor's node: dialling its address failed,
+    /// or there is no connection to it and no address to dial.
+    #[error("could not connect to {}: {reason}", connect_target(node, addr))]
     ConnectFailed {
-        /// The address that was dialled.
-        addr: String,
-        /// What the transport said.
+        /// The node it tried to reach, when known.
+        node: Option<NodeId>,
+        /// The address dialled (None: no address was known, so none was dialled).
+        addr: Option<String>,
+        /// What the transport said, or why nothing was dialled.
         reason: String,
     },
     /// The connection to the actor's node was lost with the call under way.
     #[error("node {node} is down (the call {})", if *may_have_executed { "was sent and may have run" } else { "was not sent" })]
     NodeDown {
         /// The node that went away.
-        node: String,
+        node: NodeId,
         /// True when the call had been sent before the connection was lost.
         may_have_executed: bool,
     },
@@ -104,7 +109,7 @@ pub enum CallError {
     #[error("node {node} restarted since this reference was made; the object is gone")]
     NodeRestarted {
         /// The node.
-        node: String,
+        node: NodeId,
     },
     /// A call cycle: the actor is busy handling a call of this same call chain
     /// (A calls B, B calls back A while A awaits B), so the call could only wait
@@ -161,5 +166,15 @@ impl CallError {
             | CallError::Cycle { .. }
             | CallError::VersionMismatch { .. } => false,
         }
+    }
+}
+
+/// What a failed connect names: the address dialled, the node, or both.
+fn connect_target(node: &Option<NodeId>, addr: &Option<String>) -> String {
+    match (node, addr) {
+        (Some(node), Some(addr)) => format!("node {node} at {addr}"),
+        (None, Some(addr)) => addr.clone(),
+        (Some(node), None) => format!("node {node} (no address known)"),
+        (None, None) => "an unknown node".to_owned(),
     }
 }

@@ -1,6 +1,11 @@
-//! Stable identities of interfaces and methods, and local actor ids.
+//! Identities: of interfaces and methods (stable hashes of names), of nodes and
+//! exported objects (random 128-bit values, as distinct types so that swapped
+//! arguments do not compile), and of actors within a node.
 
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// The stable 64-bit id of a name: FNV-1a over the name's UTF-8 bytes.
 ///
@@ -45,6 +50,71 @@ impl fmt::Display for ActorId {
         write!(f, "actor#{}", self.0)
     }
 }
+
+/// Identifies a node: a random value drawn when the node starts, announced in
+/// its handshake and carried by every reference to its objects. (A restarted node
+/// is a new node with a new id and incarnation.)
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(Uuid);
+
+/// Identifies an object a node exports: a random 128-bit value, so holding it is
+/// the capability to call the object (a node refuses ids it never exported), or a
+/// well-known constant for a service every node may offer (the registry, the
+/// spawner).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ObjectId(Uuid);
+
+macro_rules! uuid_id {
+    ($name:ident, $what:literal) => {
+        impl $name {
+            /// A fresh random id (uuid v4).
+            pub fn random() -> Self {
+                $name(Uuid::new_v4())
+            }
+
+            #[doc = concat!("The ", $what, " id with this value (for well-known ids and tests).")]
+            pub const fn from_u128(value: u128) -> Self {
+                $name(Uuid::from_u128(value))
+            }
+
+            /// The id as a uuid.
+            pub const fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(uuid: Uuid) -> Self {
+                $name(uuid)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(text).map($name)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+uuid_id!(NodeId, "node");
+uuid_id!(ObjectId, "object");
 
 #[cfg(test)]
 mod tests {

@@ -58,7 +58,7 @@ mod supervisor;
 pub mod wire;
 
 pub use error::CallError;
-pub use id::{stable_id, ActorId};
+pub use id::{stable_id, ActorId, NodeId, ObjectId};
 pub use interface::Interface;
 pub use local::actor::{Actor, Context, Restart, SpawnOptions, Unreferenced};
 pub use local::caller::{caller, Caller};

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use uuid::Uuid;
+use crate::id::NodeId;
 
 use crate::interface::Interface;
 use crate::local::stop::StopReason;
@@ -59,23 +59,19 @@ impl Node {
     /// [`StopReason::NodeDown`], or [`StopReason::NodeRestarted`] if another node
     /// answers at its address by then. At once (`NodeDown`) if this node has no
     /// connection to it.
-    pub fn monitor_node(&self, peer: Uuid) -> impl Future<Output = StopReason> + Send + 'static {
+    pub fn monitor_node(&self, peer: NodeId) -> impl Future<Output = StopReason> + Send + 'static {
         let conn = self.host().peer(peer).ok();
         let host = Arc::downgrade(self.host());
         async move {
             let Some(conn) = conn else {
-                return StopReason::NodeDown {
-                    node: peer.to_string(),
-                };
+                return StopReason::NodeDown { node: peer };
             };
             conn.closed().await;
             let addr = conn.peer.listen.clone();
             drop(conn);
             match host.upgrade() {
                 Some(host) => route::lost(&host, peer, addr.as_deref()).await,
-                None => StopReason::NodeDown {
-                    node: peer.to_string(),
-                },
+                None => StopReason::NodeDown { node: peer },
             }
         }
     }

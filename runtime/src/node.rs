@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use crate::id::NodeId;
 use dashmap::DashMap;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use crate::error::CallError;
 use crate::id::ActorId;
@@ -232,7 +232,7 @@ impl NodeBuilder {
             idle_timeout: self.peer_timeout,
         };
         let host = Host::start(HostConfig {
-            id: Uuid::new_v4(),
+            id: NodeId::random(),
             // A new value every time a node starts: references to an earlier
             // incarnation of this node fail instead of reaching new actors.
             incarnation: rand_incarnation(),
@@ -426,14 +426,14 @@ impl Node {
     /// Connects to the node listening at `addr` (QUIC, mutual TLS) and returns its
     /// id; calls to its objects then travel over this connection. Connecting to a
     /// node already connected returns at once.
-    pub async fn connect(&self, addr: impl AsRef<str>) -> Result<Uuid, CallError> {
+    pub async fn connect(&self, addr: impl AsRef<str>) -> Result<NodeId, CallError> {
         self.inner.host.connect(addr.as_ref()).await
     }
 
     /// Writes raw bytes to `peer` on the connection's control lane, as a faulty
     /// sender would (for tests of malformed input). False without a connection.
     #[doc(hidden)]
-    pub fn inject_raw(&self, peer: Uuid, bytes: Vec<u8>) -> bool {
+    pub fn inject_raw(&self, peer: NodeId, bytes: Vec<u8>) -> bool {
         self.inner
             .host
             .peer(peer)
@@ -441,7 +441,7 @@ impl Node {
     }
 
     /// This node's id.
-    pub fn id(&self) -> Uuid {
+    pub fn id(&self) -> NodeId {
         self.inner.host.id()
     }
 
@@ -488,7 +488,7 @@ impl Node {
 
     /// A reference to object `object` exported by node `node` (this node, or a peer
     /// this node is connected to).
-    pub fn reference<R: Interface>(&self, node: Uuid, object: ObjectId) -> Result<R, CallError>
+    pub fn reference<R: Interface>(&self, node: NodeId, object: ObjectId) -> Result<R, CallError>
     where
         R::Msg: Unmarshal,
     {
@@ -620,5 +620,5 @@ impl fmt::Debug for Node {
 
 /// A random incarnation number (uuid v4's randomness, without another dependency).
 fn rand_incarnation() -> u64 {
-    Uuid::new_v4().as_u64_pair().0
+    uuid::Uuid::new_v4().as_u64_pair().0
 }

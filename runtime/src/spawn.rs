@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 
+use crate::id::NodeId;
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::error::CallError;
 use crate::interface::Interface;
@@ -29,7 +29,7 @@ use crate::wire::ObjectId;
 
 /// The object id every node's spawner is exported under: knowing a node is enough
 /// to spawn on it ([`Node::spawn_on`]).
-pub const SPAWNER_OBJECT: ObjectId = Uuid::from_u128(0x7265_6d6f_7261_2d73_7061_776e_6572_0000);
+pub const SPAWNER_OBJECT: ObjectId = ObjectId::from_u128(0x7265_6d6f_7261_2d73_7061_776e_6572_0000);
 
 /// An actor that other nodes can create by name: [`Node::register_factory`] makes
 /// it available, [`Node::spawn_on`] creates one.
@@ -90,7 +90,7 @@ pub enum SpawnError {
     #[error("node {node} has no factory named {name:?} (it has: {}); register it there with node.register_factory", list(known))]
     UnknownFactory {
         /// The node asked.
-        node: Uuid,
+        node: NodeId,
         /// The factory asked for.
         name: String,
         /// The factories the node has.
@@ -533,7 +533,12 @@ impl Node {
     /// assert!(matches!(err, Err(SpawnError::UnknownFactory { known, .. }) if known == ["counter"]));
     /// # Ok(()) }
     /// ```
-    pub async fn spawn_on<R, A>(&self, node: Uuid, factory: &str, args: A) -> Result<R, SpawnError>
+    pub async fn spawn_on<R, A>(
+        &self,
+        node: NodeId,
+        factory: &str,
+        args: A,
+    ) -> Result<R, SpawnError>
     where
         R: Interface,
         R::Msg: Unmarshal,

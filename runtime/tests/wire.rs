@@ -10,6 +10,7 @@ use remora::wire::{
     Call, DecodeError, EncodeError, Frame, FrameReader, Hello, Limits, MAGIC, PROTOCOL_VERSION,
 };
 use remora::{CallError, StopReason};
+use remora::{NodeId, ObjectId};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -21,7 +22,7 @@ use uuid::Uuid;
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct OwnedCall {
     id: u64,
-    target: Uuid,
+    target: ObjectId,
     interface: u64,
     method: u64,
     args: Vec<u8>,
@@ -60,16 +61,31 @@ enum Owned {
     Hello(Hello),
     Call(OwnedCall),
     Tell(OwnedCall),
-    Reply { call: u64, value: Vec<u8> },
-    Error { call: u64, error: CallError },
-    Release(Vec<Uuid>),
-    Renew(Vec<Uuid>),
+    Reply {
+        call: u64,
+        value: Vec<u8>,
+    },
+    Error {
+        call: u64,
+        error: CallError,
+    },
+    Release(Vec<ObjectId>),
+    Renew(Vec<ObjectId>),
     Ping(u64),
     Pong(u64),
-    Monitor { watch: u64, object: Uuid },
+    Monitor {
+        watch: u64,
+        object: ObjectId,
+    },
     Demonitor(u64),
-    Down { watch: u64, reason: StopReason },
-    Exit { object: Uuid, reason: StopReason },
+    Down {
+        watch: u64,
+        reason: StopReason,
+    },
+    Exit {
+        object: ObjectId,
+        reason: StopReason,
+    },
 }
 
 impl Owned {
@@ -149,7 +165,7 @@ impl Owned {
 fn every_variant() -> Vec<Owned> {
     let call = OwnedCall {
         id: u64::MAX,
-        target: Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
+        target: ObjectId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
         interface: 0xdead_beef,
         method: 7,
         args: vec![0x91, 0xc1, 0x00, 0xff], // bytes that look like msgpack must stay opaque
@@ -160,7 +176,7 @@ fn every_variant() -> Vec<Owned> {
         Owned::Hello(Hello {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
-            node: Uuid::from_u128(u128::MAX),
+            node: NodeId::from_u128(u128::MAX),
             incarnation: 42,
             listen: Some("127.0.0.1:4433".into()),
         }),
@@ -199,14 +215,14 @@ fn every_variant() -> Vec<Owned> {
             call: 8,
             error: CallError::VersionMismatch { ours: 1, theirs: 2 },
         },
-        Owned::Release(vec![Uuid::from_u128(1), Uuid::from_u128(2)]),
+        Owned::Release(vec![ObjectId::from_u128(1), ObjectId::from_u128(2)]),
         Owned::Release(Vec::new()),
-        Owned::Renew((0..100).map(Uuid::from_u128).collect()),
+        Owned::Renew((0..100).map(ObjectId::from_u128).collect()),
         Owned::Ping(0),
         Owned::Pong(u64::MAX),
         Owned::Monitor {
             watch: 9,
-            object: Uuid::from_u128(3),
+            object: ObjectId::from_u128(3),
         },
         Owned::Demonitor(9),
         Owned::Down {
@@ -219,7 +235,7 @@ fn every_variant() -> Vec<Owned> {
             },
         },
         Owned::Exit {
-            object: Uuid::from_u128(4),
+            object: ObjectId::from_u128(4),
             reason: StopReason::Normal,
         },
     ]
@@ -766,7 +782,7 @@ fn max_depth_zero_refuses_instead_of_panicking() {
     };
     let call = Owned::Call(OwnedCall {
         id: 1,
-        target: Uuid::nil(),
+        target: ObjectId::from_u128(0),
         interface: 2,
         method: 3,
         args: vec![],
@@ -883,8 +899,8 @@ fn recursive_enum_arguments_are_depth_bounded() {
 // Properties
 // ---------------------------------------------------------------------------
 
-fn uuid() -> impl Strategy<Value = Uuid> {
-    any::<u128>().prop_map(Uuid::from_u128)
+fn uuid() -> impl Strategy<Value = ObjectId> {
+    any::<u128>().prop_map(ObjectId::from_u128)
 }
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -924,9 +940,11 @@ fn call_error() -> impl Strategy<Value = CallError> {
             may_have_executed,
         }),
         any::<usize>().prop_map(|capacity| CallError::MailboxFull { capacity }),
-        (".{0,32}", any::<bool>()).prop_map(|(node, may_have_executed)| CallError::NodeDown {
-            node,
-            may_have_executed,
+        (any::<u128>(), any::<bool>()).prop_map(|(node, may_have_executed)| {
+            CallError::NodeDown {
+                node: NodeId::from_u128(node),
+                may_have_executed,
+            }
         }),
         (any::<u32>(), any::<u32>())
             .prop_map(|(ours, theirs)| CallError::VersionMismatch { ours, theirs }),
@@ -938,7 +956,7 @@ fn frame() -> impl Strategy<Value = Owned> {
         (
             any::<u32>(),
             any::<u32>(),
-            uuid(),
+            any::<u128>(),
             any::<u64>(),
             prop::option::of("[0-9.:]{0,21}")
         )
@@ -946,7 +964,7 @@ fn frame() -> impl Strategy<Value = Owned> {
                 |(magic, version, node, incarnation, listen)| Owned::Hello(Hello {
                     magic,
                     version,
-                    node,
+                    node: NodeId::from_u128(node),
                     incarnation,
                     listen,
                 })

@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 
-use uuid::Uuid;
+use crate::id::NodeId;
 
 /// The node a message came from, as its connection authenticated it.
 ///
@@ -18,18 +18,18 @@ use uuid::Uuid;
 ///   the peer node's name (`Node::builder().name(..)`), or `"remora-node"` unnamed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
-    node: Uuid,
+    node: NodeId,
     identity: String,
 }
 
 impl Caller {
-    pub(crate) fn new(node: Uuid, identity: String) -> Caller {
+    pub(crate) fn new(node: NodeId, identity: String) -> Caller {
         Caller { node, identity }
     }
 
     /// The calling node's id, as it declared it in its handshake. Informative: it is
     /// not authenticated (use [`Caller::identity`] for access decisions).
-    pub fn node(&self) -> Uuid {
+    pub fn node(&self) -> NodeId {
         self.node
     }
 
@@ -185,7 +185,10 @@ mod tests {
     use futures_util::FutureExt;
 
     fn named(identity: &str) -> Option<Arc<Caller>> {
-        Some(Arc::new(Caller::new(Uuid::nil(), identity.to_owned())))
+        Some(Arc::new(Caller::new(
+            NodeId::from_u128(0),
+            identity.to_owned(),
+        )))
     }
 
     fn current_identity() -> Option<String> {

@@ -206,7 +206,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_handler_runs_as_the_caller_of_its_call() {
-        let alpha = Arc::new(Caller::new(uuid::Uuid::nil(), "alpha".into()));
+        let alpha = Arc::new(Caller::new(crate::id::NodeId::from_u128(0), "alpha".into()));
         let (tx, rx) = std::sync::mpsc::channel();
         let reply = ReplyTo::sink(move |r| tx.send(r).unwrap()).sent_by(Some(alpha.clone()));
         assert_eq!(reply.caller(), Some(&*alpha));

@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::id::NodeId;
+
 /// Why an actor stopped, as [`Node::monitor`] reports it (also for an actor on
 /// another node: its node sends the reason).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -23,13 +25,13 @@ pub enum StopReason {
     /// It lives on another node, and the connection to that node was lost.
     NodeDown {
         /// The node.
-        node: String,
+        node: NodeId,
     },
     /// It lived on another node, which has restarted since (a new incarnation
     /// answers at its address): the actor is gone with the old one.
     NodeRestarted {
         /// The node that was.
-        node: String,
+        node: NodeId,
     },
     /// Its node does not know it (it never exported it, or no longer does).
     NoSuchObject,

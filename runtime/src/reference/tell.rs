@@ -67,7 +67,8 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
             unreachable!("remote state on a local route");
         };
         let conn = remote.conn_now().ok_or_else(|| CallError::ConnectFailed {
-            addr: remote.peer.to_string(),
+            node: Some(remote.peer),
+            addr: None,
             reason: "not connected yet: await the tell (it dials) instead of try_tell".into(),
         })?;
         remote.tell(&conn, method, args?)

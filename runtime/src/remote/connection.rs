@@ -19,6 +19,7 @@ use super::marshal::{Answer, Args, MarshalCx, Replier};
 pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
 use super::protocol::{Core, Event, OutCall, Sinks, Transmit};
 use crate::error::CallError;
+use crate::id::NodeId;
 use crate::local::caller::Caller;
 use crate::local::stop::StopReason;
 use crate::wire::codec::{DecodeError, FrameReader, Limits};
@@ -83,7 +84,7 @@ pub(crate) struct Connection {
     pub(crate) peer: Hello,
     /// The node that dialed this connection: when two nodes dial each other at once,
     /// both keep the one dialed by the smaller node id.
-    pub(crate) dialer: uuid::Uuid,
+    pub(crate) dialer: NodeId,
     /// Who the peer is, as the transport authenticated it: what handlers of its
     /// calls see through [`crate::caller()`].
     caller: Arc<Caller>,
@@ -108,7 +109,7 @@ impl Connection {
         identity: String,
         transport: Box<dyn Transport>,
         limits: Limits,
-        dialer: uuid::Uuid,
+        dialer: NodeId,
     ) -> Arc<Self> {
         let values = transport.carries_values();
         let core = Core::new(session, limits, values);
@@ -132,7 +133,7 @@ impl Connection {
 
     fn node_down(&self, may_have_executed: bool) -> CallError {
         CallError::NodeDown {
-            node: self.peer.node.to_string(),
+            node: self.peer.node,
             may_have_executed,
         }
     }

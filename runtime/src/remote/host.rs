@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::id::NodeId;
 use dashmap::DashMap;
-use uuid::Uuid;
 
 use super::connection::Connection;
 use super::exports::Exported;
@@ -30,7 +30,7 @@ use crate::wire::{Hello, ObjectId};
 
 /// What a node is to other nodes: its exports, leases, peers and endpoint.
 pub(crate) struct Host {
-    id: Uuid,
+    id: NodeId,
     incarnation: u64,
     name: Option<String>,
     limits: Limits,
@@ -41,7 +41,7 @@ pub(crate) struct Host {
     granted: GrantedLeases,
     /// How long a lease lasts without renewal (cluster-wide: use one value).
     lease: Duration,
-    peers: DashMap<Uuid, Arc<Connection>>,
+    peers: DashMap<NodeId, Arc<Connection>>,
     /// The deadline of calls made through references this node creates.
     default_timeout: Duration,
     /// Whether the node was built to listen (a dialing-only node binds an endpoint
@@ -60,7 +60,7 @@ pub(crate) struct Host {
 
 /// How a [`Host`] is configured: the parts of `NodeBuilder` that concern peers.
 pub(crate) struct HostConfig {
-    pub(crate) id: Uuid,
+    pub(crate) id: NodeId,
     pub(crate) incarnation: u64,
     pub(crate) name: Option<String>,
     pub(crate) limits: Limits,
@@ -112,7 +112,7 @@ impl Host {
     }
 
     /// This node's id.
-    pub(crate) fn id(&self) -> Uuid {
+    pub(crate) fn id(&self) -> NodeId {
         self.id
     }
 
@@ -209,9 +209,10 @@ impl Host {
     /// Connects to the node listening at `addr` (QUIC, mutual TLS) and returns its
     /// id; calls to its objects then travel over this connection. Connecting to a
     /// node already connected returns at once.
-    pub(crate) async fn connect(&self, addr_text: &str) -> Result<Uuid, CallError> {
+    pub(crate) async fn connect(&self, addr_text: &str) -> Result<NodeId, CallError> {
         let failed = |reason: String| CallError::ConnectFailed {
-            addr: addr_text.to_owned(),
+            node: None,
+            addr: Some(addr_text.to_owned()),
             reason,
         };
         let addr = tokio::net::lookup_host(addr_text)
@@ -257,7 +258,7 @@ impl Host {
     /// export lives while someone holds a lease on it or a reference to it here.
     pub(crate) fn export_route<M: Unmarshal>(&self, route: &Arc<LocalRoute<M>>) -> ObjectId {
         *route.exported.get_or_init(|| {
-            let id = Uuid::new_v4();
+            let id = ObjectId::random();
             self.exports.insert(
                 id,
                 Export {
@@ -276,10 +277,10 @@ impl Host {
     pub(crate) fn export_for<M: Unmarshal>(
         &self,
         route: &Arc<LocalRoute<M>>,
-        holder: Option<Uuid>,
+        holder: Option<NodeId>,
     ) -> ObjectId {
         let id = self.export_route(route);
-        let holder = holder.unwrap_or(Uuid::nil());
+        let holder = holder.unwrap_or(NodeId::from_u128(0));
         self.granted.renew(holder, &[id], self.lease);
         // Referred to again: the next time nothing refers to it, it is told again.
         if let Some(export) = self.exports.get(&id) {
@@ -380,9 +381,7 @@ impl Host {
     ) -> Result<Arc<LocalRoute<M>>, CallError> {
         check_interface::<M>(wire)?;
         if wire.incarnation != self.incarnation() {
-            return Err(CallError::NodeRestarted {
-                node: wire.node.to_string(),
-            });
+            return Err(CallError::NodeRestarted { node: wire.node });
         }
         let exported = self.exported(&wire.object).ok_or(CallError::NoSuchObject)?;
         exported
@@ -409,13 +408,12 @@ impl Host {
         };
         if let Some(conn) = &conn {
             if conn.peer.incarnation != wire.incarnation {
-                return Err(CallError::NodeRestarted {
-                    node: wire.node.to_string(),
-                });
+                return Err(CallError::NodeRestarted { node: wire.node });
             }
         } else if wire.addr.is_none() {
             return Err(CallError::ConnectFailed {
-                addr: wire.node.to_string(),
+                node: Some(wire.node),
+                addr: None,
                 reason: "this node has no connection to that node, and no address to dial it at"
                     .into(),
             });
@@ -429,13 +427,14 @@ impl Host {
         Ok(Arc::new(RemoteRoute::new(self.me.clone(), &wire, conn)))
     }
 
-    pub(crate) fn peer(&self, node: Uuid) -> Result<Arc<Connection>, CallError> {
+    pub(crate) fn peer(&self, node: NodeId) -> Result<Arc<Connection>, CallError> {
         self.peers
             .get(&node)
             .map(|c| c.value().clone())
             .filter(|c| !c.is_closed())
             .ok_or_else(|| CallError::ConnectFailed {
-                addr: node.to_string(),
+                node: Some(node),
+                addr: None,
                 reason: "this node has no connection to that node".into(),
             })
     }
@@ -475,7 +474,7 @@ impl Host {
 /// another.
 pub(crate) fn local_wire<M: Unmarshal>(
     route: &Arc<LocalRoute<M>>,
-    holder: Option<Uuid>,
+    holder: Option<NodeId>,
 ) -> WireRef {
     // The owner, not the marshalling node: with several nodes in one process, a
     // proxy to another node's actor may be local here and sent on from here.

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::connection::{Connection, Drained, Lane, Step, Transport, ValueFrame};
 use crate::error::CallError;
+use crate::id::NodeId;
 use std::sync::Weak;
 
 use super::host::Host;
@@ -80,7 +81,7 @@ impl Transport for ChannelTransport {
 pub struct Wire {
     cut: Arc<Cut>,
     /// Raw senders toward each side, for tests that feed a node bad bytes.
-    to: [(uuid::Uuid, mpsc::UnboundedSender<Packet>); 2],
+    to: [(NodeId, mpsc::UnboundedSender<Packet>); 2],
 }
 
 #[derive(Default)]
@@ -149,7 +150,8 @@ async fn connect_with(a: &Node, b: &Node, values: bool) -> Result<Wire, CallErro
         ready_b,
     ));
     let refused = |_| CallError::ConnectFailed {
-        addr: "in-process".into(),
+        node: None,
+        addr: Some("in-process".into()),
         reason: "the connection closed during the handshake".into(),
     };
     a_ready.await.map_err(refused)??;
@@ -168,7 +170,7 @@ fn identity(node: &Node) -> String {
 #[allow(clippy::too_many_arguments)]
 async fn run(
     node: Weak<Host>,
-    id: uuid::Uuid,
+    id: NodeId,
     incarnation: u64,
     limits: Limits,
     peer_identity: String,
@@ -267,7 +269,8 @@ fn finish(conn: Option<Arc<Connection>>, ready: Option<oneshot::Sender<Result<()
     }
     if let Some(ready) = ready {
         let _ = ready.send(Err(CallError::ConnectFailed {
-            addr: "in-process".into(),
+            node: None,
+            addr: Some("in-process".into()),
             reason: "the connection closed during the handshake".into(),
         }));
     }

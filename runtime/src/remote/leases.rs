@@ -19,10 +19,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::id::NodeId;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use super::connection::Lane;
 use super::host::Host;
@@ -37,7 +37,7 @@ const RELEASE_BATCH: Duration = Duration::from_millis(20);
 /// The leases this node holds on other nodes' objects.
 #[derive(Default)]
 pub(crate) struct HeldLeases {
-    peers: Mutex<HashMap<Uuid, PeerLeases>>,
+    peers: Mutex<HashMap<NodeId, PeerLeases>>,
     /// Wakes the lease task: a release to send.
     wake: Notify,
 }
@@ -52,7 +52,7 @@ struct PeerLeases {
 
 impl HeldLeases {
     /// A proxy for `object` on `peer` was made.
-    pub(crate) fn acquire(&self, peer: Uuid, addr: Option<&str>, object: ObjectId) {
+    pub(crate) fn acquire(&self, peer: NodeId, addr: Option<&str>, object: ObjectId) {
         let mut peers = self.peers.lock();
         let held = peers.entry(peer).or_default();
         if held.addr.is_none() {
@@ -62,7 +62,7 @@ impl HeldLeases {
     }
 
     /// A proxy for `object` on `peer` was dropped.
-    pub(crate) fn release(&self, peer: Uuid, object: ObjectId) {
+    pub(crate) fn release(&self, peer: NodeId, object: ObjectId) {
         let mut peers = self.peers.lock();
         let Some(held) = peers.get_mut(&peer) else {
             return;
@@ -87,12 +87,12 @@ impl HeldLeases {
 /// The leases other nodes hold on this node's exports: holder → expiry, per object.
 #[derive(Default)]
 pub(crate) struct GrantedLeases {
-    objects: Mutex<HashMap<ObjectId, HashMap<Uuid, Instant>>>,
+    objects: Mutex<HashMap<ObjectId, HashMap<NodeId, Instant>>>,
 }
 
 impl GrantedLeases {
     /// `holder` holds (or renews) a lease on each of `objects` until `now + lease`.
-    pub(crate) fn renew(&self, holder: Uuid, objects: &[ObjectId], lease: Duration) {
+    pub(crate) fn renew(&self, holder: NodeId, objects: &[ObjectId], lease: Duration) {
         let until = Instant::now() + lease;
         let mut granted = self.objects.lock();
         for object in objects {
@@ -101,7 +101,7 @@ impl GrantedLeases {
     }
 
     /// `holder` no longer holds leases on `objects`.
-    pub(crate) fn release(&self, holder: Uuid, objects: &[ObjectId]) {
+    pub(crate) fn release(&self, holder: NodeId, objects: &[ObjectId]) {
         let mut granted = self.objects.lock();
         for object in objects {
             if let Some(holders) = granted.get_mut(object) {

@@ -11,9 +11,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use crate::id::NodeId;
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use crate::error::CallError;
 
@@ -23,7 +23,7 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(300);
 /// How many replies a node remembers at most.
 pub const MAX_REMEMBERED: usize = 1 << 20;
 
-type Key = (Uuid, u64);
+type Key = (NodeId, u64);
 /// Where one delivery of the call wants its answer.
 pub(crate) type Responder = Box<dyn FnOnce(Result<Vec<u8>, CallError>) + Send>;
 
@@ -159,7 +159,7 @@ mod tests {
     fn a_retry_is_answered_from_memory_and_one_in_flight_waits() {
         let table = OnceTable::new(DEFAULT_RETENTION);
         let (seen, answer) = recorder();
-        let key = (Uuid::nil(), 7);
+        let key = (NodeId::from_u128(0), 7);
         let Admit::Run(first) = table.admit(Instant::now(), key, answer()) else {
             panic!("the first delivery runs")
         };
@@ -185,7 +185,7 @@ mod tests {
     fn a_call_that_did_not_run_is_not_remembered() {
         let table = OnceTable::new(DEFAULT_RETENTION);
         let (_seen, answer) = recorder();
-        let key = (Uuid::nil(), 8);
+        let key = (NodeId::from_u128(0), 8);
         assert!(matches!(
             table.admit(Instant::now(), key, answer()),
             Admit::Run(_)
@@ -202,7 +202,7 @@ mod tests {
     async fn replies_are_forgotten_after_the_retention() {
         let table = OnceTable::new(Duration::from_secs(10));
         let (_seen, answer) = recorder();
-        let key = (Uuid::nil(), 9);
+        let key = (NodeId::from_u128(0), 9);
         assert!(matches!(
             table.admit(Instant::now(), key, answer()),
             Admit::Run(_)

@@ -189,7 +189,7 @@ impl<S: Sinks> Core<S> {
 
     fn node_down(&self, may_have_executed: bool) -> CallError {
         CallError::NodeDown {
-            node: self.peer.node.to_string(),
+            node: self.peer.node,
             may_have_executed,
         }
     }

@@ -146,7 +146,8 @@ impl Endpoint {
         limits: Limits,
     ) -> Result<Arc<Connection>, CallError> {
         let failed = |reason: String| CallError::ConnectFailed {
-            addr: addr.to_string(),
+            node: None,
+            addr: Some(addr.to_string()),
             reason,
         };
         let connecting = self
@@ -175,7 +176,8 @@ async fn establish(
     limits: Limits,
 ) -> Result<Arc<Connection>, CallError> {
     let failed = |reason: String| CallError::ConnectFailed {
-        addr: quic.remote_address().to_string(),
+        node: None,
+        addr: Some(quic.remote_address().to_string()),
         reason,
     };
     let me = node

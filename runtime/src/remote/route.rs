@@ -4,7 +4,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use uuid::Uuid;
+use crate::id::NodeId;
 
 use serde::Serialize;
 
@@ -22,7 +22,7 @@ use crate::wire::ObjectId;
 /// and the connection to it once there is one.
 pub(crate) struct RemoteRoute {
     node: Weak<Host>,
-    pub(crate) peer: Uuid,
+    pub(crate) peer: NodeId,
     incarnation: u64,
     addr: Option<String>,
     conn: parking_lot::Mutex<Option<Arc<Connection>>>,
@@ -80,7 +80,7 @@ impl RemoteRoute {
             return Ok(conn);
         }
         let down = |may_have_executed| CallError::NodeDown {
-            node: self.peer.to_string(),
+            node: self.peer,
             may_have_executed,
         };
         // Dialed before and lost: the node is down, not merely unknown.
@@ -91,19 +91,17 @@ impl RemoteRoute {
         }
         let (Some(addr), Some(node)) = (&self.addr, self.node.upgrade()) else {
             return Err(CallError::ConnectFailed {
-                addr: self.peer.to_string(),
+                node: Some(self.peer),
+                addr: self.addr.clone(),
                 reason: "no connection to that node, and no address to dial it at".into(),
             });
         };
         let reached = node.connect(addr).await?;
         if reached != self.peer {
-            return Err(CallError::NodeRestarted {
-                node: self.peer.to_string(),
-            });
+            return Err(CallError::NodeRestarted { node: self.peer });
         }
-        self.conn_now().ok_or(CallError::NodeRestarted {
-            node: self.peer.to_string(),
-        })
+        self.conn_now()
+            .ok_or(CallError::NodeRestarted { node: self.peer })
     }
 
     /// The node this route belongs to, while it runs (and holds its lease).
@@ -195,8 +193,8 @@ impl RemoteRoute {
 
     /// The context references inside this call's arguments and reply marshal in.
     pub(crate) fn cx(&self, conn: Option<Arc<Connection>>) -> Result<MarshalCx, CallError> {
-        let node = self.node.upgrade().ok_or_else(|| CallError::NodeDown {
-            node: self.peer.to_string(),
+        let node = self.node.upgrade().ok_or(CallError::NodeDown {
+            node: self.peer,
             may_have_executed: false,
         })?;
         Ok(MarshalCx { host: node, conn })
@@ -232,11 +230,7 @@ pub(crate) async fn stopped(remote: Arc<RemoteRoute>) -> StopReason {
     let conn = match remote.conn().await {
         Ok(conn) => conn,
         Err(CallError::NodeRestarted { node }) => return StopReason::NodeRestarted { node },
-        Err(_) => {
-            return StopReason::NodeDown {
-                node: remote.peer.to_string(),
-            }
-        }
+        Err(_) => return StopReason::NodeDown { node: remote.peer },
     };
     if let Ok(watch) = conn.monitor(remote.target) {
         if let Some(reason) = watch.stopped().await {
@@ -245,25 +239,19 @@ pub(crate) async fn stopped(remote: Arc<RemoteRoute>) -> StopReason {
     }
     match remote.host() {
         Some(host) => lost(&host, remote.peer, remote.addr()).await,
-        None => StopReason::NodeDown {
-            node: remote.peer.to_string(),
-        },
+        None => StopReason::NodeDown { node: remote.peer },
     }
 }
 
 /// Why the connection to `peer` is gone: another node answering at its address
 /// means it restarted; otherwise it is down.
-pub(crate) async fn lost(host: &Host, peer: Uuid, addr: Option<&str>) -> StopReason {
+pub(crate) async fn lost(host: &Host, peer: NodeId, addr: Option<&str>) -> StopReason {
     if let Some(addr) = addr {
         if let Ok(Ok(reached)) = tokio::time::timeout(RESTART_PROBE, host.connect(addr)).await {
             if reached != peer {
-                return StopReason::NodeRestarted {
-                    node: peer.to_string(),
-                };
+                return StopReason::NodeRestarted { node: peer };
             }
         }
     }
-    StopReason::NodeDown {
-        node: peer.to_string(),
-    }
+    StopReason::NodeDown { node: peer }
 }

@@ -6,8 +6,8 @@
 //! local if the object is its own, over the same connection if it lives on the
 //! sender, over another connection if it lives on a third node.
 
+use crate::id::NodeId;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::wire::ObjectId;
 
@@ -17,7 +17,7 @@ use crate::wire::ObjectId;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WireRef {
     /// The node the object lives on.
-    pub node: Uuid,
+    pub node: NodeId,
     /// That node's run: a restarted node refuses references to its previous run.
     pub incarnation: u64,
     /// The object's id on its node (the capability to call it).

@@ -6,19 +6,16 @@
 //! generated dispatcher decodes them, into the declared types (no gadget chains).
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 /// The protocol version this build speaks. A peer speaking another one is refused
 /// at connect with [`CallError::VersionMismatch`](crate::CallError::VersionMismatch).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first bytes of every `Hello`, so that a stray connection is told apart from
 /// a peer of another version.
 pub const MAGIC: u32 = 0x5245_4d4f; // "REMO"
 
-/// Identifies an exported object on its node: a random 128-bit value (holding it is
-/// the capability to call the object).
-pub type ObjectId = Uuid;
+pub use crate::id::{NodeId, ObjectId};
 
 /// One frame on a connection between two nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +92,7 @@ pub struct Hello {
     /// The sender's [`PROTOCOL_VERSION`].
     pub version: u32,
     /// The sender's node id.
-    pub node: Uuid,
+    pub node: NodeId,
     /// The sender's incarnation: changes every time the node process starts.
     pub incarnation: u64,
     /// Where the sender accepts connections, if it listens: a peer handed a

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use uuid::Uuid;
+use crate::id::NodeId;
 
 use super::frame::{Call, Frame, Hello, ObjectId, MAGIC, PROTOCOL_VERSION};
 use crate::error::CallError;
@@ -95,7 +95,7 @@ pub enum SessionError {
 impl Session {
     /// A session for the node `node` in its incarnation `incarnation`, reachable at
     /// `listen` if it listens.
-    pub fn new(node: Uuid, incarnation: u64, listen: Option<String>) -> Self {
+    pub fn new(node: NodeId, incarnation: u64, listen: Option<String>) -> Self {
         Session {
             local: Hello {
                 magic: MAGIC,
@@ -222,12 +222,12 @@ mod tests {
     use super::*;
 
     fn pair() -> (Session, Session) {
-        let mut a = Session::new(Uuid::from_u128(1), 7, None);
-        let mut b = Session::new(Uuid::from_u128(2), 9, None);
+        let mut a = Session::new(NodeId::from_u128(1), 7, None);
+        let mut b = Session::new(NodeId::from_u128(2), 9, None);
         let hello_a = a.hello();
         let hello_b = b.hello();
         assert!(
-            matches!(b.receive(hello_a), Ok(Incoming::Ready(h)) if h.node == Uuid::from_u128(1))
+            matches!(b.receive(hello_a), Ok(Incoming::Ready(h)) if h.node == NodeId::from_u128(1))
         );
         assert!(matches!(a.receive(hello_b), Ok(Incoming::Ready(h)) if h.incarnation == 9));
         (a, b)
@@ -236,7 +236,7 @@ mod tests {
     fn call(id: u64) -> Frame<'static> {
         Frame::Call(Call {
             id,
-            target: Uuid::from_u128(5),
+            target: ObjectId::from_u128(5),
             interface: 1,
             method: 2,
             args: b"args",
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn frames_before_hello_are_a_violation() {
-        let mut b = Session::new(Uuid::from_u128(2), 1, None);
+        let mut b = Session::new(NodeId::from_u128(2), 1, None);
         assert!(matches!(
             b.receive(call(1)),
             Err(SessionError::Violation(_))
@@ -256,8 +256,8 @@ mod tests {
 
     #[test]
     fn another_protocol_version_is_refused_with_both_versions() {
-        let mut b = Session::new(Uuid::from_u128(2), 1, None);
-        let mut hello = Session::new(Uuid::from_u128(1), 1, None).local.clone();
+        let mut b = Session::new(NodeId::from_u128(2), 1, None);
+        let mut hello = Session::new(NodeId::from_u128(1), 1, None).local.clone();
         hello.version = PROTOCOL_VERSION + 1;
         assert_eq!(
             b.receive(Frame::Hello(hello)),

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::id::NodeId;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use super::*;
 use crate::remote::once::{Admit, OnceTable};
@@ -20,7 +20,7 @@ impl Sinks for Tokens {
 
 type TestCore = Core<Tokens>;
 
-const TARGET: ObjectId = Uuid::from_u128(0x7a);
+const TARGET: ObjectId = ObjectId::from_u128(0x7a);
 
 /// A caller core (node 1) and a callee core (node 2), past their handshake.
 fn pair() -> (TestCore, TestCore) {
@@ -28,8 +28,8 @@ fn pair() -> (TestCore, TestCore) {
 }
 
 fn pair_of(a: u128, b: u128) -> (TestCore, TestCore) {
-    let mut left = Session::new(Uuid::from_u128(a), 10, None);
-    let mut right = Session::new(Uuid::from_u128(b), 20, None);
+    let mut left = Session::new(NodeId::from_u128(a), 10, None);
+    let mut right = Session::new(NodeId::from_u128(b), 20, None);
     let (hello_left, hello_right) = (left.hello(), right.hello());
     right.receive(hello_left).expect("hello");
     left.receive(hello_right).expect("hello");
@@ -233,7 +233,7 @@ fn a_lost_connection_fails_every_call_in_flight_and_sends_nothing_more() {
     pump(&mut a, &mut b);
     a.close();
     let lost = CallError::NodeDown {
-        node: Uuid::from_u128(2).to_string(),
+        node: NodeId::from_u128(2),
         may_have_executed: true,
     };
     let mut failed = Vec::new();
@@ -259,7 +259,7 @@ fn a_lost_connection_fails_every_call_in_flight_and_sends_nothing_more() {
     assert_eq!(
         a.call(now, again, Some((3, SECOND))),
         Err(CallError::NodeDown {
-            node: Uuid::from_u128(2).to_string(),
+            node: NodeId::from_u128(2),
             may_have_executed: false
         }),
         "a call after the loss was never sent"
@@ -354,7 +354,7 @@ fn serve_once(b: &mut TestCore, table: &OnceTable, now: Instant, seen: Vec<Seen>
         let Seen::Call(id, _, _, once, false) = call else {
             panic!("an exactly-once ask, got {call:?}");
         };
-        let key = (Uuid::from_u128(1), once);
+        let key = (NodeId::from_u128(1), once);
         let replies = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
         let sink = replies.clone();
         let answer = Box::new(move |outcome| sink.lock().push(outcome));
@@ -417,7 +417,8 @@ fn an_exactly_once_call_gives_up_at_its_deadline_saying_whether_it_was_sent() {
     let t0 = Instant::now();
     let mut retry = Retry::new(t0, Duration::from_millis(25));
     let lost = || CallError::ConnectFailed {
-        addr: "x".into(),
+        node: None,
+        addr: Some("x".into()),
         reason: "refused".into(),
     };
     let mut now = t0;
