@@ -80,7 +80,7 @@ where
             }
             // A long queue must not keep this worker from other tasks.
             tokio::task::coop::consume_budget().await;
-            match unsafe { (*this.held.get()).rx.try_recv() } {
+            match this.rx.try_recv() {
                 Some(msg) => unsafe { this.begin(msg) },
                 None => {
                     // Idle: give the baton up and end. Work that raced the release
@@ -98,7 +98,7 @@ where
         debug_assert_eq!(self.baton.load(Ordering::Relaxed), TASK);
         let cell = &self.ctx.cell;
         // Answer queued callers first: they are waiting, on_stop may take a while.
-        drop(unsafe { (*self.held.get()).rx.close_and_drain() });
+        drop(self.rx.close_and_drain());
         self.drop_reentries();
         if let Err(message) = guarded(unsafe { self.actor() }.on_stop(&reason)).await {
             tracing::warn!(actor = %cell.id, name = ?cell.name, %message, "on_stop panicked");
@@ -115,27 +115,27 @@ where
     async fn restart_after(&self, message: String) -> Result<(), StopReason> {
         let cell = &self.ctx.cell;
         tracing::error!(actor = %cell.id, name = ?cell.name, %message, "actor panicked");
-        let held = unsafe { &mut *self.held.get() };
-        let (policy, factory) = match &mut held.restart {
+        let life = unsafe { &mut *self.life.get() };
+        let (policy, factory) = match &mut life.restart {
             None => return Err(StopReason::Panicked { message }),
             Some((RestartBy::Supervisor(_), _)) => return self.halt(Some(message)).await,
             Some((RestartBy::Policy(policy), factory)) => (policy, factory),
         };
         let now = Instant::now();
-        while held
+        while life
             .restarts
             .front()
             .is_some_and(|t| now.duration_since(*t) > policy.within)
         {
-            held.restarts.pop_front();
+            life.restarts.pop_front();
         }
-        if held.restarts.len() >= policy.max as usize {
+        if life.restarts.len() >= policy.max as usize {
             tracing::error!(actor = %cell.id, name = ?cell.name, max = policy.max, within = ?policy.within, "restart limit reached; stopping");
             return Err(StopReason::Panicked { message });
         }
         match std::panic::catch_unwind(AssertUnwindSafe(&mut *factory)) {
             Ok(fresh) => {
-                held.restarts.push_back(now);
+                life.restarts.push_back(now);
                 // The panicked state is dropped without on_stop: it may be inconsistent.
                 unsafe { **self.actor.get() = fresh };
                 tracing::info!(actor = %cell.id, name = ?cell.name, "actor restarted");
@@ -160,8 +160,8 @@ where
             match supervisor.halted(failure.take()).await {
                 Directive::Stop(reason) => return Err(reason),
                 Directive::Restart => {
-                    let held = unsafe { &mut *self.held.get() };
-                    let Some((_, factory)) = &mut held.restart else {
+                    let life = unsafe { &mut *self.life.get() };
+                    let Some((_, factory)) = &mut life.restart else {
                         return Err(StopReason::Normal);
                     };
                     match std::panic::catch_unwind(AssertUnwindSafe(&mut *factory)) {

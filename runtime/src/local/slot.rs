@@ -75,9 +75,17 @@ pub(crate) enum Hook {
     Unreferenced,
 }
 
-/// What only the baton's holder touches besides the actor and its handler.
+/// What a new actor starts with besides its state: its mailbox receiver and its
+/// restart policy.
 pub(crate) struct Held<A, M: 'static> {
     pub(crate) rx: MailboxRx<M>,
+    pub(crate) state_dropped: bool,
+    pub(crate) restart: Option<(RestartBy, Factory<A>)>,
+    pub(crate) restarts: VecDeque<Instant>,
+}
+
+/// What only the baton's holder touches besides the actor and its handler.
+pub(crate) struct Life<A> {
     pub(crate) state_dropped: bool,
     pub(crate) restart: Option<(RestartBy, Factory<A>)>,
     pub(crate) restarts: VecDeque<Instant>,
@@ -109,7 +117,10 @@ pub(crate) struct Slot<A: 'static, M: 'static, F> {
     /// Dropped (once) right after `on_stop`, so a stopped actor's resources go at
     /// once even while references to it remain; `state_dropped` records that.
     pub(crate) actor: UnsafeCell<ManuallyDrop<A>>,
-    pub(crate) held: UnsafeCell<Held<A, M>>,
+    pub(crate) life: UnsafeCell<Life<A>>,
+    /// The mailbox's receiving side. Internally synchronised, so outside the cells:
+    /// `release` reads it after giving the baton away. Only the holder takes from it.
+    pub(crate) rx: MailboxRx<M>,
     /// Whether callers may run handlers on their own tasks (`SpawnOptions::inline`).
     inline: bool,
     pub(crate) baton: AtomicU8,
@@ -117,7 +128,7 @@ pub(crate) struct Slot<A: 'static, M: 'static, F> {
     pub(crate) panic: Mutex<Option<String>>,
     start: Start<A, M, F>,
     pub(crate) ctx: Context,
-    /// Its supervisor, if it has one (also in `held.restart`; here it can be read
+    /// Its supervisor, if it has one (also in `life.restart`; here it can be read
     /// without the baton, for pause requests).
     pub(crate) supervisor: Option<Arc<dyn Supervision>>,
     me: Weak<Self>,
@@ -161,7 +172,12 @@ where
             }),
             hook: UnsafeCell::new(None),
             actor: UnsafeCell::new(ManuallyDrop::new(actor)),
-            held: UnsafeCell::new(held),
+            life: UnsafeCell::new(Life {
+                state_dropped: held.state_dropped,
+                restart: held.restart,
+                restarts: held.restarts,
+            }),
+            rx: held.rx,
             inline,
             baton: AtomicU8::new(TASK),
             panic: Mutex::new(None),
@@ -221,8 +237,8 @@ where
         self.baton.store(FREE, Ordering::SeqCst);
         // A sender that queued while we held the baton saw it taken and left the
         // message to us; so did a stop request.
-        // SAFETY: reading the queue length needs no baton (the channel is shared).
-        let queued = unsafe { (*self.held.get()).rx.has_pending() } || self.reentry_pending();
+        // The receiver is outside the cells: a new holder may already hold them.
+        let queued = self.rx.has_pending() || self.reentry_pending();
         let cell = &self.ctx.cell;
         if queued
             || cell.stop_requested().is_some()
@@ -265,15 +281,15 @@ where
     /// The caller holds the baton for as long as it uses the reference.
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn actor(&self) -> &'static mut A {
-        debug_assert!(!(*self.held.get()).state_dropped);
+        debug_assert!(!(*self.life.get()).state_dropped);
         &mut *self.actor.get()
     }
 
     /// Drops the actor's state for good. Holder only, after the last use of it.
     pub(crate) unsafe fn drop_state(&self) {
-        let held = &mut *self.held.get();
-        if !held.state_dropped {
-            held.state_dropped = true;
+        let life = &mut *self.life.get();
+        if !life.state_dropped {
+            life.state_dropped = true;
             ManuallyDrop::drop(&mut *self.actor.get());
         }
     }
@@ -323,7 +339,7 @@ where
     /// Lends the actor to a handler. Holder only; `shared` lends only beside other
     /// shared ones.
     unsafe fn lend(&self, shared: bool) -> Lent<'static, A> {
-        debug_assert!(!(*self.held.get()).state_dropped);
+        debug_assert!(!(*self.life.get()).state_dropped);
         // `ManuallyDrop<A>` has `A`'s layout. A raw pointer: no `&mut` is made here.
         Lent::new(self.actor.get().cast::<A>(), shared)
     }
@@ -495,7 +511,7 @@ impl<A: 'static, M: 'static, F> Drop for Slot<A, M, F> {
             reentry.running.get_mut().clear();
         }
         *self.hook.get_mut() = None;
-        if !self.held.get_mut().state_dropped {
+        if !self.life.get_mut().state_dropped {
             // SAFETY: not dropped yet, and nothing else can reach it any more.
             unsafe { ManuallyDrop::drop(self.actor.get_mut()) };
         }
