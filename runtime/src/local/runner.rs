@@ -4,7 +4,6 @@
 
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +12,7 @@ use futures_util::FutureExt;
 use crate::local::actor::{Actor, RestartBy};
 use crate::local::dispatch::Dispatch;
 use crate::local::reply::panic_message;
-use crate::local::slot::{Hook, Slot, TASK};
+use crate::local::slot::{Hook, Slot};
 use crate::local::stop::StopReason;
 use crate::local::supervision::Directive;
 
@@ -83,10 +82,11 @@ where
             match this.rx.try_recv() {
                 Some(msg) => unsafe { this.begin(msg) },
                 None => {
-                    // Idle: give the baton up and end. Work that raced the release
-                    // is taken back by `release`, which schedules a new task.
-                    this.release();
-                    return;
+                    // Idle: give the baton up and end, unless work was announced
+                    // since this task last looked: then look again.
+                    if this.baton.release() {
+                        return;
+                    }
                 }
             }
         }
@@ -95,7 +95,7 @@ where
     /// Stops the actor for good: the baton stays with this task forever, so no
     /// caller runs inline and every later send is refused.
     async fn finish(&self, reason: StopReason) {
-        debug_assert_eq!(self.baton.load(Ordering::Relaxed), TASK);
+        debug_assert!(self.baton.held_by_a_task());
         let cell = &self.ctx.cell;
         // Answer queued callers first: they are waiting, on_stop may take a while.
         drop(self.rx.close_and_drain());

@@ -1,22 +1,12 @@
-//! Where an actor lives, and who may run it: the baton.
+//! Where an actor lives, and who may run it.
 //!
-//! An actor has no task of its own while it is idle. Its state, mailbox receiver
-//! and lifecycle live in a [`Slot`], touched by one holder of the baton at a time:
-//!
-//! - `FREE`: idle, nobody runs it, nothing is queued for it.
-//! - `INLINE`: a caller found it idle with an empty mailbox and is running one
-//!   handler right there, on the caller's own task: no queueing, no wake-up, no
-//!   thread switch (on a 2-core machine a cross-thread wake-up costs far more than
-//!   a handler). Never held across an `.await`: a handler that has to wait is handed
-//!   to a task.
-//! - `TASK`: a task spawned for this actor holds it: starting, handling queued
-//!   messages, finishing a handed-over handler, restarting, stopping. The task ends
-//!   as soon as the actor is idle again.
-//!
-//! Whoever queues a message, asks for a stop or hands a handler over calls
-//! [`Slot::schedule`], which spawns a task only if the baton is `FREE`. This is
-//! Akka's dispatcher model (a mailbox is scheduled when it has work) with an inline
-//! fast path in front of it.
+//! A [`Slot`] holds an actor's state, the handler(s) running on it, its lifecycle
+//! and its [`Baton`] (see `baton.rs` for the protocol): a caller that finds the
+//! actor idle with an empty mailbox runs the handler right there, on its own task
+//! (no queueing, no wake-up, no thread switch: on a 2-core machine a cross-thread
+//! wake-up costs far more than a handler); otherwise the message is queued and a
+//! task is spawned for the actor if it has none. This is Akka's dispatcher model
+//! (a mailbox is scheduled when it has work) with an inline fast path in front.
 //!
 //! Order per sender holds because a caller runs inline only when the mailbox is
 //! empty *while it holds the baton*, and a task dequeues only while holding it:
@@ -28,7 +18,6 @@ use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
@@ -37,6 +26,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
 use crate::local::actor::{Actor, Context, Factory, RestartBy, Unreferenced};
+use crate::local::baton::Baton;
 use crate::local::cell::{ActorCell, Withdraw};
 use crate::local::dispatch::{Dispatch, Lent};
 use crate::local::mailbox::{MailboxRx, MailboxTx};
@@ -54,10 +44,6 @@ const MAX_INLINE_DEPTH: u32 = 8;
 thread_local! {
     static INLINE_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
-
-const FREE: u8 = 0;
-const INLINE: u8 = 1;
-pub(crate) const TASK: u8 = 2;
 
 /// Starts handling one message: `Dispatch::dispatch` as a function pointer, so the
 /// slot can name the handler future's type and keep it in place.
@@ -123,7 +109,7 @@ pub(crate) struct Slot<A: 'static, M: 'static, F> {
     pub(crate) rx: MailboxRx<M>,
     /// Whether callers may run handlers on their own tasks (`SpawnOptions::inline`).
     inline: bool,
-    pub(crate) baton: AtomicU8,
+    pub(crate) baton: Baton,
     /// A panic of an inline run or an inline start, for the task to handle.
     pub(crate) panic: Mutex<Option<String>>,
     start: Start<A, M, F>,
@@ -179,7 +165,7 @@ where
             }),
             rx: held.rx,
             inline,
-            baton: AtomicU8::new(TASK),
+            baton: Baton::held_by_task(),
             panic: Mutex::new(None),
             start,
             ctx: Context {
@@ -199,6 +185,9 @@ where
         unsafe { slot.begin_start() };
         let mut cx = TaskContext::from_waker(Waker::noop());
         match std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { slot.poll_hook(&mut cx) })) {
+            // Work may have come in without a notification while it started (a stop
+            // asked by `attach`): look before letting go.
+            Ok(Poll::Ready(_)) if slot.has_work() => slot.spawn_task(),
             Ok(Poll::Ready(_)) => slot.release(),
             // Still starting: the task polls it again, with a waker that works.
             Ok(Poll::Pending) => slot.spawn_task(),
@@ -214,11 +203,7 @@ where
     /// Makes sure someone will look at this actor: spawns a task if it is idle.
     /// Call after queueing a message or asking for a stop.
     pub(crate) fn schedule(&self) {
-        if self
-            .baton
-            .compare_exchange(FREE, TASK, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if self.baton.schedule() {
             self.spawn_task();
         }
     }
@@ -231,22 +216,29 @@ where
         self.ctx.node.spawn_task(me.run());
     }
 
-    /// Gives the baton up; if work arrived meanwhile, takes it back for a task.
-    /// The caller holds the baton and leaves no handler in flight.
+    /// Gives the baton up; if work was announced meanwhile, keeps it for a task.
+    /// The caller holds the baton, has looked for work since it took it (or since
+    /// its last failed release), and leaves no handler in flight.
     pub(crate) fn release(&self) {
-        self.baton.store(FREE, Ordering::SeqCst);
-        // A sender that queued while we held the baton saw it taken and left the
-        // message to us; so did a stop request.
-        // The receiver is outside the cells: a new holder may already hold them.
-        let queued = self.rx.has_pending() || self.reentry_pending();
+        if !self.baton.release() {
+            self.spawn_task();
+        }
+    }
+
+    /// Whether anything waits for the holder: a queued message or one waiting for
+    /// room, or [`Slot::other_work`].
+    fn has_work(&self) -> bool {
+        self.rx.has_pending() || self.other_work()
+    }
+
+    /// Whether anything besides the mailbox waits for the holder: a re-entering
+    /// call, a stop, an `on_unreferenced`, a pause.
+    fn other_work(&self) -> bool {
         let cell = &self.ctx.cell;
-        if queued
+        self.reentry_pending()
             || cell.stop_requested().is_some()
             || cell.unreferenced_requested()
             || self.pause_requested()
-        {
-            self.schedule();
-        }
     }
 
     /// Whether re-entering calls wait for the holder.
@@ -430,20 +422,12 @@ where
         if !self.inline || depth >= MAX_INLINE_DEPTH {
             return Err(msg);
         }
-        if self
-            .baton
-            .compare_exchange(FREE, INLINE, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        if !self.baton.try_inline() {
             return Err(msg);
         }
-        if mailbox.has_pending()
-            || self.reentry_pending()
-            || self.ctx.cell.stop_requested().is_some()
-            || self.ctx.cell.unreferenced_requested()
-            || self.pause_requested()
-        {
-            self.release();
+        if mailbox.has_pending() || self.other_work() {
+            // Work is waiting ahead of this call: a task takes it, then this one.
+            self.hand_over();
             return Err(msg);
         }
         // SAFETY: we hold the baton (INLINE) until we release or hand it over below.
@@ -497,8 +481,9 @@ where
     M: Dispatch<A> + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    /// An inline holder hands the baton to a new task.
     fn hand_over(&self) {
-        self.baton.store(TASK, Ordering::Release);
+        self.baton.hand_over();
         self.spawn_task();
     }
 }
