@@ -41,6 +41,12 @@
 //! # Ok(()) }
 //! ```
 
+// The `unsafe` (the actor's baton and the lends it makes, in `local/`) argues its
+// case at each use: a SAFETY comment on every block says who else may hold a
+// reference (aliasing) and what orders it after the previous user (ordering).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 // Generated code names `::remora`, which must also resolve inside this crate.
 extern crate self as remora;
 

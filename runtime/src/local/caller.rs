@@ -128,7 +128,11 @@ pub(crate) fn chain_for_call() -> u64 {
 pub fn caller() -> Option<Caller> {
     let current = CURRENT.with(Cell::get).caller;
     // SAFETY: non-null only while `as_handler` polls its handler on this thread, and
-    // that future owns the `Arc` the pointer points into for as long as it is set.
+    // that future owns the `Arc` the pointer points into for as long as it is set,
+    // so the `Caller` is alive. Aliasing: a shared reference to an immutable value
+    // that is only ever shared (nobody mutates a `Caller` behind an `Arc`).
+    // Ordering: the pointer was set on this thread (a thread-local), and the
+    // `Caller` was complete before its `Arc` reached `as_handler`.
     unsafe { current.as_ref() }.cloned()
 }
 

@@ -20,7 +20,9 @@ pub struct Lent<'a, A> {
 }
 
 // SAFETY: an exclusive lend is a `&mut A` (Send when `A: Send`); a shared one only
-// yields `&A` through `shared`, which requires `A: Sync`.
+// yields `&A` through `shared`, which requires `A: Sync`. Sending a lend moves the
+// borrow; the runtime hands a lent actor between threads only with the baton,
+// whose Release/Acquire orders the uses.
 unsafe impl<A: Send> Send for Lent<'_, A> {}
 
 impl<'a, A> Lent<'a, A> {
@@ -47,7 +49,10 @@ impl<'a, A> Lent<'a, A> {
             !self.shared,
             "a message that takes its actor shared (`Dispatch::shared`) asked for it exclusively"
         );
-        // SAFETY: an exclusive lend is the only access to the actor while it lives.
+        // SAFETY: aliasing: an exclusive lend is the only access to the actor while
+        // it lives (`Lent::new`'s contract), and it is consumed here, so this is the
+        // only reference for `'a`. Ordering: whoever made the lend held the actor
+        // (the baton) and this runs on its thread or on a task it handed over to.
         unsafe { &mut *self.ptr.as_ptr() }
     }
 
@@ -56,7 +61,10 @@ impl<'a, A> Lent<'a, A> {
     where
         A: Sync,
     {
-        // SAFETY: every live lend of the actor is shared, or this is the only one.
+        // SAFETY: aliasing: every live lend of the actor is shared, or this is the
+        // only one (`Lent::new`'s contract), so only shared references exist for
+        // `'a`; `A: Sync` lets them be used from several handlers. Ordering: as for
+        // `exclusive`.
         unsafe { &*self.ptr.as_ptr() }
     }
 }
@@ -65,7 +73,8 @@ impl<'a, A> Lent<'a, A> {
 /// you hold, as in a test of the dispatcher (`msg.dispatch((&mut actor).into())`).
 impl<'a, A> From<&'a mut A> for Lent<'a, A> {
     fn from(actor: &'a mut A) -> Self {
-        // SAFETY: the borrow is exclusive for `'a`.
+        // SAFETY: aliasing: the borrow is exclusive for `'a`, so this lend is the only
+        // access to the actor meanwhile. Ordering: the borrow checker's, one thread.
         unsafe { Lent::new(actor, false) }
     }
 }

@@ -329,7 +329,7 @@ impl<M: 'static> MailboxRx<M> {
 
     /// Refuses new messages and hands back the ones still queued, unopened: dropping
     /// them answers their callers with `ActorStopped`.
-    pub(crate) fn close_and_drain(&mut self) -> Vec<M> {
+    pub(crate) fn close_and_drain(&self) -> Vec<M> {
         self.closed.set();
         let mut left = Vec::new();
         while let Ok(env) = self.rx.try_recv() {

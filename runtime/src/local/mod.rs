@@ -1,11 +1,12 @@
 //! One node's actors, knowing nothing of other nodes: actors and their lifecycle,
-//! mailboxes, the baton that runs them ([`slot`], [`runner`]), reply slots, the
+//! mailboxes, the baton that runs them ([`baton`], [`slot`], [`runner`]), reply slots, the
 //! caller's context, and the route a reference takes to an actor of this node.
 //! Hooks that layers above implement (supervision, control) are defined here and
 //! called from here, so this layer never imports upwards: only [`actor::Context`]
 //! names the `Node` it runs on.
 
 pub(crate) mod actor;
+pub(crate) mod baton;
 pub(crate) mod caller;
 pub(crate) mod cell;
 pub(crate) mod dispatch;

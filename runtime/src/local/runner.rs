@@ -1,11 +1,12 @@
 //! The task an actor gets while it has work: starts it, handles queued messages one
 //! at a time, finishes handlers handed over by inline callers, contains panics,
 //! restarts under policy, and stops it. It ends as soon as the actor is idle.
+//!
+//! It holds the baton throughout, as a [`Turn`]: everything it does to the actor's
+//! cells goes through the turn's methods, so this module has no `unsafe`.
 
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
@@ -13,131 +14,128 @@ use futures_util::FutureExt;
 use crate::local::actor::{Actor, RestartBy};
 use crate::local::dispatch::Dispatch;
 use crate::local::reply::panic_message;
-use crate::local::slot::{Hook, Slot, TASK};
+use crate::local::slot::{Hook, Turn};
 use crate::local::stop::StopReason;
 use crate::local::supervision::Directive;
 
-impl<A, M, F> Slot<A, M, F>
+impl<A, M, F> Turn<'_, A, M, F>
 where
     A: Actor,
     M: Dispatch<A> + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    /// The task's body. It holds the baton (`TASK`) throughout; all the `unsafe`
-    /// accesses below rely on that.
-    pub(crate) async fn run(self: Arc<Self>) {
-        let this = &*self;
+    /// The task's body: this turn is the task's, from `Turn::start_task`.
+    pub(crate) async fn run(mut self) {
         loop {
-            if unsafe { (*this.hook.get()).is_some() } {
-                match guarded(poll_fn(|cx| unsafe { this.poll_hook(cx) })).await {
+            if self.hook_in_flight() {
+                match guarded(poll_fn(|cx| self.poll_hook(cx))).await {
                     Ok(Hook::Started) => {
-                        if let Some(supervisor) = &this.supervisor {
+                        if let Some(supervisor) = &self.supervisor {
                             supervisor.started();
                         }
                     }
                     Ok(Hook::Unreferenced) => {}
                     Err(message) => {
-                        unsafe { *this.hook.get() = None };
-                        *this.panic.lock() = Some(message);
+                        self.drop_hook();
+                        *self.panic.lock() = Some(message);
                     }
                 }
                 continue;
             }
-            let panicked = this.panic.lock().take();
+            let panicked = self.panic.lock().take();
             if let Some(message) = panicked {
-                match this.restart_after(message).await {
-                    Ok(()) => unsafe { this.begin_start() },
-                    Err(reason) => return this.finish(reason).await,
+                match self.restart_after(message).await {
+                    Ok(()) => self.begin_start(),
+                    Err(reason) => return self.finish(reason).await,
                 }
                 continue;
             }
-            if unsafe { this.in_flight() } {
-                if let Err(message) = guarded(poll_fn(|cx| unsafe { this.poll_running(cx) })).await
-                {
-                    unsafe { this.end_running() };
-                    *this.panic.lock() = Some(message);
+            if self.in_flight() {
+                if let Err(message) = guarded(poll_fn(|cx| self.poll_running(cx))).await {
+                    self.end_running();
+                    *self.panic.lock() = Some(message);
                 }
                 continue;
             }
-            if let Some(reason) = this.ctx.cell.stop_requested() {
-                return this.finish(reason).await;
+            if let Some(reason) = self.ctx.cell.stop_requested() {
+                return self.finish(reason).await;
             }
-            if this.pause_requested() {
-                match this.halt(None).await {
-                    Ok(()) => unsafe { this.begin_start() },
-                    Err(reason) => return this.finish(reason).await,
+            if self.pause_requested() {
+                match self.halt(None).await {
+                    Ok(()) => self.begin_start(),
+                    Err(reason) => return self.finish(reason).await,
                 }
                 continue;
             }
-            if let Some(withdraw) = this.ctx.cell.take_unreferenced() {
-                unsafe { this.begin_unreferenced(withdraw) };
+            if let Some(withdraw) = self.ctx.cell.take_unreferenced() {
+                self.begin_unreferenced(withdraw);
                 continue;
             }
             // Calls that re-entered while the actor was busy go before the mailbox.
-            if let Some(msg) = this.next_reentry() {
-                unsafe { this.begin(msg) };
+            if let Some(msg) = self.next_reentry() {
+                self.begin(msg);
                 continue;
             }
             // A long queue must not keep this worker from other tasks.
             tokio::task::coop::consume_budget().await;
-            match unsafe { (*this.held.get()).rx.try_recv() } {
-                Some(msg) => unsafe { this.begin(msg) },
-                None => {
-                    // Idle: give the baton up and end. Work that raced the release
-                    // is taken back by `release`, which schedules a new task.
-                    this.release();
-                    return;
-                }
+            match self.next_message() {
+                Some(msg) => self.begin(msg),
+                None => match self.release() {
+                    // Idle: the baton is given up and the task ends.
+                    None => return,
+                    // Work was announced since this task last looked: look again.
+                    Some(turn) => self = turn,
+                },
             }
         }
     }
 
-    /// Stops the actor for good: the baton stays with this task forever, so no
-    /// caller runs inline and every later send is refused.
-    async fn finish(&self, reason: StopReason) {
-        debug_assert_eq!(self.baton.load(Ordering::Relaxed), TASK);
-        let cell = &self.ctx.cell;
+    /// Stops the actor for good: the turn is dropped, not released, so the baton
+    /// stays taken forever: no caller runs inline and every later send is refused.
+    async fn finish(mut self, reason: StopReason) {
+        debug_assert!(self.is_task());
+        let cell = self.ctx.cell.clone();
         // Answer queued callers first: they are waiting, on_stop may take a while.
-        drop(unsafe { (*self.held.get()).rx.close_and_drain() });
+        drop(self.close_mailbox());
         self.drop_reentries();
-        if let Err(message) = guarded(unsafe { self.actor() }.on_stop(&reason)).await {
+        if let Err(message) = guarded(self.actor().on_stop(&reason)).await {
             tracing::warn!(actor = %cell.id, name = ?cell.name, %message, "on_stop panicked");
         }
         // The state's resources go now, not when the last reference does.
-        unsafe { self.drop_state() };
+        self.drop_state();
         tracing::debug!(actor = %cell.id, name = ?cell.name, %reason, "actor stopped");
-        self.ctx.node.forget(cell);
+        self.ctx.node.forget(&cell);
         cell.finish(reason);
     }
 
     /// After a panic: swaps in fresh state if the policy (or the supervisor) allows,
     /// else says why to stop.
-    async fn restart_after(&self, message: String) -> Result<(), StopReason> {
-        let cell = &self.ctx.cell;
+    async fn restart_after(&mut self, message: String) -> Result<(), StopReason> {
+        let cell = self.ctx.cell.clone();
         tracing::error!(actor = %cell.id, name = ?cell.name, %message, "actor panicked");
-        let held = unsafe { &mut *self.held.get() };
-        let (policy, factory) = match &mut held.restart {
+        let life = self.life();
+        let (policy, factory) = match &mut life.restart {
             None => return Err(StopReason::Panicked { message }),
             Some((RestartBy::Supervisor(_), _)) => return self.halt(Some(message)).await,
             Some((RestartBy::Policy(policy), factory)) => (policy, factory),
         };
         let now = Instant::now();
-        while held
+        while life
             .restarts
             .front()
             .is_some_and(|t| now.duration_since(*t) > policy.within)
         {
-            held.restarts.pop_front();
+            life.restarts.pop_front();
         }
-        if held.restarts.len() >= policy.max as usize {
+        if life.restarts.len() >= policy.max as usize {
             tracing::error!(actor = %cell.id, name = ?cell.name, max = policy.max, within = ?policy.within, "restart limit reached; stopping");
             return Err(StopReason::Panicked { message });
         }
         match std::panic::catch_unwind(AssertUnwindSafe(&mut *factory)) {
             Ok(fresh) => {
-                held.restarts.push_back(now);
+                life.restarts.push_back(now);
                 // The panicked state is dropped without on_stop: it may be inconsistent.
-                unsafe { **self.actor.get() = fresh };
+                self.replace_state(fresh);
                 tracing::info!(actor = %cell.id, name = ?cell.name, "actor restarted");
                 Ok(())
             }
@@ -151,7 +149,7 @@ where
     /// supervisor asked it to pause — tells its supervisor, and does as told: `Ok`
     /// once fresh state is in place (`on_start` still to run), or the reason to
     /// stop. It keeps the baton meanwhile, so messages wait in the mailbox.
-    async fn halt(&self, mut failure: Option<String>) -> Result<(), StopReason> {
+    async fn halt(&mut self, mut failure: Option<String>) -> Result<(), StopReason> {
         let Some(supervisor) = self.supervisor.clone() else {
             let stopped = |message| StopReason::Panicked { message };
             return Err(failure.map_or(StopReason::Normal, stopped));
@@ -160,15 +158,14 @@ where
             match supervisor.halted(failure.take()).await {
                 Directive::Stop(reason) => return Err(reason),
                 Directive::Restart => {
-                    let held = unsafe { &mut *self.held.get() };
-                    let Some((_, factory)) = &mut held.restart else {
+                    let Some((_, factory)) = &mut self.life().restart else {
                         return Err(StopReason::Normal);
                     };
                     match std::panic::catch_unwind(AssertUnwindSafe(&mut *factory)) {
                         Ok(fresh) => {
                             // The old state is dropped without on_stop: after a panic it
                             // may be inconsistent, and a restart is not a stop.
-                            unsafe { **self.actor.get() = fresh };
+                            self.replace_state(fresh);
                             let cell = &self.ctx.cell;
                             tracing::info!(actor = %cell.id, name = ?cell.name, "actor restarted by its supervisor");
                             return Ok(());

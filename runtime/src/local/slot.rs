@@ -1,22 +1,12 @@
-//! Where an actor lives, and who may run it: the baton.
+//! Where an actor lives, and who may run it.
 //!
-//! An actor has no task of its own while it is idle. Its state, mailbox receiver
-//! and lifecycle live in a [`Slot`], touched by one holder of the baton at a time:
-//!
-//! - `FREE`: idle, nobody runs it, nothing is queued for it.
-//! - `INLINE`: a caller found it idle with an empty mailbox and is running one
-//!   handler right there, on the caller's own task: no queueing, no wake-up, no
-//!   thread switch (on a 2-core machine a cross-thread wake-up costs far more than
-//!   a handler). Never held across an `.await`: a handler that has to wait is handed
-//!   to a task.
-//! - `TASK`: a task spawned for this actor holds it: starting, handling queued
-//!   messages, finishing a handed-over handler, restarting, stopping. The task ends
-//!   as soon as the actor is idle again.
-//!
-//! Whoever queues a message, asks for a stop or hands a handler over calls
-//! [`Slot::schedule`], which spawns a task only if the baton is `FREE`. This is
-//! Akka's dispatcher model (a mailbox is scheduled when it has work) with an inline
-//! fast path in front of it.
+//! A [`Slot`] holds an actor's state, the handler(s) running on it, its lifecycle
+//! and its [`Baton`] (see `baton.rs` for the protocol): a caller that finds the
+//! actor idle with an empty mailbox runs the handler right there, on its own task
+//! (no queueing, no wake-up, no thread switch: on a 2-core machine a cross-thread
+//! wake-up costs far more than a handler); otherwise the message is queued and a
+//! task is spawned for the actor if it has none. This is Akka's dispatcher model
+//! (a mailbox is scheduled when it has work) with an inline fast path in front.
 //!
 //! Order per sender holds because a caller runs inline only when the mailbox is
 //! empty *while it holds the baton*, and a task dequeues only while holding it:
@@ -28,7 +18,6 @@ use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
@@ -37,6 +26,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
 use crate::local::actor::{Actor, Context, Factory, RestartBy, Unreferenced};
+use crate::local::baton::Baton;
 use crate::local::cell::{ActorCell, Withdraw};
 use crate::local::dispatch::{Dispatch, Lent};
 use crate::local::mailbox::{MailboxRx, MailboxTx};
@@ -55,10 +45,6 @@ thread_local! {
     static INLINE_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-const FREE: u8 = 0;
-const INLINE: u8 = 1;
-pub(crate) const TASK: u8 = 2;
-
 /// Starts handling one message: `Dispatch::dispatch` as a function pointer, so the
 /// slot can name the handler future's type and keep it in place.
 pub(crate) type Start<A, M, F> = fn(M, Lent<'static, A>) -> F;
@@ -75,10 +61,19 @@ pub(crate) enum Hook {
     Unreferenced,
 }
 
-/// What only the baton's holder touches besides the actor and its handler.
+/// What a new actor starts with besides its state: its mailbox receiver and its
+/// restart policy.
 pub(crate) struct Held<A, M: 'static> {
     pub(crate) rx: MailboxRx<M>,
     pub(crate) state_dropped: bool,
+    pub(crate) restart: Option<(RestartBy, Factory<A>)>,
+    pub(crate) restarts: VecDeque<Instant>,
+}
+
+/// The restart bookkeeping, which only the baton's holder touches ([`Turn::life`]).
+pub(crate) struct Life<A> {
+    /// Whether the actor's state has been dropped (after `on_stop`).
+    state_dropped: bool,
     pub(crate) restart: Option<(RestartBy, Factory<A>)>,
     pub(crate) restarts: VecDeque<Instant>,
 }
@@ -97,37 +92,49 @@ struct Reentry<M, F> {
 }
 
 /// An actor: its state, the handler running on it, and the baton.
+///
+/// The `UnsafeCell`s are private to this module and touched only through a
+/// [`Turn`], which exists only while its owner holds the baton.
 pub(crate) struct Slot<A: 'static, M: 'static, F> {
     // Field order matters: `running`, `reentry` and `hook` borrow `actor`, so they are
     // declared (and dropped) first.
-    pub(crate) running: UnsafeCell<Option<F>>,
+    running: UnsafeCell<Option<F>>,
     /// Re-entering calls and the handlers they run (only for interfaces with
     /// `#[reentrant]` methods: the others pay one pointer).
     reentry: Option<Box<Reentry<M, F>>>,
     /// `on_start` or `on_unreferenced`, while it runs.
-    pub(crate) hook: UnsafeCell<Option<HookRun>>,
+    hook: UnsafeCell<Option<HookRun>>,
     /// Dropped (once) right after `on_stop`, so a stopped actor's resources go at
-    /// once even while references to it remain; `state_dropped` records that.
-    pub(crate) actor: UnsafeCell<ManuallyDrop<A>>,
-    pub(crate) held: UnsafeCell<Held<A, M>>,
+    /// once even while references to it remain; `Life::state_dropped` records that.
+    actor: UnsafeCell<ManuallyDrop<A>>,
+    life: UnsafeCell<Life<A>>,
+    /// The mailbox's receiving side. Internally synchronised, so it lives outside
+    /// the cells and anyone may ask whether it has work; only the holder takes
+    /// from it (that keeps each sender's order).
+    rx: MailboxRx<M>,
     /// Whether callers may run handlers on their own tasks (`SpawnOptions::inline`).
     inline: bool,
-    pub(crate) baton: AtomicU8,
+    baton: Baton,
     /// A panic of an inline run or an inline start, for the task to handle.
     pub(crate) panic: Mutex<Option<String>>,
     start: Start<A, M, F>,
     pub(crate) ctx: Context,
-    /// Its supervisor, if it has one (also in `held.restart`; here it can be read
+    /// Its supervisor, if it has one (also in `life.restart`; here it can be read
     /// without the baton, for pause requests).
     pub(crate) supervisor: Option<Arc<dyn Supervision>>,
     me: Weak<Self>,
 }
 
-// SAFETY: the `UnsafeCell`s are only touched by the baton's holder, and the baton
-// is handed over with Acquire/Release ordering, so at most one thread uses them at
-// a time and each sees the previous holder's writes. Moving the state between
-// threads needs `A`, `M` and `F` to be `Send`.
+// SAFETY: sharing a `Slot` between threads shares its `UnsafeCell`s, which only a
+// `Turn` touches. Aliasing: a `Turn` exists only while its owner holds the baton,
+// and the baton has one holder at a time, so no two threads touch the cells at
+// once. Ordering: each new holder acquires the baton from the previous holder's
+// release (or is a task spawned by it), so it sees the previous holder's writes.
+// What crosses threads that way is `A`, `M` and `F` by value (and `&mut A` lent
+// to handlers), hence the `Send` bounds; nothing is ever used from two threads at
+// once, so `Sync` is not needed of them.
 unsafe impl<A: Send + 'static, M: Send, F: Send> Sync for Slot<A, M, F> {}
+// SAFETY: as for `Sync`: moving the slot moves `A`, `M` and `F`, all `Send`.
 unsafe impl<A: Send + 'static, M: Send, F: Send> Send for Slot<A, M, F> {}
 
 impl<A, M, F> Slot<A, M, F>
@@ -161,9 +168,14 @@ where
             }),
             hook: UnsafeCell::new(None),
             actor: UnsafeCell::new(ManuallyDrop::new(actor)),
-            held: UnsafeCell::new(held),
+            life: UnsafeCell::new(Life {
+                state_dropped: held.state_dropped,
+                restart: held.restart,
+                restarts: held.restarts,
+            }),
+            rx: held.rx,
             inline,
-            baton: AtomicU8::new(TASK),
+            baton: Baton::held_by_task(),
             panic: Mutex::new(None),
             start,
             ctx: Context {
@@ -179,58 +191,54 @@ where
             let control = Arc::downgrade(&slot) as Weak<dyn Control>;
             supervisor.attach(&slot.ctx.cell, control);
         }
-        // SAFETY: the baton starts as TASK and is ours until released below.
-        unsafe { slot.begin_start() };
+        // SAFETY: aliasing: the baton was created held (`held_by_task`) and
+        // `attach` can only ask for a stop or a pause (`schedule`, which finds it
+        // held), so this is its only holder until this turn ends below. Ordering:
+        // this thread created the cells.
+        let mut turn = unsafe { Turn::new(&slot) };
+        turn.begin_start();
         let mut cx = TaskContext::from_waker(Waker::noop());
-        match std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { slot.poll_hook(&mut cx) })) {
-            Ok(Poll::Ready(_)) => slot.release(),
+        match std::panic::catch_unwind(AssertUnwindSafe(|| turn.poll_hook(&mut cx))) {
+            // Work may have come in without a notification while it started (a stop
+            // asked by `attach`): look before letting go.
+            Ok(Poll::Ready(_)) if slot.has_work() => turn.start_task(),
+            Ok(Poll::Ready(_)) => turn.release_or_start_task(),
             // Still starting: the task polls it again, with a waker that works.
-            Ok(Poll::Pending) => slot.spawn_task(),
+            Ok(Poll::Pending) => turn.start_task(),
             Err(payload) => {
-                unsafe { *slot.hook.get() = None };
+                turn.drop_hook();
                 *slot.panic.lock() = Some(panic_message(&*payload));
-                slot.spawn_task();
+                turn.start_task();
             }
         }
         slot
     }
 
     /// Makes sure someone will look at this actor: spawns a task if it is idle.
-    /// Call after queueing a message or asking for a stop.
+    /// Call after publishing work for it (queueing a message, asking for a stop).
     pub(crate) fn schedule(&self) {
-        if self
-            .baton
-            .compare_exchange(FREE, TASK, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.spawn_task();
+        if self.baton.schedule() {
+            // SAFETY: aliasing: `schedule` just took the free baton for a task, so
+            // nobody else holds it. Ordering: its Acquire read the previous
+            // holder's Release.
+            unsafe { Turn::new(self) }.start_task();
         }
     }
 
-    /// Spawns the task that holds the baton from now on. The caller holds `TASK`.
-    fn spawn_task(&self) {
-        let Some(me) = self.me.upgrade() else {
-            return; // being dropped: nobody can reach it any more
-        };
-        self.ctx.node.spawn_task(me.run());
+    /// Whether anything waits for the holder: a queued message or one waiting for
+    /// room, or [`Slot::other_work`].
+    fn has_work(&self) -> bool {
+        self.rx.has_pending() || self.other_work()
     }
 
-    /// Gives the baton up; if work arrived meanwhile, takes it back for a task.
-    /// The caller holds the baton and leaves no handler in flight.
-    pub(crate) fn release(&self) {
-        self.baton.store(FREE, Ordering::SeqCst);
-        // A sender that queued while we held the baton saw it taken and left the
-        // message to us; so did a stop request.
-        // SAFETY: reading the queue length needs no baton (the channel is shared).
-        let queued = unsafe { (*self.held.get()).rx.has_pending() } || self.reentry_pending();
+    /// Whether anything besides the mailbox waits for the holder: a re-entering
+    /// call, a stop, an `on_unreferenced`, a pause.
+    fn other_work(&self) -> bool {
         let cell = &self.ctx.cell;
-        if queued
+        self.reentry_pending()
             || cell.stop_requested().is_some()
             || cell.unreferenced_requested()
             || self.pause_requested()
-        {
-            self.schedule();
-        }
     }
 
     /// Whether re-entering calls wait for the holder.
@@ -258,43 +266,196 @@ where
             .as_ref()
             .is_some_and(|supervisor| supervisor.pause_requested())
     }
+}
 
-    /// The actor's state. Holder only.
+/// The baton's holder at work on a [`Slot`]: the only way to its `UnsafeCell`s.
+///
+/// A turn exists only while its owner holds the slot's baton: [`Turn::new`] says
+/// so, and a turn ends by giving the baton up ([`Turn::release`]) or passing it
+/// to a task it starts ([`Turn::start_task`]); dropping one keeps the baton taken
+/// for good (a stopped actor's task does that). Since the baton has one holder
+/// at a time, every method below may touch the cells without anyone else doing so
+/// concurrently (aliasing across threads), and since each holder acquires the
+/// baton from the previous one's release, it sees that holder's writes (ordering).
+///
+/// Within a turn, references into the cells never outlive a method call, with
+/// one exception, the actor: it is lent to a hook or to handlers (which live in the
+/// cells) or to the caller of [`Turn::actor`] (for the `&mut self` borrow). Every
+/// method that lends, replaces or drops it first checks that no such loan is
+/// outstanding ([`Turn::assert_unlent`]), and `&mut self` keeps the borrow checker
+/// on the last kind.
+pub(crate) struct Turn<'a, A: 'static, M: 'static, F> {
+    slot: &'a Slot<A, M, F>,
+}
+
+impl<A: 'static, M: 'static, F> std::ops::Deref for Turn<'_, A, M, F> {
+    type Target = Slot<A, M, F>;
+
+    fn deref(&self) -> &Self::Target {
+        self.slot
+    }
+}
+
+impl<'a, A, M, F> Turn<'a, A, M, F>
+where
+    A: Actor,
+    M: Dispatch<A> + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    /// The holder's access to `slot`.
     ///
     /// # Safety
-    /// The caller holds the baton for as long as it uses the reference.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn actor(&self) -> &'static mut A {
-        debug_assert!(!(*self.held.get()).state_dropped);
-        &mut *self.actor.get()
+    /// The caller holds `slot`'s baton, took it with an Acquire that read the
+    /// previous holder's Release (or was spawned by the holder that took it), and
+    /// keeps it until the turn ends; no other turn of this slot is live meanwhile.
+    unsafe fn new(slot: &'a Slot<A, M, F>) -> Self {
+        Turn { slot }
     }
 
-    /// Drops the actor's state for good. Holder only, after the last use of it.
-    pub(crate) unsafe fn drop_state(&self) {
-        let held = &mut *self.held.get();
-        if !held.state_dropped {
-            held.state_dropped = true;
-            ManuallyDrop::drop(&mut *self.actor.get());
+    /// Gives the baton up, unless work was announced since the holder last looked:
+    /// then the baton stays with this turn, now as a task's, and it must look
+    /// again (`Some`). Call with no handler or hook in flight.
+    #[must_use = "if it returns a turn, the caller still holds the baton"]
+    pub(crate) fn release(self) -> Option<Self> {
+        debug_assert!(!self.hook_in_flight() && !self.in_flight());
+        // Nothing is read after a successful release: a new holder may already
+        // be at work.
+        if self.slot.baton.release() {
+            None
+        } else {
+            Some(self)
         }
     }
 
-    /// Starts `on_start` in place. Holder only.
-    pub(crate) unsafe fn begin_start(&self) {
-        let actor = self.actor();
+    /// Gives the baton up, or starts a task if work was announced meanwhile.
+    pub(crate) fn release_or_start_task(self) {
+        if let Some(turn) = self.release() {
+            turn.start_task();
+        }
+    }
+
+    /// Ends this turn by starting the actor's task, which holds the baton from now
+    /// on (as `TASK`: an inline holder is handed over first).
+    pub(crate) fn start_task(self) {
+        self.slot.baton.hand_over();
+        let Some(me) = self.slot.me.upgrade() else {
+            return; // being dropped: nobody can reach it any more
+        };
+        self.slot.ctx.node.spawn_task(async move {
+            // SAFETY: aliasing: the baton is held as `TASK` for this task, and the
+            // turn that started it ended right there. Ordering: the spawn orders
+            // this task after the writes of that turn (and `hand_over` acquired
+            // those of every `schedule` so far).
+            let turn = unsafe { Turn::new(&me) };
+            turn.run().await;
+        });
+    }
+
+    /// Whether a task holds the baton (this turn's, for assertions).
+    pub(crate) fn is_task(&self) -> bool {
+        self.slot.baton.held_by_a_task()
+    }
+
+    /// Panics if the actor is lent to a hook or a handler. Every method that lends
+    /// the actor, replaces it or drops it checks this first.
+    fn assert_unlent(&self) {
+        assert!(
+            !self.hook_in_flight() && !self.in_flight(),
+            "the actor is lent to a hook or a handler"
+        );
+        // SAFETY: aliasing: read through a shared reference that ends here; only
+        // turn methods write `life`, and none of them is running now (`&self`
+        // excludes `&mut self`, and this turn is the only one). Ordering: the turn's.
+        let dropped = unsafe { (*self.slot.life.get()).state_dropped };
+        assert!(!dropped, "the actor's state was dropped");
+    }
+
+    /// The actor's state, for the holder itself (`on_stop`).
+    pub(crate) fn actor(&mut self) -> &mut A {
+        self.assert_unlent();
+        // SAFETY: aliasing: not lent (checked above), and the borrow of `self`
+        // keeps this turn from lending it again while the reference lives; no
+        // other turn exists. Ordering: the turn's.
+        unsafe { &mut *self.slot.actor.get() }
+    }
+
+    /// The actor's state for a hook, which lives in `hook` (so `'static` here):
+    /// it is dropped before the state is replaced or dropped (`assert_unlent`),
+    /// and before the slot drops the state (`Slot::drop`).
+    fn actor_for_hook(&mut self) -> &'static mut A {
+        self.assert_unlent();
+        // SAFETY: aliasing: not lent (checked above); the hook that takes it is
+        // now the only user until it is dropped, which every other loan waits for
+        // (`assert_unlent`). The `'static` is bounded by the slot's `Drop`, which
+        // drops the hook before the state. Ordering: the turn's.
+        unsafe { &mut *self.slot.actor.get().cast::<A>() }
+    }
+
+    /// The restart bookkeeping.
+    pub(crate) fn life(&mut self) -> &mut Life<A> {
+        // SAFETY: aliasing: `life` is never lent beyond a method call except here,
+        // for the borrow of `self`, which keeps this turn from reading it again
+        // meanwhile; no other turn exists. Ordering: the turn's.
+        unsafe { &mut *self.slot.life.get() }
+    }
+
+    /// Swaps in fresh state; the old one is dropped without `on_stop` (after a
+    /// panic it may be inconsistent, and a restart is not a stop).
+    pub(crate) fn replace_state(&mut self, fresh: A) {
+        self.assert_unlent();
+        // SAFETY: aliasing: not lent (checked above), and `&mut self` excludes a
+        // borrow from `actor`; no other turn exists. Ordering: the turn's.
+        unsafe { **self.slot.actor.get() = fresh };
+    }
+
+    /// Drops the actor's state for good, after the last use of it.
+    pub(crate) fn drop_state(&mut self) {
+        if self.life().state_dropped {
+            return;
+        }
+        self.assert_unlent();
+        self.life().state_dropped = true;
+        // SAFETY: aliasing: not lent (checked above), and `&mut self` excludes a
+        // borrow from `actor`; `state_dropped` (now set) keeps every later loan
+        // away, and `Slot::drop` from dropping it twice. Ordering: the turn's.
+        unsafe { ManuallyDrop::drop(&mut *self.slot.actor.get()) };
+    }
+
+    /// Whether `on_start` or `on_unreferenced` is in flight.
+    pub(crate) fn hook_in_flight(&self) -> bool {
+        // SAFETY: aliasing: a shared read that ends here; `hook` is written only
+        // by turn methods (`&mut self`, excluded by this `&self`) of the only turn.
+        // Ordering: the turn's.
+        unsafe { (*self.slot.hook.get()).is_some() }
+    }
+
+    /// Drops the hook in flight (it panicked).
+    pub(crate) fn drop_hook(&mut self) {
+        // SAFETY: aliasing: turn methods never keep a reference to `hook` past the
+        // call, and this is the only turn. Ordering: the turn's.
+        unsafe { *self.slot.hook.get() = None };
+    }
+
+    /// Starts `on_start` in place.
+    pub(crate) fn begin_start(&mut self) {
+        let actor = self.actor_for_hook();
         let ctx = self.ctx.clone();
-        *self.hook.get() = Some(Box::pin(async move {
+        let hook: HookRun = Box::pin(async move {
             actor.on_start(&ctx).await;
             Hook::Started
-        }));
+        });
+        // SAFETY: aliasing: turn methods never keep a reference to `hook` past the
+        // call, and this is the only turn. Ordering: the turn's.
+        unsafe { *self.slot.hook.get() = Some(hook) };
     }
 
     /// Starts `on_unreferenced` in place; `withdraw` withdraws the export if the
     /// actor chooses to stop (and nothing has referred to it again meanwhile).
-    /// Holder only, between messages.
-    pub(crate) unsafe fn begin_unreferenced(&self, withdraw: Withdraw) {
-        let actor = self.actor();
+    /// Between messages.
+    pub(crate) fn begin_unreferenced(&mut self, withdraw: Withdraw) {
+        let actor = self.actor_for_hook();
         let ctx = self.ctx.clone();
-        *self.hook.get() = Some(Box::pin(async move {
+        let hook: HookRun = Box::pin(async move {
             if actor.on_unreferenced(&ctx).await != Unreferenced::Stop {
                 return Hook::Unreferenced;
             }
@@ -303,12 +464,18 @@ where
                 drop(last_route);
             }
             Hook::Unreferenced
-        }));
+        });
+        // SAFETY: aliasing: turn methods never keep a reference to `hook` past the
+        // call, and this is the only turn. Ordering: the turn's.
+        unsafe { *self.slot.hook.get() = Some(hook) };
     }
 
-    /// Polls the lifecycle hook in flight; clears it once done. Holder only.
-    pub(crate) unsafe fn poll_hook(&self, cx: &mut TaskContext<'_>) -> Poll<Hook> {
-        let hook = &mut *self.hook.get();
+    /// Polls the lifecycle hook in flight; clears it once done.
+    pub(crate) fn poll_hook(&mut self, cx: &mut TaskContext<'_>) -> Poll<Hook> {
+        // SAFETY: aliasing: turn methods never keep a reference to `hook` past the
+        // call (the hook's own borrow of the actor is in the hook), and this is
+        // the only turn. Ordering: the turn's.
+        let hook = unsafe { &mut *self.slot.hook.get() };
         let poll = hook
             .as_mut()
             .expect("poll_hook without a hook in flight")
@@ -320,51 +487,74 @@ where
         poll
     }
 
-    /// Lends the actor to a handler. Holder only; `shared` lends only beside other
-    /// shared ones.
-    unsafe fn lend(&self, shared: bool) -> Lent<'static, A> {
-        debug_assert!(!(*self.held.get()).state_dropped);
-        // `ManuallyDrop<A>` has `A`'s layout. A raw pointer: no `&mut` is made here.
-        Lent::new(self.actor.get().cast::<A>(), shared)
+    /// Lends the actor to a handler; `shared` lends only beside other shared ones.
+    /// The caller checked that no conflicting loan is outstanding.
+    fn lend(&self, shared: bool) -> Lent<'static, A> {
+        // `ManuallyDrop<A>` has `A`'s layout. A raw pointer: no reference is made here.
+        let actor = self.slot.actor.get().cast::<A>();
+        // SAFETY: the handler that takes the lend lives in `running` or
+        // `reentry.running` and is dropped before the actor is lent otherwise,
+        // replaced or dropped (`assert_unlent`). Aliasing: an exclusive lend is made
+        // only when nothing else is lent (`begin`); a shared one only beside shared
+        // ones (`begin`, `join_reentries`). Ordering: the turn's.
+        unsafe { Lent::new(actor, shared) }
     }
 
-    /// Starts handling `msg` in place. Holder only, with no handler in flight.
-    pub(crate) unsafe fn begin(&self, msg: M) {
+    /// Starts handling `msg` in place, with nothing else in flight.
+    pub(crate) fn begin(&mut self, msg: M) {
+        self.assert_unlent();
         // Lent shared only when a re-entering call may join it.
         let shared = M::REENTRANT && msg.shared();
         self.ctx.cell.set_busy(msg.chain(), shared);
-        *self.running.get() = Some((self.start)(msg, self.lend(shared)));
+        let handler = (self.slot.start)(msg, self.lend(shared));
+        // SAFETY: aliasing: turn methods never keep a reference to `running` past
+        // the call, and this is the only turn. Ordering: the turn's.
+        unsafe { *self.slot.running.get() = Some(handler) };
     }
 
-    /// Whether a handler is in flight. Holder only.
-    pub(crate) unsafe fn in_flight(&self) -> bool {
-        (*self.running.get()).is_some()
-            || (self.reentry.as_ref()).is_some_and(|reentry| !(*reentry.running.get()).is_empty())
+    /// Whether a handler is in flight.
+    pub(crate) fn in_flight(&self) -> bool {
+        // SAFETY: aliasing: shared reads that end here; `running` and
+        // `reentry.running` are written only by turn methods (`&mut self`, excluded
+        // by this `&self`) of the only turn. Ordering: the turn's.
+        unsafe {
+            (*self.slot.running.get()).is_some()
+                || (self.slot.reentry.as_ref())
+                    .is_some_and(|reentry| !(*reentry.running.get()).is_empty())
+        }
     }
 
-    /// The handlers are gone (finished, or dropped after a panic). Holder only.
-    pub(crate) unsafe fn end_running(&self) {
-        *self.running.get() = None;
-        if let Some(reentry) = &self.reentry {
-            (*reentry.running.get()).clear();
+    /// The handlers are gone (finished, or dropped after a panic).
+    pub(crate) fn end_running(&mut self) {
+        // SAFETY: aliasing: turn methods never keep a reference to `running` or
+        // `reentry.running` past the call, and this is the only turn. Ordering:
+        // the turn's.
+        unsafe {
+            *self.slot.running.get() = None;
+            if let Some(reentry) = &self.slot.reentry {
+                (*reentry.running.get()).clear();
+            }
         }
         self.ctx.cell.set_busy(0, false);
     }
 
     /// Starts the re-entering calls that may join the handlers in flight: shared
     /// ones, of the chain those belong to, beside handlers that hold the actor shared.
-    /// Holder only, with a handler in flight.
-    unsafe fn join_reentries(&self, reentry: &Reentry<M, F>) {
+    fn join_reentries(&mut self, reentry: &Reentry<M, F>) {
         let cell = &self.ctx.cell;
         let mut queue = reentry.queue.lock();
         if queue.is_empty() {
             return;
         }
-        let reentered = &mut *reentry.running.get();
         let mut left = VecDeque::new();
         while let Some(msg) = queue.pop_front() {
+            // `may_reenter`: every handler in flight holds the actor shared.
             if msg.shared() && cell.may_reenter(msg.chain()) {
-                reentered.push(Box::pin((self.start)(msg, self.lend(true))));
+                let handler = Box::pin((self.slot.start)(msg, self.lend(true)));
+                // SAFETY: aliasing: turn methods never keep a reference to
+                // `reentry.running` past the call, and this is the only turn.
+                // Ordering: the turn's.
+                unsafe { (*reentry.running.get()).push(handler) };
             } else {
                 // It came in as the chain ended: it runs once the actor is idle.
                 left.push_back(msg);
@@ -374,22 +564,28 @@ where
     }
 
     /// Polls the handlers in place; drops each once done. Ready when none is left.
-    /// Holder only, with a handler in flight.
-    pub(crate) unsafe fn poll_running(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if let Some(reentry) = &self.reentry {
+    pub(crate) fn poll_running(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let slot = self.slot;
+        if let Some(reentry) = &slot.reentry {
             reentry.waker.register(cx.waker());
             self.join_reentries(reentry);
         }
-        let running = &mut *self.running.get();
+        // SAFETY: aliasing: turn methods never keep a reference to `running` past
+        // the call, and this is the only turn; the handler borrows the actor, not
+        // `running`. Ordering: the turn's.
+        let running = unsafe { &mut *slot.running.get() };
         if let Some(handler) = running.as_mut() {
-            // SAFETY: the future lives inside the Arc'd slot, which never moves, and
-            // it is dropped in place before its memory is reused.
-            if Pin::new_unchecked(handler).poll(cx).is_ready() {
+            // SAFETY: pinning: the handler lives inside the Arc'd slot, which never
+            // moves, and is only ever dropped in place (`= None` here, in
+            // `end_running` and in `Slot::drop`), never moved out.
+            if unsafe { Pin::new_unchecked(handler) }.poll(cx).is_ready() {
                 *running = None;
             }
         }
-        if let Some(reentry) = &self.reentry {
-            let reentered = &mut *reentry.running.get();
+        if let Some(reentry) = &slot.reentry {
+            // SAFETY: aliasing: as for `running`; the re-entered handlers are boxed
+            // and borrow the actor, not this vector. Ordering: the turn's.
+            let reentered = unsafe { &mut *reentry.running.get() };
             reentered.retain_mut(|handler| handler.as_mut().poll(cx).is_pending());
             if !reentered.is_empty() {
                 return Poll::Pending;
@@ -400,6 +596,16 @@ where
         }
         self.end_running();
         Poll::Ready(())
+    }
+
+    /// The next queued message. Only the holder takes from the mailbox.
+    pub(crate) fn next_message(&mut self) -> Option<M> {
+        self.slot.rx.try_recv()
+    }
+
+    /// Refuses new messages and hands back those still queued: the actor stops.
+    pub(crate) fn close_mailbox(&mut self) -> Vec<M> {
+        self.slot.rx.close_and_drain()
     }
 }
 
@@ -414,39 +620,33 @@ where
         if !self.inline || depth >= MAX_INLINE_DEPTH {
             return Err(msg);
         }
-        if self
-            .baton
-            .compare_exchange(FREE, INLINE, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        if !self.baton.try_inline() {
             return Err(msg);
         }
-        if mailbox.has_pending()
-            || self.reentry_pending()
-            || self.ctx.cell.stop_requested().is_some()
-            || self.ctx.cell.unreferenced_requested()
-            || self.pause_requested()
-        {
-            self.release();
+        // SAFETY: aliasing: `try_inline` took the free baton, so nobody else holds
+        // it until this turn ends below. Ordering: its Acquire read the previous
+        // holder's Release.
+        let mut turn = unsafe { Turn::new(self) };
+        if mailbox.has_pending() || self.other_work() {
+            // Work is waiting ahead of this call: a task takes it, then this one.
+            turn.start_task();
             return Err(msg);
         }
-        // SAFETY: we hold the baton (INLINE) until we release or hand it over below.
-        unsafe { self.begin(msg) };
+        turn.begin(msg);
         INLINE_DEPTH.with(|d| d.set(depth + 1));
-        let polled =
-            std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { self.poll_running(cx) }));
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| turn.poll_running(cx)));
         INLINE_DEPTH.with(|d| d.set(depth));
         match polled {
-            Ok(Poll::Ready(())) => self.release(),
+            Ok(Poll::Ready(())) => turn.release_or_start_task(),
             // The handler waits on something: a task drives it from here on, with
             // its own waker (which replaces ours).
-            Ok(Poll::Pending) => self.hand_over(),
+            Ok(Poll::Pending) => turn.start_task(),
             Err(payload) => {
                 // The caller was answered `Panicked` by ReplyTo::answer_with; the
                 // task applies the restart policy.
-                unsafe { self.end_running() };
+                turn.end_running();
                 *self.panic.lock() = Some(panic_message(&*payload));
-                self.hand_over();
+                turn.start_task();
             }
         }
         Ok(())
@@ -475,18 +675,6 @@ where
     }
 }
 
-impl<A, M, F> Slot<A, M, F>
-where
-    A: Actor,
-    M: Dispatch<A> + Send + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    fn hand_over(&self) {
-        self.baton.store(TASK, Ordering::Release);
-        self.spawn_task();
-    }
-}
-
 impl<A: 'static, M: 'static, F> Drop for Slot<A, M, F> {
     fn drop(&mut self) {
         // Handlers borrow the state: they go first.
@@ -495,8 +683,11 @@ impl<A: 'static, M: 'static, F> Drop for Slot<A, M, F> {
             reentry.running.get_mut().clear();
         }
         *self.hook.get_mut() = None;
-        if !self.held.get_mut().state_dropped {
-            // SAFETY: not dropped yet, and nothing else can reach it any more.
+        if !self.life.get_mut().state_dropped {
+            // SAFETY: aliasing: `&mut self`, and the hook and handlers that borrowed
+            // the state were dropped just above; `state_dropped` says it is still
+            // there. Ordering: dropping the last `Arc` acquired every other
+            // owner's release of it, holders included.
             unsafe { ManuallyDrop::drop(self.actor.get_mut()) };
         }
     }
