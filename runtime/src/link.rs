@@ -26,7 +26,7 @@ impl Stopper {
         match r.core().route() {
             Route::Local(local) => {
                 let cell = local.cell.clone();
-                let host = Arc::downgrade(&local.host);
+                let host = Arc::downgrade(&local.slot);
                 Stopper::Local(Box::new(move |reason| {
                     cell.request_stop(reason);
                     if let Some(host) = host.upgrade() {

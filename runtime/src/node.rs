@@ -364,7 +364,7 @@ impl Node {
             tx,
             exported: OnceLock::new(),
             cell,
-            host: slot,
+            slot,
             reentrant: <R::Msg as Dispatch<A>>::REENTRANT,
         });
         if inner.default_timeout != DEFAULT_TIMEOUT {

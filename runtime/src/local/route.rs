@@ -22,7 +22,7 @@ pub(crate) struct LocalRoute<M> {
     pub(crate) cell: Arc<ActorCell>,
     /// Runs a message on the caller's task when the actor is idle, and schedules
     /// the actor when a message is queued.
-    pub(crate) host: Arc<dyn Host<M>>,
+    pub(crate) slot: Arc<dyn ActorSlot<M>>,
     /// Whether the interface has `#[reentrant]` methods (calls may re-enter the
     /// actor while it is busy).
     pub(crate) reentrant: bool,
@@ -32,7 +32,7 @@ impl<M> Drop for LocalRoute<M> {
     /// The last reference is gone: nobody can call this actor again, so it stops.
     fn drop(&mut self) {
         self.cell.request_stop(StopReason::Normal);
-        self.host.schedule();
+        self.slot.schedule();
     }
 }
 
@@ -42,12 +42,12 @@ impl<M> LocalRoute<M> {
     /// otherwise gives it back.
     pub(crate) fn try_inline(&self, mut msg: M, cx: &mut Context<'_>) -> Result<(), M> {
         if self.reentrant {
-            match self.host.reenter(msg) {
+            match self.slot.reenter(msg) {
                 Ok(()) => return Ok(()),
                 Err(back) => msg = back,
             }
         }
-        self.host.try_run(msg, &self.tx, cx)
+        self.slot.try_run(msg, &self.tx, cx)
     }
 
     /// Whether a call of `method` in `chain` must fail as a cycle: it comes back to
@@ -72,15 +72,15 @@ impl<M> LocalRoute<M> {
     /// Queues without waiting, and makes sure the actor will take it.
     pub(crate) fn push(&self, env: Envelope<M>) -> Result<(), TrySendError<M>> {
         self.tx.try_send(env)?;
-        self.host.schedule();
+        self.slot.schedule();
         Ok(())
     }
 
     /// Queues, waiting for room (or for the hand-over), and makes sure the actor
     /// will take it.
     pub(crate) async fn push_waiting(&self, env: Envelope<M>) -> Result<(), CallError> {
-        self.tx.send(env, || self.host.schedule()).await?;
-        self.host.schedule();
+        self.tx.send(env, || self.slot.schedule()).await?;
+        self.slot.schedule();
         Ok(())
     }
 
@@ -154,7 +154,7 @@ pub(crate) async fn deliver<M>(
 }
 
 /// What a reference needs from its actor, without knowing the actor's type.
-pub(crate) trait Host<M>: Send + Sync {
+pub(crate) trait ActorSlot<M>: Send + Sync {
     /// Runs `msg` now, on this task, if the actor is idle and nothing is queued
     /// before it; otherwise gives it back to be queued.
     fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut TaskContext<'_>) -> Result<(), M>;

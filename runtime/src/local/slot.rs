@@ -31,7 +31,7 @@ use crate::local::cell::{ActorCell, Withdraw};
 use crate::local::dispatch::{Dispatch, Lent};
 use crate::local::mailbox::{MailboxRx, MailboxTx};
 use crate::local::reply::panic_message;
-use crate::local::route::Host;
+use crate::local::route::ActorSlot;
 use crate::local::stop::StopReason;
 use crate::local::supervision::{Control, Supervision};
 use crate::node::Node;
@@ -609,7 +609,7 @@ where
     }
 }
 
-impl<A, M, F> Host<M> for Slot<A, M, F>
+impl<A, M, F> ActorSlot<M> for Slot<A, M, F>
 where
     A: Actor,
     M: Dispatch<A> + Send + 'static,

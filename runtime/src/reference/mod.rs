@@ -170,7 +170,7 @@ impl<M: Send + 'static> RefCore<M> {
         match &self.route {
             Route::Local(local) => {
                 local.cell.request_stop(reason);
-                local.host.schedule();
+                local.slot.schedule();
             }
             Route::Remote(remote) => {
                 let remote = remote.clone();

@@ -79,7 +79,7 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
 
     fn stop(&self, reason: StopReason) {
         self.cell.request_stop(reason);
-        self.host.schedule();
+        self.slot.schedule();
     }
 
     fn is_finished(&self) -> bool {
@@ -88,7 +88,7 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
 
     fn unreferenced(&self, withdraw: Withdraw) {
         self.cell.request_unreferenced(withdraw);
-        self.host.schedule();
+        self.slot.schedule();
     }
 
     fn refuses_cycle(&self, chain: u64, method: u64) -> bool {

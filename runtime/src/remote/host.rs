@@ -479,7 +479,7 @@ pub(crate) fn local_wire<M: Unmarshal>(
     // The owner, not the marshalling node: with several nodes in one process, a
     // proxy to another node's actor may be local here and sent on from here.
     let owner = route
-        .host
+        .slot
         .home()
         .downcast_ref::<Arc<Host>>()
         .expect("an actor's home is its node's Host");

@@ -235,7 +235,7 @@ impl Member for SupervisorMember {
     fn stop(&self, reason: StopReason) {
         self.cell.request_stop(reason);
         if let Some(route) = self.route.upgrade() {
-            route.host.schedule();
+            route.slot.schedule();
         }
     }
 
