@@ -189,7 +189,7 @@ pub async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task
 pub fn reach<R>(client: &Node, server: &Node, actor: &R) -> R
 where
     R: remora::Interface,
-    R::Msg: remora::Unmarshal,
+    R::Msg: remora::rt::Unmarshal,
 {
     let object = server.export(actor).expect("a local actor exports");
     client

@@ -154,7 +154,7 @@ fn register(node: &Node) {
 /// The node `r`'s actor runs on, as `holder` sees it.
 fn home<R: Interface>(holder: &Node, r: &R) -> NodeId
 where
-    R::Msg: remora::Unmarshal,
+    R::Msg: remora::rt::Unmarshal,
 {
     holder.wire_ref(r).node
 }

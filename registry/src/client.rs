@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remora::{Interface, Node, Unmarshal};
+use remora::rt::Unmarshal;
+use remora::{Interface, Node};
 
 use crate::entry::{group_prefix, in_names, member_key, name_key, Entry, Event, NAMES};
 use crate::error::RegistryError;

@@ -6,8 +6,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use remora::rt::Unmarshal;
 use remora::ObjectId;
-use remora::{CallError, Interface, Unmarshal};
+use remora::{CallError, Interface};
 
 use crate::client::Registry;
 use crate::entry::group_prefix;

@@ -4,8 +4,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use remora::rt::Unmarshal;
 use remora::NodeId;
-use remora::{Interface, SpawnError, SpawnerRef, Unmarshal};
+use remora::{Interface, SpawnError, SpawnerRef};
 use serde::Serialize;
 
 use crate::client::Registry;

@@ -44,6 +44,9 @@
 // The `unsafe` (the actor's baton and the lends it makes, in `local/`) argues its
 // case at each use: a SAFETY comment on every block says who else may hold a
 // reference (aliasing) and what orders it after the previous user (ordering).
+// tokio's lint wall: every public item documented and debuggable, nothing marked
+// `pub` that no user can reach.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -68,14 +71,10 @@ pub use id::{stable_id, ActorId, NodeId, ObjectId};
 pub use interface::Interface;
 pub use local::actor::{Actor, Context, Restart, SpawnOptions, Unreferenced};
 pub use local::caller::{caller, Caller};
-pub use local::dispatch::{Dispatch, Lent};
 pub use local::mailbox::Mailbox;
-pub use local::reply::ReplyTo;
 pub use local::stop::StopReason;
-pub use method::{ArgTable, Method, Request};
 pub use node::{Node, NodeBuilder, NodeError, NodeStats};
-pub use reference::{RefCore, Tell, DEFAULT_TIMEOUT};
-pub use remote::marshal::{Answer, Args, Moved, Replier, Unmarshal};
+pub use reference::{Tell, DEFAULT_TIMEOUT};
 pub use remote::tls::{Credentials, CredentialsError};
 pub use remote::WireRef;
 pub use spawn::{Factory, FactoryInfo, SpawnError, Spawner, SpawnerRef, SPAWNER_OBJECT};
@@ -142,11 +141,34 @@ pub use supervisor::{
 /// ```
 pub use remora_codegen::remote;
 
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::remote::marshal::{
-        decode_args, decode_reply, encode_args, encode_reply, take_args,
-    };
-    pub use serde;
-    pub use serde_bytes;
+/// The glue `#[remora::remote]` generates code against. Users write the trait,
+/// the impl and calls; they meet these types only in generic code over any
+/// interface (`R: Interface` with `R::Msg: Unmarshal`, as the registry's `bind`
+/// has) and in tests that drive a dispatcher by hand.
+///
+/// - The proxy side: [`RefCore`](rt::RefCore), the untyped inside of every
+///   `XRef`; [`Method`](rt::Method) and [`Request`](rt::Request), a method's
+///   arguments and the message that carries them with its [`ReplyTo`](rt::ReplyTo).
+/// - The actor side: [`Dispatch`](rt::Dispatch) runs a message on an actor
+///   [`Lent`](rt::Lent) to it.
+/// - Marshalling: [`Unmarshal`](rt::Unmarshal) turns a call off the wire into a
+///   message, with its arguments as [`Args`](rt::Args) (encoded, or
+///   [`Moved`](rt::Moved) between nodes of one process) and its reply going to a
+///   [`Replier`](rt::Replier); an answer comes back as an [`Answer`](rt::Answer).
+pub mod rt {
+    pub use crate::local::dispatch::{Dispatch, Lent};
+    pub use crate::local::reply::ReplyTo;
+    pub use crate::method::{ArgTable, Method, Request};
+    pub use crate::reference::RefCore;
+    pub use crate::remote::marshal::{Answer, Args, Moved, Replier, Unmarshal};
+
+    /// Helpers the generated code calls; not for hand-written code.
+    #[doc(hidden)]
+    pub mod __private {
+        pub use crate::remote::marshal::{
+            decode_args, decode_reply, encode_args, encode_reply, take_args,
+        };
+        pub use serde;
+        pub use serde_bytes;
+    }
 }

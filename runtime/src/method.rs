@@ -28,3 +28,9 @@ pub struct Request<M: Method> {
     /// Where the result goes.
     pub reply: ReplyTo<M::Output>,
 }
+
+impl<M: Method> std::fmt::Debug for Request<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request").field("method", &M::NAME).finish()
+    }
+}

@@ -631,7 +631,7 @@ mod tests {
     use super::*;
 
     #[remora::remote]
-    pub trait Cell {
+    pub(super) trait Cell {
         async fn get(&mut self) -> u64;
     }
 

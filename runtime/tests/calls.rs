@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use remora::{stable_id, Actor, CallError, Interface, Mailbox, Method, Node, SpawnOptions};
+use remora::rt::Method;
+use remora::{stable_id, Actor, CallError, Interface, Mailbox, Node, SpawnOptions};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::timeout;
 

@@ -4,8 +4,9 @@
 
 use std::sync::mpsc;
 
+use remora::rt::{Dispatch, Method, Replier, Unmarshal};
 use remora::wire::codec::{encode_value, Limits};
-use remora::{Actor, CallError, Dispatch, Interface, Method, Replier, Unmarshal};
+use remora::{Actor, CallError, Interface};
 
 #[remora::remote(name = "test.Shop")]
 pub trait Shop {
@@ -48,7 +49,7 @@ async fn call(store: &mut Store, method: u64, args: &[u8]) -> Result<Vec<u8>, Ca
     let (replier, replies) = replier();
     let msg = Msg::unmarshal(
         method,
-        remora::Args::Encoded(args),
+        remora::rt::Args::Encoded(args),
         &Limits::default(),
         replier,
     )?;
@@ -66,20 +67,20 @@ fn store() -> Store {
 async fn a_call_round_trips_through_bytes() {
     let mut store = store();
     let order_id = remora::stable_id("test.Shop.order");
-    let args = remora::__private::encode_args(&__RemoraShop_order {
+    let args = remora::rt::__private::encode_args(&__RemoraShop_order {
         item: "apple".into(),
         count: 2,
     })
     .unwrap();
     let reply = call(&mut store, order_id, &args).await.unwrap();
     let value: Result<u64, String> =
-        remora::__private::decode_reply(&reply, &Limits::default()).unwrap();
+        remora::rt::__private::decode_reply(&reply, &Limits::default()).unwrap();
     assert_eq!(value, Ok(6));
 
-    let args = remora::__private::encode_args(&__RemoraShop_stock {}).unwrap();
+    let args = remora::rt::__private::encode_args(&__RemoraShop_stock {}).unwrap();
     let reply = call(&mut store, remora::stable_id("test.Shop.stock"), &args).await;
     let stock: Vec<(String, u32)> =
-        remora::__private::decode_reply(&reply.unwrap(), &Limits::default()).unwrap();
+        remora::rt::__private::decode_reply(&reply.unwrap(), &Limits::default()).unwrap();
     assert_eq!(stock, vec![("apple".to_string(), 3)], "the order ran once");
 }
 
@@ -151,7 +152,7 @@ async fn missing_arguments_and_garbage_are_marshalling_errors_not_panics() {
 async fn references_refuse_to_be_serialized_by_hand() {
     let node = remora::Node::builder().build().await.unwrap();
     let shop: ShopRef = node.spawn(store());
-    let err = remora::__private::encode_args(&__RemoraShop_refer { other: shop }).unwrap_err();
+    let err = remora::rt::__private::encode_args(&__RemoraShop_refer { other: shop }).unwrap_err();
     assert!(
         err.to_string().contains("only be marshalled by a node"),
         "{err}"
@@ -166,15 +167,15 @@ pub trait Blob {
 
 #[test]
 fn byte_vectors_travel_as_messagepack_binary() {
-    let args = remora::__private::encode_args(&__RemoraBlob_echo {
+    let args = remora::rt::__private::encode_args(&__RemoraBlob_echo {
         data: vec![200; 1000],
     })
     .unwrap();
     // [bin16 len=1000 ...]: 1 + 3 + 1000 bytes, not 1000 two-byte integers.
     assert_eq!(args.len(), 1 + 3 + 1000);
     assert_eq!(&args[..2], &[0x91, 0xc5]);
-    let reply = remora::__private::encode_reply(&vec![200u8; 1000]).unwrap();
+    let reply = remora::rt::__private::encode_reply(&vec![200u8; 1000]).unwrap();
     assert_eq!(reply.len(), 3 + 1000);
-    let back: Vec<u8> = remora::__private::decode_reply(&reply, &Limits::default()).unwrap();
+    let back: Vec<u8> = remora::rt::__private::decode_reply(&reply, &Limits::default()).unwrap();
     assert_eq!(back, vec![200; 1000]);
 }

@@ -270,6 +270,7 @@ fn drain(reader: &mut FrameReader, into: &mut Vec<Outcome>) -> bool {
                 into.push(Err(err));
                 return false;
             }
+            Err(other) => panic!("a decode error this test does not know: {other}"),
         }
     }
 }

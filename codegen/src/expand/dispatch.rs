@@ -38,11 +38,11 @@ impl Generator<'_> {
         let shared_arms = self.true_arms(|m| m.shared);
         let reentrant_arms = self.true_arms(|m| m.model.reentrant);
         quote! {
-            impl<A: #trait_ident #sync_bound> ::remora::Dispatch<A> for #msg_ident {
+            impl<A: #trait_ident #sync_bound> ::remora::rt::Dispatch<A> for #msg_ident {
                 const REENTRANT: bool = #any_reentrant;
 
                 #[allow(unused_variables)]
-                fn dispatch(self, actor: ::remora::Lent<'_, A>) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send {
+                fn dispatch(self, actor: ::remora::rt::Lent<'_, A>) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send {
                     async move { #dispatch_body }
                 }
 
@@ -95,7 +95,7 @@ impl Generator<'_> {
             quote! { actor.exclusive() }
         };
         quote! {
-            #msg_ident::#name(::remora::Request { args: #struct_ident { #( #arg_names, )* }, reply }) => {
+            #msg_ident::#name(::remora::rt::Request { args: #struct_ident { #( #arg_names, )* }, reply }) => {
                 reply.answer_with(<A as #trait_ident>::#name(#borrow, #( #arg_names, )*)).await;
             }
         }

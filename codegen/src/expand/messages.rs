@@ -35,7 +35,7 @@ impl Generator<'_> {
             .iter()
             .map(|ty| match type_text(ty).as_str() {
                 "Vec<u8>" | "std::vec::Vec<u8>" | "::std::vec::Vec<u8>" | "alloc::vec::Vec<u8>" => {
-                    quote! { #[serde(with = "::remora::__private::serde_bytes")] }
+                    quote! { #[serde(with = "::remora::rt::__private::serde_bytes")] }
                 }
                 _ => quote! {},
             })
@@ -43,8 +43,8 @@ impl Generator<'_> {
         quote! {
             #[doc(hidden)]
             #[allow(non_camel_case_types)]
-            #[derive(::remora::__private::serde::Serialize, ::remora::__private::serde::Deserialize)]
-            #[serde(crate = "::remora::__private::serde")]
+            #[derive(::remora::rt::__private::serde::Serialize, ::remora::rt::__private::serde::Deserialize)]
+            #[serde(crate = "::remora::rt::__private::serde")]
             #vis struct #struct_ident { #( #byte_attrs pub #arg_names: #arg_types, )* }
         }
     }
@@ -65,10 +65,10 @@ impl Generator<'_> {
         let arg_name_strs: Vec<String> = arg_names.iter().map(|n| n.to_string()).collect();
         let arg_type_strs: Vec<String> = arg_types.iter().map(type_text).collect();
         quote! {
-            impl ::remora::Method for #struct_ident {
+            impl ::remora::rt::Method for #struct_ident {
                 const NAME: &'static str = #wire;
                 const ID: u64 = ::remora::stable_id(#wire);
-                const ARGS: ::remora::ArgTable = &[ #( (#arg_name_strs, #arg_type_strs), )* ];
+                const ARGS: ::remora::rt::ArgTable = &[ #( (#arg_name_strs, #arg_type_strs), )* ];
                 type Output = #output;
                 const REENTRANT: bool = #reentrant;
             }
@@ -86,8 +86,8 @@ impl Generator<'_> {
         } = m;
         let name = &model.name;
         quote! {
-            impl ::core::convert::From<::remora::Request<#struct_ident>> for #msg_ident {
-                fn from(request: ::remora::Request<#struct_ident>) -> Self {
+            impl ::core::convert::From<::remora::rt::Request<#struct_ident>> for #msg_ident {
+                fn from(request: ::remora::rt::Request<#struct_ident>) -> Self {
                     #msg_ident::#name(request)
                 }
             }
@@ -101,7 +101,7 @@ impl Generator<'_> {
         let variants = self.methods.iter().map(|m| {
             let name = &m.model.name;
             let struct_ident = &m.struct_ident;
-            quote! { #name(::remora::Request<#struct_ident>) }
+            quote! { #name(::remora::rt::Request<#struct_ident>) }
         });
         quote! {
             #[doc(hidden)]
@@ -122,9 +122,9 @@ impl Generator<'_> {
             let name = &m.model.name;
             let struct_ident = &m.struct_ident;
             quote! {
-                if method == <#struct_ident as ::remora::Method>::ID {
-                    let args: #struct_ident = ::remora::__private::take_args(args, limits)?;
-                    return ::core::result::Result::Ok(#msg_ident::#name(::remora::Request {
+                if method == <#struct_ident as ::remora::rt::Method>::ID {
+                    let args: #struct_ident = ::remora::rt::__private::take_args(args, limits)?;
+                    return ::core::result::Result::Ok(#msg_ident::#name(::remora::rt::Request {
                         args,
                         reply: replier.into_reply(),
                     }));
@@ -137,16 +137,16 @@ impl Generator<'_> {
             .filter(|m| m.model.reentrant)
             .map(|m| &m.struct_ident);
         quote! {
-            impl ::remora::Unmarshal for #msg_ident {
+            impl ::remora::rt::Unmarshal for #msg_ident {
                 const INTERFACE: &'static str = #wire_name;
                 const INTERFACE_ID: u64 = ::remora::stable_id(#wire_name);
 
                 #[allow(unused_variables)]
                 fn unmarshal(
                     method: u64,
-                    args: ::remora::Args<'_>,
+                    args: ::remora::rt::Args<'_>,
                     limits: &::remora::wire::Limits,
-                    replier: ::remora::Replier,
+                    replier: ::remora::rt::Replier,
                 ) -> ::core::result::Result<Self, ::remora::CallError> {
                     #( #unmarshal_arms )*
                     ::core::result::Result::Err(::remora::CallError::UnknownMethod {
@@ -156,7 +156,7 @@ impl Generator<'_> {
                 }
 
                 fn reentrant(method: u64) -> bool {
-                    false #( || method == <#reentrant_structs as ::remora::Method>::ID )*
+                    false #( || method == <#reentrant_structs as ::remora::rt::Method>::ID )*
                 }
             }
         }

@@ -26,7 +26,7 @@ impl Generator<'_> {
             #[doc = #ref_doc]
             #[derive(Clone, Debug, PartialEq)]
             #vis struct #ref_ident {
-                core: ::remora::RefCore<#msg_ident>,
+                core: ::remora::rt::RefCore<#msg_ident>,
             }
 
             impl ::core::cmp::Eq for #ref_ident {}
@@ -112,11 +112,11 @@ impl Generator<'_> {
                 const ID: u64 = ::remora::stable_id(#wire_name);
                 type Msg = #msg_ident;
 
-                fn from_core(core: ::remora::RefCore<#msg_ident>) -> Self {
+                fn from_core(core: ::remora::rt::RefCore<#msg_ident>) -> Self {
                     #ref_ident { core }
                 }
 
-                fn core(&self) -> &::remora::RefCore<#msg_ident> {
+                fn core(&self) -> &::remora::rt::RefCore<#msg_ident> {
                     &self.core
                 }
             }
@@ -132,15 +132,15 @@ impl Generator<'_> {
             ..
         } = self;
         quote! {
-            impl ::remora::__private::serde::Serialize for #ref_ident {
-                fn serialize<S: ::remora::__private::serde::Serializer>(&self, serializer: S) -> ::core::result::Result<S::Ok, S::Error> {
-                    ::remora::__private::serde::Serialize::serialize(&self.core, serializer)
+            impl ::remora::rt::__private::serde::Serialize for #ref_ident {
+                fn serialize<S: ::remora::rt::__private::serde::Serializer>(&self, serializer: S) -> ::core::result::Result<S::Ok, S::Error> {
+                    ::remora::rt::__private::serde::Serialize::serialize(&self.core, serializer)
                 }
             }
 
-            impl<'de> ::remora::__private::serde::Deserialize<'de> for #ref_ident {
-                fn deserialize<D: ::remora::__private::serde::Deserializer<'de>>(deserializer: D) -> ::core::result::Result<Self, D::Error> {
-                    <::remora::RefCore<#msg_ident> as ::remora::__private::serde::Deserialize<'de>>::deserialize(deserializer)
+            impl<'de> ::remora::rt::__private::serde::Deserialize<'de> for #ref_ident {
+                fn deserialize<D: ::remora::rt::__private::serde::Deserializer<'de>>(deserializer: D) -> ::core::result::Result<Self, D::Error> {
+                    <::remora::rt::RefCore<#msg_ident> as ::remora::rt::__private::serde::Deserialize<'de>>::deserialize(deserializer)
                         .map(|core| #ref_ident { core })
                 }
             }

@@ -94,6 +94,15 @@ pub struct Context {
     pub(crate) control: Weak<dyn Control>,
 }
 
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("node", &self.node)
+            .field("actor", &self.cell.id)
+            .finish()
+    }
+}
+
 impl Context {
     /// The node this actor runs on (to spawn more actors, for instance).
     pub fn node(&self) -> &Node {

@@ -25,6 +25,15 @@ pub struct Lent<'a, A> {
 // whose Release/Acquire orders the uses.
 unsafe impl<A: Send> Send for Lent<'_, A> {}
 
+impl<A> std::fmt::Debug for Lent<'_, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lent")
+            .field("actor", &std::any::type_name::<A>())
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
 impl<'a, A> Lent<'a, A> {
     /// Lends `actor`; `shared` when other shared lends of it may be live meanwhile.
     ///

@@ -41,6 +41,12 @@ enum TellState<'a, M> {
     Done,
 }
 
+impl<M> std::fmt::Debug for Tell<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tell").field("to", self.core).finish()
+    }
+}
+
 impl<'a, M: Send + 'static> Tell<'a, M> {
     pub(super) fn new<T>(core: &'a RefCore<M>, args: T) -> Self
     where

@@ -90,6 +90,14 @@ struct Cut {
     notify: Notify,
 }
 
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire")
+            .field("cut", &self.cut.done.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
 impl Wire {
     /// Sends raw bytes to `node` as if its peer had written them (for tests of
     /// malformed input). False if `node` is not on this wire or the wire is cut.

@@ -29,7 +29,7 @@ use super::host::Host;
 use crate::wire::{Frame, ObjectId};
 
 /// How long a lease lasts unless renewed, unless the node is configured otherwise.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 
 /// How long releases wait to be sent together.
 const RELEASE_BATCH: Duration = Duration::from_millis(20);

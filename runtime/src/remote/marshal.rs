@@ -46,6 +46,7 @@ pub trait Unmarshal: Sized + Send + 'static {
 
 /// A call's arguments as they arrive: encoded, or moved as a value (between nodes of
 /// one process, for values without references).
+#[derive(Debug)]
 pub enum Args<'a> {
     /// The encoded argument struct.
     Encoded(&'a [u8]),
@@ -68,6 +69,12 @@ pub enum Answer {
 pub struct Moved {
     value: Box<dyn Any + Send>,
     encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, CallError>,
+}
+
+impl std::fmt::Debug for Moved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Moved(..)")
+    }
 }
 
 impl Moved {
@@ -135,6 +142,15 @@ pub struct Replier {
     values: bool,
     caller: Option<Arc<Caller>>,
     chain: u64,
+}
+
+impl std::fmt::Debug for Replier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replier")
+            .field("values", &self.values)
+            .field("chain", &self.chain)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Replier {

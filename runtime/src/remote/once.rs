@@ -18,10 +18,10 @@ use tokio::time::Instant;
 use crate::error::CallError;
 
 /// How long a reply is remembered after its call completed.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(300);
 
 /// How many replies a node remembers at most.
-pub const MAX_REMEMBERED: usize = 1 << 20;
+pub(crate) const MAX_REMEMBERED: usize = 1 << 20;
 
 type Key = (NodeId, u64);
 /// Where one delivery of the call wants its answer.

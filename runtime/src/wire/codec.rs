@@ -38,6 +38,7 @@ impl Default for Limits {
 
 /// Why bytes from a peer were not a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The length prefix announces more than the limit. The stream cannot be
     /// resynchronised without reading the body: reset it.
@@ -55,6 +56,7 @@ pub enum DecodeError {
 
 /// Why a frame could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The encoded frame would exceed the limit the peer enforces.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]

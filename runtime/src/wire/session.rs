@@ -83,6 +83,7 @@ pub enum Incoming<'a> {
 
 /// Why a connection must be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
     /// The peer is not a Remora node of this protocol version.
     #[error(transparent)]
