@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use super::exports::Delivery;
 use super::host::Host;
 use super::marshal::{Answer, Args, MarshalCx, Replier};
+use super::protocol::{frame_call, frame_reply, Core, Event, OutCall, Sinks, Transmit};
 pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
-use super::protocol::{Core, Event, OutCall, Sinks, Transmit};
 use crate::error::CallError;
 use crate::id::NodeId;
 use crate::local::caller::Caller;
@@ -138,13 +138,18 @@ impl Connection {
         }
     }
 
-    /// Runs `op` on the core, then does what it asked for: writes its frames,
-    /// delivers its events, arms the timer, and tears the transport down if it closed.
+    /// Runs `op` on the core, then does what it asked for: writes the frames it
+    /// queued, arms the timer, and (once the lock is released) delivers its
+    /// events and tears the transport down if it closed.
     fn drive<R>(&self, op: impl FnOnce(&mut Core<Live>, Instant) -> R) -> R {
         let mut state = self.state.lock();
         let out = op(&mut state.core, Instant::now());
-        if !self.flush(&mut state.core) {
-            state.core.close();
+        // Frames the core originates (pongs, monitor reports): rare, written
+        // under the lock so that they keep their order.
+        while let Some(transmit) = state.core.poll_transmit() {
+            if !self.write(transmit) {
+                state.core.close();
+            }
         }
         self.settle(state);
         out
@@ -155,37 +160,26 @@ impl Connection {
         self.drive(|core, _| op(core))
     }
 
-    /// Writes the core's frames; false if the transport refused one (it is gone).
-    fn flush(&self, core: &mut Core<Live>) -> bool {
-        while let Some(transmit) = core.poll_transmit() {
-            let sent = match transmit {
-                Transmit::Frame(lane, bytes) => self.transport.send(lane, bytes),
-                Transmit::Value(lane, frame) => self.transport.send_value(lane, frame),
-            };
-            if !sent {
-                return false;
-            }
+    /// Writes one frame; false if the transport refused it (it is gone).
+    fn write(&self, transmit: Transmit) -> bool {
+        match transmit {
+            Transmit::Frame(lane, bytes) => self.transport.send(lane, bytes),
+            Transmit::Value(lane, frame) => self.transport.send_value(lane, frame),
         }
-        true
     }
 
-    /// Delivers the core's events, arms the timer for an earlier deadline, and
-    /// notices a close.
+    /// Takes the core's events and arms the timer for an earlier deadline under
+    /// the lock; then, unlocked, delivers the events (waking callers), wakes the
+    /// timer and notices a close.
     fn settle(&self, mut state: parking_lot::MutexGuard<'_, Driven>) {
-        while let Some(event) = state.core.poll_event() {
-            match event {
-                Event::Answered { waiter, outcome } => {
-                    let _ = waiter.send(outcome);
-                }
-                Event::Down { watcher, reason } => {
-                    // None: the connection is lost, which the dropped sender says.
-                    if let Some(reason) = reason {
-                        let _ = watcher.send(reason);
-                    }
-                }
-                Event::Cancel(task) => task.abort(),
-            }
-        }
+        // Usually one event or none: the first is kept aside so that a reply
+        // allocates nothing here.
+        let first = state.core.poll_event();
+        let rest: Vec<Event<Live>> = if first.is_some() {
+            std::iter::from_fn(|| state.core.poll_event()).collect()
+        } else {
+            Vec::new()
+        };
         let next = state.core.poll_timeout();
         let wake = next.is_some_and(|next| state.armed.is_none_or(|armed| next < armed));
         if wake {
@@ -193,6 +187,9 @@ impl Connection {
         }
         let closed_now = state.core.is_closed() && !self.closed.swap(true, Ordering::AcqRel);
         drop(state);
+        for event in first.into_iter().chain(rest) {
+            deliver(event);
+        }
         if wake || closed_now {
             self.timer.notify_one();
         }
@@ -206,28 +203,39 @@ impl Connection {
     }
 
     /// Sends a call over the core: the one send path of asks, tells, receipts and
-    /// exactly-once attempts. A call the transport refused was not sent.
+    /// exactly-once attempts. The core registers it and hands its frame back,
+    /// which is written here, outside the core's lock; a frame the transport
+    /// refused was not sent.
     fn submit(
         &self,
         call: OutCall<'_>,
         reply: Option<(oneshot::Sender<Result<Answer, CallError>>, Duration)>,
     ) -> Result<(), CallError> {
-        let mut state = self.state.lock();
-        let sent = state.core.call(Instant::now(), call, reply);
-        let outcome = match sent {
-            Ok(_) if !self.flush(&mut state.core) => {
-                // Not written: its waiter goes quietly (this caller is told here).
-                if let Ok(id) = sent {
-                    drop(state.core.forget(id));
-                }
-                state.core.close();
-                Err(self.node_down(false))
-            }
-            Ok(_) => Ok(()),
-            Err(err) => Err(err),
+        let one_way = reply.is_none();
+        let (id, values) = {
+            let mut state = self.state.lock();
+            let registered = state.core.register(Instant::now(), reply);
+            let values = state.core.carries_values();
+            self.settle(state);
+            (registered?, values)
         };
-        self.settle(state);
-        outcome
+        // Framed (encoded) outside the lock, as callers on other threads may be.
+        let transmit = match frame_call(&self.limits, values, id, call, one_way) {
+            Ok(transmit) => transmit,
+            Err(err) => {
+                self.drive_core(|core| drop(core.forget(id)));
+                return Err(err);
+            }
+        };
+        if self.write(transmit) {
+            return Ok(());
+        }
+        // Never left: its waiter goes quietly (this caller is told here).
+        self.drive_core(|core| {
+            drop(core.forget(id));
+            core.close();
+        });
+        Err(self.node_down(false))
     }
 
     /// Calls `call.method` on the peer's object and awaits its answer, for at
@@ -302,6 +310,20 @@ impl Connection {
 
     /// Handles one frame from the peer, read on a lane whose replies go to `replies`.
     pub(crate) fn on_frame(self: &Arc<Self>, frame: Frame<'_>, replies: Lane) -> Step {
+        // The hot path of a reply: the core gives its waiter up under the lock,
+        // the answer is copied and the caller woken outside it.
+        let answer = match &frame {
+            Frame::Reply { call, value } => Some((*call, Ok(*value))),
+            Frame::Error { call, error } => Some((*call, Err(error.clone()))),
+            _ => None,
+        };
+        if let Some((call, outcome)) = answer {
+            let waiter = self.state.lock().core.answered(call);
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(outcome.map(|value| Answer::Bytes(value.to_vec())));
+            }
+            return Step::Continue;
+        }
         match self.drive(|core, _| core.handle_frame(frame)) {
             Ok(Incoming::Call { call, one_way }) => self.serve(call, one_way, replies),
             Ok(Incoming::Monitor { watch, object }) => {
@@ -411,7 +433,10 @@ impl Connection {
             let conn = self.clone();
             Replier::with_values(move |answer| match answer {
                 Ok(Answer::Value(value)) => {
-                    conn.drive(|core, _| core.reply_value(replies, id, value));
+                    if !conn.is_closed() {
+                        let frame = ValueFrame::Reply { call: id, value };
+                        conn.write_reply(Some(Transmit::Value(replies, frame)));
+                    }
                 }
                 Ok(Answer::Bytes(bytes)) => conn.reply(replies, id, Ok(bytes)),
                 Err(err) => conn.reply(replies, id, Err(err)),
@@ -516,7 +541,17 @@ impl Connection {
     }
 
     fn reply(&self, lane: Lane, call: u64, outcome: Result<Vec<u8>, CallError>) {
-        self.drive(|core, _| core.reply(lane, call, outcome));
+        if !self.is_closed() {
+            self.write_reply(frame_reply(&self.limits, lane, call, outcome));
+        }
+    }
+
+    /// Writes a reply's frame outside the core's lock (replies of different calls
+    /// have no order to keep); a transport that refuses it is gone.
+    fn write_reply(&self, frame: Option<Transmit>) {
+        if frame.is_some_and(|frame| !self.write(frame)) {
+            self.close();
+        }
     }
 
     /// The transport is gone: every call in flight fails with `NodeDown`.
@@ -545,6 +580,22 @@ impl Connection {
         if !self.closed.load(Ordering::Acquire) {
             notified.await;
         }
+    }
+}
+
+/// Hands one of the core's events to whoever waits for it.
+fn deliver(event: Event<Live>) {
+    match event {
+        Event::Answered { waiter, outcome } => {
+            let _ = waiter.send(outcome);
+        }
+        Event::Down { watcher, reason } => {
+            // None: the connection is lost, which the dropped sender says.
+            if let Some(reason) = reason {
+                let _ = watcher.send(reason);
+            }
+        }
+        Event::Cancel(task) => task.abort(),
     }
 }
 

@@ -172,6 +172,11 @@ impl<S: Sinks> Core<S> {
         }
     }
 
+    /// Whether the link carries value frames (one process).
+    pub(crate) fn carries_values(&self) -> bool {
+        self.values
+    }
+
     /// Who the peer said it is in its `Hello`.
     pub(crate) fn peer(&self) -> &Hello {
         &self.peer
@@ -194,61 +199,49 @@ impl<S: Sinks> Core<S> {
         }
     }
 
-    /// Sends a call: the one send path of every proxy. An ask names where its
+    /// Sends a call: [`Core::register`] then [`frame_call`], the one send path of
+    /// every proxy (the driver runs the two halves apart, framing outside its
+    /// lock; tests drive this whole). An ask names where its
     /// answer goes and how long it may take (`reply`); a tell (`None`) expects no
     /// reply. Fails without sending anything if the connection is closed or the
     /// call does not fit in a frame.
+    ///
+    /// The call's frame is handed back for the caller to write rather than
+    /// queued: callers on several threads then write at once instead of one at a
+    /// time behind the core's lock, and one caller's frames still leave in the
+    /// order it made them. If the write fails, the driver [`forget`](Core::forget)s
+    /// the call (it never left) and closes the core.
+    #[cfg(test)]
     pub(crate) fn call(
         &mut self,
         now: Instant,
         call: OutCall<'_>,
+        reply: Option<(S::Call, Duration)>,
+    ) -> Result<(u64, Transmit), CallError> {
+        let one_way = reply.is_none();
+        let id = self.register(now, reply)?;
+        match frame_call(&self.limits, self.values, id, call, one_way) {
+            Ok(transmit) => Ok((id, transmit)),
+            Err(err) => {
+                self.forget(id);
+                Err(err)
+            }
+        }
+    }
+
+    /// The first half of [`Core::call`], for a driver that frames the call
+    /// itself outside its lock ([`frame_call`]): takes the call's id and, for an
+    /// ask, records where its answer goes and its deadline. Registered before the
+    /// frame is written, so that no reply can arrive first.
+    pub(crate) fn register(
+        &mut self,
+        now: Instant,
         reply: Option<(S::Call, Duration)>,
     ) -> Result<u64, CallError> {
         if self.closed {
             return Err(self.node_down(false));
         }
         let id = self.session.next_call_id();
-        let lane = Lane::Call(call.target);
-        let one_way = reply.is_none();
-        let transmit = match call.args {
-            Args::Encoded(args) => {
-                let call = Call {
-                    id,
-                    target: call.target,
-                    interface: call.interface,
-                    method: call.method,
-                    args,
-                    chain: call.tags.chain,
-                    once: call.tags.once,
-                };
-                let frame = if one_way {
-                    Frame::Tell(call)
-                } else {
-                    Frame::Call(call)
-                };
-                Transmit::Frame(lane, self.encode(&frame)?)
-            }
-            Args::Moved(args) if self.values => Transmit::Value(
-                lane,
-                ValueFrame::Call {
-                    id,
-                    target: call.target,
-                    interface: call.interface,
-                    method: call.method,
-                    args,
-                    one_way,
-                    tags: call.tags,
-                },
-            ),
-            Args::Moved(_) => {
-                return Err(CallError::Marshalling {
-                    what: "the arguments".into(),
-                    type_name: "a moved value".into(),
-                    reason: "this connection carries encoded frames only".into(),
-                })
-            }
-        };
-        self.transmits.push_back(transmit);
         if let Some((waiter, timeout)) = reply {
             let deadline = now.checked_add(timeout).unwrap_or(far_future(now));
             self.waiting.insert(
@@ -262,6 +255,15 @@ impl<S: Sinks> Core<S> {
             self.deadlines.insert((deadline, id));
         }
         Ok(id)
+    }
+
+    /// The waiter of our call `call`, whose reply arrived: taken out, deadline
+    /// and all, so that the driver hands it the answer without holding its lock
+    /// while the reply is copied and the caller woken (None: a late or unknown
+    /// reply, which is dropped). [`Core::handle_frame`] does the same through
+    /// an event.
+    pub(crate) fn answered(&mut self, call: u64) -> Option<S::Call> {
+        self.forget(call)
     }
 
     /// Forgets call `call`: its caller gave up, or its frame never left (the
@@ -282,29 +284,20 @@ impl<S: Sinks> Core<S> {
         Ok(())
     }
 
-    /// Answers the peer's call `call` on `lane`. A reply too large for a frame is
-    /// answered with the error instead, so the caller is never left waiting.
-    pub(crate) fn reply(&mut self, lane: Lane, call: u64, outcome: Result<Vec<u8>, CallError>) {
-        let frame = match &outcome {
-            Ok(value) => Frame::Reply { call, value },
-            Err(error) => Frame::Error {
-                call,
-                error: error.clone(),
-            },
-        };
-        if let Err(err) = self.send(lane, &frame) {
-            if !matches!(err, CallError::NodeDown { .. }) {
-                let _ = self.send(lane, &Frame::Error { call, error: err });
-            }
+    /// The frame answering the peer's call `call` on `lane`, for the replier to
+    /// write (as [`Core::call`] hands back its frame); None once closed. See
+    /// [`frame_reply`], which the driver calls outside its lock.
+    #[cfg(test)]
+    pub(crate) fn reply(
+        &self,
+        lane: Lane,
+        call: u64,
+        outcome: Result<Vec<u8>, CallError>,
+    ) -> Option<Transmit> {
+        if self.closed {
+            return None;
         }
-    }
-
-    /// Answers the peer's call with a value frame (one process).
-    pub(crate) fn reply_value(&mut self, lane: Lane, call: u64, value: Moved) {
-        if !self.closed {
-            self.transmits
-                .push_back(Transmit::Value(lane, ValueFrame::Reply { call, value }));
-        }
+        frame_reply(&self.limits, lane, call, outcome)
     }
 
     /// Asks the peer to tell us when `object` stops; the reason goes to `watcher`
@@ -471,14 +464,89 @@ impl<S: Sinks> Core<S> {
     }
 
     fn encode(&self, frame: &Frame<'_>) -> Result<Vec<u8>, CallError> {
-        let mut out = Vec::new();
-        encode(frame, &mut out, &self.limits).map_err(|err| CallError::Marshalling {
-            what: "the frame".into(),
-            type_name: "Frame".into(),
-            reason: err.to_string(),
-        })?;
-        Ok(out)
+        encode_frame(&self.limits, frame)
     }
+}
+
+/// Encodes `frame` within `limits`; a frame over the limit is a `Marshalling` error.
+fn encode_frame(limits: &Limits, frame: &Frame<'_>) -> Result<Vec<u8>, CallError> {
+    let mut out = Vec::new();
+    encode(frame, &mut out, limits).map_err(|err| CallError::Marshalling {
+        what: "the frame".into(),
+        type_name: "Frame".into(),
+        reason: err.to_string(),
+    })?;
+    Ok(out)
+}
+
+/// The frame of call `id` (registered with [`Core::register`]) on the lane of its
+/// target: a pure function of its arguments, so a driver runs it outside its lock.
+/// Moved arguments go as a value frame where the link carries them (`values`).
+pub(crate) fn frame_call(
+    limits: &Limits,
+    values: bool,
+    id: u64,
+    call: OutCall<'_>,
+    one_way: bool,
+) -> Result<Transmit, CallError> {
+    let lane = Lane::Call(call.target);
+    match call.args {
+        Args::Encoded(args) => {
+            let call = Call {
+                id,
+                target: call.target,
+                interface: call.interface,
+                method: call.method,
+                args,
+                chain: call.tags.chain,
+                once: call.tags.once,
+            };
+            let frame = if one_way {
+                Frame::Tell(call)
+            } else {
+                Frame::Call(call)
+            };
+            Ok(Transmit::Frame(lane, encode_frame(limits, &frame)?))
+        }
+        Args::Moved(args) if values => Ok(Transmit::Value(
+            lane,
+            ValueFrame::Call {
+                id,
+                target: call.target,
+                interface: call.interface,
+                method: call.method,
+                args,
+                one_way,
+                tags: call.tags,
+            },
+        )),
+        Args::Moved(_) => Err(CallError::Marshalling {
+            what: "the arguments".into(),
+            type_name: "a moved value".into(),
+            reason: "this connection carries encoded frames only".into(),
+        }),
+    }
+}
+
+/// The frame answering the peer's call `call` on `lane`: a pure function, so a
+/// replier runs it outside the driver's lock. A reply too large for a frame is
+/// answered with that error instead, so the caller is never left waiting.
+pub(crate) fn frame_reply(
+    limits: &Limits,
+    lane: Lane,
+    call: u64,
+    outcome: Result<Vec<u8>, CallError>,
+) -> Option<Transmit> {
+    let frame = match &outcome {
+        Ok(value) => Frame::Reply { call, value },
+        Err(error) => Frame::Error {
+            call,
+            error: error.clone(),
+        },
+    };
+    let bytes = encode_frame(limits, &frame)
+        .or_else(|error| encode_frame(limits, &Frame::Error { call, error }));
+    bytes.ok().map(|bytes| Transmit::Frame(lane, bytes))
 }
 
 /// A deadline for "no deadline" (`Duration::MAX` would overflow an `Instant`).
