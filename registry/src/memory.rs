@@ -194,7 +194,7 @@ impl Store for MemoryStore {
             id,
             Lease {
                 ttl,
-                deadline: Instant::now() + ttl,
+                deadline: expiry(Instant::now(), ttl),
                 keys: HashSet::new(),
             },
         );
@@ -211,7 +211,7 @@ impl Store for MemoryStore {
             if l.deadline <= now {
                 return Err(RegistryError::LeaseExpired);
             }
-            l.deadline = now + l.ttl;
+            l.deadline = expiry(now, l.ttl);
             Ok(())
         });
         if result.is_err() {
@@ -283,6 +283,14 @@ impl Store for MemoryStore {
     }
 }
 
+/// When a lease of `ttl` granted or renewed at `now` lapses: a ttl too large for
+/// the clock (`Duration::MAX`) never does, rather than panicking the store.
+fn expiry(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +310,16 @@ mod tests {
             interface: "Test".into(),
             owner: NodeId::random(),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ttl_too_large_for_the_clock_never_expires() {
+        let store = MemoryStore::new();
+        let lease = store.grant(Duration::MAX).await.unwrap();
+        store.create(record("n/a"), lease).await.unwrap();
+        store.keep_alive(lease).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3600 * 24 * 365)).await;
+        assert!(store.get("n/a").await.unwrap().is_some(), "a year later");
     }
 
     #[tokio::test(start_paused = true)]

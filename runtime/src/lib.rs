@@ -53,6 +53,7 @@
 // Generated code names `::remora`, which must also resolve inside this crate.
 extern crate self as remora;
 
+mod deadline;
 mod error;
 mod id;
 mod interface;

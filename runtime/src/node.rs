@@ -143,7 +143,8 @@ impl NodeBuilder {
     }
 
     /// The deadline of calls made through references this node creates
-    /// (default 30 s); `r.with_timeout(d)` overrides it per reference.
+    /// (default 30 s; `Duration::MAX`: none); `r.with_timeout(d)` overrides it
+    /// per reference.
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
         self.default_timeout = timeout;
         self

@@ -179,7 +179,7 @@ impl<M: Send + 'static> RefCore<M> {
         }
     }
 
-    /// The same reference with another per-call deadline.
+    /// The same reference with another per-call deadline (`Duration::MAX`: none).
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         RefCore {
             route: self.route.clone(),
@@ -306,7 +306,7 @@ impl<M: Send + 'static> RefCore<M> {
         });
         let mut deadline = None;
         if let Err(msg) = local.inline_now(msg).await {
-            let at = Instant::now() + self.timeout;
+            let at = crate::deadline::after(Instant::now(), self.timeout);
             deadline = Some(at);
             match local.push(Envelope { msg, taken: None }) {
                 Ok(()) => {}
@@ -319,7 +319,8 @@ impl<M: Send + 'static> RefCore<M> {
             // Handled inline: no queue, no wake-up, no timer.
             return result;
         }
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.timeout);
+        let deadline =
+            deadline.unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
         match timeout_at(deadline, rx).await {
             Ok(Ok(result)) => result,
             // Unreachable in practice: a dropped ReplyTo answers before it goes.

@@ -109,7 +109,14 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 let Route::Local(local) = &self.core.route else {
                     unreachable!("a local message on a remote route");
                 };
-                deliver(local, msg, Instant::now() + timeout, timeout, true).await
+                deliver(
+                    local,
+                    msg,
+                    crate::deadline::after(Instant::now(), timeout),
+                    timeout,
+                    true,
+                )
+                .await
             }
             TellState::Remote(method, args) => {
                 let Route::Remote(remote) = &self.core.route else {
@@ -189,7 +196,7 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                     this.state = TellState::Waiting(Box::pin(deliver(
                         local,
                         msg,
-                        Instant::now() + timeout,
+                        crate::deadline::after(Instant::now(), timeout),
                         timeout,
                         false,
                     )));

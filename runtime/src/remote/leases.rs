@@ -93,7 +93,7 @@ pub(crate) struct GrantedLeases {
 impl GrantedLeases {
     /// `holder` holds (or renews) a lease on each of `objects` until `now + lease`.
     pub(crate) fn renew(&self, holder: NodeId, objects: &[ObjectId], lease: Duration) {
-        let until = Instant::now() + lease;
+        let until = crate::deadline::after(Instant::now(), lease);
         let mut granted = self.objects.lock();
         for object in objects {
             granted.entry(*object).or_default().insert(holder, until);
@@ -133,13 +133,17 @@ impl GrantedLeases {
     }
 }
 
+/// The longest the lease task sleeps between looks.
+const MAX_TICK: Duration = Duration::from_secs(60);
+
 /// The node's lease task: renews held leases, sends releases, and withdraws
 /// exports nobody refers to any more. Ends when the node is gone.
 pub(crate) async fn run(node: Weak<Host>, held: Weak<HeldLeases>, lease: Duration) {
     // Renewals at half the lease, sweeps at a quarter: a lapsed export is
-    // withdrawn within 1.25 leases of its last renewal.
-    let tick = (lease / 4).max(Duration::from_millis(25));
-    let mut next_tick = Instant::now() + tick;
+    // withdrawn within 1.25 leases of its last renewal. A very long lease still
+    // gets its first renewal, and sweeps, within a minute.
+    let tick = (lease / 4).clamp(Duration::from_millis(25), MAX_TICK);
+    let mut next_tick = crate::deadline::after(Instant::now(), tick);
     loop {
         let Some(wake) = held.upgrade() else { return };
         tokio::select! {
@@ -160,7 +164,7 @@ pub(crate) async fn run(node: Weak<Host>, held: Weak<HeldLeases>, lease: Duratio
         send(&node, &held, now, lease);
         if now >= next_tick {
             node.sweep_exports(now);
-            next_tick = now + tick;
+            next_tick = crate::deadline::after(now, tick);
         }
     }
 }

@@ -243,7 +243,7 @@ impl<S: Sinks> Core<S> {
         }
         let id = self.session.next_call_id();
         if let Some((waiter, timeout)) = reply {
-            let deadline = now.checked_add(timeout).unwrap_or(far_future(now));
+            let deadline = crate::deadline::after(now, timeout);
             self.waiting.insert(
                 id,
                 AwaitingReply {
@@ -549,11 +549,6 @@ pub(crate) fn frame_reply(
     bytes.ok().map(|bytes| Transmit::Frame(lane, bytes))
 }
 
-/// A deadline for "no deadline" (`Duration::MAX` would overflow an `Instant`).
-fn far_future(now: Instant) -> Instant {
-    now + Duration::from_secs(100 * 365 * 24 * 3600)
-}
-
 /// When an `#[exactly_once]` call is sent again: its deadline, whether it left
 /// this node, and the back-off between attempts. The caller drives it: before
 /// each attempt [`Retry::attempt`], after each outcome [`Retry::next`].
@@ -582,7 +577,7 @@ impl Retry {
     /// A call made at `now` that may take `timeout`.
     pub(crate) fn new(now: Instant, timeout: Duration) -> Retry {
         Retry {
-            deadline: now.checked_add(timeout).unwrap_or(far_future(now)),
+            deadline: crate::deadline::after(now, timeout),
             timeout,
             pause: FIRST_PAUSE,
             sent: false,

@@ -1,0 +1,170 @@
+//! Deadlines users choose: `Duration::MAX` (as `with_timeout` or as a node's
+//! `default_timeout`) means "no deadline" on every path a call can take (inline,
+//! queued, waiting for mailbox room, a receipt, another node), never an `Instant`
+//! overflow panic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use remora::remote::inproc;
+use remora::{Actor, Interface, Mailbox, Node, SpawnOptions};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::timeout;
+
+const SAFETY: Duration = Duration::from_secs(5);
+
+#[remora::remote]
+pub trait Gate {
+    /// Reports `n` as entered, waits for a permit, then returns `n`.
+    async fn pass(&mut self, n: u64) -> u64;
+    #[oneway]
+    async fn note(&mut self, n: u64);
+    async fn echo(&self, n: u64) -> u64;
+}
+
+struct Turnstile {
+    entered: mpsc::UnboundedSender<u64>,
+    permits: Arc<Semaphore>,
+    noted: u64,
+}
+
+impl Actor for Turnstile {}
+
+impl Gate for Turnstile {
+    async fn pass(&mut self, n: u64) -> u64 {
+        let _ = self.entered.send(n);
+        self.permits.acquire().await.expect("open").forget();
+        n
+    }
+
+    async fn note(&mut self, n: u64) {
+        self.noted += n;
+    }
+
+    async fn echo(&self, n: u64) -> u64 {
+        n + self.noted
+    }
+}
+
+fn turnstile() -> (Turnstile, mpsc::UnboundedReceiver<u64>, Arc<Semaphore>) {
+    let (entered, reports) = mpsc::unbounded_channel();
+    let permits = Arc::new(Semaphore::new(0));
+    let actor = Turnstile {
+        entered,
+        permits: permits.clone(),
+        noted: 0,
+    };
+    (actor, reports, permits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_call_without_deadline_waits_on_every_path() {
+    let node = Node::builder().build().await.unwrap();
+    let (actor, mut entered, permits) = turnstile();
+    let opts = SpawnOptions::default().mailbox(Mailbox::bounded(1));
+    let gate: GateRef = node.spawn_with(actor, opts);
+    let gate = gate.with_timeout(Duration::MAX);
+    assert_eq!(Interface::core(&gate).timeout(), Duration::MAX);
+
+    // Inline: runs at once.
+    assert_eq!(gate.echo(1).await, Ok(1));
+    // Busy actor: the next call queues (its deadline computed), the one after
+    // waits for mailbox room (a deadline too), a receipt waits behind them.
+    let busy = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.pass(2).await }
+    });
+    assert_eq!(timeout(SAFETY, entered.recv()).await.unwrap(), Some(2));
+    let queued = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.echo(3).await }
+    });
+    let waiting_for_room = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.note(10).receipt().await }
+    });
+    // Neither is answered while the actor is held (no deadline fires either).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!queued.is_finished() && !waiting_for_room.is_finished());
+    permits.add_permits(1);
+    assert_eq!(timeout(SAFETY, busy).await.unwrap().unwrap(), Ok(2));
+    assert_eq!(timeout(SAFETY, queued).await.unwrap().unwrap(), Ok(3));
+    assert_eq!(
+        timeout(SAFETY, waiting_for_room).await.unwrap().unwrap(),
+        Ok(())
+    );
+    assert_eq!(gate.echo(0).await, Ok(10), "the note ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_default_without_deadline_serves_remote_calls() {
+    let server = Node::builder().build().await.unwrap();
+    let client = Node::builder()
+        .default_timeout(Duration::MAX)
+        .build()
+        .await
+        .unwrap();
+    let _wire = inproc::connect_serializing(&client, &server).await.unwrap();
+    let (actor, mut entered, permits) = turnstile();
+    let gate: GateRef = server.spawn(actor);
+    let object = server.export(&gate).unwrap();
+    let remote: GateRef = client.reference(server.id(), object).unwrap();
+    assert_eq!(Interface::core(&remote).timeout(), Duration::MAX);
+
+    let held = tokio::spawn({
+        let remote = remote.clone();
+        async move { remote.pass(7).await }
+    });
+    assert_eq!(timeout(SAFETY, entered.recv()).await.unwrap(), Some(7));
+    permits.add_permits(1);
+    assert_eq!(timeout(SAFETY, held).await.unwrap().unwrap(), Ok(7));
+    assert_eq!(remote.note(5).receipt().await, Ok(()));
+    assert_eq!(remote.echo(1).await, Ok(6));
+    let once = remote.with_timeout(Duration::MAX);
+    assert_eq!(once.echo(2).await, Ok(7));
+}
+
+/// On a paused clock: the lease task's first look comes within its longest tick
+/// (a minute), not a quarter of `Duration::MAX`.
+#[tokio::test(start_paused = true)]
+async fn a_lease_and_a_retention_without_end_are_accepted() {
+    let forever = |builder: remora::NodeBuilder| {
+        builder
+            .lease(Duration::MAX)
+            .exactly_once_retention(Duration::MAX)
+    };
+    let server = forever(Node::builder()).build().await.unwrap();
+    let client = forever(Node::builder()).build().await.unwrap();
+    let _wire = inproc::connect_serializing(&client, &server).await.unwrap();
+    let (actor, _entered, _permits) = turnstile();
+    let gate: GateRef = server.spawn(actor);
+    let object = server.export(&gate).unwrap();
+    let remote: GateRef = client.reference(server.id(), object).unwrap();
+    assert_eq!(remote.note(4).receipt().await, Ok(()));
+    assert_eq!(remote.echo(1).await, Ok(5));
+    // The client's lease task runs: it takes the lease, and gives it back once
+    // the last reference is gone.
+    let minutes = Duration::from_secs(180);
+    eventually(
+        || server.stats().leases_granted == 1,
+        minutes,
+        "lease taken",
+    )
+    .await;
+    drop(remote);
+    eventually(
+        || server.stats().leases_granted == 0,
+        minutes,
+        "lease released",
+    )
+    .await;
+}
+
+/// Waits (at most `limit`, polling) until `done` holds.
+async fn eventually(done: impl Fn() -> bool, limit: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
