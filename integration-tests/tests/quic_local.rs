@@ -1,11 +1,12 @@
 //! The QUIC transport between nodes of one process (ephemeral cluster credentials):
 //! the same scenarios as in-process, over real sockets on loopback.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use remora::{CallError, Interface, Node, StopReason};
 use remora_integration_tests::*;
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
 
 async fn listening() -> Node {
     Node::builder().listen("127.0.0.1:0").build().await.unwrap()
@@ -49,6 +50,29 @@ async fn references_pass_both_ways_over_quic() {
     assert!(Interface::core(&back).is_local());
 }
 
+/// Two actors sharing one log of the calls they handled, in the order they ran.
+#[remora::remote]
+pub trait Probe {
+    async fn big(&mut self, bytes: Vec<u8>) -> usize;
+    async fn small(&mut self, n: u64) -> u64;
+}
+
+struct Logged(Arc<Mutex<Vec<String>>>);
+
+impl remora::Actor for Logged {}
+
+impl Probe for Logged {
+    async fn big(&mut self, bytes: Vec<u8>) -> usize {
+        self.0.lock().unwrap().push("big".into());
+        bytes.len()
+    }
+
+    async fn small(&mut self, n: u64) -> u64 {
+        self.0.lock().unwrap().push(format!("small {n}"));
+        n
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_argument_to_one_actor_does_not_hold_up_a_small_call_to_another() {
     // Frames of 64 MiB need a raised limit on both sides (the default is 16 MiB).
@@ -62,29 +86,37 @@ async fn a_64_mib_argument_to_one_actor_does_not_hold_up_a_small_call_to_another
         .connect(server.listen_addr().unwrap().to_string())
         .await
         .unwrap();
-    let counter: CounterRef = server.spawn(Tally::default());
-    let remote: CounterRef = reach(&client, &server, &counter);
-    let other: CounterRef = server.spawn(Tally::default());
-    let other: CounterRef = reach(&client, &server, &other);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let one: ProbeRef = server.spawn(Logged(log.clone()));
+    let one: ProbeRef = reach(&client, &server, &one);
+    let another: ProbeRef = server.spawn(Logged(log.clone()));
+    let another: ProbeRef = reach(&client, &server, &another);
     // 64 MiB on one actor's stream...
-    let big = tokio::spawn({
-        let remote = remote.clone();
-        async move {
-            remote
-                .echo_bytes(vec![7u8; 64 << 20])
-                .await
-                .map(|b| b.len())
-        }
-    });
-    // ...while small calls to another actor complete on their own stream, before it.
-    for n in 1..=20 {
-        assert_eq!(other.add(1).await, Ok(n));
+    let before = server.stats().bytes_received;
+    let big = tokio::spawn(async move { one.big(vec![7u8; 64 << 20]).await });
+    // ...known to be on the wire (the server has read a few MiB of it)...
+    let in_flight = Instant::now() + SAFETY;
+    while server.stats().bytes_received < before + (4 << 20) {
+        assert!(Instant::now() < in_flight, "the large call never got going");
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert!(
-        !big.is_finished(),
-        "the small calls did not wait for the large one"
+        log.lock().unwrap().is_empty(),
+        "the large call is still arriving"
+    );
+    // ...while small calls to another actor arrive on their own stream and run
+    // before it: on a shared stream they would queue behind its 64 MiB.
+    for n in 1..=20 {
+        assert_eq!(another.small(n).await, Ok(n));
+    }
+    let smalls: Vec<String> = (1..=20).map(|n| format!("small {n}")).collect();
+    assert_eq!(
+        *log.lock().unwrap(),
+        smalls,
+        "all small calls ran, the large one not yet"
     );
     assert_eq!(timeout(SAFETY, big).await.unwrap().unwrap(), Ok(64 << 20));
+    assert_eq!(log.lock().unwrap().last().map(String::as_str), Some("big"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,19 +225,29 @@ async fn an_argument_over_the_peers_frame_limit_fails_that_call_only() {
     let remote: CounterRef = reach(&client, &server, &counter);
     let other: CounterRef = server.spawn(Tally::default());
     let other: CounterRef = reach(&client, &server, &other);
-    // The client's limit is 16 MiB, the server's 64 KiB: the server resets that
-    // stream, and the call fails by its deadline instead of hanging.
-    let err = remote
-        .with_timeout(Duration::from_millis(500))
-        .echo_bytes(vec![1; 256 * 1024])
-        .await
-        .unwrap_err();
+    let mut watch = Box::pin(client.monitor(&other));
     assert!(
-        matches!(err, CallError::Timeout { .. } | CallError::NodeDown { .. }),
+        timeout(Duration::ZERO, &mut watch).await.is_err(),
+        "watching"
+    );
+    // The client's limit is 16 MiB, the server's 64 KiB, which the server
+    // announced when they connected: the client refuses the call itself.
+    let err = remote.echo_bytes(vec![1; 256 * 1024]).await.unwrap_err();
+    assert!(
+        matches!(err, CallError::TooLarge { max: 65536, len } if len > 256 * 1024),
         "{err:?}"
     );
-    // Calls to another actor on the same connection are untouched.
+    assert!(!err.may_have_executed());
+    // Nothing was sent, so nothing was reset or lost: both actors answer on the
+    // one connection there was, and the monitor over it never fired.
+    assert_eq!(remote.add(1).await, Ok(1));
     assert_eq!(other.add(1).await, Ok(1));
+    assert_eq!(client.stats().connections, 1);
+    assert_eq!(server.stats().connections, 1);
+    assert!(
+        timeout(Duration::ZERO, &mut watch).await.is_err(),
+        "still up"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,6 +81,16 @@ pub enum CallError {
         /// What the codec said.
         reason: String,
     },
+    /// The call is larger than the node it goes to accepts in one frame (that
+    /// node's `NodeBuilder::max_frame_size`, which it announces when connecting);
+    /// it was not sent.
+    #[error("the call is {len} bytes, over the {max}-byte frame limit of the node it goes to; it was not sent (raise that node's max_frame_size, or pass less per call)")]
+    TooLarge {
+        /// The size of the call's frame, in bytes.
+        len: usize,
+        /// The receiving node's limit, in bytes.
+        max: usize,
+    },
     /// The peer refused the call: this node is not allowed to make it.
     #[error("unauthorized: {reason}")]
     Unauthorized {
@@ -159,6 +169,7 @@ impl CallError {
             | CallError::ConnectFailed { .. }
             | CallError::NoSuchObject
             | CallError::Marshalling { .. }
+            | CallError::TooLarge { .. }
             | CallError::Unauthorized { .. }
             | CallError::UnknownMethod { .. }
             | CallError::InterfaceMismatch { .. }

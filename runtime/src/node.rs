@@ -289,6 +289,10 @@ pub struct NodeStats {
     pub leases_granted: usize,
     /// Objects of other nodes this node holds leases on (has proxies for).
     pub leases_held: usize,
+    /// Connections to other nodes open now (one per peer node).
+    pub connections: usize,
+    /// Bytes read from other nodes over the connections open now.
+    pub bytes_received: u64,
 }
 
 impl Node {
@@ -564,6 +568,8 @@ impl Node {
             exports: self.inner.host.export_count(),
             leases_granted: self.inner.host.granted_leases().count(),
             leases_held: self.inner.host.held_leases().count(),
+            connections: self.inner.host.connection_count(),
+            bytes_received: self.inner.host.bytes_received(),
         }
     }
 

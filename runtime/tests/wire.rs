@@ -179,6 +179,7 @@ fn every_variant() -> Vec<Owned> {
             node: NodeId::from_u128(u128::MAX),
             incarnation: 42,
             listen: Some("127.0.0.1:4433".into()),
+            max_frame: 16 << 20,
         }),
         Owned::Call(call.clone()),
         Owned::Call(OwnedCall {
@@ -949,6 +950,7 @@ fn call_error() -> impl Strategy<Value = CallError> {
         }),
         (any::<u32>(), any::<u32>())
             .prop_map(|(ours, theirs)| CallError::VersionMismatch { ours, theirs }),
+        (any::<usize>(), any::<usize>()).prop_map(|(len, max)| CallError::TooLarge { len, max }),
     ]
 }
 
@@ -959,17 +961,19 @@ fn frame() -> impl Strategy<Value = Owned> {
             any::<u32>(),
             any::<u128>(),
             any::<u64>(),
-            prop::option::of("[0-9.:]{0,21}")
+            prop::option::of("[0-9.:]{0,21}"),
+            any::<u64>(),
         )
-            .prop_map(
-                |(magic, version, node, incarnation, listen)| Owned::Hello(Hello {
+            .prop_map(|(magic, version, node, incarnation, listen, max_frame)| {
+                Owned::Hello(Hello {
                     magic,
                     version,
                     node: NodeId::from_u128(node),
                     incarnation,
                     listen,
+                    max_frame,
                 })
-            ),
+            }),
         call().prop_map(Owned::Call),
         call().prop_map(Owned::Tell),
         (any::<u64>(), bytes(4096)).prop_map(|(call, value)| Owned::Reply { call, value }),

@@ -5,7 +5,7 @@
 //! against this node's exports. Both transports (QUIC, in-process channels) are
 //! thinner still: they move bytes between a [`Transport`] and [`Connection::drain`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -92,11 +92,17 @@ pub(crate) struct Connection {
     transport: Box<dyn Transport>,
     /// Whether the core has closed (read without the lock).
     closed: AtomicBool,
+    /// Bytes the transport has read from the peer so far.
+    received: AtomicU64,
     closed_notify: Notify,
     /// Wakes the timer task when a deadline comes before the one it sleeps to.
     timer: Arc<Notify>,
     values: bool,
+    /// What this node accepts from the peer.
     pub(crate) limits: Limits,
+    /// What the peer accepts from this node: our limits, with its frame size if
+    /// smaller (from its `Hello`).
+    send_limits: Limits,
 }
 
 impl Connection {
@@ -114,6 +120,12 @@ impl Connection {
         let values = transport.carries_values();
         let core = Core::new(session, limits, values);
         let peer = core.peer().clone();
+        let send_limits = Limits {
+            max_frame: limits
+                .max_frame
+                .min(usize::try_from(peer.max_frame).unwrap_or(usize::MAX)),
+            ..limits
+        };
         let conn = Arc::new(Connection {
             node,
             dialer,
@@ -122,10 +134,12 @@ impl Connection {
             state: Mutex::new(Driven { core, armed: None }),
             transport,
             closed: AtomicBool::new(false),
+            received: AtomicU64::new(0),
             closed_notify: Notify::new(),
             timer: Arc::new(Notify::new()),
             values,
             limits,
+            send_limits,
         });
         tokio::spawn(run_deadlines(Arc::downgrade(&conn), conn.timer.clone()));
         conn
@@ -220,7 +234,7 @@ impl Connection {
             (registered?, values)
         };
         // Framed (encoded) outside the lock, as callers on other threads may be.
-        let transmit = match frame_call(&self.limits, values, id, call, one_way) {
+        let transmit = match frame_call(&self.send_limits, values, id, call, one_way) {
             Ok(transmit) => transmit,
             Err(err) => {
                 self.drive_core(|core| drop(core.forget(id)));
@@ -276,6 +290,16 @@ impl Connection {
     /// Whether calls may move plain values over this connection unencoded.
     pub(crate) fn carries_values(&self) -> bool {
         self.values
+    }
+
+    /// Counts `bytes` read from the peer (the transport calls this as it reads).
+    pub(crate) fn count_received(&self, bytes: usize) {
+        self.received.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes read from the peer so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Hands every complete frame buffered in `reader` to the connection (replies to
@@ -542,7 +566,7 @@ impl Connection {
 
     fn reply(&self, lane: Lane, call: u64, outcome: Result<Vec<u8>, CallError>) {
         if !self.is_closed() {
-            self.write_reply(frame_reply(&self.limits, lane, call, outcome));
+            self.write_reply(frame_reply(&self.send_limits, lane, call, outcome));
         }
     }
 

@@ -462,6 +462,16 @@ impl Host {
         kept
     }
 
+    /// Open connections to other nodes.
+    pub(crate) fn connection_count(&self) -> usize {
+        self.peers.iter().filter(|c| !c.is_closed()).count()
+    }
+
+    /// Bytes read from peers over the connections open now.
+    pub(crate) fn bytes_received(&self) -> u64 {
+        self.peers.iter().map(|c| c.received()).sum()
+    }
+
     pub(crate) fn forget_peer(&self, peer: &Hello, conn: &Connection) {
         self.peers
             .remove_if(&peer.node, |_, c| std::ptr::eq(Arc::as_ptr(c), conn));

@@ -187,7 +187,7 @@ async fn run(
     cut: Arc<Cut>,
     ready: oneshot::Sender<Result<(), CallError>>,
 ) {
-    let mut session = Session::new(id, incarnation, None);
+    let mut session = Session::new(id, incarnation, None, limits.max_frame);
     let mut hello = Vec::new();
     if encode(&session.hello(), &mut hello, &limits).is_err()
         || !transport.send(Lane::Control, hello)
@@ -235,7 +235,9 @@ async fn run(
         }
         // Frames before this packet are drained: order holds across both kinds.
         match rx.next().await {
-            Some(Packet::Bytes(bytes)) if reader.extend(&bytes).is_ok() => {}
+            Some(Packet::Bytes(bytes)) if reader.extend(&bytes).is_ok() => {
+                conn.count_received(bytes.len());
+            }
             Some(Packet::Value(frame)) => match conn.on_value(frame, Lane::Reply(0)) {
                 Step::Continue => {}
                 Step::Wait(waiting) => waiting.await,

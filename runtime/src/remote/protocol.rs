@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use super::marshal::{Answer, Args, Moved};
 use crate::error::CallError;
 use crate::local::stop::StopReason;
-use crate::wire::codec::{encode, Limits};
+use crate::wire::codec::{encode, EncodeError, Limits};
 use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session, SessionError};
 
 /// Which ordered stream of frames a frame belongs to. Frames of one lane arrive in
@@ -506,7 +506,17 @@ pub(crate) fn frame_call(
             } else {
                 Frame::Call(call)
             };
-            Ok(Transmit::Frame(lane, encode_frame(limits, &frame)?))
+            let mut out = Vec::new();
+            match encode(&frame, &mut out, limits) {
+                Ok(()) => Ok(Transmit::Frame(lane, out)),
+                // Over what the peer accepts: refused here, not sent to be reset.
+                Err(EncodeError::Oversize { len, max }) => Err(CallError::TooLarge { len, max }),
+                Err(err) => Err(CallError::Marshalling {
+                    what: "the frame".into(),
+                    type_name: "Frame".into(),
+                    reason: err.to_string(),
+                }),
+            }
         }
         Args::Moved(args) if values => Ok(Transmit::Value(
             lane,

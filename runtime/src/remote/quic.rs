@@ -190,7 +190,7 @@ async fn establish(
     }
     .map_err(|e| failed(e.to_string()))?;
     let listen = me.listen_addr().map(|a| a.to_string());
-    let mut session = Session::new(me.id(), me.incarnation(), listen);
+    let mut session = Session::new(me.id(), me.incarnation(), listen, limits.max_frame);
     let mut hello = Vec::new();
     encode(&session.hello(), &mut hello, &limits).map_err(|e| failed(e.to_string()))?;
     send.write_all(&hello)
@@ -299,6 +299,7 @@ fn spawn_reader(
             }
             match recv.read_chunk(256 * 1024, true).await {
                 Ok(Some(chunk)) => {
+                    conn.count_received(chunk.bytes.len());
                     if let Err(err) = reader.extend(&chunk.bytes) {
                         tracing::warn!(peer = %conn.peer.node, %err, "resetting the stream");
                         let _ = recv.stop(STOP_OVERSIZE.into());

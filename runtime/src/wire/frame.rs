@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. A peer speaking another one is refused
 /// at connect with [`CallError::VersionMismatch`](crate::CallError::VersionMismatch).
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The first bytes of every `Hello`, so that a stray connection is told apart from
 /// a peer of another version.
@@ -98,6 +98,10 @@ pub struct Hello {
     /// Where the sender accepts connections, if it listens: a peer handed a
     /// reference to one of its objects by a third node dials it here.
     pub listen: Option<String>,
+    /// The largest frame body the sender accepts, in bytes: the peer refuses to
+    /// send it a larger call ([`CallError::TooLarge`](crate::CallError::TooLarge))
+    /// rather than have the stream reset.
+    pub max_frame: u64,
 }
 
 /// A call of one method on one exported object.

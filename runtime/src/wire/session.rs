@@ -95,8 +95,8 @@ pub enum SessionError {
 
 impl Session {
     /// A session for the node `node` in its incarnation `incarnation`, reachable at
-    /// `listen` if it listens.
-    pub fn new(node: NodeId, incarnation: u64, listen: Option<String>) -> Self {
+    /// `listen` if it listens, accepting frame bodies up to `max_frame` bytes.
+    pub fn new(node: NodeId, incarnation: u64, listen: Option<String>, max_frame: usize) -> Self {
         Session {
             local: Hello {
                 magic: MAGIC,
@@ -104,6 +104,7 @@ impl Session {
                 node,
                 incarnation,
                 listen,
+                max_frame: max_frame as u64,
             },
             peer: None,
             next_call: 1,
@@ -223,8 +224,8 @@ mod tests {
     use super::*;
 
     fn pair() -> (Session, Session) {
-        let mut a = Session::new(NodeId::from_u128(1), 7, None);
-        let mut b = Session::new(NodeId::from_u128(2), 9, None);
+        let mut a = Session::new(NodeId::from_u128(1), 7, None, 1 << 20);
+        let mut b = Session::new(NodeId::from_u128(2), 9, None, 1 << 20);
         let hello_a = a.hello();
         let hello_b = b.hello();
         assert!(
@@ -248,7 +249,7 @@ mod tests {
 
     #[test]
     fn frames_before_hello_are_a_violation() {
-        let mut b = Session::new(NodeId::from_u128(2), 1, None);
+        let mut b = Session::new(NodeId::from_u128(2), 1, None, 1 << 20);
         assert!(matches!(
             b.receive(call(1)),
             Err(SessionError::Violation(_))
@@ -257,8 +258,10 @@ mod tests {
 
     #[test]
     fn another_protocol_version_is_refused_with_both_versions() {
-        let mut b = Session::new(NodeId::from_u128(2), 1, None);
-        let mut hello = Session::new(NodeId::from_u128(1), 1, None).local.clone();
+        let mut b = Session::new(NodeId::from_u128(2), 1, None, 1 << 20);
+        let mut hello = Session::new(NodeId::from_u128(1), 1, None, 1 << 20)
+            .local
+            .clone();
         hello.version = PROTOCOL_VERSION + 1;
         assert_eq!(
             b.receive(Frame::Hello(hello)),

@@ -28,8 +28,8 @@ fn pair() -> (TestCore, TestCore) {
 }
 
 fn pair_of(a: u128, b: u128) -> (TestCore, TestCore) {
-    let mut left = Session::new(NodeId::from_u128(a), 10, None);
-    let mut right = Session::new(NodeId::from_u128(b), 20, None);
+    let mut left = Session::new(NodeId::from_u128(a), 10, None, 1 << 20);
+    let mut right = Session::new(NodeId::from_u128(b), 20, None, 1 << 20);
     let (hello_left, hello_right) = (left.hello(), right.hello());
     right.receive(hello_left).expect("hello");
     left.receive(hello_right).expect("hello");
@@ -348,7 +348,7 @@ fn an_argument_over_the_frame_limit_fails_that_call_only() {
     };
     assert!(matches!(
         a.call(Instant::now(), call, Some((1, SECOND))),
-        Err(CallError::Marshalling { .. })
+        Err(CallError::TooLarge { max: 64, .. })
     ));
     assert_eq!(a.in_flight(), 0, "nothing waits for a call never sent");
     let id = ask(&mut a, Instant::now(), 2, SECOND);
