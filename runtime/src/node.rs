@@ -178,10 +178,12 @@ impl NodeBuilder {
         self
     }
 
-    /// The largest frame this node accepts from a peer, in bytes (default 16 MiB);
-    /// a larger call is refused with a `Marshalling` error before it is sent.
+    /// The largest frame this node accepts from a peer, in bytes (default 16 MiB,
+    /// at least 1 KiB). Nodes announce it when they connect: a larger call is
+    /// refused with [`CallError::TooLarge`] before it is sent.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.limits.max_frame = bytes;
+        // A handshake must fit, and a lease frame must list at least one object.
+        self.limits.max_frame = bytes.max(1024);
         self
     }
 

@@ -120,12 +120,7 @@ impl Connection {
         let values = transport.carries_values();
         let core = Core::new(session, limits, values);
         let peer = core.peer().clone();
-        let send_limits = Limits {
-            max_frame: limits
-                .max_frame
-                .min(usize::try_from(peer.max_frame).unwrap_or(usize::MAX)),
-            ..limits
-        };
+        let send_limits = core.send_limits();
         let conn = Arc::new(Connection {
             node,
             dialer,
@@ -290,6 +285,11 @@ impl Connection {
     /// Whether calls may move plain values over this connection unencoded.
     pub(crate) fn carries_values(&self) -> bool {
         self.values
+    }
+
+    /// What the peer accepts: every frame sent here must fit these.
+    pub(crate) fn send_limits(&self) -> &Limits {
+        &self.send_limits
     }
 
     /// Counts `bytes` read from the peer (the transport calls this as it reads).

@@ -19,12 +19,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::error::CallError;
 use crate::id::NodeId;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::connection::Lane;
+use super::connection::{Connection, Lane};
 use super::host::Host;
 use crate::wire::{Frame, ObjectId};
 
@@ -171,43 +172,38 @@ pub(crate) async fn run(node: Weak<Host>, held: Weak<HeldLeases>, lease: Duratio
 
 /// Sends pending releases, and renewals that are due (half the lease).
 fn send(node: &Arc<Host>, held: &HeldLeases, now: Instant, lease: Duration) {
-    let mut frames = Vec::new();
+    let mut due = Vec::new();
     {
         let mut peers = held.peers.lock();
         peers.retain(|peer, h| {
-            if !h.released.is_empty() {
-                frames.push((
-                    *peer,
-                    Frame::Release {
-                        objects: std::mem::take(&mut h.released),
-                    },
-                ));
-            }
-            let due = h
+            let released = std::mem::take(&mut h.released);
+            let renew = h
                 .renewed
                 .is_none_or(|at| now.duration_since(at) >= lease / 2);
-            if due && !h.objects.is_empty() {
-                frames.push((
-                    *peer,
-                    Frame::Renew {
-                        objects: h.objects.keys().copied().collect(),
-                    },
-                ));
+            let renewed = if renew && !h.objects.is_empty() {
+                h.objects.keys().copied().collect()
+            } else {
+                Vec::new()
+            };
+            if !released.is_empty() || !renewed.is_empty() {
+                due.push((*peer, released, renewed));
             }
             !h.objects.is_empty()
         });
     }
-    for (peer, frame) in frames {
-        let renewal = matches!(frame, Frame::Renew { .. });
+    for (peer, released, renewed) in due {
         let sent = match node.peer(peer) {
-            Ok(conn) => conn.send(Lane::Control, &frame).is_ok(),
+            Ok(conn) => {
+                send_listed(&conn, &released, |objects| Frame::Release { objects })
+                    && send_listed(&conn, &renewed, |objects| Frame::Renew { objects })
+            }
             Err(_) => false,
         };
         let mut peers = held.peers.lock();
         let Some(h) = peers.get_mut(&peer) else {
             continue;
         };
-        if sent && renewal {
+        if sent && !renewed.is_empty() {
             h.renewed = Some(now);
         } else if !sent {
             // Not connected (an object on a third node not called yet): dial, so
@@ -223,7 +219,58 @@ fn send(node: &Arc<Host>, held: &HeldLeases, now: Instant, lease: Duration) {
     }
 }
 
+/// Sends `objects` in as many frames as the peer's frame limit needs (a node may
+/// hold more proxies on one peer than one frame can list). False if the
+/// connection is gone; a frame that cannot be built is logged, not taken for a
+/// lost connection.
+fn send_listed(
+    conn: &Connection,
+    objects: &[ObjectId],
+    frame: impl Fn(Vec<ObjectId>) -> Frame<'static>,
+) -> bool {
+    for chunk in objects.chunks(objects_per_frame(conn.send_limits().max_frame)) {
+        match conn.send(Lane::Control, &frame(chunk.to_vec())) {
+            Ok(()) => {}
+            Err(CallError::NodeDown { .. }) => return false,
+            Err(err) => {
+                tracing::error!(peer = %conn.peer.node, %err, "a lease frame could not be built");
+            }
+        }
+    }
+    true
+}
+
+/// How many object ids one frame of `max_frame` bytes can list: an id takes at
+/// most 34 bytes encoded (16 bytes, each at most 2, and a header), and the
+/// frame's own header well under 64.
+pub(crate) fn objects_per_frame(max_frame: usize) -> usize {
+    (max_frame.saturating_sub(64) / 34).max(1)
+}
+
 /// Starts the lease task of `node` (once).
 pub(crate) fn start(node: &Arc<Host>, held: &Arc<HeldLeases>, lease: Duration) {
     node.spawn_task(run(Arc::downgrade(node), Arc::downgrade(held), lease));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::codec::{encode, Limits};
+
+    #[test]
+    fn a_lease_frame_of_objects_per_frame_ids_fits_the_limit() {
+        for max_frame in [1024, 4096, 64 << 10, 1 << 20] {
+            let limits = Limits {
+                max_frame,
+                ..Limits::default()
+            };
+            let n = objects_per_frame(max_frame);
+            let objects: Vec<ObjectId> = (0..n).map(|_| ObjectId::random()).collect();
+            let mut out = Vec::new();
+            let renew = Frame::Renew { objects };
+            assert_eq!(encode(&renew, &mut out, &limits), Ok(()), "{max_frame}");
+            // And the bound is not wasteful: over half the frame is used.
+            assert!(out.len() * 2 > max_frame, "{} of {max_frame}", out.len());
+        }
+    }
 }

@@ -130,6 +130,8 @@ struct AwaitingReply<W> {
 pub(crate) struct Core<S: Sinks> {
     session: Session,
     peer: Hello,
+    /// The limits of what the peer accepts: ours, with the peer's frame size
+    /// (from its `Hello`) where it is smaller. Every frame we build fits them.
     limits: Limits,
     /// Whether the link carries value frames (one process).
     values: bool,
@@ -147,7 +149,8 @@ pub(crate) struct Core<S: Sinks> {
 }
 
 impl<S: Sinks> Core<S> {
-    /// The core of a connection whose handshake `session` has completed.
+    /// The core of a connection whose handshake `session` has completed; `limits`
+    /// are this node's own.
     ///
     /// # Panics
     /// If the session has not received the peer's `Hello` (a driver bug).
@@ -156,6 +159,12 @@ impl<S: Sinks> Core<S> {
             .peer()
             .cloned()
             .expect("a connection core starts after the handshake");
+        let limits = Limits {
+            max_frame: limits
+                .max_frame
+                .min(usize::try_from(peer.max_frame).unwrap_or(usize::MAX)),
+            ..limits
+        };
         Core {
             session,
             peer,
@@ -170,6 +179,11 @@ impl<S: Sinks> Core<S> {
             events: VecDeque::new(),
             closed: false,
         }
+    }
+
+    /// What the peer accepts: every frame sent on this connection fits these.
+    pub(crate) fn send_limits(&self) -> Limits {
+        self.limits
     }
 
     /// Whether the link carries value frames (one process).
