@@ -35,7 +35,8 @@ impl Scale {
         }
     }
 
-    /// Repetitions whose median is reported.
+    /// Repetitions whose median is reported (for a latency workload: the repetition
+    /// with the median p50, whole; see `drive::median_run`).
     pub fn reps(self) -> usize {
         if self.quick {
             1
