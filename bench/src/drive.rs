@@ -53,17 +53,14 @@ impl Latencies {
     }
 }
 
-/// The medians, figure by figure, of several runs.
+/// The run with the median p50, whole: its p99 and rate come from the same run
+/// as its p50. (Medians taken figure by figure could mix runs, and report a p50,
+/// a p99 and a rate that no single run measured together.)
 pub fn median_run(runs: &[LatencyRun]) -> LatencyRun {
-    let pick = |f: fn(&LatencyRun) -> f64| {
-        let mut values: Vec<f64> = runs.iter().map(f).collect();
-        crate::median(&mut values)
-    };
-    LatencyRun {
-        p50_us: pick(|r| r.p50_us),
-        p99_us: pick(|r| r.p99_us),
-        rate: pick(|r| r.rate),
-    }
+    assert!(!runs.is_empty(), "no runs to take a median of");
+    let mut runs = runs.to_vec();
+    runs.sort_by(|a, b| a.p50_us.total_cmp(&b.p50_us));
+    runs[runs.len() / 2]
 }
 
 /// Hands out call numbers `0..total` to the workers of [`outstanding`].
@@ -120,4 +117,34 @@ pub async fn repeat<T, F: std::future::Future<Output = T>>(
 /// The median of `values`.
 pub fn median_of(mut values: Vec<f64>) -> f64 {
     crate::median(&mut values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(p50_us: f64, p99_us: f64, rate: f64) -> LatencyRun {
+        LatencyRun {
+            p50_us,
+            p99_us,
+            rate,
+        }
+    }
+
+    #[test]
+    fn the_median_run_keeps_its_own_p99_and_rate() {
+        // Figure by figure, the medians would be p50 20, p99 300, rate 2 000: no run.
+        let runs = [
+            run(30.0, 100.0, 1_000.0),
+            run(10.0, 300.0, 2_000.0),
+            run(20.0, 400.0, 3_000.0),
+        ];
+        let median = median_run(&runs);
+        assert_eq!(
+            (median.p50_us, median.p99_us, median.rate),
+            (20.0, 400.0, 3_000.0)
+        );
+        let one = median_run(&runs[..1]);
+        assert_eq!((one.p50_us, one.p99_us, one.rate), (30.0, 100.0, 1_000.0));
+    }
 }

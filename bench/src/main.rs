@@ -35,7 +35,8 @@ impl Scale {
         }
     }
 
-    /// Repetitions whose median is reported.
+    /// Repetitions whose median is reported (for a latency workload: the repetition
+    /// with the median p50, whole; see `drive::median_run`).
     pub fn reps(self) -> usize {
         if self.quick {
             1
@@ -161,7 +162,8 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!("usage: remora-bench [--quick] [--only NAME]");
     eprintln!("  NAME: a workload, a prefix of one or one of its figures:");
-    eprintln!("        base (base.mpsc, base.ask, base.quic), l1, l2, l3, l4, i1, i2,");
+    eprintln!("        base (base.mpsc, base.ask, base.quic), l1, l2, l3, l4,");
+    eprintln!("        i1, i2 (in-process: values moved, and .enc: encoded as on the network),");
     eprintln!("        w1, w2, w3, w4 (remote), r1, r2 (registry lookups: embedded, etcd)");
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }

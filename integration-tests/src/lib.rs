@@ -127,7 +127,8 @@ impl ChildNode {
     }
 
     /// [`ChildNode::spawn`] with more arguments (`--listen ADDR`, `--registry ADDR`,
-    /// `--etcd URL --etcd-prefix P`, `--bind NAME`, `--lease-ms N`).
+    /// `--etcd URL --etcd-prefix P`, `--bind NAME`, `--lease-ms N`, `--ref-lease-ms N`,
+    /// `--peer-timeout-ms N`).
     pub fn spawn_with(binary: &str, credentials: &std::path::Path, args: &[&str]) -> ChildNode {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
@@ -223,16 +224,26 @@ impl Pair {
 
     /// Two nodes made by `builder` (given a listen address over QUIC), connected.
     pub async fn with(transport: Transport, builder: impl Fn() -> remora::NodeBuilder) -> Pair {
-        let build = |quic: bool| {
-            let mut b = builder();
-            if quic {
-                b = b.listen("127.0.0.1:0");
-            }
+        Pair::with_each(transport, builder(), builder()).await
+    }
+
+    /// A server made by `server` and a client made by `client` (each given a
+    /// listen address over QUIC), connected: for nodes configured differently.
+    pub async fn with_each(
+        transport: Transport,
+        server: remora::NodeBuilder,
+        client: remora::NodeBuilder,
+    ) -> Pair {
+        let build = |b: remora::NodeBuilder, quic: bool| {
+            let b = match quic {
+                true => b.listen("127.0.0.1:0"),
+                false => b,
+            };
             async move { b.build().await.expect("node builds") }
         };
         match transport {
             Transport::InProcess => {
-                let (server, client) = (build(false).await, build(false).await);
+                let (server, client) = (build(server, false).await, build(client, false).await);
                 let wire = remora::remote::inproc::connect(&client, &server)
                     .await
                     .expect("in-process connection");
@@ -243,7 +254,7 @@ impl Pair {
                 }
             }
             Transport::Quic => {
-                let (server, client) = (build(true).await, build(true).await);
+                let (server, client) = (build(server, true).await, build(client, true).await);
                 client
                     .connect(server.listen_addr().expect("listening").to_string())
                     .await
