@@ -1,12 +1,75 @@
 //! What peers can make a node hold, and what a node builds for its peers, stays
 //! within the limits the nodes set.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use remora::remote::inproc;
-use remora::Node;
+use remora::{Actor, CallError, Interface, Mailbox, Node, SpawnOptions};
 use remora_integration_tests::*;
-use tokio::time::Instant;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::{timeout, Instant};
+
+#[remora::remote]
+pub trait Gate {
+    /// Reports `n` as entered, waits for a permit, then returns `n`.
+    async fn pass(&mut self, n: u64) -> u64;
+}
+
+struct Turnstile {
+    entered: mpsc::UnboundedSender<u64>,
+    permits: Arc<Semaphore>,
+}
+
+impl Actor for Turnstile {}
+
+impl Gate for Turnstile {
+    async fn pass(&mut self, n: u64) -> u64 {
+        let _ = self.entered.send(n);
+        self.permits.acquire().await.expect("open").forget();
+        n
+    }
+}
+
+/// A remote ask refused by a mailbox over its cap is answered `Overloaded` (it
+/// did not run), not `ActorStopped`; the calls before it run.
+async fn a_capped_mailbox_refuses_a_remote_ask_as_overloaded(transport: Transport) {
+    let pair = Pair::new(transport).await;
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let permits = Arc::new(Semaphore::new(0));
+    let actor = Turnstile {
+        entered: entered_tx,
+        permits: permits.clone(),
+    };
+    let opts = SpawnOptions::default().mailbox(Mailbox::unbounded_with_cap(1));
+    let local: GateRef = pair.server.spawn_with(actor, opts);
+    let remote: GateRef = reach(&pair.client, &pair.server, &local);
+    // One call runs (and waits), the next fills the mailbox's one place.
+    let running = tokio::spawn({
+        let remote = remote.clone();
+        async move { remote.pass(1).await }
+    });
+    assert_eq!(timeout(SAFETY, entered.recv()).await.unwrap(), Some(1));
+    let queued = tokio::spawn({
+        let remote = remote.clone();
+        async move { remote.pass(2).await }
+    });
+    let deadline = Instant::now() + SAFETY;
+    while Interface::core(&local).mailbox_depth() < 1 {
+        assert!(Instant::now() < deadline, "the second call never queued");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let err = timeout(SAFETY, remote.pass(3)).await.unwrap().unwrap_err();
+    assert_eq!(err, CallError::Overloaded { cap: 1 });
+    assert!(!err.may_have_executed());
+    permits.add_permits(2);
+    assert_eq!(timeout(SAFETY, running).await.unwrap().unwrap(), Ok(1));
+    assert_eq!(timeout(SAFETY, queued).await.unwrap().unwrap(), Ok(2));
+    assert_eq!(timeout(SAFETY, entered.recv()).await.unwrap(), Some(2));
+    assert!(entered.try_recv().is_err(), "the refused call did not run");
+}
+
+both_transports!(a_capped_mailbox_refuses_a_remote_ask_as_overloaded);
 
 /// More proxies on one peer than one lease frame can list under the peer's frame
 /// limit: renewals go out in several frames, and none of the leases lapses.

@@ -136,6 +136,10 @@ impl Generator<'_> {
             .iter()
             .filter(|m| m.model.reentrant)
             .map(|m| &m.struct_ident);
+        let refuse_arms = self.methods.iter().map(|m| {
+            let name = &m.model.name;
+            quote! { #msg_ident::#name(request) => request.reply.refuse(err), }
+        });
         quote! {
             impl ::remora::rt::Unmarshal for #msg_ident {
                 const INTERFACE: &'static str = #wire_name;
@@ -157,6 +161,13 @@ impl Generator<'_> {
 
                 fn reentrant(method: u64) -> bool {
                     false #( || method == <#reentrant_structs as ::remora::rt::Method>::ID )*
+                }
+
+                #[allow(unused_variables)]
+                fn refuse(self, err: ::remora::CallError) {
+                    match self {
+                        #( #refuse_arms )*
+                    }
                 }
             }
         }

@@ -154,7 +154,10 @@ impl<M> Envelope<M> {
 /// Why a message could not be queued; the envelope comes back so the caller can wait.
 pub(crate) enum TrySendError<M> {
     Full(Envelope<M>),
-    Refused(CallError),
+    /// Not queued, and never will be: the actor stopped (the message was dropped,
+    /// which answers its caller `ActorStopped`), or its mailbox is over its cap
+    /// (the message comes back, for its caller to be told why).
+    Refused(CallError, Option<Envelope<M>>),
 }
 
 /// The sending side, held (once) by every reference to a local actor.
@@ -209,7 +212,7 @@ impl<M> MailboxTx<M> {
     /// actor is waiting for one right now.
     pub(crate) fn try_send(&self, env: Envelope<M>) -> Result<(), TrySendError<M>> {
         if let Some(err) = self.refusal() {
-            return Err(TrySendError::Refused(err));
+            return Err(TrySendError::Refused(err, None));
         }
         match self.tx.try_send(env) {
             Ok(()) => {
@@ -217,11 +220,14 @@ impl<M> MailboxTx<M> {
                 Ok(())
             }
             Err(flume::TrySendError::Full(env)) => match self.kind {
-                Kind::Unbounded(cap) => Err(TrySendError::Refused(CallError::Overloaded { cap })),
+                Kind::Unbounded(cap) => Err(TrySendError::Refused(
+                    CallError::Overloaded { cap },
+                    Some(env),
+                )),
                 Kind::Rendezvous | Kind::Bounded(_) => Err(TrySendError::Full(env)),
             },
             Err(flume::TrySendError::Disconnected(_)) => {
-                Err(TrySendError::Refused(CallError::ActorStopped))
+                Err(TrySendError::Refused(CallError::ActorStopped, None))
             }
         }
     }
@@ -249,7 +255,7 @@ impl<M> MailboxTx<M> {
         if let Kind::Unbounded(_) = self.kind {
             return match self.try_send(env) {
                 Ok(()) => Ok(()),
-                Err(TrySendError::Refused(err)) => Err(err),
+                Err(TrySendError::Refused(err, _)) => Err(err),
                 Err(TrySendError::Full(_)) => Err(self.full_error()),
             };
         }

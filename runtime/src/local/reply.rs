@@ -101,6 +101,12 @@ impl<T> ReplyTo<T> {
         self.answer(Ok(value));
     }
 
+    /// Answers that the call was refused and did not run (a full mailbox, say):
+    /// the caller gets `err` rather than the `ActorStopped` of a dropped reply.
+    pub fn refuse(mut self, err: CallError) {
+        self.answer(Err(err));
+    }
+
     /// Runs a handler and answers with its value. If the handler panics, the
     /// caller gets [`CallError::Panicked`] and the panic continues, so the actor's
     /// restart policy still sees it. While the handler runs, [`crate::caller()`]

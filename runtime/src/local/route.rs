@@ -125,7 +125,7 @@ pub(crate) async fn deliver<M>(
     };
     match local.push(env) {
         Ok(()) => {}
-        Err(TrySendError::Refused(err)) => return Err(err),
+        Err(TrySendError::Refused(err, _)) => return Err(err),
         Err(TrySendError::Full(env)) => match timeout_at(deadline, local.push_waiting(env)).await {
             Ok(sent) => sent?,
             Err(_) => {

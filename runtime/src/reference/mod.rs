@@ -310,7 +310,7 @@ impl<M: Send + 'static> RefCore<M> {
             deadline = Some(at);
             match local.push(Envelope { msg, taken: None }) {
                 Ok(()) => {}
-                Err(TrySendError::Refused(err)) => return Err(err),
+                Err(TrySendError::Refused(err, _)) => return Err(err),
                 Err(TrySendError::Full(env)) => {
                     deliver(local, env.msg, at, self.timeout, false).await?
                 }

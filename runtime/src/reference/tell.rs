@@ -92,7 +92,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
         match &self.core.route {
             Route::Local(local) => match local.offer_now(msg) {
                 Ok(()) => Ok(()),
-                Err(TrySendError::Refused(err)) => Err(err),
+                Err(TrySendError::Refused(err, _)) => Err(err),
                 Err(TrySendError::Full(_)) => Err(local.tx.full_error()),
             },
             Route::Remote(_) => unreachable!("a local message on a remote route"),
@@ -189,7 +189,7 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                     // Fast: room now (or, rendezvous, the actor is waiting), no allocation.
                     let msg = match local.push(Envelope { msg, taken: None }) {
                         Ok(()) => return Poll::Ready(Ok(())),
-                        Err(TrySendError::Refused(err)) => return Poll::Ready(Err(err)),
+                        Err(TrySendError::Refused(err, _)) => return Poll::Ready(Err(err)),
                         Err(TrySendError::Full(env)) => env.msg,
                     };
                     let timeout = core.timeout;

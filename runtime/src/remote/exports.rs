@@ -102,8 +102,14 @@ impl<M: Unmarshal> LocalRoute<M> {
     fn take(self: Arc<Self>, msg: M) -> Result<Option<Delivery>, CallError> {
         match self.offer_now(msg) {
             Ok(()) => Ok(None),
-            // Dropping the message answers its caller through the replier.
-            Err(TrySendError::Refused(err)) => Err(err),
+            // Over the mailbox's cap: its caller is told so (a tell is dropped).
+            Err(TrySendError::Refused(err, Some(env))) => {
+                tracing::debug!(actor = %self.cell.id, %err, "incoming call refused");
+                env.msg.refuse(err);
+                Ok(None)
+            }
+            // Stopped: dropping the message answers its caller through the replier.
+            Err(TrySendError::Refused(err, None)) => Err(err),
             Err(TrySendError::Full(env)) => Ok(Some(Box::pin(async move {
                 let _ = self.push_waiting(env).await;
             }))),

@@ -42,6 +42,10 @@ pub trait Unmarshal: Sized + Send + 'static {
         let _ = method;
         false
     }
+
+    /// Answers this message's caller with `err`: the message was refused (its
+    /// actor's mailbox is over its cap) and will not run.
+    fn refuse(self, err: CallError);
 }
 
 /// A call's arguments as they arrive: encoded, or moved as a value (between nodes of
