@@ -185,13 +185,25 @@ impl Session {
     }
 }
 
-/// Call ids seen from the peer: everything up to `floor`, plus the ones above it.
-/// Ids are allocated in order per connection, so the set above the floor stays as
-/// small as the calls in flight.
-#[derive(Debug, Default)]
+/// Call ids seen from the peer: every id from 1 below `next`, plus the ones in
+/// `above`, plus 0 if `zero`. Peers allocate ids in order from 1, so the set above
+/// stays as small as the calls in flight; 0 and `u64::MAX` are call ids like any
+/// other (`next` counts past the largest).
+#[derive(Debug)]
 struct Seen {
-    floor: u64,
+    zero: bool,
+    next: u128,
     above: BTreeSet<u64>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            zero: false,
+            next: 1,
+            above: BTreeSet::new(),
+        }
+    }
 }
 
 /// How many out-of-order ids are remembered before the oldest are assumed seen.
@@ -199,23 +211,28 @@ const MAX_ABOVE: usize = 1 << 16;
 
 impl Seen {
     fn first_time(&mut self, id: u64) -> bool {
-        if id <= self.floor || !self.above.insert(id) {
+        if id == 0 {
+            return !std::mem::replace(&mut self.zero, true);
+        }
+        if u128::from(id) < self.next || !self.above.insert(id) {
             return false;
         }
-        while self.above.remove(&(self.floor + 1)) {
-            self.floor += 1;
-        }
+        self.advance();
         if self.above.len() > MAX_ABOVE {
-            // A gap that never fills (a lost call): move the floor past it.
-            if let Some(&lowest) = self.above.iter().next() {
-                self.floor = lowest;
-                self.above.remove(&lowest);
-                while self.above.remove(&(self.floor + 1)) {
-                    self.floor += 1;
-                }
+            // A gap that never fills (a lost call): move past it.
+            if let Some(lowest) = self.above.pop_first() {
+                self.next = u128::from(lowest) + 1;
+                self.advance();
             }
         }
         true
+    }
+
+    /// Moves `next` over the ids seen just above it.
+    fn advance(&mut self) {
+        while u64::try_from(self.next).is_ok_and(|next| self.above.remove(&next)) {
+            self.next += 1;
+        }
     }
 }
 
@@ -273,6 +290,18 @@ mod tests {
     }
 
     #[test]
+    fn call_ids_zero_and_max_are_calls_like_any_other() {
+        let (_a, mut b) = pair();
+        for id in [0, u64::MAX, 1, u64::MAX - 1] {
+            assert!(
+                matches!(b.receive(call(id)), Ok(Incoming::Call { .. })),
+                "{id}"
+            );
+            assert_eq!(b.receive(call(id)), Ok(Incoming::Nothing), "again {id}");
+        }
+    }
+
+    #[test]
     fn a_duplicate_call_is_delivered_once() {
         let (mut a, mut b) = pair();
         let id = a.next_call_id();
@@ -295,7 +324,7 @@ mod tests {
         for id in 1..=5 {
             assert_eq!(b.receive(call(id)), Ok(Incoming::Nothing), "{id}");
         }
-        assert_eq!(b.seen.floor, 5);
+        assert_eq!(b.seen.next, 6);
         assert!(b.seen.above.is_empty());
     }
 
