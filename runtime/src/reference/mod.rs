@@ -220,7 +220,9 @@ impl<M: Send + 'static> RefCore<M> {
                     chain: chain_for_call(),
                     once: 0,
                 };
-                let answer = match remote.prepare(Some(&conn), args)? {
+                // One context for the arguments and the answer.
+                let cx = remote.cx(Some(conn.clone()))?;
+                let answer = match RemoteRoute::prepare(&cx, args)? {
                     Payload::Bytes(bytes) => {
                         let args = Args::Encoded(&bytes);
                         remote.ask(&conn, T::ID, args, tags, self.timeout).await
@@ -234,9 +236,7 @@ impl<M: Send + 'static> RefCore<M> {
                     CallError::Cycle { .. } => cycle::<T>(),
                     other => other,
                 })?;
-                remote
-                    .cx(Some(conn.clone()))?
-                    .enter(|| answer_into(answer, &conn.limits))
+                cx.enter(|| answer_into(answer, &conn.limits))
             }
         }
     }
@@ -263,7 +263,7 @@ impl<M: Send + 'static> RefCore<M> {
             once: fresh_chain(),
         };
         // Encoded once: the same bytes go with every attempt.
-        let Payload::Bytes(bytes) = remote.prepare(None, args)? else {
+        let Payload::Bytes(bytes) = RemoteRoute::prepare(&remote.cx(None)?, args)? else {
             unreachable!("arguments prepared without a connection are encoded");
         };
         loop {

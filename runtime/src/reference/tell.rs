@@ -1,6 +1,7 @@
 //! The one-way call (tell): a future with a fast path that never allocates.
 
 use crate::remote::connection::CallTags;
+use crate::remote::RemoteRoute;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -59,7 +60,9 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 reply: ReplyTo::nobody(),
             })),
             Route::Remote(remote) => {
-                let prepared = remote.prepare(remote.conn_now().as_ref(), args);
+                let prepared = remote
+                    .cx(remote.conn_now())
+                    .and_then(|cx| RemoteRoute::prepare(&cx, args));
                 TellState::Remote(T::ID, prepared)
             }
         };

@@ -5,7 +5,6 @@
 //! The generated code calls these functions; the logic stays here.
 
 use std::any::{Any, TypeId};
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -381,25 +380,21 @@ pub(crate) struct MarshalCx {
     pub(crate) conn: Option<Arc<Connection>>,
 }
 
-thread_local! {
-    static CURRENT: RefCell<Option<MarshalCx>> = const { RefCell::new(None) };
+scoped_tls::scoped_thread_local! {
+    /// The context of the call being marshalled on this thread, lent for the
+    /// duration of [`MarshalCx::enter`] (not cloned: most calls carry no reference).
+    static CURRENT: MarshalCx
 }
 
 impl MarshalCx {
     /// Runs `f` with this context current (for the serde impls of references).
     pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
-        struct Restore(Option<MarshalCx>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                CURRENT.with(|c| *c.borrow_mut() = self.0.take());
-            }
-        }
-        let _restore = Restore(previous);
-        f()
+        CURRENT.set(self, f)
     }
 
+    /// The context current on this thread, if any (a reference being marshalled
+    /// takes its own copy).
     pub(crate) fn current() -> Option<MarshalCx> {
-        CURRENT.with(|c| c.borrow().clone())
+        CURRENT.is_set().then(|| CURRENT.with(MarshalCx::clone))
     }
 }

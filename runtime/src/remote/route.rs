@@ -142,18 +142,17 @@ impl RemoteRoute {
         }
     }
 
-    /// Makes `args` ready to go over `conn` (None: not connected yet): between
-    /// nodes of one process a value without references moves as it is; anything
-    /// else is encoded, its references exported or imported for the peer.
+    /// Makes `args` ready to go over the connection of `cx` (None: not connected
+    /// yet): between nodes of one process a value without references moves as it
+    /// is; anything else is encoded, its references exported or imported for the
+    /// peer.
     pub(crate) fn prepare<T: Method + Serialize>(
-        &self,
-        conn: Option<&Arc<Connection>>,
+        cx: &MarshalCx,
         args: T,
     ) -> Result<Payload, CallError> {
-        if conn.is_some_and(|c| c.carries_values()) && is_plain(&args) {
+        if cx.conn.as_ref().is_some_and(|c| c.carries_values()) && is_plain(&args) {
             return Ok(Payload::Value(Moved::new(args)));
         }
-        let cx = self.cx(conn.cloned())?;
         cx.enter(|| encode_args(&args)).map(Payload::Bytes)
     }
 
