@@ -288,6 +288,12 @@ pub struct NodeStats {
     pub leases_granted: usize,
     /// Objects of other nodes this node holds leases on (has proxies for).
     pub leases_held: usize,
+    /// Monitors this node has on actors of other nodes ([`Node::monitor`] of a
+    /// remote reference, and what is built on it: links, the registry's watch
+    /// over a bound reference), each waiting on a live connection for its actor
+    /// to stop. A lost connection ends its monitors, so this also says when a
+    /// monitor has been set up again after a reconnect.
+    pub monitors: usize,
 }
 
 impl Node {
@@ -563,6 +569,7 @@ impl Node {
             exports: self.inner.host.export_count(),
             leases_granted: self.inner.host.granted_leases().count(),
             leases_held: self.inner.host.held_leases().count(),
+            monitors: self.inner.host.monitor_count(),
         }
     }
 
