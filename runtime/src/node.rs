@@ -436,6 +436,15 @@ impl Node {
         self.inner.host.connect(addr.as_ref()).await
     }
 
+    /// Drops the connection to `peer` as if it had been lost, now (for tests that
+    /// must decide when a loss is noticed, which a silent peer otherwise leaves to
+    /// the keep-alive): calls in flight fail with `NodeDown`, monitors resolve as
+    /// for any loss, later calls dial again. False without a connection.
+    #[doc(hidden)]
+    pub fn disconnect(&self, peer: NodeId) -> bool {
+        self.inner.host.peer(peer).map(|conn| conn.close()).is_ok()
+    }
+
     /// Writes raw bytes to `peer` on the connection's control lane, as a faulty
     /// sender would (for tests of malformed input). False without a connection.
     #[doc(hidden)]
