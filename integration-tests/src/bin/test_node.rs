@@ -7,11 +7,12 @@
 //! With `--bind NAME` it binds the counter under NAME in a registry (the one served
 //! at `--registry ADDR`, or etcd at `--etcd URL` under `--etcd-prefix P`) with a
 //! lease of `--lease-ms N`, before printing READY. `--ref-lease-ms N` sets the
-//! node's reference lease time.
+//! node's reference lease time, `--peer-timeout-ms N` its peer timeout.
 //!
 //! ```text
 //! remora-test-node --credentials DIR [--listen 127.0.0.1:0]
 //!     [--registry ADDR | --etcd URL --etcd-prefix P] [--bind NAME] [--lease-ms N]
+//!     [--ref-lease-ms N] [--peer-timeout-ms N]
 //! ```
 
 use std::io::Read;
@@ -28,6 +29,7 @@ async fn main() {
     let (mut registry, mut etcd, mut prefix, mut bind, mut lease_ms) =
         (None, None, None, None, 10_000u64);
     let mut ref_lease = None;
+    let mut peer_timeout = None;
     let mut until_signal = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -44,6 +46,14 @@ async fn main() {
                 let ms: u64 = args.next().expect("--ref-lease-ms N").parse().expect("ms");
                 ref_lease = Some(Duration::from_millis(ms));
             }
+            "--peer-timeout-ms" => {
+                let ms: u64 = args
+                    .next()
+                    .expect("--peer-timeout-ms N")
+                    .parse()
+                    .expect("ms");
+                peer_timeout = Some(Duration::from_millis(ms));
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -51,6 +61,9 @@ async fn main() {
     let mut builder = Node::builder().listen(listen).credentials(credentials);
     if let Some(lease) = ref_lease {
         builder = builder.lease(lease);
+    }
+    if let Some(timeout) = peer_timeout {
+        builder = builder.peer_timeout(timeout);
     }
     let node = builder.build().await.expect("node starts");
     let counter: CounterRef = node.spawn(Tally::default());
