@@ -181,6 +181,20 @@ pub trait CounterV2 {
     async fn reset_all(&mut self) -> u64;
 }
 
+/// Waits until `condition` holds, checking it every few milliseconds for at most
+/// [`SAFETY`]; panics naming `what` if it never does. For a state other tasks
+/// reach (a call queued, a monitor in place), not for time to pass.
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + SAFETY;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {SAFETY:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Polls `fut` exactly once (a remote call sends its frame on its first poll).
 pub async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await

@@ -3,20 +3,39 @@
 //! for B); with it, the call that closes the cycle fails at once with
 //! `CallError::Cycle`. On one node, and across nodes over both transports.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use remora::{Actor, CallError};
-use remora_integration_tests::{both_transports, node, reach, three_nodes, Transport};
+use remora::{Actor, CallError, Interface};
+use remora_integration_tests::{
+    both_transports, node, poll_once, reach, three_nodes, until, Transport,
+};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::timeout;
 
 /// Calls the next hop of `path` and returns how many hops answered.
 #[remora::remote]
 pub trait Hop {
     async fn hop(&mut self, path: Vec<HopRef>) -> Result<u32, CallError>;
-    async fn nap(&mut self, ms: u64) -> u32;
+    /// Signals `busy`, then keeps the actor busy until `release` has a permit.
+    async fn hold(&mut self) -> u32;
 }
 
-struct Hopper;
+#[derive(Clone)]
+struct Hopper {
+    busy: Arc<Notify>,
+    release: Arc<Semaphore>,
+}
+
+impl Hopper {
+    fn new() -> Hopper {
+        Hopper {
+            busy: Arc::new(Notify::new()),
+            release: Arc::new(Semaphore::new(0)),
+        }
+    }
+}
+
 impl Actor for Hopper {}
 impl Hop for Hopper {
     async fn hop(&mut self, path: Vec<HopRef>) -> Result<u32, CallError> {
@@ -26,8 +45,9 @@ impl Hop for Hopper {
         }
     }
 
-    async fn nap(&mut self, ms: u64) -> u32 {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+    async fn hold(&mut self) -> u32 {
+        self.busy.notify_one();
+        self.release.acquire().await.expect("never closed").forget();
         1
     }
 }
@@ -44,8 +64,11 @@ fn cycle() -> CallError {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_on_one_node_fails_fast() {
     let node = node().await;
-    let (a, b, c): (HopRef, HopRef, HopRef) =
-        (node.spawn(Hopper), node.spawn(Hopper), node.spawn(Hopper));
+    let (a, b, c): (HopRef, HopRef, HopRef) = (
+        node.spawn(Hopper::new()),
+        node.spawn(Hopper::new()),
+        node.spawn(Hopper::new()),
+    );
     // No cycle: A → B → C.
     assert_eq!(a.hop(vec![b.clone(), c.clone()]).await, Ok(Ok(2)));
     // Two actors: A → B → A.
@@ -66,21 +89,32 @@ async fn a_cycle_on_one_node_fails_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_actor_queues_calls_of_other_chains() {
     let node = node().await;
-    let (a, b): (HopRef, HopRef) = (node.spawn(Hopper), node.spawn(Hopper));
-    // A is busy napping (one chain) while B's call (another chain) arrives: it waits
-    // its turn, it is not a cycle.
-    let napping = tokio::spawn({
+    let held = Hopper::new();
+    let (a, b): (HopRef, HopRef) = (node.spawn(held.clone()), node.spawn(Hopper::new()));
+    // A is busy (one chain, on another task) when B's call (another chain) reaches
+    // it: the call waits its turn in A's mailbox, it is not a cycle.
+    let holding = tokio::spawn({
         let a = a.clone();
-        async move { a.nap(200).await }
+        async move { a.hold().await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(b.hop(vec![a.clone()]).await, Ok(Ok(1)));
-    assert_eq!(napping.await.unwrap(), Ok(1));
+    timeout(FAST, held.busy.notified()).await.unwrap();
+    let mut through_b = Box::pin(b.hop(vec![a.clone()]));
+    assert!(
+        poll_once(&mut through_b).await.is_pending(),
+        "B's call to the busy A waits; refused as a cycle, it would be answered at once"
+    );
+    until("B's call waits in A's mailbox", || {
+        Interface::core(&a).mailbox_depth() == 1
+    })
+    .await;
+    held.release.add_permits(1);
+    assert_eq!(timeout(FAST, holding).await.unwrap().unwrap(), Ok(1));
+    assert_eq!(timeout(FAST, through_b).await, Ok(Ok(Ok(1))));
 }
 
 async fn a_cycle_across_nodes_fails_fast(transport: Transport) {
     let (nodes, _wires) = three_nodes(transport).await;
-    let hoppers: Vec<HopRef> = nodes.iter().map(|n| n.spawn(Hopper)).collect();
+    let hoppers: Vec<HopRef> = nodes.iter().map(|n| n.spawn(Hopper::new())).collect();
     // Node 0 holds proxies to the others' hoppers.
     let (b, c) = (
         reach(&nodes[0], &nodes[1], &hoppers[1]),

@@ -149,29 +149,50 @@ async fn a_reference_to_a_restarted_node_fails_instead_of_reaching_new_actors() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monitor_of_an_actor_on_a_restarted_node_says_so() {
+    // A silent peer is given up after the smaller of the two peer timeouts: at a
+    // minute on both sides, the client cannot notice the loss by itself during
+    // the test. It notices when the test disconnects, once the new node is up.
+    const PATIENT: Duration = Duration::from_secs(60);
+    let patient = PATIENT.as_millis().to_string();
     let dir = cluster();
-    let mut first = ChildNode::spawn(TEST_NODE, dir.path());
-    let client = client_of(dir.path()).await;
+    let mut first = ChildNode::spawn_with(TEST_NODE, dir.path(), &["--peer-timeout-ms", &patient]);
+    let client = Node::builder()
+        .credentials(dir.path())
+        .peer_timeout(PATIENT)
+        .build()
+        .await
+        .unwrap();
     client.connect(&first.addr).await.unwrap();
     let old: CounterRef = client.reference(first.id, first.counter).unwrap();
     assert_eq!(old.add(1).await, Ok(1));
-    let watching = client.monitor(&old);
-    let node_watch = client.monitor_node(first.id);
+    // Both monitors watch (on tasks of their own, as a user's would) before the
+    // node goes.
+    let watching = tokio::spawn(client.monitor(&old));
+    let node_watch = tokio::spawn(client.monitor_node(first.id));
+    until("the monitor is in place", || client.stats().monitors == 1).await;
     let addr = first.addr.clone();
     first.kill();
-    // Back on the same address before the client can notice the loss (its
-    // keep-alive needs a third of the 3 s peer timeout): a restart, not a crash.
-    let second = ChildNode::spawn_at(TEST_NODE, dir.path(), &addr);
+    // Back on the same address (READY: it listens) before the client notices the
+    // loss: a restart, not a crash.
+    let second = ChildNode::spawn_with(
+        TEST_NODE,
+        dir.path(),
+        &["--listen", &addr, "--peer-timeout-ms", &patient],
+    );
+    assert_ne!(second.id, first.id);
+    assert!(
+        client.disconnect(first.id),
+        "the client noticed the loss before the restart"
+    );
     let node = first.id;
     assert_eq!(
-        timeout(SAFETY, watching).await,
-        Ok(StopReason::NodeRestarted { node })
+        timeout(SAFETY, watching).await.unwrap().unwrap(),
+        StopReason::NodeRestarted { node }
     );
     assert_eq!(
-        timeout(SAFETY, node_watch).await,
-        Ok(StopReason::NodeRestarted { node })
+        timeout(SAFETY, node_watch).await.unwrap().unwrap(),
+        StopReason::NodeRestarted { node }
     );
-    drop(second);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

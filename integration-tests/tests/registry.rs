@@ -513,12 +513,16 @@ async fn a_binding_of_another_nodes_object_survives_a_blip_but_not_its_loss() {
         .await
         .unwrap();
 
-    // The connection drops (once the binding's monitor is watching over it) and
-    // comes back at once: the name stays.
-    sleep(Duration::from_millis(300)).await;
+    // The connection drops once the binding's monitor watches over it, and comes
+    // back at once: the binding watches again over the new connection (a binding
+    // that took the blip for a loss would have removed the name instead), and the
+    // name stays.
+    let monitors = || binder.stats().monitors;
+    until("the binding's monitor watches", || monitors() == 1).await;
     wire.cut();
+    until("the cut ends the monitor", || monitors() == 0).await;
     let wire = inproc::connect(&binder, &host).await.unwrap();
-    sleep(Duration::from_secs(3)).await;
+    until("the binding watches again", || monitors() == 1).await;
     let found: CounterRef = registry.lookup("far").await.expect("still bound");
     assert_eq!(found.add(1).await, Ok(1));
 

@@ -295,6 +295,12 @@ pub struct NodeStats {
     pub connections: usize,
     /// Bytes read from other nodes over the connections open now.
     pub bytes_received: u64,
+    /// Monitors this node has on actors of other nodes ([`Node::monitor`] of a
+    /// remote reference, and what is built on it: links, the registry's watch
+    /// over a bound reference), each waiting on a live connection for its actor
+    /// to stop. A lost connection ends its monitors, so this also says when a
+    /// monitor has been set up again after a reconnect.
+    pub monitors: usize,
 }
 
 impl Node {
@@ -437,6 +443,15 @@ impl Node {
         self.inner.host.connect(addr.as_ref()).await
     }
 
+    /// Drops the connection to `peer` as if it had been lost, now (for tests that
+    /// must decide when a loss is noticed, which a silent peer otherwise leaves to
+    /// the keep-alive): calls in flight fail with `NodeDown`, monitors resolve as
+    /// for any loss, later calls dial again. False without a connection.
+    #[doc(hidden)]
+    pub fn disconnect(&self, peer: NodeId) -> bool {
+        self.inner.host.peer(peer).map(|conn| conn.close()).is_ok()
+    }
+
     /// Writes raw bytes to `peer` on the connection's control lane, as a faulty
     /// sender would (for tests of malformed input). False without a connection.
     #[doc(hidden)]
@@ -572,6 +587,7 @@ impl Node {
             leases_held: self.inner.host.held_leases().count(),
             connections: self.inner.host.connection_count(),
             bytes_received: self.inner.host.bytes_received(),
+            monitors: self.inner.host.monitor_count(),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use remora::rt::Method;
 use remora::{stable_id, Actor, CallError, Interface, Mailbox, Node, SpawnOptions};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::timeout;
 
 const SAFETY: Duration = Duration::from_secs(5);
@@ -34,6 +34,9 @@ pub trait Recorder {
     async fn record_from(&mut self, sender: u32, seq: u32);
     async fn values(&self) -> Vec<u64>;
     async fn by_sender(&self) -> Vec<(u32, u32)>;
+    /// Keeps the actor busy until its brake is released (see [`Brake`]).
+    #[oneway]
+    async fn pause(&mut self);
 }
 
 #[remora::remote]
@@ -93,6 +96,38 @@ impl Counter for Tally {
 struct Log {
     values: Vec<u64>,
     senders: Vec<(u32, u32)>,
+    brake: Brake,
+}
+
+/// Holds an actor in a handler until the test lets go, so that whatever is sent
+/// to it meanwhile has to wait in its mailbox (an idle actor runs a call on the
+/// caller's task instead, and its mailbox is never used).
+#[derive(Clone)]
+struct Brake {
+    /// Notified once the handler holding the actor has started.
+    engaged: Arc<Notify>,
+    /// The handler returns once this has a permit.
+    release: Arc<Semaphore>,
+}
+
+impl Default for Brake {
+    fn default() -> Self {
+        Brake {
+            engaged: Arc::new(Notify::new()),
+            release: Arc::new(Semaphore::new(0)),
+        }
+    }
+}
+
+impl Brake {
+    async fn hold(&self) {
+        self.engaged.notify_one();
+        self.release.acquire().await.expect("never closed").forget();
+    }
+
+    fn release(&self) {
+        self.release.add_permits(1);
+    }
 }
 impl Actor for Log {}
 impl Recorder for Log {
@@ -111,6 +146,9 @@ impl Recorder for Log {
     }
     async fn by_sender(&self) -> Vec<(u32, u32)> {
         self.senders.clone()
+    }
+    async fn pause(&mut self) {
+        self.brake.hold().await;
     }
 }
 
@@ -206,6 +244,35 @@ async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
 }
 
+/// A `Log` with `mailbox`, held busy in `pause` (it has started: the brake is
+/// engaged) until the returned brake is released; nothing is queued yet.
+async fn busy_log(node: &Node, mailbox: Mailbox) -> (RecorderRef, Brake) {
+    let brake = Brake::default();
+    let log = Log {
+        brake: brake.clone(),
+        ..Log::default()
+    };
+    let r: RecorderRef = node.spawn_with(log, SpawnOptions::new().mailbox(mailbox));
+    r.pause().await.unwrap();
+    timeout(SAFETY, brake.engaged.notified()).await.unwrap();
+    assert_eq!(depth(&r), 0);
+    (r, brake)
+}
+
+fn depth(r: &RecorderRef) -> usize {
+    Interface::core(r).mailbox_depth()
+}
+
+/// Checks `condition` until it holds, for at most `SAFETY` (a wait for other
+/// tasks to reach a state, not for time to pass).
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + SAFETY;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[tokio::test]
 async fn asks_return_the_handlers_values() {
     let node = node().await;
@@ -240,17 +307,45 @@ async fn methods_with_no_args_several_args_tuples_and_default_bodies() {
     );
 }
 
+/// Sends `0..n` from one sender to a busy `r`: queued without waiting while there
+/// is room (all of them, or none for a rendezvous mailbox), then one that has to
+/// wait for room, then (once `brake` is released) the rest. Returns how many were
+/// queued before the release.
+async fn send_to_busy(r: &RecorderRef, brake: &Brake, n: u64) -> u64 {
+    let mut sent = 0;
+    while sent < n && r.record(sent).try_tell().is_ok() {
+        sent += 1;
+    }
+    let queued = sent;
+    assert_eq!(
+        depth(r),
+        queued as usize,
+        "every tell so far waits in the mailbox"
+    );
+    if sent < n {
+        // Unconstrained: out of budget, the first poll would not even try to send.
+        let mut waiting = r.record(sent);
+        let first_poll = tokio::task::unconstrained(poll_once(&mut waiting)).await;
+        assert!(first_poll.is_pending(), "no room: this tell waits");
+        brake.release();
+        timeout(SAFETY, waiting).await.unwrap().unwrap();
+        sent += 1;
+    } else {
+        brake.release();
+    }
+    for v in sent..n {
+        r.record(v).await.unwrap();
+    }
+    queued
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tells_from_one_sender_arrive_in_order_through_a_small_mailbox() {
     let node = node().await;
-    // A small mailbox makes most tells wait for room: order must survive that too.
-    let r: RecorderRef = node.spawn_with(
-        Log::default(),
-        SpawnOptions::new().mailbox(Mailbox::bounded(8)),
-    );
-    for n in 0..1000 {
-        r.record(n).await.unwrap();
-    }
+    // A small mailbox in front of a busy actor: the first tells queue, the next
+    // waits for room, and order must survive both.
+    let (r, brake) = busy_log(&node, Mailbox::bounded(8)).await;
+    assert_eq!(send_to_busy(&r, &brake, 1000).await, 8);
     let values = timeout(SAFETY, r.values()).await.unwrap().unwrap();
     assert_eq!(values, (0..1000).collect::<Vec<u64>>());
 }
@@ -258,16 +353,14 @@ async fn tells_from_one_sender_arrive_in_order_through_a_small_mailbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tells_from_one_sender_arrive_in_order_for_every_mailbox_kind() {
     let node = node().await;
-    for mailbox in [
-        Mailbox::rendezvous(),
-        Mailbox::bounded(1),
-        Mailbox::default(),
-        Mailbox::unbounded(),
+    for (mailbox, queued) in [
+        (Mailbox::rendezvous(), 0),
+        (Mailbox::bounded(1), 1),
+        (Mailbox::default(), 300),
+        (Mailbox::unbounded(), 300),
     ] {
-        let r: RecorderRef = node.spawn_with(Log::default(), SpawnOptions::new().mailbox(mailbox));
-        for n in 0..300 {
-            r.record(n).await.unwrap();
-        }
+        let (r, brake) = busy_log(&node, mailbox).await;
+        assert_eq!(send_to_busy(&r, &brake, 300).await, queued, "{mailbox:?}");
         let values = timeout(SAFETY, r.values()).await.unwrap().unwrap();
         assert_eq!(values, (0..300).collect::<Vec<u64>>(), "{mailbox:?}");
     }
@@ -276,16 +369,31 @@ async fn tells_from_one_sender_arrive_in_order_for_every_mailbox_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_tells_and_asks_keep_the_senders_order() {
     let node = node().await;
-    let r: RecorderRef = node.spawn(Log::default());
-    for n in 0..300u64 {
-        if n % 3 == 0 {
-            // Every earlier tell has been handled by the time this ask runs.
-            assert_eq!(r.record_ask(n).await, Ok(n as usize + 1));
-        } else if n % 3 == 1 {
-            r.record(n).try_tell().unwrap();
-        } else {
-            r.record(n).await.unwrap();
+    let (r, brake) = busy_log(&node, Mailbox::default()).await;
+    // While the actor is busy every call queues, the asks too (an ask is in the
+    // mailbox once its first poll returns). The budget is lifted: a task out of
+    // it would defer the sends instead of making them.
+    let asks = tokio::task::unconstrained(async {
+        let mut asks = Vec::new();
+        for n in 0..300u64 {
+            match n % 3 {
+                0 => {
+                    let mut ask = Box::pin(r.record_ask(n));
+                    assert!(poll_once(&mut ask).await.is_pending());
+                    asks.push((n, ask));
+                }
+                1 => r.record(n).try_tell().unwrap(),
+                _ => r.record(n).await.unwrap(),
+            }
+            assert_eq!(depth(&r), n as usize + 1, "call {n} waits in the mailbox");
         }
+        asks
+    })
+    .await;
+    brake.release();
+    for (n, ask) in asks {
+        // Every call queued before the ask has been handled when it runs.
+        assert_eq!(timeout(SAFETY, ask).await.unwrap(), Ok(n as usize + 1));
     }
     assert_eq!(r.values().await, Ok((0..300).collect::<Vec<u64>>()));
 }
@@ -295,10 +403,7 @@ async fn each_senders_messages_stay_in_order_among_concurrent_senders() {
     const SENDERS: u32 = 4;
     const PER_SENDER: u32 = 250;
     let node = node().await;
-    let r: RecorderRef = node.spawn_with(
-        Log::default(),
-        SpawnOptions::new().mailbox(Mailbox::bounded(16)),
-    );
+    let (r, brake) = busy_log(&node, Mailbox::bounded(16)).await;
     let mut tasks = Vec::new();
     for sender in 0..SENDERS {
         let r = r.clone();
@@ -308,6 +413,9 @@ async fn each_senders_messages_stay_in_order_among_concurrent_senders() {
             }
         }));
     }
+    // The senders fill the mailbox of the busy actor and wait for room.
+    until("the senders filled the mailbox", || depth(&r) == 16).await;
+    brake.release();
     for task in tasks {
         timeout(SAFETY, task).await.unwrap().unwrap();
     }

@@ -598,6 +598,11 @@ impl Connection {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Our monitors of the peer's objects, still waiting (none once closed).
+    pub(crate) fn monitors(&self) -> usize {
+        self.state.lock().core.monitors()
+    }
+
     /// Resolves once the connection is closed.
     pub(crate) async fn closed(&self) {
         let notified = self.closed_notify.notified();

@@ -360,6 +360,11 @@ impl Host {
         })
     }
 
+    /// Monitors of other nodes' objects waiting on this node's connections.
+    pub(crate) fn monitor_count(&self) -> usize {
+        self.peers.iter().map(|peer| peer.value().monitors()).sum()
+    }
+
     pub(crate) fn held_leases(&self) -> &crate::remote::leases::HeldLeases {
         &self.held
     }

@@ -200,6 +200,11 @@ impl<S: Sinks> Core<S> {
         self.closed
     }
 
+    /// Our monitors of the peer's objects, still waiting.
+    pub(crate) fn monitors(&self) -> usize {
+        self.watching.len()
+    }
+
     /// Calls waiting for a reply.
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
