@@ -352,7 +352,10 @@ async fn an_oversize_argument_is_refused_and_the_connection_keeps_working() {
     let counter: CounterRef = server.spawn(Tally::default());
     let remote: CounterRef = reach(&client, &server, &counter);
     let err = remote.echo_bytes(vec![7; 100 * 1024]).await.unwrap_err();
-    assert!(matches!(err, CallError::Marshalling { .. }), "{err:?}");
+    assert!(
+        matches!(err, CallError::TooLarge { max: 65536, .. }),
+        "{err:?}"
+    );
     assert!(!err.may_have_executed());
     assert_eq!(remote.add(1).await, Ok(1), "the connection still works");
 }

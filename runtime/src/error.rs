@@ -81,10 +81,10 @@ pub enum CallError {
         /// What the codec said.
         reason: String,
     },
-    /// The call is larger than the node it goes to accepts in one frame (that
-    /// node's `NodeBuilder::max_frame_size`, which it announces when connecting);
-    /// it was not sent.
-    #[error("the call is {len} bytes, over the {max}-byte frame limit of the node it goes to; it was not sent (raise that node's max_frame_size, or pass less per call)")]
+    /// The call is larger than one frame of its connection may be: the smaller
+    /// of both nodes' `NodeBuilder::max_frame_size` (a node announces its own
+    /// when connecting). It was not sent.
+    #[error("the call is {len} bytes, over the {max}-byte frame limit of its connection (the smaller of both nodes' max_frame_size); it was not sent (raise max_frame_size, or pass less per call)")]
     TooLarge {
         /// The size of the call's frame, in bytes.
         len: usize,
