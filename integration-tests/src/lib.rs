@@ -5,6 +5,7 @@ use std::time::Duration;
 use remora::{Actor, Node};
 
 pub mod etcd;
+pub mod raw;
 
 /// Safety net for awaits that must complete; never a performance bound.
 pub const SAFETY: Duration = Duration::from_secs(10);

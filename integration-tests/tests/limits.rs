@@ -112,3 +112,36 @@ async fn eventually(done: impl Fn() -> bool, what: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A member that completes TLS but never sends its `Hello` is dropped after the
+/// peer timeout (its own keep-alive pings would keep it forever otherwise), and
+/// the node goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_says_hello_is_dropped_after_the_peer_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    remora::Credentials::create_cluster(dir.path()).unwrap();
+    let server = Node::builder()
+        .credentials(dir.path())
+        .listen("127.0.0.1:0")
+        .peer_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let addr = server.listen_addr().unwrap();
+    let silent = remora_integration_tests::raw::RawPeer::connect(dir.path(), "silent", addr).await;
+    let closed = timeout(SAFETY, silent.conn.closed())
+        .await
+        .expect("the node closed the silent member's connection");
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(close) if close.reason.as_ref() == b"no Hello in time"),
+        "{closed:?}"
+    );
+    assert_eq!(server.stats().connections, 0);
+    // A member that does say Hello is served.
+    let client = Node::builder()
+        .credentials(dir.path())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(client.connect(addr.to_string()).await, Ok(server.id()));
+}

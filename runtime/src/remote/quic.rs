@@ -44,6 +44,8 @@ pub(crate) struct QuicConfig {
 pub(crate) struct Endpoint {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
+    /// How long an authenticated peer has to send its `Hello` (the peer timeout).
+    hello_within: Duration,
 }
 
 fn transport(config: &QuicConfig) -> Result<quinn::TransportConfig, String> {
@@ -110,7 +112,11 @@ impl Endpoint {
 
         let endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-        Ok(Endpoint { endpoint, client })
+        Ok(Endpoint {
+            endpoint,
+            client,
+            hello_within: config.idle_timeout,
+        })
     }
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
@@ -120,6 +126,7 @@ impl Endpoint {
     /// Accepts peers until the endpoint closes.
     pub(crate) fn spawn_acceptor(&self, node: Weak<Host>, limits: Limits) {
         let endpoint = self.endpoint.clone();
+        let hello_within = self.hello_within;
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let node = node.clone();
@@ -127,7 +134,9 @@ impl Endpoint {
                     let remote = incoming.remote_address();
                     match incoming.await {
                         Ok(quic) => {
-                            if let Err(err) = establish(node, quic, false, limits).await {
+                            if let Err(err) =
+                                establish(node, quic, false, limits, hello_within).await
+                            {
                                 tracing::warn!(%remote, %err, "refused an incoming connection");
                             }
                         }
@@ -155,7 +164,7 @@ impl Endpoint {
             .connect_with(self.client.clone(), addr, NODE_NAME)
             .map_err(|e| failed(e.to_string()))?;
         let quic = connecting.await.map_err(|e| failed(e.to_string()))?;
-        establish(node, quic, true, limits)
+        establish(node, quic, true, limits, self.hello_within)
             .await
             .map_err(|e| match e {
                 CallError::ConnectFailed { reason, .. } => failed(reason),
@@ -174,6 +183,7 @@ async fn establish(
     quic: quinn::Connection,
     dialer: bool,
     limits: Limits,
+    hello_within: Duration,
 ) -> Result<Arc<Connection>, CallError> {
     let failed = |reason: String| CallError::ConnectFailed {
         node: None,
@@ -183,42 +193,19 @@ async fn establish(
     let me = node
         .upgrade()
         .ok_or_else(|| failed("node shut down".into()))?;
-    let (mut send, mut recv) = if dialer {
-        quic.open_bi().await
-    } else {
-        quic.accept_bi().await
-    }
-    .map_err(|e| failed(e.to_string()))?;
-    let listen = me.listen_addr().map(|a| a.to_string());
-    let mut session = Session::new(me.id(), me.incarnation(), listen, limits.max_frame);
-    let mut hello = Vec::new();
-    encode(&session.hello(), &mut hello, &limits).map_err(|e| failed(e.to_string()))?;
-    send.write_all(&hello)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-
-    // Read up to the peer's Hello; whatever follows it stays in `reader`.
-    let mut reader = FrameReader::new(limits);
-    let peer = loop {
-        if let Some(frame) = reader.next_frame().map_err(|e| failed(e.to_string()))? {
-            match session.receive(frame) {
-                Ok(Incoming::Ready(peer)) => break peer,
-                Err(SessionError::Refused(err)) => {
-                    quic.close(CLOSE_PROTOCOL.into(), err.to_string().as_bytes());
-                    return Err(err);
-                }
-                _ => return Err(failed("protocol violation in the handshake".into())),
-            }
-        }
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => reader
-                .extend(&chunk.bytes)
-                .map_err(|e| failed(e.to_string()))?,
-            Ok(None) => return Err(failed("the peer closed the handshake".into())),
-            Err(e) => return Err(failed(e.to_string())),
+    // A peer that completed TLS but never says Hello is not kept (the keep-alive
+    // alone would keep it forever): it gets the peer timeout to do so.
+    let greeted = tokio::time::timeout(hello_within, greet(&quic, &me, dialer, limits)).await;
+    let (send, recv, session, reader, peer) = match greeted {
+        Ok(greeted) => greeted.map_err(|e| match e {
+            CallError::ConnectFailed { reason, .. } => failed(reason),
+            other => other,
+        })?,
+        Err(_) => {
+            quic.close(CLOSE_PROTOCOL.into(), b"no Hello in time");
+            return Err(failed(format!("no Hello within {hello_within:?}")));
         }
     };
-
     let identity = peer_name(&quic);
     let transport = Arc::new(QuicTransport {
         quic: quic.clone(),
@@ -259,6 +246,67 @@ async fn establish(
         }
     });
     Ok(kept)
+}
+
+/// The Remora handshake on an authenticated QUIC connection: the control stream
+/// (opened by the dialer), our `Hello` out, the peer's in. Whatever followed the
+/// peer's `Hello` stays in the returned reader.
+async fn greet(
+    quic: &quinn::Connection,
+    me: &Host,
+    dialer: bool,
+    limits: Limits,
+) -> Result<
+    (
+        quinn::SendStream,
+        quinn::RecvStream,
+        Session,
+        FrameReader,
+        crate::wire::Hello,
+    ),
+    CallError,
+> {
+    let failed = |reason: String| CallError::ConnectFailed {
+        node: None,
+        addr: Some(quic.remote_address().to_string()),
+        reason,
+    };
+    let (mut send, mut recv) = if dialer {
+        quic.open_bi().await
+    } else {
+        quic.accept_bi().await
+    }
+    .map_err(|e| failed(e.to_string()))?;
+    let listen = me.listen_addr().map(|a| a.to_string());
+    let mut session = Session::new(me.id(), me.incarnation(), listen, limits.max_frame);
+    let mut hello = Vec::new();
+    encode(&session.hello(), &mut hello, &limits).map_err(|e| failed(e.to_string()))?;
+    send.write_all(&hello)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+
+    // Read up to the peer's Hello; whatever follows it stays in `reader`.
+    let mut reader = FrameReader::new(limits);
+    let peer = loop {
+        if let Some(frame) = reader.next_frame().map_err(|e| failed(e.to_string()))? {
+            match session.receive(frame) {
+                Ok(Incoming::Ready(peer)) => break peer,
+                Err(SessionError::Refused(err)) => {
+                    quic.close(CLOSE_PROTOCOL.into(), err.to_string().as_bytes());
+                    return Err(err);
+                }
+                _ => return Err(failed("protocol violation in the handshake".into())),
+            }
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => reader
+                .extend(&chunk.bytes)
+                .map_err(|e| failed(e.to_string()))?,
+            Ok(None) => return Err(failed("the peer closed the handshake".into())),
+            Err(e) => return Err(failed(e.to_string())),
+        }
+    };
+    Ok((send, recv, session, reader, peer))
 }
 
 /// The peer's name: the Common Name of the certificate it presented, which the TLS
