@@ -360,6 +360,35 @@ async fn an_oversize_argument_is_refused_and_the_connection_keeps_working() {
     assert_eq!(remote.add(1).await, Ok(1), "the connection still works");
 }
 
+/// A reply over the caller's frame limit: the call ran, and the error says so
+/// (retrying it is not safe); the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_over_the_frame_limit_is_reply_failed_and_the_call_ran() {
+    let server = node().await;
+    let client = Node::builder()
+        .max_frame_size(64 * 1024)
+        .build()
+        .await
+        .unwrap();
+    let _wire = inproc::connect_serializing(&client, &server).await.unwrap();
+    let counter: CounterRef = server.spawn(Tally::default());
+    let remote: CounterRef = reach(&client, &server, &counter);
+    // 10 000 values of up to 9 bytes each: a reply of about 80 KiB.
+    for n in 0..10_000u64 {
+        remote.bump((1 << 33) + n).await.unwrap();
+    }
+    let err = remote.seen().await.unwrap_err();
+    assert!(matches!(err, CallError::ReplyFailed { .. }), "{err:?}");
+    assert!(err.may_have_executed(), "it ran");
+    assert!(err.to_string().contains("the call ran"), "{err}");
+    assert_eq!(counter.seen().await.map(|seen| seen.len()), Ok(10_000));
+    assert_eq!(
+        remote.add(0).await.map(|_| ()),
+        Ok(()),
+        "the connection still works"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_values_move_unencoded_and_references_are_still_marshalled() {
     let server = node().await;

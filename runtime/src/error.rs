@@ -81,6 +81,18 @@ pub enum CallError {
         /// What the codec said.
         reason: String,
     },
+    /// The call ran, but its reply could not be passed back: the value did not
+    /// encode or decode as its declared type, or it is larger than one frame of
+    /// the connection may be. Whatever the call did, it did.
+    #[error(
+        "the call ran, but its reply of type `{type_name}` could not be passed back: {reason}"
+    )]
+    ReplyFailed {
+        /// The reply's Rust type (as the side that failed names it).
+        type_name: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The call is larger than one frame of its connection may be: the smaller
     /// of both nodes' `NodeBuilder::max_frame_size` (a node announces its own
     /// when connecting). It was not sent.
@@ -162,7 +174,7 @@ impl CallError {
             | CallError::NodeDown {
                 may_have_executed, ..
             } => *may_have_executed,
-            CallError::Panicked { .. } => true,
+            CallError::Panicked { .. } | CallError::ReplyFailed { .. } => true,
             CallError::ActorStopped
             | CallError::MailboxFull { .. }
             | CallError::Overloaded { .. }

@@ -951,6 +951,8 @@ fn call_error() -> impl Strategy<Value = CallError> {
         (any::<u32>(), any::<u32>())
             .prop_map(|(ours, theirs)| CallError::VersionMismatch { ours, theirs }),
         (any::<usize>(), any::<usize>()).prop_map(|(len, max)| CallError::TooLarge { len, max }),
+        ("[a-z:]{0,12}", "[a-z ]{0,24}")
+            .prop_map(|(type_name, reason)| CallError::ReplyFailed { type_name, reason }),
     ]
 }
 

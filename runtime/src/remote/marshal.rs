@@ -312,8 +312,7 @@ pub fn encode_reply<T: Serialize + 'static>(value: &T) -> Result<Vec<u8>, CallEr
         Some(bytes) => encode_value(serde_bytes::Bytes::new(bytes), &mut out),
         None => encode_value(value, &mut out),
     };
-    encoded.map_err(|err| CallError::Marshalling {
-        what: "the reply".to_owned(),
+    encoded.map_err(|err| CallError::ReplyFailed {
         type_name: std::any::type_name::<T>().to_owned(),
         reason: err.to_string(),
     })?;
@@ -333,8 +332,7 @@ pub fn decode_reply<T: DeserializeOwned + 'static>(
     } else {
         decode_value(bytes, limits)
     };
-    decoded.map_err(|reason| CallError::Marshalling {
-        what: "the reply".to_owned(),
+    decoded.map_err(|reason| CallError::ReplyFailed {
         type_name: std::any::type_name::<T>().to_owned(),
         reason,
     })

@@ -559,7 +559,8 @@ pub(crate) fn frame_call(
 
 /// The frame answering the peer's call `call` on `lane`: a pure function, so a
 /// replier runs it outside the driver's lock. A reply too large for a frame is
-/// answered with that error instead, so the caller is never left waiting.
+/// answered with [`CallError::ReplyFailed`] instead (the call ran), so the caller
+/// is never left waiting.
 pub(crate) fn frame_reply(
     limits: &Limits,
     lane: Lane,
@@ -573,8 +574,16 @@ pub(crate) fn frame_reply(
             error: error.clone(),
         },
     };
-    let bytes = encode_frame(limits, &frame)
-        .or_else(|error| encode_frame(limits, &Frame::Error { call, error }));
+    let bytes = encode_frame(limits, &frame).or_else(|error| {
+        let error = match (error, &outcome) {
+            (CallError::Marshalling { reason, .. }, Ok(_)) => CallError::ReplyFailed {
+                type_name: "(encoded)".into(),
+                reason: format!("{reason}, the frame limit of this connection"),
+            },
+            (error, _) => error,
+        };
+        encode_frame(limits, &Frame::Error { call, error })
+    });
     bytes.ok().map(|bytes| Transmit::Frame(lane, bytes))
 }
 
