@@ -339,18 +339,24 @@ async fn a_reference_of_the_wrong_interface_is_an_interface_mismatch(link: Link)
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversize_argument_is_refused_and_the_connection_keeps_working() {
+/// A server, and a client accepting frames of 64 KiB, on a serializing link (every
+/// call framed, as between processes); a counter on the server, and its proxy.
+async fn small_frames() -> (Node, Node, inproc::Wire, CounterRef, CounterRef) {
     let server = node().await;
     let client = Node::builder()
         .max_frame_size(64 * 1024)
         .build()
         .await
         .unwrap();
-    // The serializing mode frames every call, as between processes.
-    let _wire = inproc::connect_serializing(&client, &server).await.unwrap();
+    let wire = inproc::connect_serializing(&client, &server).await.unwrap();
     let counter: CounterRef = server.spawn(Tally::default());
     let remote: CounterRef = reach(&client, &server, &counter);
+    (server, client, wire, counter, remote)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_argument_is_refused_and_the_connection_keeps_working() {
+    let (_server, _client, _wire, _counter, remote) = small_frames().await;
     let err = remote.echo_bytes(vec![7; 100 * 1024]).await.unwrap_err();
     assert!(
         matches!(err, CallError::TooLarge { max: 65536, .. }),
@@ -364,15 +370,7 @@ async fn an_oversize_argument_is_refused_and_the_connection_keeps_working() {
 /// (retrying it is not safe); the connection goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_over_the_frame_limit_is_reply_failed_and_the_call_ran() {
-    let server = node().await;
-    let client = Node::builder()
-        .max_frame_size(64 * 1024)
-        .build()
-        .await
-        .unwrap();
-    let _wire = inproc::connect_serializing(&client, &server).await.unwrap();
-    let counter: CounterRef = server.spawn(Tally::default());
-    let remote: CounterRef = reach(&client, &server, &counter);
+    let (_server, _client, _wire, counter, remote) = small_frames().await;
     // 10 000 values of up to 9 bytes each: a reply of about 80 KiB.
     for n in 0..10_000u64 {
         remote.bump((1 << 33) + n).await.unwrap();

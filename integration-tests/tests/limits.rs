@@ -8,7 +8,7 @@ use remora::remote::inproc;
 use remora::{Actor, CallError, Interface, Mailbox, Node, SpawnOptions};
 use remora_integration_tests::*;
 use tokio::sync::{mpsc, Semaphore};
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 
 #[remora::remote]
 pub trait Gate {
@@ -54,11 +54,10 @@ async fn a_capped_mailbox_refuses_a_remote_ask_as_overloaded(transport: Transpor
         let remote = remote.clone();
         async move { remote.pass(2).await }
     });
-    let deadline = Instant::now() + SAFETY;
-    while Interface::core(&local).mailbox_depth() < 1 {
-        assert!(Instant::now() < deadline, "the second call never queued");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until("the second call queued", || {
+        Interface::core(&local).mailbox_depth() == 1
+    })
+    .await;
     let err = timeout(SAFETY, remote.pass(3)).await.unwrap().unwrap_err();
     assert_eq!(err, CallError::Overloaded { cap: 1 });
     assert!(!err.may_have_executed());
@@ -92,8 +91,10 @@ async fn more_proxies_than_one_renewal_frame_lists_all_stay_alive() {
         let local: CounterRef = server.spawn(Tally::default());
         remotes.push(reach(&client, &server, &local));
     }
-    let all_granted = || server.stats().leases_granted == ACTORS;
-    eventually(all_granted, "every proxy's lease granted").await;
+    until("every proxy's lease granted", || {
+        server.stats().leases_granted == ACTORS
+    })
+    .await;
     // Three leases later (renewed at half of one, a lapsed export is withdrawn
     // within 1.25): still all held, and every actor answers.
     tokio::time::sleep(lease * 3).await;
@@ -102,15 +103,6 @@ async fn more_proxies_than_one_renewal_frame_lists_all_stay_alive() {
         assert_eq!(remote.add(1).await, Ok(1), "actor {n}");
     }
     assert_eq!(server.stats().actors, ACTORS);
-}
-
-/// Waits (at most SAFETY, polling) until `done` holds.
-async fn eventually(done: impl Fn() -> bool, what: &str) {
-    let deadline = Instant::now() + SAFETY;
-    while !done() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A member that completes TLS but never sends its `Hello` is dropped after the
