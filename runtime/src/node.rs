@@ -182,8 +182,7 @@ impl NodeBuilder {
     /// at least 1 KiB). Nodes announce it when they connect: a larger call is
     /// refused with [`CallError::TooLarge`] before it is sent.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        // A handshake must fit, and a lease frame must list at least one object.
-        self.limits.max_frame = bytes.max(1024);
+        self.limits.max_frame = bytes.max(Limits::MIN_MAX_FRAME);
         self
     }
 

@@ -159,10 +159,11 @@ impl<S: Sinks> Core<S> {
             .peer()
             .cloned()
             .expect("a connection core starts after the handshake");
+        // A peer cannot talk us below the smallest limit a node may have (a
+        // handshake and one lease entry fit), whatever its Hello says.
+        let peers = usize::try_from(peer.max_frame).unwrap_or(usize::MAX);
         let limits = Limits {
-            max_frame: limits
-                .max_frame
-                .min(usize::try_from(peer.max_frame).unwrap_or(usize::MAX)),
+            max_frame: limits.max_frame.min(peers.max(Limits::MIN_MAX_FRAME)),
             ..limits
         };
         Core {

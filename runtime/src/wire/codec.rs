@@ -23,6 +23,9 @@ pub struct Limits {
 impl Limits {
     /// The default maximum frame size: 16 MiB.
     pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+    /// The smallest `max_frame` a node may have: a handshake, and a lease frame
+    /// listing one object, always fit.
+    pub const MIN_MAX_FRAME: usize = 1024;
     /// The default maximum nesting depth.
     pub const DEFAULT_MAX_DEPTH: usize = 64;
 }

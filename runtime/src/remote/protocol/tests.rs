@@ -478,3 +478,31 @@ fn an_exactly_once_call_gives_up_at_its_deadline_saying_whether_it_was_sent() {
         "only a lost connection is retried"
     );
 }
+
+#[test]
+fn frames_fit_the_smaller_limit_and_a_peer_cannot_announce_one_below_the_floor() {
+    let core_with_peer_announcing = |announced: usize| {
+        let mut me = Session::new(NodeId::from_u128(1), 10, None, 1 << 20);
+        let mut peer = Session::new(NodeId::from_u128(2), 20, None, announced);
+        me.receive(peer.hello()).expect("hello");
+        peer.receive(me.hello()).expect("hello");
+        TestCore::new(me, Limits::default(), false)
+            .send_limits()
+            .max_frame
+    };
+    assert_eq!(
+        core_with_peer_announcing(64 << 10),
+        64 << 10,
+        "theirs is smaller"
+    );
+    assert_eq!(
+        core_with_peer_announcing(64 << 20),
+        Limits::DEFAULT_MAX_FRAME,
+        "ours is"
+    );
+    assert_eq!(
+        core_with_peer_announcing(0),
+        Limits::MIN_MAX_FRAME,
+        "a lie is floored"
+    );
+}
