@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+mod support;
+
 use remora::rt::Method;
 use remora::{stable_id, Actor, CallError, Interface, Mailbox, Node, SpawnOptions};
+use support::until;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::timeout;
 
@@ -263,16 +266,6 @@ fn depth(r: &RecorderRef) -> usize {
     Interface::core(r).mailbox_depth()
 }
 
-/// Checks `condition` until it holds, for at most `SAFETY` (a wait for other
-/// tasks to reach a state, not for time to pass).
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + SAFETY;
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
 #[tokio::test]
 async fn asks_return_the_handlers_values() {
     let node = node().await;
@@ -414,7 +407,7 @@ async fn each_senders_messages_stay_in_order_among_concurrent_senders() {
         }));
     }
     // The senders fill the mailbox of the busy actor and wait for room.
-    until("the senders filled the mailbox", || depth(&r) == 16).await;
+    until("the senders filled the mailbox", SAFETY, || depth(&r) == 16).await;
     brake.release();
     for task in tasks {
         timeout(SAFETY, task).await.unwrap().unwrap();

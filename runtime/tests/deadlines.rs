@@ -3,11 +3,14 @@
 //! queued, waiting for mailbox room, a receipt, another node), never an `Instant`
 //! overflow panic.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use remora::remote::inproc;
 use remora::{Actor, Interface, Mailbox, Node, SpawnOptions};
+use support::until;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::timeout;
 
@@ -142,26 +145,13 @@ async fn a_lease_and_a_retention_without_end_are_accepted() {
     // The client's lease task runs: it takes the lease, and gives it back once
     // the last reference is gone.
     let minutes = Duration::from_secs(180);
-    eventually(
-        || server.stats().leases_granted == 1,
-        minutes,
-        "lease taken",
-    )
+    until("lease taken", minutes, || {
+        server.stats().leases_granted == 1
+    })
     .await;
     drop(remote);
-    eventually(
-        || server.stats().leases_granted == 0,
-        minutes,
-        "lease released",
-    )
+    until("lease released", minutes, || {
+        server.stats().leases_granted == 0
+    })
     .await;
-}
-
-/// Waits (at most `limit`, polling) until `done` holds.
-async fn eventually(done: impl Fn() -> bool, limit: Duration, what: &str) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
