@@ -27,7 +27,9 @@ pub enum CallError {
     #[error("the actor has stopped; the call did not run")]
     ActorStopped,
     /// The actor's bounded mailbox was full and the call was a `try_tell`. Retry later,
-    /// or use an awaiting `tell` to wait for room.
+    /// or use an awaiting `tell` to wait for room. For an actor on another node,
+    /// `capacity` is the calls its node lets this node have outstanding to it
+    /// ([`Limits::window`](crate::wire::Limits::window)), all in use.
     #[error("the actor's mailbox is full ({capacity} messages); the call did not run")]
     MailboxFull {
         /// The mailbox's capacity.

@@ -186,6 +186,23 @@ impl NodeBuilder {
         self
     }
 
+    /// How many calls another node may have outstanding to one actor of this node
+    /// (default 256, at least 1): tells not yet in the actor's mailbox, asks not
+    /// yet answered. A remote sender past it waits for room (`tell`, `ask`) or is
+    /// refused with `MailboxFull` (`try_tell`), as a local sender is at a full
+    /// mailbox; and this node holds at most this many calls per peer and actor
+    /// while the actor's mailbox is full.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// let node = remora::Node::builder().call_window(64).build().await.unwrap();
+    /// # node.shutdown().await; }
+    /// ```
+    pub fn call_window(mut self, calls: u32) -> Self {
+        self.limits.window = calls.max(1);
+        self
+    }
+
     /// How long a reference lease lasts without renewal (default 10 minutes; use
     /// one value across a cluster): a node holding proxies renews its leases at
     /// half of it, and an actor of this node that only other nodes referred to is
@@ -300,6 +317,17 @@ pub struct NodeStats {
     /// to stop. A lost connection ends its monitors, so this also says when a
     /// monitor has been set up again after a reconnect.
     pub monitors: usize,
+    /// Bytes this node has written to other nodes that the network has not taken
+    /// yet. Bounded by what peers let it send: at most their `window` of calls per
+    /// object ([`Limits::window`]), plus replies and control frames.
+    pub queued_bytes: usize,
+    /// Calls from other nodes held because their actor's mailbox is full, to be
+    /// handed over as room comes: at most [`Limits::window`] per peer and actor,
+    /// and a peer's reads stop while more than two of its largest frames are held.
+    pub calls_held: usize,
+    /// Call lanes open toward other nodes (one QUIC stream each): at most 16
+    /// per connection, however many objects it calls.
+    pub call_lanes: usize,
 }
 
 impl Node {
@@ -587,6 +615,9 @@ impl Node {
             connections: self.inner.host.connection_count(),
             bytes_received: self.inner.host.bytes_received(),
             monitors: self.inner.host.monitor_count(),
+            queued_bytes: self.inner.host.queued_bytes(),
+            calls_held: self.inner.host.calls_held(),
+            call_lanes: self.inner.host.call_lanes(),
         }
     }
 

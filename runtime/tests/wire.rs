@@ -86,6 +86,7 @@ enum Owned {
         object: ObjectId,
         reason: StopReason,
     },
+    Credit(Vec<(ObjectId, u32)>),
 }
 
 impl Owned {
@@ -120,6 +121,9 @@ impl Owned {
                 object: *object,
                 reason: reason.clone(),
             },
+            Owned::Credit(grants) => Frame::Credit {
+                grants: grants.clone(),
+            },
         }
     }
 
@@ -153,6 +157,7 @@ impl Owned {
                 object: *object,
                 reason: reason.clone(),
             },
+            Frame::Credit { grants } => Owned::Credit(grants.clone()),
         }
     }
 }
@@ -180,6 +185,7 @@ fn every_variant() -> Vec<Owned> {
             incarnation: 42,
             listen: Some("127.0.0.1:4433".into()),
             max_frame: 16 << 20,
+            window: u32::MAX,
         }),
         Owned::Call(call.clone()),
         Owned::Call(OwnedCall {
@@ -235,6 +241,8 @@ fn every_variant() -> Vec<Owned> {
                 }),
             },
         },
+        Owned::Credit(vec![(ObjectId::from_u128(5), 1), (ObjectId::from_u128(u128::MAX), u32::MAX)]),
+        Owned::Credit(Vec::new()),
         Owned::Exit {
             object: ObjectId::from_u128(4),
             reason: StopReason::Normal,
@@ -965,8 +973,9 @@ fn frame() -> impl Strategy<Value = Owned> {
             any::<u64>(),
             prop::option::of("[0-9.:]{0,21}"),
             any::<u64>(),
+            any::<u32>(),
         )
-            .prop_map(|(magic, version, node, incarnation, listen, max_frame)| {
+            .prop_map(|(magic, version, node, incarnation, listen, max_frame, window)| {
                 Owned::Hello(Hello {
                     magic,
                     version,
@@ -974,6 +983,7 @@ fn frame() -> impl Strategy<Value = Owned> {
                     incarnation,
                     listen,
                     max_frame,
+                    window,
                 })
             }),
         call().prop_map(Owned::Call),
@@ -984,6 +994,8 @@ fn frame() -> impl Strategy<Value = Owned> {
         prop::collection::vec(uuid(), 0..64).prop_map(Owned::Renew),
         any::<u64>().prop_map(Owned::Ping),
         any::<u64>().prop_map(Owned::Pong),
+        prop::collection::vec((any::<u128>().prop_map(ObjectId::from_u128), any::<u32>()), 0..8)
+            .prop_map(Owned::Credit),
     ]
 }
 
@@ -1017,7 +1029,7 @@ proptest! {
         max_frame in 0usize..300,
         max_depth in 1usize..16,
     ) {
-        let limits = Limits { max_frame, max_depth };
+        let limits = Limits { max_frame, max_depth, ..Limits::default() };
         let _ = decode_frame(&stream, &limits);
         let (got, _) = read_chunked(&stream, &sizes, limits);
         // Only an Oversize ends the stream, and only as its last outcome.
@@ -1038,7 +1050,7 @@ proptest! {
         sizes in chunk_sizes(),
         max_depth in 1usize..16,
     ) {
-        let limits = Limits { max_frame: 96, max_depth };
+        let limits = Limits { max_frame: 96, max_depth, ..Limits::default() };
         let stream: Vec<u8> = bodies.iter().flat_map(|b| raw_frame(b)).collect();
         let (got, reader) = read_chunked(&stream, &sizes, limits);
         prop_assert_eq!(got.len(), bodies.len());
@@ -1059,7 +1071,7 @@ proptest! {
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         sizes in chunk_sizes(),
     ) {
-        let limits = Limits { max_frame: 1 << 16, max_depth: 8 };
+        let limits = Limits { max_frame: 1 << 16, max_depth: 8, ..Limits::default() };
         let mut stream = encode_all(&frames, &Limits::default());
         for (at, byte) in flips {
             let i = at.index(stream.len());

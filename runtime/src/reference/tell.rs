@@ -80,10 +80,16 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
             addr: None,
             reason: "not connected yet: await the tell (it dials) instead of try_tell".into(),
         })?;
-        remote.tell(&conn, method, args?)
+        let args = args?;
+        let lane = conn.try_reserve(remote.target)?;
+        remote.tell(&conn, lane, method, args)
     }
 
     /// Sends without waiting: `Err(MailboxFull)` (or `Overloaded`) if there is no room now.
+    /// For an actor on another node, "no room" means that this node has as many
+    /// calls to it outstanding as its node lets one peer have
+    /// ([`Limits::window`](crate::wire::Limits::window)): messages not yet in its
+    /// mailbox, asks not yet answered. The error's `capacity` is that window.
     /// On a rendezvous mailbox this succeeds only if the actor is waiting for a
     /// message at this moment (it then has the message).
     pub fn try_tell(mut self) -> Result<(), CallError> {
@@ -158,14 +164,30 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                     let Route::Remote(remote) = &core.route else {
                         unreachable!("remote state on a local route");
                     };
-                    if remote.conn_now().is_some() {
-                        return Poll::Ready(this.send_remote(method, args));
+                    let args = match args {
+                        Ok(args) => args,
+                        Err(err) => return Poll::Ready(Err(err)),
+                    };
+                    // Fast: connected, with credit for the target.
+                    let conn = remote.conn_now();
+                    if let Some(conn) = &conn {
+                        match conn.try_reserve(remote.target) {
+                            Ok(lane) => return Poll::Ready(remote.tell(conn, lane, method, args)),
+                            Err(CallError::MailboxFull { .. }) => {}
+                            Err(err) => return Poll::Ready(Err(err)),
+                        }
                     }
-                    // Not connected yet: dial, then send.
+                    // Not connected yet (dial), or out of credit (wait for it, up
+                    // to the deadline): then send.
+                    let timeout = core.timeout;
+                    let deadline = crate::deadline::after(Instant::now(), timeout);
                     this.state = TellState::Waiting(Box::pin(async move {
-                        let args = args?;
-                        let conn = remote.conn().await?;
-                        remote.tell(&conn, method, args)
+                        let conn = match conn {
+                            Some(conn) => conn,
+                            None => remote.conn().await?,
+                        };
+                        let lane = conn.reserve(remote.target, deadline, timeout).await?;
+                        remote.tell(&conn, lane, method, args)
                     }));
                 }
                 TellState::Ready(msg) => {

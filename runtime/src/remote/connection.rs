@@ -4,8 +4,16 @@
 //! callers, runs the core's deadlines on one timer task, and serves incoming calls
 //! against this node's exports. Both transports (QUIC, in-process channels) are
 //! thinner still: they move bytes between a [`Transport`] and [`Connection::drain`].
+//!
+//! A call for an object whose mailbox is full is held here, with the calls to
+//! that object behind it, by a task that hands them over as room comes; the
+//! reader goes on with other objects' calls. What is held is bounded: at most the
+//! node's `window` calls per object (the peer's credit, see
+//! [`protocol`](super::protocol)), and a reader stops reading while the calls held
+//! for its peer pass [`Connection::held_budget`] bytes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -17,19 +25,20 @@ use super::exports::Delivery;
 use super::host::Host;
 use super::marshal::{Answer, Args, MarshalCx, Replier};
 use super::protocol::{frame_call, frame_reply, Core, Event, OutCall, Sinks, Transmit};
+use super::route::Payload;
 pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
 use crate::error::CallError;
 use crate::id::NodeId;
 use crate::local::caller::Caller;
 use crate::local::stop::StopReason;
 use crate::wire::codec::{DecodeError, FrameReader, Limits};
-use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session};
+use crate::wire::{Frame, Hello, Incoming, ObjectId, Session};
 
 /// What the reader of a connection does after a frame.
 pub(crate) enum Step {
     /// Read the next frame.
     Continue,
-    /// Wait for this delivery (a full mailbox) before reading on.
+    /// Wait for this (room for the calls held for the peer) before reading on.
     Wait(Delivery),
     /// Close the connection.
     Close,
@@ -58,6 +67,100 @@ pub(crate) trait Transport: Send + Sync {
     }
     /// Tears the transport down (the connection is closing).
     fn close(&self) {}
+    /// Bytes written by the connection and not yet handed to the network.
+    fn queued(&self) -> usize {
+        0
+    }
+    /// The peer stopped sending on the stream whose replies go to `lane`.
+    fn lane_closed(&self, _lane: Lane) {}
+}
+
+/// A call from the peer to one of this node's objects, with its arguments as
+/// read (`Args`) or held (`Payload`).
+pub(crate) struct InCall<A> {
+    pub(crate) id: u64,
+    pub(crate) target: ObjectId,
+    pub(crate) interface: u64,
+    pub(crate) method: u64,
+    pub(crate) args: A,
+    pub(crate) one_way: bool,
+    pub(crate) tags: CallTags,
+    /// The lane its reply goes on.
+    pub(crate) replies: Lane,
+}
+
+impl<'a> InCall<Args<'a>> {
+    /// The call, owning its arguments, to be held.
+    fn hold(self) -> InCall<Payload> {
+        let InCall {
+            id,
+            target,
+            interface,
+            method,
+            args,
+            one_way,
+            tags,
+            replies,
+        } = self;
+        let args = match args {
+            Args::Encoded(bytes) => Payload::Bytes(bytes.to_vec()),
+            Args::Moved(value) => Payload::Value(value),
+        };
+        InCall {
+            id,
+            target,
+            interface,
+            method,
+            args,
+            one_way,
+            tags,
+            replies,
+        }
+    }
+}
+
+impl InCall<Payload> {
+    /// Roughly what holding it costs, in bytes.
+    fn size(&self) -> usize {
+        let args = match &self.args {
+            Payload::Bytes(bytes) => bytes.len(),
+            Payload::Value(_) => 0,
+        };
+        args + std::mem::size_of::<Self>()
+    }
+
+    /// Runs `f` on the call with its arguments borrowed.
+    fn with<R>(self, f: impl FnOnce(InCall<Args<'_>>) -> R) -> R {
+        let InCall {
+            id,
+            target,
+            interface,
+            method,
+            args,
+            one_way,
+            tags,
+            replies,
+        } = self;
+        args.with(|args| {
+            f(InCall {
+                id,
+                target,
+                interface,
+                method,
+                args,
+                one_way,
+                tags,
+                replies,
+            })
+        })
+    }
+}
+
+/// The calls held for objects whose mailboxes are full, in order per object.
+#[derive(Default)]
+struct Held {
+    calls: HashMap<ObjectId, VecDeque<InCall<Payload>>>,
+    bytes: usize,
 }
 
 /// What waits on the core's output in the runtime.
@@ -97,6 +200,16 @@ pub(crate) struct Connection {
     closed_notify: Notify,
     /// Wakes the timer task when a deadline comes before the one it sleeps to.
     timer: Arc<Notify>,
+    /// Wakes callers waiting for credit (or for the connection to close).
+    credit: Notify,
+    /// Whether the core owes the peer credit (read without the lock).
+    owes: AtomicBool,
+    /// Calls from the peer held for full mailboxes.
+    held: Mutex<Held>,
+    /// Objects with calls held (read without the lock).
+    holding: AtomicUsize,
+    /// Wakes readers waiting for the calls held to shrink.
+    held_room: Notify,
     values: bool,
     /// What this node accepts from the peer.
     pub(crate) limits: Limits,
@@ -132,6 +245,11 @@ impl Connection {
             received: AtomicU64::new(0),
             closed_notify: Notify::new(),
             timer: Arc::new(Notify::new()),
+            credit: Notify::new(),
+            owes: AtomicBool::new(false),
+            held: Mutex::new(Held::default()),
+            holding: AtomicUsize::new(0),
+            held_room: Notify::new(),
             values,
             limits,
             send_limits,
@@ -197,7 +315,7 @@ impl Connection {
         let closed_now = state.core.is_closed() && !self.closed.swap(true, Ordering::AcqRel);
         drop(state);
         for event in first.into_iter().chain(rest) {
-            deliver(event);
+            self.deliver_event(event);
         }
         if wake || closed_now {
             self.timer.notify_one();
@@ -205,34 +323,82 @@ impl Connection {
         if closed_now {
             self.transport.close();
             self.closed_notify.notify_waiters();
+            self.credit.notify_waiters();
+            self.held_room.notify_waiters();
             if let Some(node) = self.node.upgrade() {
                 node.forget_peer(&self.peer, self);
             }
         }
     }
 
-    /// Sends a call over the core: the one send path of asks, tells, receipts and
-    /// exactly-once attempts. The core registers it and hands its frame back,
-    /// which is written here, outside the core's lock; a frame the transport
-    /// refused was not sent.
+    /// Takes credit for one call to `target` now: the lane it goes on, or
+    /// `MailboxFull` if the peer holds its `window` of calls to it already.
+    pub(crate) fn try_reserve(&self, target: ObjectId) -> Result<u16, CallError> {
+        let mut state = self.state.lock();
+        if state.core.is_closed() {
+            return Err(self.node_down(false));
+        }
+        let window = state.core.window();
+        state.core.acquire(target).ok_or(CallError::MailboxFull {
+            capacity: window as usize,
+        })
+    }
+
+    /// Takes credit for one call to `target`, waiting for it until `deadline`
+    /// (`Timeout`: the call never left).
+    pub(crate) async fn reserve(
+        &self,
+        target: ObjectId,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<u16, CallError> {
+        loop {
+            let credit = self.credit.notified();
+            let mut credit = std::pin::pin!(credit);
+            credit.as_mut().enable();
+            match self.try_reserve(target) {
+                Err(CallError::MailboxFull { .. }) => {}
+                reserved => return reserved,
+            }
+            if tokio::time::timeout_at(deadline, credit).await.is_err() {
+                return Err(CallError::Timeout {
+                    after: timeout,
+                    may_have_executed: false,
+                });
+            }
+        }
+    }
+
+    /// Sends a call over the core, with the credit reserved for it on `lane`:
+    /// the one send path of asks, tells, receipts and exactly-once attempts.
+    /// The core registers it, and its frame is written here, outside the
+    /// core's lock; a frame the transport refused was not sent.
     fn submit(
         &self,
+        lane: u16,
         call: OutCall<'_>,
         reply: Option<(oneshot::Sender<Result<Answer, CallError>>, Duration)>,
     ) -> Result<(), CallError> {
         let one_way = reply.is_none();
+        let target = call.target;
         let (id, values) = {
             let mut state = self.state.lock();
-            let registered = state.core.register(Instant::now(), reply);
+            let registered = state.core.register(Instant::now(), target, reply);
+            if registered.is_err() {
+                state.core.unacquire(target);
+            }
             let values = state.core.carries_values();
             self.settle(state);
             (registered?, values)
         };
         // Framed (encoded) outside the lock, as callers on other threads may be.
-        let transmit = match frame_call(&self.send_limits, values, id, call, one_way) {
+        let transmit = match frame_call(&self.send_limits, values, id, lane, call, one_way) {
             Ok(transmit) => transmit,
             Err(err) => {
-                self.drive_core(|core| drop(core.forget(id)));
+                self.drive_core(|core| {
+                    drop(core.forget(id));
+                    core.unacquire(target);
+                });
                 return Err(err);
             }
         };
@@ -242,20 +408,31 @@ impl Connection {
         // Never left: its waiter goes quietly (this caller is told here).
         self.drive_core(|core| {
             drop(core.forget(id));
+            core.unacquire(target);
             core.close();
         });
         Err(self.node_down(false))
     }
 
     /// Calls `call.method` on the peer's object and awaits its answer, for at
-    /// most `timeout` (the core's deadline).
+    /// most `timeout` (waiting for credit first, then the core's deadline).
     pub(crate) async fn ask(
         &self,
         call: OutCall<'_>,
         timeout: Duration,
     ) -> Result<Answer, CallError> {
+        let (lane, timeout) = match self.try_reserve(call.target) {
+            Ok(lane) => (lane, timeout),
+            Err(CallError::MailboxFull { .. }) => {
+                let start = Instant::now();
+                let deadline = crate::deadline::after(start, timeout);
+                let lane = self.reserve(call.target, deadline, timeout).await?;
+                (lane, timeout.saturating_sub(start.elapsed()))
+            }
+            Err(err) => return Err(err),
+        };
         let (tx, rx) = oneshot::channel();
-        self.submit(call, Some((tx, timeout)))?;
+        self.submit(lane, call, Some((tx, timeout)))?;
         match rx.await {
             Ok(outcome) => outcome,
             // Unreachable in practice: the core answers every waiter it drops.
@@ -263,9 +440,30 @@ impl Connection {
         }
     }
 
-    /// A one-way call, sent now without waiting.
-    pub(crate) fn tell(&self, call: OutCall<'_>) -> Result<(), CallError> {
-        self.submit(call, None)
+    /// A one-way call on `lane`, whose credit the caller reserved
+    /// ([`Connection::try_reserve`], [`Connection::reserve`]), sent now.
+    pub(crate) fn tell(&self, lane: u16, call: OutCall<'_>) -> Result<(), CallError> {
+        self.submit(lane, call, None)
+    }
+
+    /// The peer stopped sending on the stream whose replies go to `lane`.
+    pub(crate) fn lane_closed(&self, lane: Lane) {
+        self.transport.lane_closed(lane);
+    }
+
+    /// Bytes this connection has written and the transport not yet sent.
+    pub(crate) fn queued(&self) -> usize {
+        self.transport.queued()
+    }
+
+    /// Calls from the peer held for full mailboxes now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.lock().calls.values().map(VecDeque::len).sum()
+    }
+
+    /// Call lanes this connection has opened toward the peer.
+    pub(crate) fn lanes(&self) -> usize {
+        self.state.lock().core.lanes()
     }
 
     /// Sends bytes that may not be a frame at all (tests of malformed input).
@@ -314,7 +512,10 @@ impl Connection {
         loop {
             let frame = match reader.next_frame() {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return Drained::More,
+                Ok(None) => {
+                    self.flush_credit();
+                    return Drained::More;
+                }
                 Err(DecodeError::Malformed(why)) => {
                     tracing::warn!(peer = %self.peer.node, %why, "malformed frame skipped");
                     continue;
@@ -342,14 +543,34 @@ impl Connection {
             _ => None,
         };
         if let Some((call, outcome)) = answer {
-            let waiter = self.state.lock().core.answered(call);
+            let waiter = {
+                let mut state = self.state.lock();
+                let waiter = state.core.answered(call);
+                if state.core.has_events() {
+                    // Credit came back to callers waiting for it.
+                    self.settle(state);
+                }
+                waiter
+            };
             if let Some(waiter) = waiter {
                 let _ = waiter.send(outcome.map(|value| Answer::Bytes(value.to_vec())));
             }
             return Step::Continue;
         }
         match self.drive(|core, _| core.handle_frame(frame)) {
-            Ok(Incoming::Call { call, one_way }) => self.serve(call, one_way, replies),
+            Ok(Incoming::Call { call, one_way }) => self.serve(InCall {
+                id: call.id,
+                target: call.target,
+                interface: call.interface,
+                method: call.method,
+                args: Args::Encoded(call.args),
+                one_way,
+                tags: CallTags {
+                    chain: call.chain,
+                    once: call.once,
+                },
+                replies,
+            }),
             Ok(Incoming::Monitor { watch, object }) => {
                 self.on_monitor(watch, object);
                 Step::Continue
@@ -380,58 +601,169 @@ impl Connection {
         }
     }
 
-    /// Runs an incoming call on the exported object it names.
-    fn serve(self: &Arc<Self>, call: Call<'_>, one_way: bool, replies: Lane) -> Step {
-        let id = call.id;
-        match self.deliver(call, one_way, replies) {
-            Ok(None) => Step::Continue,
-            Ok(Some(waiting)) => Step::Wait(waiting),
+    /// Runs an incoming call on the exported object it names, or holds it
+    /// behind calls to the same object held for a full mailbox.
+    fn serve(self: &Arc<Self>, call: InCall<Args<'_>>) -> Step {
+        if self.holding.load(Ordering::Acquire) > 0 {
+            return self.hold(call.hold());
+        }
+        self.serve_now(call);
+        Step::Continue
+    }
+
+    /// Hands an incoming call to its object now. A full mailbox makes the call
+    /// the first held for its object, and a task hands it (and those held
+    /// behind it) over as room comes.
+    fn serve_now(self: &Arc<Self>, call: InCall<Args<'_>>) {
+        let (id, target, one_way, replies) = (call.id, call.target, call.one_way, call.replies);
+        match self.deliver_payload(call) {
+            Ok(None) => {
+                if one_way {
+                    self.owe(target);
+                }
+            }
+            Ok(Some(delivery)) => {
+                let mut held = self.held.lock();
+                if held.calls.insert(target, VecDeque::new()).is_none() {
+                    self.holding.fetch_add(1, Ordering::AcqRel);
+                }
+                drop(held);
+                tokio::spawn(self.clone().release_held(target, delivery, one_way));
+            }
             Err(err) => {
                 if one_way {
                     tracing::debug!(call = id, %err, "a tell failed");
+                    self.owe(target);
                 } else {
                     self.reply(replies, id, Err(err));
                 }
-                Step::Continue
             }
         }
     }
 
-    fn deliver(
-        self: &Arc<Self>,
-        call: Call<'_>,
-        one_way: bool,
-        replies: Lane,
-    ) -> Result<Option<Delivery>, CallError> {
-        self.deliver_payload(
-            call.id,
-            call.target,
-            call.interface,
-            call.method,
-            Args::Encoded(call.args),
-            one_way,
-            CallTags {
-                chain: call.chain,
-                once: call.once,
-            },
-            replies,
-        )
+    /// Holds `call` behind the calls held for its object (or serves it, if
+    /// there are none); refuses it with `Overloaded` past the node's window
+    /// (a peer that ignores its credit). Past the held-bytes budget, the reader
+    /// waits before reading on.
+    fn hold(self: &Arc<Self>, call: InCall<Payload>) -> Step {
+        let window = self.limits.window as usize;
+        let mut held = self.held.lock();
+        let Some(queue) = held.calls.get_mut(&call.target) else {
+            drop(held);
+            call.with(|call| self.serve_now(call));
+            return Step::Continue;
+        };
+        if queue.len() >= window {
+            drop(held);
+            let (id, target) = (call.id, call.target);
+            if call.one_way {
+                tracing::warn!(peer = %self.peer.node, object = %target, "a tell over the peer's credit dropped");
+                self.owe(target);
+            } else {
+                self.reply(call.replies, id, Err(CallError::Overloaded { cap: window }));
+            }
+            return Step::Continue;
+        }
+        let size = call.size();
+        queue.push_back(call);
+        held.bytes += size;
+        if held.bytes <= self.held_budget() {
+            return Step::Continue;
+        }
+        drop(held);
+        let conn = self.clone();
+        Step::Wait(Box::pin(async move { conn.held_shrinks().await }))
+    }
+
+    /// The bytes of calls held for this peer past which its readers stop
+    /// reading: two of the largest frames.
+    pub(crate) fn held_budget(&self) -> usize {
+        self.limits.max_frame.saturating_mul(2)
+    }
+
+    /// Resolves once the calls held for the peer are within budget (or the
+    /// connection closed).
+    async fn held_shrinks(&self) {
+        loop {
+            let room = self.held_room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            if self.held.lock().bytes <= self.held_budget() || self.is_closed() {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    /// The task that hands the calls held for `target` to it as room comes:
+    /// first the one whose `delivery` waits, then those behind it, in order.
+    async fn release_held(self: Arc<Self>, target: ObjectId, delivery: Delivery, one_way: bool) {
+        delivery.await;
+        if one_way {
+            self.owe(target);
+        }
+        loop {
+            let next = {
+                let mut held = self.held.lock();
+                let next = held.calls.get_mut(&target).and_then(VecDeque::pop_front);
+                match next {
+                    Some(call) => {
+                        held.bytes -= call.size();
+                        call
+                    }
+                    None => {
+                        held.calls.remove(&target);
+                        self.holding.fetch_sub(1, Ordering::AcqRel);
+                        break;
+                    }
+                }
+            };
+            self.held_room.notify_waiters();
+            let (id, one_way, replies) = (next.id, next.one_way, next.replies);
+            match next.with(|call| self.deliver_payload(call)) {
+                Ok(None) => {}
+                Ok(Some(delivery)) => {
+                    self.flush_credit();
+                    delivery.await;
+                }
+                Err(err) if !one_way => self.reply(replies, id, Err(err)),
+                Err(_) => {}
+            }
+            if one_way {
+                self.owe(target);
+            }
+        }
+        self.held_room.notify_waiters();
+        self.flush_credit();
+    }
+
+    /// A tell of the peer to `target` is in its mailbox (or refused): its
+    /// credit goes back with the next [`Connection::flush_credit`].
+    fn owe(&self, target: ObjectId) {
+        self.state.lock().core.owe(target);
+        self.owes.store(true, Ordering::Release);
+    }
+
+    /// Sends the peer the credit owed to it.
+    fn flush_credit(&self) {
+        if self.owes.swap(false, Ordering::AcqRel) {
+            self.drive_core(Core::flush_credit);
+        }
     }
 
     /// Runs a call on the exported object it names, whether its arguments came
-    /// encoded or as a value; replies go to `replies`.
-    #[allow(clippy::too_many_arguments)]
-    fn deliver_payload(
-        self: &Arc<Self>,
-        id: u64,
-        target: ObjectId,
-        interface: u64,
-        method: u64,
-        args: Args<'_>,
-        one_way: bool,
-        tags: CallTags,
-        replies: Lane,
-    ) -> Result<Option<Delivery>, CallError> {
+    /// encoded or as a value.
+    fn deliver_payload(self: &Arc<Self>, call: InCall<Args<'_>>) -> Result<Option<Delivery>, CallError> {
+        let InCall {
+            id,
+            target,
+            interface,
+            method,
+            args,
+            one_way,
+            tags,
+            replies,
+        } = call;
         let node = self.node.upgrade().ok_or(CallError::NoSuchObject)?;
         let exported = node.exported(&target).ok_or(CallError::NoSuchObject)?;
         if exported.interface_id() != interface {
@@ -542,26 +874,16 @@ impl Connection {
         else {
             return Step::Continue;
         };
-        let delivered = self.deliver_payload(
+        self.serve(InCall {
             id,
             target,
             interface,
             method,
-            Args::Moved(args),
+            args: Args::Moved(args),
             one_way,
             tags,
             replies,
-        );
-        match delivered {
-            Ok(None) => Step::Continue,
-            Ok(Some(waiting)) => Step::Wait(waiting),
-            Err(err) => {
-                if !one_way {
-                    self.reply(replies, id, Err(err));
-                }
-                Step::Continue
-            }
-        }
+        })
     }
 
     fn reply(&self, lane: Lane, call: u64, outcome: Result<Vec<u8>, CallError>) {
@@ -612,9 +934,10 @@ impl Connection {
     }
 }
 
-/// Hands one of the core's events to whoever waits for it.
-fn deliver(event: Event<Live>) {
-    match event {
+impl Connection {
+    /// Hands one of the core's events to whoever waits for it.
+    fn deliver_event(&self, event: Event<Live>) {
+        match event {
         Event::Answered { waiter, outcome } => {
             let _ = waiter.send(outcome);
         }
@@ -625,6 +948,8 @@ fn deliver(event: Event<Live>) {
             }
         }
         Event::Cancel(task) => task.abort(),
+        Event::Credit => self.credit.notify_waiters(),
+    }
     }
 }
 

@@ -477,6 +477,21 @@ impl Host {
         self.peers.iter().map(|c| c.received()).sum()
     }
 
+    /// Bytes written to peers and not yet sent, over the connections open now.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.peers.iter().map(|c| c.queued()).sum()
+    }
+
+    /// Calls from peers held for full mailboxes now.
+    pub(crate) fn calls_held(&self) -> usize {
+        self.peers.iter().map(|c| c.held()).sum()
+    }
+
+    /// Call lanes (streams, over QUIC) open toward peers now.
+    pub(crate) fn call_lanes(&self) -> usize {
+        self.peers.iter().map(|c| c.lanes()).sum()
+    }
+
     pub(crate) fn forget_peer(&self, peer: &Hello, conn: &Connection) {
         self.peers
             .remove_if(&peer.node, |_, c| std::ptr::eq(Arc::as_ptr(c), conn));

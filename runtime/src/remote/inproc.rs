@@ -187,7 +187,7 @@ async fn run(
     cut: Arc<Cut>,
     ready: oneshot::Sender<Result<(), CallError>>,
 ) {
-    let mut session = Session::new(id, incarnation, None, limits.max_frame);
+    let mut session = Session::new(id, incarnation, None, &limits);
     let mut hello = Vec::new();
     if encode(&session.hello(), &mut hello, &limits).is_err()
         || !transport.send(Lane::Control, hello)

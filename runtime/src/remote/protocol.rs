@@ -6,10 +6,10 @@
 //! each side holds on the other's objects, and what a lost connection means for
 //! all of them. A driver feeds it input and pulls its output:
 //!
-//! - input: [`Core::call`] (the one send path of every proxy: ask, tell, receipt,
-//!   exactly-once attempt), [`Core::reply`], [`Core::monitor`], [`Core::watched`],
-//!   [`Core::handle_frame`], [`Core::handle_value`], [`Core::handle_timeout`],
-//!   [`Core::close`];
+//! - input: [`Core::acquire`] then [`Core::call`] (the one send path of every
+//!   proxy: ask, tell, receipt, exactly-once attempt), [`Core::reply`],
+//!   [`Core::owe`], [`Core::monitor`], [`Core::watched`], [`Core::handle_frame`],
+//!   [`Core::handle_value`], [`Core::handle_timeout`], [`Core::close`];
 //! - output: [`Core::poll_transmit`] (frames to write, on their lane),
 //!   [`Core::poll_event`] (answers for waiting callers and watchers, monitor tasks
 //!   to cancel), [`Core::poll_timeout`] (when to call `handle_timeout` next).
@@ -22,7 +22,23 @@
 //! What a waiter, a watcher and a monitor task are is the driver's business
 //! ([`Sinks`]): oneshot senders and task handles in the runtime, plain numbers in
 //! the tests.
+//!
+//! **Credit.** Each side may have at most the peer's `window` (from its `Hello`)
+//! calls outstanding per target object: an ask until its answer, a tell until the
+//! peer gives it back in a `Credit` frame, which it does once the tell is in the
+//! object's mailbox (or refused). A sender out of credit for a target waits or is
+//! refused ([`Core::acquire`]); a receiver therefore holds at most `window` calls
+//! per peer and object that wait for room in a full mailbox, and never has to stop
+//! reading a lane for one slow object.
+//!
+//! **Lanes.** Calls go out on a bounded set of ordered lanes ([`MAX_LANES`]
+//! streams over QUIC). A target with calls outstanding stays on its lane, so its
+//! calls arrive in order; a target with none outstanding has nothing in flight to
+//! overtake, and is placed afresh on the least busy lane. A connection so uses a
+//! bounded number of streams however many objects it calls, and a large call to
+//! one object holds up another only when more objects than lanes are busy at once.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
@@ -41,11 +57,15 @@ use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session, SessionError}
 pub(crate) enum Lane {
     /// Handshake, pings, leases and monitors.
     Control,
-    /// Calls (asks and tells) from this node to one object of the peer.
-    Call(ObjectId),
+    /// Calls (asks and tells) from this node to the peer's objects: one of at
+    /// most [`MAX_LANES`] (see the module doc).
+    Call(u16),
     /// Replies to the calls that came in on the peer's lane with this number.
     Reply(u64),
 }
+
+/// The most call lanes a connection opens toward its peer.
+pub(crate) const MAX_LANES: usize = 16;
 
 /// What a call carries besides its arguments: its call chain (cycle detection) and,
 /// for an exactly-once method, its logical id (0 for none).
@@ -117,13 +137,22 @@ pub(crate) enum Event<S: Sinks> {
     /// A peer's monitor ended (demonitored, replaced, or the connection lost):
     /// cancel its task.
     Cancel(S::Task),
+    /// Credit came back after a call found none: wake the callers waiting for it.
+    Credit,
 }
 
 /// A call waiting for its reply.
 struct AwaitingReply<W> {
     waiter: W,
+    target: ObjectId,
     deadline: Instant,
     timeout: Duration,
+}
+
+/// The calls outstanding to one of the peer's objects, and the lane they go on.
+struct Flow {
+    outstanding: u32,
+    lane: u16,
 }
 
 /// The protocol state of one connection (see the module doc).
@@ -143,6 +172,17 @@ pub(crate) struct Core<S: Sinks> {
     next_watch: u64,
     /// The peer's monitors of our objects, by the peer's watch id.
     watched: HashMap<u64, S::Task>,
+    /// Calls outstanding per target of the peer (only targets with some).
+    flows: HashMap<ObjectId, Flow>,
+    /// Targets placed on each lane opened so far.
+    lanes: Vec<u32>,
+    /// Calls the peer may have outstanding per target of ours (its `Hello`),
+    /// at most [`Limits::MAX_WINDOW`].
+    window: u32,
+    /// Whether a caller found no credit since credit last came back.
+    starved: bool,
+    /// Tells of the peer to give back, per target of ours (see [`Core::owe`]).
+    owed: HashMap<ObjectId, u32>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event<S>>,
     closed: bool,
@@ -166,6 +206,7 @@ impl<S: Sinks> Core<S> {
             max_frame: limits.max_frame.min(peers.max(Limits::MIN_MAX_FRAME)),
             ..limits
         };
+        let window = peer.window.clamp(1, Limits::MAX_WINDOW);
         Core {
             session,
             peer,
@@ -176,6 +217,11 @@ impl<S: Sinks> Core<S> {
             watching: HashMap::new(),
             next_watch: 1,
             watched: HashMap::new(),
+            flows: HashMap::new(),
+            lanes: Vec::new(),
+            window,
+            starved: false,
+            owed: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             closed: false,
@@ -212,6 +258,101 @@ impl<S: Sinks> Core<S> {
         self.waiting.len()
     }
 
+    /// The calls to one of its objects the peer lets us have outstanding.
+    pub(crate) fn window(&self) -> u32 {
+        self.window
+    }
+
+    /// Call lanes opened so far.
+    pub(crate) fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Takes credit for one call to `target` and gives the lane it goes on; None
+    /// if `window` calls to it are outstanding already (the caller waits for an
+    /// [`Event::Credit`], or is refused). Every acquired credit is given back:
+    /// by the call's answer (an ask), by the peer's `Credit` (a tell), or by
+    /// [`Core::unacquire`] if the call never leaves.
+    pub(crate) fn acquire(&mut self, target: ObjectId) -> Option<u16> {
+        match self.flows.entry(target) {
+            Entry::Occupied(mut flow) => {
+                let flow = flow.get_mut();
+                if flow.outstanding >= self.window {
+                    self.starved = true;
+                    return None;
+                }
+                flow.outstanding += 1;
+                Some(flow.lane)
+            }
+            Entry::Vacant(vacant) => {
+                // The least busy lane; a new one while every open lane is busy.
+                let quietest = (0..self.lanes.len()).min_by_key(|&lane| self.lanes[lane]);
+                let lane = match quietest {
+                    Some(lane) if self.lanes[lane] == 0 || self.lanes.len() >= MAX_LANES => lane,
+                    _ => {
+                        self.lanes.push(0);
+                        self.lanes.len() - 1
+                    }
+                };
+                self.lanes[lane] += 1;
+                let lane = lane as u16;
+                vacant.insert(Flow {
+                    outstanding: 1,
+                    lane,
+                });
+                Some(lane)
+            }
+        }
+    }
+
+    /// Gives back the credit of a call to `target` that never left.
+    pub(crate) fn unacquire(&mut self, target: ObjectId) {
+        self.give_back(target, 1);
+    }
+
+    /// `n` calls to `target` are no longer outstanding. A target with none left
+    /// leaves its lane. Credit for targets without calls outstanding (a peer's
+    /// mistake or malice) changes nothing.
+    fn give_back(&mut self, target: ObjectId, n: u32) {
+        let Entry::Occupied(mut flow) = self.flows.entry(target) else {
+            return;
+        };
+        let left = flow.get().outstanding.saturating_sub(n);
+        flow.get_mut().outstanding = left;
+        if left == 0 {
+            let flow = flow.remove();
+            if let Some(placed) = self.lanes.get_mut(usize::from(flow.lane)) {
+                *placed = placed.saturating_sub(1);
+            }
+        }
+        if std::mem::take(&mut self.starved) {
+            self.events.push_back(Event::Credit);
+        }
+    }
+
+    /// A tell of the peer to `target` is in the object's mailbox, or was refused:
+    /// its credit goes back to the peer with the next [`Core::flush_credit`].
+    pub(crate) fn owe(&mut self, target: ObjectId) {
+        *self.owed.entry(target).or_insert(0) += 1;
+    }
+
+    /// Sends the peer the credit owed to it (in frames within the limit).
+    pub(crate) fn flush_credit(&mut self) {
+        if self.owed.is_empty() || self.closed {
+            self.owed.clear();
+            return;
+        }
+        let grants: Vec<(ObjectId, u32)> = self.owed.drain().collect();
+        for chunk in grants.chunks(grants_per_frame(self.limits.max_frame)) {
+            let frame = Frame::Credit {
+                grants: chunk.to_vec(),
+            };
+            if let Err(err) = self.send(Lane::Control, &frame) {
+                tracing::warn!(%err, "credit not sent");
+            }
+        }
+    }
+
     fn node_down(&self, may_have_executed: bool) -> CallError {
         CallError::NodeDown {
             node: self.peer.node,
@@ -239,11 +380,18 @@ impl<S: Sinks> Core<S> {
         reply: Option<(S::Call, Duration)>,
     ) -> Result<(u64, Transmit), CallError> {
         let one_way = reply.is_none();
-        let id = self.register(now, reply)?;
-        match frame_call(&self.limits, self.values, id, call, one_way) {
+        let target = call.target;
+        let lane = self.acquire(target).ok_or(CallError::MailboxFull {
+            capacity: self.window as usize,
+        })?;
+        let id = self.register(now, target, reply).inspect_err(|_| {
+            self.unacquire(target);
+        })?;
+        match frame_call(&self.limits, self.values, id, lane, call, one_way) {
             Ok(transmit) => Ok((id, transmit)),
             Err(err) => {
                 self.forget(id);
+                self.unacquire(target);
                 Err(err)
             }
         }
@@ -256,6 +404,7 @@ impl<S: Sinks> Core<S> {
     pub(crate) fn register(
         &mut self,
         now: Instant,
+        target: ObjectId,
         reply: Option<(S::Call, Duration)>,
     ) -> Result<u64, CallError> {
         if self.closed {
@@ -268,6 +417,7 @@ impl<S: Sinks> Core<S> {
                 id,
                 AwaitingReply {
                     waiter,
+                    target,
                     deadline,
                     timeout,
                 },
@@ -283,11 +433,15 @@ impl<S: Sinks> Core<S> {
     /// reply, which is dropped). [`Core::handle_frame`] does the same through
     /// an event.
     pub(crate) fn answered(&mut self, call: u64) -> Option<S::Call> {
-        self.forget(call)
+        let waiting = self.waiting.remove(&call)?;
+        self.deadlines.remove(&(waiting.deadline, call));
+        self.give_back(waiting.target, 1);
+        Some(waiting.waiter)
     }
 
-    /// Forgets call `call`: its caller gave up, or its frame never left (the
-    /// driver tells that caller itself). Gives its waiter back.
+    /// Forgets call `call`, whose frame never left (the driver tells its caller
+    /// itself, and gives its credit back with [`Core::unacquire`]). Gives its
+    /// waiter back.
     pub(crate) fn forget(&mut self, call: u64) -> Option<S::Call> {
         let waiting = self.waiting.remove(&call)?;
         self.deadlines.remove(&(waiting.deadline, call));
@@ -393,6 +547,12 @@ impl<S: Sinks> Core<S> {
                 }
                 Ok(Incoming::Nothing)
             }
+            Incoming::Credit { grants } => {
+                for (target, n) in grants {
+                    self.give_back(target, n);
+                }
+                Ok(Incoming::Nothing)
+            }
             other => Ok(other),
         }
     }
@@ -414,6 +574,7 @@ impl<S: Sinks> Core<S> {
     fn answer(&mut self, call: u64, outcome: Result<Answer, CallError>) {
         if let Some(waiting) = self.waiting.remove(&call) {
             self.deadlines.remove(&(waiting.deadline, call));
+            self.give_back(waiting.target, 1);
             self.events.push_back(Event::Answered {
                 waiter: waiting.waiter,
                 outcome,
@@ -422,7 +583,9 @@ impl<S: Sinks> Core<S> {
     }
 
     /// Fails every call whose deadline is at or before `now` with `Timeout` (it was
-    /// sent, so it may have run).
+    /// sent, so it may have run). Its credit comes back: the peer may still hold
+    /// the call, so a target can briefly have more than `window` calls there,
+    /// which the peer answers with `Overloaded` rather than hold.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(deadline, call)) = self.deadlines.first() {
             if deadline > now {
@@ -430,6 +593,7 @@ impl<S: Sinks> Core<S> {
             }
             self.deadlines.pop_first();
             if let Some(waiting) = self.waiting.remove(&call) {
+                self.give_back(waiting.target, 1);
                 self.events.push_back(Event::Answered {
                     waiter: waiting.waiter,
                     outcome: Err(CallError::Timeout {
@@ -451,6 +615,11 @@ impl<S: Sinks> Core<S> {
         self.transmits.pop_front()
     }
 
+    /// Whether [`Core::poll_event`] has anything.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next answer, stop reason or cancellation for the driver to deliver.
     pub(crate) fn poll_event(&mut self) -> Option<Event<S>> {
         self.events.pop_front()
@@ -465,6 +634,12 @@ impl<S: Sinks> Core<S> {
         }
         self.transmits.clear();
         self.deadlines.clear();
+        self.flows.clear();
+        self.owed.clear();
+        if std::mem::take(&mut self.starved) {
+            // Those waiting for credit learn that the connection is gone.
+            self.events.push_back(Event::Credit);
+        }
         let lost = self.node_down(true);
         for (_, waiting) in self.waiting.drain() {
             self.events.push_back(Event::Answered {
@@ -499,17 +674,26 @@ fn encode_frame(limits: &Limits, frame: &Frame<'_>) -> Result<Vec<u8>, CallError
     Ok(out)
 }
 
-/// The frame of call `id` (registered with [`Core::register`]) on the lane of its
-/// target: a pure function of its arguments, so a driver runs it outside its lock.
-/// Moved arguments go as a value frame where the link carries them (`values`).
+/// How many credit grants one frame of `max_frame` bytes can carry: a grant
+/// takes at most 40 bytes encoded (an object id's 34, a u32's 5, a header), and
+/// the frame's own header well under 64.
+fn grants_per_frame(max_frame: usize) -> usize {
+    (max_frame.saturating_sub(64) / 40).max(1)
+}
+
+/// The frame of call `id` (registered with [`Core::register`]) on call lane
+/// `lane` (from [`Core::acquire`]): a pure function of its arguments, so a driver
+/// runs it outside its lock. Moved arguments go as a value frame where the link
+/// carries them (`values`).
 pub(crate) fn frame_call(
     limits: &Limits,
     values: bool,
     id: u64,
+    lane: u16,
     call: OutCall<'_>,
     one_way: bool,
 ) -> Result<Transmit, CallError> {
-    let lane = Lane::Call(call.target);
+    let lane = Lane::Call(lane);
     match call.args {
         Args::Encoded(args) => {
             let call = Call {

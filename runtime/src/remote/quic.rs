@@ -1,11 +1,16 @@
 //! The QUIC transport: one connection per node pair, mutual TLS under the cluster
 //! root, and streams laid out so that order holds per (sender, target) while
-//! targets never wait for each other.
+//! targets rarely wait for each other.
 //!
-//! - A control stream (opened by the dialer) carries the `Hello`s and pings.
-//! - Each object a node calls gets a bidirectional stream of its own: calls go out
-//!   on its send half, replies come back on its receive half. A 64 MiB argument to
-//!   one actor occupies that actor's stream only.
+//! - A control stream (opened by the dialer) carries the `Hello`s, pings, leases,
+//!   monitors and credit.
+//! - Calls go out on at most [`MAX_LANES`] bidirectional streams per side, one per
+//!   call lane (see [`protocol`](super::protocol): a target stays on its lane while
+//!   it has calls outstanding); replies come back on the receive half. A 64 MiB
+//!   argument to one actor holds up only the lane it is on.
+//! - Stream limits start at the control stream alone: a peer that has not said
+//!   `Hello` can open nothing else. After the handshake they are raised to the
+//!   lanes the peer may open.
 //! - Every stream has a writer task that batches whatever frames are queued into
 //!   one write, and a reader task with its own frame buffer: an oversize frame
 //!   resets that stream alone.
@@ -23,11 +28,12 @@ use rustls_pki_types::CertificateDer;
 use std::future::Future;
 
 use super::connection::{Connection, Drained, Lane, Transport};
+use super::protocol::MAX_LANES;
 use super::host::Host;
 use crate::error::CallError;
 use crate::remote::tls::{common_name, Credentials, NODE_NAME};
 use crate::wire::codec::{encode, FrameReader, Limits};
-use crate::wire::{Incoming, ObjectId, Session, SessionError};
+use crate::wire::{Incoming, Session, SessionError};
 
 const ALPN: &[u8] = b"remora/1";
 /// QUIC application error codes.
@@ -54,12 +60,13 @@ fn transport(config: &QuicConfig) -> Result<quinn::TransportConfig, String> {
     transport
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(config.idle_timeout / 3))
-        .max_concurrent_bidi_streams(4096u32.into())
+        // The control stream until the peer has said Hello (see `establish`).
+        .max_concurrent_bidi_streams(1u32.into())
         .max_concurrent_uni_streams(0u32.into())
-        // Room for large arguments in flight on a few streams at once.
-        .stream_receive_window((16u32 << 20).into())
-        .receive_window((64u32 << 20).into())
-        .send_window(64 << 20);
+        // Room for large arguments in flight on a few lanes at once.
+        .stream_receive_window((8u32 << 20).into())
+        .receive_window((32u32 << 20).into())
+        .send_window(32 << 20);
     Ok(transport)
 }
 
@@ -207,10 +214,12 @@ async fn establish(
         }
     };
     let identity = peer_name(&quic);
+    // The peer said Hello: it may open its call lanes now (and the control stream).
+    quic.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(MAX_LANES as u32 + 1));
     let transport = Arc::new(QuicTransport {
         quic: quic.clone(),
         control: Outbox::open(send),
-        calls: Mutex::new(HashMap::new()),
+        calls: Mutex::new(Vec::new()),
         replies: Mutex::new(HashMap::new()),
         conn: OnceLock::new(),
     });
@@ -278,7 +287,7 @@ async fn greet(
     }
     .map_err(|e| failed(e.to_string()))?;
     let listen = me.listen_addr().map(|a| a.to_string());
-    let mut session = Session::new(me.id(), me.incarnation(), listen, limits.max_frame);
+    let mut session = Session::new(me.id(), me.incarnation(), listen, &limits);
     let mut hello = Vec::new();
     encode(&session.hello(), &mut hello, &limits).map_err(|e| failed(e.to_string()))?;
     send.write_all(&hello)
@@ -338,11 +347,11 @@ fn spawn_reader(
                 Drained::More => {}
                 Drained::Reset => {
                     let _ = recv.stop(STOP_OVERSIZE.into());
-                    return;
+                    break;
                 }
                 Drained::Close => {
                     conn.close();
-                    return;
+                    break;
                 }
             }
             match recv.read_chunk(256 * 1024, true).await {
@@ -351,13 +360,14 @@ fn spawn_reader(
                     if let Err(err) = reader.extend(&chunk.bytes) {
                         tracing::warn!(peer = %conn.peer.node, %err, "resetting the stream");
                         let _ = recv.stop(STOP_OVERSIZE.into());
-                        return;
+                        break;
                     }
                 }
                 // The peer finished or reset this stream; the connection goes on.
-                Ok(None) | Err(_) => return,
+                Ok(None) | Err(_) => break,
             }
         }
+        conn.lane_closed(replies);
     });
 }
 
@@ -374,6 +384,8 @@ struct OutboxState {
     /// `None` while the writer task holds it (or while the stream is being opened).
     stream: Option<quinn::SendStream>,
     queue: Vec<Bytes>,
+    /// Bytes in `queue`, and in the batch the writer task is writing.
+    queued: usize,
     writing: bool,
     failed: bool,
 }
@@ -385,6 +397,7 @@ impl Outbox {
             state: parking_lot::Mutex::new(OutboxState {
                 stream: Some(stream),
                 queue: Vec::new(),
+                queued: 0,
                 writing: false,
                 failed: false,
             }),
@@ -399,6 +412,7 @@ impl Outbox {
             state: parking_lot::Mutex::new(OutboxState {
                 stream: None,
                 queue: Vec::new(),
+                queued: 0,
                 writing: true,
                 failed: false,
             }),
@@ -436,6 +450,7 @@ impl Outbox {
                 frame = rest;
             }
         }
+        state.queued += frame.len();
         state.queue.push(frame);
         if !state.writing {
             if let Some(stream) = state.stream.take() {
@@ -449,9 +464,11 @@ impl Outbox {
 
     /// The writer task: writes whatever is queued, batched, until the queue is empty.
     async fn write_queued(self: Arc<Self>, mut stream: quinn::SendStream) {
+        let mut written = 0;
         loop {
             let mut batch = {
                 let mut state = self.state.lock();
+                state.queued -= written;
                 if state.queue.is_empty() {
                     state.stream = Some(stream);
                     state.writing = false;
@@ -459,6 +476,7 @@ impl Outbox {
                 }
                 std::mem::take(&mut state.queue)
             };
+            written = batch.iter().map(Bytes::len).sum();
             if stream.write_all_chunks(&mut batch).await.is_err() {
                 return self.fail();
             }
@@ -469,14 +487,20 @@ impl Outbox {
         let mut state = self.state.lock();
         state.failed = true;
         state.queue.clear();
+        state.queued = 0;
+    }
+
+    /// Bytes waiting to be handed to QUIC.
+    fn queued(&self) -> usize {
+        self.state.lock().queued
     }
 }
 
 struct QuicTransport {
     quic: quinn::Connection,
     control: Arc<Outbox>,
-    /// Our streams to the peer's objects, opened on first use.
-    calls: Mutex<HashMap<ObjectId, Arc<Outbox>>>,
+    /// Our call lanes to the peer, by number, opened on first use.
+    calls: Mutex<Vec<Arc<Outbox>>>,
     /// Send halves of the streams the peer opened to call us.
     replies: Mutex<HashMap<u64, Arc<Outbox>>>,
     conn: OnceLock<Weak<Connection>>,
@@ -492,15 +516,19 @@ impl Transport for QuicHandle {
             Lane::Control => transport.control.send(frame),
             Lane::Reply(n) => {
                 let outbox = transport.replies.lock().get(&n).cloned();
-                outbox.is_some_and(|outbox| outbox.send(frame))
+                // None: the peer finished that stream; what answered it is dropped.
+                outbox.is_none_or(|outbox| outbox.send(frame))
             }
-            Lane::Call(target) => {
-                let outbox = transport
-                    .calls
-                    .lock()
-                    .entry(target)
-                    .or_insert_with(|| transport.open_call_stream())
-                    .clone();
+            Lane::Call(lane) => {
+                let outbox = {
+                    let mut calls = transport.calls.lock();
+                    // Lanes are numbered in the order the core opens them.
+                    while calls.len() <= usize::from(lane) {
+                        let opened = transport.open_call_stream();
+                        calls.push(opened);
+                    }
+                    calls[usize::from(lane)].clone()
+                };
                 outbox.send(frame)
             }
         }
@@ -509,11 +537,27 @@ impl Transport for QuicHandle {
     fn close(&self) {
         self.0.quic.close(CLOSE_PROTOCOL.into(), b"closed");
     }
+
+    fn lane_closed(&self, lane: Lane) {
+        if let Lane::Reply(n) = lane {
+            // Our half goes too (finished), so that the stream no longer counts
+            // against what the peer may open.
+            self.0.replies.lock().remove(&n);
+        }
+    }
+
+    fn queued(&self) -> usize {
+        let transport = &self.0;
+        let calls: Vec<Arc<Outbox>> = transport.calls.lock().clone();
+        let replies: Vec<Arc<Outbox>> = transport.replies.lock().values().cloned().collect();
+        let outboxes = calls.iter().chain(&replies).chain([&transport.control]);
+        outboxes.map(|outbox| outbox.queued()).sum()
+    }
 }
 
 impl QuicTransport {
-    /// A lane to one of the peer's objects: its stream is opened by the writer task,
-    /// so frames queue (in order) until it is there.
+    /// A call lane to the peer: its stream is opened by the writer task, so frames
+    /// queue (in order) until it is there.
     fn open_call_stream(&self) -> Arc<Outbox> {
         let quic = self.quic.clone();
         let conn = self.conn.get().and_then(Weak::upgrade);

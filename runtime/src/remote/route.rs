@@ -170,14 +170,16 @@ impl RemoteRoute {
         conn.ask(self.out_call(method, args, tags), timeout).await
     }
 
-    /// Sends a one-way call of `method` over `conn`, now.
+    /// Sends a one-way call of `method` over `conn` on `lane`, whose credit the
+    /// caller reserved ([`Connection::try_reserve`], [`Connection::reserve`]).
     pub(crate) fn tell(
         &self,
         conn: &Connection,
+        lane: u16,
         method: u64,
         payload: Payload,
     ) -> Result<(), CallError> {
-        payload.with(|args| conn.tell(self.out_call(method, args, CallTags::default())))
+        payload.with(|args| conn.tell(lane, self.out_call(method, args, CallTags::default())))
     }
 
     fn out_call<'a>(&self, method: u64, args: Args<'a>, tags: CallTags) -> OutCall<'a> {

@@ -18,6 +18,12 @@ pub struct Limits {
     /// Deepest nesting of arrays and maps accepted in a value (default 64); frames
     /// themselves may always nest 8 deep.
     pub max_depth: usize,
+    /// How many calls to one object a peer may have outstanding on its
+    /// connection (default 256): asks until answered, tells until they are in
+    /// the object's mailbox. A sender out of room waits for it (`tell`, `ask`) or
+    /// is refused (`try_tell`); the node holds at most this many calls per object
+    /// per peer waiting for room in a full mailbox.
+    pub window: u32,
 }
 
 impl Limits {
@@ -28,6 +34,11 @@ impl Limits {
     pub const MIN_MAX_FRAME: usize = 1024;
     /// The default maximum nesting depth.
     pub const DEFAULT_MAX_DEPTH: usize = 64;
+    /// The default [`window`](Limits::window): calls outstanding per object and peer.
+    pub const DEFAULT_WINDOW: u32 = 256;
+    /// The largest window a node takes from a peer's `Hello`, whatever it says:
+    /// what a sender may queue for one object stays bounded.
+    pub const MAX_WINDOW: u32 = 1 << 16;
 }
 
 impl Default for Limits {
@@ -35,6 +46,7 @@ impl Default for Limits {
         Limits {
             max_frame: Limits::DEFAULT_MAX_FRAME,
             max_depth: Limits::DEFAULT_MAX_DEPTH,
+            window: Limits::DEFAULT_WINDOW,
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. A peer speaking another one is refused
 /// at connect with [`CallError::VersionMismatch`](crate::CallError::VersionMismatch).
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The first bytes of every `Hello`, so that a stray connection is told apart from
 /// a peer of another version.
@@ -82,6 +82,13 @@ pub enum Frame<'a> {
         /// Why.
         reason: crate::StopReason,
     },
+    /// Room the sender made for calls to its objects: each `(object, n)` gives
+    /// back `n` of the receiver's tells to `object` that are now in its mailbox
+    /// (or were refused). See [`Hello::window`].
+    Credit {
+        /// Objects and the calls to them given back.
+        grants: Vec<(ObjectId, u32)>,
+    },
 }
 
 /// Who is speaking: sent once, first, by each side of a connection.
@@ -102,6 +109,11 @@ pub struct Hello {
     /// send it a larger call ([`CallError::TooLarge`](crate::CallError::TooLarge))
     /// rather than have the stream reset.
     pub max_frame: u64,
+    /// How many calls to one of the sender's objects the peer may have
+    /// outstanding: asks count until answered, tells until the sender gives them
+    /// back with [`Frame::Credit`] (once they are in the object's mailbox). A
+    /// peer out of room waits (a tell) or is refused (`try_tell`).
+    pub window: u32,
 }
 
 /// A call of one method on one exported object.

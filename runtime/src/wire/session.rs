@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use crate::id::NodeId;
 
+use super::codec::Limits;
 use super::frame::{Call, Frame, Hello, ObjectId, MAGIC, PROTOCOL_VERSION};
 use crate::error::CallError;
 use crate::local::stop::StopReason;
@@ -77,6 +78,11 @@ pub enum Incoming<'a> {
         /// The objects.
         objects: Vec<ObjectId>,
     },
+    /// The peer gave back room for calls to its objects.
+    Credit {
+        /// Objects and the calls given back.
+        grants: Vec<(ObjectId, u32)>,
+    },
     /// Nothing to do (a duplicate call, a pong).
     Nothing,
 }
@@ -95,8 +101,9 @@ pub enum SessionError {
 
 impl Session {
     /// A session for the node `node` in its incarnation `incarnation`, reachable at
-    /// `listen` if it listens, accepting frame bodies up to `max_frame` bytes.
-    pub fn new(node: NodeId, incarnation: u64, listen: Option<String>, max_frame: usize) -> Self {
+    /// `listen` if it listens, accepting what `limits` allow (frame bodies up to
+    /// `max_frame` bytes, `window` calls outstanding per object).
+    pub fn new(node: NodeId, incarnation: u64, listen: Option<String>, limits: &Limits) -> Self {
         Session {
             local: Hello {
                 magic: MAGIC,
@@ -104,7 +111,8 @@ impl Session {
                 node,
                 incarnation,
                 listen,
-                max_frame: max_frame as u64,
+                max_frame: limits.max_frame as u64,
+                window: limits.window,
             },
             peer: None,
             next_call: 1,
@@ -181,6 +189,7 @@ impl Session {
             Frame::Demonitor { watch } => Ok(Incoming::Demonitor { watch }),
             Frame::Down { watch, reason } => Ok(Incoming::Down { watch, reason }),
             Frame::Exit { object, reason } => Ok(Incoming::Exit { object, reason }),
+            Frame::Credit { grants } => Ok(Incoming::Credit { grants }),
         }
     }
 }
@@ -241,8 +250,8 @@ mod tests {
     use super::*;
 
     fn pair() -> (Session, Session) {
-        let mut a = Session::new(NodeId::from_u128(1), 7, None, 1 << 20);
-        let mut b = Session::new(NodeId::from_u128(2), 9, None, 1 << 20);
+        let mut a = Session::new(NodeId::from_u128(1), 7, None, &Limits::default());
+        let mut b = Session::new(NodeId::from_u128(2), 9, None, &Limits::default());
         let hello_a = a.hello();
         let hello_b = b.hello();
         assert!(
@@ -266,7 +275,7 @@ mod tests {
 
     #[test]
     fn frames_before_hello_are_a_violation() {
-        let mut b = Session::new(NodeId::from_u128(2), 1, None, 1 << 20);
+        let mut b = Session::new(NodeId::from_u128(2), 1, None, &Limits::default());
         assert!(matches!(
             b.receive(call(1)),
             Err(SessionError::Violation(_))
@@ -275,8 +284,8 @@ mod tests {
 
     #[test]
     fn another_protocol_version_is_refused_with_both_versions() {
-        let mut b = Session::new(NodeId::from_u128(2), 1, None, 1 << 20);
-        let mut hello = Session::new(NodeId::from_u128(1), 1, None, 1 << 20)
+        let mut b = Session::new(NodeId::from_u128(2), 1, None, &Limits::default());
+        let mut hello = Session::new(NodeId::from_u128(1), 1, None, &Limits::default())
             .local
             .clone();
         hello.version = PROTOCOL_VERSION + 1;

@@ -28,8 +28,17 @@ fn pair() -> (TestCore, TestCore) {
 }
 
 fn pair_of(a: u128, b: u128) -> (TestCore, TestCore) {
-    let mut left = Session::new(NodeId::from_u128(a), 10, None, 1 << 20);
-    let mut right = Session::new(NodeId::from_u128(b), 20, None, 1 << 20);
+    pair_with(a, b, Limits::DEFAULT_WINDOW)
+}
+
+/// A pair where each side lets the other have `window` calls outstanding per object.
+fn pair_with(a: u128, b: u128, window: u32) -> (TestCore, TestCore) {
+    let limits = Limits {
+        window,
+        ..Limits::default()
+    };
+    let mut left = Session::new(NodeId::from_u128(a), 10, None, &limits);
+    let mut right = Session::new(NodeId::from_u128(b), 20, None, &limits);
     let (hello_left, hello_right) = (left.hello(), right.hello());
     right.receive(hello_left).expect("hello");
     left.receive(hello_right).expect("hello");
@@ -255,6 +264,7 @@ fn a_lost_connection_fails_every_call_in_flight_and_sends_nothing_more() {
             Event::Answered { waiter, outcome } => failed.push((waiter, outcome.err())),
             Event::Down { watcher, reason } => down.push((watcher, reason)),
             Event::Cancel(_) => panic!("A watches nothing of B's peer"),
+            Event::Credit => panic!("nobody waited for credit"),
         }
     }
     failed.sort_by_key(|(waiter, _)| *waiter);
@@ -482,8 +492,12 @@ fn an_exactly_once_call_gives_up_at_its_deadline_saying_whether_it_was_sent() {
 #[test]
 fn frames_fit_the_smaller_limit_and_a_peer_cannot_announce_one_below_the_floor() {
     let core_with_peer_announcing = |announced: usize| {
-        let mut me = Session::new(NodeId::from_u128(1), 10, None, 1 << 20);
-        let mut peer = Session::new(NodeId::from_u128(2), 20, None, announced);
+        let mut me = Session::new(NodeId::from_u128(1), 10, None, &Limits::default());
+        let announced = Limits {
+            max_frame: announced,
+            ..Limits::default()
+        };
+        let mut peer = Session::new(NodeId::from_u128(2), 20, None, &announced);
         me.receive(peer.hello()).expect("hello");
         peer.receive(me.hello()).expect("hello");
         TestCore::new(me, Limits::default(), false)
@@ -505,4 +519,175 @@ fn frames_fit_the_smaller_limit_and_a_peer_cannot_announce_one_below_the_floor()
         Limits::MIN_MAX_FRAME,
         "a lie is floored"
     );
+}
+
+/// A tell to `target`, its frame queued as the driver would write it.
+fn tell_to(core: &mut TestCore, now: Instant, target: ObjectId) -> Result<u64, CallError> {
+    let call = OutCall {
+        target,
+        interface: 3,
+        method: 5,
+        args: Args::Encoded(b"t"),
+        tags: CallTags::default(),
+    };
+    let (id, transmit) = core.call(now, call, None)?;
+    core.transmits.push_back(transmit);
+    Ok(id)
+}
+
+/// Whether `core` has an `Event::Credit` (and nothing else).
+fn credit_came_back(core: &mut TestCore) -> bool {
+    let mut credit = false;
+    while let Some(event) = core.poll_event() {
+        match event {
+            Event::Credit => credit = true,
+            Event::Answered { .. } => {}
+            _ => panic!("only answers and credit expected"),
+        }
+    }
+    credit
+}
+
+#[test]
+fn asks_past_the_peers_window_wait_for_an_answer_to_free_credit() {
+    let (mut a, mut b) = pair_with(1, 2, 2);
+    let now = Instant::now();
+    assert_eq!(a.window(), 2, "B's window, from its Hello");
+    let first = ask(&mut a, now, 1, SECOND);
+    ask(&mut a, now, 2, SECOND);
+    assert_eq!(a.acquire(TARGET), None, "two outstanding: no credit");
+    assert!(a.acquire(ObjectId::from_u128(0x7b)).is_some(), "credit is per target");
+    pump(&mut a, &mut b);
+    let frame = b.reply(Lane::Reply(1), first, Ok(vec![1]));
+    queue(&mut b, frame);
+    pump(&mut b, &mut a);
+    assert!(credit_came_back(&mut a), "the starved caller is woken");
+    assert!(a.acquire(TARGET).is_some(), "the answer gave its credit back");
+    assert_eq!(a.acquire(TARGET), None);
+}
+
+#[test]
+fn tells_hold_credit_until_the_peer_gives_it_back() {
+    let (mut a, mut b) = pair_with(1, 2, 3);
+    let now = Instant::now();
+    for _ in 0..3 {
+        tell_to(&mut a, now, TARGET).expect("credit");
+    }
+    assert_eq!(
+        tell_to(&mut a, now, TARGET),
+        Err(CallError::MailboxFull { capacity: 3 }),
+        "a fourth tell finds no room"
+    );
+    assert_eq!(pump(&mut a, &mut b).len(), 3);
+    assert_eq!(a.in_flight(), 0, "tells wait for no reply");
+    // B took two of them into the mailbox: it owes their credit, sent in one frame.
+    b.owe(TARGET);
+    b.owe(TARGET);
+    b.flush_credit();
+    assert_eq!(pump(&mut b, &mut a), [Seen::Nothing]);
+    assert!(credit_came_back(&mut a));
+    tell_to(&mut a, now, TARGET).expect("room for one");
+    tell_to(&mut a, now, TARGET).expect("and another");
+    assert!(tell_to(&mut a, now, TARGET).is_err(), "the third is still out");
+    b.flush_credit();
+    assert!(b.poll_transmit().is_none(), "nothing owed, nothing sent");
+}
+
+#[test]
+fn credit_the_peer_makes_up_changes_nothing() {
+    let (mut a, mut b) = pair_with(1, 2, 1);
+    let now = Instant::now();
+    tell_to(&mut a, now, TARGET).expect("credit");
+    assert_eq!(a.acquire(TARGET), None);
+    pump(&mut a, &mut b);
+    // B gives back more than was sent, and credit for objects A never called.
+    for _ in 0..5 {
+        b.owe(TARGET);
+    }
+    for n in 0..100 {
+        b.owe(ObjectId::from_u128(n));
+    }
+    b.flush_credit();
+    pump(&mut b, &mut a);
+    assert!(credit_came_back(&mut a));
+    assert!(a.acquire(TARGET).is_some());
+    assert_eq!(a.acquire(TARGET), None, "still one at most");
+    assert_eq!(a.flows.len(), 1, "no state for made-up targets");
+}
+
+#[test]
+fn a_timed_out_ask_gives_its_credit_back_and_a_lost_connection_wakes_the_starved() {
+    let (mut a, _b) = pair_with(1, 2, 1);
+    let t0 = Instant::now();
+    ask(&mut a, t0, 1, Duration::from_millis(10));
+    assert_eq!(a.acquire(TARGET), None);
+    a.handle_timeout(t0 + Duration::from_millis(10));
+    assert!(credit_came_back(&mut a));
+    assert!(a.acquire(TARGET).is_some());
+    assert_eq!(a.acquire(TARGET), None);
+    a.close();
+    assert!(credit_came_back(&mut a), "waiters learn the connection is gone");
+}
+
+#[test]
+fn busy_targets_get_lanes_of_their_own_up_to_the_limit_and_idle_ones_move() {
+    let (mut a, mut b) = pair();
+    let target = |n: usize| ObjectId::from_u128(0x1000 + n as u128);
+    let mut lanes = Vec::new();
+    for n in 0..MAX_LANES {
+        lanes.push(a.acquire(target(n)).expect("credit"));
+    }
+    let expected: Vec<u16> = (0..MAX_LANES as u16).collect();
+    assert_eq!(lanes, expected, "each busy target on a lane of its own");
+    assert_eq!(a.lanes(), MAX_LANES);
+    let shared = a.acquire(target(MAX_LANES)).expect("credit");
+    assert_eq!(a.lanes(), MAX_LANES, "no more lanes than the limit");
+    assert_eq!(a.acquire(target(0)), Some(0), "a busy target keeps its lane");
+    // Target 3's calls are all answered: it leaves lane 3, the quietest now.
+    a.unacquire(target(3));
+    let fresh = ObjectId::from_u128(0x9999);
+    assert_eq!(a.acquire(fresh), Some(3));
+    assert_ne!(shared, 3);
+    // A hundred thousand targets called one after another use one lane.
+    let (mut c, _) = pair_of(3, 4);
+    for n in 0..100_000 {
+        let lane = c.acquire(target(n)).expect("credit");
+        assert_eq!(lane, 0);
+        c.unacquire(target(n));
+    }
+    assert_eq!(c.lanes(), 1);
+    assert!(c.flows.is_empty());
+    drop(b.poll_transmit());
+}
+
+#[test]
+fn credit_for_many_objects_is_split_into_frames_within_the_limit() {
+    let small = Limits {
+        max_frame: Limits::MIN_MAX_FRAME,
+        ..Limits::default()
+    };
+    let mut me = Session::new(NodeId::from_u128(1), 10, None, &small);
+    let mut peer = Session::new(NodeId::from_u128(2), 20, None, &small);
+    me.receive(peer.hello()).expect("hello");
+    peer.receive(me.hello()).expect("hello");
+    let mut b = TestCore::new(me, small, false);
+    for n in 0..1000 {
+        b.owe(ObjectId::from_u128(u128::MAX - n));
+    }
+    b.flush_credit();
+    let mut frames = 0;
+    let mut granted = 0;
+    while let Some(Transmit::Frame(lane, bytes)) = b.poll_transmit() {
+        assert_eq!(lane, Lane::Control);
+        assert!(bytes.len() <= Limits::MIN_MAX_FRAME + 4, "{}", bytes.len());
+        let mut reader = FrameReader::new(small);
+        reader.extend(&bytes).expect("one whole frame");
+        let Some(Frame::Credit { grants }) = reader.next_frame().expect("decodes") else {
+            panic!("a credit frame");
+        };
+        granted += grants.len();
+        frames += 1;
+    }
+    assert_eq!(granted, 1000);
+    assert!(frames > 1, "split: {frames}");
 }
