@@ -137,3 +137,222 @@ async fn a_member_that_never_says_hello_is_dropped_after_the_peer_timeout() {
         .unwrap();
     assert_eq!(client.connect(addr.to_string()).await, Ok(server.id()));
 }
+
+#[remora::remote]
+pub trait Valve {
+    /// Waits for a permit, then records `n`.
+    #[oneway]
+    async fn put(&mut self, n: u64);
+}
+
+struct Tank {
+    got: mpsc::UnboundedSender<u64>,
+    permits: Arc<Semaphore>,
+}
+
+impl Actor for Tank {}
+
+impl Valve for Tank {
+    async fn put(&mut self, n: u64) {
+        self.permits.acquire().await.expect("open").forget();
+        let _ = self.got.send(n);
+    }
+}
+
+/// The server's window in the flood tests: calls a peer may have outstanding
+/// to one of its actors.
+const WINDOW: u32 = 8;
+/// The flooded actor's mailbox: room for this many.
+const ROOM: usize = 4;
+
+/// A client tells a busy actor on another node as fast as `try_tell` lets it:
+/// once the actor's mailbox is full, the server holds exactly its window of
+/// the client's calls and no more, `try_tell` says `MailboxFull`, an awaited
+/// tell waits until its deadline, the client's other calls go through, and
+/// nothing accepted is lost: every message runs, in order.
+async fn a_tell_flood_is_held_to_the_window(transport: Transport, mailbox: Mailbox) {
+    let server = Node::builder().call_window(WINDOW);
+    let pair = Pair::with_each(transport, server, Node::builder()).await;
+    let (got_tx, mut got) = mpsc::unbounded_channel();
+    let permits = Arc::new(Semaphore::new(0));
+    let tank = Tank {
+        got: got_tx,
+        permits: permits.clone(),
+    };
+    let local: ValveRef = pair
+        .server
+        .spawn_with(tank, SpawnOptions::default().mailbox(mailbox));
+    let remote: ValveRef = reach(&pair.client, &pair.server, &local);
+    // One message runs (and waits), ROOM fill the mailbox, WINDOW are held.
+    let expected = 1 + ROOM as u64 + u64::from(WINDOW);
+    let mut accepted = 0u64;
+    let deadline = tokio::time::Instant::now() + SAFETY;
+    for _ in 0..100_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "flood not held in time"
+        );
+        match remote.put(accepted).try_tell() {
+            Ok(()) => accepted += 1,
+            Err(CallError::MailboxFull { capacity }) => {
+                assert_eq!(capacity, WINDOW as usize, "the window is the room");
+                if pair.server.stats().calls_held == WINDOW as usize {
+                    break;
+                }
+                // Credit for the messages taken in is on its way back.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted, expected, "running + mailbox + window");
+    assert_eq!(pair.server.stats().calls_held, WINDOW as usize);
+    assert_eq!(
+        remote.put(999).try_tell(),
+        Err(CallError::MailboxFull {
+            capacity: WINDOW as usize
+        })
+    );
+    // An awaited tell waits for room, and gives up at its deadline unsent.
+    let impatient = remote.with_timeout(Duration::from_millis(50));
+    assert_eq!(
+        impatient.put(999).await,
+        Err(CallError::Timeout {
+            after: Duration::from_millis(50),
+            may_have_executed: false
+        })
+    );
+    // Another actor on the same node is not held up.
+    let other: CounterRef = pair.server.spawn(Tally::default());
+    let other = reach(&pair.client, &pair.server, &other);
+    assert_eq!(timeout(SAFETY, other.add(5)).await.unwrap(), Ok(5));
+    // The client keeps no backlog: what it may send is what the server holds.
+    let queued = pair.client.stats().queued_bytes;
+    assert!(queued < 64 << 10, "client queued {queued} bytes");
+    // A waiting tell goes out when room comes, after everything before it.
+    let patient = tokio::spawn({
+        let remote = remote.clone();
+        async move { remote.put(expected).await }
+    });
+    permits.add_permits(expected as usize + 1);
+    assert_eq!(timeout(SAFETY, patient).await.unwrap().unwrap(), Ok(()));
+    for n in 0..=expected {
+        assert_eq!(timeout(SAFETY, got.recv()).await.unwrap(), Some(n));
+    }
+    until("nothing held", || pair.server.stats().calls_held == 0).await;
+    assert!(
+        got.try_recv().is_err(),
+        "the refused and timed-out tells never ran"
+    );
+}
+
+async fn a_tell_flood_at_a_bounded_mailbox_is_held_to_the_window(transport: Transport) {
+    a_tell_flood_is_held_to_the_window(transport, Mailbox::bounded(ROOM)).await;
+}
+
+/// A capped (unbounded) mailbox refuses a tell at its cap locally; a remote tell,
+/// which has left its sender, is held instead, so that it is not dropped.
+async fn a_tell_flood_at_a_capped_mailbox_is_held_not_dropped(transport: Transport) {
+    a_tell_flood_is_held_to_the_window(transport, Mailbox::unbounded_with_cap(ROOM)).await;
+}
+
+mod flood {
+    use super::*;
+    both_transports!(
+        a_tell_flood_at_a_bounded_mailbox_is_held_to_the_window,
+        a_tell_flood_at_a_capped_mailbox_is_held_not_dropped
+    );
+}
+
+/// One connection calls a hundred thousand distinct objects (a thousand at a
+/// time, each dropped after its call): every call is answered, and the
+/// connection never uses more than its 16 call lanes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_distinct_objects_on_one_connection_all_answer() {
+    const OBJECTS: usize = 100_000;
+    const BATCH: usize = 1_000;
+    let pair = Pair::new(Transport::Quic).await;
+    let mut answered = 0;
+    for _ in 0..OBJECTS / BATCH {
+        let remotes: Vec<CounterRef> = (0..BATCH)
+            .map(|_| {
+                let local: CounterRef = pair.server.spawn(Tally::default());
+                reach(&pair.client, &pair.server, &local)
+            })
+            .collect();
+        let mut calls = tokio::task::JoinSet::new();
+        for remote in remotes {
+            calls.spawn(async move { remote.add(1).await });
+        }
+        let results = timeout(SAFETY, calls.join_all())
+            .await
+            .expect("a batch answers in time");
+        answered += results.into_iter().filter(|r| *r == Ok(1)).count();
+        let lanes = pair.client.stats().call_lanes;
+        assert!(lanes <= 16, "{lanes} call lanes");
+    }
+    assert_eq!(answered, OBJECTS);
+}
+
+/// The tell flood across OS processes: a client floods a busy counter in a
+/// child process with `try_tell`s until the child holds the default window of
+/// its calls (a 1 024-message mailbox full, then 256 calls held, the running
+/// ask among them). Its own outbox stays small, its calls to another actor of
+/// that process go through meanwhile, and every tell accepted runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tell_flood_across_processes_is_held_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    remora::Credentials::create_cluster(dir.path()).unwrap();
+    let server = ChildNode::spawn(env!("CARGO_BIN_EXE_remora-test-node"), dir.path());
+    let client = Node::builder()
+        .credentials(dir.path())
+        .build()
+        .await
+        .unwrap();
+    client.connect(&server.addr).await.unwrap();
+    let counter: CounterRef = client.reference(server.id, server.counter).unwrap();
+    let broker: remora_integration_tests::BrokerRef =
+        client.reference(server.id, server.broker).unwrap();
+    // The counter naps (long enough for the flood), holding one of the window.
+    let nap = tokio::spawn({
+        let counter = counter.clone();
+        async move { counter.nap(4_000).await }
+    });
+    let window = remora::wire::Limits::DEFAULT_WINDOW as u64;
+    let room = Mailbox::DEFAULT_CAPACITY as u64;
+    let (mut accepted, mut refused_in_a_row) = (0u64, 0);
+    let deadline = tokio::time::Instant::now() + SAFETY;
+    while refused_in_a_row < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "flood not held in time"
+        );
+        match counter.bump(1).try_tell() {
+            Ok(()) => {
+                accepted += 1;
+                refused_in_a_row = 0;
+            }
+            Err(CallError::MailboxFull { capacity }) => {
+                assert_eq!(capacity as u64, window);
+                // Held, or credit still on its way back: look again shortly.
+                refused_in_a_row += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted, room + window - 1, "mailbox + window - the nap");
+    let queued = client.stats().queued_bytes;
+    assert!(queued < 64 << 10, "client queued {queued} bytes");
+    assert_eq!(
+        timeout(SAFETY, broker.give()).await.unwrap(),
+        Ok(None),
+        "another actor of that process answers meanwhile"
+    );
+    assert_eq!(timeout(SAFETY, nap).await.unwrap().unwrap(), Ok(4_000));
+    assert_eq!(
+        timeout(SAFETY, counter.total()).await.unwrap(),
+        Ok(accepted),
+        "every tell accepted ran"
+    );
+}

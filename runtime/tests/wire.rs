@@ -241,7 +241,10 @@ fn every_variant() -> Vec<Owned> {
                 }),
             },
         },
-        Owned::Credit(vec![(ObjectId::from_u128(5), 1), (ObjectId::from_u128(u128::MAX), u32::MAX)]),
+        Owned::Credit(vec![
+            (ObjectId::from_u128(5), 1),
+            (ObjectId::from_u128(u128::MAX), u32::MAX),
+        ]),
         Owned::Credit(Vec::new()),
         Owned::Exit {
             object: ObjectId::from_u128(4),
@@ -975,17 +978,19 @@ fn frame() -> impl Strategy<Value = Owned> {
             any::<u64>(),
             any::<u32>(),
         )
-            .prop_map(|(magic, version, node, incarnation, listen, max_frame, window)| {
-                Owned::Hello(Hello {
-                    magic,
-                    version,
-                    node: NodeId::from_u128(node),
-                    incarnation,
-                    listen,
-                    max_frame,
-                    window,
-                })
-            }),
+            .prop_map(
+                |(magic, version, node, incarnation, listen, max_frame, window)| {
+                    Owned::Hello(Hello {
+                        magic,
+                        version,
+                        node: NodeId::from_u128(node),
+                        incarnation,
+                        listen,
+                        max_frame,
+                        window,
+                    })
+                }
+            ),
         call().prop_map(Owned::Call),
         call().prop_map(Owned::Tell),
         (any::<u64>(), bytes(4096)).prop_map(|(call, value)| Owned::Reply { call, value }),
@@ -994,8 +999,11 @@ fn frame() -> impl Strategy<Value = Owned> {
         prop::collection::vec(uuid(), 0..64).prop_map(Owned::Renew),
         any::<u64>().prop_map(Owned::Ping),
         any::<u64>().prop_map(Owned::Pong),
-        prop::collection::vec((any::<u128>().prop_map(ObjectId::from_u128), any::<u32>()), 0..8)
-            .prop_map(Owned::Credit),
+        prop::collection::vec(
+            (any::<u128>().prop_map(ObjectId::from_u128), any::<u32>()),
+            0..8
+        )
+        .prop_map(Owned::Credit),
     ]
 }
 

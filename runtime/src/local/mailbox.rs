@@ -249,7 +249,7 @@ impl<M> MailboxTx<M> {
     /// the actor stopped meanwhile reports `ActorStopped`: it was never accepted.
     pub(crate) async fn send(
         &self,
-        mut env: Envelope<M>,
+        env: Envelope<M>,
         waiting: impl FnOnce(),
     ) -> Result<(), CallError> {
         if let Kind::Unbounded(_) = self.kind {
@@ -259,6 +259,17 @@ impl<M> MailboxTx<M> {
                 Err(TrySendError::Full(_)) => Err(self.full_error()),
             };
         }
+        self.send_when_room(env, waiting).await
+    }
+
+    /// [`MailboxTx::send`], waiting for room below the cap of an unbounded
+    /// mailbox too: for a tell from another node, which has left its sender
+    /// and cannot be refused to it (its sender's credit makes it wait instead).
+    pub(crate) async fn send_when_room(
+        &self,
+        mut env: Envelope<M>,
+        waiting: impl FnOnce(),
+    ) -> Result<(), CallError> {
         // Learn the message's fate without a second allocation when the sender
         // already asked for a receipt; the caller keeps awaiting its own.
         let mut fate = None;

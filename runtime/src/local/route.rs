@@ -84,6 +84,14 @@ impl<M> LocalRoute<M> {
         Ok(())
     }
 
+    /// [`LocalRoute::push_waiting`], waiting below the cap of an unbounded
+    /// mailbox too (see [`MailboxTx::send_when_room`]).
+    pub(crate) async fn push_when_room(&self, env: Envelope<M>) -> Result<(), CallError> {
+        self.tx.send_when_room(env, || self.slot.schedule()).await?;
+        self.slot.schedule();
+        Ok(())
+    }
+
     /// [`LocalRoute::try_inline`] from async code, within the task's cooperative
     /// budget: a loop of calls that all complete inline still yields to the
     /// scheduler now and then, as it would on a channel.

@@ -25,8 +25,8 @@ use super::exports::Delivery;
 use super::host::Host;
 use super::marshal::{Answer, Args, MarshalCx, Replier};
 use super::protocol::{frame_call, frame_reply, Core, Event, OutCall, Sinks, Transmit};
-use super::route::Payload;
 pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
+use super::route::Payload;
 use crate::error::CallError;
 use crate::id::NodeId;
 use crate::local::caller::Caller;
@@ -156,11 +156,19 @@ impl InCall<Payload> {
     }
 }
 
-/// The calls held for objects whose mailboxes are full, in order per object.
+/// The calls held for objects whose mailboxes are full, in order per object:
+/// for each, the calls behind the one its task waits to hand over.
 #[derive(Default)]
 struct Held {
     calls: HashMap<ObjectId, VecDeque<InCall<Payload>>>,
     bytes: usize,
+}
+
+impl Held {
+    /// Calls held: those queued, and the one each object's task hands over.
+    fn count(&self) -> usize {
+        self.calls.values().map(|queue| queue.len() + 1).sum()
+    }
 }
 
 /// What waits on the core's output in the runtime.
@@ -458,7 +466,7 @@ impl Connection {
 
     /// Calls from the peer held for full mailboxes now.
     pub(crate) fn held(&self) -> usize {
-        self.held.lock().calls.values().map(VecDeque::len).sum()
+        self.held.lock().count()
     }
 
     /// Call lanes this connection has opened toward the peer.
@@ -653,7 +661,8 @@ impl Connection {
             call.with(|call| self.serve_now(call));
             return Step::Continue;
         };
-        if queue.len() >= window {
+        // The one being handed over, and those queued behind it.
+        if 1 + queue.len() >= window {
             drop(held);
             let (id, target) = (call.id, call.target);
             if call.one_way {
@@ -753,7 +762,10 @@ impl Connection {
 
     /// Runs a call on the exported object it names, whether its arguments came
     /// encoded or as a value.
-    fn deliver_payload(self: &Arc<Self>, call: InCall<Args<'_>>) -> Result<Option<Delivery>, CallError> {
+    fn deliver_payload(
+        self: &Arc<Self>,
+        call: InCall<Args<'_>>,
+    ) -> Result<Option<Delivery>, CallError> {
         let InCall {
             id,
             target,
@@ -804,7 +816,7 @@ impl Connection {
         .within(cx.clone())
         .sent_by(self.caller.clone())
         .in_chain(tags.chain);
-        cx.enter(|| exported.deliver(method, args, &self.limits, replier))
+        cx.enter(|| exported.deliver(method, args, &self.limits, replier, one_way))
     }
 
     /// Delivers a call of an `#[exactly_once]` method: the first delivery of its
@@ -849,7 +861,7 @@ impl Connection {
         .within(cx.clone())
         .sent_by(self.caller.clone())
         .in_chain(tags.chain);
-        let delivered = cx.enter(|| exported.deliver(method, args, &self.limits, replier));
+        let delivered = cx.enter(|| exported.deliver(method, args, &self.limits, replier, false));
         if let Err(err) = &delivered {
             // Refused before running: retries waiting for it get the same answer,
             // and a later retry may run it.
@@ -938,18 +950,18 @@ impl Connection {
     /// Hands one of the core's events to whoever waits for it.
     fn deliver_event(&self, event: Event<Live>) {
         match event {
-        Event::Answered { waiter, outcome } => {
-            let _ = waiter.send(outcome);
-        }
-        Event::Down { watcher, reason } => {
-            // None: the connection is lost, which the dropped sender says.
-            if let Some(reason) = reason {
-                let _ = watcher.send(reason);
+            Event::Answered { waiter, outcome } => {
+                let _ = waiter.send(outcome);
             }
+            Event::Down { watcher, reason } => {
+                // None: the connection is lost, which the dropped sender says.
+                if let Some(reason) = reason {
+                    let _ = watcher.send(reason);
+                }
+            }
+            Event::Cancel(task) => task.abort(),
+            Event::Credit => self.credit.notify_waiters(),
         }
-        Event::Cancel(task) => task.abort(),
-        Event::Credit => self.credit.notify_waiters(),
-    }
     }
 }
 

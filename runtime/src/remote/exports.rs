@@ -25,14 +25,17 @@ pub(crate) trait Exported: Send + Sync {
     fn interface_name(&self) -> &'static str;
     /// Takes a call's arguments (encoded or moved) and hands the call to the actor:
     /// run at once if the actor is idle, queued otherwise. A full mailbox gives back
-    /// a future that waits for room (the connection awaits it: a slow actor slows
-    /// its callers).
+    /// a future that waits for room (the connection holds the call, and those
+    /// behind it, meanwhile); so does an unbounded mailbox at its cap for a tell
+    /// (`one_way`), which cannot be refused to its sender: its sender's credit
+    /// runs out instead. An ask is refused at the cap (`Overloaded`).
     fn deliver(
         self: Arc<Self>,
         method: u64,
         args: Args<'_>,
         limits: &Limits,
         replier: Replier,
+        one_way: bool,
     ) -> Result<Option<Delivery>, CallError>;
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     /// Resolves with the actor's stop reason (holding its cell, not the actor).
@@ -64,9 +67,10 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
         args: Args<'_>,
         limits: &Limits,
         replier: Replier,
+        one_way: bool,
     ) -> Result<Option<Delivery>, CallError> {
         let msg = M::unmarshal(method, args, limits, replier)?;
-        self.take(msg)
+        self.take(msg, one_way)
     }
 
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
@@ -98,11 +102,16 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
 
 impl<M: Unmarshal> LocalRoute<M> {
     /// Hands an incoming message to the actor: run at once if it is idle, queued
-    /// otherwise; a full mailbox gives back a future that waits for room.
-    fn take(self: Arc<Self>, msg: M) -> Result<Option<Delivery>, CallError> {
+    /// otherwise; a full mailbox gives back a future that waits for room (see
+    /// [`Exported::deliver`]).
+    fn take(self: Arc<Self>, msg: M, one_way: bool) -> Result<Option<Delivery>, CallError> {
         match self.offer_now(msg) {
             Ok(()) => Ok(None),
-            // Over the mailbox's cap: its caller is told so (a tell is dropped).
+            // A tell over the mailbox's cap waits below it.
+            Err(TrySendError::Refused(_, Some(env))) if one_way => Ok(Some(Box::pin(async move {
+                let _ = self.push_when_room(env).await;
+            }))),
+            // An ask over the cap: its caller is told so.
             Err(TrySendError::Refused(err, Some(env))) => {
                 tracing::debug!(actor = %self.cell.id, %err, "incoming call refused");
                 env.msg.refuse(err);

@@ -28,8 +28,8 @@ use rustls_pki_types::CertificateDer;
 use std::future::Future;
 
 use super::connection::{Connection, Drained, Lane, Transport};
-use super::protocol::MAX_LANES;
 use super::host::Host;
+use super::protocol::MAX_LANES;
 use crate::error::CallError;
 use crate::remote::tls::{common_name, Credentials, NODE_NAME};
 use crate::wire::codec::{encode, FrameReader, Limits};

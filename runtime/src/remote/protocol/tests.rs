@@ -556,13 +556,19 @@ fn asks_past_the_peers_window_wait_for_an_answer_to_free_credit() {
     let first = ask(&mut a, now, 1, SECOND);
     ask(&mut a, now, 2, SECOND);
     assert_eq!(a.acquire(TARGET), None, "two outstanding: no credit");
-    assert!(a.acquire(ObjectId::from_u128(0x7b)).is_some(), "credit is per target");
+    assert!(
+        a.acquire(ObjectId::from_u128(0x7b)).is_some(),
+        "credit is per target"
+    );
     pump(&mut a, &mut b);
     let frame = b.reply(Lane::Reply(1), first, Ok(vec![1]));
     queue(&mut b, frame);
     pump(&mut b, &mut a);
     assert!(credit_came_back(&mut a), "the starved caller is woken");
-    assert!(a.acquire(TARGET).is_some(), "the answer gave its credit back");
+    assert!(
+        a.acquire(TARGET).is_some(),
+        "the answer gave its credit back"
+    );
     assert_eq!(a.acquire(TARGET), None);
 }
 
@@ -588,7 +594,10 @@ fn tells_hold_credit_until_the_peer_gives_it_back() {
     assert!(credit_came_back(&mut a));
     tell_to(&mut a, now, TARGET).expect("room for one");
     tell_to(&mut a, now, TARGET).expect("and another");
-    assert!(tell_to(&mut a, now, TARGET).is_err(), "the third is still out");
+    assert!(
+        tell_to(&mut a, now, TARGET).is_err(),
+        "the third is still out"
+    );
     b.flush_credit();
     assert!(b.poll_transmit().is_none(), "nothing owed, nothing sent");
 }
@@ -626,7 +635,10 @@ fn a_timed_out_ask_gives_its_credit_back_and_a_lost_connection_wakes_the_starved
     assert!(a.acquire(TARGET).is_some());
     assert_eq!(a.acquire(TARGET), None);
     a.close();
-    assert!(credit_came_back(&mut a), "waiters learn the connection is gone");
+    assert!(
+        credit_came_back(&mut a),
+        "waiters learn the connection is gone"
+    );
 }
 
 #[test]
@@ -642,7 +654,11 @@ fn busy_targets_get_lanes_of_their_own_up_to_the_limit_and_idle_ones_move() {
     assert_eq!(a.lanes(), MAX_LANES);
     let shared = a.acquire(target(MAX_LANES)).expect("credit");
     assert_eq!(a.lanes(), MAX_LANES, "no more lanes than the limit");
-    assert_eq!(a.acquire(target(0)), Some(0), "a busy target keeps its lane");
+    assert_eq!(
+        a.acquire(target(0)),
+        Some(0),
+        "a busy target keeps its lane"
+    );
     // Target 3's calls are all answered: it leaves lane 3, the quietest now.
     a.unacquire(target(3));
     let fresh = ObjectId::from_u128(0x9999);
