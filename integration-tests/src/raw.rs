@@ -62,4 +62,19 @@ impl RawPeer {
             .expect("TLS with a valid certificate");
         RawPeer { endpoint, conn }
     }
+
+    /// Says `Hello` as node `node` on the control stream (what a node does
+    /// first), announcing the default limits: the node then lets this peer open
+    /// its call lanes. Returns the control stream.
+    pub async fn hello(&self, node: remora::NodeId) -> (quinn::SendStream, quinn::RecvStream) {
+        use remora::wire::codec::encode;
+        use remora::wire::{Limits, Session};
+        let (mut send, recv) = self.conn.open_bi().await.expect("the control stream");
+        let limits = Limits::default();
+        let session = Session::new(node, 1, None, &limits);
+        let mut hello = Vec::new();
+        encode(&session.hello(), &mut hello, &limits).expect("a Hello encodes");
+        send.write_all(&hello).await.expect("the Hello is written");
+        (send, recv)
+    }
 }

@@ -356,3 +356,71 @@ async fn a_tell_flood_across_processes_is_held_and_loses_nothing() {
         "every tell accepted ran"
     );
 }
+
+/// A member writes a large frame, all but its last byte, on each of six
+/// streams: the node buffers two of them (its receive budget, two of the
+/// largest frames) and leaves the others unread, keeps serving other nodes,
+/// and reads the rest as room comes once the first frames complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_holding_partial_frames_on_many_streams_gets_two_frames_of_room() {
+    const MAX_FRAME: usize = 1 << 20;
+    const STREAMS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    remora::Credentials::create_cluster(dir.path()).unwrap();
+    let build = || {
+        Node::builder()
+            .credentials(dir.path())
+            .listen("127.0.0.1:0")
+            .max_frame_size(MAX_FRAME)
+    };
+    let server = build().build().await.unwrap();
+    let addr = server.listen_addr().unwrap();
+    let hostile =
+        remora_integration_tests::raw::RawPeer::connect(dir.path(), "hostile", addr).await;
+    let _control = hostile.hello(remora::NodeId::random()).await;
+    let frame = (MAX_FRAME as u32).to_be_bytes();
+    let body = vec![0xc1u8; MAX_FRAME]; // 0xc1: never valid MessagePack
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let (mut send, recv) = timeout(SAFETY, hostile.conn.open_bi())
+            .await
+            .expect("the node lets a member that said Hello open lanes")
+            .unwrap();
+        send.write_all(&frame).await.unwrap();
+        send.write_all(&body[..MAX_FRAME - 1]).await.unwrap();
+        streams.push((send, recv));
+    }
+    let whole = MAX_FRAME + 4;
+    until("two frames of room taken", || {
+        server.stats().receiving_bytes == 2 * whole
+    })
+    .await;
+    // Another node is served meanwhile.
+    let client = build().build().await.unwrap();
+    client.connect(addr.to_string()).await.unwrap();
+    let local: CounterRef = server.spawn(Tally::default());
+    let remote = reach(&client, &server, &local);
+    assert_eq!(timeout(SAFETY, remote.add(2)).await.unwrap(), Ok(2));
+    assert_eq!(
+        server.stats().receiving_bytes,
+        2 * whole,
+        "still two frames"
+    );
+    // The others were read no further than one read each (at most 256 KiB).
+    let received = server.stats().bytes_received;
+    assert!(
+        received < (3 * whole) as u64 + 8192,
+        "{received} bytes read of {STREAMS} frames"
+    );
+    // The frames complete (as garbage, skipped): the others get their room in turn.
+    for (send, _) in &mut streams {
+        send.write_all(&body[..1]).await.unwrap();
+    }
+    until("every frame read", || server.stats().receiving_bytes == 0).await;
+    let received = server.stats().bytes_received;
+    assert!(
+        received >= (STREAMS * whole) as u64,
+        "all {STREAMS} frames were read in the end: {received} bytes"
+    );
+    assert_eq!(timeout(SAFETY, remote.add(3)).await.unwrap(), Ok(5));
+}

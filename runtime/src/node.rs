@@ -328,6 +328,10 @@ pub struct NodeStats {
     /// Call lanes open toward other nodes (one QUIC stream each): at most 16
     /// per connection, however many objects it calls.
     pub call_lanes: usize,
+    /// Bytes of large frames being received from other nodes: at most two of the
+    /// largest frames ([`NodeBuilder::max_frame_size`]) per connection; a stream
+    /// whose frame finds no room waits, unread, until there is.
+    pub receiving_bytes: usize,
 }
 
 impl Node {
@@ -618,6 +622,7 @@ impl Node {
             queued_bytes: self.inner.host.queued_bytes(),
             calls_held: self.inner.host.calls_held(),
             call_lanes: self.inner.host.call_lanes(),
+            receiving_bytes: self.inner.host.receiving_bytes(),
         }
     }
 

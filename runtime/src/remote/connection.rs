@@ -18,7 +18,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::exports::Delivery;
@@ -187,6 +187,20 @@ struct Driven {
     armed: Option<Instant>,
 }
 
+/// Frames up to this size are read without room from the receive budget
+/// ([`Connection::room_for_frame`]): a read holds one anyway.
+pub(crate) const SMALL_FRAME: usize = 64 << 10;
+
+/// What a connection may buffer of frames being received: two of the largest
+/// frames, headers included.
+fn receive_budget(limits: &Limits) -> usize {
+    limits
+        .max_frame
+        .saturating_add(4)
+        .saturating_mul(2)
+        .min(Semaphore::MAX_PERMITS)
+}
+
 /// How long a duplicate connection lives on after losing the tie-break.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
@@ -218,6 +232,8 @@ pub(crate) struct Connection {
     holding: AtomicUsize,
     /// Wakes readers waiting for the calls held to shrink.
     held_room: Notify,
+    /// Room for large frames being received ([`Connection::room_for_frame`]).
+    receiving: Arc<Semaphore>,
     values: bool,
     /// What this node accepts from the peer.
     pub(crate) limits: Limits,
@@ -258,6 +274,7 @@ impl Connection {
             held: Mutex::new(Held::default()),
             holding: AtomicUsize::new(0),
             held_room: Notify::new(),
+            receiving: Arc::new(Semaphore::new(receive_budget(&limits))),
             values,
             limits,
             send_limits,
@@ -333,6 +350,7 @@ impl Connection {
             self.closed_notify.notify_waiters();
             self.credit.notify_waiters();
             self.held_room.notify_waiters();
+            self.receiving.close();
             if let Some(node) = self.node.upgrade() {
                 node.forget_peer(&self.peer, self);
             }
@@ -467,6 +485,24 @@ impl Connection {
     /// Calls from the peer held for full mailboxes now.
     pub(crate) fn held(&self) -> usize {
         self.held.lock().count()
+    }
+
+    /// Room for a frame of `size` bytes (its header included) that a reader has
+    /// begun to receive, out of the connection's receive budget (two of the
+    /// largest frames): held until the frame is read. A reader waits for it
+    /// before reading the frame's body, so that a peer cannot make the node
+    /// buffer more than the budget in partial frames, however many streams it
+    /// writes on; a frame with its room always completes, so two large frames
+    /// never wait for each other. Frames up to [`SMALL_FRAME`] bytes need none.
+    /// None once the connection closed.
+    pub(crate) async fn room_for_frame(&self, size: usize) -> Option<OwnedSemaphorePermit> {
+        let size = u32::try_from(size).ok()?;
+        self.receiving.clone().acquire_many_owned(size).await.ok()
+    }
+
+    /// Bytes of frames being received, out of the receive budget.
+    pub(crate) fn receiving(&self) -> usize {
+        receive_budget(&self.limits).saturating_sub(self.receiving.available_permits())
     }
 
     /// Call lanes this connection has opened toward the peer.

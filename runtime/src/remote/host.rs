@@ -487,6 +487,11 @@ impl Host {
         self.peers.iter().map(|c| c.held()).sum()
     }
 
+    /// Bytes of large frames being received from peers now.
+    pub(crate) fn receiving_bytes(&self) -> usize {
+        self.peers.iter().map(|c| c.receiving()).sum()
+    }
+
     /// Call lanes (streams, over QUIC) open toward peers now.
     pub(crate) fn call_lanes(&self) -> usize {
         self.peers.iter().map(|c| c.lanes()).sum()

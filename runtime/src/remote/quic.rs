@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use rustls_pki_types::CertificateDer;
 use std::future::Future;
 
-use super::connection::{Connection, Drained, Lane, Transport};
+use super::connection::{Connection, Drained, Lane, Transport, SMALL_FRAME};
 use super::host::Host;
 use super::protocol::MAX_LANES;
 use crate::error::CallError;
@@ -342,6 +342,8 @@ fn spawn_reader(
 ) {
     tokio::spawn(async move {
         let mut reader = buffered.unwrap_or_else(|| FrameReader::new(conn.limits));
+        // The room a large frame being read holds, and where that frame starts.
+        let mut room = None;
         loop {
             match conn.drain(&mut reader, replies).await {
                 Drained::More => {}
@@ -352,6 +354,21 @@ fn spawn_reader(
                 Drained::Close => {
                     conn.close();
                     break;
+                }
+            }
+            // Drained: a frame whose room is held has been read.
+            if room
+                .as_ref()
+                .is_some_and(|(at, _)| *at != reader.position() || reader.partial().is_none())
+            {
+                room = None;
+            }
+            if room.is_none() {
+                if let Some(size) = reader.partial().filter(|&size| size > SMALL_FRAME) {
+                    match conn.room_for_frame(size).await {
+                        Some(permit) => room = Some((reader.position(), permit)),
+                        None => break,
+                    }
                 }
             }
             match recv.read_chunk(256 * 1024, true).await {

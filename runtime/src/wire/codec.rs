@@ -158,6 +158,8 @@ pub struct FrameReader {
     buf: Vec<u8>,
     /// Start of the bytes not yet consumed.
     pos: usize,
+    /// Bytes consumed (returned as frames) since the stream began.
+    consumed: u64,
     limits: Limits,
 }
 
@@ -168,6 +170,7 @@ impl FrameReader {
             refused: None,
             buf: Vec::new(),
             pos: 0,
+            consumed: 0,
             limits,
         }
     }
@@ -214,6 +217,20 @@ impl FrameReader {
         self.buf.len() - self.pos
     }
 
+    /// Where the next frame starts in the stream: the bytes consumed so far.
+    pub fn position(&self) -> u64 {
+        self.consumed
+    }
+
+    /// The whole size (header included) of the frame at the head of the buffer,
+    /// once its header is here and while its body is not complete: what reading
+    /// it to the end will buffer.
+    pub fn partial(&self) -> Option<usize> {
+        let len = self.announced()?;
+        let whole = len.checked_add(4)?;
+        (self.buffered() < whole).then_some(whole)
+    }
+
     fn announced(&self) -> Option<usize> {
         let head = self.buf.get(self.pos..self.pos + 4)?;
         Some(u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize)
@@ -236,6 +253,7 @@ impl FrameReader {
             return Ok(None);
         };
         self.pos = start + len;
+        self.consumed += 4 + len as u64;
         decode_within(body, self.limits.max_depth.max(FRAME_DEPTH))
             .map(Some)
             .map_err(DecodeError::Malformed)
