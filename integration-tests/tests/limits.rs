@@ -314,10 +314,9 @@ async fn a_tell_flood_across_processes_is_held_and_loses_nothing() {
     let broker: remora_integration_tests::BrokerRef =
         client.reference(server.id, server.broker).unwrap();
     // The counter naps (long enough for the flood), holding one of the window.
-    let nap = tokio::spawn({
-        let counter = counter.clone();
-        async move { counter.nap(4_000).await }
-    });
+    // A remote call sends its frame on its first poll: the nap is first in line.
+    let mut nap = Box::pin(counter.nap(4_000));
+    assert!(poll_once(&mut nap).await.is_pending());
     let window = remora::wire::Limits::DEFAULT_WINDOW as u64;
     let room = Mailbox::DEFAULT_CAPACITY as u64;
     let (mut accepted, mut refused_in_a_row) = (0u64, 0);
@@ -349,7 +348,7 @@ async fn a_tell_flood_across_processes_is_held_and_loses_nothing() {
         Ok(None),
         "another actor of that process answers meanwhile"
     );
-    assert_eq!(timeout(SAFETY, nap).await.unwrap().unwrap(), Ok(4_000));
+    assert_eq!(timeout(SAFETY, nap).await.unwrap(), Ok(4_000));
     assert_eq!(
         timeout(SAFETY, counter.total()).await.unwrap(),
         Ok(accepted),
@@ -423,4 +422,92 @@ async fn a_member_holding_partial_frames_on_many_streams_gets_two_frames_of_room
         "all {STREAMS} frames were read in the end: {received} bytes"
     );
     assert_eq!(timeout(SAFETY, remote.add(3)).await.unwrap(), Ok(5));
+}
+
+/// A member asks for large replies and never reads them: the node queues at
+/// most its backlog budget of replies (beyond what QUIC itself buffers), stops
+/// reading that member's calls meanwhile, serves other nodes, and answers
+/// every call once the member reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_reads_its_replies_has_its_calls_read_no_further() {
+    use remora::wire::codec::encode;
+    use remora::wire::{Call, Frame, FrameReader, Limits};
+    const MAX_FRAME: usize = 1 << 20;
+    const CALLS: u64 = 80;
+    let dir = tempfile::tempdir().unwrap();
+    remora::Credentials::create_cluster(dir.path()).unwrap();
+    let server = Node::builder()
+        .credentials(dir.path())
+        .listen("127.0.0.1:0")
+        .max_frame_size(MAX_FRAME)
+        .build()
+        .await
+        .unwrap();
+    let addr = server.listen_addr().unwrap();
+    // `seen()` answers about 900 KB: 100 000 large numbers.
+    let big: CounterRef = server.spawn(Tally {
+        total: 0,
+        seen: vec![u64::MAX; 100_000],
+    });
+    let target = server.export(&big).unwrap();
+    let hostile = remora_integration_tests::raw::RawPeer::connect(dir.path(), "greedy", addr).await;
+    let _control = hostile.hello(remora::NodeId::random()).await;
+    let (mut send, mut recv) = hostile.conn.open_bi().await.unwrap();
+    let limits = Limits::default();
+    let mut calls = Vec::new();
+    for id in 1..=CALLS {
+        let call = Call {
+            id,
+            target,
+            interface: remora::stable_id("Counter"),
+            method: remora::stable_id("Counter.seen"),
+            args: &[0x90], // no arguments: an empty array
+            chain: 0,
+            once: 0,
+        };
+        encode(&Frame::Call(call), &mut calls, &limits).unwrap();
+    }
+    send.write_all(&calls).await.unwrap();
+    // The replies pile up to the budget (QUIC buffers 32 MiB of them first).
+    let budget = 2 * MAX_FRAME;
+    until("the replies queue up", || {
+        server.stats().queued_bytes > budget / 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = server.stats().queued_bytes;
+    assert!(
+        queued <= budget + MAX_FRAME,
+        "{queued} bytes of replies queued (budget {budget})"
+    );
+    // Another node is served meanwhile.
+    let client = Node::builder()
+        .credentials(dir.path())
+        .build()
+        .await
+        .unwrap();
+    client.connect(addr.to_string()).await.unwrap();
+    let local: CounterRef = server.spawn(Tally::default());
+    let remote = reach(&client, &server, &local);
+    assert_eq!(timeout(SAFETY, remote.add(2)).await.unwrap(), Ok(2));
+    // Once the member reads, every call is answered, with the whole list.
+    let mut reader = FrameReader::new(limits);
+    let mut answered = 0;
+    while answered < CALLS {
+        let chunk = timeout(SAFETY, recv.read_chunk(1 << 20, true))
+            .await
+            .expect("replies keep coming")
+            .unwrap()
+            .expect("the stream stays open");
+        reader.extend(&chunk.bytes).unwrap();
+        while let Some(frame) = reader.next_frame().unwrap() {
+            let Frame::Reply { call, value } = frame else {
+                panic!("a reply, not {frame:?}");
+            };
+            assert_eq!(call, answered + 1, "in order");
+            assert!(value.len() > 800_000, "the whole list: {}", value.len());
+            answered += 1;
+        }
+    }
+    until("nothing queued", || server.stats().queued_bytes == 0).await;
 }

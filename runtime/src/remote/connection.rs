@@ -73,6 +73,48 @@ pub(crate) trait Transport: Send + Sync {
     }
     /// The peer stopped sending on the stream whose replies go to `lane`.
     fn lane_closed(&self, _lane: Lane) {}
+    /// Replies written and not yet sent, if the transport can fall behind (a
+    /// peer that does not read them).
+    fn replies_backlog(&self) -> Option<&Backlog> {
+        None
+    }
+}
+
+/// Bytes of replies a transport has queued and not yet sent: a peer that does
+/// not read its replies stops having its calls read past a budget
+/// ([`Connection::drain`]).
+#[derive(Default)]
+pub(crate) struct Backlog {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
+
+impl Backlog {
+    pub(crate) fn queued(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Resolves once at most `budget` bytes are queued (or `gone` says to stop).
+    async fn within(&self, budget: usize, gone: impl Fn() -> bool) {
+        loop {
+            let drained = self.drained.notified();
+            let mut drained = std::pin::pin!(drained);
+            drained.as_mut().enable();
+            if self.bytes() <= budget || gone() {
+                return;
+            }
+            drained.await;
+        }
+    }
 }
 
 /// A call from the peer to one of this node's objects, with its arguments as
@@ -500,6 +542,12 @@ impl Connection {
         self.receiving.clone().acquire_many_owned(size).await.ok()
     }
 
+    /// The bytes of replies queued for the peer past which its calls are read
+    /// no further: two of the largest frames it accepts.
+    pub(crate) fn backlog_budget(&self) -> usize {
+        self.send_limits.max_frame.saturating_mul(2)
+    }
+
     /// Bytes of frames being received, out of the receive budget.
     pub(crate) fn receiving(&self) -> usize {
         receive_budget(&self.limits).saturating_sub(self.receiving.available_permits())
@@ -553,7 +601,20 @@ impl Connection {
         reader: &mut FrameReader,
         replies: Lane,
     ) -> Drained {
+        // A peer that does not read its replies has its calls read no further
+        // (only on the lanes calls come in on: replies to our calls are always
+        // read, so two nodes never wait for each other).
+        let backlog = match replies {
+            Lane::Reply(_) => self.transport.replies_backlog(),
+            _ => None,
+        };
         loop {
+            if let Some(backlog) = backlog {
+                let budget = self.backlog_budget();
+                if backlog.bytes() > budget {
+                    backlog.within(budget, || self.is_closed()).await;
+                }
+            }
             let frame = match reader.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {

@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use rustls_pki_types::CertificateDer;
 use std::future::Future;
 
-use super::connection::{Connection, Drained, Lane, Transport, SMALL_FRAME};
+use super::connection::{Backlog, Connection, Drained, Lane, Transport, SMALL_FRAME};
 use super::host::Host;
 use super::protocol::MAX_LANES;
 use crate::error::CallError;
@@ -218,7 +218,8 @@ async fn establish(
     quic.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(MAX_LANES as u32 + 1));
     let transport = Arc::new(QuicTransport {
         quic: quic.clone(),
-        control: Outbox::open(send),
+        control: Outbox::open(send, None),
+        backlog: Arc::default(),
         calls: Mutex::new(Vec::new()),
         replies: Mutex::new(HashMap::new()),
         conn: OnceLock::new(),
@@ -247,7 +248,8 @@ async fn establish(
             let lanes = AtomicU64::new(1);
             while let Ok((send, recv)) = quic.accept_bi().await {
                 let lane = lanes.fetch_add(1, Ordering::Relaxed);
-                transport.replies.lock().insert(lane, Outbox::open(send));
+                let outbox = Outbox::open(send, Some(transport.backlog.clone()));
+                transport.replies.lock().insert(lane, outbox);
                 spawn_reader(conn.clone(), recv, Lane::Reply(lane), None);
             }
             // The connection is gone (closed, timed out, reset): fail what is in flight.
@@ -395,6 +397,8 @@ fn spawn_reader(
 /// and no writer task holding the stream.
 struct Outbox {
     state: parking_lot::Mutex<OutboxState>,
+    /// Where the bytes it queues are counted, for an outbox of replies.
+    backlog: Option<Arc<Backlog>>,
 }
 
 struct OutboxState {
@@ -408,9 +412,10 @@ struct OutboxState {
 }
 
 impl Outbox {
-    /// An outbox for an open stream.
-    fn open(stream: quinn::SendStream) -> Arc<Outbox> {
+    /// An outbox for an open stream; what it queues is counted in `backlog`.
+    fn open(stream: quinn::SendStream, backlog: Option<Arc<Backlog>>) -> Arc<Outbox> {
         Arc::new(Outbox {
+            backlog,
             state: parking_lot::Mutex::new(OutboxState {
                 stream: Some(stream),
                 queue: Vec::new(),
@@ -426,6 +431,7 @@ impl Outbox {
         open: impl Future<Output = Option<quinn::SendStream>> + Send + 'static,
     ) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox {
+            backlog: None,
             state: parking_lot::Mutex::new(OutboxState {
                 stream: None,
                 queue: Vec::new(),
@@ -468,6 +474,9 @@ impl Outbox {
             }
         }
         state.queued += frame.len();
+        if let Some(backlog) = &self.backlog {
+            backlog.queued(frame.len());
+        }
         state.queue.push(frame);
         if !state.writing {
             if let Some(stream) = state.stream.take() {
@@ -486,6 +495,9 @@ impl Outbox {
             let mut batch = {
                 let mut state = self.state.lock();
                 state.queued -= written;
+                if let Some(backlog) = &self.backlog {
+                    backlog.sent(written);
+                }
                 if state.queue.is_empty() {
                     state.stream = Some(stream);
                     state.writing = false;
@@ -504,6 +516,9 @@ impl Outbox {
         let mut state = self.state.lock();
         state.failed = true;
         state.queue.clear();
+        if let Some(backlog) = &self.backlog {
+            backlog.sent(state.queued);
+        }
         state.queued = 0;
     }
 
@@ -520,6 +535,8 @@ struct QuicTransport {
     calls: Mutex<Vec<Arc<Outbox>>>,
     /// Send halves of the streams the peer opened to call us.
     replies: Mutex<HashMap<u64, Arc<Outbox>>>,
+    /// Bytes queued in `replies`.
+    backlog: Arc<Backlog>,
     conn: OnceLock<Weak<Connection>>,
 }
 
@@ -561,6 +578,10 @@ impl Transport for QuicHandle {
             // against what the peer may open.
             self.0.replies.lock().remove(&n);
         }
+    }
+
+    fn replies_backlog(&self) -> Option<&Backlog> {
+        Some(&self.0.backlog)
     }
 
     fn queued(&self) -> usize {
