@@ -44,7 +44,8 @@ pub(crate) struct QuicConfig {
 pub(crate) struct Endpoint {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    /// How long an authenticated peer has to send its `Hello` (the peer timeout).
+    /// How long an incoming peer has for TLS, and then again for its `Hello` (the
+    /// peer timeout).
     hello_within: Duration,
 }
 
@@ -132,15 +133,8 @@ impl Endpoint {
                 let node = node.clone();
                 tokio::spawn(async move {
                     let remote = incoming.remote_address();
-                    match incoming.await {
-                        Ok(quic) => {
-                            if let Err(err) =
-                                establish(node, quic, false, limits, hello_within).await
-                            {
-                                tracing::warn!(%remote, %err, "refused an incoming connection");
-                            }
-                        }
-                        Err(err) => tracing::warn!(%remote, %err, "incoming handshake failed"),
+                    if let Err(err) = accept(node, incoming, limits, hello_within).await {
+                        tracing::warn!(%remote, %err, "incoming handshake failed");
                     }
                 });
             }
@@ -175,6 +169,27 @@ impl Endpoint {
     pub(crate) fn close(&self) {
         self.endpoint.close(0u32.into(), b"node shut down");
     }
+}
+
+/// TLS, then the Remora handshake, of an incoming connection, each within
+/// `hello_within`. quinn sets no deadline on a handshake, and its idle timeout
+/// restarts with every packet: a client that kept sending PINGs would hold the
+/// handshake open for as long as it liked.
+async fn accept(
+    node: Weak<Host>,
+    incoming: quinn::Incoming,
+    limits: Limits,
+    hello_within: Duration,
+) -> Result<Arc<Connection>, String> {
+    // Dropping the unfinished handshake (on time-out) closes it.
+    let quic = match tokio::time::timeout(hello_within, incoming).await {
+        Ok(Ok(quic)) => quic,
+        Ok(Err(err)) => return Err(format!("TLS handshake failed: {err}")),
+        Err(_) => return Err(format!("no TLS handshake within {hello_within:?}")),
+    };
+    establish(node, quic, false, limits, hello_within)
+        .await
+        .map_err(|err| err.to_string())
 }
 
 /// Exchanges `Hello`s on the control stream and sets the connection up.
