@@ -27,6 +27,7 @@ use crate::remote::host::{local_wire, HostConfig};
 use crate::remote::marshal::Unmarshal;
 use crate::remote::quic::{QuicConfig, DEFAULT_IDLE_TIMEOUT};
 use crate::remote::tls::{Credentials, CredentialsError};
+use crate::remote::HandshakeLimits;
 use crate::remote::{Host, RemoteRoute, WireRef};
 use crate::wire::codec::Limits;
 use crate::wire::ObjectId;
@@ -120,6 +121,7 @@ pub struct NodeBuilder {
     listen: Option<String>,
     credentials: Option<CredentialSource>,
     peer_timeout: Duration,
+    handshakes: HandshakeLimits,
     limits: Limits,
     name: Option<String>,
     default_mailbox: Mailbox,
@@ -178,6 +180,16 @@ impl NodeBuilder {
         self
     }
 
+    /// How many incoming QUIC handshakes this node works on at once, and past how
+    /// many a client must prove its address with a QUIC Retry first (default:
+    /// [`HandshakeLimits::default`]: Retry past 64, at most 1 024, 32 per address).
+    /// A handshake lasts at most the peer timeout for TLS and again for the peer's
+    /// `Hello`; [`NodeStats::handshakes`] counts those in flight.
+    pub fn handshake_limits(mut self, limits: HandshakeLimits) -> Self {
+        self.handshakes = limits;
+        self
+    }
+
     /// The largest frame this node accepts from a peer, in bytes (default 16 MiB,
     /// at least 1 KiB). Nodes announce it when they connect: a larger call is
     /// refused with [`CallError::TooLarge`] before it is sent.
@@ -232,6 +244,7 @@ impl NodeBuilder {
         };
         let quic_config = QuicConfig {
             idle_timeout: self.peer_timeout,
+            handshakes: self.handshakes,
         };
         let host = Host::start(HostConfig {
             id: NodeId::random(),
@@ -300,6 +313,17 @@ pub struct NodeStats {
     /// to stop. A lost connection ends its monitors, so this also says when a
     /// monitor has been set up again after a reconnect.
     pub monitors: usize,
+    /// Incoming QUIC handshakes in flight now: from a client's first datagram
+    /// until its `Hello` has arrived, it failed, or it ran out of time. Never more
+    /// than [`HandshakeLimits`]' `max_in_flight`, and while it is past
+    /// `retry_above`, clients are asked to prove their address first.
+    pub handshakes: usize,
+    /// Incoming handshakes answered with a QUIC Retry since the node started (the
+    /// client had to prove its address: a real one comes back, a flood does not).
+    pub handshakes_retried: u64,
+    /// Incoming handshakes refused since the node started: too many in flight, or
+    /// too many from the client's address.
+    pub handshakes_refused: u64,
 }
 
 impl Node {
@@ -309,6 +333,7 @@ impl Node {
             listen: None,
             credentials: None,
             peer_timeout: DEFAULT_IDLE_TIMEOUT,
+            handshakes: HandshakeLimits::default(),
             limits: Limits::default(),
             name: None,
             default_mailbox: Mailbox::default(),
@@ -578,6 +603,8 @@ impl Node {
 
     /// The node's counters now.
     pub fn stats(&self) -> NodeStats {
+        let (handshakes, handshakes_retried, handshakes_refused) =
+            self.inner.host.handshake_counts();
         NodeStats {
             actors: self.inner.live.load(Ordering::Acquire),
             exactly_once_replies: self.inner.host.once_table().remembered(),
@@ -587,6 +614,9 @@ impl Node {
             connections: self.inner.host.connection_count(),
             bytes_received: self.inner.host.bytes_received(),
             monitors: self.inner.host.monitor_count(),
+            handshakes,
+            handshakes_retried,
+            handshakes_refused,
         }
     }
 
