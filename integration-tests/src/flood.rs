@@ -22,6 +22,9 @@ const ALPN: &[u8] = b"remora/1";
 /// Connections a validating flood keeps per socket while it waits for their Retry.
 const WAITING: usize = 4096;
 
+/// A connection a validating flood keeps until its Retry comes.
+type Kept = (ConnectionHandle, Connection);
+
 /// Sends Initials to one node; see the module documentation.
 pub struct Flood {
     target: SocketAddr,
@@ -30,6 +33,8 @@ pub struct Flood {
     sources: Vec<Source>,
     next: usize,
     buf: Vec<u8>,
+    /// Initials made in advance: the socket to send each from, and its bytes.
+    prepared: VecDeque<(usize, Vec<u8>)>,
     /// Initials sent (fresh ones, not the answers to a Retry).
     pub sent: u64,
     /// Retry packets the node sent back.
@@ -70,6 +75,7 @@ impl Flood {
             sources,
             next: 0,
             buf: Vec::with_capacity(2048),
+            prepared: VecDeque::new(),
             sent: 0,
             retries: 0,
             answered: 0,
@@ -80,26 +86,69 @@ impl Flood {
     /// what came back (see [`Flood::answer`]).
     pub fn send(&mut self, initials: usize) -> io::Result<()> {
         for _ in 0..initials {
-            let now = Instant::now();
-            let at = self.next;
-            self.next = (at + 1) % self.sources.len();
+            let (at, conn) = self.initial()?;
             let source = &mut self.sources[at];
-            let (handle, mut conn) = source
-                .endpoint
-                .connect(now, self.config.clone(), self.target, SERVER_NAME)
-                .map_err(io::Error::other)?;
-            self.buf.clear();
-            if let Some(transmit) = conn.poll_transmit(now, 1, &mut self.buf) {
-                send_to(&source.socket, &self.buf[..transmit.size], self.target)?;
-                self.sent += 1;
-            }
-            if self.validate {
+            send_to(&source.socket, &self.buf, self.target)?;
+            self.sent += 1;
+            if let Some((handle, conn)) = conn {
                 source.wait(handle, conn);
-            } else {
-                source.forget(handle);
             }
         }
         self.answer()
+    }
+
+    /// Makes `initials` Initials now, for [`Flood::send_prepared`] to send later:
+    /// a flood faster than Initials can be made. Only for a flood that does not
+    /// validate (it keeps nothing to answer a Retry with).
+    pub fn prepare(&mut self, initials: usize) -> io::Result<()> {
+        assert!(
+            !self.validate,
+            "a validating flood makes its Initials as it goes"
+        );
+        for _ in 0..initials {
+            let (at, _) = self.initial()?;
+            self.prepared.push_back((at, self.buf.clone()));
+        }
+        Ok(())
+    }
+
+    /// Sends up to `initials` of the prepared Initials, then reads what came back;
+    /// how many were sent (fewer once none is left).
+    pub fn send_prepared(&mut self, initials: usize) -> io::Result<usize> {
+        let mut sent = 0;
+        while sent < initials {
+            let Some((at, datagram)) = self.prepared.pop_front() else {
+                break;
+            };
+            send_to(&self.sources[at].socket, &datagram, self.target)?;
+            sent += 1;
+        }
+        self.sent += sent as u64;
+        self.answer()?;
+        Ok(sent)
+    }
+
+    /// A fresh Initial in `buf`: the socket it is for, and its connection if a
+    /// validating flood must keep it to answer the Retry.
+    fn initial(&mut self) -> io::Result<(usize, Option<Kept>)> {
+        let now = Instant::now();
+        let at = self.next;
+        self.next = (at + 1) % self.sources.len();
+        let source = &mut self.sources[at];
+        let (handle, mut conn) = source
+            .endpoint
+            .connect(now, self.config.clone(), self.target, SERVER_NAME)
+            .map_err(io::Error::other)?;
+        self.buf.clear();
+        let transmit = conn
+            .poll_transmit(now, 1, &mut self.buf)
+            .ok_or_else(|| io::Error::other("a new connection has its Initial to send"))?;
+        self.buf.truncate(transmit.size);
+        if self.validate {
+            return Ok((at, Some((handle, conn))));
+        }
+        source.forget(handle);
+        Ok((at, None))
     }
 
     /// Reads whatever the node sent back; a validating flood answers each Retry
