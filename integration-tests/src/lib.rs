@@ -5,6 +5,7 @@ use std::time::Duration;
 use remora::{Actor, Node};
 
 pub mod etcd;
+pub mod flood;
 pub mod raw;
 
 /// Safety net for awaits that must complete; never a performance bound.

@@ -1,11 +1,13 @@
 //! What peers can make a node hold, and what a node builds for its peers, stays
 //! within the limits the nodes set.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use remora::remote::inproc;
+use remora::remote::{inproc, HandshakeLimits};
 use remora::{Actor, CallError, Interface, Mailbox, Node, SpawnOptions};
+use remora_integration_tests::flood::{Flood, Lingering};
 use remora_integration_tests::*;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::timeout;
@@ -510,4 +512,196 @@ async fn a_member_that_never_reads_its_replies_has_its_calls_read_no_further() {
         }
     }
     until("nothing queued", || server.stats().queued_bytes == 0).await;
+}
+
+/// What one flood did, and what the node showed while it ran.
+struct Flooded {
+    flood: remora_integration_tests::flood::Flood,
+    /// The most handshakes the node had in flight at any poll.
+    peak: usize,
+    /// Calls the connected client completed while the flood ran.
+    calls: u64,
+}
+
+/// Floods `server` from four sockets, in rounds of 100 Initials, for at least
+/// `rounds` rounds and until the client has completed 20 calls during it (at most
+/// 300 rounds), polling the node's handshakes in flight meanwhile: none may pass
+/// `bound`.
+async fn flood(
+    server: &Node,
+    validate: bool,
+    rounds: usize,
+    calls: &Arc<AtomicU64>,
+    bound: usize,
+) -> Flooded {
+    let addr = server.listen_addr().unwrap();
+    let before = calls.load(Ordering::SeqCst);
+    let flooding = tokio::task::spawn_blocking({
+        let calls = calls.clone();
+        move || {
+            let mut flood = Flood::new(addr, 4, validate).expect("flood sockets");
+            for round in 0..300 {
+                if round >= rounds && calls.load(Ordering::SeqCst) >= before + 20 {
+                    break;
+                }
+                flood.send(100).expect("flood sends");
+                std::thread::sleep(Duration::from_millis(2));
+                flood.answer().expect("flood reads");
+            }
+            flood
+        }
+    });
+    let mut peak = 0;
+    let deadline = tokio::time::Instant::now() + SAFETY * 6;
+    while !flooding.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flood did not end"
+        );
+        let handshakes = server.stats().handshakes;
+        assert!(handshakes <= bound, "{handshakes} handshakes in flight");
+        peak = peak.max(handshakes);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let flood = flooding.await.unwrap();
+    Flooded {
+        flood,
+        peak,
+        calls: calls.load(Ordering::SeqCst) - before,
+    }
+}
+
+/// A flood of half-open handshakes (real Initials, never completed) while a
+/// connected node keeps calling: the node works on at most `retry_above` of them
+/// and asks the rest to prove their address (a QUIC Retry, which the flood never
+/// answers); the connected node's calls all succeed, and a node that connects
+/// during the flood gets through (it answers the Retry). A flood that does answer
+/// Retries, from one address, gets that address's share and is refused past it.
+/// Every handshake ends within the peer timeout twice (TLS, then `Hello`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_handshake_flood_is_held_to_the_handshake_budget() {
+    let limits = HandshakeLimits::default()
+        .retry_above(16)
+        .max_in_flight(64)
+        .max_per_address(8);
+    let server = Node::builder()
+        .handshake_limits(limits)
+        .peer_timeout(Duration::from_secs(3));
+    let pair = Pair::with_each(Transport::Quic, server, Node::builder()).await;
+    let local: CounterRef = pair.server.spawn(Tally::default());
+    let remote = reach(&pair.client, &pair.server, &local);
+    let calls = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let caller = tokio::spawn({
+        let (calls, done) = (calls.clone(), done.clone());
+        async move {
+            for n in 1..=1_000_000 {
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                let total = timeout(SAFETY, remote.add(1)).await;
+                assert_eq!(total, Ok(Ok(n)), "call {n} during the flood");
+                calls.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+
+    // Half-open, never answered: Retries past 16 in flight, nothing refused.
+    let late = tokio::spawn({
+        let server = pair.server.clone();
+        async move {
+            until("the flood is being retried", || {
+                server.stats().handshakes_retried > 0
+            })
+            .await;
+            let late = Node::builder().build().await.unwrap();
+            let addr = server.listen_addr().unwrap().to_string();
+            let connected = timeout(SAFETY, late.connect(addr))
+                .await
+                .expect("connected in time");
+            (late, connected)
+        }
+    });
+    // (In flight: at most the flood's 16, and the late node's one.)
+    let flooded = flood(&pair.server, false, 30, &calls, 16 + 1).await;
+    let (late, connected) = timeout(SAFETY, late).await.unwrap().unwrap();
+    assert_eq!(
+        connected,
+        Ok(pair.server.id()),
+        "a node connects during the flood"
+    );
+    let stats = pair.server.stats();
+    assert!(
+        flooded.flood.sent >= 3000,
+        "{} Initials",
+        flooded.flood.sent
+    );
+    assert!(flooded.flood.retries > 0 && stats.handshakes_retried > 0);
+    assert_eq!(stats.handshakes_refused, 0);
+    assert!(
+        flooded.peak > 0,
+        "the flood's handshakes were seen in flight"
+    );
+    assert!(
+        flooded.calls >= 20,
+        "{} calls during the flood",
+        flooded.calls
+    );
+    let through_late: CounterRef = late
+        .reference(pair.server.id(), pair.server.export(&local).unwrap())
+        .unwrap();
+    assert!(timeout(SAFETY, through_late.total()).await.unwrap().is_ok());
+
+    // Answering the Retries proves the address: its share (8) is kept, the rest
+    // refused. (In flight: at most 16 unproved, the first flood's, and 8 from the
+    // one proved address; the maximum, 64, is never reached.)
+    let flooded = flood(&pair.server, true, 10, &calls, 16 + 8).await;
+    let stats = pair.server.stats();
+    assert!(flooded.flood.answered > 0, "the flood answered Retries");
+    assert!(stats.handshakes_refused > 0, "{stats:?}");
+    assert!(
+        flooded.calls >= 20,
+        "{} calls during the flood",
+        flooded.calls
+    );
+
+    done.store(true, Ordering::SeqCst);
+    timeout(SAFETY, caller).await.unwrap().unwrap();
+    // Every half-open handshake runs out of time (3 s for TLS) and is let go.
+    until("every flooded handshake ended", || {
+        pair.server.stats().handshakes == 0
+    })
+    .await;
+    assert_eq!(pair.server.stats().connections, 2);
+}
+
+/// A client that keeps its handshake alive (a PING every 200 ms, each restarting
+/// the node's idle timer) but never finishes it is let go after the peer timeout:
+/// TLS has a deadline of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_kept_alive_but_never_finished_ends_after_the_peer_timeout() {
+    let server = Node::builder()
+        .listen("127.0.0.1:0")
+        .peer_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let addr = server.listen_addr().unwrap();
+    let mut lingering = Lingering::start(addr).unwrap();
+    let mut seen = false;
+    let mut ended = false;
+    // At most SAFETY (50 rounds of 200 ms).
+    for _ in 0..50 {
+        lingering.ping().unwrap();
+        let handshakes = server.stats().handshakes;
+        seen |= handshakes == 1;
+        if seen && handshakes == 0 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen, "the handshake was in flight");
+    assert!(ended, "the handshake ended while the client kept it alive");
+    assert_eq!(server.stats().connections, 0);
 }

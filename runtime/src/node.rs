@@ -27,6 +27,7 @@ use crate::remote::host::{local_wire, HostConfig};
 use crate::remote::marshal::Unmarshal;
 use crate::remote::quic::{QuicConfig, DEFAULT_IDLE_TIMEOUT};
 use crate::remote::tls::{Credentials, CredentialsError};
+use crate::remote::HandshakeLimits;
 use crate::remote::{Host, RemoteRoute, WireRef};
 use crate::wire::codec::Limits;
 use crate::wire::ObjectId;
@@ -120,6 +121,7 @@ pub struct NodeBuilder {
     listen: Option<String>,
     credentials: Option<CredentialSource>,
     peer_timeout: Duration,
+    handshakes: HandshakeLimits,
     limits: Limits,
     name: Option<String>,
     default_mailbox: Mailbox,
@@ -175,6 +177,16 @@ impl NodeBuilder {
     /// (default 6 s; keep-alives go out every third of it).
     pub fn peer_timeout(mut self, timeout: Duration) -> Self {
         self.peer_timeout = timeout;
+        self
+    }
+
+    /// How many incoming QUIC handshakes this node works on at once, and past how
+    /// many a client must prove its address with a QUIC Retry first (default:
+    /// [`HandshakeLimits::default`]: Retry past 64, at most 1 024, 32 per address).
+    /// A handshake lasts at most the peer timeout for TLS and again for the peer's
+    /// `Hello`; [`NodeStats::handshakes`] counts those in flight.
+    pub fn handshake_limits(mut self, limits: HandshakeLimits) -> Self {
+        self.handshakes = limits;
         self
     }
 
@@ -249,6 +261,7 @@ impl NodeBuilder {
         };
         let quic_config = QuicConfig {
             idle_timeout: self.peer_timeout,
+            handshakes: self.handshakes,
         };
         let host = Host::start(HostConfig {
             id: NodeId::random(),
@@ -332,6 +345,17 @@ pub struct NodeStats {
     /// largest frames ([`NodeBuilder::max_frame_size`]) per connection; a stream
     /// whose frame finds no room waits, unread, until there is.
     pub receiving_bytes: usize,
+    /// Incoming QUIC handshakes in flight now: from a client's first datagram
+    /// until its `Hello` has arrived, it failed, or it ran out of time. Never more
+    /// than [`HandshakeLimits`]' `max_in_flight`, and while it is past
+    /// `retry_above`, clients are asked to prove their address first.
+    pub handshakes: usize,
+    /// Incoming handshakes answered with a QUIC Retry since the node started (the
+    /// client had to prove its address: a real one comes back, a flood does not).
+    pub handshakes_retried: u64,
+    /// Incoming handshakes refused since the node started: too many in flight, or
+    /// too many from the client's address.
+    pub handshakes_refused: u64,
 }
 
 impl Node {
@@ -341,6 +365,7 @@ impl Node {
             listen: None,
             credentials: None,
             peer_timeout: DEFAULT_IDLE_TIMEOUT,
+            handshakes: HandshakeLimits::default(),
             limits: Limits::default(),
             name: None,
             default_mailbox: Mailbox::default(),
@@ -610,6 +635,8 @@ impl Node {
 
     /// The node's counters now.
     pub fn stats(&self) -> NodeStats {
+        let (handshakes, handshakes_retried, handshakes_refused) =
+            self.inner.host.handshake_counts();
         NodeStats {
             actors: self.inner.live.load(Ordering::Acquire),
             exactly_once_replies: self.inner.host.once_table().remembered(),
@@ -623,6 +650,9 @@ impl Node {
             calls_held: self.inner.host.calls_held(),
             call_lanes: self.inner.host.call_lanes(),
             receiving_bytes: self.inner.host.receiving_bytes(),
+            handshakes,
+            handshakes_retried,
+            handshakes_refused,
         }
     }
 

@@ -472,6 +472,19 @@ impl Host {
         self.peers.iter().filter(|c| !c.is_closed()).count()
     }
 
+    /// Incoming handshakes in flight now, and those answered with a Retry and
+    /// refused so far (zeros before the endpoint is bound).
+    pub(crate) fn handshake_counts(&self) -> (usize, u64, u64) {
+        self.endpoint.get().map_or((0, 0, 0), |endpoint| {
+            let handshakes = endpoint.handshakes();
+            (
+                handshakes.in_flight(),
+                handshakes.retried(),
+                handshakes.refused(),
+            )
+        })
+    }
+
     /// Bytes read from peers over the connections open now.
     pub(crate) fn bytes_received(&self) -> u64 {
         self.peers.iter().map(|c| c.received()).sum()

@@ -3,6 +3,7 @@
 
 pub(crate) mod connection;
 pub(crate) mod exports;
+pub(crate) mod handshakes;
 pub(crate) mod host;
 pub mod inproc;
 pub(crate) mod leases;
@@ -16,6 +17,7 @@ pub(crate) mod tls;
 pub(crate) mod wire_ref;
 
 pub(crate) use exports::Exported;
+pub use handshakes::HandshakeLimits;
 pub(crate) use host::Host;
 pub(crate) use marshal::MarshalCx;
 pub(crate) use route::RemoteRoute;

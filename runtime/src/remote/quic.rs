@@ -15,6 +15,10 @@
 //!   one write, and a reader task with its own frame buffer: an oversize frame
 //!   resets that stream alone.
 //! - Keep-alives and an idle timeout notice a dead peer (default: within 6 s).
+//! - Incoming handshakes are admitted within a budget (`handshakes.rs`): past a
+//!   threshold a client proves its address with a QUIC Retry first, past a maximum
+//!   it is refused, and each handshake has the peer timeout for TLS and again for
+//!   its `Hello`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +32,7 @@ use rustls_pki_types::CertificateDer;
 use std::future::Future;
 
 use super::connection::{Backlog, Connection, Drained, Lane, Transport, SMALL_FRAME};
+use super::handshakes::{Admission, HandshakeLimits, Handshakes};
 use super::host::Host;
 use super::protocol::MAX_LANES;
 use crate::error::CallError;
@@ -44,14 +49,27 @@ const STOP_OVERSIZE: u32 = 3;
 #[derive(Clone, Debug)]
 pub(crate) struct QuicConfig {
     pub(crate) idle_timeout: Duration,
+    pub(crate) handshakes: HandshakeLimits,
 }
+
+/// Bytes quinn buffers for an incoming connection the acceptor has not decided on
+/// yet, beyond its first datagram (more of its Initial; Remora uses no 0-RTT).
+const INCOMING_BUFFER: u64 = 64 << 10;
+/// The same, for all such connections together.
+const INCOMING_BUFFER_TOTAL: u64 = 4 << 20;
+/// How long a Retry token proves its client's address: long enough for any round
+/// trip, short enough that a token seen once is soon useless.
+const RETRY_TOKEN_LIFETIME: Duration = Duration::from_secs(5);
 
 /// A node's QUIC endpoint: accepts peers (when listening) and dials them.
 pub(crate) struct Endpoint {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    /// How long an authenticated peer has to send its `Hello` (the peer timeout).
+    /// How long an incoming peer has for TLS, and then again for its `Hello` (the
+    /// peer timeout).
     hello_within: Duration,
+    /// Incoming handshakes in flight, and those turned away.
+    handshakes: Arc<Handshakes>,
 }
 
 fn transport(config: &QuicConfig) -> Result<quinn::TransportConfig, String> {
@@ -104,6 +122,13 @@ impl Endpoint {
             quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(tls_error)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
         server.transport_config(Arc::new(transport(config)?));
+        // What quinn holds for connection attempts the acceptor has yet to decide on
+        // (it refuses more at once): bounded like the handshakes themselves.
+        server
+            .max_incoming(config.handshakes.incoming_queue())
+            .incoming_buffer_size(INCOMING_BUFFER)
+            .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL)
+            .retry_token_lifetime(RETRY_TOKEN_LIFETIME);
 
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -123,32 +148,53 @@ impl Endpoint {
             endpoint,
             client,
             hello_within: config.idle_timeout,
+            handshakes: Handshakes::new(config.handshakes),
         })
+    }
+
+    /// Incoming handshakes in flight, and those turned away.
+    pub(crate) fn handshakes(&self) -> &Handshakes {
+        &self.handshakes
     }
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         self.endpoint.local_addr().ok()
     }
 
-    /// Accepts peers until the endpoint closes.
+    /// Accepts peers until the endpoint closes, within the handshake budget: each
+    /// connection attempt is accepted, asked to prove its address (Retry) or
+    /// refused, before the node keeps any state for it.
     pub(crate) fn spawn_acceptor(&self, node: Weak<Host>, limits: Limits) {
         let endpoint = self.endpoint.clone();
+        let handshakes = self.handshakes.clone();
         let hello_within = self.hello_within;
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
+                let remote = incoming.remote_address();
+                let proved = incoming.remote_address_validated();
+                let handshake = match handshakes.admit(remote.ip(), proved) {
+                    Admission::Accept(handshake) => handshake,
+                    Admission::Retry => {
+                        // quinn lets any unproved address be retried; were it not
+                        // to, the attempt is refused, never accepted past the budget.
+                        if let Err(err) = incoming.retry() {
+                            err.into_incoming().refuse();
+                            handshakes.count_refused();
+                        }
+                        continue;
+                    }
+                    Admission::Refuse => {
+                        incoming.refuse();
+                        continue;
+                    }
+                };
                 let node = node.clone();
                 tokio::spawn(async move {
-                    let remote = incoming.remote_address();
-                    match incoming.await {
-                        Ok(quic) => {
-                            if let Err(err) =
-                                establish(node, quic, false, limits, hello_within).await
-                            {
-                                tracing::warn!(%remote, %err, "refused an incoming connection");
-                            }
-                        }
-                        Err(err) => tracing::warn!(%remote, %err, "incoming handshake failed"),
+                    if let Err(err) = accept(node, incoming, limits, hello_within).await {
+                        tracing::warn!(%remote, %err, "incoming handshake failed");
                     }
+                    // The handshake is over: done, failed or out of time.
+                    drop(handshake);
                 });
             }
         });
@@ -182,6 +228,27 @@ impl Endpoint {
     pub(crate) fn close(&self) {
         self.endpoint.close(0u32.into(), b"node shut down");
     }
+}
+
+/// TLS, then the Remora handshake, of an incoming connection, each within
+/// `hello_within`. quinn sets no deadline on a handshake, and its idle timeout
+/// restarts with every packet: a client that kept sending PINGs would hold the
+/// handshake open for as long as it liked.
+async fn accept(
+    node: Weak<Host>,
+    incoming: quinn::Incoming,
+    limits: Limits,
+    hello_within: Duration,
+) -> Result<Arc<Connection>, String> {
+    // Dropping the unfinished handshake (on time-out) closes it.
+    let quic = match tokio::time::timeout(hello_within, incoming).await {
+        Ok(Ok(quic)) => quic,
+        Ok(Err(err)) => return Err(format!("TLS handshake failed: {err}")),
+        Err(_) => return Err(format!("no TLS handshake within {hello_within:?}")),
+    };
+    establish(node, quic, false, limits, hello_within)
+        .await
+        .map_err(|err| err.to_string())
 }
 
 /// Exchanges `Hello`s on the control stream and sets the connection up.
