@@ -705,3 +705,82 @@ async fn a_handshake_kept_alive_but_never_finished_ends_after_the_peer_timeout()
     assert!(ended, "the handshake ended while the client kept it alive");
     assert_eq!(server.stats().connections, 0);
 }
+
+#[remora::remote]
+pub trait Hopper {
+    /// Waits for a permit, then records the length of `bytes`.
+    #[oneway]
+    async fn load(&mut self, bytes: Vec<u8>);
+}
+
+struct Bin {
+    got: mpsc::UnboundedSender<usize>,
+    permits: Arc<Semaphore>,
+}
+
+impl Actor for Bin {}
+
+impl Hopper for Bin {
+    async fn load(&mut self, bytes: Vec<u8>) {
+        self.permits.acquire().await.expect("open").forget();
+        let _ = self.got.send(bytes.len());
+    }
+}
+
+/// Large messages from another node into a mailbox bounded in bytes: the
+/// mailbox takes what fits its byte bound (not its 1 024 places), the rest wait
+/// (held, then at the sender for credit), and every one runs in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_fill_a_mailbox_to_its_byte_bound_not_its_places() {
+    const SIZE: usize = 200 << 10;
+    const MAX_BYTES: usize = 1 << 20;
+    let server = Node::builder().call_window(WINDOW).max_frame_size(4 << 20);
+    let pair = Pair::with_each(Transport::Quic, server, Node::builder()).await;
+    let (got_tx, mut got) = mpsc::unbounded_channel();
+    let permits = Arc::new(Semaphore::new(0));
+    let bin = Bin {
+        got: got_tx,
+        permits: permits.clone(),
+    };
+    let mailbox = Mailbox::bounded(1024).max_bytes(MAX_BYTES);
+    let local: HopperRef = pair
+        .server
+        .spawn_with(bin, SpawnOptions::default().mailbox(mailbox));
+    let remote: HopperRef = reach(&pair.client, &pair.server, &local);
+    // One runs (and waits), five fill the byte bound (1 000 KiB of 1 024), the
+    // window's worth waits.
+    let fit = MAX_BYTES / (SIZE + 16);
+    let expected = 1 + fit + WINDOW as usize;
+    let mut accepted = 0;
+    let deadline = tokio::time::Instant::now() + SAFETY;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "not held in time");
+        match remote.load(vec![7; SIZE]).try_tell() {
+            Ok(()) => accepted += 1,
+            Err(CallError::MailboxFull { .. }) => {
+                if pair.server.stats().calls_held == WINDOW as usize {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted, expected);
+    let core = Interface::core(&local);
+    assert_eq!(
+        core.mailbox_depth(),
+        fit,
+        "the bytes, not the places, bound it"
+    );
+    let bytes = core.mailbox_bytes();
+    assert!(
+        bytes <= MAX_BYTES && bytes >= fit * SIZE,
+        "{bytes} bytes queued"
+    );
+    permits.add_permits(expected);
+    for _ in 0..expected {
+        assert_eq!(timeout(SAFETY, got.recv()).await.unwrap(), Some(SIZE));
+    }
+    until("the mailbox empties", || core.mailbox_bytes() == 0).await;
+}

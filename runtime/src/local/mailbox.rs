@@ -24,14 +24,22 @@ use crate::error::CallError;
 /// | [`bounded(n)`](Mailbox::bounded) (default, n = 1024) | waits for room | `MailboxFull` at once | n messages |
 /// | [`unbounded`](Mailbox::unbounded) | never waits | same as `tell` | up to the hard cap; `Overloaded` past it |
 ///
+/// Every kind is also bounded in bytes for messages from other nodes
+/// ([`Mailbox::max_bytes`], default [`Mailbox::DEFAULT_MAX_BYTES`]): past it, such
+/// a message waits for room as at a full bounded mailbox.
+///
 /// ```
 /// use remora::Mailbox;
 /// assert_eq!(Mailbox::default(), Mailbox::bounded(Mailbox::DEFAULT_CAPACITY));
 /// assert_eq!(Mailbox::unbounded().cap(), Some(Mailbox::DEFAULT_UNBOUNDED_CAP));
+/// let big = Mailbox::bounded(64).max_bytes(256 << 20);
+/// assert_eq!(big.byte_limit(), 256 << 20);
+/// assert_eq!(Mailbox::default().byte_limit(), Mailbox::DEFAULT_MAX_BYTES);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mailbox {
     kind: Kind,
+    max_bytes: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,11 +55,14 @@ impl Mailbox {
     /// Hard cap of [`Mailbox::unbounded`]: past this many queued messages a send fails
     /// with [`CallError::Overloaded`] instead of growing memory.
     pub const DEFAULT_UNBOUNDED_CAP: usize = 1 << 20;
+    /// Default [`Mailbox::max_bytes`]: 64 MiB of messages from other nodes.
+    pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
     /// Zero capacity: a sender waits until the actor has taken its message.
     pub fn rendezvous() -> Mailbox {
         Mailbox {
             kind: Kind::Rendezvous,
+            max_bytes: Mailbox::DEFAULT_MAX_BYTES,
         }
     }
 
@@ -66,6 +77,7 @@ impl Mailbox {
         );
         Mailbox {
             kind: Kind::Bounded(capacity),
+            max_bytes: Mailbox::DEFAULT_MAX_BYTES,
         }
     }
 
@@ -86,7 +98,23 @@ impl Mailbox {
         );
         Mailbox {
             kind: Kind::Unbounded(cap),
+            max_bytes: Mailbox::DEFAULT_MAX_BYTES,
         }
+    }
+
+    /// Bounds the bytes of the messages from other nodes queued at once (their
+    /// encoded arguments; at least 1): one that would pass it waits for room,
+    /// as at a full bounded mailbox, unless the mailbox is empty (a message
+    /// larger than the bound still gets in alone). Messages from this node are
+    /// not counted: they are moved, not copied, and were already in memory.
+    pub fn max_bytes(mut self, bytes: usize) -> Mailbox {
+        self.max_bytes = bytes.max(1);
+        self
+    }
+
+    /// The bound on bytes of messages from other nodes ([`Mailbox::max_bytes`]).
+    pub fn byte_limit(&self) -> usize {
+        self.max_bytes
     }
 
     /// The bounded capacity (`Some(0)` for rendezvous), or `None` for unbounded.
@@ -117,7 +145,10 @@ impl Mailbox {
             // on demand, so the cap costs no memory until it is used.
             Kind::Unbounded(cap) => flume::bounded(cap),
         };
-        let closed = Arc::new(Closed::default());
+        let closed = Arc::new(Closed {
+            max_bytes: self.max_bytes,
+            ..Closed::default()
+        });
         (
             MailboxTx {
                 tx,
@@ -136,18 +167,46 @@ impl Default for Mailbox {
     }
 }
 
-/// A message in a mailbox, with the optional receipt its sender waits on.
+/// A message in a mailbox, with the optional receipt its sender waits on and,
+/// for a message from another node, its bytes counted against the mailbox's
+/// [`Mailbox::max_bytes`].
 pub(crate) struct Envelope<M> {
     pub(crate) msg: M,
     pub(crate) taken: Option<oneshot::Sender<()>>,
+    pub(crate) charge: Option<Charge>,
 }
 
 impl<M> Envelope<M> {
+    /// A message without receipt or charge.
+    pub(crate) fn new(msg: M) -> Self {
+        Envelope {
+            msg,
+            taken: None,
+            charge: None,
+        }
+    }
+
     fn open(self) -> M {
         if let Some(taken) = self.taken {
             let _ = taken.send(());
         }
+        // Taken out of the mailbox: its bytes no longer count.
+        drop(self.charge);
         self.msg
+    }
+}
+
+/// Bytes of a message from another node, counted in its mailbox until the
+/// actor takes the message (or it is dropped).
+pub(crate) struct Charge {
+    closed: Arc<Closed>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.closed.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.closed.byte_room.notify_waiters();
     }
 }
 
@@ -178,6 +237,10 @@ struct Closed {
     flag: AtomicBool,
     notify: Notify,
     waiting: AtomicUsize,
+    /// Bytes of messages from other nodes in the mailbox, and their bound.
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    byte_room: Notify,
 }
 
 impl Closed {
@@ -192,6 +255,59 @@ impl Closed {
 }
 
 impl<M> MailboxTx<M> {
+    /// Counts `bytes` of a message from another node against the mailbox's
+    /// [`Mailbox::max_bytes`]; `None` if they would pass it (an empty mailbox
+    /// takes any one message).
+    pub(crate) fn charge(&self, bytes: usize) -> Option<Charge> {
+        let closed = &self.closed;
+        let mut now = closed.bytes.load(Ordering::Acquire);
+        loop {
+            if now > 0 && now.saturating_add(bytes) > closed.max_bytes {
+                return None;
+            }
+            match closed.bytes.compare_exchange_weak(
+                now,
+                now + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(Charge {
+                        closed: closed.clone(),
+                        bytes,
+                    })
+                }
+                Err(seen) => now = seen,
+            }
+        }
+    }
+
+    /// [`MailboxTx::charge`], waiting for room; `None` if the actor stops meanwhile.
+    pub(crate) async fn charge_when_room(&self, bytes: usize) -> Option<Charge> {
+        loop {
+            let room = self.closed.byte_room.notified();
+            let closing = self.closed.notify.notified();
+            let (mut room, mut closing) = (pin!(room), pin!(closing));
+            room.as_mut().enable();
+            closing.as_mut().enable();
+            if self.closed.is_set() {
+                return None;
+            }
+            if let Some(charge) = self.charge(bytes) {
+                return Some(charge);
+            }
+            tokio::select! {
+                () = room => {}
+                () = closing => {}
+            }
+        }
+    }
+
+    /// Bytes of messages from other nodes queued now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.closed.bytes.load(Ordering::Acquire)
+    }
+
     /// Messages queued and not yet taken by the actor (senders still waiting for
     /// room are not in the mailbox yet).
     pub(crate) fn depth(&self) -> usize {

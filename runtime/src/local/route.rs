@@ -11,7 +11,7 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::error::CallError;
 use crate::local::cell::ActorCell;
-use crate::local::mailbox::{Envelope, MailboxTx, TrySendError};
+use crate::local::mailbox::{Charge, Envelope, MailboxTx, TrySendError};
 use crate::local::stop::StopReason;
 use crate::wire::ObjectId;
 
@@ -62,10 +62,24 @@ impl<M> LocalRoute<M> {
     /// that has to wait is handed to the actor's task, which polls it again with its
     /// own waker, so a no-op waker is enough here.
     pub(crate) fn offer_now(&self, msg: M) -> Result<(), TrySendError<M>> {
+        self.offer_charged(msg, None)
+    }
+
+    /// [`LocalRoute::offer_now`] for a message from another node, whose bytes
+    /// `charge` counts while it is queued.
+    pub(crate) fn offer_charged(
+        &self,
+        msg: M,
+        charge: Option<Charge>,
+    ) -> Result<(), TrySendError<M>> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match self.try_inline(msg, &mut cx) {
             Ok(()) => Ok(()),
-            Err(msg) => self.push(Envelope { msg, taken: None }),
+            Err(msg) => self.push(Envelope {
+                msg,
+                taken: None,
+                charge,
+            }),
         }
     }
 
@@ -130,6 +144,7 @@ pub(crate) async fn deliver<M>(
     let env = Envelope {
         msg,
         taken: taken_tx,
+        charge: None,
     };
     match local.push(env) {
         Ok(()) => {}

@@ -205,6 +205,16 @@ impl<M: Send + 'static> RefCore<M> {
         }
     }
 
+    /// Bytes of the messages from other nodes waiting in the actor's mailbox,
+    /// counted against its [`Mailbox::max_bytes`](crate::Mailbox::max_bytes) (0
+    /// for an actor on another node).
+    pub fn mailbox_bytes(&self) -> usize {
+        match &self.route {
+            Route::Local(local) => local.tx.bytes(),
+            Route::Remote(_) => 0,
+        }
+    }
+
     /// Sends `args` and awaits the method's result (an ask).
     pub async fn ask<T>(&self, args: T) -> Result<T::Output, CallError>
     where
@@ -308,7 +318,7 @@ impl<M: Send + 'static> RefCore<M> {
         if let Err(msg) = local.inline_now(msg).await {
             let at = crate::deadline::after(Instant::now(), self.timeout);
             deadline = Some(at);
-            match local.push(Envelope { msg, taken: None }) {
+            match local.push(Envelope::new(msg)) {
                 Ok(()) => {}
                 Err(TrySendError::Refused(err, _)) => return Err(err),
                 Err(TrySendError::Full(env)) => {

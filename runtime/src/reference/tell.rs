@@ -212,7 +212,7 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                         Err(msg) => msg,
                     };
                     // Fast: room now (or, rendezvous, the actor is waiting), no allocation.
-                    let msg = match local.push(Envelope { msg, taken: None }) {
+                    let msg = match local.push(Envelope::new(msg)) {
                         Ok(()) => return Poll::Ready(Ok(())),
                         Err(TrySendError::Refused(err, _)) => return Poll::Ready(Err(err)),
                         Err(TrySendError::Full(env)) => env.msg,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::error::CallError;
 use crate::local::cell::Withdraw;
-use crate::local::mailbox::TrySendError;
+use crate::local::mailbox::{Envelope, TrySendError};
 use crate::local::route::LocalRoute;
 use crate::local::stop::StopReason;
 use crate::remote::marshal::{Args, Replier, Unmarshal};
@@ -69,8 +69,13 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
         replier: Replier,
         one_way: bool,
     ) -> Result<Option<Delivery>, CallError> {
+        // What the message costs the mailbox's byte bound: its encoded arguments.
+        let size = match &args {
+            Args::Encoded(bytes) => bytes.len(),
+            Args::Moved(_) => 0,
+        };
         let msg = M::unmarshal(method, args, limits, replier)?;
-        self.take(msg, one_way)
+        self.take(msg, one_way, size)
     }
 
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
@@ -104,8 +109,37 @@ impl<M: Unmarshal> LocalRoute<M> {
     /// Hands an incoming message to the actor: run at once if it is idle, queued
     /// otherwise; a full mailbox gives back a future that waits for room (see
     /// [`Exported::deliver`]).
-    fn take(self: Arc<Self>, msg: M, one_way: bool) -> Result<Option<Delivery>, CallError> {
-        match self.offer_now(msg) {
+    fn take(
+        self: Arc<Self>,
+        msg: M,
+        one_way: bool,
+        size: usize,
+    ) -> Result<Option<Delivery>, CallError> {
+        let charge = match size {
+            0 => None,
+            size => match self.tx.charge(size) {
+                Some(charge) => Some(charge),
+                // Past the mailbox's byte bound: wait for room, then for a place.
+                None => {
+                    return Ok(Some(Box::pin(async move {
+                        // None: the actor stopped; dropping the message answers so.
+                        let Some(charge) = self.tx.charge_when_room(size).await else {
+                            return;
+                        };
+                        let env = Envelope {
+                            msg,
+                            taken: None,
+                            charge: Some(charge),
+                        };
+                        let _ = match one_way {
+                            true => self.push_when_room(env).await,
+                            false => self.push_waiting(env).await,
+                        };
+                    })));
+                }
+            },
+        };
+        match self.offer_charged(msg, charge) {
             Ok(()) => Ok(None),
             // A tell over the mailbox's cap waits below it.
             Err(TrySendError::Refused(_, Some(env))) if one_way => Ok(Some(Box::pin(async move {

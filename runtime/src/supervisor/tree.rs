@@ -115,7 +115,7 @@ impl Default for Roster {
 
 /// Queues `msg` for the supervisor behind `route`; `Err` if it has stopped.
 pub(super) fn push(route: &SupRoute, msg: SupMsg) -> Result<(), ()> {
-    route.push(Envelope { msg, taken: None }).map_err(|_| ())
+    route.push(Envelope::new(msg)).map_err(|_| ())
 }
 
 /// Tells the supervisor when `child` ends. The task holds the supervisor's route:
