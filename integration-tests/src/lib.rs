@@ -21,6 +21,9 @@ pub trait Counter {
     async fn seen(&mut self) -> Vec<u64>;
     async fn crash(&mut self, why: String) -> u64;
     async fn nap(&mut self, ms: u64) -> u64;
+    /// `nap`, as an `#[exactly_once]` method.
+    #[exactly_once]
+    async fn nap_once(&mut self, ms: u64) -> u64;
     async fn echo_bytes(&mut self, bytes: Vec<u8>) -> Vec<u8>;
 }
 
@@ -54,6 +57,9 @@ impl Counter for Tally {
     async fn nap(&mut self, ms: u64) -> u64 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
+    }
+    async fn nap_once(&mut self, ms: u64) -> u64 {
+        self.nap(ms).await
     }
     async fn echo_bytes(&mut self, bytes: Vec<u8>) -> Vec<u8> {
         bytes

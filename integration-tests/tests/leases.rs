@@ -308,6 +308,9 @@ impl Counter for Sticky {
     async fn nap(&mut self, ms: u64) -> u64 {
         ms
     }
+    async fn nap_once(&mut self, ms: u64) -> u64 {
+        ms
+    }
     async fn echo_bytes(&mut self, bytes: Vec<u8>) -> Vec<u8> {
         bytes
     }

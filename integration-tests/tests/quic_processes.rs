@@ -127,6 +127,40 @@ async fn a_node_handed_a_reference_to_a_third_process_dials_it() {
     assert_eq!(counter_on_c.total().await, Ok(7));
 }
 
+/// An `#[exactly_once]` call sent to a node that is then killed and restarted
+/// at the same address: its retry reaches the new process, which is not the
+/// node it was sent to, so the call fails with `NodeRestarted`, and says that it
+/// may have run (the earlier process had it, and its reply died with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_call_sent_before_a_restart_may_have_run() {
+    let dir = cluster();
+    let mut first = ChildNode::spawn(TEST_NODE, dir.path());
+    let client = client_of(dir.path()).await;
+    client.connect(&first.addr).await.unwrap();
+    let counter: CounterRef = client.reference(first.id, first.counter).unwrap();
+    let probe: BrokerRef = client.reference(first.id, first.broker).unwrap();
+    let mut call = Box::pin(counter.nap_once(60_000));
+    assert!(poll_once(&mut call).await.is_pending());
+    // The call went out on its first poll; the server is up and answering.
+    assert_eq!(probe.give().await, Ok(None));
+    let addr = first.addr.clone();
+    first.kill();
+    let second = ChildNode::spawn_at(TEST_NODE, dir.path(), &addr);
+    assert_ne!(second.id, first.id);
+    let err = timeout(SAFETY, call).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::NodeRestarted {
+                may_have_executed: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.may_have_executed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_to_a_restarted_node_fails_instead_of_reaching_new_actors() {
     let dir = cluster();

@@ -129,11 +129,16 @@ pub enum CallError {
         found: String,
     },
     /// The reference names an earlier incarnation of its node: the node restarted,
-    /// and the object is gone with it. Look the name up again.
-    #[error("node {node} restarted since this reference was made; the object is gone")]
+    /// and the object is gone with it. Look the name up again. If the call had
+    /// been sent to the earlier process (an `#[exactly_once]` call retried after
+    /// the connection was lost), it may have run there: its reply, and the
+    /// earlier process's memory of it, died with that process.
+    #[error("node {node} restarted since this reference was made; the object is gone{}", if *may_have_executed { " (the call had reached the earlier process and may have run there; its reply died with it)" } else { "" })]
     NodeRestarted {
         /// The node.
         node: NodeId,
+        /// True if the call had been sent to the node's earlier process.
+        may_have_executed: bool,
     },
     /// A call cycle: the actor is busy handling a call of this same call chain
     /// (A calls B, B calls back A while A awaits B), so the call could only wait
@@ -157,6 +162,34 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// This error of a later attempt of a call, an earlier attempt of which
+    /// left this node (and was lost with its connection): the call may have run.
+    /// An error that carries the flag gets it set; one that cannot say so is
+    /// reported as the loss of that earlier attempt (`NodeDown`), which it is.
+    pub(crate) fn sent_earlier(self, node: NodeId) -> CallError {
+        match self {
+            CallError::NodeRestarted { node, .. } => CallError::NodeRestarted {
+                node,
+                may_have_executed: true,
+            },
+            CallError::Timeout { after, .. } => CallError::Timeout {
+                after,
+                may_have_executed: true,
+            },
+            CallError::NodeDown { node, .. } => CallError::NodeDown {
+                node,
+                may_have_executed: true,
+            },
+            other => {
+                tracing::debug!(%other, "a later attempt failed; an earlier one was lost in flight");
+                CallError::NodeDown {
+                    node,
+                    may_have_executed: true,
+                }
+            }
+        }
+    }
+
     /// Whether the actor could have run (part of) the call.
     ///
     /// `false` means the call certainly did not run and can be retried safely;
@@ -175,6 +208,9 @@ impl CallError {
             }
             | CallError::NodeDown {
                 may_have_executed, ..
+            }
+            | CallError::NodeRestarted {
+                may_have_executed, ..
             } => *may_have_executed,
             CallError::Panicked { .. } | CallError::ReplyFailed { .. } => true,
             CallError::ActorStopped
@@ -187,7 +223,6 @@ impl CallError {
             | CallError::Unauthorized { .. }
             | CallError::UnknownMethod { .. }
             | CallError::InterfaceMismatch { .. }
-            | CallError::NodeRestarted { .. }
             | CallError::Cycle { .. }
             | CallError::VersionMismatch { .. } => false,
         }

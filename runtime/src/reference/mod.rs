@@ -267,7 +267,7 @@ impl<M: Send + 'static> RefCore<M> {
             Route::Local(local) => return self.ask_local(local, args).await,
             Route::Remote(remote) => remote.clone(),
         };
-        let mut retry = Retry::new(Instant::now(), self.timeout);
+        let mut retry = Retry::new(remote.peer, Instant::now(), self.timeout);
         let tags = CallTags {
             chain: chain_for_call(),
             once: fresh_chain(),

@@ -386,7 +386,10 @@ impl Host {
     ) -> Result<Arc<LocalRoute<M>>, CallError> {
         check_interface::<M>(wire)?;
         if wire.incarnation != self.incarnation() {
-            return Err(CallError::NodeRestarted { node: wire.node });
+            return Err(CallError::NodeRestarted {
+                node: wire.node,
+                may_have_executed: false,
+            });
         }
         let exported = self.exported(&wire.object).ok_or(CallError::NoSuchObject)?;
         exported
@@ -413,7 +416,10 @@ impl Host {
         };
         if let Some(conn) = &conn {
             if conn.peer.incarnation != wire.incarnation {
-                return Err(CallError::NodeRestarted { node: wire.node });
+                return Err(CallError::NodeRestarted {
+                    node: wire.node,
+                    may_have_executed: false,
+                });
             }
         } else if wire.addr.is_none() {
             return Err(CallError::ConnectFailed {

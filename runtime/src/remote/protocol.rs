@@ -46,6 +46,7 @@ use tokio::time::Instant;
 
 use super::marshal::{Answer, Args, Moved};
 use crate::error::CallError;
+use crate::id::NodeId;
 use crate::local::stop::StopReason;
 use crate::wire::codec::{encode, EncodeError, Limits};
 use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session, SessionError};
@@ -777,10 +778,15 @@ pub(crate) fn frame_reply(
 /// each attempt [`Retry::attempt`], after each outcome [`Retry::next`].
 #[derive(Debug)]
 pub(crate) struct Retry {
+    /// The node called.
+    peer: NodeId,
     deadline: Instant,
     timeout: Duration,
     pause: Duration,
     sent: bool,
+    /// Whether an attempt is known to have left this node (it was lost with its
+    /// connection after it was sent).
+    left: bool,
 }
 
 /// What to do after an attempt of an exactly-once call.
@@ -797,13 +803,15 @@ const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const LONGEST_PAUSE: Duration = Duration::from_millis(500);
 
 impl Retry {
-    /// A call made at `now` that may take `timeout`.
-    pub(crate) fn new(now: Instant, timeout: Duration) -> Retry {
+    /// A call to a node `peer` made at `now` that may take `timeout`.
+    pub(crate) fn new(peer: NodeId, now: Instant, timeout: Duration) -> Retry {
         Retry {
+            peer,
             deadline: crate::deadline::after(now, timeout),
             timeout,
             pause: FIRST_PAUSE,
             sent: false,
+            left: false,
         }
     }
 
@@ -825,13 +833,20 @@ impl Retry {
 
     /// What follows an attempt that ended at `now` with `outcome`: a lost
     /// connection (or none yet) means again, after a pause that doubles up to
-    /// half a second, within the deadline; anything else ends the call.
+    /// half a second, within the deadline; anything else ends the call. An
+    /// error that says the call did not run, after an earlier attempt left
+    /// this node, is made to say that it may have ([`CallError::sent_earlier`]):
+    /// that attempt may have run.
     pub(crate) fn next<T>(&mut self, now: Instant, outcome: Result<T, CallError>) -> Next<T> {
         match outcome {
-            Err(CallError::NodeDown { .. } | CallError::ConnectFailed { .. }) => {
+            Err(err @ (CallError::NodeDown { .. } | CallError::ConnectFailed { .. })) => {
+                self.left |= err.may_have_executed();
                 let at = (now + self.pause).min(self.deadline);
                 self.pause = (self.pause * 2).min(LONGEST_PAUSE);
                 Next::RetryAt(at)
+            }
+            Err(err) if self.left && !err.may_have_executed() => {
+                Next::Done(Err(err.sent_earlier(self.peer)))
             }
             outcome => Next::Done(outcome),
         }

@@ -98,10 +98,15 @@ impl RemoteRoute {
         };
         let reached = node.connect(addr).await?;
         if reached != self.peer {
-            return Err(CallError::NodeRestarted { node: self.peer });
+            return Err(CallError::NodeRestarted {
+                node: self.peer,
+                may_have_executed: false,
+            });
         }
-        self.conn_now()
-            .ok_or(CallError::NodeRestarted { node: self.peer })
+        self.conn_now().ok_or(CallError::NodeRestarted {
+            node: self.peer,
+            may_have_executed: false,
+        })
     }
 
     /// The node this route belongs to, while it runs (and holds its lease).
@@ -230,7 +235,7 @@ const RESTART_PROBE: Duration = Duration::from_secs(1);
 pub(crate) async fn stopped(remote: Arc<RemoteRoute>) -> StopReason {
     let conn = match remote.conn().await {
         Ok(conn) => conn,
-        Err(CallError::NodeRestarted { node }) => return StopReason::NodeRestarted { node },
+        Err(CallError::NodeRestarted { node, .. }) => return StopReason::NodeRestarted { node },
         Err(_) => return StopReason::NodeDown { node: remote.peer },
     };
     if let Ok(watch) = conn.monitor(remote.target) {

@@ -398,7 +398,7 @@ fn an_exactly_once_call_lost_with_its_connection_is_retried_and_runs_once() {
     let table = OnceTable::new(Duration::from_secs(300));
     let mut runs = 0;
     let t0 = Instant::now();
-    let mut retry = Retry::new(t0, SECOND);
+    let mut retry = Retry::new(NodeId::from_u128(2), t0, SECOND);
     let once = 77;
 
     // Attempt 1: it runs on B, but the connection is lost before the reply is read.
@@ -438,7 +438,7 @@ fn an_exactly_once_call_lost_with_its_connection_is_retried_and_runs_once() {
 #[test]
 fn an_exactly_once_call_gives_up_at_its_deadline_saying_whether_it_was_sent() {
     let t0 = Instant::now();
-    let mut retry = Retry::new(t0, Duration::from_millis(25));
+    let mut retry = Retry::new(NodeId::from_u128(2), t0, Duration::from_millis(25));
     let lost = || CallError::ConnectFailed {
         node: None,
         addr: Some("x".into()),
@@ -473,7 +473,7 @@ fn an_exactly_once_call_gives_up_at_its_deadline_saying_whether_it_was_sent() {
             Duration::from_millis(15), // cut short by the deadline
         ]
     );
-    let mut sent = Retry::new(t0, Duration::from_millis(5));
+    let mut sent = Retry::new(NodeId::from_u128(2), t0, Duration::from_millis(5));
     sent.sent();
     assert_eq!(
         sent.attempt(t0 + Duration::from_millis(5)),
@@ -706,4 +706,73 @@ fn credit_for_many_objects_is_split_into_frames_within_the_limit() {
     }
     assert_eq!(granted, 1000);
     assert!(frames > 1, "split: {frames}");
+}
+
+#[test]
+fn an_error_after_an_attempt_that_left_says_the_call_may_have_run() {
+    let t0 = Instant::now();
+    let peer = NodeId::from_u128(2);
+    let lost = CallError::NodeDown {
+        node: peer,
+        may_have_executed: true,
+    };
+    let restarted = CallError::NodeRestarted {
+        node: peer,
+        may_have_executed: false,
+    };
+    // Never sent: the restart is reported as it is (the call did not run).
+    let mut unsent = Retry::new(peer, t0, SECOND);
+    let never = CallError::ConnectFailed {
+        node: Some(peer),
+        addr: None,
+        reason: "refused".into(),
+    };
+    assert!(matches!(
+        unsent.next::<()>(t0, Err(never)),
+        Next::RetryAt(_)
+    ));
+    assert_eq!(
+        unsent.next::<()>(t0, Err(restarted.clone())),
+        Next::Done(Err(restarted.clone()))
+    );
+    // Sent, lost in flight, then the node restarted: it may have run.
+    let mut sent = Retry::new(peer, t0, SECOND);
+    assert!(matches!(
+        sent.next::<()>(t0, Err(lost.clone())),
+        Next::RetryAt(_)
+    ));
+    let Next::Done(Err(err)) = sent.next::<()>(t0, Err(restarted)) else {
+        panic!("a restart ends the call");
+    };
+    assert_eq!(
+        err,
+        CallError::NodeRestarted {
+            node: peer,
+            may_have_executed: true
+        }
+    );
+    assert!(err.may_have_executed());
+    assert!(err.to_string().contains("may have run"), "{err}");
+    // Any other error of a later attempt that would say "did not run" is the
+    // loss of the earlier attempt instead; errors that already say so stay.
+    for later in [
+        CallError::NoSuchObject,
+        CallError::TooLarge { len: 9, max: 1 },
+        CallError::Timeout {
+            after: SECOND,
+            may_have_executed: false,
+        },
+    ] {
+        let Next::Done(Err(err)) = sent.next::<()>(t0, Err(later.clone())) else {
+            panic!("ends the call");
+        };
+        assert!(err.may_have_executed(), "{later:?} became {err:?}");
+    }
+    let panicked = CallError::Panicked {
+        message: "boom".into(),
+    };
+    assert_eq!(
+        sent.next::<()>(t0, Err(panicked.clone())),
+        Next::Done(Err(panicked))
+    );
 }
