@@ -238,3 +238,105 @@ fn connect_target(node: &Option<NodeId>, addr: &Option<String>) -> String {
         (None, None) => "an unknown node".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any error, each variant with arbitrary fields.
+    fn error() -> impl Strategy<Value = CallError> {
+        let node = any::<u128>().prop_map(NodeId::from_u128);
+        let text = "[a-z ]{0,12}";
+        prop_oneof![
+            (any::<u64>(), any::<bool>()).prop_map(|(ms, may)| CallError::Timeout {
+                after: Duration::from_millis(ms),
+                may_have_executed: may
+            }),
+            Just(CallError::ActorStopped),
+            any::<usize>().prop_map(|capacity| CallError::MailboxFull { capacity }),
+            any::<usize>().prop_map(|cap| CallError::Overloaded { cap }),
+            text.prop_map(|message| CallError::Panicked { message }),
+            (prop::option::of(node.clone()), prop::option::of(text), text)
+                .prop_map(|(node, addr, reason)| CallError::ConnectFailed { node, addr, reason }),
+            (node.clone(), any::<bool>()).prop_map(|(node, may)| CallError::NodeDown {
+                node,
+                may_have_executed: may
+            }),
+            Just(CallError::NoSuchObject),
+            (text, text, text).prop_map(|(what, type_name, reason)| CallError::Marshalling {
+                what,
+                type_name,
+                reason
+            }),
+            (text, text)
+                .prop_map(|(type_name, reason)| CallError::ReplyFailed { type_name, reason }),
+            (any::<usize>(), any::<usize>())
+                .prop_map(|(len, max)| CallError::TooLarge { len, max }),
+            text.prop_map(|reason| CallError::Unauthorized { reason }),
+            (text, any::<u64>())
+                .prop_map(|(interface, method)| CallError::UnknownMethod { interface, method }),
+            (any::<u64>(), text)
+                .prop_map(|(expected, found)| CallError::InterfaceMismatch { expected, found }),
+            (node, any::<bool>()).prop_map(|(node, may)| CallError::NodeRestarted {
+                node,
+                may_have_executed: may
+            }),
+            text.prop_map(|method| CallError::Cycle { method }),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(ours, theirs)| CallError::VersionMismatch { ours, theirs }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever a later attempt's error says, after an earlier attempt left
+        /// this node the call may have run, and the error says so; errors that
+        /// carry the flag keep their kind (and node).
+        #[test]
+        fn after_an_attempt_left_every_error_says_the_call_may_have_run(
+            err in error(),
+            node in any::<u128>().prop_map(NodeId::from_u128),
+        ) {
+            let later = err.clone().sent_earlier(node);
+            prop_assert!(later.may_have_executed(), "{err:?} became {later:?}");
+            match (&err, &later) {
+                (CallError::NodeRestarted { node: a, .. }, CallError::NodeRestarted { node: b, .. })
+                | (CallError::NodeDown { node: a, .. }, CallError::NodeDown { node: b, .. }) => {
+                    prop_assert_eq!(a, b)
+                }
+                (CallError::Timeout { after: a, .. }, CallError::Timeout { after: b, .. }) => {
+                    prop_assert_eq!(a, b)
+                }
+                (CallError::NodeRestarted { .. } | CallError::NodeDown { .. } | CallError::Timeout { .. }, _) => {
+                    prop_assert!(false, "{err:?} changed kind: {later:?}")
+                }
+                (_, CallError::NodeDown { node: b, .. }) => prop_assert_eq!(*b, node),
+                _ => prop_assert!(false, "{err:?} became {later:?}"),
+            }
+        }
+
+        /// An error crosses the wire (an `Error` frame) with its verdict intact,
+        /// and only errors that carry a flag, or name a handler that ran, say
+        /// the call may have run.
+        #[test]
+        fn the_verdict_survives_the_wire_and_follows_the_flag(err in error()) {
+            let mut bytes = Vec::new();
+            crate::wire::codec::encode_value(&err, &mut bytes).unwrap();
+            let back: CallError =
+                crate::wire::codec::decode_value(&bytes, &crate::wire::Limits::default()).unwrap();
+            prop_assert_eq!(back.may_have_executed(), err.may_have_executed());
+            prop_assert_eq!(&back, &err);
+            let expected = match &err {
+                CallError::Timeout { may_have_executed, .. }
+                | CallError::NodeDown { may_have_executed, .. }
+                | CallError::NodeRestarted { may_have_executed, .. } => *may_have_executed,
+                CallError::Panicked { .. } | CallError::ReplyFailed { .. } => true,
+                _ => false,
+            };
+            prop_assert_eq!(err.may_have_executed(), expected);
+        }
+    }
+}
