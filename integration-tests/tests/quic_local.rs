@@ -160,18 +160,24 @@ async fn a_shut_down_peer_is_node_down_for_its_monitors_and_later_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connecting_to_nothing_is_connect_failed() {
+async fn connecting_to_nothing_is_connect_failed_at_the_connect_timeout() {
+    // A peer timeout far longer than the test: only the connect timeout can end it.
     let client = Node::builder()
-        .peer_timeout(Duration::from_secs(1))
+        .peer_timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_millis(300))
         .build()
         .await
         .unwrap();
     // A port nobody listens on: the handshake never completes.
     let err = timeout(SAFETY, client.connect("127.0.0.1:9"))
         .await
-        .unwrap()
+        .expect("the connect timeout, not the peer timeout, ends the dial")
         .unwrap_err();
-    assert!(matches!(err, CallError::ConnectFailed { .. }), "{err:?}");
+    let CallError::ConnectFailed { reason, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(reason.contains("connect timeout"), "{reason}");
+    assert!(!err.may_have_executed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,6 +122,7 @@ pub struct NodeBuilder {
     credentials: Option<CredentialSource>,
     peer_timeout: Duration,
     handshakes: HandshakeLimits,
+    connect_timeout: Option<Duration>,
     limits: Limits,
     name: Option<String>,
     default_mailbox: Mailbox,
@@ -187,6 +188,14 @@ impl NodeBuilder {
     /// `Hello`; [`NodeStats::handshakes`] counts those in flight.
     pub fn handshake_limits(mut self, limits: HandshakeLimits) -> Self {
         self.handshakes = limits;
+        self
+    }
+
+    /// How long dialing another node waits for it to answer (default: half the
+    /// peer timeout, 3 s): an address where nothing answers fails with
+    /// `ConnectFailed` then, rather than at QUIC's idle timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
         self
     }
 
@@ -262,6 +271,12 @@ impl NodeBuilder {
         let quic_config = QuicConfig {
             idle_timeout: self.peer_timeout,
             handshakes: self.handshakes,
+            // Half the peer timeout unless set: a dead address fails well before
+            // a lost peer would be noticed.
+            connect_timeout: self
+                .connect_timeout
+                .unwrap_or(self.peer_timeout / 2)
+                .max(Duration::from_millis(1)),
         };
         let host = Host::start(HostConfig {
             id: NodeId::random(),
@@ -366,6 +381,7 @@ impl Node {
             credentials: None,
             peer_timeout: DEFAULT_IDLE_TIMEOUT,
             handshakes: HandshakeLimits::default(),
+            connect_timeout: None,
             limits: Limits::default(),
             name: None,
             default_mailbox: Mailbox::default(),

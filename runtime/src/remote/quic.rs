@@ -49,6 +49,8 @@ const STOP_OVERSIZE: u32 = 3;
 #[derive(Clone, Debug)]
 pub(crate) struct QuicConfig {
     pub(crate) idle_timeout: Duration,
+    /// How long a dial waits for the peer's TLS handshake.
+    pub(crate) connect_timeout: Duration,
     pub(crate) handshakes: HandshakeLimits,
 }
 
@@ -68,6 +70,8 @@ pub(crate) struct Endpoint {
     /// How long an incoming peer has for TLS, and then again for its `Hello` (the
     /// peer timeout).
     hello_within: Duration,
+    /// How long a dial waits for the peer's TLS handshake.
+    connect_within: Duration,
     /// Incoming handshakes in flight, and those turned away.
     handshakes: Arc<Handshakes>,
 }
@@ -148,6 +152,7 @@ impl Endpoint {
             endpoint,
             client,
             hello_within: config.idle_timeout,
+            connect_within: config.connect_timeout,
             handshakes: Handshakes::new(config.handshakes),
         })
     }
@@ -216,7 +221,17 @@ impl Endpoint {
             .endpoint
             .connect_with(self.client.clone(), addr, NODE_NAME)
             .map_err(|e| failed(e.to_string()))?;
-        let quic = connecting.await.map_err(|e| failed(e.to_string()))?;
+        // An address where nothing answers fails at the connect timeout, not at
+        // QUIC's idle timeout.
+        let quic = match tokio::time::timeout(self.connect_within, connecting).await {
+            Ok(connected) => connected.map_err(|e| failed(e.to_string()))?,
+            Err(_) => {
+                return Err(failed(format!(
+                    "no answer within {:?} (the connect timeout)",
+                    self.connect_within
+                )))
+            }
+        };
         establish(node, quic, true, limits, self.hello_within)
             .await
             .map_err(|e| match e {
