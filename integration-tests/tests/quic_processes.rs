@@ -161,6 +161,43 @@ async fn an_exactly_once_call_sent_before_a_restart_may_have_run() {
     assert!(err.may_have_executed());
 }
 
+/// An `#[exactly_once]` call to a node killed for good gives up once the node
+/// has been unreachable for a peer timeout, with `NodeDown` (it may have run),
+/// not at its 30 s deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_call_to_a_node_gone_for_good_gives_up_before_its_deadline() {
+    let dir = cluster();
+    let mut server = ChildNode::spawn(TEST_NODE, dir.path());
+    let client = Node::builder()
+        .credentials(dir.path())
+        .peer_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    client.connect(&server.addr).await.unwrap();
+    let counter: CounterRef = client.reference(server.id, server.counter).unwrap();
+    assert_eq!(
+        remora::Interface::core(&counter).timeout(),
+        remora::DEFAULT_TIMEOUT
+    );
+    let mut call = Box::pin(counter.nap_once(60_000));
+    assert!(poll_once(&mut call).await.is_pending());
+    server.kill();
+    // Detected within the peer timeout, then a peer timeout of failed dials:
+    // well within SAFETY (10 s), a third of the call's deadline.
+    let err = timeout(SAFETY, call)
+        .await
+        .expect("given up before the deadline")
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::NodeDown {
+            node: server.id,
+            may_have_executed: true
+        }
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_to_a_restarted_node_fails_instead_of_reaching_new_actors() {
     let dir = cluster();

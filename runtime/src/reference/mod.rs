@@ -267,7 +267,17 @@ impl<M: Send + 'static> RefCore<M> {
             Route::Local(local) => return self.ask_local(local, args).await,
             Route::Remote(remote) => remote.clone(),
         };
-        let mut retry = Retry::new(remote.peer, Instant::now(), self.timeout);
+        let mut retry = Retry::new(
+            remote.peer,
+            Instant::now(),
+            self.timeout,
+            // Unreachable for a peer timeout (every dial failing): gone.
+            remote
+                .host()
+                .map_or(crate::remote::quic::DEFAULT_IDLE_TIMEOUT, |host| {
+                    host.peer_timeout()
+                }),
+        );
         let tags = CallTags {
             chain: chain_for_call(),
             once: fresh_chain(),

@@ -130,6 +130,11 @@ impl Host {
         &self.limits
     }
 
+    /// How long a peer may be silent before it is called down.
+    pub(crate) fn peer_timeout(&self) -> Duration {
+        self.quic_config.idle_timeout
+    }
+
     pub(crate) fn default_timeout(&self) -> Duration {
         self.default_timeout
     }

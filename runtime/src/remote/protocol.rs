@@ -787,6 +787,10 @@ pub(crate) struct Retry {
     /// Whether an attempt is known to have left this node (it was lost with its
     /// connection after it was sent).
     left: bool,
+    /// How long the node may stay unreachable before the call gives up.
+    give_up: Duration,
+    /// Since when every attempt to reach the node has failed.
+    unreachable_since: Option<Instant>,
 }
 
 /// What to do after an attempt of an exactly-once call.
@@ -803,10 +807,13 @@ const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const LONGEST_PAUSE: Duration = Duration::from_millis(500);
 
 impl Retry {
-    /// A call to a node `peer` made at `now` that may take `timeout`.
-    pub(crate) fn new(peer: NodeId, now: Instant, timeout: Duration) -> Retry {
+    /// A call to a node `peer` made at `now` that may take `timeout`; it gives
+    /// up once the node has been unreachable for `give_up` (every dial failing).
+    pub(crate) fn new(peer: NodeId, now: Instant, timeout: Duration, give_up: Duration) -> Retry {
         Retry {
             peer,
+            give_up,
+            unreachable_since: None,
             deadline: crate::deadline::after(now, timeout),
             timeout,
             pause: FIRST_PAUSE,
@@ -833,7 +840,9 @@ impl Retry {
 
     /// What follows an attempt that ended at `now` with `outcome`: a lost
     /// connection (or none yet) means again, after a pause that doubles up to
-    /// half a second, within the deadline; anything else ends the call. An
+    /// half a second, within the deadline, until the node has been unreachable
+    /// (every dial failing) for `give_up`: then the call ends with `NodeDown`.
+    /// Anything else ends the call. An
     /// error that says the call did not run, after an earlier attempt left
     /// this node, is made to say that it may have ([`CallError::sent_earlier`]):
     /// that attempt may have run.
@@ -841,6 +850,17 @@ impl Retry {
         match outcome {
             Err(err @ (CallError::NodeDown { .. } | CallError::ConnectFailed { .. })) => {
                 self.left |= err.may_have_executed();
+                if matches!(err, CallError::ConnectFailed { .. }) {
+                    let since = *self.unreachable_since.get_or_insert(now);
+                    if now.saturating_duration_since(since) >= self.give_up {
+                        return Next::Done(Err(CallError::NodeDown {
+                            node: self.peer,
+                            may_have_executed: self.left,
+                        }));
+                    }
+                } else {
+                    self.unreachable_since = None;
+                }
                 let at = (now + self.pause).min(self.deadline);
                 self.pause = (self.pause * 2).min(LONGEST_PAUSE);
                 Next::RetryAt(at)

@@ -398,7 +398,7 @@ fn an_exactly_once_call_lost_with_its_connection_is_retried_and_runs_once() {
     let table = OnceTable::new(Duration::from_secs(300));
     let mut runs = 0;
     let t0 = Instant::now();
-    let mut retry = Retry::new(NodeId::from_u128(2), t0, SECOND);
+    let mut retry = Retry::new(NodeId::from_u128(2), t0, SECOND, SECOND);
     let once = 77;
 
     // Attempt 1: it runs on B, but the connection is lost before the reply is read.
@@ -438,7 +438,7 @@ fn an_exactly_once_call_lost_with_its_connection_is_retried_and_runs_once() {
 #[test]
 fn an_exactly_once_call_gives_up_at_its_deadline_saying_whether_it_was_sent() {
     let t0 = Instant::now();
-    let mut retry = Retry::new(NodeId::from_u128(2), t0, Duration::from_millis(25));
+    let mut retry = Retry::new(NodeId::from_u128(2), t0, Duration::from_millis(25), SECOND);
     let lost = || CallError::ConnectFailed {
         node: None,
         addr: Some("x".into()),
@@ -473,7 +473,7 @@ fn an_exactly_once_call_gives_up_at_its_deadline_saying_whether_it_was_sent() {
             Duration::from_millis(15), // cut short by the deadline
         ]
     );
-    let mut sent = Retry::new(NodeId::from_u128(2), t0, Duration::from_millis(5));
+    let mut sent = Retry::new(NodeId::from_u128(2), t0, Duration::from_millis(5), SECOND);
     sent.sent();
     assert_eq!(
         sent.attempt(t0 + Duration::from_millis(5)),
@@ -721,7 +721,7 @@ fn an_error_after_an_attempt_that_left_says_the_call_may_have_run() {
         may_have_executed: false,
     };
     // Never sent: the restart is reported as it is (the call did not run).
-    let mut unsent = Retry::new(peer, t0, SECOND);
+    let mut unsent = Retry::new(peer, t0, SECOND, SECOND);
     let never = CallError::ConnectFailed {
         node: Some(peer),
         addr: None,
@@ -736,7 +736,7 @@ fn an_error_after_an_attempt_that_left_says_the_call_may_have_run() {
         Next::Done(Err(restarted.clone()))
     );
     // Sent, lost in flight, then the node restarted: it may have run.
-    let mut sent = Retry::new(peer, t0, SECOND);
+    let mut sent = Retry::new(peer, t0, SECOND, SECOND);
     assert!(matches!(
         sent.next::<()>(t0, Err(lost.clone())),
         Next::RetryAt(_)
@@ -774,5 +774,46 @@ fn an_error_after_an_attempt_that_left_says_the_call_may_have_run() {
     assert_eq!(
         sent.next::<()>(t0, Err(panicked.clone())),
         Next::Done(Err(panicked))
+    );
+}
+
+#[test]
+fn an_exactly_once_call_gives_up_once_its_node_has_been_unreachable_for_the_give_up_time() {
+    let t0 = Instant::now();
+    let peer = NodeId::from_u128(2);
+    let give_up = Duration::from_millis(100);
+    let mut retry = Retry::new(peer, t0, Duration::from_secs(30), give_up);
+    let lost = CallError::NodeDown {
+        node: peer,
+        may_have_executed: true,
+    };
+    let unreachable = || CallError::ConnectFailed {
+        node: Some(peer),
+        addr: Some("x".into()),
+        reason: "no answer".into(),
+    };
+    assert!(matches!(retry.next::<()>(t0, Err(lost)), Next::RetryAt(_)));
+    let mut now = t0 + Duration::from_millis(10);
+    let mut dials = 0;
+    let outcome = loop {
+        dials += 1;
+        match retry.next::<()>(now, Err(unreachable())) {
+            Next::RetryAt(at) => now = at + Duration::from_millis(30), // a dial takes a while
+            Next::Done(outcome) => break outcome,
+        }
+        assert!(dials < 100, "gives up");
+    };
+    assert_eq!(
+        outcome,
+        Err(CallError::NodeDown {
+            node: peer,
+            may_have_executed: true
+        }),
+        "the first attempt left: it may have run"
+    );
+    assert!(now - (t0 + Duration::from_millis(10)) >= give_up);
+    assert!(
+        now < t0 + Duration::from_secs(1),
+        "long before the deadline"
     );
 }
