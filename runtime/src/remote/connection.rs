@@ -131,9 +131,9 @@ pub(crate) struct InCall<A> {
     pub(crate) replies: Lane,
 }
 
-impl<'a> InCall<Args<'a>> {
-    /// The call, owning its arguments, to be held.
-    fn hold(self) -> InCall<Payload> {
+impl<A> InCall<A> {
+    /// The call without its arguments, and the arguments.
+    fn split(self) -> (InCall<()>, A) {
         let InCall {
             id,
             target,
@@ -144,20 +144,44 @@ impl<'a> InCall<Args<'a>> {
             tags,
             replies,
         } = self;
-        let args = match args {
-            Args::Encoded(bytes) => Payload::Bytes(bytes.to_vec()),
-            Args::Moved(value) => Payload::Value(value),
-        };
-        InCall {
+        let bare = InCall {
             id,
             target,
             interface,
             method,
-            args,
+            args: (),
             one_way,
             tags,
             replies,
+        };
+        (bare, args)
+    }
+}
+
+impl InCall<()> {
+    /// The call with `args`.
+    fn with_args<A>(self, args: A) -> InCall<A> {
+        InCall {
+            id: self.id,
+            target: self.target,
+            interface: self.interface,
+            method: self.method,
+            args,
+            one_way: self.one_way,
+            tags: self.tags,
+            replies: self.replies,
         }
+    }
+}
+
+impl<'a> InCall<Args<'a>> {
+    /// The call, owning its arguments, to be held.
+    fn hold(self) -> InCall<Payload> {
+        let (call, args) = self.split();
+        call.with_args(match args {
+            Args::Encoded(bytes) => Payload::Bytes(bytes.to_vec()),
+            Args::Moved(value) => Payload::Value(value),
+        })
     }
 }
 
@@ -173,28 +197,8 @@ impl InCall<Payload> {
 
     /// Runs `f` on the call with its arguments borrowed.
     fn with<R>(self, f: impl FnOnce(InCall<Args<'_>>) -> R) -> R {
-        let InCall {
-            id,
-            target,
-            interface,
-            method,
-            args,
-            one_way,
-            tags,
-            replies,
-        } = self;
-        args.with(|args| {
-            f(InCall {
-                id,
-                target,
-                interface,
-                method,
-                args,
-                one_way,
-                tags,
-                replies,
-            })
-        })
+        let (call, args) = self.split();
+        args.with(|args| f(call.with_args(args)))
     }
 }
 
@@ -863,15 +867,16 @@ impl Connection {
         self: &Arc<Self>,
         call: InCall<Args<'_>>,
     ) -> Result<Option<Delivery>, CallError> {
+        let (call, args) = call.split();
         let InCall {
             id,
             target,
             interface,
             method,
-            args,
             one_way,
             tags,
             replies,
+            ..
         } = call;
         let node = self.node.upgrade().ok_or(CallError::NoSuchObject)?;
         let exported = node.exported(&target).ok_or(CallError::NoSuchObject)?;
