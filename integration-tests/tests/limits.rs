@@ -784,3 +784,78 @@ async fn large_messages_fill_a_mailbox_to_its_byte_bound_not_its_places() {
     }
     until("the mailbox empties", || core.mailbox_bytes() == 0).await;
 }
+
+/// When a peer is lost, its asks still waiting in a mailbox are dropped unrun
+/// (nobody can take their answers; the node counts them), while its tells, which
+/// were accepted, still run.
+async fn a_lost_peers_queued_asks_are_dropped_unrun_and_its_tells_run(transport: Transport) {
+    let pair = Pair::new(transport).await;
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let ask_permits = Arc::new(Semaphore::new(0));
+    let gate: GateRef = pair.server.spawn(Turnstile {
+        entered: entered_tx,
+        permits: ask_permits.clone(),
+    });
+    let (got_tx, mut got) = mpsc::unbounded_channel();
+    let tell_permits = Arc::new(Semaphore::new(0));
+    let tank: ValveRef = pair.server.spawn(Tank {
+        got: got_tx,
+        permits: tell_permits.clone(),
+    });
+    let remote_gate = reach(&pair.client, &pair.server, &gate);
+    let remote_tank = reach(&pair.client, &pair.server, &tank);
+    // One ask runs (and waits), four wait in the mailbox; five tells likewise.
+    // A remote ask sends its frame on its first poll: these go out in order.
+    let mut asks = Vec::new();
+    for n in 1..=5 {
+        let mut ask = Box::pin(remote_gate.pass(n));
+        assert!(poll_once(&mut ask).await.is_pending());
+        asks.push(ask);
+    }
+    assert_eq!(timeout(SAFETY, entered.recv()).await.unwrap(), Some(1));
+    for n in 0..5 {
+        remote_tank.put(n).await.expect("accepted");
+    }
+    until("four asks and four tells queued", || {
+        Interface::core(&gate).mailbox_depth() == 4 && Interface::core(&tank).mailbox_depth() == 4
+    })
+    .await;
+    assert_eq!(pair.server.stats().asks_dropped, 0);
+    // The server loses the client.
+    match &pair.wire {
+        Some(wire) => wire.cut(),
+        None => assert!(pair.server.disconnect(pair.client.id())),
+    }
+    for ask in asks {
+        let err = timeout(SAFETY, ask).await.unwrap().unwrap_err();
+        assert!(matches!(err, CallError::NodeDown { .. }), "{err:?}");
+    }
+    ask_permits.add_permits(5);
+    tell_permits.add_permits(5);
+    for n in 0..5 {
+        assert_eq!(
+            timeout(SAFETY, got.recv()).await.unwrap(),
+            Some(n),
+            "tells run"
+        );
+    }
+    until("the queued asks dropped", || {
+        pair.server.stats().asks_dropped == 4
+    })
+    .await;
+    until("the gate's mailbox empty", || {
+        Interface::core(&gate).mailbox_depth() == 0
+    })
+    .await;
+    assert!(entered.try_recv().is_err(), "no queued ask ran");
+    assert_eq!(
+        ask_permits.available_permits(),
+        4,
+        "only the running ask took one"
+    );
+}
+
+mod lost_peer {
+    use super::*;
+    both_transports!(a_lost_peers_queued_asks_are_dropped_unrun_and_its_tells_run);
+}

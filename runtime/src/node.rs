@@ -371,6 +371,10 @@ pub struct NodeStats {
     /// Incoming handshakes refused since the node started: too many in flight, or
     /// too many from the client's address.
     pub handshakes_refused: u64,
+    /// Asks from other nodes dropped unrun since the node started: their
+    /// connection was lost while they waited in a mailbox, so nobody could take
+    /// their answers. (Tells from such a node still run: they were accepted.)
+    pub asks_dropped: u64,
 }
 
 impl Node {
@@ -669,6 +673,11 @@ impl Node {
             handshakes,
             handshakes_retried,
             handshakes_refused,
+            asks_dropped: self
+                .inner
+                .host
+                .asks_dropped()
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

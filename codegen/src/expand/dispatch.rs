@@ -35,6 +35,12 @@ impl Generator<'_> {
                 #msg_ident::#name(request) => request.reply.chain(),
             }
         });
+        let abandoned_arms = self.methods.iter().map(|m| {
+            let name = &m.model.name;
+            quote! {
+                #msg_ident::#name(request) => request.reply.abandoned(),
+            }
+        });
         let shared_arms = self.true_arms(|m| m.shared);
         let reentrant_arms = self.true_arms(|m| m.model.reentrant);
         quote! {
@@ -51,6 +57,14 @@ impl Generator<'_> {
                         #( #chain_arms )*
                         #[allow(unreachable_patterns)]
                         _ => 0,
+                    }
+                }
+
+                fn abandoned(&self) -> bool {
+                    match self {
+                        #( #abandoned_arms )*
+                        #[allow(unreachable_patterns)]
+                        _ => false,
                     }
                 }
 

@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::id::NodeId;
@@ -16,15 +17,55 @@ use crate::id::NodeId;
 ///   A certificate without a Common Name gives `"remora-node"`.
 /// - between nodes of one process ([`remote::inproc`](crate::remote::inproc)), it is
 ///   the peer node's name (`Node::builder().name(..)`), or `"remora-node"` unnamed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Caller {
     node: NodeId,
     identity: String,
+    /// Set once the connection the calls came over is lost.
+    gone: Arc<AtomicBool>,
+    /// Counts the asks from it dropped unrun because it was gone (the node's).
+    dropped: Option<Arc<AtomicU64>>,
 }
+
+impl PartialEq for Caller {
+    fn eq(&self, other: &Caller) -> bool {
+        self.node == other.node && self.identity == other.identity
+    }
+}
+
+impl Eq for Caller {}
 
 impl Caller {
     pub(crate) fn new(node: NodeId, identity: String) -> Caller {
-        Caller { node, identity }
+        Caller {
+            node,
+            identity,
+            gone: Arc::default(),
+            dropped: None,
+        }
+    }
+
+    /// Asks from this caller dropped unrun are counted in `dropped`.
+    pub(crate) fn counting(mut self, dropped: Arc<AtomicU64>) -> Caller {
+        self.dropped = Some(dropped);
+        self
+    }
+
+    /// The connection the calls came over is lost: nobody can take their answers.
+    pub(crate) fn leave(&self) {
+        self.gone.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection the calls came over is lost.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// An ask from this caller was dropped unrun.
+    pub(crate) fn count_dropped(&self) {
+        if let Some(dropped) = &self.dropped {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The calling node's id, as it declared it in its handshake. Informative: it is

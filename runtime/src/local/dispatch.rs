@@ -102,6 +102,12 @@ pub trait Dispatch<A>: Send + 'static {
         0
     }
 
+    /// Whether nobody can take the answer any more (an ask from a node whose
+    /// connection is lost): the runtime drops it unrun.
+    fn abandoned(&self) -> bool {
+        false
+    }
+
     /// Whether the method takes `&self`: the runtime then lends the actor shared,
     /// and may run it beside other shared handlers.
     fn shared(&self) -> bool {

@@ -28,6 +28,8 @@ pub struct ReplyTo<T> {
     chain: u64,
     /// Its handler has started: dropped now, the call may have had effects.
     running: bool,
+    /// A caller on another node waits for the answer (an ask, not a tell).
+    awaited_remotely: bool,
 }
 
 type Sink<T> = Box<dyn FnOnce(Result<T, CallError>) + Send>;
@@ -49,6 +51,7 @@ impl<T> ReplyTo<T> {
             caller: None,
             chain: 0,
             running: false,
+            awaited_remotely: false,
         }
     }
 
@@ -58,6 +61,7 @@ impl<T> ReplyTo<T> {
             caller: None,
             chain: 0,
             running: false,
+            awaited_remotely: false,
         }
     }
 
@@ -69,6 +73,27 @@ impl<T> ReplyTo<T> {
             caller: None,
             chain: 0,
             running: false,
+            awaited_remotely: false,
+        }
+    }
+
+    /// The same reply slot, for an ask whose caller on another node waits for it.
+    pub(crate) fn awaited_remotely(mut self) -> Self {
+        self.awaited_remotely = true;
+        self
+    }
+
+    /// Whether nobody can take the answer any more: the ask came from another
+    /// node whose connection is lost. Its handler need not run.
+    #[doc(hidden)]
+    pub fn abandoned(&self) -> bool {
+        self.awaited_remotely && !self.running && self.caller.as_ref().is_some_and(|c| c.is_gone())
+    }
+
+    /// Counts this ask as dropped unrun (see [`ReplyTo::abandoned`]).
+    pub(crate) fn count_dropped(&self) {
+        if let Some(caller) = &self.caller {
+            caller.count_dropped();
         }
     }
 
@@ -149,6 +174,10 @@ impl<T> Drop for ReplyTo<T> {
     /// the runtime went away — and it may have had effects.
     fn drop(&mut self) {
         if !matches!(self.slot, Slot::Nobody) {
+            if self.abandoned() {
+                tracing::debug!("an ask from a node that is gone dropped unrun");
+                self.count_dropped();
+            }
             let err = match self.running {
                 false => CallError::ActorStopped,
                 true => CallError::Panicked {

@@ -598,9 +598,16 @@ where
         Poll::Ready(())
     }
 
-    /// The next queued message. Only the holder takes from the mailbox.
+    /// The next queued message. Only the holder takes from the mailbox. An ask
+    /// whose caller is gone (its node's connection lost) is dropped unrun:
+    /// nobody could take its answer.
     pub(crate) fn next_message(&mut self) -> Option<M> {
-        self.slot.rx.try_recv()
+        loop {
+            let msg = self.slot.rx.try_recv()?;
+            if !msg.abandoned() {
+                return Some(msg);
+            }
+        }
     }
 
     /// Refuses new messages and hands back those still queued: the actor stops.

@@ -304,10 +304,14 @@ impl Connection {
         let core = Core::new(session, limits, values);
         let peer = core.peer().clone();
         let send_limits = core.send_limits();
+        let caller = match node.upgrade() {
+            Some(host) => Caller::new(peer.node, identity).counting(host.asks_dropped()),
+            None => Caller::new(peer.node, identity),
+        };
         let conn = Arc::new(Connection {
             node,
             dialer,
-            caller: Arc::new(Caller::new(peer.node, identity)),
+            caller: Arc::new(caller),
             peer,
             state: Mutex::new(Driven { core, armed: None }),
             transport,
@@ -394,6 +398,8 @@ impl Connection {
         if closed_now {
             self.transport.close();
             self.closed_notify.notify_waiters();
+            // Asks from the peer still queued will find nobody to answer.
+            self.caller.leave();
             self.credit.notify_waiters();
             self.held_room.notify_waiters();
             self.receiving.close();
@@ -918,6 +924,10 @@ impl Connection {
         .within(cx.clone())
         .sent_by(self.caller.clone())
         .in_chain(tags.chain);
+        let replier = match one_way {
+            true => replier,
+            false => replier.awaited(),
+        };
         cx.enter(|| exported.deliver(method, args, &self.limits, replier, one_way))
     }
 
@@ -962,7 +972,8 @@ impl Connection {
         })
         .within(cx.clone())
         .sent_by(self.caller.clone())
-        .in_chain(tags.chain);
+        .in_chain(tags.chain)
+        .awaited();
         let delivered = cx.enter(|| exported.deliver(method, args, &self.limits, replier, false));
         if let Err(err) = &delivered {
             // Refused before running: retries waiting for it get the same answer,

@@ -52,6 +52,8 @@ pub(crate) struct Host {
     endpoint: tokio::sync::OnceCell<quic::Endpoint>,
     /// Replies of `#[exactly_once]` calls this node ran, for retries.
     once: OnceTable,
+    /// Asks from peers dropped unrun because their connection was lost.
+    asks_dropped: Arc<std::sync::atomic::AtomicU64>,
     runtime: tokio::runtime::Handle,
     /// Set once the node shuts down: the lease task ends, nothing is dialed.
     closed: AtomicBool,
@@ -103,6 +105,7 @@ impl Host {
             quic_config: config.quic_config,
             endpoint: tokio::sync::OnceCell::new(),
             once: OnceTable::new(config.once_retention),
+            asks_dropped: Arc::default(),
             runtime: config.runtime,
             closed: AtomicBool::new(false),
             me: me.clone(),
@@ -509,6 +512,11 @@ impl Host {
     /// Calls from peers held for full mailboxes now.
     pub(crate) fn calls_held(&self) -> usize {
         self.peers.iter().map(|c| c.held()).sum()
+    }
+
+    /// The count of asks from peers dropped unrun (their connection lost).
+    pub(crate) fn asks_dropped(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.asks_dropped.clone()
     }
 
     /// Bytes of large frames being received from peers now.

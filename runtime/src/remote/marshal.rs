@@ -145,6 +145,8 @@ pub struct Replier {
     values: bool,
     caller: Option<Arc<Caller>>,
     chain: u64,
+    /// Its caller waits for the answer (an ask).
+    awaited: bool,
 }
 
 impl std::fmt::Debug for Replier {
@@ -170,6 +172,7 @@ impl Replier {
             values: false,
             caller: None,
             chain: 0,
+            awaited: false,
         }
     }
 
@@ -184,6 +187,7 @@ impl Replier {
             values: true,
             caller: None,
             chain: 0,
+            awaited: false,
         }
     }
 
@@ -207,6 +211,13 @@ impl Replier {
         self
     }
 
+    /// The caller waits for the answer (an ask): if its connection is lost
+    /// before the handler starts, the call is dropped unrun.
+    pub(crate) fn awaited(mut self) -> Self {
+        self.awaited = true;
+        self
+    }
+
     /// The typed reply slot of a method returning `T`: the value is encoded when
     /// the handler answers.
     pub fn into_reply<T: Serialize + Send + 'static>(self) -> ReplyTo<T> {
@@ -216,8 +227,9 @@ impl Replier {
             values,
             caller,
             chain,
+            awaited,
         } = self;
-        ReplyTo::sink(move |result: Result<T, CallError>| {
+        let reply = ReplyTo::sink(move |result: Result<T, CallError>| {
             let answer = result.and_then(|value| {
                 if values && is_plain(&value) {
                     return Ok(Answer::Value(Moved::new(value)));
@@ -231,7 +243,11 @@ impl Replier {
             sink(answer);
         })
         .sent_by(caller)
-        .in_chain(chain)
+        .in_chain(chain);
+        match awaited {
+            true => reply.awaited_remotely(),
+            false => reply,
+        }
     }
 }
 
