@@ -54,6 +54,13 @@ impl Caller {
     /// The connection the calls came over is lost: nobody can take their answers.
     pub(crate) fn leave(&self) {
         self.gone.store(true, Ordering::Release);
+        ANY_GONE.store(true, Ordering::Release);
+    }
+
+    /// Whether any caller of this process has ever been lost: until one is,
+    /// no queued message can be abandoned, and actors skip the check.
+    pub(crate) fn any_gone() -> bool {
+        ANY_GONE.load(Ordering::Relaxed)
     }
 
     /// Whether the connection the calls came over is lost.
@@ -79,6 +86,9 @@ impl Caller {
         &self.identity
     }
 }
+
+/// Set once any caller of this process is gone ([`Caller::any_gone`]).
+static ANY_GONE: AtomicBool = AtomicBool::new(false);
 
 /// What the handler being polled on this thread is handling: who sent it (if it
 /// came from another node) and the call chain it belongs to (0: none).

@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 
 use crate::local::actor::{Actor, Context, Factory, RestartBy, Unreferenced};
 use crate::local::baton::Baton;
+use crate::local::caller::Caller;
 use crate::local::cell::{ActorCell, Withdraw};
 use crate::local::dispatch::{Dispatch, Lent};
 use crate::local::mailbox::{MailboxRx, MailboxTx};
@@ -604,7 +605,7 @@ where
     pub(crate) fn next_message(&mut self) -> Option<M> {
         loop {
             let msg = self.slot.rx.try_recv()?;
-            if !msg.abandoned() {
+            if !(Caller::any_gone() && msg.abandoned()) {
                 return Some(msg);
             }
         }
