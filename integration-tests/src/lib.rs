@@ -5,6 +5,7 @@ use std::time::Duration;
 use remora::{Actor, Node};
 
 pub mod etcd;
+pub mod figures;
 pub mod flood;
 pub mod raw;
 

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use remora::Node;
+use remora_integration_tests::figures::{figure, mib, status_kib};
 use remora_integration_tests::flood::Flood;
 use remora_integration_tests::{ChildNode, CounterRef};
 
@@ -56,24 +57,6 @@ fn options() -> Options {
         }
     }
     options
-}
-
-fn figure(name: &str, value: f64, unit: &str) {
-    println!("{name}\t{value:.1}\t{unit}");
-}
-
-/// A line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }
 
 /// The `q` quantile of `latencies` (sorted in place), in microseconds.
