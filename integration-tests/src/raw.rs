@@ -23,7 +23,12 @@ pub struct RawPeer {
     pub endpoint: quinn::Endpoint,
     /// The connection to the node.
     pub conn: quinn::Connection,
+    /// The peer's own credentials (the certificate it presented).
+    pub credentials: remora::Credentials,
 }
+
+/// The incarnation a raw peer announces unless told otherwise.
+pub const INCARNATION: u64 = 1;
 
 impl RawPeer {
     /// Connects to the node at `addr` as a member named `name`, with a certificate
@@ -37,6 +42,8 @@ impl RawPeer {
         let chain =
             vec![CertificateDer::from_pem_file(dir.path().join("node.pem")).expect("node.pem")];
         let key = PrivateKeyDer::from_pem_file(dir.path().join("node.key")).expect("node.key");
+        let credentials =
+            remora::Credentials::from_dir(dir.path()).expect("the peer's credentials");
         let mut roots = rustls::RootCertStore::empty();
         roots.add(root).expect("the root certificate");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -60,18 +67,37 @@ impl RawPeer {
             .expect("connecting")
             .await
             .expect("TLS with a valid certificate");
-        RawPeer { endpoint, conn }
+        RawPeer {
+            endpoint,
+            conn,
+            credentials,
+        }
     }
 
-    /// Says `Hello` as node `node` on the control stream (what a node does
-    /// first), announcing the default limits: the node then lets this peer open
-    /// its call lanes. Returns the control stream.
-    pub async fn hello(&self, node: remora::NodeId) -> (quinn::SendStream, quinn::RecvStream) {
+    /// The node id this peer's certificate proves in [`INCARNATION`].
+    pub fn id(&self) -> remora::NodeId {
+        self.credentials.node_id(INCARNATION)
+    }
+
+    /// Says `Hello` as itself (see [`RawPeer::hello_as`]).
+    pub async fn hello(&self) -> (quinn::SendStream, quinn::RecvStream) {
+        self.hello_as(self.id(), INCARNATION).await
+    }
+
+    /// Says `Hello` as node `node` in `incarnation` on the control stream (what a
+    /// node does first), announcing the default limits: the node then lets this
+    /// peer open its call lanes, if the id is the one the peer's certificate
+    /// proves, and closes the connection otherwise. Returns the control stream.
+    pub async fn hello_as(
+        &self,
+        node: remora::NodeId,
+        incarnation: u64,
+    ) -> (quinn::SendStream, quinn::RecvStream) {
         use remora::wire::codec::encode;
         use remora::wire::{Limits, Session};
         let (mut send, recv) = self.conn.open_bi().await.expect("the control stream");
         let limits = Limits::default();
-        let session = Session::new(node, 1, None, &limits);
+        let session = Session::new(node, incarnation, None, &limits);
         let mut hello = Vec::new();
         encode(&session.hello(), &mut hello, &limits).expect("a Hello encodes");
         send.write_all(&hello).await.expect("the Hello is written");

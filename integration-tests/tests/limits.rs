@@ -378,7 +378,7 @@ async fn a_member_holding_partial_frames_on_many_streams_gets_two_frames_of_room
     let addr = server.listen_addr().unwrap();
     let hostile =
         remora_integration_tests::raw::RawPeer::connect(dir.path(), "hostile", addr).await;
-    let _control = hostile.hello(remora::NodeId::random()).await;
+    let _control = hostile.hello().await;
     let frame = (MAX_FRAME as u32).to_be_bytes();
     let body = vec![0xc1u8; MAX_FRAME]; // 0xc1: never valid MessagePack
     let mut streams = Vec::new();
@@ -453,7 +453,7 @@ async fn a_member_that_never_reads_its_replies_has_its_calls_read_no_further() {
     });
     let target = server.export(&big).unwrap();
     let hostile = remora_integration_tests::raw::RawPeer::connect(dir.path(), "greedy", addr).await;
-    let _control = hostile.hello(remora::NodeId::random()).await;
+    let _control = hostile.hello().await;
     let (mut send, mut recv) = hostile.conn.open_bi().await.unwrap();
     let limits = Limits::default();
     let mut calls = Vec::new();

@@ -2,7 +2,7 @@
 //! node resolve with the reason that node reports (stop, panic), or with the loss
 //! of the node; remote stop; links across nodes; node monitors.
 
-use remora::StopReason;
+use remora::{Node, StopReason};
 use remora_integration_tests::*;
 use tokio::time::timeout;
 
@@ -74,8 +74,18 @@ async fn a_lost_node_resolves_monitors_with_node_down(transport: Transport) {
     );
 }
 
+/// A pair whose server lets the client (named `operator`) stop its actors.
+async fn operated(transport: Transport) -> Pair {
+    Pair::with_each(
+        transport,
+        Node::builder().allow_control_from(["operator"]),
+        Node::builder().name("operator"),
+    )
+    .await
+}
+
 async fn a_node_stops_an_actor_on_another_node(transport: Transport) {
-    let pair = Pair::new(transport).await;
+    let pair = operated(transport).await;
     let (local, remote) = pair.counter();
     let stopped = pair.server.monitor(&local);
     pair.client.stop(&remote);
@@ -83,7 +93,7 @@ async fn a_node_stops_an_actor_on_another_node(transport: Transport) {
 }
 
 async fn links_cross_nodes_both_ways(transport: Transport) {
-    let pair = Pair::new(transport).await;
+    let pair = operated(transport).await;
     // A remote failure stops the local actor.
     let (_far, far_remote) = pair.counter();
     let near: CounterRef = pair.client.spawn(Tally::default());
@@ -125,7 +135,37 @@ async fn links_cross_nodes_both_ways(transport: Transport) {
     assert_eq!(near.add(2).await, Ok(2), "still running");
 }
 
+async fn a_node_without_authority_neither_stops_nor_fails_another_nodes_actor(
+    transport: Transport,
+) {
+    // The client is not on the server's allow list (it has none).
+    let pair = Pair::new(transport).await;
+    let (local, remote) = pair.counter();
+    pair.client.stop(&remote);
+    until("the stop is refused", || {
+        pair.server.stats().exits_refused == 1
+    })
+    .await;
+    assert_eq!(remote.add(1).await, Ok(1), "still running");
+
+    // A link whose near end fails cannot take the far end down either.
+    let near: CounterRef = pair.client.spawn(Tally::default());
+    pair.client.link(&near, &remote);
+    assert!(near.crash("near".into()).await.is_err());
+    until("the link's exit is refused", || {
+        pair.server.stats().exits_refused == 2
+    })
+    .await;
+    assert_eq!(remote.add(1).await, Ok(2), "still running");
+    assert!(!pair.server.is_stopped(&local));
+    // Monitoring is allowed: it only observes.
+    let stopped = pair.client.monitor(&remote);
+    pair.server.stop(&local);
+    assert_eq!(timeout(SAFETY, stopped).await, Ok(StopReason::Normal));
+}
+
 both_transports!(
+    a_node_without_authority_neither_stops_nor_fails_another_nodes_actor,
     a_remote_stop_reaches_the_monitor_with_its_reason,
     a_remote_panic_reaches_the_monitor_as_panicked,
     a_lost_node_resolves_monitors_with_node_down,

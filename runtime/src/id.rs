@@ -51,9 +51,13 @@ impl fmt::Display for ActorId {
     }
 }
 
-/// Identifies a node: a random value drawn when the node starts, announced in
-/// its handshake and carried by every reference to its objects. (A restarted node
-/// is a new node with a new id and incarnation.)
+/// Identifies a node: announced in its handshake and carried by every reference to
+/// its objects. It is bound to the node's certificate: the first 128 bits of
+/// SHA-256 over the certificate and the node's incarnation (a random number drawn
+/// when the node starts), so a peer proves its id by completing TLS with that
+/// certificate, and a member cannot claim another's id
+/// ([`Credentials::node_id`](crate::Credentials::node_id)). A restarted node is a
+/// new node with a new id and incarnation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NodeId(Uuid);
@@ -114,6 +118,21 @@ macro_rules! uuid_id {
 }
 
 uuid_id!(NodeId, "node");
+
+impl NodeId {
+    /// The id of a node whose (leaf) certificate is `certificate` (DER), in
+    /// `incarnation`: what its peers check its `Hello` against.
+    pub(crate) fn bound_to(certificate: &[u8], incarnation: u64) -> NodeId {
+        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+        hash.update(b"remora node id\0");
+        hash.update(&incarnation.to_le_bytes());
+        hash.update(certificate);
+        let digest = hash.finish();
+        let mut bytes = [0; 16];
+        bytes.copy_from_slice(&digest.as_ref()[..16]);
+        NodeId(Uuid::from_bytes(bytes))
+    }
+}
 uuid_id!(ObjectId, "object");
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crate::local::slot::{Held, Slot, Start};
 use crate::local::stop::StopReason;
 use crate::local::supervision::Control;
 use crate::reference::{RefCore, Route, DEFAULT_TIMEOUT};
+use crate::remote::authority::Refusals;
 use crate::remote::host::{local_wire, HostConfig};
 use crate::remote::marshal::Unmarshal;
 use crate::remote::quic::{QuicConfig, DEFAULT_IDLE_TIMEOUT};
@@ -129,6 +130,7 @@ pub struct NodeBuilder {
     default_timeout: Duration,
     once_retention: Duration,
     lease: Duration,
+    allow_control: std::collections::HashSet<String>,
 }
 
 impl NodeBuilder {
@@ -171,6 +173,32 @@ impl NodeBuilder {
     /// Uses these credentials.
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(CredentialSource::Given(credentials));
+        self
+    }
+
+    /// Lets the nodes whose certificates carry these names (their Common Name,
+    /// [`Caller::identity`](crate::Caller::identity)) stop this node's actors
+    /// ([`Node::stop`] of a remote reference) and link to them ([`Node::link`]).
+    /// Without a name here, a peer may stop only the actors it spawned on this
+    /// node ([`Node::spawn_on`]); none may stop a service of the node (exported
+    /// under a chosen id, [`Node::export_as`]). Other peers' attempts are refused
+    /// with [`CallError::Unauthorized`], logged, and counted in
+    /// [`NodeStats::exits_refused`].
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), remora::NodeError> {
+    /// let node = remora::Node::builder()
+    ///     .allow_control_from(["operator", "supervisor-node"])
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn allow_control_from<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allow_control.extend(names.into_iter().map(Into::into));
         self
     }
 
@@ -248,13 +276,20 @@ impl NodeBuilder {
     pub async fn build(self) -> Result<Node, NodeError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NodeError::NoRuntime)?;
         let credentials = match &self.credentials {
-            Some(CredentialSource::Dir(dir)) => Some(match &self.name {
+            Some(CredentialSource::Dir(dir)) => match &self.name {
                 Some(name) => Credentials::from_dir_named(dir, name)?,
                 None => Credentials::from_dir(dir)?,
-            }),
-            Some(CredentialSource::Given(c)) => Some(c.clone()),
-            None => None,
+            },
+            Some(CredentialSource::Given(c)) => c.clone(),
+            // Made now even for a node that never dials: its id is bound to them.
+            None => match &self.name {
+                Some(name) => Credentials::ephemeral_named(name)?,
+                None => Credentials::ephemeral()?,
+            },
         };
+        // A new value every time a node starts: references to an earlier
+        // incarnation of this node fail instead of reaching new actors.
+        let incarnation = rand_incarnation();
         let listen = match &self.listen {
             Some(addr) => Some(
                 tokio::net::lookup_host(addr.as_str())
@@ -279,10 +314,8 @@ impl NodeBuilder {
                 .max(Duration::from_millis(1)),
         };
         let host = Host::start(HostConfig {
-            id: NodeId::random(),
-            // A new value every time a node starts: references to an earlier
-            // incarnation of this node fail instead of reaching new actors.
-            incarnation: rand_incarnation(),
+            id: credentials.node_id(incarnation),
+            incarnation,
             name: self.name,
             limits: self.limits,
             lease: self.lease,
@@ -291,6 +324,7 @@ impl NodeBuilder {
             credentials,
             quic_config,
             once_retention: self.once_retention,
+            allow_control: self.allow_control,
             runtime: runtime.clone(),
         });
         let node = Node {
@@ -375,6 +409,23 @@ pub struct NodeStats {
     /// connection was lost while they waited in a mailbox, so nobody could take
     /// their answers. (Tells from such a node still run: they were accepted.)
     pub asks_dropped: u64,
+    /// Peers refused since the node started because their `Hello` claimed a node
+    /// id their certificate does not prove (an impostor; see [`NodeId`]).
+    pub impostors_refused: u64,
+    /// Requests from peers to stop (or, through a link, to fail) one of this
+    /// node's actors, refused since the node started: the peer had no authority
+    /// over it ([`NodeBuilder::allow_control_from`]).
+    pub exits_refused: u64,
+    /// Monitors of this node's actors refused since the node started: the peer
+    /// already had the most a peer may have.
+    pub monitors_refused: u64,
+    /// Monitors other nodes have on this node's actors now (at most 65 536 per
+    /// peer; a lost connection ends its peer's).
+    pub monitored: usize,
+    /// Object ids in lease renewals and releases from peers ignored since the
+    /// node started: they named nothing this node exports (or that peer holds no
+    /// lease on), so a peer's leases never outnumber the node's exports.
+    pub lease_ids_ignored: u64,
 }
 
 impl Node {
@@ -392,6 +443,7 @@ impl Node {
             default_timeout: DEFAULT_TIMEOUT,
             once_retention: crate::remote::once::DEFAULT_RETENTION,
             lease: crate::remote::leases::DEFAULT_LEASE,
+            allow_control: Default::default(),
         }
     }
 
@@ -607,7 +659,8 @@ impl Node {
 
     /// Exports the actor behind `r` under a chosen, well-known id (as RMI's registry
     /// lives under a fixed object id), so peers can reach it knowing only this
-    /// node's address. Fails with [`CallError::InterfaceMismatch`] if the id is taken
+    /// node's address. It is a service of the node: no other node may stop it,
+    /// whatever [`NodeBuilder::allow_control_from`] says. Fails with [`CallError::InterfaceMismatch`] if the id is taken
     /// or the actor is already exported under another id, and with
     /// [`CallError::NoSuchObject`] for an actor on another node.
     pub fn export_as<R: Interface>(&self, r: &R, id: ObjectId) -> Result<(), CallError>
@@ -657,6 +710,7 @@ impl Node {
     pub fn stats(&self) -> NodeStats {
         let (handshakes, handshakes_retried, handshakes_refused) =
             self.inner.host.handshake_counts();
+        let refusals = self.inner.host.refusals();
         NodeStats {
             actors: self.inner.live.load(Ordering::Acquire),
             exactly_once_replies: self.inner.host.once_table().remembered(),
@@ -678,6 +732,11 @@ impl Node {
                 .host
                 .asks_dropped()
                 .load(std::sync::atomic::Ordering::Relaxed),
+            impostors_refused: Refusals::read(&refusals.impostors),
+            exits_refused: Refusals::read(&refusals.exits),
+            monitors_refused: Refusals::read(&refusals.monitors),
+            monitored: self.inner.host.monitored_count(),
+            lease_ids_ignored: Refusals::read(&refusals.lease_ids),
         }
     }
 

@@ -375,6 +375,10 @@ impl Spawner for SpawnService {
         match spawned {
             Ok(spawned) => {
                 let wire = spawned.wire(&node);
+                // The caller may stop what it spawned (see remote::authority).
+                if let Some(caller) = crate::caller() {
+                    node.host().spawned_for(wire.object, caller.node());
+                }
                 tracing::debug!(%factory, object = %wire.object, caller = ?crate::caller().map(|c| c.node()), "spawned for a peer");
                 Ok(wire)
             }

@@ -87,6 +87,10 @@ enum Owned {
         reason: StopReason,
     },
     Credit(Vec<(ObjectId, u32)>),
+    Refused {
+        object: ObjectId,
+        error: CallError,
+    },
 }
 
 impl Owned {
@@ -124,6 +128,10 @@ impl Owned {
             Owned::Credit(grants) => Frame::Credit {
                 grants: grants.clone(),
             },
+            Owned::Refused { object, error } => Frame::Refused {
+                object: *object,
+                error: error.clone(),
+            },
         }
     }
 
@@ -158,6 +166,10 @@ impl Owned {
                 reason: reason.clone(),
             },
             Frame::Credit { grants } => Owned::Credit(grants.clone()),
+            Frame::Refused { object, error } => Owned::Refused {
+                object: *object,
+                error: error.clone(),
+            },
         }
     }
 }
@@ -246,6 +258,12 @@ fn every_variant() -> Vec<Owned> {
             (ObjectId::from_u128(u128::MAX), u32::MAX),
         ]),
         Owned::Credit(Vec::new()),
+        Owned::Refused {
+            object: ObjectId::from_u128(6),
+            error: CallError::Unauthorized {
+                reason: "not yours".into(),
+            },
+        },
         Owned::Exit {
             object: ObjectId::from_u128(4),
             reason: StopReason::Normal,
@@ -1004,6 +1022,8 @@ fn frame() -> impl Strategy<Value = Owned> {
             0..8
         )
         .prop_map(Owned::Credit),
+        (any::<u128>().prop_map(ObjectId::from_u128), call_error())
+            .prop_map(|(object, error)| Owned::Refused { object, error }),
     ]
 }
 

@@ -165,6 +165,11 @@ impl ActorCell {
                 Some(reason) => Err(reason.clone()),
                 None => {
                     let (tx, rx) = oneshot::channel();
+                    // Monitors given up (their receivers dropped) go before the
+                    // list would grow: it stays within twice the live ones.
+                    if end.monitors.len() == end.monitors.capacity() {
+                        end.monitors.retain(|monitor| !monitor.is_closed());
+                    }
                     end.monitors.push(tx);
                     Ok(rx)
                 }
@@ -178,5 +183,24 @@ impl ActorCell {
                 Ok(rx) => rx.await.unwrap_or(StopReason::Shutdown),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitors_given_up_do_not_pile_up() {
+        let cell = ActorCell::new(ActorId(1), None);
+        for _ in 0..10_000 {
+            drop(cell.monitor());
+        }
+        let kept = cell.monitor();
+        let live = cell.end.lock().monitors.len();
+        assert!(live <= 2, "{live} monitors kept for 1 live");
+        cell.finish(StopReason::Normal);
+        let reason = futures_util::FutureExt::now_or_never(kept);
+        assert_eq!(reason, Some(StopReason::Normal));
     }
 }

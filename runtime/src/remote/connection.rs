@@ -258,7 +258,7 @@ pub(crate) struct Connection {
     pub(crate) dialer: NodeId,
     /// Who the peer is, as the transport authenticated it: what handlers of its
     /// calls see through [`crate::caller()`].
-    caller: Arc<Caller>,
+    pub(crate) caller: Arc<Caller>,
     state: Mutex<Driven>,
     transport: Box<dyn Transport>,
     /// Whether the core has closed (read without the lock).
@@ -694,16 +694,19 @@ impl Connection {
                 self.on_exit(object, reason);
                 Step::Continue
             }
+            Ok(Incoming::Refused { object, error }) => {
+                tracing::warn!(peer = %self.peer.node, %object, %error, "the peer refused a request about its object");
+                Step::Continue
+            }
             Ok(Incoming::Renew { objects }) => {
                 if let Some(node) = self.node.upgrade() {
-                    node.granted_leases()
-                        .renew(self.peer.node, &objects, node.lease_time());
+                    node.renew_for(self.peer.node, &objects);
                 }
                 Step::Continue
             }
             Ok(Incoming::Release { objects }) => {
                 if let Some(node) = self.node.upgrade() {
-                    node.granted_leases().release(self.peer.node, &objects);
+                    node.release_for(self.peer.node, &objects);
                 }
                 Step::Continue
             }
@@ -1048,6 +1051,11 @@ impl Connection {
     /// Our monitors of the peer's objects, still waiting (none once closed).
     pub(crate) fn monitors(&self) -> usize {
         self.state.lock().core.monitors()
+    }
+
+    /// The peer's monitors of our objects (none once closed).
+    pub(crate) fn monitored(&self) -> usize {
+        self.state.lock().core.watched_count()
     }
 
     /// Resolves once the connection is closed.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::id::NodeId;
 use dashmap::DashMap;
 
+use super::authority::{ControlPolicy, Refusals, Target};
 use super::connection::Connection;
 use super::exports::Exported;
 use super::leases::{GrantedLeases, HeldLeases};
@@ -47,11 +48,15 @@ pub(crate) struct Host {
     /// Whether the node was built to listen (a dialing-only node binds an endpoint
     /// too, but has no address to give out).
     listens: bool,
-    credentials: Option<Credentials>,
+    credentials: Credentials,
     quic_config: QuicConfig,
     endpoint: tokio::sync::OnceCell<quic::Endpoint>,
     /// Replies of `#[exactly_once]` calls this node ran, for retries.
     once: OnceTable,
+    /// Who may stop this node's actors from outside.
+    control: ControlPolicy,
+    /// What peers asked and were refused.
+    refusals: Refusals,
     /// Asks from peers dropped unrun because their connection was lost.
     asks_dropped: Arc<std::sync::atomic::AtomicU64>,
     runtime: tokio::runtime::Handle,
@@ -69,9 +74,11 @@ pub(crate) struct HostConfig {
     pub(crate) lease: Duration,
     pub(crate) default_timeout: Duration,
     pub(crate) listens: bool,
-    pub(crate) credentials: Option<Credentials>,
+    pub(crate) credentials: Credentials,
     pub(crate) quic_config: QuicConfig,
     pub(crate) once_retention: Duration,
+    /// Certificate names allowed to stop any actor but a service.
+    pub(crate) allow_control: std::collections::HashSet<String>,
     pub(crate) runtime: tokio::runtime::Handle,
 }
 
@@ -80,6 +87,10 @@ pub(crate) struct HostConfig {
 struct Export {
     route: Arc<dyn Exported>,
     pinned: bool,
+    /// Exported under a chosen id: a service of the node, which no peer may stop.
+    service: bool,
+    /// The peer that spawned the actor here, which may stop it.
+    spawned_by: Option<NodeId>,
     /// Its actor has been told it is unreferenced (and chose to stay, or has yet
     /// to answer); cleared when a reference to it is sent again.
     /// Atomic, so that sending a reference (which clears it) takes only a read lock.
@@ -105,6 +116,8 @@ impl Host {
             quic_config: config.quic_config,
             endpoint: tokio::sync::OnceCell::new(),
             once: OnceTable::new(config.once_retention),
+            control: ControlPolicy::new(config.allow_control),
+            refusals: Refusals::default(),
             asks_dropped: Arc::default(),
             runtime: config.runtime,
             closed: AtomicBool::new(false),
@@ -175,6 +188,8 @@ impl Host {
                 slot.insert(Export {
                     route: local.clone() as Arc<dyn Exported>,
                     pinned: true,
+                    service: true,
+                    spawned_by: None,
                     told: AtomicBool::new(false),
                 });
                 Ok(())
@@ -247,15 +262,7 @@ impl Host {
     ) -> Result<&quic::Endpoint, String> {
         self.endpoint
             .get_or_try_init(|| async {
-                let credentials = match &self.credentials {
-                    Some(c) => c.clone(),
-                    None => match &self.name {
-                        Some(name) => Credentials::ephemeral_named(name),
-                        None => Credentials::ephemeral(),
-                    }
-                    .map_err(|e| e.to_string())?,
-                };
-                let endpoint = quic::Endpoint::bind(addr, &credentials, &self.quic_config)?;
+                let endpoint = quic::Endpoint::bind(addr, &self.credentials, &self.quic_config)?;
                 endpoint.spawn_acceptor(self.me.clone(), self.limits);
                 Ok(endpoint)
             })
@@ -272,6 +279,8 @@ impl Host {
                 Export {
                     route: route.clone() as Arc<dyn Exported>,
                     pinned: route.cell.is_pinned(),
+                    service: false,
+                    spawned_by: None,
                     told: AtomicBool::new(false),
                 },
             );
@@ -306,6 +315,79 @@ impl Host {
 
     pub(crate) fn exported(&self, object: &ObjectId) -> Option<Arc<dyn Exported>> {
         self.exports.get(object).map(|e| e.route.clone())
+    }
+
+    /// Records that `node` spawned the actor exported as `object` (it may stop it).
+    pub(crate) fn spawned_for(&self, object: ObjectId, node: NodeId) {
+        if let Some(mut export) = self.exports.get_mut(&object) {
+            export.spawned_by = Some(node);
+        }
+    }
+
+    /// The export `object`, if the peer `node` named `identity` may stop it:
+    /// `Ok(None)` if there is no such export, `Unauthorized` if it may not (see
+    /// [`authority`](super::authority)); refusals are counted.
+    pub(crate) fn stoppable(
+        &self,
+        object: &ObjectId,
+        node: NodeId,
+        identity: &str,
+    ) -> Result<Option<Arc<dyn Exported>>, CallError> {
+        let Some(export) = self.exports.get(object) else {
+            return Ok(None);
+        };
+        let target = Target {
+            service: export.service,
+            spawned_by: export.spawned_by,
+        };
+        match self.control.may_stop(&target, node, identity) {
+            Ok(()) => Ok(Some(export.route.clone())),
+            Err(err) => {
+                Refusals::count(&self.refusals.exits, 1);
+                Err(err)
+            }
+        }
+    }
+
+    /// The peer `holder` holds proxies for `objects`: renews its leases on those
+    /// this node exports. Other ids (made up, or withdrawn) are ignored and
+    /// counted, so a peer's leases never outnumber the node's exports.
+    pub(crate) fn renew_for(&self, holder: NodeId, objects: &[ObjectId]) {
+        let exported: Vec<ObjectId> = objects
+            .iter()
+            .filter(|id| self.exports.contains_key(id))
+            .copied()
+            .collect();
+        self.ignore_lease_ids(holder, objects.len() - exported.len());
+        self.granted.renew(holder, &exported, self.lease);
+    }
+
+    /// The peer `holder` released its leases on `objects`; ids it held no lease
+    /// on are counted.
+    pub(crate) fn release_for(&self, holder: NodeId, objects: &[ObjectId]) {
+        let released = self.granted.release(holder, objects);
+        self.ignore_lease_ids(holder, objects.len() - released);
+    }
+
+    fn ignore_lease_ids(&self, holder: NodeId, ignored: usize) {
+        if ignored > 0 {
+            Refusals::count(&self.refusals.lease_ids, ignored as u64);
+            tracing::debug!(peer = %holder, ignored, "lease frame named objects this node does not export to it");
+        }
+    }
+
+    /// A peer claimed a node id its certificate does not prove.
+    pub(crate) fn impostor_refused(&self) {
+        Refusals::count(&self.refusals.impostors, 1);
+    }
+
+    /// A monitor over the bound per connection was refused.
+    pub(crate) fn monitor_refused(&self) {
+        Refusals::count(&self.refusals.monitors, 1);
+    }
+
+    pub(crate) fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     /// Finds the exports that nobody holds a lease on, that nothing on this node
@@ -373,16 +455,17 @@ impl Host {
         self.peers.iter().map(|peer| peer.value().monitors()).sum()
     }
 
+    /// Peers' monitors of this node's objects.
+    pub(crate) fn monitored_count(&self) -> usize {
+        self.peers.iter().map(|peer| peer.value().monitored()).sum()
+    }
+
     pub(crate) fn held_leases(&self) -> &crate::remote::leases::HeldLeases {
         &self.held
     }
 
     pub(crate) fn granted_leases(&self) -> &crate::remote::leases::GrantedLeases {
         &self.granted
-    }
-
-    pub(crate) fn lease_time(&self) -> Duration {
-        self.lease
     }
 
     /// The actor behind `wire`, which names an object of this node: fails with

@@ -101,17 +101,19 @@ impl GrantedLeases {
         }
     }
 
-    /// `holder` no longer holds leases on `objects`.
-    pub(crate) fn release(&self, holder: NodeId, objects: &[ObjectId]) {
+    /// `holder` no longer holds leases on `objects`; returns how many it held.
+    pub(crate) fn release(&self, holder: NodeId, objects: &[ObjectId]) -> usize {
         let mut granted = self.objects.lock();
+        let mut released = 0;
         for object in objects {
             if let Some(holders) = granted.get_mut(object) {
-                holders.remove(&holder);
+                released += usize::from(holders.remove(&holder).is_some());
                 if holders.is_empty() {
                     granted.remove(object);
                 }
             }
         }
+        released
     }
 
     /// Drops lapsed leases; returns whether `object` still has a lease.

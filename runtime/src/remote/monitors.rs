@@ -9,6 +9,9 @@ use std::sync::{Arc, Weak};
 use tokio::sync::oneshot;
 
 use super::connection::{Connection, Lane};
+
+/// The most monitors one peer may have on this node's objects at a time.
+pub(crate) const MAX_WATCHED: usize = 65_536;
 use crate::error::CallError;
 use crate::local::stop::StopReason;
 use crate::wire::{Frame, ObjectId};
@@ -56,13 +59,28 @@ impl Connection {
         self.send(Lane::Control, &Frame::Exit { object, reason })
     }
 
-    /// The peer watches one of our objects: tell it when the object stops.
+    /// The peer watches one of our objects: tell it when the object stops. Any
+    /// peer holding the object's id may (a monitor only observes), up to
+    /// [`MAX_WATCHED`] at a time; past that the monitor is refused.
     pub(crate) fn on_monitor(self: &Arc<Self>, watch: u64, object: ObjectId) {
-        let exported = self.node.upgrade().and_then(|node| node.exported(&object));
-        let Some(exported) = exported else {
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        let Some(exported) = node.exported(&object) else {
             self.drive_core(|core| core.down(watch, StopReason::NoSuchObject));
             return;
         };
+        // A reused watch id replaces its monitor rather than adding one.
+        if self.drive_core(|core| core.watching_count(watch)) >= MAX_WATCHED {
+            node.monitor_refused();
+            tracing::warn!(peer = %self.peer.node, %object, "refused a monitor: the peer has {MAX_WATCHED} already");
+            let error = CallError::Unauthorized {
+                reason: format!("a peer may have at most {MAX_WATCHED} monitors on this node"),
+            };
+            let _ = self.send(Lane::Control, &Frame::Refused { object, error });
+            return;
+        }
+        drop(node);
         let stopped = exported.stopped();
         drop(exported);
         let conn: Weak<Connection> = Arc::downgrade(self);
@@ -78,11 +96,25 @@ impl Connection {
         });
     }
 
-    /// The peer asks us to stop one of our objects.
+    /// The peer asks us to stop one of our objects: done if it has the authority
+    /// (see [`authority`](super::authority)), refused with `Unauthorized` otherwise.
     pub(crate) fn on_exit(&self, object: ObjectId, reason: StopReason) {
-        match self.node.upgrade().and_then(|node| node.exported(&object)) {
-            Some(exported) => exported.stop(reason),
-            None => tracing::debug!(%object, "exit for an object this node does not export"),
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        match node.stoppable(&object, self.peer.node, self.caller.identity()) {
+            Ok(Some(exported)) => exported.stop(reason),
+            Ok(None) => tracing::debug!(%object, "exit for an object this node does not export"),
+            Err(error) => {
+                tracing::warn!(
+                    peer = %self.peer.node,
+                    identity = self.caller.identity(),
+                    %object,
+                    %error,
+                    "refused to stop an actor for a peer"
+                );
+                let _ = self.send(Lane::Control, &Frame::Refused { object, error });
+            }
         }
     }
 }

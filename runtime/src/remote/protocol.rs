@@ -497,6 +497,17 @@ impl<S: Sinks> Core<S> {
         }
     }
 
+    /// How many monitors the peer has on our objects, not counting `watch` (which
+    /// a new monitor of that id would replace).
+    pub(crate) fn watching_count(&self, watch: u64) -> usize {
+        self.watched.len() - usize::from(self.watched.contains_key(&watch))
+    }
+
+    /// How many monitors the peer has on our objects.
+    pub(crate) fn watched_count(&self) -> usize {
+        self.watched.len()
+    }
+
     /// The peer's monitor `watch` of one of our objects waits in `task`. A watch id
     /// the peer reuses replaces the earlier monitor, whose task is cancelled.
     pub(crate) fn watched(&mut self, watch: u64, task: S::Task) {

@@ -44,6 +44,8 @@ const ALPN: &[u8] = b"remora/1";
 /// QUIC application error codes.
 const CLOSE_PROTOCOL: u32 = 2;
 const STOP_OVERSIZE: u32 = 3;
+/// The peer's `Hello` claimed a node id its certificate does not prove.
+const CLOSE_IMPOSTOR: u32 = 4;
 
 /// How a node's QUIC endpoint behaves.
 #[derive(Clone, Debug)]
@@ -295,7 +297,20 @@ async fn establish(
             return Err(failed(format!("no Hello within {hello_within:?}")));
         }
     };
-    let identity = peer_name(&quic);
+    let identity = match authenticate(&quic, &peer) {
+        Ok(name) => name,
+        Err(reason) => {
+            me.impostor_refused();
+            tracing::warn!(
+                remote = %quic.remote_address(),
+                claimed = %peer.node,
+                %reason,
+                "refused a peer claiming a node id its certificate does not prove"
+            );
+            quic.close(CLOSE_IMPOSTOR.into(), reason.as_bytes());
+            return Err(failed(reason));
+        }
+    };
     // The peer said Hello: it may open its call lanes now (and the control stream).
     quic.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(MAX_LANES as u32 + 1));
     let transport = Arc::new(QuicTransport {
@@ -402,18 +417,29 @@ async fn greet(
     Ok((send, recv, session, reader, peer))
 }
 
-/// The peer's name: the Common Name of the certificate it presented, which the TLS
-/// handshake verified against the cluster root (both ways: client certificates are
-/// required). A certificate without one names an anonymous member, `remora-node`.
-fn peer_name(quic: &quinn::Connection) -> String {
-    let name = quic
+/// Checks that the node id the peer announced in `hello` is the one its
+/// certificate proves (see [`NodeId`](crate::NodeId): the id is bound to the
+/// certificate and the incarnation), and returns the peer's name: the Common Name
+/// of that certificate, which the TLS handshake verified against the cluster root
+/// (both ways: client certificates are required). A certificate without one names
+/// an anonymous member, `remora-node`.
+fn authenticate(quic: &quinn::Connection, hello: &crate::wire::Hello) -> Result<String, String> {
+    let chain = quic
         .peer_identity()
-        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|chain| chain.first().and_then(|leaf| common_name(leaf)));
-    name.unwrap_or_else(|| {
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok());
+    let Some(leaf) = chain.as_ref().and_then(|chain| chain.first()) else {
+        return Err("the peer presented no certificate".into());
+    };
+    if crate::NodeId::bound_to(leaf, hello.incarnation) != hello.node {
+        return Err(format!(
+            "node id {} is not the one this certificate proves for incarnation {}",
+            hello.node, hello.incarnation
+        ));
+    }
+    Ok(common_name(leaf).unwrap_or_else(|| {
         tracing::debug!(remote = %quic.remote_address(), "peer certificate without a common name");
         NODE_NAME.to_owned()
-    })
+    }))
 }
 
 /// Reads frames from one stream into the connection; replies to what arrives here

@@ -24,6 +24,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::id::NodeId;
+
 /// The DNS name every node certificate carries, and every client verifies (TLS
 /// proves cluster membership); also the Common Name, and so the identity, of a
 /// node without a name of its own.
@@ -145,6 +147,26 @@ fn write(path: &Path, contents: &str) -> Result<(), CredentialsError> {
 }
 
 impl Credentials {
+    /// The id a node using these credentials announces in `incarnation`: bound to
+    /// the node certificate, so that a peer completing TLS with another
+    /// certificate cannot claim it (see [`NodeId`]).
+    ///
+    /// ```
+    /// let credentials = remora::Credentials::ephemeral()?;
+    /// assert_eq!(credentials.node_id(7), credentials.node_id(7));
+    /// assert_ne!(credentials.node_id(7), credentials.node_id(8));
+    /// assert_ne!(credentials.node_id(7), remora::Credentials::ephemeral()?.node_id(7));
+    /// # Ok::<(), remora::CredentialsError>(())
+    /// ```
+    pub fn node_id(&self, incarnation: u64) -> NodeId {
+        NodeId::bound_to(self.leaf(), incarnation)
+    }
+
+    /// The node's own certificate (DER).
+    fn leaf(&self) -> &[u8] {
+        self.chain.first().map_or(&[], |leaf| leaf.as_ref())
+    }
+
     /// Credentials under this process's ephemeral cluster root (made on first use):
     /// every node of the process that uses them trusts every other, and nothing else.
     /// The certificate's Common Name is `remora-node`; see

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. A peer speaking another one is refused
 /// at connect with [`CallError::VersionMismatch`](crate::CallError::VersionMismatch).
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The first bytes of every `Hello`, so that a stray connection is told apart from
 /// a peer of another version.
@@ -88,6 +88,14 @@ pub enum Frame<'a> {
     Credit {
         /// Objects and the calls to them given back.
         grants: Vec<(ObjectId, u32)>,
+    },
+    /// The sender refused a control frame about one of its objects (an `Exit`
+    /// from a node without the authority, a `Monitor` over its bound): why.
+    Refused {
+        /// The object the refused frame named.
+        object: ObjectId,
+        /// Why (`Unauthorized`).
+        error: crate::CallError,
     },
 }
 

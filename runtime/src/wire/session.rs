@@ -68,6 +68,13 @@ pub enum Incoming<'a> {
         /// Why.
         reason: StopReason,
     },
+    /// The peer refused a control frame of ours about its `object`.
+    Refused {
+        /// The object.
+        object: ObjectId,
+        /// Why.
+        error: CallError,
+    },
     /// The peer holds (renews) leases on these objects of ours.
     Renew {
         /// The objects.
@@ -190,6 +197,7 @@ impl Session {
             Frame::Down { watch, reason } => Ok(Incoming::Down { watch, reason }),
             Frame::Exit { object, reason } => Ok(Incoming::Exit { object, reason }),
             Frame::Credit { grants } => Ok(Incoming::Credit { grants }),
+            Frame::Refused { object, error } => Ok(Incoming::Refused { object, error }),
         }
     }
 }
