@@ -280,14 +280,16 @@ async fn a_members_monitors_are_bounded_and_end_with_its_connection() {
 
 #[tokio::test]
 async fn made_up_lease_renewals_are_ignored_and_counted() {
-    let (_log, _guard) = Log::capture();
+    let (log, _guard) = Log::capture();
     let dir = cluster();
     let victim = member(dir.path(), "victim", Node::builder()).await;
     let honest = member(dir.path(), "honest", Node::builder()).await;
     let (_local, remote) = counter_on(&victim, &honest).await;
     let before = victim.stats();
     let said = attack(dir.path(), &victim, "mallory", &args(&[&"renew", &800_000])).await;
-    assert_eq!(said, "SENT 800000 READ");
+    // One refusal a frame of 20 000 ids.
+    assert_eq!(said, "SENT 800000 READ REFUSED 40");
+    assert!(log.contains("ignored lease ids"));
     let after = victim.stats();
     assert_eq!(after.lease_ids_ignored, 800_000);
     assert_eq!(

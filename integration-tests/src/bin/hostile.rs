@@ -10,7 +10,8 @@
 //!   link OBJECT                    an Exit as a failed link sends it: likewise
 //!   monitor OBJECT N               N monitors under one reused watch id, then
 //!                                  N under fresh ids: REFUSED <count> DOWN <count>
-//!   renew N                        Renew frames naming N made-up objects: SENT <n>
+//!   renew N                        Renew frames naming N made-up objects (20 000
+//!                                  a frame): SENT <n> READ REFUSED <frames refused>
 //! ```
 
 use std::net::SocketAddr;
@@ -166,13 +167,15 @@ async fn renew(peer: &RawPeer, n: usize) {
     }
     // A Ping after them: its Pong says the node has read every Renew.
     write(&mut send, &Frame::Ping(7)).await;
-    let mut answered = false;
+    let (mut answered, mut refused) = (false, 0);
     read_frames(&mut recv, ANSWER_WITHIN, |frame| {
+        refused += u64::from(matches!(frame, Frame::Refused { .. }));
         answered = matches!(frame, Frame::Pong(7));
         answered
     })
     .await;
-    println!("SENT {sent} {}", if answered { "READ" } else { "UNREAD" });
+    let read = if answered { "READ" } else { "UNREAD" };
+    println!("SENT {sent} {read} REFUSED {refused}");
 }
 
 async fn write(send: &mut quinn::SendStream, frame: &Frame<'_>) {

@@ -699,8 +699,16 @@ impl Connection {
                 Step::Continue
             }
             Ok(Incoming::Renew { objects }) => {
-                if let Some(node) = self.node.upgrade() {
-                    node.renew_for(self.peer.node, &objects);
+                let ignored = self
+                    .node
+                    .upgrade()
+                    .map(|node| node.renew_for(self.peer.node, &objects));
+                if let Some(Some((object, ignored))) = ignored {
+                    // Once per frame: the holder learns its proxies are stale.
+                    let error = CallError::Unauthorized {
+                        reason: format!("{ignored} object ids of a lease renewal name nothing this node exports"),
+                    };
+                    let _ = self.send(Lane::Control, &Frame::Refused { object, error });
                 }
                 Step::Continue
             }

@@ -351,15 +351,23 @@ impl Host {
 
     /// The peer `holder` holds proxies for `objects`: renews its leases on those
     /// this node exports. Other ids (made up, or withdrawn) are ignored and
-    /// counted, so a peer's leases never outnumber the node's exports.
-    pub(crate) fn renew_for(&self, holder: NodeId, objects: &[ObjectId]) {
+    /// counted, so a peer's leases never outnumber the node's exports; returns
+    /// the first of them and how many there were.
+    pub(crate) fn renew_for(
+        &self,
+        holder: NodeId,
+        objects: &[ObjectId],
+    ) -> Option<(ObjectId, usize)> {
         let exported: Vec<ObjectId> = objects
             .iter()
             .filter(|id| self.exports.contains_key(id))
             .copied()
             .collect();
-        self.ignore_lease_ids(holder, objects.len() - exported.len());
         self.granted.renew(holder, &exported, self.lease);
+        let ignored = objects.len() - exported.len();
+        self.ignore_lease_ids(holder, ignored);
+        let first = objects.iter().find(|id| !self.exports.contains_key(id))?;
+        Some((*first, ignored))
     }
 
     /// The peer `holder` released its leases on `objects`; ids it held no lease
@@ -372,7 +380,7 @@ impl Host {
     fn ignore_lease_ids(&self, holder: NodeId, ignored: usize) {
         if ignored > 0 {
             Refusals::count(&self.refusals.lease_ids, ignored as u64);
-            tracing::debug!(peer = %holder, ignored, "lease frame named objects this node does not export to it");
+            tracing::info!(peer = %holder, ignored, "ignored lease ids: they name nothing this node exports to the peer");
         }
     }
 
