@@ -4,8 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remora::ObjectId;
-use remora::{Actor, Node};
+use remora::{Actor, Context, Node, NodeId, ObjectId};
 
 use crate::client::Registry;
 use crate::error::RegistryError;
@@ -19,6 +18,13 @@ pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(15);
 /// Serves a [`Store`] to the cluster from a node: RMI's `rmiregistry`, as an
 /// ordinary actor. Peers reach it with [`Registry::connect`] and the node's address.
 ///
+/// Leases answer to their owners: a node can renew, end and bind under the leases
+/// it was granted and no others ([`RegistryError::Unauthorized`], logged on this
+/// node). The owner is the node the call came from ([`remora::Caller::node`]), or
+/// this node for calls made on it; the store keeps it with the lease (see
+/// [`Store`] for why there), so registry nodes sharing an etcd, and this service
+/// after a restart, agree on it.
+///
 /// ```
 /// use remora::Node;
 /// use remora_registry::{MemoryStore, RegistryServer};
@@ -31,8 +37,10 @@ pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(15);
 /// ```
 pub struct RegistryServer {
     store: Arc<dyn Store>,
-    writers: Option<HashSet<String>>,
+    writers: Option<Arc<HashSet<String>>>,
     max_lease: Duration,
+    /// The serving node, who calls made on it come from (set by `on_start`).
+    home: NodeId,
 }
 
 impl RegistryServer {
@@ -43,6 +51,7 @@ impl RegistryServer {
             store: Arc::new(store),
             writers: None,
             max_lease: DEFAULT_MAX_LEASE,
+            home: NodeId::from_u128(0),
         }
     }
 
@@ -55,7 +64,7 @@ impl RegistryServer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.writers = Some(identities.into_iter().map(Into::into).collect());
+        self.writers = Some(Arc::new(identities.into_iter().map(Into::into).collect()));
         self
     }
 
@@ -95,32 +104,81 @@ impl RegistryServer {
         tracing::info!(caller = caller.identity(), node = %caller.node(), operation, "registry write refused");
         Err(RegistryError::Unauthorized {
             caller: caller.identity().to_owned(),
-            operation: operation.to_owned(),
+            operation: format!(
+                "{operation} on this registry: it is read-only for nodes not on its allow list"
+            ),
         })
+    }
+
+    /// The node a call comes from: the one its connection authenticated, or this
+    /// node for a call made on it. Leases are granted to it and checked against it,
+    /// so ownership is as strong as the binding of a peer's node id to its
+    /// certificate, which the transport is responsible for.
+    fn caller_node(&self) -> NodeId {
+        remora::caller().map_or(self.home, |caller| caller.node())
+    }
+
+    /// Refuses `operation` to the calling node, and says so in this node's log.
+    fn refuse(&self, operation: String) -> RegistryError {
+        let (caller, node) = match remora::caller() {
+            Some(caller) => (caller.identity().to_owned(), caller.node()),
+            None => ("this node".to_owned(), self.home),
+        };
+        tracing::warn!(%caller, %node, %operation, "registry refused a lease operation");
+        RegistryError::Unauthorized { caller, operation }
+    }
+
+    /// The store's answer, with a refusal (a lease of another node's) logged and
+    /// naming the caller as its certificate does.
+    fn checked<T>(&self, answer: Result<T, RegistryError>) -> Result<T, RegistryError> {
+        match answer {
+            Err(RegistryError::Unauthorized { operation, .. }) => Err(self.refuse(operation)),
+            other => other,
+        }
+    }
+
+    /// Refuses a record put in another node's name: a record's owner is the node
+    /// whose lease keeps it, and only that node may put it.
+    fn check_owner(&self, record: &Record) -> Result<(), RegistryError> {
+        if record.owner == self.caller_node() {
+            return Ok(());
+        }
+        Err(self.refuse(format!(
+            "bind {:?} in the name of node {}",
+            record.key, record.owner
+        )))
     }
 }
 
-impl Actor for RegistryServer {}
+impl Actor for RegistryServer {
+    async fn on_start(&mut self, ctx: &Context) {
+        self.home = ctx.node().id();
+    }
+}
 
 impl RegistryService for RegistryServer {
     async fn grant(&mut self, ttl_ms: u64) -> Result<LeaseId, RegistryError> {
         self.authorize("bind or join (take a lease)")?;
         let ttl = Duration::from_millis(ttl_ms).min(self.max_lease);
-        self.store.grant(ttl).await
+        self.store.grant(ttl, self.caller_node()).await
     }
 
     async fn keep_alive(&mut self, lease: LeaseId) -> Result<(), RegistryError> {
-        self.store.keep_alive(lease).await
+        let answer = self.store.keep_alive(lease, self.caller_node()).await;
+        self.checked(answer)
     }
 
     async fn revoke(&mut self, lease: LeaseId) -> Result<(), RegistryError> {
         self.authorize("end a lease")?;
-        self.store.revoke(lease).await
+        let answer = self.store.revoke(lease, self.caller_node()).await;
+        self.checked(answer)
     }
 
     async fn create(&mut self, record: Record, lease: LeaseId) -> Result<(), RegistryError> {
         self.authorize("bind")?;
-        self.store.create(record, lease).await
+        self.check_owner(&record)?;
+        let answer = self.store.create(record, lease).await;
+        self.checked(answer)
     }
 
     async fn put(
@@ -129,7 +187,9 @@ impl RegistryService for RegistryServer {
         lease: LeaseId,
     ) -> Result<Option<Record>, RegistryError> {
         self.authorize("rebind")?;
-        self.store.put(record, lease).await
+        self.check_owner(&record)?;
+        let answer = self.store.put(record, lease).await;
+        self.checked(answer)
     }
 
     async fn delete(
