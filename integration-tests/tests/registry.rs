@@ -4,7 +4,8 @@
 //!
 //! Then what a member with a valid certificate cannot do to another node's lease
 //! (renew it, end it, bind under it, guess it), whether it reaches the registry
-//! node over QUIC or in-process.
+//! node over QUIC or in-process; and the registry service coming back after it
+//! stopped or panicked.
 //!
 //! etcd runs as a child process started per test on free loopback ports; without
 //! an `etcd` binary the etcd variants are compiled as ignored (`cargo test` counts
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remora::remote::inproc;
-use remora::{CallError, Node, NodeId, ObjectId};
+use remora::{CallError, Node, NodeId, ObjectId, StopReason};
 use remora_integration_tests::etcd::EtcdServer;
 use remora_integration_tests::*;
 use remora_registry::{
@@ -780,7 +781,62 @@ async fn a_killed_writers_names_go_within_its_lease_whatever_others_do(
     );
 }
 
-/// A [`MemoryStore`] that remembers the leases it grants.
+async fn the_registry_answers_again_after_its_service_is_stopped(kind: Kind, transport: Transport) {
+    let world = World::new(kind).await;
+    let client = world.member(Some("client"), transport).await;
+    let counter: CounterRef = client.node.spawn(Tally::default());
+    let lease = client.grant(Duration::from_secs(60)).await;
+    let kept = client.record("names/kept", &counter);
+    client
+        .service
+        .create(kept.clone(), lease)
+        .await
+        .unwrap()
+        .unwrap();
+    let attacker = world.member(Some("mallory"), transport).await;
+
+    for round in 0..2 {
+        // Stopped on its node, as an operator (or a bug) might.
+        let running: RegistryServiceRef = world
+            .home
+            .reference(world.home.id(), REGISTRY_OBJECT)
+            .unwrap();
+        world.home.stop(&running);
+        assert_eq!(world.home.monitor(&running).await, StopReason::Normal);
+        // The references taken before answer again, from a fresh service over the
+        // same store: the names, the leases and their owners are as they were.
+        assert!(
+            eventually(SAFETY, || async {
+                matches!(
+                    client.service.get("names/kept".into()).await,
+                    Ok(Ok(Some(_)))
+                )
+            })
+            .await,
+            "round {round}: the registry did not come back"
+        );
+        assert_eq!(client.get("names/kept").await, Some(kept.clone()));
+        assert_eq!(client.service.keep_alive(lease).await, Ok(Ok(())));
+        refused(attacker.service.keep_alive(lease).await, "mallory");
+        // Calls made on the registry's own node come from that node.
+        let fresh: RegistryServiceRef = world
+            .home
+            .reference(world.home.id(), REGISTRY_OBJECT)
+            .unwrap();
+        let own = fresh.grant(60_000).await.unwrap().unwrap();
+        assert_eq!(fresh.keep_alive(own).await, Ok(Ok(())));
+        refused(client.service.keep_alive(own).await, "client");
+        refused(fresh.keep_alive(lease).await, "this node");
+    }
+    // A node's own registry handle, and new nodes, work as before.
+    let (_reader, registry) = world.node("reader").await;
+    let listed = registry.list("").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].owner, client.node.id());
+}
+
+/// A [`MemoryStore`] that remembers the leases it grants, and panics (in the
+/// registry service that calls it) when asked for the key `boom`.
 #[derive(Clone, Default)]
 struct Spy {
     store: MemoryStore,
@@ -829,6 +885,7 @@ impl Store for Spy {
         self.store.delete(key, only)
     }
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
+        assert_ne!(key, "boom", "the store blew up, as asked");
         self.store.get(key)
     }
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Record>, RegistryError>> {
@@ -837,6 +894,55 @@ impl Store for Spy {
     fn watch<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Changes, RegistryError>> {
         self.store.watch(prefix)
     }
+}
+
+async fn the_registry_answers_again_after_its_service_panics(transport: Transport) {
+    let home = Node::builder()
+        .name("home")
+        .listen("127.0.0.1:0")
+        .build()
+        .await
+        .unwrap();
+    let local = RegistryServer::new(Spy::default()).start(&home).unwrap();
+    let addr = home.listen_addr().unwrap().to_string();
+    let client = member(&home, &addr, Some("client"), transport).await;
+    let counter: CounterRef = client.node.spawn(Tally::default());
+    let lease = client.grant(Duration::from_secs(60)).await;
+    let kept = client.record("names/kept", &counter);
+    client
+        .service
+        .create(kept.clone(), lease)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // More panics than the service restarts in place (5 a minute): the first ones
+    // restart it, the later ones replace it with a fresh actor. Each time the
+    // registry answers again, with what it held.
+    for round in 0..8 {
+        match client.service.get("boom".into()).await {
+            Err(CallError::Panicked { .. }) => {}
+            other => panic!("round {round}: {other:?}"),
+        }
+        assert!(
+            eventually(SAFETY, || async {
+                client.service.get("names/kept".into()).await == Ok(Ok(Some(kept.clone())))
+            })
+            .await,
+            "round {round}: the registry did not come back"
+        );
+    }
+    assert_eq!(client.service.keep_alive(lease).await, Ok(Ok(())));
+    assert_eq!(local.list("").await.unwrap().len(), 1);
+    // A node that shuts down does not bring its registry back.
+    home.shutdown().await;
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        home.stats().actors,
+        0,
+        "a registry came back after shutdown"
+    );
+    assert!(client.service.get("names/kept".into()).await.is_err());
 }
 
 macro_rules! lease_suite {
@@ -885,4 +991,19 @@ lease_suite!(
     a_member_cannot_use_another_nodes_lease,
     guessed_lease_ids_are_expired,
     a_killed_writers_names_go_within_its_lease_whatever_others_do,
+    the_registry_answers_again_after_its_service_is_stopped,
 );
+
+mod panics {
+    use remora_integration_tests::Transport;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_registry_answers_again_after_its_service_panics_quic() {
+        super::the_registry_answers_again_after_its_service_panics(Transport::Quic).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_registry_answers_again_after_its_service_panics_in_process() {
+        super::the_registry_answers_again_after_its_service_panics(Transport::InProcess).await
+    }
+}

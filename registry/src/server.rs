@@ -1,10 +1,19 @@
 //! The registry as a remote object: any node can serve a [`Store`] to the cluster.
+//!
+//! The service is a system actor that its node keeps running. A panic restarts it
+//! in place (the calls waiting in its mailbox reach the fresh state); if it stops
+//! for good all the same (stopped on its node, or panicking past its restart
+//! limit), the node spawns a fresh one and exports it under [`REGISTRY_OBJECT`]
+//! again, unless the node is shutting down. Nothing is lost: the store holds the
+//! entries, the leases and their owners, and outlives the actor. Peers' references
+//! name the well-known object id, which the node looks up on every call, so they
+//! reach the fresh service without looking anything up again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remora::{Actor, Context, Node, NodeId, ObjectId};
+use remora::{Actor, Context, Node, NodeId, ObjectId, Restart, SpawnOptions, StopReason};
 
 use crate::client::Registry;
 use crate::error::RegistryError;
@@ -14,6 +23,17 @@ use crate::store::{LeaseId, Record, Store};
 /// The longest lease a registry grants unless configured otherwise: a dead node's
 /// entries are gone at most this long after its last renewal.
 pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(15);
+
+/// How often the service restarts in place after a panic before it is replaced by
+/// a fresh actor instead.
+const RESTARTS: Restart = Restart {
+    max: 5,
+    within: Duration::from_secs(60),
+};
+
+/// How long the node waits before replacing a service that stopped soon after it
+/// started, so that something that keeps stopping it does not make a busy loop.
+const RESPAWN_PAUSE: Duration = Duration::from_millis(200);
 
 /// Serves a [`Store`] to the cluster from a node: RMI's `rmiregistry`, as an
 /// ordinary actor. Peers reach it with [`Registry::connect`] and the node's address.
@@ -35,6 +55,7 @@ pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(15);
 /// // Other nodes: Registry::connect(&their_node, node.listen_addr()...).
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct RegistryServer {
     store: Arc<dyn Store>,
     writers: Option<Arc<HashSet<String>>>,
@@ -83,14 +104,32 @@ impl RegistryServer {
     /// Spawns the registry on `node`, exports it under [`REGISTRY_OBJECT`], and
     /// returns a [`Registry`] for `node` itself (it uses the store directly).
     /// Fails if the node already serves a registry.
+    ///
+    /// From then on the node keeps the service running until it shuts down: a
+    /// service that stops is replaced by a fresh one over the same store, under
+    /// the same object id (see the [module](self) documentation). Call it from
+    /// within a tokio runtime.
     pub fn start(self, node: &Node) -> Result<Registry, RegistryError> {
         let store = self.store.clone();
         let max_lease = self.max_lease;
-        let service: RegistryServiceRef = node.spawn(self);
-        node.export_as(&service, REGISTRY_OBJECT)?;
+        let service = self.spawn_on(node);
+        if let Err(err) = node.export_as(&service, REGISTRY_OBJECT) {
+            node.stop(&service);
+            return Err(err.into());
+        }
+        tokio::spawn(keep_serving(node.clone(), self, service));
         Ok(Registry::builder()
             .lease_ttl(max_lease.min(crate::client::DEFAULT_LEASE))
             .with_shared_store(node, store))
+    }
+
+    /// A fresh service on `node`, restarted in place after a panic.
+    fn spawn_on(&self, node: &Node) -> RegistryServiceRef {
+        let template = self.clone();
+        let options = SpawnOptions::new()
+            .name("registry")
+            .restart(RESTARTS, move || template.clone());
+        node.spawn_with(self.clone(), options)
     }
 
     /// Refuses a change from a node not on the allow list.
@@ -147,6 +186,36 @@ impl RegistryServer {
             "bind {:?} in the name of node {}",
             record.key, record.owner
         )))
+    }
+}
+
+/// Keeps a registry service exported under [`REGISTRY_OBJECT`] on `node`: when
+/// the one running stops, other than by the node's shutdown, a fresh one from
+/// `template` takes its place.
+async fn keep_serving(node: Node, template: RegistryServer, first: RegistryServiceRef) {
+    // Watch the actor, not hold it: the export keeps it, and it must be free to go.
+    let mut stopped = Box::pin(node.monitor(&first));
+    drop(first);
+    loop {
+        let started = tokio::time::Instant::now();
+        let reason = stopped.await;
+        if node.is_shut_down() || reason == StopReason::Shutdown {
+            return;
+        }
+        tracing::warn!(%reason, "the registry service stopped; serving a fresh one");
+        if started.elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(RESPAWN_PAUSE).await;
+            if node.is_shut_down() {
+                return;
+            }
+        }
+        let service = template.spawn_on(&node);
+        if let Err(err) = node.export_as(&service, REGISTRY_OBJECT) {
+            tracing::error!(%err, "could not export the fresh registry service; this node serves no registry any more");
+            node.stop(&service);
+            return;
+        }
+        stopped = Box::pin(node.monitor(&service));
     }
 }
 
