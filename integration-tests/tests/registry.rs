@@ -2,19 +2,28 @@
 //! embedded `MemoryStore`, a registry node over a real etcd, and nodes using an
 //! `EtcdStore` directly (no registry node). Nodes talk QUIC on loopback.
 //!
+//! Then what a member with a valid certificate cannot do to another node's lease
+//! (renew it, end it, bind under it, guess it), whether it reaches the registry
+//! node over QUIC or in-process; and the registry service coming back after it
+//! stopped or panicked.
+//!
 //! etcd runs as a child process started per test on free loopback ports; without
 //! an `etcd` binary the etcd variants are compiled as ignored (`cargo test` counts
 //! them as not run), or the build fails with `REMORA_REQUIRE_ETCD=1`, as in CI
 //! (see `integration-tests/etcd_probe.rs`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use remora::{CallError, Node};
+use remora::remote::inproc;
+use remora::{CallError, Node, NodeId, ObjectId, StopReason};
 use remora_integration_tests::etcd::EtcdServer;
 use remora_integration_tests::*;
 use remora_registry::{
-    EtcdOptions, EtcdStore, Event, MemoryStore, Pick, Registry, RegistryError, RegistryServer,
+    BoxFuture, Changes, EtcdOptions, EtcdStore, Event, LeaseId, MemoryStore, Pick, Record,
+    Registry, RegistryError, RegistryServer, RegistryServiceRef, RemoteStore, Store,
+    REGISTRY_OBJECT,
 };
 use tokio::time::{sleep, timeout, Instant};
 
@@ -450,7 +459,7 @@ suite!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lease_is_replaced_and_the_nodes_names_put_back() {
-    let store = MemoryStore::new();
+    let store = Spy::default();
     let node = Node::builder().build().await.unwrap();
     let registry = Registry::builder()
         .lease_ttl(Duration::from_millis(300))
@@ -458,9 +467,9 @@ async fn a_lost_lease_is_replaced_and_the_nodes_names_put_back() {
     let counter: CounterRef = node.spawn(Tally::default());
     registry.bind("kept", &counter).await.unwrap();
     // The store forgets the lease (as a restarted registry would).
-    use remora_registry::Store;
-    let lease = 1;
-    store.revoke(lease).await.unwrap();
+    let granted = store.granted();
+    assert_eq!(granted.len(), 1);
+    store.revoke(granted[0], node.id()).await.unwrap();
     assert_eq!(store.get("names/kept").await.unwrap(), None);
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -538,4 +547,463 @@ async fn a_binding_of_another_nodes_object_survives_a_blip_but_not_its_loss() {
         .await,
         "the name outlived the connection to its object's node"
     );
+}
+
+// ---- leases belong to their owners ----
+
+/// A node of the cluster that speaks the registry's wire interface itself, as a
+/// misbehaving member can: it calls `RegistryService` directly, with any lease id.
+struct Member {
+    node: Node,
+    service: RegistryServiceRef,
+    /// The in-process connection to the registry node (None over QUIC).
+    _wire: Option<inproc::Wire>,
+}
+
+impl Member {
+    /// A record under `key` for `r`, in this node's name.
+    fn record(&self, key: &str, r: &CounterRef) -> Record {
+        Record {
+            key: key.to_owned(),
+            target: self.node.wire_ref(r),
+            interface: "Counter".to_owned(),
+            owner: self.node.id(),
+        }
+    }
+
+    /// A lease of `ttl` for this node.
+    async fn grant(&self, ttl: Duration) -> LeaseId {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap();
+        self.service.grant(ttl_ms).await.unwrap().unwrap()
+    }
+
+    /// The record under `key`, as any node reads it.
+    async fn get(&self, key: &str) -> Option<Record> {
+        self.service.get(key.to_owned()).await.unwrap().unwrap()
+    }
+}
+
+/// A member of the cluster that reaches the registry node `home` at `addr` over
+/// `transport`: a certificate named `name`, or the default name (`remora-node`)
+/// that every unnamed node shares.
+async fn member(home: &Node, addr: &str, name: Option<&str>, transport: Transport) -> Member {
+    let mut builder = Node::builder().peer_timeout(Duration::from_secs(2));
+    if let Some(name) = name {
+        builder = builder.name(name);
+    }
+    match transport {
+        Transport::Quic => {
+            let node = builder.listen("127.0.0.1:0").build().await.unwrap();
+            let store = RemoteStore::connect(&node, addr).await.unwrap();
+            let service = store.service().clone();
+            Member {
+                node,
+                service,
+                _wire: None,
+            }
+        }
+        Transport::InProcess => {
+            let node = builder.build().await.unwrap();
+            let wire = inproc::connect(&node, home).await.unwrap();
+            let service = node.reference(home.id(), REGISTRY_OBJECT).unwrap();
+            Member {
+                node,
+                service,
+                _wire: Some(wire),
+            }
+        }
+    }
+}
+
+impl World {
+    async fn member(&self, name: Option<&str>, transport: Transport) -> Member {
+        member(&self.home, &self.addr, name, transport).await
+    }
+}
+
+/// Asserts that `answer` is the registry's refusal of `identity`.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(
+    answer: Result<Result<T, RegistryError>, CallError>,
+    identity: &str,
+) {
+    match answer {
+        Ok(Err(RegistryError::Unauthorized { caller, operation })) => {
+            assert_eq!(caller, identity);
+            assert!(
+                operation.contains("another node") || operation.contains("in the name of node"),
+                "{operation}"
+            );
+        }
+        other => panic!("expected {identity} to be refused, got {other:?}"),
+    }
+}
+
+async fn a_member_cannot_use_another_nodes_lease(kind: Kind, transport: Transport) {
+    let world = World::new(kind).await;
+    let writer = world.member(None, transport).await;
+    let counter: CounterRef = writer.node.spawn(Tally::default());
+    let lease = writer.grant(Duration::from_secs(60)).await;
+    let bound = writer.record("names/w", &counter);
+    writer
+        .service
+        .create(bound.clone(), lease)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // One attacker with a certificate name of its own, one with the writer's own
+    // (default) name: leases belong to nodes, not to names.
+    for (name, identity) in [(Some("mallory"), "mallory"), (None, "remora-node")] {
+        let attacker = world.member(name, transport).await;
+        let decoy: CounterRef = attacker.node.spawn(Tally::default());
+        let service = &attacker.service;
+        refused(service.keep_alive(lease).await, identity);
+        refused(service.revoke(lease).await, identity);
+        // In its own name...
+        let own = |key: &str| attacker.record(key, &decoy);
+        refused(service.create(own("names/a"), lease).await, identity);
+        refused(service.put(own("names/w"), lease).await, identity);
+        // ...and in the writer's.
+        let forged = |key: &str| Record {
+            owner: writer.node.id(),
+            ..own(key)
+        };
+        refused(service.create(forged("names/a"), lease).await, identity);
+        refused(service.put(forged("names/w"), lease).await, identity);
+    }
+
+    // Nothing changed: the name is the writer's, under a lease that still lives
+    // and that the writer alone ends.
+    assert_eq!(writer.get("names/w").await, Some(bound.clone()));
+    assert_eq!(writer.get("names/a").await, None);
+    assert_eq!(writer.service.keep_alive(lease).await, Ok(Ok(())));
+    assert_eq!(writer.service.revoke(lease).await, Ok(Ok(())));
+    assert_eq!(writer.get("names/w").await, None);
+    assert_eq!(
+        writer.service.keep_alive(lease).await,
+        Ok(Err(RegistryError::LeaseExpired))
+    );
+}
+
+async fn guessed_lease_ids_are_expired(kind: Kind, transport: Transport) {
+    let world = World::new(kind).await;
+    let writer = world.member(None, transport).await;
+    let counter: CounterRef = writer.node.spawn(Tally::default());
+    let lease = writer.grant(Duration::from_secs(60)).await;
+    let bound = writer.record("names/w", &counter);
+    writer
+        .service
+        .create(bound.clone(), lease)
+        .await
+        .unwrap()
+        .unwrap();
+    let attacker = world.member(Some("mallory"), transport).await;
+    let decoy: CounterRef = attacker.node.spawn(Tally::default());
+    let next = LeaseId::from_u128(lease.as_u128().wrapping_add(1));
+    let previous = LeaseId::from_u128(lease.as_u128().wrapping_sub(1));
+    for guess in [
+        LeaseId::from_u128(1),
+        LeaseId::from_u128(2),
+        next,
+        previous,
+        LeaseId::random(),
+    ] {
+        let service = &attacker.service;
+        let expired = Ok(Err(RegistryError::LeaseExpired));
+        assert_eq!(service.keep_alive(guess).await, expired, "{guess}");
+        let mine = attacker.record("names/squat", &decoy);
+        assert_eq!(service.create(mine.clone(), guess).await, expired);
+        assert_eq!(
+            service.put(mine, guess).await,
+            Ok(Err(RegistryError::LeaseExpired))
+        );
+        assert_eq!(service.revoke(guess).await, Ok(Ok(())), "nothing to end");
+    }
+    assert_eq!(attacker.get("names/squat").await, None);
+    assert_eq!(attacker.get("names/w").await, Some(bound));
+    assert_eq!(writer.service.keep_alive(lease).await, Ok(Ok(())));
+}
+
+async fn a_killed_writers_names_go_within_its_lease_whatever_others_do(
+    kind: Kind,
+    transport: Transport,
+) {
+    let world = World::new(kind).await;
+    let writer = world.member(None, transport).await;
+    let counter: CounterRef = writer.node.spawn(Tally::default());
+    let ttl = Duration::from_secs(2);
+    let lease = writer.grant(ttl).await;
+    let bound = writer.record("names/doomed", &counter);
+    writer
+        .service
+        .create(bound.clone(), lease)
+        .await
+        .unwrap()
+        .unwrap();
+    let attacker = world.member(Some("mallory"), transport).await;
+
+    // The writer renews once more, then dies without a word (no revoke).
+    assert_eq!(writer.service.keep_alive(lease).await, Ok(Ok(())));
+    let renewed = Instant::now();
+    let Member { node, _wire, .. } = writer;
+    node.shutdown().await;
+    drop((node, _wire));
+
+    // The attacker keeps renewing the dead writer's lease, and is refused each time.
+    let mut refusals = 0;
+    let gone = loop {
+        match attacker.service.keep_alive(lease).await {
+            Ok(Err(RegistryError::Unauthorized { caller, .. })) => {
+                assert_eq!(caller, "mallory");
+                refusals += 1;
+            }
+            Ok(Err(RegistryError::LeaseExpired)) => {}
+            other => panic!("{other:?}"),
+        }
+        if attacker.get("names/doomed").await.is_none() {
+            break renewed.elapsed();
+        }
+        assert!(renewed.elapsed() < SAFETY, "the name outlived its lease");
+        sleep(Duration::from_millis(100)).await;
+    };
+    // etcd grants at least its minimum time to live (0.75 s with the tests'
+    // election timeout, so the 2 s asked) and reaps every 500 ms.
+    assert!(
+        gone >= ttl - Duration::from_millis(200),
+        "gone after {gone:?}"
+    );
+    assert!(gone < ttl + Duration::from_secs(2), "gone after {gone:?}");
+    assert!(refusals >= 5, "{refusals} refusals");
+    assert_eq!(
+        attacker.service.keep_alive(lease).await,
+        Ok(Err(RegistryError::LeaseExpired))
+    );
+}
+
+async fn the_registry_answers_again_after_its_service_is_stopped(kind: Kind, transport: Transport) {
+    let world = World::new(kind).await;
+    let client = world.member(Some("client"), transport).await;
+    let counter: CounterRef = client.node.spawn(Tally::default());
+    let lease = client.grant(Duration::from_secs(60)).await;
+    let kept = client.record("names/kept", &counter);
+    client
+        .service
+        .create(kept.clone(), lease)
+        .await
+        .unwrap()
+        .unwrap();
+    let attacker = world.member(Some("mallory"), transport).await;
+
+    for round in 0..2 {
+        // Stopped on its node, as an operator (or a bug) might.
+        let running: RegistryServiceRef = world
+            .home
+            .reference(world.home.id(), REGISTRY_OBJECT)
+            .unwrap();
+        world.home.stop(&running);
+        assert_eq!(world.home.monitor(&running).await, StopReason::Normal);
+        // The references taken before answer again, from a fresh service over the
+        // same store: the names, the leases and their owners are as they were.
+        assert!(
+            eventually(SAFETY, || async {
+                matches!(
+                    client.service.get("names/kept".into()).await,
+                    Ok(Ok(Some(_)))
+                )
+            })
+            .await,
+            "round {round}: the registry did not come back"
+        );
+        assert_eq!(client.get("names/kept").await, Some(kept.clone()));
+        assert_eq!(client.service.keep_alive(lease).await, Ok(Ok(())));
+        refused(attacker.service.keep_alive(lease).await, "mallory");
+        // Calls made on the registry's own node come from that node.
+        let fresh: RegistryServiceRef = world
+            .home
+            .reference(world.home.id(), REGISTRY_OBJECT)
+            .unwrap();
+        let own = fresh.grant(60_000).await.unwrap().unwrap();
+        assert_eq!(fresh.keep_alive(own).await, Ok(Ok(())));
+        refused(client.service.keep_alive(own).await, "client");
+        refused(fresh.keep_alive(lease).await, "this node");
+    }
+    // A node's own registry handle, and new nodes, work as before.
+    let (_reader, registry) = world.node("reader").await;
+    let listed = registry.list("").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].owner, client.node.id());
+}
+
+/// A [`MemoryStore`] that remembers the leases it grants, and panics (in the
+/// registry service that calls it) when asked for the key `boom`.
+#[derive(Clone, Default)]
+struct Spy {
+    store: MemoryStore,
+    granted: Arc<std::sync::Mutex<Vec<LeaseId>>>,
+}
+
+impl Spy {
+    fn granted(&self) -> Vec<LeaseId> {
+        self.granted.lock().unwrap().clone()
+    }
+}
+
+impl Store for Spy {
+    fn grant(&self, ttl: Duration, owner: NodeId) -> BoxFuture<'_, Result<LeaseId, RegistryError>> {
+        Box::pin(async move {
+            let lease = self.store.grant(ttl, owner).await?;
+            self.granted.lock().unwrap().push(lease);
+            Ok(lease)
+        })
+    }
+    fn keep_alive(
+        &self,
+        lease: LeaseId,
+        owner: NodeId,
+    ) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.store.keep_alive(lease, owner)
+    }
+    fn revoke(&self, lease: LeaseId, owner: NodeId) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.store.revoke(lease, owner)
+    }
+    fn create(&self, record: Record, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.store.create(record, lease)
+    }
+    fn put(
+        &self,
+        record: Record,
+        lease: LeaseId,
+    ) -> BoxFuture<'_, Result<Option<Record>, RegistryError>> {
+        self.store.put(record, lease)
+    }
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+        only: Option<ObjectId>,
+    ) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
+        self.store.delete(key, only)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
+        assert_ne!(key, "boom", "the store blew up, as asked");
+        self.store.get(key)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Record>, RegistryError>> {
+        self.store.list(prefix)
+    }
+    fn watch<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Changes, RegistryError>> {
+        self.store.watch(prefix)
+    }
+}
+
+async fn the_registry_answers_again_after_its_service_panics(transport: Transport) {
+    let home = Node::builder()
+        .name("home")
+        .listen("127.0.0.1:0")
+        .build()
+        .await
+        .unwrap();
+    let local = RegistryServer::new(Spy::default()).start(&home).unwrap();
+    let addr = home.listen_addr().unwrap().to_string();
+    let client = member(&home, &addr, Some("client"), transport).await;
+    let counter: CounterRef = client.node.spawn(Tally::default());
+    let lease = client.grant(Duration::from_secs(60)).await;
+    let kept = client.record("names/kept", &counter);
+    client
+        .service
+        .create(kept.clone(), lease)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // More panics than the service restarts in place (5 a minute): the first ones
+    // restart it, the later ones replace it with a fresh actor. Each time the
+    // registry answers again, with what it held.
+    for round in 0..8 {
+        match client.service.get("boom".into()).await {
+            Err(CallError::Panicked { .. }) => {}
+            other => panic!("round {round}: {other:?}"),
+        }
+        assert!(
+            eventually(SAFETY, || async {
+                client.service.get("names/kept".into()).await == Ok(Ok(Some(kept.clone())))
+            })
+            .await,
+            "round {round}: the registry did not come back"
+        );
+    }
+    assert_eq!(client.service.keep_alive(lease).await, Ok(Ok(())));
+    assert_eq!(local.list("").await.unwrap().len(), 1);
+    // A node that shuts down does not bring its registry back.
+    home.shutdown().await;
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        home.stats().actors,
+        0,
+        "a registry came back after shutdown"
+    );
+    assert!(client.service.get("names/kept".into()).await.is_err());
+}
+
+macro_rules! lease_suite {
+    ($($case:ident),* $(,)?) => {
+        mod leases {
+            use super::{Kind, Transport};
+            mod memory_quic {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        super::super::$case(super::Kind::Memory, super::Transport::Quic).await
+                    }
+                )*
+            }
+            mod memory_in_process {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        super::super::$case(super::Kind::Memory, super::Transport::InProcess).await
+                    }
+                )*
+            }
+            mod etcd_node_quic {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    #[cfg_attr(not(etcd), ignore = "etcd is not installed (apt-get install etcd-server)")]
+                    async fn $case() {
+                        super::super::$case(super::Kind::EtcdNode, super::Transport::Quic).await
+                    }
+                )*
+            }
+            mod etcd_node_in_process {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    #[cfg_attr(not(etcd), ignore = "etcd is not installed (apt-get install etcd-server)")]
+                    async fn $case() {
+                        super::super::$case(super::Kind::EtcdNode, super::Transport::InProcess).await
+                    }
+                )*
+            }
+        }
+    };
+}
+
+lease_suite!(
+    a_member_cannot_use_another_nodes_lease,
+    guessed_lease_ids_are_expired,
+    a_killed_writers_names_go_within_its_lease_whatever_others_do,
+    the_registry_answers_again_after_its_service_is_stopped,
+);
+
+mod panics {
+    use remora_integration_tests::Transport;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_registry_answers_again_after_its_service_panics_quic() {
+        super::the_registry_answers_again_after_its_service_panics(Transport::Quic).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_registry_answers_again_after_its_service_panics_in_process() {
+        super::the_registry_answers_again_after_its_service_panics(Transport::InProcess).await
+    }
 }

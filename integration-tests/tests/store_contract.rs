@@ -18,7 +18,9 @@ use remora::WireRef;
 use remora::{NodeId, ObjectId};
 use remora_integration_tests::etcd::EtcdServer;
 use remora_integration_tests::SAFETY;
-use remora_registry::{Change, Changes, EtcdOptions, EtcdStore, Record, RegistryError, Store};
+use remora_registry::{
+    Change, Changes, EtcdOptions, EtcdStore, LeaseId, Record, RegistryError, Store,
+};
 use tokio::time::timeout;
 use uuid::Uuid;
 
@@ -75,6 +77,9 @@ macro_rules! contract_suite {
                 keep_alive_of_an_expired_lease_is_lease_expired,
                 watch_sees_puts_and_deletes_in_order_with_expiry,
                 watch_only_sees_its_prefix,
+                a_lease_answers_only_to_its_owner,
+                another_nodes_renewals_do_not_keep_a_lease,
+                unknown_lease_ids_are_expired_and_ids_are_not_counted,
             );
         }
     };
@@ -116,9 +121,14 @@ fn record(key: &str) -> Record {
             addr: Some("127.0.0.1:4433".to_owned()),
         },
         interface: "Counter".to_owned(),
-        owner: NodeId::random(),
+        owner: OWNER,
     }
 }
+
+/// The node the cases' leases are granted to, and their records' owner.
+const OWNER: NodeId = NodeId::from_u128(0x0a);
+/// Another node of the cluster.
+const INTRUDER: NodeId = NodeId::from_u128(0x0b);
 
 fn keys(records: &[Record]) -> Vec<&str> {
     records.iter().map(|r| r.key.as_str()).collect()
@@ -149,7 +159,7 @@ async fn until_gone(store: &dyn Store, key: &str) -> Duration {
 // ---- the contract ----
 
 async fn create_on_a_taken_key_is_already_bound(store: Arc<dyn Store>) {
-    let lease = store.grant(LONG).await.expect("grant");
+    let lease = store.grant(LONG, OWNER).await.expect("grant");
     let first = record("names/counter");
     store.create(first.clone(), lease).await.expect("create");
     let second = record("names/counter");
@@ -167,7 +177,7 @@ async fn create_on_a_taken_key_is_already_bound(store: Arc<dyn Store>) {
 }
 
 async fn put_returns_the_record_it_replaced(store: Arc<dyn Store>) {
-    let lease = store.grant(LONG).await.expect("grant");
+    let lease = store.grant(LONG, OWNER).await.expect("grant");
     let first = record("names/a");
     let second = record("names/a");
     assert_eq!(store.put(first.clone(), lease).await, Ok(None));
@@ -176,7 +186,7 @@ async fn put_returns_the_record_it_replaced(store: Arc<dyn Store>) {
 }
 
 async fn get_and_list_by_prefix_in_key_order(store: Arc<dyn Store>) {
-    let lease = store.grant(LONG).await.expect("grant");
+    let lease = store.grant(LONG, OWNER).await.expect("grant");
     for key in ["svc/b", "other/a", "svc/c/x", "svc", "svc/a", "svcs/z"] {
         store.put(record(key), lease).await.expect("put");
     }
@@ -199,7 +209,7 @@ async fn get_and_list_by_prefix_in_key_order(store: Arc<dyn Store>) {
 }
 
 async fn delete_only_removes_the_named_object(store: Arc<dyn Store>) {
-    let lease = store.grant(LONG).await.expect("grant");
+    let lease = store.grant(LONG, OWNER).await.expect("grant");
     let bound = record("names/x");
     store.put(bound.clone(), lease).await.expect("put");
     let other = ObjectId::random();
@@ -224,24 +234,27 @@ async fn delete_only_removes_the_named_object(store: Arc<dyn Store>) {
 }
 
 async fn revoke_deletes_the_leases_records(store: Arc<dyn Store>) {
-    let doomed = store.grant(LONG).await.expect("grant");
-    let kept = store.grant(LONG).await.expect("grant");
+    let doomed = store.grant(LONG, OWNER).await.expect("grant");
+    let kept = store.grant(LONG, OWNER).await.expect("grant");
     store.put(record("r/a"), doomed).await.expect("put");
     store.create(record("r/b"), doomed).await.expect("create");
     store.put(record("r/c"), kept).await.expect("put");
-    store.revoke(doomed).await.expect("revoke");
+    store.revoke(doomed, OWNER).await.expect("revoke");
     assert_eq!(keys(&store.list("r/").await.expect("list")), ["r/c"]);
     assert_eq!(
-        store.keep_alive(doomed).await,
+        store.keep_alive(doomed, OWNER).await,
         Err(RegistryError::LeaseExpired),
         "a revoked lease is over"
     );
-    store.keep_alive(kept).await.expect("the other lease lives");
+    store
+        .keep_alive(kept, OWNER)
+        .await
+        .expect("the other lease lives");
 }
 
 async fn records_of_an_unrenewed_lease_expire(store: Arc<dyn Store>) {
-    let lease = store.grant(SHORT).await.expect("grant");
-    let kept = store.grant(LONG).await.expect("grant");
+    let lease = store.grant(SHORT, OWNER).await.expect("grant");
+    let kept = store.grant(LONG, OWNER).await.expect("grant");
     store.put(record("e/short"), lease).await.expect("put");
     store.put(record("e/long"), kept).await.expect("put");
     until_gone(&*store, "e/short").await;
@@ -249,7 +262,7 @@ async fn records_of_an_unrenewed_lease_expire(store: Arc<dyn Store>) {
 }
 
 async fn keep_alive_keeps_records_past_their_ttl(store: Arc<dyn Store>) {
-    let lease = store.grant(SHORT).await.expect("grant");
+    let lease = store.grant(SHORT, OWNER).await.expect("grant");
     store.put(record("k/a"), lease).await.expect("put");
     // Three times the longest time to live a backend may give a 1 s lease (etcd's
     // default minimum is 2 s), renewed every 300 ms.
@@ -258,7 +271,7 @@ async fn keep_alive_keeps_records_past_their_ttl(store: Arc<dyn Store>) {
         if Instant::now() >= until {
             break;
         }
-        store.keep_alive(lease).await.expect("keep_alive");
+        store.keep_alive(lease, OWNER).await.expect("keep_alive");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(
@@ -268,19 +281,19 @@ async fn keep_alive_keeps_records_past_their_ttl(store: Arc<dyn Store>) {
 }
 
 async fn keep_alive_of_an_expired_lease_is_lease_expired(store: Arc<dyn Store>) {
-    let lease = store.grant(SHORT).await.expect("grant");
+    let lease = store.grant(SHORT, OWNER).await.expect("grant");
     store.put(record("x/a"), lease).await.expect("put");
     until_gone(&*store, "x/a").await;
     assert_eq!(
-        store.keep_alive(lease).await,
+        store.keep_alive(lease, OWNER).await,
         Err(RegistryError::LeaseExpired)
     );
 }
 
 async fn watch_sees_puts_and_deletes_in_order_with_expiry(store: Arc<dyn Store>) {
     let mut changes = store.watch("w/").await.expect("watch");
-    let long = store.grant(LONG).await.expect("grant");
-    let short = store.grant(SHORT).await.expect("grant");
+    let long = store.grant(LONG, OWNER).await.expect("grant");
+    let short = store.grant(SHORT, OWNER).await.expect("grant");
     let a1 = record("w/a");
     let a2 = record("w/a");
     let b = record("w/b");
@@ -296,14 +309,14 @@ async fn watch_sees_puts_and_deletes_in_order_with_expiry(store: Arc<dyn Store>)
     assert_eq!(next(&mut changes).await, Change::Deleted(b));
     let c = record("w/c");
     store.put(c.clone(), long).await.expect("put");
-    store.revoke(long).await.expect("revoke");
+    store.revoke(long, OWNER).await.expect("revoke");
     assert_eq!(next(&mut changes).await, Change::Put(c.clone()));
     assert_eq!(next(&mut changes).await, Change::Deleted(c));
 }
 
 async fn watch_only_sees_its_prefix(store: Arc<dyn Store>) {
     let mut changes = store.watch("w/x/").await.expect("watch");
-    let lease = store.grant(LONG).await.expect("grant");
+    let lease = store.grant(LONG, OWNER).await.expect("grant");
     let inside = [record("w/x/1"), record("w/x/2")];
     store.put(record("w/y/1"), lease).await.expect("put");
     store.put(inside[0].clone(), lease).await.expect("put");
@@ -315,6 +328,118 @@ async fn watch_only_sees_its_prefix(store: Arc<dyn Store>) {
     // the second record.
     assert_eq!(next(&mut changes).await, Change::Put(inside[0].clone()));
     assert_eq!(next(&mut changes).await, Change::Put(inside[1].clone()));
+}
+
+async fn a_lease_answers_only_to_its_owner(store: Arc<dyn Store>) {
+    let lease = store.grant(LONG, OWNER).await.expect("grant");
+    let mine = record("o/mine");
+    store.create(mine.clone(), lease).await.expect("create");
+    let unauthorized = |answer: Result<(), RegistryError>, what: &str| match answer {
+        Err(RegistryError::Unauthorized { caller, operation }) => {
+            assert_eq!(caller, INTRUDER.to_string(), "{what}");
+            assert!(operation.contains("another node"), "{what}: {operation}");
+        }
+        other => panic!("{what}: expected Unauthorized, got {other:?}"),
+    };
+    unauthorized(store.keep_alive(lease, INTRUDER).await, "keep_alive");
+    unauthorized(store.revoke(lease, INTRUDER).await, "revoke");
+    // Records in the intruder's name, and records claiming to be the owner's are
+    // told apart by their owner field; a registry node checks that field against
+    // the caller before the store sees it.
+    let theirs = |key: &str| Record {
+        owner: INTRUDER,
+        ..record(key)
+    };
+    unauthorized(store.create(theirs("o/new"), lease).await, "create");
+    unauthorized(
+        store.put(theirs("o/mine"), lease).await.map(|_| ()),
+        "put over the owner's record",
+    );
+    unauthorized(store.put(theirs("o/other"), lease).await.map(|_| ()), "put");
+    assert_eq!(
+        store.list("o/").await.expect("list"),
+        vec![mine.clone()],
+        "refusals change nothing"
+    );
+    store
+        .keep_alive(lease, OWNER)
+        .await
+        .expect("the owner renews");
+    store.revoke(lease, OWNER).await.expect("the owner ends it");
+    assert_eq!(store.get("o/mine").await, Ok(None));
+}
+
+async fn another_nodes_renewals_do_not_keep_a_lease(store: Arc<dyn Store>) {
+    let lease = store.grant(SHORT, OWNER).await.expect("grant");
+    store.put(record("o/short"), lease).await.expect("put");
+    let start = Instant::now();
+    let mut last = Ok(());
+    while start.elapsed() < SAFETY {
+        last = store.keep_alive(lease, INTRUDER).await;
+        if last != Err(RegistryError::LeaseExpired) {
+            assert!(
+                matches!(last, Err(RegistryError::Unauthorized { .. })),
+                "{last:?}"
+            );
+        }
+        if store.get("o/short").await.expect("get").is_none() {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(
+        store.get("o/short").await,
+        Ok(None),
+        "gone within {SAFETY:?}"
+    );
+    // etcd keeps a 1 s lease for its minimum time to live (2 s by default).
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(last.is_err());
+    assert_eq!(
+        store.keep_alive(lease, INTRUDER).await,
+        Err(RegistryError::LeaseExpired)
+    );
+}
+
+async fn unknown_lease_ids_are_expired_and_ids_are_not_counted(store: Arc<dyn Store>) {
+    let first = store.grant(LONG, OWNER).await.expect("grant");
+    let second = store.grant(LONG, OWNER).await.expect("grant");
+    let distance = first.as_u128().abs_diff(second.as_u128());
+    assert!(distance > 1 << 64, "{first} and {second} are neighbours");
+    let kept = record("g/kept");
+    store.create(kept.clone(), first).await.expect("create");
+    for guess in [
+        LeaseId::from_u128(0),
+        LeaseId::from_u128(1),
+        LeaseId::from_u128(first.as_u128() + 1),
+        LeaseId::from_u128(first.as_u128() - 1),
+        LeaseId::random(),
+    ] {
+        for node in [OWNER, INTRUDER] {
+            assert_eq!(
+                store.keep_alive(guess, node).await,
+                Err(RegistryError::LeaseExpired)
+            );
+            let guessed = Record {
+                owner: node,
+                ..record("g/guessed")
+            };
+            assert_eq!(
+                store.create(guessed.clone(), guess).await,
+                Err(RegistryError::LeaseExpired)
+            );
+            assert_eq!(
+                store.put(guessed, guess).await,
+                Err(RegistryError::LeaseExpired)
+            );
+            assert_eq!(store.revoke(guess, node).await, Ok(()), "nothing to end");
+        }
+    }
+    assert_eq!(store.list("g/").await, Ok(vec![kept]));
 }
 
 // ---- etcd only ----
@@ -332,7 +457,7 @@ async fn etcd_records_are_readable_json_under_the_prefix() {
         .await
         .expect("connect");
     assert_eq!(store.prefix(), prefix);
-    let lease = store.grant(LONG).await.expect("grant");
+    let lease = store.grant(LONG, OWNER).await.expect("grant");
     let bound = record("names/json");
     store.put(bound.clone(), lease).await.expect("put");
     // Another store without the prefix sees the raw key; its value is the record.
@@ -344,12 +469,16 @@ async fn etcd_records_are_readable_json_under_the_prefix() {
     assert_eq!(found[0].key, format!("{prefix}names/json"));
     assert_eq!(found[0].target, bound.target);
     // Putting under a revoked lease is refused as an expired lease.
-    store.revoke(lease).await.expect("revoke");
+    store.revoke(lease, OWNER).await.expect("revoke");
     assert_eq!(
         store.put(record("names/late"), lease).await,
         Err(RegistryError::LeaseExpired)
     );
-    assert_eq!(store.revoke(lease).await, Ok(()), "revoking twice is fine");
+    assert_eq!(
+        store.revoke(lease, OWNER).await,
+        Ok(()),
+        "revoking twice is fine"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +521,7 @@ async fn etcd_watch_is_lost_when_etcd_dies() {
     let mut server = EtcdServer::start();
     let store = server.store().await;
     let mut changes = store.watch("").await.expect("watch");
-    let lease = store.grant(LONG).await.expect("grant");
+    let lease = store.grant(LONG, OWNER).await.expect("grant");
     store.put(record("d/a"), lease).await.expect("put");
     assert!(matches!(next(&mut changes).await, Change::Put(_)));
     server.kill();

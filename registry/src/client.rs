@@ -21,7 +21,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// Entries belong to the node that made them. It keeps them alive with a lease,
 /// renewed in the background: when the node dies or loses the registry for longer
 /// than the lease (default [`DEFAULT_LEASE`], at most what the registry grants),
-/// its entries vanish. An entry whose actor stops is removed at once. Clones share
+/// its entries vanish. The lease is the node's alone: no other node can renew it,
+/// end it, or bind under it. An entry whose actor stops is removed at once. Clones share
 /// one lease.
 ///
 /// ```
@@ -345,7 +346,11 @@ impl Registry {
         if let Some(id) = *lease {
             return Ok(id);
         }
-        let id = self.shared.store.grant(self.shared.lease_ttl).await?;
+        let shared = &self.shared;
+        let id = shared
+            .store
+            .grant(shared.lease_ttl, shared.node.id())
+            .await?;
         *lease = Some(id);
         tokio::spawn(renew(self.shared.clone()));
         Ok(id)
@@ -388,10 +393,12 @@ async fn renew(shared: Arc<Shared>) {
             return;
         };
         if shared.node.is_shut_down() {
-            let _ = tokio::time::timeout(period, shared.store.revoke(lease)).await;
+            let revoke = shared.store.revoke(lease, shared.node.id());
+            let _ = tokio::time::timeout(period, revoke).await;
             return;
         }
-        match tokio::time::timeout(period, shared.store.keep_alive(lease)).await {
+        let renewal = shared.store.keep_alive(lease, shared.node.id());
+        match tokio::time::timeout(period, renewal).await {
             Ok(Ok(())) => {}
             Ok(Err(RegistryError::LeaseExpired)) => {
                 tracing::warn!("registry lease expired; binding this node's entries again");
@@ -406,7 +413,7 @@ async fn renew(shared: Arc<Shared>) {
 /// Takes a new lease and puts this node's entries back under it.
 async fn restore(shared: &Shared) {
     let mut lease = shared.lease.lock().await;
-    let id = match shared.store.grant(shared.lease_ttl).await {
+    let id = match shared.store.grant(shared.lease_ttl, shared.node.id()).await {
         Ok(id) => id,
         Err(err) => {
             tracing::warn!(%err, "could not take a new registry lease; retrying");

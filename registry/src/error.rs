@@ -44,12 +44,14 @@ pub enum RegistryError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The registry only lets the nodes on its allow list change entries.
-    #[error("{caller} may not {operation} on this registry: it is read-only for nodes not on its allow list")]
+    /// The caller may not do this: the registry only lets the nodes on its allow
+    /// list change entries, or the lease it named belongs to another node (only the
+    /// node a lease was granted to may renew it, end it, or bind under it).
+    #[error("{caller} may not {operation}")]
     Unauthorized {
         /// Who asked (the certificate name of the calling node, or its id).
         caller: String,
-        /// What it asked for.
+        /// What it asked for, and why that is refused.
         operation: String,
     },
     /// The lease expired before it was renewed: its entries are gone. The

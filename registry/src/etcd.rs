@@ -4,6 +4,13 @@
 //! `etcdctl get --prefix /remora/` shows what the registry holds. Leases are etcd
 //! leases and watches are etcd watches: lease expiry, ordering and atomicity are
 //! etcd's own.
+//!
+//! A registry lease is not the etcd lease's id (a 64-bit number etcd hands out
+//! in sequence) but a random [`LeaseId`], kept with its owner under
+//! `{prefix}\0lease/{id}` and attached to the etcd lease it stands for, so it
+//! expires and is revoked with it. Every use of a lease reads that key first:
+//! registry nodes sharing one etcd agree on whose a lease is, and a restarted
+//! registry node still knows.
 
 use std::fmt;
 use std::future::Future;
@@ -14,11 +21,12 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
     PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
-use remora::ObjectId;
+use remora::{NodeId, ObjectId};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::error::RegistryError;
-use crate::store::{BoxFuture, Change, Changes, LeaseId, Record, Store};
+use crate::store::{not_owner, BoxFuture, Change, Changes, LeaseId, Record, Store};
 
 /// How many times `delete` with `only` retries when the record keeps changing
 /// between its read and its conditional delete.
@@ -90,7 +98,9 @@ impl EtcdOptions {
 /// A [`Store`] in an etcd v3 cluster.
 ///
 /// What a user can rely on:
-/// - Records are stored under `{prefix}{key}` as JSON of [`Record`].
+/// - Records are stored under `{prefix}{key}` as JSON of [`Record`]. Keys that
+///   contain a NUL byte are the store's own (its leases): a record may not have
+///   one, and `list` and `watch` never show them.
 /// - Leases are etcd leases. A `ttl` is rounded up to whole seconds, at least one.
 ///   etcd raises a time to live below its minimum (1.5 × its election timeout,
 ///   rounded up: 2 s with etcd's defaults) and looks for expired leases about every
@@ -99,6 +109,10 @@ impl EtcdOptions {
 /// - [`Store::revoke`] of a lease that has already expired succeeds: the lease and
 ///   its records are gone either way. Putting a record under an expired lease fails
 ///   with [`RegistryError::LeaseExpired`].
+/// - A lease answers to its owner only, whichever process's `EtcdStore` asks
+///   (see [`Store`]). Clients with etcd credentials of their own can of course
+///   write anything; the check protects leases from nodes that reach etcd only
+///   through a registry node.
 /// - A watch never drops a change: while its [`Changes`] is not read, the store
 ///   stops reading etcd's stream and etcd holds the events back. The watch ends with
 ///   [`RegistryError::WatchLost`] when etcd cancels it (for instance when the history
@@ -249,9 +263,41 @@ struct Keys {
     prefix: String,
 }
 
+/// What the store keeps about a lease, as JSON under [`Keys::lease`].
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseInfo {
+    /// The etcd lease it stands for.
+    etcd: i64,
+    /// The node it was granted to.
+    owner: NodeId,
+}
+
 impl Keys {
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// Where the store keeps what it knows about `lease`: under the prefix (so
+    /// registries with different prefixes do not see each other's leases), behind
+    /// a NUL byte that no record key has.
+    fn lease(&self, lease: LeaseId) -> String {
+        format!("{}\0lease/{lease}", self.prefix)
+    }
+
+    /// Whether `key` (a record key, or an etcd key) is one of the store's own.
+    fn reserved(key: &[u8]) -> bool {
+        key.contains(&0)
+    }
+
+    /// Refuses a record key that the store keeps for itself.
+    fn check(key: &str) -> Result<(), RegistryError> {
+        if Keys::reserved(key.as_bytes()) {
+            return Err(RegistryError::InvalidName {
+                name: key.to_owned(),
+                reason: "a NUL byte; keys with one are the etcd store's own".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     fn encode(record: &Record) -> Result<Vec<u8>, RegistryError> {
@@ -279,14 +325,49 @@ impl Keys {
     /// [`Keys::decode`] where one foreign value must not fail the whole answer: it
     /// is logged and skipped.
     fn decode_or_skip(&self, kv: Option<&KeyValue>) -> Option<Record> {
-        self.decode(kv?)
+        let kv = kv?;
+        if Keys::reserved(kv.key()) {
+            return None;
+        }
+        self.decode(kv)
             .map_err(|e| tracing::warn!(error = %e, "skipping a value that is not a record"))
             .ok()
     }
 }
 
+impl EtcdStore {
+    /// The etcd lease behind `lease`, for `owner` to use in `operation`:
+    /// [`RegistryError::LeaseExpired`] if the store does not know it (expired,
+    /// revoked, never granted), [`RegistryError::Unauthorized`] if it is another
+    /// node's. A lease's owner never changes, so what this read finds holds as long
+    /// as the etcd lease does; an etcd lease that ends right after it makes the
+    /// request that uses it fail with `LeaseExpired`.
+    async fn owned_lease(
+        &self,
+        lease: LeaseId,
+        owner: NodeId,
+        operation: &str,
+    ) -> Result<i64, RegistryError> {
+        let mut kv = self.client.kv_client();
+        let found = self
+            .call("lease lookup", kv.get(self.keys.lease(lease), None))
+            .await?;
+        let Some(kv) = found.kvs().first() else {
+            return Err(RegistryError::LeaseExpired);
+        };
+        let info: LeaseInfo =
+            serde_json::from_slice(kv.value()).map_err(|e| RegistryError::Backend {
+                reason: format!("the etcd record of lease {lease} is damaged: {e}"),
+            })?;
+        if info.owner != owner {
+            return Err(not_owner(owner, operation));
+        }
+        Ok(info.etcd)
+    }
+}
+
 impl Store for EtcdStore {
-    fn grant(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId, RegistryError>> {
+    fn grant(&self, ttl: Duration, owner: NodeId) -> BoxFuture<'_, Result<LeaseId, RegistryError>> {
         Box::pin(async move {
             let secs = ttl.as_nanos().div_ceil(1_000_000_000).max(1);
             let secs = i64::try_from(secs).unwrap_or(i64::MAX);
@@ -297,26 +378,51 @@ impl Store for EtcdStore {
                     reason: format!("grant: etcd refused the lease: {}", granted.error()),
                 });
             }
-            Ok(granted.id())
+            let (etcd, lease) = (granted.id(), LeaseId::random());
+            let info = serde_json::to_vec(&LeaseInfo { etcd, owner }).map_err(|e| {
+                RegistryError::Backend {
+                    reason: format!("grant: cannot encode the lease: {e}"),
+                }
+            })?;
+            let mut kv = self.client.kv_client();
+            let options = PutOptions::new().with_lease(etcd);
+            let put = kv.put(self.keys.lease(lease), info, Some(options));
+            if let Err(e) = self.call("grant", put).await {
+                // Nobody can use the etcd lease without its record: end it now
+                // rather than when it expires.
+                let _ = self.call("grant", leases.revoke(etcd)).await;
+                return Err(e);
+            }
+            Ok(lease)
         })
     }
 
-    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {
+    fn keep_alive(
+        &self,
+        lease: LeaseId,
+        owner: NodeId,
+    ) -> BoxFuture<'_, Result<(), RegistryError>> {
         Box::pin(async move {
+            let etcd = self.owned_lease(lease, owner, "renew").await?;
             // `LeaseClient::keep_alive` opens a keep-alive stream, sends one request and
             // reads its answer (an error for TTL 0: the lease expired); dropping the
             // keeper and the stream closes it. A stream per renewal costs a little
             // more than a cached keeper, and leaves no stale stream to recover from.
             let mut leases = self.client.lease_client();
-            let (_keeper, _stream) = self.call("keep_alive", leases.keep_alive(lease)).await?;
+            let (_keeper, _stream) = self.call("renew", leases.keep_alive(etcd)).await?;
             Ok(())
         })
     }
 
-    fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {
+    fn revoke(&self, lease: LeaseId, owner: NodeId) -> BoxFuture<'_, Result<(), RegistryError>> {
         Box::pin(async move {
+            let etcd = match self.owned_lease(lease, owner, "end").await {
+                Ok(etcd) => etcd,
+                Err(RegistryError::LeaseExpired) => return Ok(()),
+                Err(e) => return Err(e),
+            };
             let mut leases = self.client.lease_client();
-            match self.call("revoke", leases.revoke(lease)).await {
+            match self.call("end", leases.revoke(etcd)).await {
                 Ok(_) | Err(RegistryError::LeaseExpired) => Ok(()),
                 Err(e) => Err(e),
             }
@@ -325,6 +431,8 @@ impl Store for EtcdStore {
 
     fn create(&self, record: Record, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {
         Box::pin(async move {
+            Keys::check(&record.key)?;
+            let lease = self.owned_lease(lease, record.owner, "bind under").await?;
             let key = self.keys.full(&record.key);
             let value = Keys::encode(&record)?;
             let txn = Txn::new()
@@ -349,6 +457,8 @@ impl Store for EtcdStore {
         lease: LeaseId,
     ) -> BoxFuture<'_, Result<Option<Record>, RegistryError>> {
         Box::pin(async move {
+            Keys::check(&record.key)?;
+            let lease = self.owned_lease(lease, record.owner, "bind under").await?;
             let key = self.keys.full(&record.key);
             let value = Keys::encode(&record)?;
             let options = PutOptions::new().with_lease(lease).with_prev_key();
@@ -365,6 +475,10 @@ impl Store for EtcdStore {
         only: Option<ObjectId>,
     ) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
         Box::pin(async move {
+            // The store's own keys are no records, and not anyone's to delete.
+            if Keys::reserved(key.as_bytes()) {
+                return Ok(None);
+            }
             let full = self.keys.full(key);
             let mut kv = self.client.kv_client();
             let Some(only) = only else {
@@ -404,6 +518,9 @@ impl Store for EtcdStore {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
         Box::pin(async move {
+            if Keys::reserved(key.as_bytes()) {
+                return Ok(None);
+            }
             let mut kv = self.client.kv_client();
             let answer = self.call("get", kv.get(self.keys.full(key), None)).await?;
             match answer.kvs().first() {

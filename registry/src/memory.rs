@@ -5,12 +5,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use remora::ObjectId;
+use remora::{NodeId, ObjectId};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::error::RegistryError;
-use crate::store::{BoxFuture, Change, Changes, LeaseId, Record, Store};
+use crate::store::{not_owner, BoxFuture, Change, Changes, LeaseId, Record, Store};
 
 /// The registry's default backend: everything in this process's memory.
 ///
@@ -19,12 +19,19 @@ use crate::store::{BoxFuture, Change, Changes, LeaseId, Record, Store};
 /// the process. Cheap to clone: clones share the same entries.
 ///
 /// ```
-/// use remora_registry::{MemoryStore, Store};
-/// # #[tokio::main] async fn main() -> Result<(), remora_registry::RegistryError> {
+/// use remora::NodeId;
+/// use remora_registry::{MemoryStore, RegistryError, Store};
+/// # #[tokio::main] async fn main() -> Result<(), RegistryError> {
 /// let store = MemoryStore::new();
-/// let lease = store.grant(std::time::Duration::from_secs(10)).await?;
+/// let (me, someone_else) = (NodeId::random(), NodeId::random());
+/// let lease = store.grant(std::time::Duration::from_secs(10), me).await?;
 /// assert!(store.list("").await?.is_empty());
-/// store.revoke(lease).await?;
+/// // A lease answers to its owner only.
+/// assert!(matches!(
+///     store.revoke(lease, someone_else).await,
+///     Err(RegistryError::Unauthorized { .. })
+/// ));
+/// store.revoke(lease, me).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Default)]
@@ -44,11 +51,12 @@ struct Shared {
 struct State {
     records: BTreeMap<String, (Record, LeaseId)>,
     leases: HashMap<LeaseId, Lease>,
-    next_lease: LeaseId,
     watchers: Vec<Watcher>,
 }
 
 struct Lease {
+    /// The node it was granted to: the only one that may use it.
+    owner: NodeId,
     ttl: Duration,
     deadline: Instant,
     keys: HashSet<String>,
@@ -127,12 +135,35 @@ impl State {
         true
     }
 
-    fn live_lease(&mut self, id: LeaseId) -> Result<&mut Lease, RegistryError> {
-        self.leases.get_mut(&id).ok_or(RegistryError::LeaseExpired)
+    /// Lease `id` for `owner` to use in `operation`: expired (reaped or not) for
+    /// anyone if it is past its deadline or unknown, refused if it is another
+    /// node's. An expired lease found here is ended at once.
+    fn owned_lease(
+        &mut self,
+        id: LeaseId,
+        owner: NodeId,
+        operation: &str,
+        now: Instant,
+    ) -> Result<&mut Lease, RegistryError> {
+        let expired = match self.leases.get(&id) {
+            None => return Err(RegistryError::LeaseExpired),
+            Some(lease) => lease.deadline <= now,
+        };
+        if expired {
+            self.end_lease(id);
+            return Err(RegistryError::LeaseExpired);
+        }
+        match self.leases.get_mut(&id) {
+            Some(lease) if lease.owner == owner => Ok(lease),
+            Some(_) => Err(not_owner(owner, operation)),
+            None => Err(RegistryError::LeaseExpired),
+        }
     }
 
     fn insert(&mut self, record: Record, lease: LeaseId) -> Result<Option<Record>, RegistryError> {
-        self.live_lease(lease)?.keys.insert(record.key.clone());
+        self.owned_lease(lease, record.owner, "bind under", Instant::now())?
+            .keys
+            .insert(record.key.clone());
         let key = record.key.clone();
         let previous = self.records.insert(key.clone(), (record.clone(), lease));
         let previous = previous.map(|(old, old_lease)| {
@@ -185,14 +216,14 @@ fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
 }
 
 impl Store for MemoryStore {
-    fn grant(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId, RegistryError>> {
+    fn grant(&self, ttl: Duration, owner: NodeId) -> BoxFuture<'_, Result<LeaseId, RegistryError>> {
         self.start_reaper();
         let mut state = self.shared.state.lock();
-        state.next_lease += 1;
-        let id = state.next_lease;
+        let id = LeaseId::random();
         state.leases.insert(
             id,
             Lease {
+                owner,
                 ttl,
                 deadline: expiry(Instant::now(), ttl),
                 keys: HashSet::new(),
@@ -203,26 +234,30 @@ impl Store for MemoryStore {
         ready(Ok(id))
     }
 
-    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {
+    fn keep_alive(
+        &self,
+        lease: LeaseId,
+        owner: NodeId,
+    ) -> BoxFuture<'_, Result<(), RegistryError>> {
         let mut state = self.shared.state.lock();
         let now = Instant::now();
-        let result = state.live_lease(lease).and_then(|l| {
-            // Expired but not yet reaped counts as expired.
-            if l.deadline <= now {
-                return Err(RegistryError::LeaseExpired);
-            }
-            l.deadline = expiry(now, l.ttl);
-            Ok(())
-        });
-        if result.is_err() {
-            state.end_lease(lease);
-        }
+        let result = state
+            .owned_lease(lease, owner, "renew", now)
+            .map(|l| l.deadline = expiry(now, l.ttl));
         ready(result)
     }
 
-    fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {
-        self.shared.state.lock().end_lease(lease);
-        ready(Ok(()))
+    fn revoke(&self, lease: LeaseId, owner: NodeId) -> BoxFuture<'_, Result<(), RegistryError>> {
+        let mut state = self.shared.state.lock();
+        let result = match state.owned_lease(lease, owner, "end", Instant::now()) {
+            Ok(_) => {
+                state.end_lease(lease);
+                Ok(())
+            }
+            Err(RegistryError::LeaseExpired) => Ok(()),
+            Err(refused) => Err(refused),
+        };
+        ready(result)
     }
 
     fn create(&self, record: Record, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {
@@ -308,16 +343,19 @@ mod tests {
                 addr: None,
             },
             interface: "Test".into(),
-            owner: NodeId::random(),
+            owner: OWNER,
         }
     }
+
+    /// The node the tests' leases are granted to, and their records' owner.
+    const OWNER: NodeId = NodeId::from_u128(0x0e);
 
     #[tokio::test(start_paused = true)]
     async fn a_ttl_too_large_for_the_clock_never_expires() {
         let store = MemoryStore::new();
-        let lease = store.grant(Duration::MAX).await.unwrap();
+        let lease = store.grant(Duration::MAX, OWNER).await.unwrap();
         store.create(record("n/a"), lease).await.unwrap();
-        store.keep_alive(lease).await.unwrap();
+        store.keep_alive(lease, OWNER).await.unwrap();
         tokio::time::sleep(Duration::from_secs(3600 * 24 * 365)).await;
         assert!(store.get("n/a").await.unwrap().is_some(), "a year later");
     }
@@ -325,11 +363,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lease_not_renewed_expires_with_its_records() {
         let store = MemoryStore::new();
-        let lease = store.grant(Duration::from_secs(3)).await.unwrap();
+        let lease = store.grant(Duration::from_secs(3), OWNER).await.unwrap();
         let mut changes = store.watch("n/").await.unwrap();
         store.create(record("n/a"), lease).await.unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        store.keep_alive(lease).await.unwrap();
+        store.keep_alive(lease, OWNER).await.unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(store.get("n/a").await.unwrap().is_some(), "renewed at 2 s");
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -338,9 +376,69 @@ mod tests {
         let deleted = changes.next().await.unwrap().unwrap();
         assert_eq!(deleted, Change::Deleted(record_with_key(&deleted, "n/a")));
         assert_eq!(
-            store.keep_alive(lease).await,
+            store.keep_alive(lease, OWNER).await,
             Err(RegistryError::LeaseExpired)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_nodes_renewals_do_not_keep_a_lease() {
+        let store = MemoryStore::new();
+        let lease = store.grant(Duration::from_secs(3), OWNER).await.unwrap();
+        store.create(record("n/a"), lease).await.unwrap();
+        let intruder = NodeId::random();
+        // Renewals at 0, 1 and 2 s, all refused: the lease ends at 3 s regardless.
+        for _ in 0..3 {
+            assert!(matches!(
+                store.keep_alive(lease, intruder).await,
+                Err(RegistryError::Unauthorized { .. })
+            ));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(store.get("n/a").await.unwrap(), None, "expired at 3 s");
+        assert_eq!(
+            store.keep_alive(lease, intruder).await,
+            Err(RegistryError::LeaseExpired),
+            "an expired lease is expired whoever asks"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_revoke_or_put_changes_nothing() {
+        let store = MemoryStore::new();
+        let lease = store.grant(Duration::from_secs(30), OWNER).await.unwrap();
+        let kept = record("n/kept");
+        store.create(kept.clone(), lease).await.unwrap();
+        let intruder = NodeId::random();
+        let refused = store.revoke(lease, intruder).await;
+        let Err(RegistryError::Unauthorized { caller, operation }) = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(caller, intruder.to_string());
+        assert_eq!(operation, "end a lease granted to another node");
+        let theirs = Record {
+            owner: intruder,
+            ..record("n/kept")
+        };
+        assert!(matches!(
+            store.put(theirs.clone(), lease).await,
+            Err(RegistryError::Unauthorized { .. })
+        ));
+        assert!(matches!(
+            store
+                .create(
+                    Record {
+                        key: "n/new".into(),
+                        ..theirs
+                    },
+                    lease
+                )
+                .await,
+            Err(RegistryError::Unauthorized { .. })
+        ));
+        assert_eq!(store.list("").await.unwrap(), vec![kept]);
+        store.keep_alive(lease, OWNER).await.unwrap();
     }
 
     fn record_with_key(change: &Change, key: &str) -> Record {
@@ -351,19 +449,19 @@ mod tests {
     #[tokio::test]
     async fn rebinding_under_another_lease_moves_the_key() {
         let store = MemoryStore::new();
-        let first = store.grant(Duration::from_secs(30)).await.unwrap();
-        let second = store.grant(Duration::from_secs(30)).await.unwrap();
+        let first = store.grant(Duration::from_secs(30), OWNER).await.unwrap();
+        let second = store.grant(Duration::from_secs(30), OWNER).await.unwrap();
         store.put(record("k"), first).await.unwrap();
         let replacement = record("k");
         store.put(replacement.clone(), second).await.unwrap();
-        store.revoke(first).await.unwrap();
+        store.revoke(first, OWNER).await.unwrap();
         assert_eq!(store.get("k").await.unwrap(), Some(replacement));
     }
 
     #[tokio::test]
     async fn a_watcher_that_falls_behind_loses_its_watch_not_the_store() {
         let store = MemoryStore::new();
-        let lease = store.grant(Duration::from_secs(30)).await.unwrap();
+        let lease = store.grant(Duration::from_secs(30), OWNER).await.unwrap();
         let mut slow = store.watch("").await.unwrap();
         for i in 0..crate::store::WATCH_BUFFER + 10 {
             store.put(record(&format!("k{i}")), lease).await.unwrap();

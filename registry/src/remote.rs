@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use remora::ObjectId;
 use remora::{Actor, Context, Node};
+use remora::{NodeId, ObjectId};
 use tokio::sync::mpsc;
 
 use crate::error::RegistryError;
@@ -13,6 +13,11 @@ use crate::store::{BoxFuture, Change, Changes, LeaseId, Record, Store};
 /// The store of a registry served by another node ([`RegistryServer`](crate::RegistryServer)),
 /// reached over the node's connection to it. [`Registry::connect`](crate::Registry::connect)
 /// makes one; use it directly only to build a [`Registry`](crate::Registry) with options.
+///
+/// It speaks for its own node only: the registry node takes a lease's owner from
+/// the connection the call came over, so a lease `owner` other than this node is
+/// refused here ([`RegistryError::Unauthorized`]) rather than granted to the wrong
+/// node.
 #[derive(Clone)]
 pub struct RemoteStore {
     node: Node,
@@ -40,6 +45,20 @@ impl RemoteStore {
     pub fn service(&self) -> &RegistryServiceRef {
         &self.service
     }
+
+    /// Refuses to act for another node than this one (see [`RemoteStore`]).
+    fn for_this_node(&self, owner: NodeId, operation: &str) -> Result<(), RegistryError> {
+        if owner == self.node.id() {
+            return Ok(());
+        }
+        Err(RegistryError::Unauthorized {
+            caller: owner.to_string(),
+            operation: format!(
+                "{operation} a lease through node {}'s registry connection",
+                self.node.id()
+            ),
+        })
+    }
 }
 
 /// Forwards a registry node's changes into a local [`Changes`] stream.
@@ -66,17 +85,30 @@ impl WatchSink for Forward {
 }
 
 impl Store for RemoteStore {
-    fn grant(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId, RegistryError>> {
+    fn grant(&self, ttl: Duration, owner: NodeId) -> BoxFuture<'_, Result<LeaseId, RegistryError>> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        Box::pin(async move { self.service.grant(ttl_ms).await? })
+        Box::pin(async move {
+            self.for_this_node(owner, "take")?;
+            self.service.grant(ttl_ms).await?
+        })
     }
 
-    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {
-        Box::pin(async move { self.service.keep_alive(lease).await? })
+    fn keep_alive(
+        &self,
+        lease: LeaseId,
+        owner: NodeId,
+    ) -> BoxFuture<'_, Result<(), RegistryError>> {
+        Box::pin(async move {
+            self.for_this_node(owner, "renew")?;
+            self.service.keep_alive(lease).await?
+        })
     }
 
-    fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {
-        Box::pin(async move { self.service.revoke(lease).await? })
+    fn revoke(&self, lease: LeaseId, owner: NodeId) -> BoxFuture<'_, Result<(), RegistryError>> {
+        Box::pin(async move {
+            self.for_this_node(owner, "end")?;
+            self.service.revoke(lease).await?
+        })
     }
 
     fn create(&self, record: Record, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {

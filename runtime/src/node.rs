@@ -663,6 +663,13 @@ impl Node {
     /// whatever [`NodeBuilder::allow_control_from`] says. Fails with [`CallError::InterfaceMismatch`] if the id is taken
     /// or the actor is already exported under another id, and with
     /// [`CallError::NoSuchObject`] for an actor on another node.
+    ///
+    /// An id whose actor has stopped is free again: exporting a fresh actor under
+    /// it replaces the stopped one, which is how a well-known service comes back
+    /// after it stopped. Peers' references to the id reach the fresh actor from
+    /// their next call on (calls from other nodes are routed by object id); a
+    /// reference this node took earlier with [`Node::reference`] still names the
+    /// stopped actor, so take a new one.
     pub fn export_as<R: Interface>(&self, r: &R, id: ObjectId) -> Result<(), CallError>
     where
         R::Msg: Unmarshal,

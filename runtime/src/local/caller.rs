@@ -75,8 +75,11 @@ impl Caller {
         }
     }
 
-    /// The calling node's id, as it declared it in its handshake. Informative: it is
-    /// not authenticated (use [`Caller::identity`] for access decisions).
+    /// The calling node's id. Over QUIC it is authenticated: a node id is bound to
+    /// the node's certificate and incarnation, and a peer claiming another is
+    /// refused at the handshake (see [`NodeId`]). It names one run of one node;
+    /// [`Caller::identity`] names the certificate, which every run of the node
+    /// (and every node sharing that certificate) presents.
     pub fn node(&self) -> NodeId {
         self.node
     }

@@ -169,7 +169,9 @@ impl Host {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Exports `local` under the chosen id `id`, pinned (see `Node::export_as`).
+    /// Exports `local` under the chosen id `id`, pinned (see `Node::export_as`). An
+    /// id whose actor has finished is free again: a pinned export outlives its
+    /// actor, and a well-known service that restarts as a new actor takes it over.
     pub(crate) fn export_as<M: Unmarshal>(
         &self,
         local: &Arc<LocalRoute<M>>,
@@ -179,22 +181,23 @@ impl Host {
             expected: M::INTERFACE_ID,
             found: format!("object id {id} is already exported"),
         };
-        match self.exports.entry(id) {
-            dashmap::mapref::entry::Entry::Occupied(_) => Err(taken()),
-            dashmap::mapref::entry::Entry::Vacant(slot) => {
-                if local.exported.set(id).is_err() {
-                    return Err(taken());
-                }
-                slot.insert(Export {
-                    route: local.clone() as Arc<dyn Exported>,
-                    pinned: true,
-                    service: true,
-                    spawned_by: None,
-                    told: AtomicBool::new(false),
-                });
-                Ok(())
+        let slot = match self.exports.entry(id) {
+            dashmap::mapref::entry::Entry::Occupied(held) if !held.get().route.is_finished() => {
+                return Err(taken());
             }
+            slot => slot,
+        };
+        if local.exported.set(id).is_err() {
+            return Err(taken());
         }
+        slot.insert(Export {
+            route: local.clone() as Arc<dyn Exported>,
+            pinned: true,
+            service: true,
+            spawned_by: None,
+            told: AtomicBool::new(false),
+        });
+        Ok(())
     }
 
     /// How many objects are exported.
