@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod figures;
 pub mod flood;
 pub mod raw;
+pub mod spy;
 
 /// Safety net for awaits that must complete; never a performance bound.
 pub const SAFETY: Duration = Duration::from_secs(10);

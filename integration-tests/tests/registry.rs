@@ -13,17 +13,16 @@
 //! (see `integration-tests/etcd_probe.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use remora::remote::inproc;
-use remora::{CallError, Node, NodeId, ObjectId, StopReason};
+use remora::{CallError, Node, StopReason};
 use remora_integration_tests::etcd::EtcdServer;
+use remora_integration_tests::spy::Spy;
 use remora_integration_tests::*;
 use remora_registry::{
-    BoxFuture, Changes, EtcdOptions, EtcdStore, Event, LeaseId, MemoryStore, Pick, Record,
-    Registry, RegistryError, RegistryServer, RegistryServiceRef, RemoteStore, Store,
-    REGISTRY_OBJECT,
+    EtcdOptions, EtcdStore, Event, LeaseId, MemoryStore, Pick, Record, Registry, RegistryError,
+    RegistryServer, RegistryServiceRef, RemoteStore, Store, REGISTRY_OBJECT,
 };
 use tokio::time::{sleep, timeout, Instant};
 
@@ -833,67 +832,6 @@ async fn the_registry_answers_again_after_its_service_is_stopped(kind: Kind, tra
     let listed = registry.list("").await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].owner, client.node.id());
-}
-
-/// A [`MemoryStore`] that remembers the leases it grants, and panics (in the
-/// registry service that calls it) when asked for the key `boom`.
-#[derive(Clone, Default)]
-struct Spy {
-    store: MemoryStore,
-    granted: Arc<std::sync::Mutex<Vec<LeaseId>>>,
-}
-
-impl Spy {
-    fn granted(&self) -> Vec<LeaseId> {
-        self.granted.lock().unwrap().clone()
-    }
-}
-
-impl Store for Spy {
-    fn grant(&self, ttl: Duration, owner: NodeId) -> BoxFuture<'_, Result<LeaseId, RegistryError>> {
-        Box::pin(async move {
-            let lease = self.store.grant(ttl, owner).await?;
-            self.granted.lock().unwrap().push(lease);
-            Ok(lease)
-        })
-    }
-    fn keep_alive(
-        &self,
-        lease: LeaseId,
-        owner: NodeId,
-    ) -> BoxFuture<'_, Result<(), RegistryError>> {
-        self.store.keep_alive(lease, owner)
-    }
-    fn revoke(&self, lease: LeaseId, owner: NodeId) -> BoxFuture<'_, Result<(), RegistryError>> {
-        self.store.revoke(lease, owner)
-    }
-    fn create(&self, record: Record, lease: LeaseId) -> BoxFuture<'_, Result<(), RegistryError>> {
-        self.store.create(record, lease)
-    }
-    fn put(
-        &self,
-        record: Record,
-        lease: LeaseId,
-    ) -> BoxFuture<'_, Result<Option<Record>, RegistryError>> {
-        self.store.put(record, lease)
-    }
-    fn delete<'a>(
-        &'a self,
-        key: &'a str,
-        only: Option<ObjectId>,
-    ) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
-        self.store.delete(key, only)
-    }
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
-        assert_ne!(key, "boom", "the store blew up, as asked");
-        self.store.get(key)
-    }
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Record>, RegistryError>> {
-        self.store.list(prefix)
-    }
-    fn watch<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Changes, RegistryError>> {
-        self.store.watch(prefix)
-    }
 }
 
 async fn the_registry_answers_again_after_its_service_panics(transport: Transport) {

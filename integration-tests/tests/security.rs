@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use remora::{Node, NodeId, StopReason};
+use remora_integration_tests::spy::Spy;
 use remora_integration_tests::*;
 use remora_registry::{MemoryStore, RegistryServer, REGISTRY_OBJECT};
 use tokio::time::timeout;
@@ -297,4 +298,57 @@ async fn made_up_lease_renewals_are_ignored_and_counted() {
         "no lease recorded"
     );
     assert_eq!(remote.add(1).await, Ok(1));
+}
+
+#[tokio::test]
+async fn a_member_cannot_keep_a_killed_writers_registry_lease_alive() {
+    let (log, _guard) = Log::capture();
+    let dir = cluster();
+    let victim = member(dir.path(), "victim", Node::builder()).await;
+    let store = Spy::default();
+    let registry = RegistryServer::new(store.clone()).start(&victim).unwrap();
+    let addr = victim.listen_addr().unwrap().to_string();
+    // The writer, a process of its own, binds a name under a 2 s lease.
+    // (It waits for the child's READY: beside the victim, which runs on this thread.)
+    let credentials = dir.path().to_owned();
+    let mut writer = tokio::task::spawn_blocking(move || {
+        ChildNode::spawn_with(
+            env!("CARGO_BIN_EXE_remora-test-node"),
+            &credentials,
+            &["--registry", &addr, "--bind", "w", "--lease-ms", "2000"],
+        )
+    })
+    .await
+    .unwrap();
+    let lease = store.granted()[0];
+    assert!(registry.lookup::<CounterRef>("w").await.is_ok());
+    writer.kill();
+    let killed = tokio::time::Instant::now();
+    // Mallory learnt the lease id, and keeps renewing it for 4 s.
+    let hex = format!("{:032x}", lease.as_u128());
+    let renewing = args(&[&"registry-renew", &hex, &4]);
+    let attacking = attack(dir.path(), &victim, "mallory", &renewing);
+    let vanished = async {
+        let deadline = killed + SAFETY;
+        while registry.lookup::<CounterRef>("w").await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "the name stayed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        killed.elapsed()
+    };
+    let (said, gone_after) = tokio::join!(attacking, vanished);
+    let refused: u32 = said
+        .strip_prefix("REFUSED ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        refused >= 5 && said.ends_with("ACCEPTED 0 OTHER 0"),
+        "{said}"
+    );
+    assert!(
+        gone_after < Duration::from_secs(4),
+        "gone after {gone_after:?}"
+    );
+    assert!(log.contains("mallory"));
 }

@@ -10,6 +10,9 @@
 //!   link OBJECT                    an Exit as a failed link sends it: likewise
 //!   monitor OBJECT N               N monitors under one reused watch id, then
 //!                                  N under fresh ids: REFUSED <count> DOWN <count>
+//!   registry-renew LEASE SECS      as a node, keeps another node's registry lease (hex)
+//!                                  alive (every 100 ms for SECS):
+//!                                  REFUSED <n> EXPIRED <n> ACCEPTED <n> OTHER <n>
 //!   renew N                        Renew frames naming N made-up objects (20 000
 //!                                  a frame): SENT <n> READ REFUSED <frames refused>
 //! ```
@@ -22,6 +25,7 @@ use remora::wire::codec::encode;
 use remora::wire::{Frame, FrameReader, Limits, ObjectId};
 use remora::{CallError, NodeId, StopReason};
 use remora_integration_tests::raw::RawPeer;
+use remora_registry::{LeaseId, RegistryError, RegistryServiceRef, REGISTRY_OBJECT};
 
 /// How long the node has to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -56,6 +60,12 @@ async fn main() {
             monitor(&peer, object, arg(2).parse().expect("a count")).await;
         }
         "renew" => renew(&peer, arg(1).parse().expect("a count")).await,
+        "registry-renew" => {
+            let lease = u128::from_str_radix(arg(1), 16).expect("a lease id, in hex");
+            let lease = LeaseId::from_u128(lease);
+            let secs: u64 = arg(2).parse().expect("seconds");
+            registry_renew(&ca, &name, addr, lease, Duration::from_secs(secs)).await;
+        }
         other => panic!("unknown attack {other}"),
     }
 }
@@ -148,6 +158,37 @@ async fn monitor(peer: &RawPeer, object: ObjectId, n: u64) {
     })
     .await;
     println!("REFUSED {refused} DOWN {down}");
+}
+
+/// As a node of the cluster (a real one, named `name`), tries to keep `lease`,
+/// another node's registry lease, alive for `secs`.
+async fn registry_renew(
+    ca: &std::path::Path,
+    name: &str,
+    addr: SocketAddr,
+    lease: LeaseId,
+    secs: Duration,
+) {
+    let node = remora::Node::builder()
+        .name(name)
+        .credentials(ca)
+        .build()
+        .await
+        .expect("a node");
+    let registry = node.connect(addr.to_string()).await.expect("connected");
+    let service: RegistryServiceRef = node.reference(registry, REGISTRY_OBJECT).expect("a ref");
+    let (mut refused, mut expired, mut accepted, mut other) = (0, 0, 0, 0);
+    let until = tokio::time::Instant::now() + secs;
+    while tokio::time::Instant::now() < until {
+        match service.keep_alive(lease).await {
+            Ok(Err(RegistryError::Unauthorized { .. })) => refused += 1,
+            Ok(Err(RegistryError::LeaseExpired)) => expired += 1,
+            Ok(Ok(())) => accepted += 1,
+            _ => other += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("REFUSED {refused} EXPIRED {expired} ACCEPTED {accepted} OTHER {other}");
 }
 
 /// Renew frames naming `n` made-up objects, as a holder of leases would.
