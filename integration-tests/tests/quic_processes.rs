@@ -161,6 +161,115 @@ async fn an_exactly_once_call_sent_before_a_restart_may_have_run() {
     assert!(err.may_have_executed());
 }
 
+/// A node killed and restarted at its address: the client learns it the moment
+/// the new process answers it (here, a dial), not a peer timeout later (a minute
+/// on both sides, so that only the new process can tell). Calls in flight to the
+/// old process fail with `NodeRestarted` (they may have run there), an
+/// `#[exactly_once]` call too (its reply memory died with the process), and
+/// monitors of the old process's actors resolve with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_a_restarted_node_fail_as_soon_as_its_new_process_answers() {
+    const PATIENT: Duration = Duration::from_secs(60);
+    let patient = PATIENT.as_millis().to_string();
+    let dir = cluster();
+    let mut first = ChildNode::spawn_with(TEST_NODE, dir.path(), &["--peer-timeout-ms", &patient]);
+    let client = Node::builder()
+        .credentials(dir.path())
+        .peer_timeout(PATIENT)
+        .build()
+        .await
+        .unwrap();
+    client.connect(&first.addr).await.unwrap();
+    let counter: CounterRef = client.reference(first.id, first.counter).unwrap();
+    let probe: BrokerRef = client.reference(first.id, first.broker).unwrap();
+    let mut plain = Box::pin(counter.nap(60_000));
+    let mut once = Box::pin(counter.nap_once(60_000));
+    let watching = tokio::spawn(client.monitor(&probe));
+    assert!(poll_once(&mut plain).await.is_pending());
+    assert!(poll_once(&mut once).await.is_pending());
+    until("the monitor is in place", || client.stats().monitors == 1).await;
+    // Both calls went out on their first poll; the server is up and answering.
+    assert_eq!(probe.give().await, Ok(None));
+    let addr = first.addr.clone();
+    first.kill();
+    let second = ChildNode::spawn_with(
+        TEST_NODE,
+        dir.path(),
+        &["--listen", &addr, "--peer-timeout-ms", &patient],
+    );
+    // The old connection is still open: nothing has told the client yet.
+    assert!(poll_once(&mut plain).await.is_pending());
+    assert_eq!(client.connect(&addr).await, Ok(second.id));
+    // The new process answered: the plain call has failed already.
+    let old = first.id;
+    match poll_once(&mut plain).await {
+        std::task::Poll::Ready(Err(err)) => assert_eq!(
+            err,
+            CallError::NodeRestarted {
+                node: old,
+                may_have_executed: true
+            }
+        ),
+        other => panic!("not failed when the new process answered: {other:?}"),
+    }
+    let err = timeout(SAFETY, once).await.unwrap().unwrap_err();
+    assert_eq!(
+        err,
+        CallError::NodeRestarted {
+            node: old,
+            may_have_executed: true
+        }
+    );
+    assert!(err.to_string().contains("its reply died with it"), "{err}");
+    assert_eq!(
+        timeout(SAFETY, watching).await.unwrap().unwrap(),
+        StopReason::NodeRestarted { node: old }
+    );
+    assert_eq!(client.stats().connections, 1);
+}
+
+/// A node restarted with the same key (its `node.key` kept on disk) answers the
+/// packets of its earlier process's connections with QUIC stateless resets that
+/// they accept: the client learns of the restart from its next keep-alive,
+/// without dialing, and its call in flight fails with `NodeRestarted` (a peer
+/// timeout would have made it `NodeDown`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_its_key_is_noticed_from_its_stateless_reset() {
+    let dir = cluster();
+    let node_dir = tempfile::tempdir().unwrap();
+    Credentials::issue_named_node(dir.path(), node_dir.path(), "branch").unwrap();
+    let mut first = ChildNode::spawn(TEST_NODE, node_dir.path());
+    // The default peer timeout (6 s): keep-alives every 2 s.
+    let client = Node::builder()
+        .credentials(dir.path())
+        .build()
+        .await
+        .unwrap();
+    client.connect(&first.addr).await.unwrap();
+    let counter: CounterRef = client.reference(first.id, first.counter).unwrap();
+    let probe: BrokerRef = client.reference(first.id, first.broker).unwrap();
+    let mut call = Box::pin(counter.nap(60_000));
+    assert!(poll_once(&mut call).await.is_pending());
+    assert_eq!(probe.give().await, Ok(None));
+    let addr = first.addr.clone();
+    first.kill();
+    let second = ChildNode::spawn_at(TEST_NODE, node_dir.path(), &addr);
+    assert_ne!(second.id, first.id);
+    let err = timeout(SAFETY, call).await.unwrap().unwrap_err();
+    assert_eq!(
+        err,
+        CallError::NodeRestarted {
+            node: first.id,
+            may_have_executed: true
+        }
+    );
+    assert_eq!(
+        client.stats().connections,
+        1,
+        "connected to the new process"
+    );
+}
+
 /// An `#[exactly_once]` call to a node killed for good gives up once the node
 /// has been unreachable for a peer timeout, with `NodeDown` (it may have run),
 /// not at its 30 s deadline.

@@ -1041,6 +1041,12 @@ impl Connection {
         self.drive(|core, _| core.close());
     }
 
+    /// The peer's node restarted (a new incarnation answers at its address):
+    /// every call in flight fails with `NodeRestarted`, and the connection closes.
+    pub(crate) fn close_restarted(&self) {
+        self.drive(|core, _| core.close_restarted());
+    }
+
     /// Closes a connection that lost a simultaneous-dial tie-break, after a grace
     /// period: the peer may still be reading our Hello on it, and replies to calls
     /// already made on it still arrive.

@@ -554,8 +554,17 @@ impl Host {
 
     /// Records a connection and returns the one to use: one per peer. When both
     /// nodes dialed at once, the connection dialed by the smaller node id wins on
-    /// both sides; the other is closed by its caller.
+    /// both sides; the other is closed by its caller. A connection to a new
+    /// incarnation of a peer closes the old one's (see `replace_restarted`),
+    /// once the new one is in place.
     pub(crate) fn add_peer(&self, conn: Arc<Connection>) -> Arc<Connection> {
+        let kept = self.keep_one(conn);
+        self.replace_restarted(&kept);
+        kept
+    }
+
+    /// [`Host::add_peer`]'s tie-break between two connections to one peer.
+    fn keep_one(&self, conn: Arc<Connection>) -> Arc<Connection> {
         let mut entry = self
             .peers
             .entry(conn.peer.node)
@@ -573,6 +582,53 @@ impl Host {
         drop(entry);
         conn.retire();
         kept
+    }
+
+    /// A new node answers at the address of a node this node is connected to:
+    /// that node's process is gone (a node id names one run of a node, and only
+    /// one process can listen at an address). Its connection closes at once
+    /// rather than at the peer timeout: its calls fail with `NodeRestarted`, its
+    /// monitors resolve with it.
+    fn replace_restarted(&self, conn: &Connection) {
+        let Some(addr) = &conn.peer.listen else {
+            return;
+        };
+        let replaced: Vec<Arc<Connection>> = self
+            .peers
+            .iter()
+            .filter(|old| old.peer.node != conn.peer.node && old.peer.listen.as_ref() == Some(addr))
+            .map(|old| old.value().clone())
+            .collect();
+        for old in replaced {
+            tracing::info!(old = %old.peer.node, new = %conn.peer.node, %addr, "a node restarted: a new incarnation answers at its address");
+            old.close_restarted();
+        }
+    }
+
+    /// The connection to `peer` was reset by its address, `addr`: its process
+    /// lost its state. Dials the address: a new incarnation answering there
+    /// closes the old connection as restarted ([`Host::add_peer`]), failing its
+    /// calls with `NodeRestarted` rather than `NodeDown`. The receiver resolves
+    /// once the dial is over (the caller then closes the old connection as down,
+    /// if nothing closed it yet).
+    pub(crate) fn look_for_restart(
+        &self,
+        peer: NodeId,
+        addr: &str,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, dialed) = tokio::sync::oneshot::channel();
+        let Some(host) = self.me.upgrade() else {
+            return dialed;
+        };
+        let addr = addr.to_owned();
+        tracing::debug!(%peer, %addr, "stateless reset: looking for a new incarnation");
+        self.spawn_task(async move {
+            if let Err(err) = host.connect(&addr).await {
+                tracing::debug!(%addr, %err, "nothing answers after a stateless reset");
+            }
+            let _ = done.send(());
+        });
+        dialed
     }
 
     /// Open connections to other nodes.

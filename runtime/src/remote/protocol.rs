@@ -641,6 +641,20 @@ impl<S: Sinks> Core<S> {
     /// it may have run), our monitors learn of the loss, the peer's are cancelled,
     /// and nothing more is sent.
     pub(crate) fn close(&mut self) {
+        self.end(None);
+    }
+
+    /// The peer's process is gone, replaced by a new incarnation of the node (it
+    /// answered at the peer's address): every call waiting fails with
+    /// `NodeRestarted` (sent, so it may have run in the old process), our
+    /// monitors resolve with `StopReason::NodeRestarted`, and the connection
+    /// closes as [`Core::close`] does.
+    pub(crate) fn close_restarted(&mut self) {
+        self.end(Some(self.peer.node));
+    }
+
+    /// Closes the connection; `restarted`: the peer's node restarted.
+    fn end(&mut self, restarted: Option<NodeId>) {
         if std::mem::replace(&mut self.closed, true) {
             return;
         }
@@ -652,7 +666,16 @@ impl<S: Sinks> Core<S> {
             // Those waiting for credit learn that the connection is gone.
             self.events.push_back(Event::Credit);
         }
-        let lost = self.node_down(true);
+        let (lost, reason) = match restarted {
+            None => (self.node_down(true), None),
+            Some(node) => (
+                CallError::NodeRestarted {
+                    node,
+                    may_have_executed: true,
+                },
+                Some(StopReason::NodeRestarted { node }),
+            ),
+        };
         for (_, waiting) in self.waiting.drain() {
             self.events.push_back(Event::Answered {
                 waiter: waiting.waiter,
@@ -662,7 +685,7 @@ impl<S: Sinks> Core<S> {
         for (_, watcher) in self.watching.drain() {
             self.events.push_back(Event::Down {
                 watcher,
-                reason: None,
+                reason: reason.clone(),
             });
         }
         for (_, task) in self.watched.drain() {

@@ -148,8 +148,16 @@ impl Endpoint {
         let mut client = quinn::ClientConfig::new(Arc::new(client));
         client.transport_config(Arc::new(transport(config)?));
 
-        let endpoint = quinn::Endpoint::server(server, addr)
-            .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+        let cannot_bind = |e: std::io::Error| format!("cannot bind {addr}: {e}");
+        let socket = std::net::UdpSocket::bind(addr).map_err(cannot_bind)?;
+        let runtime = quinn::default_runtime().ok_or("no async runtime to bind on")?;
+        let (reset_key, cid_key) = credentials.restart_keys();
+        let mut resets = quinn::EndpointConfig::new(Arc::new(reset_key));
+        resets.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let endpoint =
+            quinn::Endpoint::new(resets, Some(server), socket, runtime).map_err(cannot_bind)?;
         Ok(Endpoint {
             endpoint,
             client,
@@ -341,13 +349,32 @@ async fn establish(
     tokio::spawn({
         let conn = conn.clone();
         let transport = transport.clone();
+        let node = node.clone();
         async move {
             let lanes = AtomicU64::new(1);
-            while let Ok((send, recv)) = quic.accept_bi().await {
-                let lane = lanes.fetch_add(1, Ordering::Relaxed);
-                let outbox = Outbox::open(send, Some(transport.backlog.clone()));
-                transport.replies.lock().insert(lane, outbox);
-                spawn_reader(conn.clone(), recv, Lane::Reply(lane), None);
+            let lost = loop {
+                match quic.accept_bi().await {
+                    Ok((send, recv)) => {
+                        let lane = lanes.fetch_add(1, Ordering::Relaxed);
+                        let outbox = Outbox::open(send, Some(transport.backlog.clone()));
+                        transport.replies.lock().insert(lane, outbox);
+                        spawn_reader(conn.clone(), recv, Lane::Reply(lane), None);
+                    }
+                    Err(lost) => break lost,
+                }
+            };
+            if matches!(lost, quinn::ConnectionError::Reset) {
+                // The peer's address answered with a stateless reset: the
+                // process we spoke to lost its state, and a new one holding its
+                // key listens there (see `Credentials::reset_key`).
+                let dialed = match (node.upgrade(), &conn.peer.listen) {
+                    (Some(host), Some(addr)) => Some(host.look_for_restart(conn.peer.node, addr)),
+                    _ => None,
+                };
+                if let Some(dialed) = dialed {
+                    // The dial is bounded by the connect timeout.
+                    let _ = dialed.await;
+                }
             }
             // The connection is gone (closed, timed out, reset): fail what is in flight.
             conn.close();

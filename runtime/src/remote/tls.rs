@@ -162,6 +162,31 @@ impl Credentials {
         NodeId::bound_to(self.leaf(), incarnation)
     }
 
+    /// The keys of the node's QUIC endpoint that must outlive its process,
+    /// derived from its private key: the stateless-reset key, and the key that
+    /// signs its connection ids. A node restarted with the same private key (a
+    /// `node.key` kept on disk) recognises the connection ids of its earlier
+    /// process's connections and answers their packets with resets those
+    /// connections accept, so its peers learn of the restart within a
+    /// keep-alive instead of a peer timeout. Nobody without the private key can
+    /// forge either.
+    pub(crate) fn restart_keys(&self) -> (ring::hmac::Key, u64) {
+        let derive = |label: &[u8]| {
+            let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+            hash.update(label);
+            hash.update(self.key.secret_der());
+            hash.finish()
+        };
+        let reset = derive(b"remora stateless reset\0");
+        let cids = derive(b"remora connection ids\0");
+        let mut cid_key = [0; 8];
+        cid_key.copy_from_slice(&cids.as_ref()[..8]);
+        (
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset.as_ref()),
+            u64::from_le_bytes(cid_key),
+        )
+    }
+
     /// The node's own certificate (DER).
     fn leaf(&self) -> &[u8] {
         self.chain.first().map_or(&[], |leaf| leaf.as_ref())

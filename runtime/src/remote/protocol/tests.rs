@@ -290,6 +290,45 @@ fn a_lost_connection_fails_every_call_in_flight_and_sends_nothing_more() {
 }
 
 #[test]
+fn a_restarted_peer_fails_every_call_in_flight_as_restarted_and_resolves_monitors() {
+    let (mut a, mut b) = pair();
+    let now = Instant::now();
+    ask(&mut a, now, 1, SECOND);
+    pump(&mut a, &mut b);
+    a.monitor(TARGET, 9).expect("sent");
+    pump(&mut a, &mut b);
+    b.watched(1, 100);
+    // The peer watched one of ours too: cancelled with the connection.
+    a.watched(4, 200);
+    a.close_restarted();
+    let node = NodeId::from_u128(2);
+    let mut seen = Vec::new();
+    while let Some(event) = a.poll_event() {
+        seen.push(match event {
+            Event::Answered { waiter, outcome } => format!("{waiter}: {:?}", outcome.err()),
+            Event::Down { watcher, reason } => format!("{watcher}: {reason:?}"),
+            Event::Cancel(task) => format!("cancel {task}"),
+            Event::Credit => "credit".into(),
+        });
+    }
+    seen.sort();
+    let failed = CallError::NodeRestarted {
+        node,
+        may_have_executed: true,
+    };
+    assert_eq!(
+        seen,
+        [
+            format!("1: {:?}", Some(failed)),
+            format!("9: {:?}", Some(StopReason::NodeRestarted { node })),
+            "cancel 200".to_owned(),
+        ]
+    );
+    assert!(a.is_closed());
+    assert!(a.poll_transmit().is_none());
+}
+
+#[test]
 fn a_monitor_reports_the_stop_reason_and_a_reused_watch_id_cancels_the_old_task() {
     let (mut a, mut b) = pair();
     let watch = a.monitor(TARGET, 5).expect("sent");
