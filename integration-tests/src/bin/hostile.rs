@@ -27,8 +27,8 @@ use remora::{CallError, NodeId, StopReason};
 use remora_integration_tests::raw::RawPeer;
 use remora_registry::{LeaseId, RegistryError, RegistryServiceRef, REGISTRY_OBJECT};
 
-/// How long the node has to answer.
-const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// How long the node has to answer (a loaded machine, a debug build).
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() {
@@ -115,13 +115,14 @@ async fn stop(peer: &RawPeer, object: ObjectId, linked: bool) {
         },
     };
     write(&mut send, &Frame::Exit { object, reason }).await;
+    // A refusal comes before the Pong: frames are answered in order.
+    write(&mut send, &Frame::Ping(7)).await;
     let mut refused = None;
     read_frames(&mut recv, ANSWER_WITHIN, |frame| {
         if let Frame::Refused { error, .. } = frame {
             refused = Some(error.clone());
-            return true;
         }
-        false
+        matches!(frame, Frame::Pong(7))
     })
     .await;
     match refused {
@@ -144,6 +145,9 @@ async fn monitor(peer: &RawPeer, object: ObjectId, n: u64) {
         }
     }
     send.write_all(&frames).await.expect("written");
+    // A Ping after them: the node answers frames in order, so its Pong comes
+    // after every refusal.
+    write(&mut send, &Frame::Ping(7)).await;
     let (mut refused, mut down) = (0u64, 0u64);
     read_frames(&mut recv, ANSWER_WITHIN, |frame| {
         match frame {
@@ -152,6 +156,7 @@ async fn monitor(peer: &RawPeer, object: ObjectId, n: u64) {
                 ..
             } => refused += 1,
             Frame::Down { .. } => down += 1,
+            Frame::Pong(7) => return true,
             _ => {}
         }
         false

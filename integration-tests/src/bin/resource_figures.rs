@@ -11,10 +11,17 @@
 //! - `idle`: `--clients` (1 000) client nodes of this process connect to the
 //!   server and call its counter once each; prints the server's resident
 //!   memory per connection.
+//! - `restart`: how long a call in flight to a node that is killed (`kill -9`)
+//!   and restarted at its address takes to fail, and how, with default settings
+//!   (6 s peer timeout): `fresh`: the new process has a new key and nobody dials
+//!   it (the keep-alive finds the loss); `same-key`: it kept its `node.key`
+//!   (its stateless reset tells); `dialed`: a new key, and the client dials the
+//!   address as soon as the new process is up. Each `--rounds` (3) times; prints
+//!   the stall from the kill, and from the new process being ready.
 //!
 //! ```text
 //! cargo run --release -p remora-integration-tests --bin remora-resource-figures -- \
-//!     tells [--secs 20] | idle [--clients 1000]
+//!     tells [--secs 20] | idle [--clients 1000] | restart [--rounds 3]
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -216,6 +223,75 @@ async fn futures_lite<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
     out.into_iter().map(|value| value.expect("ready")).collect()
 }
 
+/// One restart of a node with a call in flight: `(stall from the kill, stall
+/// from the new process's READY, the call's error)`.
+async fn restart_once(how: &str) -> (Duration, Duration, String) {
+    let binary = std::env::current_exe()
+        .expect("this executable")
+        .with_file_name("remora-test-node");
+    let binary = binary.to_str().expect("a path");
+    let dir = tempfile::tempdir().expect("a directory for the cluster");
+    remora::Credentials::create_cluster(dir.path()).expect("a cluster");
+    // `same-key`: the node's certificate and key in a directory of their own.
+    let keys = tempfile::tempdir().expect("a directory for the node's key");
+    remora::Credentials::issue_named_node(dir.path(), keys.path(), "branch").expect("issued");
+    let node_dir = if how == "same-key" {
+        keys.path()
+    } else {
+        dir.path()
+    };
+    let mut first = ChildNode::spawn(binary, node_dir);
+    let client = Node::builder()
+        .credentials(dir.path())
+        .build()
+        .await
+        .expect("a client node");
+    client.connect(&first.addr).await.expect("connected");
+    let counter: CounterRef = client.reference(first.id, first.counter).expect("a ref");
+    let probe: BrokerRef = client.reference(first.id, first.broker).expect("a ref");
+    let call = tokio::spawn(async move { counter.nap(120_000).await });
+    assert_eq!(probe.give().await, Ok(None), "the node answers");
+    let addr = first.addr.clone();
+    let killed = Instant::now();
+    first.kill();
+    let second = tokio::task::spawn_blocking({
+        let (binary, node_dir) = (binary.to_owned(), node_dir.to_owned());
+        move || ChildNode::spawn_at(&binary, &node_dir, &addr)
+    })
+    .await
+    .expect("restarted");
+    let ready = Instant::now();
+    if how == "dialed" {
+        client
+            .connect(&second.addr)
+            .await
+            .expect("the new process answers");
+    }
+    let outcome = call.await.expect("the call's task");
+    let err = outcome.expect_err("the call cannot succeed");
+    let kind = format!("{err:?}");
+    let kind = kind.split([' ', '{']).next().unwrap_or("?").to_owned();
+    (killed.elapsed(), ready.elapsed(), kind)
+}
+
+async fn restarts(rounds: u32) {
+    for how in ["fresh", "same-key", "dialed"] {
+        for round in 0..rounds {
+            let (from_kill, from_ready, kind) = restart_once(how).await;
+            figure(
+                &format!("restart.{how}.{round}.from_kill ({kind})"),
+                from_kill.as_secs_f64() * 1e3,
+                "ms",
+            );
+            figure(
+                &format!("restart.{how}.{round}.from_ready ({kind})"),
+                from_ready.as_secs_f64() * 1e3,
+                "ms",
+            );
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -240,6 +316,18 @@ async fn main() {
             }
             idle(clients).await;
         }
-        _ => panic!("usage: remora-resource-figures tells [--secs N] | idle [--clients N]"),
+        Some("restart") => {
+            let mut rounds = 3;
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--rounds" => rounds = number(&mut args, "--rounds") as u32,
+                    other => panic!("unknown argument {other}"),
+                }
+            }
+            restarts(rounds).await;
+        }
+        _ => panic!(
+            "usage: remora-resource-figures tells [--secs N] | idle [--clients N] | restart [--rounds N]"
+        ),
     }
 }

@@ -80,10 +80,16 @@ pub(crate) struct Endpoint {
 
 fn transport(config: &QuicConfig) -> Result<quinn::TransportConfig, String> {
     let mut transport = quinn::TransportConfig::default();
-    let idle = quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|e| e.to_string())?;
+    // QUIC restarts its idle timer when it sends its first ack-eliciting packet
+    // (here, a keep-alive) after the peer's last one: a silent peer is given up
+    // after the idle timeout plus up to a keep-alive interval. Three quarters and
+    // a quarter of the peer timeout make that the peer timeout, as documented,
+    // with three keep-alives in each idle period, as before.
+    let peer_timeout = config.idle_timeout;
+    let idle = quinn::IdleTimeout::try_from(peer_timeout * 3 / 4).map_err(|e| e.to_string())?;
     transport
         .max_idle_timeout(Some(idle))
-        .keep_alive_interval(Some(config.idle_timeout / 3))
+        .keep_alive_interval(Some(peer_timeout / 4))
         // The control stream until the peer has said Hello (see `establish`).
         .max_concurrent_bidi_streams(1u32.into())
         .max_concurrent_uni_streams(0u32.into())
