@@ -4,7 +4,8 @@ use remora_registry::Registry;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The registry node's address, such as 127.0.0.1:7000.
+    /// The registry node's address, such as 127.0.0.1:7000 (or several, comma-separated:
+    /// registry processes sharing one store).
     addr: String,
     /// Only names that start with this.
     #[arg(default_value = "")]

@@ -159,3 +159,113 @@ async fn only_listed_nodes_may_write_to_a_guarded_registry() {
     local.bind("home's", &counter).await.unwrap();
     assert_eq!(reads.list("").await.unwrap().len(), 2);
 }
+
+/// Starts a worker process that binds `name` through the registry at `addrs`
+/// (several, comma-separated: processes sharing one store) under a 1.5 s lease.
+fn worker(dir: &std::path::Path, addrs: &str, name: &str) -> ChildNode {
+    ChildNode::spawn_with(
+        TEST_NODE,
+        dir,
+        &["--registry", addrs, "--bind", name, "--lease-ms", "1500"],
+    )
+}
+
+/// Waits until every name in `names` resolves to a counter that answers,
+/// through `registry`; returns how long that took.
+async fn until_all_found(registry: &Registry, names: &[&str], within: Duration) -> Duration {
+    let start = Instant::now();
+    'poll: loop {
+        assert!(
+            start.elapsed() < within,
+            "not every one of {names:?} was back within {within:?}"
+        );
+        for name in names {
+            let found = match registry.lookup::<CounterRef>(name).await {
+                Ok(found) => found,
+                Err(_) => {
+                    sleep(Duration::from_millis(50)).await;
+                    continue 'poll;
+                }
+            };
+            if found.add(0).await.is_err() {
+                sleep(Duration::from_millis(50)).await;
+                continue 'poll;
+            }
+        }
+        return start.elapsed();
+    }
+}
+
+/// A registry process (an embedded store: its names die with it) killed and
+/// restarted on its address while its workers live: every worker's handle dials
+/// it again, takes a new lease and binds its names again, and a client's handle
+/// finds them, within a lease or so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_registry_gets_every_live_workers_names_back() {
+    let dir = cluster();
+    let mut first = ChildNode::spawn_with(TEST_NODE, dir.path(), &["--serve-registry"]);
+    let addr = first.addr.clone();
+    let _workers = [
+        worker(dir.path(), &addr, "w1"),
+        worker(dir.path(), &addr, "w2"),
+    ];
+    let client = node_of(dir.path(), "client").await;
+    let registry = Registry::connect(&client, &addr).await.unwrap();
+    until_all_found(&registry, &["w1", "w2"], VANISHES_WITHIN).await;
+
+    first.kill();
+    let _second = ChildNode::spawn_with(
+        TEST_NODE,
+        dir.path(),
+        &["--serve-registry", "--listen", &addr],
+    );
+    let restarted = Instant::now();
+    // A new client sees what the workers put back; the old client's handle finds
+    // the new registry once it notices the old one is gone (its call fails).
+    let newcomer = node_of(dir.path(), "newcomer").await;
+    let fresh = Registry::connect(&newcomer, &addr).await.unwrap();
+    until_all_found(&fresh, &["w1", "w2"], VANISHES_WITHIN).await;
+    let workers_back = restarted.elapsed();
+    until_all_found(&registry, &["w1", "w2"], VANISHES_WITHIN).await;
+    println!(
+        "after the registry restarted: every worker's name back in {workers_back:?}, \
+         found by the old client's handle in {:?}",
+        restarted.elapsed()
+    );
+}
+
+/// Two registry processes sharing one etcd; workers and a client know both. One
+/// is killed for good: the workers' handles move to the other and keep their
+/// leases alive (their names outlive several leases), and the client's handle
+/// finds them through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_handles_fail_over_to_another_registry_process_on_the_same_etcd() {
+    let etcd = EtcdServer::start();
+    let dir = cluster();
+    let prefix = format!("/test-{}/", uuid::Uuid::new_v4());
+    let serve = [
+        "--serve-registry",
+        "--etcd",
+        etcd.url(),
+        "--etcd-prefix",
+        &prefix,
+    ];
+    let mut a = ChildNode::spawn_with(TEST_NODE, dir.path(), &serve);
+    let b = ChildNode::spawn_with(TEST_NODE, dir.path(), &serve);
+    let both = format!("{},{}", a.addr, b.addr);
+    let _workers = [
+        worker(dir.path(), &both, "w1"),
+        worker(dir.path(), &both, "w2"),
+    ];
+    let client = node_of(dir.path(), "client").await;
+    let registry = Registry::connect(&client, &both).await.unwrap();
+    until_all_found(&registry, &["w1", "w2"], VANISHES_WITHIN).await;
+
+    a.kill();
+    // Four leases later, the names are still there: renewed through `b`.
+    sleep(Duration::from_secs(6)).await;
+    let found = until_all_found(&registry, &["w1", "w2"], VANISHES_WITHIN).await;
+    println!("found through the other registry {found:?} after looking");
+    let listed = registry.list("").await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+}

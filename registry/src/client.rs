@@ -110,7 +110,10 @@ impl RegistryBuilder {
         self
     }
 
-    /// A handle on the registry served by the node at `addr`.
+    /// A handle on the registry served by the node at `addr`: one address, or
+    /// several separated by commas (registry processes sharing one store), tried
+    /// in turn; see [`RemoteStore`] for how the handle follows a registry that
+    /// restarts or dies.
     pub async fn connect(self, node: &Node, addr: &str) -> Result<Registry, RegistryError> {
         let store = RemoteStore::connect(node, addr).await?;
         Ok(self.with_store(node, store))
@@ -141,8 +144,13 @@ impl Registry {
         RegistryBuilder::default()
     }
 
-    /// A handle on the registry served by the node listening at `addr`
-    /// (see [`RegistryServer`](crate::RegistryServer)).
+    /// A handle on the registry served by the node listening at `addr` (see
+    /// [`RegistryServer`](crate::RegistryServer)): one address, or several
+    /// separated by commas, registry processes sharing one store (etcd). The
+    /// handle follows its registry by address: after the registry node restarts
+    /// or dies, the next call that finds out dials again (the next address, in
+    /// turn), this node's lease renewal takes a new lease if the old one is gone
+    /// and binds this node's names again, and groups watch again.
     pub async fn connect(node: &Node, addr: &str) -> Result<Registry, RegistryError> {
         Registry::builder().connect(node, addr).await
     }
@@ -405,7 +413,10 @@ async fn renew(shared: Arc<Shared>) {
                 restore(&shared).await;
             }
             Ok(Err(err)) => tracing::warn!(%err, "could not renew the registry lease; retrying"),
-            Err(_) => tracing::warn!("renewing the registry lease timed out; retrying"),
+            Err(_) => {
+                tracing::warn!("renewing the registry lease timed out; retrying");
+                shared.store.unresponsive();
+            }
         }
     }
 }

@@ -205,6 +205,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Changes under `prefix` from now on.
     fn watch<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Changes, RegistryError>>;
+
+    /// The caller stopped waiting for this store (a renewal took longer than it
+    /// could wait): a store reached through another node may look for its
+    /// registry again. Does nothing by default.
+    fn unresponsive(&self) {}
 }
 
 #[cfg(test)]

@@ -11,8 +11,12 @@
 //! takes the shorter of the two ends' timeouts, so a test that wants a long one
 //! sets it on both).
 //!
+//! With `--serve-registry` it serves a registry itself (a `RegistryServer` over a
+//! `MemoryStore`, or over etcd with `--etcd URL --etcd-prefix P`), and binds
+//! through it.
+//!
 //! ```text
-//! remora-test-node --credentials DIR [--listen 127.0.0.1:0]
+//! remora-test-node --credentials DIR [--listen 127.0.0.1:0] [--serve-registry]
 //!     [--registry ADDR | --etcd URL --etcd-prefix P] [--bind NAME] [--lease-ms N]
 //!     [--ref-lease-ms N] [--peer-timeout-ms N]
 //! ```
@@ -22,7 +26,7 @@ use std::time::Duration;
 
 use remora::Node;
 use remora_integration_tests::{BrokerRef, CounterRef, Keeper, Tally};
-use remora_registry::{EtcdOptions, EtcdStore, Registry};
+use remora_registry::{EtcdOptions, EtcdStore, MemoryStore, Registry, RegistryServer};
 
 #[tokio::main]
 async fn main() {
@@ -32,6 +36,7 @@ async fn main() {
         (None, None, None, None, 10_000u64);
     let (mut ref_lease, mut peer_timeout) = (None, None);
     let mut until_signal = false;
+    let mut serve_registry = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -42,6 +47,7 @@ async fn main() {
             "--etcd-prefix" => prefix = args.next(),
             "--bind" => bind = args.next(),
             "--until-signal" => until_signal = true,
+            "--serve-registry" => serve_registry = true,
             "--lease-ms" => lease_ms = args.next().expect("--lease-ms N").parse().expect("ms"),
             "--ref-lease-ms" => {
                 let ms: u64 = args.next().expect("--ref-lease-ms N").parse().expect("ms");
@@ -70,7 +76,18 @@ async fn main() {
     let counter: CounterRef = node.spawn(Tally::default());
     let broker: BrokerRef = node.spawn(Keeper::default());
     let builder = Registry::builder().lease_ttl(Duration::from_millis(lease_ms));
-    let registry = match (registry, etcd) {
+    let registry = match (registry, etcd.clone()) {
+        _ if serve_registry => {
+            let server = match (&etcd, &prefix) {
+                (Some(url), Some(prefix)) => {
+                    let options = EtcdOptions::new([url.clone()]).with_prefix(prefix.clone());
+                    let store = EtcdStore::connect_with(options).await.expect("etcd");
+                    RegistryServer::new(store).start(&node)
+                }
+                _ => RegistryServer::new(MemoryStore::new()).start(&node),
+            };
+            Some(server.expect("serving a registry"))
+        }
         (Some(addr), _) => Some(builder.connect(&node, &addr).await.expect("registry")),
         (None, Some(url)) => {
             let options = EtcdOptions::new([url]).with_prefix(prefix.expect("--etcd-prefix P"));
