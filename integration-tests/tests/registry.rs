@@ -945,3 +945,47 @@ mod panics {
         super::the_registry_answers_again_after_its_service_panics(Transport::InProcess).await
     }
 }
+
+/// A group member that stops answering (its actor is stuck in a long call) costs
+/// the group's callers one timeout, not one in every turn: a member whose call
+/// timed out is skipped for a while, then tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_answering_costs_callers_one_timeout() {
+    let node = Node::builder().build().await.unwrap();
+    let registry = Registry::with_store(&node, MemoryStore::new());
+    let stuck: CounterRef = node.spawn(Tally::default());
+    let healthy: CounterRef = node.spawn(Tally::default());
+    registry.join("g", &stuck).await.unwrap();
+    registry.join("g", &healthy).await.unwrap();
+    let group = registry.group::<CounterRef>("g").await.unwrap();
+    assert_eq!(group.live(), 2);
+    // Stuck for longer than the whole run.
+    let mut nap = Box::pin(stuck.nap(30_000));
+    assert!(poll_once(&mut nap).await.is_pending());
+    let mut timeouts = 0;
+    for _ in 0..10 {
+        let call = group
+            .call(|c| async move { c.with_timeout(Duration::from_millis(100)).add(1).await })
+            .await;
+        match call {
+            Ok(_) => {}
+            Err(RegistryError::Call(CallError::Timeout { .. })) => timeouts += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        timeouts, 1,
+        "callers waited on the stuck member {timeouts} times"
+    );
+    assert_eq!(healthy.add(0).await, Ok(9));
+    // Back after its demotion: it is tried again (and times out again).
+    tokio::time::sleep(remora_registry::DEMOTED_FOR).await;
+    let mut again = 0;
+    for _ in 0..2 {
+        let call = group
+            .call(|c| async move { c.with_timeout(Duration::from_millis(100)).add(1).await })
+            .await;
+        again += usize::from(call.is_err());
+    }
+    assert_eq!(again, 1, "the member is probed again after its demotion");
+}

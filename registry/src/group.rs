@@ -30,8 +30,12 @@ pub enum Pick {
 ///
 /// Membership follows the registry (a watch keeps it current). A member whose call
 /// fails because it is gone (its node is down, unreachable or restarted, or the
-/// actor stopped) is skipped from the next call on. The failed call itself is not
-/// retried: it may have run, and retrying is the caller's decision.
+/// actor stopped) is skipped from the next call on. A member whose call timed out
+/// (slow, or its node silent and not yet known down) is skipped for a while
+/// ([`DEMOTED_FOR`], doubling for each timeout in a row up to [`MAX_DEMOTION`]), then
+/// tried again: callers stop queueing behind a member that does not answer. The
+/// failed call itself is not retried: it may have run, and retrying is the
+/// caller's decision.
 pub struct Group<R> {
     shared: Arc<Shared<R>>,
 }
@@ -56,7 +60,16 @@ struct Member<R> {
     record: Record,
     proxy: Option<R>,
     failed: bool,
+    /// Skipped until then: its last call timed out.
+    demoted_until: Option<std::time::Instant>,
+    /// Timeouts in a row (the next demotion doubles).
+    timeouts: u32,
 }
+
+/// How long a member whose call timed out is skipped, the first time.
+pub const DEMOTED_FOR: Duration = Duration::from_secs(1);
+/// The longest a member is skipped for timing out again and again.
+pub const MAX_DEMOTION: Duration = Duration::from_secs(30);
 
 impl Registry {
     /// A proxy for `group` that picks a live member per call, round-robin.
@@ -180,10 +193,11 @@ where
     {
         let (object, proxy) = self.pick_member()?;
         let result = call(proxy).await;
-        if let Err(err) = &result {
-            if is_gone(err) {
-                self.shared.fail(object);
-            }
+        match &result {
+            Err(err) if is_gone(err) => self.shared.fail(object),
+            Err(CallError::Timeout { .. }) => self.shared.demote(object),
+            Ok(_) => self.shared.answered(object),
+            Err(_) => {}
         }
         Ok(result?)
     }
@@ -192,7 +206,18 @@ where
         let shared = &self.shared;
         let mut members = shared.members.lock();
         loop {
-            let live: Vec<usize> = (0..members.len()).filter(|&i| !members[i].failed).collect();
+            let now = std::time::Instant::now();
+            let usable = |m: &Member<R>| !m.failed && m.demoted_until.is_none_or(|t| t <= now);
+            let mut live: Vec<usize> = (0..members.len())
+                .filter(|&i| usable(&members[i]))
+                .collect();
+            if live.is_empty() {
+                // Every member is demoted: the one back soonest gets the call.
+                let soonest = (0..members.len())
+                    .filter(|&i| !members[i].failed)
+                    .min_by_key(|&i| members[i].demoted_until);
+                live.extend(soonest);
+            }
             if live.is_empty() {
                 return Err(RegistryError::NoMembers {
                     group: shared.name.clone(),
@@ -266,6 +291,28 @@ impl<R> Shared<R> {
         }
     }
 
+    /// A member's call timed out: skip it for a while, longer each time in a row.
+    fn demote(&self, object: ObjectId) {
+        let mut members = self.members.lock();
+        for member in members.iter_mut().filter(|m| m.record.object() == object) {
+            let skip = DEMOTED_FOR
+                .saturating_mul(1 << member.timeouts.min(16))
+                .min(MAX_DEMOTION);
+            member.timeouts += 1;
+            member.demoted_until = Some(std::time::Instant::now() + skip);
+            tracing::debug!(group = %self.name, %object, ?skip, "group member timed out; skipped for a while");
+        }
+    }
+
+    /// A member answered: it is no longer suspected of being slow.
+    fn answered(&self, object: ObjectId) {
+        let mut members = self.members.lock();
+        for member in members.iter_mut().filter(|m| m.record.object() == object) {
+            member.timeouts = 0;
+            member.demoted_until = None;
+        }
+    }
+
     fn fail(&self, object: ObjectId) {
         let mut members = self.members.lock();
         for member in members.iter_mut().filter(|m| m.record.object() == object) {
@@ -281,6 +328,8 @@ impl<R> Member<R> {
             record,
             proxy: None,
             failed: false,
+            demoted_until: None,
+            timeouts: 0,
         }
     }
 }

@@ -34,7 +34,7 @@ pub use entry::{Entry, Event};
 pub use error::RegistryError;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdOptions, EtcdStore};
-pub use group::{Group, Pick};
+pub use group::{Group, Pick, DEMOTED_FOR, MAX_DEMOTION};
 pub use memory::MemoryStore;
 pub use placement::{Placement, PlacementError, Placer};
 pub use protocol::{RegistryService, RegistryServiceRef, WatchSink, WatchSinkRef, REGISTRY_OBJECT};
