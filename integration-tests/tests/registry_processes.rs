@@ -199,21 +199,22 @@ async fn until_all_found(registry: &Registry, names: &[&str], within: Duration) 
 /// A registry process (an embedded store: its names die with it) killed and
 /// restarted on its address while its workers live: every worker's handle dials
 /// it again, takes a new lease and binds its names again, and a client's handle
-/// finds them, within a lease or so.
+/// finds them, within a lease or so. A worker that died meanwhile stays gone, and
+/// the client's watch says it was lost, then resumes with the net change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_registry_gets_every_live_workers_names_back() {
     let dir = cluster();
     let mut first = ChildNode::spawn_with(TEST_NODE, dir.path(), &["--serve-registry"]);
     let addr = first.addr.clone();
-    let _workers = [
-        worker(dir.path(), &addr, "w1"),
-        worker(dir.path(), &addr, "w2"),
-    ];
+    let _w1 = worker(dir.path(), &addr, "w1");
+    let mut w2 = worker(dir.path(), &addr, "w2");
     let client = node_of(dir.path(), "client").await;
     let registry = Registry::connect(&client, &addr).await.unwrap();
     until_all_found(&registry, &["w1", "w2"], VANISHES_WITHIN).await;
+    let mut watch = registry.watch("").await.unwrap();
 
     first.kill();
+    w2.kill();
     let _second = ChildNode::spawn_with(
         TEST_NODE,
         dir.path(),
@@ -224,14 +225,40 @@ async fn a_restarted_registry_gets_every_live_workers_names_back() {
     // the new registry once it notices the old one is gone (its call fails).
     let newcomer = node_of(dir.path(), "newcomer").await;
     let fresh = Registry::connect(&newcomer, &addr).await.unwrap();
-    until_all_found(&fresh, &["w1", "w2"], VANISHES_WITHIN).await;
+    until_all_found(&fresh, &["w1"], VANISHES_WITHIN).await;
     let workers_back = restarted.elapsed();
-    until_all_found(&registry, &["w1", "w2"], VANISHES_WITHIN).await;
+    until_all_found(&registry, &["w1"], VANISHES_WITHIN).await;
     println!(
-        "after the registry restarted: every worker's name back in {workers_back:?}, \
+        "after the registry restarted: every live worker's name back in {workers_back:?}, \
          found by the old client's handle in {:?}",
         restarted.elapsed()
     );
+    assert!(matches!(
+        fresh.lookup::<CounterRef>("w2").await,
+        Err(RegistryError::NotBound { .. })
+    ));
+
+    // The watch: lost once, then the net change (w2 unbound), never a frozen view.
+    let first_event = tokio::time::timeout(VANISHES_WITHIN, watch.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(first_event, Some(Err(RegistryError::WatchLost { .. }))),
+        "{first_event:?}"
+    );
+    let deadline = Instant::now() + VANISHES_WITHIN;
+    loop {
+        let event = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .expect("w2's unbinding reported")
+            .expect("the watch goes on")
+            .expect("resumed");
+        if let remora_registry::Event::Unbound(entry) = event {
+            if entry.name == "w2" {
+                break;
+            }
+        }
+    }
 }
 
 /// Two registry processes sharing one etcd; workers and a client know both. One

@@ -10,7 +10,7 @@ use remora::{Interface, Node};
 use crate::entry::{group_prefix, in_names, member_key, name_key, Entry, Event, NAMES};
 use crate::error::RegistryError;
 use crate::remote::RemoteStore;
-use crate::store::{Changes, LeaseId, Record, Store};
+use crate::store::{Change, Changes, LeaseId, Record, Store};
 
 /// How long a node's entries outlive its last lease renewal, unless configured.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
@@ -233,10 +233,22 @@ impl Registry {
         Ok(records.into_iter().map(Entry::from_record).collect())
     }
 
-    /// Names bound and unbound under `prefix` from now on, in order.
+    /// Names bound and unbound under `prefix` from now on, in order. If the
+    /// watch is lost (its registry unreachable or restarted), [`Watch::next`] says
+    /// so once, then resumes it: see [`Watch`].
     pub async fn watch(&self, prefix: &str) -> Result<Watch, RegistryError> {
-        let changes = self.shared.store.watch(&format!("{NAMES}{prefix}")).await?;
-        Ok(Watch { changes })
+        let prefix = format!("{NAMES}{prefix}");
+        // Watch first, then list: a change between the two is in both, and the
+        // view absorbs the repeat.
+        let changes = self.shared.store.watch(&prefix).await?;
+        let view = self.shared.store.list(&prefix).await?;
+        Ok(Watch {
+            store: self.shared.store.clone(),
+            prefix,
+            changes: Some(changes),
+            view: view.into_iter().map(|r| (r.key.clone(), r)).collect(),
+            pending: Default::default(),
+        })
     }
 
     /// Adds `r` to `group` (a group holds any number of objects of one interface).
@@ -448,13 +460,100 @@ async fn restore(shared: &Shared) {
 }
 
 /// Names bound and unbound under a prefix, in order ([`Registry::watch`]).
+///
+/// A watch is never a frozen view: when it is lost (its registry unreachable,
+/// restarted, or failed over), [`Watch::next`] returns the error once
+/// ([`RegistryError::WatchLost`]), and the calls after it resume the watch on
+/// whichever registry answers (trying once a second): they first return the net
+/// changes while it was lost, as `Bound` and `Unbound` events against the names
+/// it had reported (a name bound and unbound meanwhile is not seen), then
+/// changes as they come.
 pub struct Watch {
-    changes: Changes,
+    store: Arc<dyn Store>,
+    prefix: String,
+    /// None while lost.
+    changes: Option<Changes>,
+    /// The names under the prefix as the events so far have it.
+    view: std::collections::BTreeMap<String, Record>,
+    /// Events of a resumption still to hand out.
+    pending: std::collections::VecDeque<Change>,
 }
 
+/// How often a lost watch tries to resume.
+const RESUME_EVERY: Duration = Duration::from_secs(1);
+
 impl Watch {
-    /// The next event; an error if the watch was lost (then `None` after it).
+    /// The next event; an error once when the watch is lost (the call after it
+    /// resumes it). Waits while the registry is unreachable.
     pub async fn next(&mut self) -> Option<Result<Event, RegistryError>> {
-        Some(self.changes.next().await?.map(Event::from_change))
+        loop {
+            if let Some(change) = self.pending.pop_front() {
+                return Some(Ok(self.seen(change)));
+            }
+            let Some(changes) = &mut self.changes else {
+                self.resume().await;
+                continue;
+            };
+            match changes.next().await {
+                Some(Ok(change)) => return Some(Ok(self.seen(change))),
+                Some(Err(err)) => {
+                    self.changes = None;
+                    return Some(Err(err));
+                }
+                None => {
+                    self.changes = None;
+                    return Some(Err(RegistryError::WatchLost {
+                        reason: "the registry ended the watch".into(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Records `change` in the view and makes it an event.
+    fn seen(&mut self, change: Change) -> Event {
+        match &change {
+            Change::Put(record) => {
+                self.view.insert(record.key.clone(), record.clone());
+            }
+            Change::Deleted(record) => {
+                self.view.remove(&record.key);
+            }
+        }
+        Event::from_change(change)
+    }
+
+    /// Watches again until a registry answers, and queues the net changes
+    /// against the view.
+    async fn resume(&mut self) {
+        loop {
+            let resumed = async {
+                let changes = self.store.watch(&self.prefix).await?;
+                let listed = self.store.list(&self.prefix).await?;
+                Ok::<_, RegistryError>((changes, listed))
+            };
+            match resumed.await {
+                Ok((changes, listed)) => {
+                    let now: std::collections::BTreeMap<String, Record> =
+                        listed.into_iter().map(|r| (r.key.clone(), r)).collect();
+                    for (key, record) in &self.view {
+                        if !now.contains_key(key) {
+                            self.pending.push_back(Change::Deleted(record.clone()));
+                        }
+                    }
+                    for (key, record) in now {
+                        if self.view.get(&key) != Some(&record) {
+                            self.pending.push_back(Change::Put(record));
+                        }
+                    }
+                    self.changes = Some(changes);
+                    return;
+                }
+                Err(err) => {
+                    tracing::debug!(prefix = %self.prefix, %err, "watch not resumed yet");
+                    tokio::time::sleep(RESUME_EVERY).await;
+                }
+            }
+        }
     }
 }
