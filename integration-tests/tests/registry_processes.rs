@@ -166,7 +166,16 @@ fn worker(dir: &std::path::Path, addrs: &str, name: &str) -> ChildNode {
     ChildNode::spawn_with(
         TEST_NODE,
         dir,
-        &["--registry", addrs, "--bind", name, "--lease-ms", "1500"],
+        &[
+            "--registry",
+            addrs,
+            "--bind",
+            name,
+            "--join",
+            "workers",
+            "--lease-ms",
+            "1500",
+        ],
     )
 }
 
@@ -212,6 +221,8 @@ async fn a_restarted_registry_gets_every_live_workers_names_back() {
     let registry = Registry::connect(&client, &addr).await.unwrap();
     until_all_found(&registry, &["w1", "w2"], VANISHES_WITHIN).await;
     let mut watch = registry.watch("").await.unwrap();
+    let group = registry.group::<CounterRef>("workers").await.unwrap();
+    assert_eq!(group.live(), 2);
 
     first.kill();
     w2.kill();
@@ -237,6 +248,18 @@ async fn a_restarted_registry_gets_every_live_workers_names_back() {
         fresh.lookup::<CounterRef>("w2").await,
         Err(RegistryError::NotBound { .. })
     ));
+    // The group follows: w1 is back in it, w2 is not, and calls reach w1.
+    let members = fresh.members::<CounterRef>("workers").await.unwrap();
+    assert_eq!(
+        members.len(),
+        1,
+        "only the live worker is back in the group"
+    );
+    let deadline = Instant::now() + VANISHES_WITHIN;
+    while group.live() != 1 || group.call(|c| async move { c.add(0).await }).await.is_err() {
+        assert!(Instant::now() < deadline, "the group never settled on w1");
+        sleep(Duration::from_millis(100)).await;
+    }
 
     // The watch: lost once, then the net change (w2 unbound), never a frozen view.
     let first_event = tokio::time::timeout(VANISHES_WITHIN, watch.next())

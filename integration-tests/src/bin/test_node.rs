@@ -11,6 +11,8 @@
 //! takes the shorter of the two ends' timeouts, so a test that wants a long one
 //! sets it on both).
 //!
+//! `--join GROUP` adds the counter to a registry group as well.
+//!
 //! With `--serve-registry` it serves a registry itself (a `RegistryServer` over a
 //! `MemoryStore`, or over etcd with `--etcd URL --etcd-prefix P`), and binds
 //! through it.
@@ -37,6 +39,7 @@ async fn main() {
     let (mut ref_lease, mut peer_timeout) = (None, None);
     let mut until_signal = false;
     let mut serve_registry = false;
+    let mut join = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -48,6 +51,7 @@ async fn main() {
             "--bind" => bind = args.next(),
             "--until-signal" => until_signal = true,
             "--serve-registry" => serve_registry = true,
+            "--join" => join = args.next(),
             "--lease-ms" => lease_ms = args.next().expect("--lease-ms N").parse().expect("ms"),
             "--ref-lease-ms" => {
                 let ms: u64 = args.next().expect("--ref-lease-ms N").parse().expect("ms");
@@ -101,6 +105,10 @@ async fn main() {
             .as_ref()
             .expect("--bind needs --registry or --etcd");
         registry.bind(&name, &counter).await.expect("bind");
+    }
+    if let Some(group) = join {
+        let registry = registry.as_ref().expect("--join needs a registry");
+        registry.join(&group, &counter).await.expect("join");
     }
     println!(
         "READY {} {} {} {}",
