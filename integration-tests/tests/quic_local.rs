@@ -292,3 +292,41 @@ async fn a_malformed_frame_over_quic_is_skipped_and_the_connection_keeps_working
         "the server skipped them and serves on"
     );
 }
+
+/// A node behind NAT gives out the address it advertises, not the one it
+/// listens on: references to its objects carry it, and a node handed one dials
+/// it (here an address where nothing listens, so the dial fails naming it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_carry_the_advertised_address_and_peers_dial_it() {
+    let server = Node::builder()
+        .listen("127.0.0.1:0")
+        .advertise("127.0.0.1:9")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(server.public_addr().as_deref(), Some("127.0.0.1:9"));
+    assert_ne!(server.listen_addr().unwrap().port(), 9);
+    let counter: CounterRef = server.spawn(Tally::default());
+    let wire = server.wire_ref(&counter);
+    assert_eq!(wire.addr.as_deref(), Some("127.0.0.1:9"));
+    let stranger = Node::builder()
+        .connect_timeout(std::time::Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let remote: CounterRef = stranger.resolve(&wire).unwrap();
+    match remote.add(1).await {
+        Err(CallError::ConnectFailed { addr, .. }) => {
+            assert_eq!(addr.as_deref(), Some("127.0.0.1:9"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Over the address it listens on, the object answers.
+    let client = Node::builder().build().await.unwrap();
+    client
+        .connect(server.listen_addr().unwrap().to_string())
+        .await
+        .unwrap();
+    let reached: CounterRef = client.resolve(&wire).unwrap();
+    assert_eq!(reached.add(1).await, Ok(1));
+}

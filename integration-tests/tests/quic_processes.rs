@@ -100,6 +100,14 @@ async fn a_node_of_another_cluster_is_refused_at_the_handshake() {
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, CallError::ConnectFailed { .. }), "{err:?}");
+    // The error says why, and what to do.
+    let text = err.to_string();
+    assert!(
+        text.contains("not signed by this node's cluster root")
+            && text.contains("remora cert init")
+            && text.contains(&server.addr),
+        "{text}"
+    );
     // Without a connection it cannot reach anything on that node.
     let counter = stranger.reference::<CounterRef>(server.id, server.counter);
     assert!(

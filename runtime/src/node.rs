@@ -131,6 +131,7 @@ pub struct NodeBuilder {
     once_retention: Duration,
     lease: Duration,
     allow_control: std::collections::HashSet<String>,
+    advertise: Option<String>,
 }
 
 impl NodeBuilder {
@@ -159,6 +160,27 @@ impl NodeBuilder {
     /// port; see [`Node::listen_addr`]).
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
         self.listen = Some(addr.into());
+        self
+    }
+
+    /// The address to give out instead of the one the node listens on, for a
+    /// node behind NAT or in a container: `.listen("0.0.0.0:7000")
+    /// .advertise("web-1.internal:7000")`. It goes in the node's handshake and in
+    /// every reference to its objects, which is where peers dial it; a host name
+    /// is resolved when dialled.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), remora::NodeError> {
+    /// let node = remora::Node::builder()
+    ///     .listen("127.0.0.1:0")
+    ///     .advertise("localhost:7000")
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(node.public_addr().as_deref(), Some("localhost:7000"));
+    /// # Ok(()) }
+    /// ```
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.advertise = Some(addr.into());
         self
     }
 
@@ -321,6 +343,7 @@ impl NodeBuilder {
             lease: self.lease,
             default_timeout: self.default_timeout,
             listens: listen.is_some(),
+            advertise: self.advertise,
             credentials,
             quic_config,
             once_retention: self.once_retention,
@@ -444,6 +467,7 @@ impl Node {
             once_retention: crate::remote::once::DEFAULT_RETENTION,
             lease: crate::remote::leases::DEFAULT_LEASE,
             allow_control: Default::default(),
+            advertise: None,
         }
     }
 
@@ -562,6 +586,13 @@ impl Node {
     /// address, and reach it over the connection it opened.
     pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
         self.inner.host.listen_addr()
+    }
+
+    /// Where peers dial this node: the address it advertises
+    /// ([`NodeBuilder::advertise`]), else the one it listens on; `None` if it does
+    /// not listen.
+    pub fn public_addr(&self) -> Option<String> {
+        self.inner.host.public_addr()
     }
 
     /// Connects to the node listening at `addr` (QUIC, mutual TLS) and returns its

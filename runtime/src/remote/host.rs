@@ -48,6 +48,8 @@ pub(crate) struct Host {
     /// Whether the node was built to listen (a dialing-only node binds an endpoint
     /// too, but has no address to give out).
     listens: bool,
+    /// The address given out instead of the listening one (`NodeBuilder::advertise`).
+    advertise: Option<String>,
     credentials: Credentials,
     quic_config: QuicConfig,
     endpoint: tokio::sync::OnceCell<quic::Endpoint>,
@@ -74,6 +76,7 @@ pub(crate) struct HostConfig {
     pub(crate) lease: Duration,
     pub(crate) default_timeout: Duration,
     pub(crate) listens: bool,
+    pub(crate) advertise: Option<String>,
     pub(crate) credentials: Credentials,
     pub(crate) quic_config: QuicConfig,
     pub(crate) once_retention: Duration,
@@ -112,6 +115,7 @@ impl Host {
             peers: DashMap::new(),
             default_timeout: config.default_timeout,
             listens: config.listens,
+            advertise: config.advertise,
             credentials: config.credentials,
             quic_config: config.quic_config,
             endpoint: tokio::sync::OnceCell::new(),
@@ -230,6 +234,18 @@ impl Host {
             return None;
         }
         self.endpoint.get().and_then(|e| e.local_addr())
+    }
+
+    /// The address this node gives out, in its handshake and in references to
+    /// its objects: where peers dial it. The advertised one if set (behind NAT,
+    /// in a container), else the one it listens on; none if it does not listen.
+    pub(crate) fn public_addr(&self) -> Option<String> {
+        let listening = self.listen_addr()?;
+        Some(
+            self.advertise
+                .clone()
+                .unwrap_or_else(|| listening.to_string()),
+        )
     }
 
     /// Connects to the node listening at `addr` (QUIC, mutual TLS) and returns its
@@ -705,7 +721,7 @@ pub(crate) fn local_wire<M: Unmarshal>(
         incarnation: owner.incarnation(),
         object: owner.export_for(route, holder),
         interface: M::INTERFACE_ID,
-        addr: owner.listen_addr().map(|a| a.to_string()),
+        addr: owner.public_addr(),
     }
 }
 

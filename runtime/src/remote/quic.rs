@@ -100,6 +100,27 @@ fn transport(config: &QuicConfig) -> Result<quinn::TransportConfig, String> {
     Ok(transport)
 }
 
+/// A TLS handshake refused for a certificate of another cluster root (we
+/// refused theirs, or they ours), with what to do about it.
+fn explain_handshake(reason: String) -> String {
+    const FOREIGN: [&str; 5] = [
+        "invalid peer certificate",
+        "UnknownCA",
+        "UnknownIssuer",
+        "BadCertificate",
+        "DecryptError",
+    ];
+    if !FOREIGN.iter().any(|sign| reason.contains(sign)) {
+        return reason;
+    }
+    format!(
+        "{reason}: the two nodes' certificates are not signed by this node's cluster root \
+         (each trusts only its own); both nodes must load the same cluster directory: \
+         `remora cert init DIR` (or Credentials::create_cluster) once, then \
+         `.credentials(DIR)` on each node"
+    )
+}
+
 fn tls_error(e: impl std::fmt::Display) -> String {
     format!("TLS configuration: {e}")
 }
@@ -240,7 +261,7 @@ impl Endpoint {
         // An address where nothing answers fails at the connect timeout, not at
         // QUIC's idle timeout.
         let quic = match tokio::time::timeout(self.connect_within, connecting).await {
-            Ok(connected) => connected.map_err(|e| failed(e.to_string()))?,
+            Ok(connected) => connected.map_err(|e| failed(explain_handshake(e.to_string())))?,
             Err(_) => {
                 return Err(failed(format!(
                     "no answer within {:?} (the connect timeout)",
@@ -418,7 +439,7 @@ async fn greet(
         quic.accept_bi().await
     }
     .map_err(|e| failed(e.to_string()))?;
-    let listen = me.listen_addr().map(|a| a.to_string());
+    let listen = me.public_addr();
     let mut session = Session::new(me.id(), me.incarnation(), listen, &limits);
     let mut hello = Vec::new();
     encode(&session.hello(), &mut hello, &limits).map_err(|e| failed(e.to_string()))?;
