@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use remora::{Credentials, Node};
+use remora::{CallError, Credentials, Node};
 use remora_integration_tests::etcd::EtcdServer;
 use remora_integration_tests::*;
 use remora_registry::{
@@ -318,4 +318,88 @@ async fn registry_handles_fail_over_to_another_registry_process_on_the_same_etcd
     println!("found through the other registry {found:?} after looking");
     let listed = registry.list("").await.unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
+}
+
+/// A client holding `named::<CounterRef>("svc")` keeps calling while the server
+/// process is killed and restarted on its port: the calls in between fail with
+/// honest errors, and then its calls reach the new actor, with no lookup in the
+/// test's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_proxy_follows_its_server_through_a_restart() {
+    let dir = cluster();
+    let home = node_of(dir.path(), "home").await;
+    let _serving = RegistryServer::serve(&home, MemoryStore::new()).unwrap();
+    let addr = home.listen_addr().unwrap().to_string();
+    let mut server = worker(dir.path(), &addr, "svc");
+    let client = node_of(dir.path(), "client").await;
+    let registry = Registry::connect(&client, &addr).await.unwrap();
+    let svc = registry.named::<CounterRef>("svc");
+    assert_eq!(svc.call(|c| async move { c.add(2).await }).await, Ok(2));
+    assert_eq!(svc.call(|c| async move { c.add(3).await }).await, Ok(5));
+
+    let port = server.addr.clone();
+    server.kill();
+    // A call while the server is down: it fails, honestly (it was sent, so it
+    // may have run as far as this node can tell).
+    let during = tokio::spawn({
+        let registry = registry.clone();
+        async move {
+            let svc = registry.named::<CounterRef>("svc");
+            svc.call(|c| async move { c.add(100).await }).await
+        }
+    });
+    sleep(Duration::from_millis(200)).await;
+    let _restarted = ChildNode::spawn_with(
+        TEST_NODE,
+        dir.path(),
+        &[
+            "--listen",
+            &port,
+            "--registry",
+            &addr,
+            "--bind",
+            "svc",
+            "--lease-ms",
+            "1500",
+        ],
+    );
+    match during.await.unwrap() {
+        Err(RegistryError::Call(err)) => assert!(
+            matches!(
+                err,
+                CallError::NodeDown { .. } | CallError::NodeRestarted { .. }
+            ) && err.may_have_executed(),
+            "{err:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The named proxy's calls reach the new actor (a fresh counter) once one
+    // has found the old one gone.
+    let deadline = Instant::now() + VANISHES_WITHIN;
+    let mut failed = 0;
+    let total = loop {
+        match svc.call(|c| async move { c.add(1).await }).await {
+            Ok(total) => break total,
+            Err(RegistryError::Call(err)) => {
+                assert!(
+                    matches!(
+                        err,
+                        CallError::NodeDown { .. }
+                            | CallError::NodeRestarted { .. }
+                            | CallError::ConnectFailed { .. }
+                    ),
+                    "{err:?}"
+                );
+                failed += 1;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(Instant::now() < deadline, "never reached the new server");
+        sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        total, 1,
+        "the new actor, not the old one ({failed} calls failed first)"
+    );
+    assert!(failed <= 1, "{failed} calls failed after the restart");
 }

@@ -104,7 +104,9 @@ async fn main() {
         let registry = registry
             .as_ref()
             .expect("--bind needs --registry or --etcd");
-        registry.bind(&name, &counter).await.expect("bind");
+        // rebind: a restarted node takes its name back before the old binding's
+        // lease ends.
+        registry.rebind(&name, &counter).await.expect("bind");
     }
     if let Some(group) = join {
         let registry = registry.as_ref().expect("--join needs a registry");
