@@ -630,3 +630,27 @@ async fn spawn_accepts_a_turbofish_reference_type() {
     let c = node.spawn::<CounterRef, _>(Tally(41));
     assert_eq!(c.add(1).await, Ok(42));
 }
+
+/// A call's future owns its reference: calls can be spawned as tasks of their
+/// own, from a temporary clone or from the reference itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_spawned_calls_all_run() {
+    let node = Node::builder().build().await.unwrap();
+    let r: CounterRef = node.spawn(Tally(0));
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            if i % 2 == 0 {
+                tokio::spawn(r.clone().add(1))
+            } else {
+                tokio::spawn(r.add(1))
+            }
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.unwrap().unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=1000).collect::<Vec<u64>>(), "each call ran once");
+    drop(r);
+}

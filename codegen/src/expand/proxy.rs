@@ -86,12 +86,16 @@ impl Generator<'_> {
                 }
             }
         } else {
+            // The future owns a clone of the reference: `tokio::spawn(r.method(..))`
+            // and `tokio::spawn(r.clone().method(..))` work.
             quote! {
                 #( #docs )*
                 pub fn #name(&self, #params)
-                    -> impl ::core::future::Future<Output = ::core::result::Result<#output, ::remora::CallError>> + ::core::marker::Send + '_
+                    -> impl ::core::future::Future<Output = ::core::result::Result<#output, ::remora::CallError>> + ::core::marker::Send + 'static
                 {
-                    self.core.#ask(#struct_ident { #( #arg_names, )* })
+                    let core = ::core::clone::Clone::clone(&self.core);
+                    let args = #struct_ident { #( #arg_names, )* };
+                    async move { core.#ask(args).await }
                 }
             }
         }

@@ -116,8 +116,12 @@ fn proxy_methods_follow_the_markers() {
     let proxy = |name: &str| find_fn(&items, "impl LedgerRef", name);
     assert!(proxy("note").contains("-> :: remora :: Tell"));
     assert!(proxy("note").contains("self . core . tell"));
-    assert!(proxy("transfer").contains("self . core . ask_exactly_once ("));
-    assert!(proxy("total").contains("self . core . ask ("));
+    assert!(proxy("transfer").contains("core . ask_exactly_once (args)"));
+    assert!(proxy("total").contains("core . ask (args)"));
+    assert!(
+        proxy("total").contains("'static"),
+        "a call's future owns its reference"
+    );
     assert!(proxy("with_timeout").contains("self . core . with_timeout (timeout)"));
     let interface = find(&items, "impl Interface for LedgerRef");
     assert!(interface.contains(r#"const NAME : & 'static str = "bank.Ledger""#));
