@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use remora::{Actor, Node};
 
+pub mod chaos;
 pub mod etcd;
 pub mod figures;
 pub mod flood;

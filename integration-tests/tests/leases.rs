@@ -129,8 +129,25 @@ async fn a_pinned_actor_stays_without_leases(transport: Transport) {
     outlives(&mut stopped, LEASE * 5).await;
 }
 
+/// A pinned actor stays whatever its leases do, but a lease its holder stopped
+/// renewing still lapses: the owner does not keep (or count) it for good. The
+/// holder's node keeps the default lease (ten minutes), so it never renews
+/// within this test, while the server grants `LEASE`.
+async fn a_pinned_actors_lapsed_lease_is_dropped(transport: Transport) {
+    let server = Node::builder().lease(LEASE);
+    let pair = Pair::with_each(transport, server, Node::builder()).await;
+    let (_keeper, mut stopped) = pair.remote_only(SpawnOptions::new().pinned(true)).await;
+    assert_eq!(pair.server.stats().leases_granted, 1);
+    until("the unrenewed lease lapsed", || {
+        pair.server.stats().leases_granted == 0
+    })
+    .await;
+    outlives(&mut stopped, LEASE).await;
+}
+
 both_transports!(
     a_proxy_keeps_its_actor_alive_and_dropping_it_lets_go,
+    a_pinned_actors_lapsed_lease_is_dropped,
     a_holder_that_does_not_renew_loses_the_lease_while_connected,
     a_pinned_actor_stays_without_leases,
     on_unreferenced_may_keep_the_actor,

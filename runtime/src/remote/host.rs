@@ -423,6 +423,7 @@ impl Host {
     /// the export and stops it with [`StopReason::Unreferenced`] unless it chooses
     /// to stay. A stopped actor's export goes quietly.
     pub(crate) fn sweep_exports(&self, now: tokio::time::Instant) {
+        self.granted.lapse(now);
         let unheld = |e: &Export| !e.pinned && Arc::strong_count(&e.route) == 1;
         let candidates: Vec<ObjectId> = self
             .exports

@@ -130,6 +130,17 @@ impl GrantedLeases {
         true
     }
 
+    /// Drops every lapsed lease, on any export. [`GrantedLeases::is_leased`]
+    /// is asked only about exports nothing else holds: without this, a pinned or
+    /// locally held export would keep (and count) the leases of holders that
+    /// died, one more with every holder lost.
+    pub(crate) fn lapse(&self, now: Instant) {
+        self.objects.lock().retain(|_, holders| {
+            holders.retain(|_, until| *until > now);
+            !holders.is_empty()
+        });
+    }
+
     /// How many leases are held on this node's exports.
     pub(crate) fn count(&self) -> usize {
         self.objects.lock().values().map(HashMap::len).sum()
