@@ -403,3 +403,47 @@ async fn a_named_proxy_follows_its_server_through_a_restart() {
     );
     assert!(failed <= 1, "{failed} calls failed after the restart");
 }
+
+/// A group member whose process stops answering (SIGSTOP: its connection is up
+/// but silent, its node not yet known down) costs the group's callers one
+/// timeout, not one in every turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_whose_process_stops_answering_costs_callers_one_timeout() {
+    let dir = cluster();
+    let home = node_of(dir.path(), "home").await;
+    let _serving = RegistryServer::serve(&home, MemoryStore::new()).unwrap();
+    let addr = home.listen_addr().unwrap().to_string();
+    let stuck = worker(dir.path(), &addr, "s1");
+    let _live = worker(dir.path(), &addr, "s2");
+    let client = node_of(dir.path(), "client").await;
+    let registry = Registry::connect(&client, &addr).await.unwrap();
+    let group = registry.group::<CounterRef>("workers").await.unwrap();
+    assert_eq!(group.live(), 2);
+    // Both members answer (and are connected).
+    for _ in 0..4 {
+        group.call(|c| async move { c.add(1).await }).await.unwrap();
+    }
+    let pid = stuck.child.id().to_string();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status();
+    assert!(stop.unwrap().success());
+    let mut timeouts = 0;
+    for _ in 0..10 {
+        let call = group
+            .call(|c| async move { c.with_timeout(Duration::from_millis(300)).add(1).await })
+            .await;
+        match call {
+            Ok(_) => {}
+            Err(RegistryError::Call(CallError::Timeout { .. })) => timeouts += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    assert_eq!(
+        timeouts, 1,
+        "callers waited on the stopped member {timeouts} times"
+    );
+}

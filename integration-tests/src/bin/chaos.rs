@@ -37,7 +37,9 @@ use remora_integration_tests::chaos::drive::{self, Shared, Target};
 use remora_integration_tests::chaos::process::NodeProcess;
 use remora_integration_tests::chaos::proxy::{FaultProxy, Faults};
 use remora_integration_tests::chaos::rng::Rng;
-use remora_integration_tests::chaos::{read_journal, Counters, JournalActor, JournalRef};
+use remora_integration_tests::chaos::{
+    connection_slack, read_journal, Counters, JournalActor, JournalRef,
+};
 use remora_registry::Registry;
 
 const WORKERS: usize = 4;
@@ -457,7 +459,11 @@ impl Chaos {
                     continue;
                 };
                 let diffs = match now {
-                    Ok(now) => now.differences(expected, MAX_LANES * now.connections),
+                    Ok(now) => now.differences(
+                        expected,
+                        MAX_LANES * now.connections,
+                        connection_slack(&name),
+                    ),
                     Err(e) => vec![format!("stats failed: {e}")],
                 };
                 off.insert(name, diffs);
@@ -561,7 +567,8 @@ impl Chaos {
                 let diffs = match now {
                     Ok(now) => {
                         let mut diffs = Vec::new();
-                        if now.connections != expected.connections {
+                        if now.connections.abs_diff(expected.connections) > connection_slack(&name)
+                        {
                             diffs.push(format!(
                                 "connections {}/{}",
                                 now.connections, expected.connections
