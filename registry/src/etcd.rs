@@ -233,10 +233,23 @@ impl EtcdStore {
                 if status.message().contains("lease not found") {
                     return RegistryError::LeaseExpired;
                 }
-                // Named by string: tonic is etcd-client's dependency, not ours.
-                matches!(
+                // Named by string: tonic is etcd-client's dependency, not ours. These
+                // are etcd's own answers to a request it read; every other code
+                // (Unavailable, Unknown, Internal, Cancelled, ...) is what tonic makes
+                // of a connection that broke under the request, for instance an h2
+                // stream reset as etcd died.
+                !matches!(
                     format!("{:?}", status.code()).as_str(),
-                    "Unavailable" | "DeadlineExceeded" | "Unknown"
+                    "InvalidArgument"
+                        | "NotFound"
+                        | "AlreadyExists"
+                        | "PermissionDenied"
+                        | "Unauthenticated"
+                        | "ResourceExhausted"
+                        | "FailedPrecondition"
+                        | "Aborted"
+                        | "OutOfRange"
+                        | "Unimplemented"
                 )
             }
             // How `LeaseClient::keep_alive` reports a renewal answered with TTL 0.
