@@ -159,6 +159,49 @@ async fn a_shut_down_peer_is_node_down_for_its_monitors_and_later_calls() {
     assert!(!err.may_have_executed());
 }
 
+/// A call lost with its connection names the node as a person knows it: the
+/// name it was built with and the address it listens at, then its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_lost_with_its_node_names_the_node_and_its_address() {
+    let server = Node::builder()
+        .name("ledger-1")
+        .listen("127.0.0.1:0")
+        .build()
+        .await
+        .unwrap();
+    let addr = server.listen_addr().unwrap().to_string();
+    let client = node().await;
+    client.connect(&addr).await.unwrap();
+    let counter: CounterRef = server.spawn(Tally::default());
+    let remote: CounterRef = reach(&client, &server, &counter);
+    let mut call = Box::pin(remote.nap(60_000));
+    assert!(poll_once(&mut call).await.is_pending());
+    let id = server.id();
+    server.shutdown().await;
+    let err = timeout(SAFETY, call).await.unwrap().unwrap_err();
+    let CallError::NodeDown { node, label, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        (*node, label.name(), label.addr()),
+        (id, Some("ledger-1"), Some(addr.as_str()))
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "node \"ledger-1\" at {addr} (id {id}) is down (the call was sent and may have run)"
+        )
+    );
+    // Redialled, the node is still known by its name.
+    let again = remote.add(1).await.unwrap_err();
+    assert!(
+        again
+            .to_string()
+            .contains(&format!("\"ledger-1\" at {addr}")),
+        "{again}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_to_nothing_is_connect_failed_at_the_connect_timeout() {
     // A peer timeout far longer than the test: only the connect timeout can end it.
@@ -177,6 +220,11 @@ async fn connecting_to_nothing_is_connect_failed_at_the_connect_timeout() {
         panic!("{err:?}");
     };
     assert!(reason.contains("connect timeout"), "{reason}");
+    assert!(
+        err.to_string()
+            .starts_with("could not connect to 127.0.0.1:9: "),
+        "{err}"
+    );
     assert!(!err.may_have_executed());
 }
 
@@ -316,8 +364,16 @@ async fn references_carry_the_advertised_address_and_peers_dial_it() {
         .unwrap();
     let remote: CounterRef = stranger.resolve(&wire).unwrap();
     match remote.add(1).await {
-        Err(CallError::ConnectFailed { addr, .. }) => {
-            assert_eq!(addr.as_deref(), Some("127.0.0.1:9"))
+        Err(err @ CallError::ConnectFailed { .. }) => {
+            let CallError::ConnectFailed { label, .. } = &err else {
+                unreachable!()
+            };
+            assert_eq!(label.addr(), Some("127.0.0.1:9"));
+            let prefix = format!(
+                "could not connect to node at 127.0.0.1:9 (id {}): ",
+                server.id()
+            );
+            assert!(err.to_string().starts_with(&prefix), "{err}");
         }
         other => panic!("{other:?}"),
     }

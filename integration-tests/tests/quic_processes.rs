@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use remora::{CallError, Credentials, Node, StopReason};
+use remora::{CallError, Credentials, Node, NodeLabel, StopReason};
 use remora_integration_tests::*;
 use tokio::time::timeout;
 
@@ -215,6 +215,7 @@ async fn calls_to_a_restarted_node_fail_as_soon_as_its_new_process_answers() {
             err,
             CallError::NodeRestarted {
                 node: old,
+                label: NodeLabel::new(Some("test-node"), Some(&addr)),
                 may_have_executed: true
             }
         ),
@@ -225,10 +226,18 @@ async fn calls_to_a_restarted_node_fail_as_soon_as_its_new_process_answers() {
         err,
         CallError::NodeRestarted {
             node: old,
+            label: NodeLabel::new(Some("test-node"), Some(&addr)),
             may_have_executed: true
         }
     );
     assert!(err.to_string().contains("its reply died with it"), "{err}");
+    // The message names the node as a person knows it: name, address, then id.
+    assert!(
+        err.to_string().starts_with(&format!(
+            "node \"test-node\" at {addr} (id {old}) restarted since"
+        )),
+        "{err}"
+    );
     assert_eq!(
         timeout(SAFETY, watching).await.unwrap().unwrap(),
         StopReason::NodeRestarted { node: old }
@@ -268,6 +277,7 @@ async fn a_node_restarted_with_its_key_is_noticed_from_its_stateless_reset() {
         err,
         CallError::NodeRestarted {
             node: first.id,
+            label: NodeLabel::new(Some("test-node"), Some(&addr)),
             may_have_executed: true
         }
     );
@@ -310,8 +320,16 @@ async fn an_exactly_once_call_to_a_node_gone_for_good_gives_up_before_its_deadli
         err,
         CallError::NodeDown {
             node: server.id,
+            label: NodeLabel::new(Some("test-node"), Some(&server.addr)),
             may_have_executed: true
         }
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "node \"test-node\" at {} (id {}) is down (the call was sent and may have run)",
+            server.addr, server.id
+        )
     );
 }
 

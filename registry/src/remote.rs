@@ -64,7 +64,7 @@ impl RemoteStore {
             .collect();
         let mut last = RegistryError::Call(CallError::ConnectFailed {
             node: None,
-            addr: None,
+            label: remora::NodeLabel::default(),
             reason: "no registry address given".into(),
         });
         for (at, addr) in addrs.iter().enumerate() {

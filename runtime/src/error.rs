@@ -53,20 +53,23 @@ pub enum CallError {
     },
     /// The node could not reach the actor's node: dialling its address failed,
     /// or there is no connection to it and no address to dial.
-    #[error("could not connect to {}: {reason}", connect_target(node, addr))]
+    #[error("could not connect to {}: {reason}", connect_target(node, label))]
     ConnectFailed {
         /// The node it tried to reach, when known.
         node: Option<NodeId>,
-        /// The address dialled (None: no address was known, so none was dialled).
-        addr: Option<String>,
+        /// Its name, when known, and the address dialled
+        /// ([`NodeLabel::addr`] is `None`: no address was known, so none was dialled).
+        label: NodeLabel,
         /// What the transport said, or why nothing was dialled.
         reason: String,
     },
     /// The connection to the actor's node was lost with the call under way.
-    #[error("node {node} is down (the call {})", if *may_have_executed { "was sent and may have run" } else { "was not sent" })]
+    #[error("{} is down (the call {})", Named(node, label), if *may_have_executed { "was sent and may have run" } else { "was not sent" })]
     NodeDown {
         /// The node that went away.
         node: NodeId,
+        /// Its name and address, as far as this node knows them.
+        label: NodeLabel,
         /// True when the call had been sent before the connection was lost.
         may_have_executed: bool,
     },
@@ -133,10 +136,12 @@ pub enum CallError {
     /// been sent to the earlier process (an `#[exactly_once]` call retried after
     /// the connection was lost), it may have run there: its reply, and the
     /// earlier process's memory of it, died with that process.
-    #[error("node {node} restarted since this reference was made; the object is gone{}", if *may_have_executed { " (the call had reached the earlier process and may have run there; its reply died with it)" } else { "" })]
+    #[error("{} restarted since this reference was made; the object is gone{}", Named(node, label), if *may_have_executed { " (the call had reached the earlier process and may have run there; its reply died with it)" } else { "" })]
     NodeRestarted {
-        /// The node.
+        /// The node (its earlier incarnation's id).
         node: NodeId,
+        /// Its name and address, as far as this node knows them.
+        label: NodeLabel,
         /// True if the call had been sent to the node's earlier process.
         may_have_executed: bool,
     },
@@ -166,24 +171,27 @@ impl CallError {
     /// left this node (and was lost with its connection): the call may have run.
     /// An error that carries the flag gets it set; one that cannot say so is
     /// reported as the loss of that earlier attempt (`NodeDown`), which it is.
-    pub(crate) fn sent_earlier(self, node: NodeId) -> CallError {
+    pub(crate) fn sent_earlier(self, node: NodeId, label: NodeLabel) -> CallError {
         match self {
-            CallError::NodeRestarted { node, .. } => CallError::NodeRestarted {
+            CallError::NodeRestarted { node, label, .. } => CallError::NodeRestarted {
                 node,
+                label,
                 may_have_executed: true,
             },
             CallError::Timeout { after, .. } => CallError::Timeout {
                 after,
                 may_have_executed: true,
             },
-            CallError::NodeDown { node, .. } => CallError::NodeDown {
+            CallError::NodeDown { node, label, .. } => CallError::NodeDown {
                 node,
+                label,
                 may_have_executed: true,
             },
             other => {
                 tracing::debug!(%other, "a later attempt failed; an earlier one was lost in flight");
                 CallError::NodeDown {
                     node,
+                    label,
                     may_have_executed: true,
                 }
             }
@@ -230,12 +238,99 @@ impl CallError {
 }
 
 /// What a failed connect names: the address dialled, the node, or both.
-fn connect_target(node: &Option<NodeId>, addr: &Option<String>) -> String {
-    match (node, addr) {
-        (Some(node), Some(addr)) => format!("node {node} at {addr}"),
-        (None, Some(addr)) => addr.clone(),
-        (Some(node), None) => format!("node {node} (no address known)"),
+fn connect_target(node: &Option<NodeId>, label: &NodeLabel) -> String {
+    match (node, label.addr()) {
+        (Some(node), Some(_)) => Named(node, label).to_string(),
+        (Some(node), None) => format!("{} (no address known)", Named(node, label)),
+        (None, Some(addr)) => addr.escape_debug().to_string(),
         (None, None) => "an unknown node".to_owned(),
+    }
+}
+
+/// A node as errors name it to a person: the name it was given
+/// ([`NodeBuilder::name`](crate::NodeBuilder::name), as it announced itself
+/// when connecting) and the address it is dialled at, where this node knows them.
+///
+/// The errors that concern one node ([`CallError::NodeDown`],
+/// [`CallError::NodeRestarted`], [`CallError::ConnectFailed`]) carry one next to
+/// the node's id, and their messages read `node "bank-1" at 10.0.0.7:7000 (id …)`.
+///
+/// ```
+/// use remora::NodeLabel;
+/// let label = NodeLabel::new(Some("bank-1"), Some("10.0.0.7:7000"));
+/// assert_eq!(label.name(), Some("bank-1"));
+/// assert_eq!(label.to_string(), "\"bank-1\" at 10.0.0.7:7000");
+/// assert_eq!(NodeLabel::default().to_string(), "");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeLabel(Option<Box<LabelParts>>);
+
+/// The parts of a [`NodeLabel`], boxed: most errors carry none, and a call's
+/// `Result` stays as small as it was.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct LabelParts {
+    name: Option<String>,
+    addr: Option<String>,
+}
+
+impl NodeLabel {
+    /// A label with this name and address (either may be unknown).
+    pub fn new(name: Option<&str>, addr: Option<&str>) -> NodeLabel {
+        if name.is_none() && addr.is_none() {
+            return NodeLabel(None);
+        }
+        NodeLabel(Some(Box::new(LabelParts {
+            name: name.map(str::to_owned),
+            addr: addr.map(str::to_owned),
+        })))
+    }
+
+    /// The node's name, if it has one and this node knows it.
+    pub fn name(&self) -> Option<&str> {
+        self.0.as_ref()?.name.as_deref()
+    }
+
+    /// The node's address, if this node knows one.
+    pub fn addr(&self) -> Option<&str> {
+        self.0.as_ref()?.addr.as_deref()
+    }
+
+    /// This label, with what it lacks taken from `known`.
+    pub(crate) fn or(self, known: &NodeLabel) -> NodeLabel {
+        if (self.name().is_some() || known.name().is_none())
+            && (self.addr().is_some() || known.addr().is_none())
+        {
+            return self;
+        }
+        NodeLabel::new(self.name().or(known.name()), self.addr().or(known.addr()))
+    }
+}
+
+/// Shown as `"name" at addr`, `"name"`, `at addr` or nothing. Both parts may come
+/// from a peer: they are escaped, so that they cannot forge lines in a log.
+impl std::fmt::Display for NodeLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.name(), self.addr()) {
+            (Some(name), Some(addr)) => write!(f, "{name:?} at {}", addr.escape_debug()),
+            (Some(name), None) => write!(f, "{name:?}"),
+            (None, Some(addr)) => write!(f, "at {}", addr.escape_debug()),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// A node in an error message: `node "bank-1" at 10.0.0.7:7000 (id …)`, or
+/// `node <id>` when nothing more is known.
+struct Named<'a>(&'a NodeId, &'a NodeLabel);
+
+impl std::fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Named(node, label) = self;
+        if label.0.is_none() {
+            write!(f, "node {node}")
+        } else {
+            write!(f, "node {label} (id {node})")
+        }
     }
 }
 
@@ -246,6 +341,13 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// Any label: with or without a name and an address.
+    fn label() -> impl Strategy<Value = NodeLabel> {
+        let text = "[a-z0-9.:\\n\"-]{0,12}";
+        (prop::option::of(text), prop::option::of(text))
+            .prop_map(|(name, addr)| NodeLabel::new(name.as_deref(), addr.as_deref()))
+    }
 
     /// Any error, each variant with arbitrary fields.
     fn error() -> impl Strategy<Value = CallError> {
@@ -260,11 +362,19 @@ mod tests {
             any::<usize>().prop_map(|capacity| CallError::MailboxFull { capacity }),
             any::<usize>().prop_map(|cap| CallError::Overloaded { cap }),
             text.prop_map(|message| CallError::Panicked { message }),
-            (prop::option::of(node.clone()), prop::option::of(text), text)
-                .prop_map(|(node, addr, reason)| CallError::ConnectFailed { node, addr, reason }),
-            (node.clone(), any::<bool>()).prop_map(|(node, may)| CallError::NodeDown {
-                node,
-                may_have_executed: may
+            (prop::option::of(node.clone()), label(), text).prop_map(|(node, label, reason)| {
+                CallError::ConnectFailed {
+                    node,
+                    label,
+                    reason,
+                }
+            }),
+            (node.clone(), label(), any::<bool>()).prop_map(|(node, label, may)| {
+                CallError::NodeDown {
+                    node,
+                    label,
+                    may_have_executed: may,
+                }
             }),
             Just(CallError::NoSuchObject),
             (text, text, text).prop_map(|(what, type_name, reason)| CallError::Marshalling {
@@ -281,14 +391,101 @@ mod tests {
                 .prop_map(|(interface, method)| CallError::UnknownMethod { interface, method }),
             (any::<u64>(), text)
                 .prop_map(|(expected, found)| CallError::InterfaceMismatch { expected, found }),
-            (node, any::<bool>()).prop_map(|(node, may)| CallError::NodeRestarted {
-                node,
-                may_have_executed: may
+            (node, label(), any::<bool>()).prop_map(|(node, label, may)| {
+                CallError::NodeRestarted {
+                    node,
+                    label,
+                    may_have_executed: may,
+                }
             }),
             text.prop_map(|method| CallError::Cycle { method }),
             (any::<u32>(), any::<u32>())
                 .prop_map(|(ours, theirs)| CallError::VersionMismatch { ours, theirs }),
         ]
+    }
+
+    #[test]
+    fn errors_about_a_node_name_it_by_name_and_address_before_its_id() {
+        let node = NodeId::from_u128(7);
+        let id = node.to_string();
+        let down = |label| CallError::NodeDown {
+            node,
+            label,
+            may_have_executed: false,
+        };
+        let full = NodeLabel::new(Some("bank-1"), Some("10.0.0.7:7000"));
+        assert_eq!(
+            down(full.clone()).to_string(),
+            format!("node \"bank-1\" at 10.0.0.7:7000 (id {id}) is down (the call was not sent)")
+        );
+        assert_eq!(
+            down(NodeLabel::new(None, Some("10.0.0.7:7000"))).to_string(),
+            format!("node at 10.0.0.7:7000 (id {id}) is down (the call was not sent)")
+        );
+        assert_eq!(
+            down(NodeLabel::default()).to_string(),
+            format!("node {id} is down (the call was not sent)")
+        );
+        let restarted = CallError::NodeRestarted {
+            node,
+            label: full.clone(),
+            may_have_executed: false,
+        };
+        assert_eq!(
+            restarted.to_string(),
+            format!("node \"bank-1\" at 10.0.0.7:7000 (id {id}) restarted since this reference was made; the object is gone")
+        );
+        let failed = |node, label| CallError::ConnectFailed {
+            node,
+            label,
+            reason: "refused".into(),
+        };
+        assert_eq!(
+            failed(Some(node), full).to_string(),
+            format!("could not connect to node \"bank-1\" at 10.0.0.7:7000 (id {id}): refused")
+        );
+        assert_eq!(
+            failed(None, NodeLabel::new(None, Some("10.0.0.7:7000"))).to_string(),
+            "could not connect to 10.0.0.7:7000: refused"
+        );
+        assert_eq!(
+            failed(Some(node), NodeLabel::new(Some("bank-1"), None)).to_string(),
+            format!("could not connect to node \"bank-1\" (id {id}) (no address known): refused")
+        );
+    }
+
+    /// A name or address from a peer cannot forge a second log line.
+    #[test]
+    fn a_label_from_a_peer_is_escaped() {
+        let label = NodeLabel::new(Some("x\nERROR forged"), Some("1.2.3.4:5\r\n\u{1b}[31m"));
+        let text = CallError::NodeDown {
+            node: NodeId::from_u128(1),
+            label,
+            may_have_executed: true,
+        }
+        .to_string();
+        assert!(!text.contains(['\n', '\r', '\u{1b}']), "{text}");
+        assert!(text.contains("x\\nERROR forged"), "{text}");
+    }
+
+    #[test]
+    fn a_label_takes_what_it_lacks_from_what_was_known() {
+        let name = NodeLabel::new(Some("a"), None);
+        let addr = NodeLabel::new(None, Some("h:1"));
+        assert_eq!(
+            name.clone().or(&addr),
+            NodeLabel::new(Some("a"), Some("h:1"))
+        );
+        assert_eq!(
+            addr.clone().or(&name),
+            NodeLabel::new(Some("a"), Some("h:1"))
+        );
+        let other = NodeLabel::new(Some("b"), Some("h:2"));
+        assert_eq!(other.clone().or(&name), other);
+        assert_eq!(
+            NodeLabel::default().or(&NodeLabel::default()),
+            NodeLabel::default()
+        );
     }
 
     proptest! {
@@ -299,8 +496,9 @@ mod tests {
         fn after_an_attempt_left_every_error_says_the_call_may_have_run(
             err in error(),
             node in any::<u128>().prop_map(NodeId::from_u128),
+            label in label(),
         ) {
-            let later = err.clone().sent_earlier(node);
+            let later = err.clone().sent_earlier(node, label);
             prop_assert!(later.may_have_executed(), "{err:?} became {later:?}");
             match (&err, &later) {
                 (CallError::NodeRestarted { node: a, .. }, CallError::NodeRestarted { node: b, .. })

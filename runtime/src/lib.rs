@@ -67,7 +67,7 @@ mod spawn;
 mod supervisor;
 pub mod wire;
 
-pub use error::CallError;
+pub use error::{CallError, NodeLabel};
 pub use id::{stable_id, ActorId, NodeId, ObjectId};
 pub use interface::Interface;
 pub use local::actor::{Actor, Context, Restart, SpawnOptions, Unreferenced};

@@ -9,7 +9,7 @@ use remora::wire::codec::{decode_frame, decode_value, encode, encode_value};
 use remora::wire::{
     Call, DecodeError, EncodeError, Frame, FrameReader, Hello, Limits, MAGIC, PROTOCOL_VERSION,
 };
-use remora::{CallError, StopReason};
+use remora::{CallError, NodeLabel, StopReason};
 use remora::{NodeId, ObjectId};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,7 @@ fn every_variant() -> Vec<Owned> {
             node: NodeId::from_u128(u128::MAX),
             incarnation: 42,
             listen: Some("127.0.0.1:4433".into()),
+            name: Some("bank-1".into()),
             max_frame: 16 << 20,
             window: u32::MAX,
         }),
@@ -971,12 +972,19 @@ fn call_error() -> impl Strategy<Value = CallError> {
             may_have_executed,
         }),
         any::<usize>().prop_map(|capacity| CallError::MailboxFull { capacity }),
-        (any::<u128>(), any::<bool>()).prop_map(|(node, may_have_executed)| {
-            CallError::NodeDown {
-                node: NodeId::from_u128(node),
-                may_have_executed,
-            }
-        }),
+        (
+            any::<u128>(),
+            prop::option::of(".{0,16}"),
+            prop::option::of("[0-9.:]{0,21}"),
+            any::<bool>()
+        )
+            .prop_map(|(node, name, addr, may_have_executed)| {
+                CallError::NodeDown {
+                    node: NodeId::from_u128(node),
+                    label: NodeLabel::new(name.as_deref(), addr.as_deref()),
+                    may_have_executed,
+                }
+            }),
         (any::<u32>(), any::<u32>())
             .prop_map(|(ours, theirs)| CallError::VersionMismatch { ours, theirs }),
         (any::<usize>(), any::<usize>()).prop_map(|(len, max)| CallError::TooLarge { len, max }),
@@ -993,17 +1001,19 @@ fn frame() -> impl Strategy<Value = Owned> {
             any::<u128>(),
             any::<u64>(),
             prop::option::of("[0-9.:]{0,21}"),
+            prop::option::of(".{0,16}"),
             any::<u64>(),
             any::<u32>(),
         )
             .prop_map(
-                |(magic, version, node, incarnation, listen, max_frame, window)| {
+                |(magic, version, node, incarnation, listen, name, max_frame, window)| {
                     Owned::Hello(Hello {
                         magic,
                         version,
                         node: NodeId::from_u128(node),
                         incarnation,
                         listen,
+                        name,
                         max_frame,
                         window,
                     })

@@ -20,7 +20,7 @@
 //! ```text
 //! remora-test-node --credentials DIR [--listen 127.0.0.1:0] [--serve-registry]
 //!     [--registry ADDR | --etcd URL --etcd-prefix P] [--bind NAME] [--lease-ms N]
-//!     [--ref-lease-ms N] [--peer-timeout-ms N]
+//!     [--ref-lease-ms N] [--peer-timeout-ms N] [--name NAME (default test-node)]
 //! ```
 
 use std::io::Read;
@@ -34,6 +34,7 @@ use remora_registry::{EtcdOptions, EtcdStore, MemoryStore, Registry, RegistrySer
 async fn main() {
     let mut credentials = None;
     let mut listen = "127.0.0.1:0".to_owned();
+    let mut name = "test-node".to_owned();
     let (mut registry, mut etcd, mut prefix, mut bind, mut lease_ms) =
         (None, None, None, None, 10_000u64);
     let (mut ref_lease, mut peer_timeout) = (None, None);
@@ -45,6 +46,7 @@ async fn main() {
         match arg.as_str() {
             "--credentials" => credentials = args.next(),
             "--listen" => listen = args.next().expect("--listen ADDR"),
+            "--name" => name = args.next().expect("--name NAME"),
             "--registry" => registry = args.next(),
             "--etcd" => etcd = args.next(),
             "--etcd-prefix" => prefix = args.next(),
@@ -69,7 +71,10 @@ async fn main() {
         }
     }
     let credentials = credentials.expect("--credentials DIR");
-    let mut builder = Node::builder().listen(listen).credentials(credentials);
+    let mut builder = Node::builder()
+        .name(name)
+        .listen(listen)
+        .credentials(credentials);
     if let Some(lease) = ref_lease {
         builder = builder.lease(lease);
     }

@@ -77,7 +77,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
         };
         let conn = remote.conn_now().ok_or_else(|| CallError::ConnectFailed {
             node: Some(remote.peer),
-            addr: None,
+            label: remote.label(),
             reason: "not connected yet: await the tell (it dials) instead of try_tell".into(),
         })?;
         let args = args?;

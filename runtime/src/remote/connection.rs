@@ -336,6 +336,7 @@ impl Connection {
     fn node_down(&self, may_have_executed: bool) -> CallError {
         CallError::NodeDown {
             node: self.peer.node,
+            label: self.peer.label(),
             may_have_executed,
         }
     }

@@ -24,7 +24,7 @@ use super::quic::{self, QuicConfig};
 use super::route::RemoteRoute;
 use super::tls::Credentials;
 use super::wire_ref::WireRef;
-use crate::error::CallError;
+use crate::error::{CallError, NodeLabel};
 use crate::local::route::LocalRoute;
 use crate::wire::codec::Limits;
 use crate::wire::{Hello, ObjectId};
@@ -254,7 +254,7 @@ impl Host {
     pub(crate) async fn connect(&self, addr_text: &str) -> Result<NodeId, CallError> {
         let failed = |reason: String| CallError::ConnectFailed {
             node: None,
-            addr: Some(addr_text.to_owned()),
+            label: NodeLabel::new(None, Some(addr_text)),
             reason,
         };
         let addr = tokio::net::lookup_host(addr_text)
@@ -507,6 +507,7 @@ impl Host {
         if wire.incarnation != self.incarnation() {
             return Err(CallError::NodeRestarted {
                 node: wire.node,
+                label: NodeLabel::new(self.name(), self.public_addr().as_deref()),
                 may_have_executed: false,
             });
         }
@@ -537,13 +538,14 @@ impl Host {
             if conn.peer.incarnation != wire.incarnation {
                 return Err(CallError::NodeRestarted {
                     node: wire.node,
+                    label: conn.peer.label(),
                     may_have_executed: false,
                 });
             }
         } else if wire.addr.is_none() {
             return Err(CallError::ConnectFailed {
                 node: Some(wire.node),
-                addr: None,
+                label: NodeLabel::default(),
                 reason: "this node has no connection to that node, and no address to dial it at"
                     .into(),
             });
@@ -564,7 +566,7 @@ impl Host {
             .filter(|c| !c.is_closed())
             .ok_or_else(|| CallError::ConnectFailed {
                 node: Some(node),
-                addr: None,
+                label: NodeLabel::default(),
                 reason: "this node has no connection to that node".into(),
             })
     }

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::connection::{Connection, Drained, Lane, Step, Transport, ValueFrame};
-use crate::error::CallError;
+use crate::error::{CallError, NodeLabel};
 use crate::id::NodeId;
 use std::sync::Weak;
 
@@ -159,7 +159,7 @@ async fn connect_with(a: &Node, b: &Node, values: bool) -> Result<Wire, CallErro
     ));
     let refused = |_| CallError::ConnectFailed {
         node: None,
-        addr: Some("in-process".into()),
+        label: NodeLabel::new(None, Some("in-process")),
         reason: "the connection closed during the handshake".into(),
     };
     a_ready.await.map_err(refused)??;
@@ -187,7 +187,10 @@ async fn run(
     cut: Arc<Cut>,
     ready: oneshot::Sender<Result<(), CallError>>,
 ) {
-    let mut session = Session::new(id, incarnation, None, &limits);
+    let name = node
+        .upgrade()
+        .and_then(|host| host.name().map(str::to_owned));
+    let mut session = Session::new(id, incarnation, None, &limits).named(name.as_deref());
     let mut hello = Vec::new();
     if encode(&session.hello(), &mut hello, &limits).is_err()
         || !transport.send(Lane::Control, hello)
@@ -280,7 +283,7 @@ fn finish(conn: Option<Arc<Connection>>, ready: Option<oneshot::Sender<Result<()
     if let Some(ready) = ready {
         let _ = ready.send(Err(CallError::ConnectFailed {
             node: None,
-            addr: Some("in-process".into()),
+            label: NodeLabel::new(None, Some("in-process")),
             reason: "the connection closed during the handshake".into(),
         }));
     }

@@ -45,7 +45,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::marshal::{Answer, Args, Moved};
-use crate::error::CallError;
+use crate::error::{CallError, NodeLabel};
 use crate::id::NodeId;
 use crate::local::stop::StopReason;
 use crate::wire::codec::{encode, EncodeError, Limits};
@@ -357,6 +357,7 @@ impl<S: Sinks> Core<S> {
     fn node_down(&self, may_have_executed: bool) -> CallError {
         CallError::NodeDown {
             node: self.peer.node,
+            label: self.peer.label(),
             may_have_executed,
         }
     }
@@ -671,6 +672,7 @@ impl<S: Sinks> Core<S> {
             Some(node) => (
                 CallError::NodeRestarted {
                     node,
+                    label: self.peer.label(),
                     may_have_executed: true,
                 },
                 Some(StopReason::NodeRestarted { node }),
@@ -814,6 +816,8 @@ pub(crate) fn frame_reply(
 pub(crate) struct Retry {
     /// The node called.
     peer: NodeId,
+    /// Its name and address, as the latest attempt's error gave them.
+    label: NodeLabel,
     deadline: Instant,
     timeout: Duration,
     pause: Duration,
@@ -846,6 +850,7 @@ impl Retry {
     pub(crate) fn new(peer: NodeId, now: Instant, timeout: Duration, give_up: Duration) -> Retry {
         Retry {
             peer,
+            label: NodeLabel::default(),
             give_up,
             unreachable_since: None,
             deadline: crate::deadline::after(now, timeout),
@@ -884,11 +889,17 @@ impl Retry {
         match outcome {
             Err(err @ (CallError::NodeDown { .. } | CallError::ConnectFailed { .. })) => {
                 self.left |= err.may_have_executed();
+                if let CallError::NodeDown { label, .. } | CallError::ConnectFailed { label, .. } =
+                    &err
+                {
+                    self.label = label.clone().or(&self.label);
+                }
                 if matches!(err, CallError::ConnectFailed { .. }) {
                     let since = *self.unreachable_since.get_or_insert(now);
                     if now.saturating_duration_since(since) >= self.give_up {
                         return Next::Done(Err(CallError::NodeDown {
                             node: self.peer,
+                            label: self.label.clone(),
                             may_have_executed: self.left,
                         }));
                     }
@@ -900,7 +911,7 @@ impl Retry {
                 Next::RetryAt(at)
             }
             Err(err) if self.left && !err.may_have_executed() => {
-                Next::Done(Err(err.sent_earlier(self.peer)))
+                Next::Done(Err(err.sent_earlier(self.peer, self.label.clone())))
             }
             outcome => Next::Done(outcome),
         }

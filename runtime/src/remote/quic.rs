@@ -35,7 +35,7 @@ use super::connection::{Backlog, Connection, Drained, Lane, Transport, SMALL_FRA
 use super::handshakes::{Admission, HandshakeLimits, Handshakes};
 use super::host::Host;
 use super::protocol::MAX_LANES;
-use crate::error::CallError;
+use crate::error::{CallError, NodeLabel};
 use crate::remote::tls::{common_name, Credentials, NODE_NAME};
 use crate::wire::codec::{encode, FrameReader, Limits};
 use crate::wire::{Incoming, Session, SessionError};
@@ -251,7 +251,7 @@ impl Endpoint {
     ) -> Result<Arc<Connection>, CallError> {
         let failed = |reason: String| CallError::ConnectFailed {
             node: None,
-            addr: Some(addr.to_string()),
+            label: NodeLabel::new(None, Some(&addr.to_string())),
             reason,
         };
         let connecting = self
@@ -313,7 +313,7 @@ async fn establish(
 ) -> Result<Arc<Connection>, CallError> {
     let failed = |reason: String| CallError::ConnectFailed {
         node: None,
-        addr: Some(quic.remote_address().to_string()),
+        label: NodeLabel::new(None, Some(&quic.remote_address().to_string())),
         reason,
     };
     let me = node
@@ -430,7 +430,7 @@ async fn greet(
 > {
     let failed = |reason: String| CallError::ConnectFailed {
         node: None,
-        addr: Some(quic.remote_address().to_string()),
+        label: NodeLabel::new(None, Some(&quic.remote_address().to_string())),
         reason,
     };
     let (mut send, mut recv) = if dialer {
@@ -440,7 +440,7 @@ async fn greet(
     }
     .map_err(|e| failed(e.to_string()))?;
     let listen = me.public_addr();
-    let mut session = Session::new(me.id(), me.incarnation(), listen, &limits);
+    let mut session = Session::new(me.id(), me.incarnation(), listen, &limits).named(me.name());
     let mut hello = Vec::new();
     encode(&session.hello(), &mut hello, &limits).map_err(|e| failed(e.to_string()))?;
     send.write_all(&hello)

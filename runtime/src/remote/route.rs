@@ -13,7 +13,7 @@ use super::host::Host;
 use super::marshal::{encode_args, is_plain, Answer, Args, MarshalCx, Moved};
 use super::protocol::OutCall;
 use super::wire_ref::WireRef;
-use crate::error::CallError;
+use crate::error::{CallError, NodeLabel};
 use crate::local::stop::StopReason;
 use crate::method::Method;
 use crate::wire::ObjectId;
@@ -81,6 +81,7 @@ impl RemoteRoute {
         }
         let down = |may_have_executed| CallError::NodeDown {
             node: self.peer,
+            label: self.label(),
             may_have_executed,
         };
         // Dialed before and lost: the node is down, not merely unknown.
@@ -92,21 +93,42 @@ impl RemoteRoute {
         let (Some(addr), Some(node)) = (&self.addr, self.node.upgrade()) else {
             return Err(CallError::ConnectFailed {
                 node: Some(self.peer),
-                addr: self.addr.clone(),
+                label: self.label(),
                 reason: "no connection to that node, and no address to dial it at".into(),
             });
         };
-        let reached = node.connect(addr).await?;
-        if reached != self.peer {
-            return Err(CallError::NodeRestarted {
-                node: self.peer,
-                may_have_executed: false,
-            });
-        }
-        self.conn_now().ok_or(CallError::NodeRestarted {
+        let restarted = || CallError::NodeRestarted {
             node: self.peer,
+            label: self.label(),
             may_have_executed: false,
-        })
+        };
+        let reached = node.connect(addr).await.map_err(|err| match err {
+            CallError::ConnectFailed { label, reason, .. } => CallError::ConnectFailed {
+                node: Some(self.peer),
+                label: label.or(&self.label()),
+                reason,
+            },
+            other => other,
+        })?;
+        if reached != self.peer {
+            return Err(restarted());
+        }
+        self.conn_now().ok_or_else(restarted)
+    }
+
+    /// The object's node as errors name it: its name from the connection this
+    /// route last had (or the node's current one), and its address.
+    pub(crate) fn label(&self) -> NodeLabel {
+        let known = self.conn.lock().as_ref().map(|conn| conn.peer.label());
+        let known = known.or_else(|| {
+            let host = self.node.upgrade()?;
+            host.peer(self.peer).ok().map(|conn| conn.peer.label())
+        });
+        let addr = NodeLabel::new(None, self.addr.as_deref());
+        match known {
+            Some(known) => known.or(&addr),
+            None => addr,
+        }
     }
 
     /// The node this route belongs to, while it runs (and holds its lease).
@@ -199,8 +221,9 @@ impl RemoteRoute {
 
     /// The context references inside this call's arguments and reply marshal in.
     pub(crate) fn cx(&self, conn: Option<Arc<Connection>>) -> Result<MarshalCx, CallError> {
-        let node = self.node.upgrade().ok_or(CallError::NodeDown {
+        let node = self.node.upgrade().ok_or_else(|| CallError::NodeDown {
             node: self.peer,
+            label: self.label(),
             may_have_executed: false,
         })?;
         Ok(MarshalCx { host: node, conn })

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. A peer speaking another one is refused
 /// at connect with [`CallError::VersionMismatch`](crate::CallError::VersionMismatch).
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The first bytes of every `Hello`, so that a stray connection is told apart from
 /// a peer of another version.
@@ -113,6 +113,10 @@ pub struct Hello {
     /// Where the sender accepts connections, if it listens: a peer handed a
     /// reference to one of its objects by a third node dials it here.
     pub listen: Option<String>,
+    /// The sender's name ([`NodeBuilder::name`](crate::NodeBuilder::name)), if it
+    /// has one: for people, in the errors that concern the node. At most
+    /// [`Hello::MAX_NAME`] bytes.
+    pub name: Option<String>,
     /// The largest frame body the sender accepts, in bytes: the peer refuses to
     /// send it a larger call ([`CallError::TooLarge`](crate::CallError::TooLarge))
     /// rather than have the stream reset.
@@ -122,6 +126,17 @@ pub struct Hello {
     /// back with [`Frame::Credit`] (once they are in the object's mailbox). A
     /// peer out of room waits (a tell) or is refused (`try_tell`).
     pub window: u32,
+}
+
+impl Hello {
+    /// The longest name a `Hello` may carry, in bytes; a longer one is a
+    /// protocol violation.
+    pub const MAX_NAME: usize = 256;
+
+    /// The sender as errors name it: its name and where it listens.
+    pub fn label(&self) -> crate::NodeLabel {
+        crate::NodeLabel::new(self.name.as_deref(), self.listen.as_deref())
+    }
 }
 
 /// A call of one method on one exported object.

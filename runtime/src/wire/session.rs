@@ -118,6 +118,7 @@ impl Session {
                 node,
                 incarnation,
                 listen,
+                name: None,
                 max_frame: limits.max_frame as u64,
                 window: limits.window,
             },
@@ -125,6 +126,19 @@ impl Session {
             next_call: 1,
             seen: Seen::default(),
         }
+    }
+
+    /// This session with the node's name in its `Hello` (cut to
+    /// [`Hello::MAX_NAME`] bytes, at a character boundary).
+    pub fn named(mut self, name: Option<&str>) -> Self {
+        self.local.name = name.map(|name| {
+            let mut end = name.len().min(Hello::MAX_NAME);
+            while !name.is_char_boundary(end) {
+                end -= 1;
+            }
+            name[..end].to_owned()
+        });
+        self
     }
 
     /// The frame to send first.
@@ -161,6 +175,16 @@ impl Session {
                         ours: PROTOCOL_VERSION,
                         theirs: hello.version,
                     }));
+                }
+                if hello
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| n.len() > Hello::MAX_NAME)
+                {
+                    return Err(SessionError::Violation(format!(
+                        "a node name over {} bytes",
+                        Hello::MAX_NAME
+                    )));
                 }
                 self.peer = Some(hello.clone());
                 Ok(Incoming::Ready(hello))
@@ -304,6 +328,33 @@ mod tests {
                 theirs: PROTOCOL_VERSION + 1
             }))
         );
+    }
+
+    #[test]
+    fn a_name_travels_in_the_hello_and_an_overlong_one_is_a_violation() {
+        let mut b = Session::new(NodeId::from_u128(2), 1, None, &Limits::default());
+        let named =
+            Session::new(NodeId::from_u128(1), 1, None, &Limits::default()).named(Some("bank-1"));
+        assert!(matches!(
+            b.receive(named.hello()),
+            Ok(Incoming::Ready(h)) if h.name.as_deref() == Some("bank-1")
+        ));
+        // Our own name is cut to the limit, at a character boundary.
+        let long = "é".repeat(Hello::MAX_NAME);
+        let cut =
+            Session::new(NodeId::from_u128(1), 1, None, &Limits::default()).named(Some(&long));
+        let Frame::Hello(hello) = cut.hello() else {
+            unreachable!()
+        };
+        assert_eq!(hello.name.as_ref().map(String::len), Some(Hello::MAX_NAME));
+        // A peer that sends a longer one broke the protocol.
+        let mut b = Session::new(NodeId::from_u128(2), 1, None, &Limits::default());
+        let mut hello = hello;
+        hello.name = Some("x".repeat(Hello::MAX_NAME + 1));
+        assert!(matches!(
+            b.receive(Frame::Hello(hello)),
+            Err(SessionError::Violation(reason)) if reason.contains("name")
+        ));
     }
 
     #[test]

@@ -255,6 +255,7 @@ fn a_lost_connection_fails_every_call_in_flight_and_sends_nothing_more() {
     a.close();
     let lost = CallError::NodeDown {
         node: NodeId::from_u128(2),
+        label: NodeLabel::default(),
         may_have_executed: true,
     };
     let mut failed = Vec::new();
@@ -282,6 +283,7 @@ fn a_lost_connection_fails_every_call_in_flight_and_sends_nothing_more() {
         a.call(now, again, Some((3, SECOND))).map(|(id, _)| id),
         Err(CallError::NodeDown {
             node: NodeId::from_u128(2),
+            label: NodeLabel::default(),
             may_have_executed: false
         }),
         "a call after the loss was never sent"
@@ -314,6 +316,7 @@ fn a_restarted_peer_fails_every_call_in_flight_as_restarted_and_resolves_monitor
     seen.sort();
     let failed = CallError::NodeRestarted {
         node,
+        label: NodeLabel::default(),
         may_have_executed: true,
     };
     assert_eq!(
@@ -480,7 +483,7 @@ fn an_exactly_once_call_gives_up_at_its_deadline_saying_whether_it_was_sent() {
     let mut retry = Retry::new(NodeId::from_u128(2), t0, Duration::from_millis(25), SECOND);
     let lost = || CallError::ConnectFailed {
         node: None,
-        addr: Some("x".into()),
+        label: NodeLabel::new(None, Some("x")),
         reason: "refused".into(),
     };
     let mut now = t0;
@@ -753,17 +756,19 @@ fn an_error_after_an_attempt_that_left_says_the_call_may_have_run() {
     let peer = NodeId::from_u128(2);
     let lost = CallError::NodeDown {
         node: peer,
+        label: NodeLabel::default(),
         may_have_executed: true,
     };
     let restarted = CallError::NodeRestarted {
         node: peer,
+        label: NodeLabel::default(),
         may_have_executed: false,
     };
     // Never sent: the restart is reported as it is (the call did not run).
     let mut unsent = Retry::new(peer, t0, SECOND, SECOND);
     let never = CallError::ConnectFailed {
         node: Some(peer),
-        addr: None,
+        label: NodeLabel::default(),
         reason: "refused".into(),
     };
     assert!(matches!(
@@ -787,6 +792,7 @@ fn an_error_after_an_attempt_that_left_says_the_call_may_have_run() {
         err,
         CallError::NodeRestarted {
             node: peer,
+            label: NodeLabel::default(),
             may_have_executed: true
         }
     );
@@ -824,11 +830,12 @@ fn an_exactly_once_call_gives_up_once_its_node_has_been_unreachable_for_the_give
     let mut retry = Retry::new(peer, t0, Duration::from_secs(30), give_up);
     let lost = CallError::NodeDown {
         node: peer,
+        label: NodeLabel::new(Some("branch"), None),
         may_have_executed: true,
     };
     let unreachable = || CallError::ConnectFailed {
         node: Some(peer),
-        addr: Some("x".into()),
+        label: NodeLabel::new(None, Some("x")),
         reason: "no answer".into(),
     };
     assert!(matches!(retry.next::<()>(t0, Err(lost)), Next::RetryAt(_)));
@@ -846,6 +853,8 @@ fn an_exactly_once_call_gives_up_once_its_node_has_been_unreachable_for_the_give
         outcome,
         Err(CallError::NodeDown {
             node: peer,
+            // The name from the lost connection, the address from the dials.
+            label: NodeLabel::new(Some("branch"), Some("x")),
             may_have_executed: true
         }),
         "the first attempt left: it may have run"
