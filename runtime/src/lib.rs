@@ -61,6 +61,7 @@ mod link;
 mod local;
 mod method;
 mod node;
+pub mod pipe;
 mod reference;
 pub mod remote;
 mod spawn;

@@ -449,6 +449,12 @@ pub struct NodeStats {
     /// node started: they named nothing this node exports (or that peer holds no
     /// lease on), so a peer's leases never outnumber the node's exports.
     pub lease_ids_ignored: u64,
+    /// Pipe ends this node exports: halves of its pipes held on other nodes
+    /// (see [`pipe`](crate::pipe)); counted in `exports` too.
+    pub pipe_ends: usize,
+    /// Pipe streams open on this node's connections, both ways (at most 4 096
+    /// opened by each peer).
+    pub pipe_streams: usize,
 }
 
 impl Node {
@@ -775,6 +781,8 @@ impl Node {
             monitors_refused: Refusals::read(&refusals.monitors),
             monitored: self.inner.host.monitored_count(),
             lease_ids_ignored: Refusals::read(&refusals.lease_ids),
+            pipe_ends: self.inner.host.pipe_end_count(),
+            pipe_streams: self.inner.host.pipe_stream_count(),
         }
     }
 

@@ -91,6 +91,27 @@ enum Owned {
         object: ObjectId,
         error: CallError,
     },
+    PipeOpen {
+        stream: u64,
+        pipe: ObjectId,
+        credit: u32,
+    },
+    PipeItem {
+        stream: u64,
+        item: Vec<u8>,
+    },
+    PipeCredit {
+        stream: u64,
+        items: u32,
+    },
+    PipeEnd {
+        stream: u64,
+        error: Option<CallError>,
+    },
+    PipeClose {
+        stream: u64,
+        error: Option<CallError>,
+    },
 }
 
 impl Owned {
@@ -132,6 +153,31 @@ impl Owned {
                 object: *object,
                 error: error.clone(),
             },
+            Owned::PipeOpen {
+                stream,
+                pipe,
+                credit,
+            } => Frame::PipeOpen {
+                stream: *stream,
+                pipe: *pipe,
+                credit: *credit,
+            },
+            Owned::PipeItem { stream, item } => Frame::PipeItem {
+                stream: *stream,
+                item,
+            },
+            Owned::PipeCredit { stream, items } => Frame::PipeCredit {
+                stream: *stream,
+                items: *items,
+            },
+            Owned::PipeEnd { stream, error } => Frame::PipeEnd {
+                stream: *stream,
+                error: error.clone(),
+            },
+            Owned::PipeClose { stream, error } => Frame::PipeClose {
+                stream: *stream,
+                error: error.clone(),
+            },
         }
     }
 
@@ -168,6 +214,31 @@ impl Owned {
             Frame::Credit { grants } => Owned::Credit(grants.clone()),
             Frame::Refused { object, error } => Owned::Refused {
                 object: *object,
+                error: error.clone(),
+            },
+            Frame::PipeOpen {
+                stream,
+                pipe,
+                credit,
+            } => Owned::PipeOpen {
+                stream: *stream,
+                pipe: *pipe,
+                credit: *credit,
+            },
+            Frame::PipeItem { stream, item } => Owned::PipeItem {
+                stream: *stream,
+                item: item.to_vec(),
+            },
+            Frame::PipeCredit { stream, items } => Owned::PipeCredit {
+                stream: *stream,
+                items: *items,
+            },
+            Frame::PipeEnd { stream, error } => Owned::PipeEnd {
+                stream: *stream,
+                error: error.clone(),
+            },
+            Frame::PipeClose { stream, error } => Owned::PipeClose {
+                stream: *stream,
                 error: error.clone(),
             },
         }
@@ -1034,6 +1105,23 @@ fn frame() -> impl Strategy<Value = Owned> {
         .prop_map(Owned::Credit),
         (any::<u128>().prop_map(ObjectId::from_u128), call_error())
             .prop_map(|(object, error)| Owned::Refused { object, error }),
+        (
+            any::<u64>(),
+            any::<u128>().prop_map(ObjectId::from_u128),
+            any::<u32>()
+        )
+            .prop_map(|(stream, pipe, credit)| Owned::PipeOpen {
+                stream,
+                pipe,
+                credit
+            }),
+        (any::<u64>(), bytes(4096)).prop_map(|(stream, item)| Owned::PipeItem { stream, item }),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(stream, items)| Owned::PipeCredit { stream, items }),
+        (any::<u64>(), prop::option::of(call_error()))
+            .prop_map(|(stream, error)| Owned::PipeEnd { stream, error }),
+        (any::<u64>(), prop::option::of(call_error()))
+            .prop_map(|(stream, error)| Owned::PipeClose { stream, error }),
     ]
 }
 

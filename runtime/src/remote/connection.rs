@@ -73,6 +73,9 @@ pub(crate) trait Transport: Send + Sync {
     }
     /// The peer stopped sending on the stream whose replies go to `lane`.
     fn lane_closed(&self, _lane: Lane) {}
+    /// Nothing more will be sent on `lane` (a pipe stream that ended): its
+    /// stream may be finished once what is queued is written.
+    fn lane_done(&self, _lane: Lane) {}
     /// Replies written and not yet sent, if the transport can fall behind (a
     /// peer that does not read them).
     fn replies_backlog(&self) -> Option<&Backlog> {
@@ -286,6 +289,10 @@ pub(crate) struct Connection {
     /// What the peer accepts from this node: our limits, with its frame size if
     /// smaller (from its `Hello`).
     send_limits: Limits,
+    /// Pipe streams over this connection (see `pipes`).
+    pub(crate) pipes: super::pipes::Streams,
+    /// Closed because a new incarnation of the peer answers at its address.
+    restarted: AtomicBool,
 }
 
 impl Connection {
@@ -304,6 +311,9 @@ impl Connection {
         let core = Core::new(session, limits, values);
         let peer = core.peer().clone();
         let send_limits = core.send_limits();
+        // Pipe stream ids: even from the node with the smaller id, odd from the
+        // other (both sides decide alike, whoever dialed).
+        let even = node.upgrade().is_some_and(|host| host.id() < peer.node);
         let caller = match node.upgrade() {
             Some(host) => Caller::new(peer.node, identity).counting(host.asks_dropped()),
             None => Caller::new(peer.node, identity),
@@ -328,9 +338,29 @@ impl Connection {
             values,
             limits,
             send_limits,
+            pipes: super::pipes::Streams::new(even),
+            restarted: AtomicBool::new(false),
         });
         tokio::spawn(run_deadlines(Arc::downgrade(&conn), conn.timer.clone()));
         conn
+    }
+
+    /// The transport (for the pipe streams' lanes).
+    pub(crate) fn transport(&self) -> &dyn Transport {
+        &*self.transport
+    }
+
+    /// What a pipe stream of a closed connection fails with: `NodeRestarted`
+    /// if a new incarnation of the peer answers at its address, else `NodeDown`.
+    fn lost_error(&self) -> CallError {
+        if self.restarted.load(Ordering::Acquire) {
+            return CallError::NodeRestarted {
+                node: self.peer.node,
+                label: self.peer.label(),
+                may_have_executed: true,
+            };
+        }
+        self.node_down(true)
     }
 
     fn node_down(&self, may_have_executed: bool) -> CallError {
@@ -397,6 +427,7 @@ impl Connection {
             self.timer.notify_one();
         }
         if closed_now {
+            self.pipes.fail_all(self.lost_error());
             self.transport.close();
             self.closed_notify.notify_waiters();
             // Asks from the peer still queued will find nobody to answer.
@@ -717,6 +748,10 @@ impl Connection {
                 if let Some(node) = self.node.upgrade() {
                     node.release_for(self.peer.node, &objects);
                 }
+                Step::Continue
+            }
+            Ok(Incoming::Pipe(frame)) => {
+                self.on_pipe(frame);
                 Step::Continue
             }
             // Replies, pings and monitor reports were the core's to handle.
@@ -1045,6 +1080,7 @@ impl Connection {
     /// The peer's node restarted (a new incarnation answers at its address):
     /// every call in flight fails with `NodeRestarted`, and the connection closes.
     pub(crate) fn close_restarted(&self) {
+        self.restarted.store(true, Ordering::Release);
         self.drive(|core, _| core.close_restarted());
     }
 

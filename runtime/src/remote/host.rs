@@ -332,6 +332,83 @@ impl Host {
         }
     }
 
+    /// Exports a pipe end (see `pipe::end`) for a half about to be sent to
+    /// `holder`, which gets a lease on it at once as with a reference.
+    pub(crate) fn export_pipe_end(
+        &self,
+        end: Arc<crate::pipe::PipeEnd>,
+        holder: Option<NodeId>,
+    ) -> ObjectId {
+        let id = ObjectId::random();
+        self.exports.insert(
+            id,
+            Export {
+                route: end as Arc<dyn Exported>,
+                pinned: false,
+                service: false,
+                spawned_by: None,
+                told: AtomicBool::new(false),
+            },
+        );
+        let holder = holder.unwrap_or(NodeId::from_u128(0));
+        self.granted.renew(holder, &[id], self.lease);
+        id
+    }
+
+    /// The pipe end exported as `object`, if it is one.
+    pub(crate) fn pipe_end(&self, object: &ObjectId) -> Option<Arc<crate::pipe::PipeEnd>> {
+        self.exported(object)?
+            .as_any()
+            .downcast::<crate::pipe::PipeEnd>()
+            .ok()
+    }
+
+    /// How many pipe ends this node exports.
+    pub(crate) fn pipe_end_count(&self) -> usize {
+        self.exports
+            .iter()
+            .filter(|e| {
+                e.route
+                    .clone()
+                    .as_any()
+                    .downcast::<crate::pipe::PipeEnd>()
+                    .is_ok()
+            })
+            .count()
+    }
+
+    /// Pipe streams open on this node's connections.
+    pub(crate) fn pipe_stream_count(&self) -> usize {
+        self.peers.iter().map(|c| c.value().pipes.count()).sum()
+    }
+
+    /// A pipe end that may have lost its last holder: withdrawn at once if
+    /// nothing holds it (no lease, no stream), rather than at the next sweep, so
+    /// that a pipe's receiver sees its end promptly.
+    pub(crate) fn check_pipe_end(&self, id: ObjectId) {
+        let now = tokio::time::Instant::now();
+        if self.granted.is_leased(&id, now) {
+            return;
+        }
+        let Some(export) = self.exports.get(&id) else {
+            return;
+        };
+        if export.pinned || Arc::strong_count(&export.route) != 1 {
+            return;
+        }
+        let Ok(end) = export
+            .route
+            .clone()
+            .as_any()
+            .downcast::<crate::pipe::PipeEnd>()
+        else {
+            return;
+        };
+        export.told.store(true, Ordering::Relaxed);
+        drop(export);
+        end.unreferenced(self.withdrawal(id));
+    }
+
     pub(crate) fn exported(&self, object: &ObjectId) -> Option<Arc<dyn Exported>> {
         self.exports.get(object).map(|e| e.route.clone())
     }
@@ -394,6 +471,9 @@ impl Host {
     pub(crate) fn release_for(&self, holder: NodeId, objects: &[ObjectId]) {
         let released = self.granted.release(holder, objects);
         self.ignore_lease_ids(holder, objects.len() - released);
+        for object in objects {
+            self.check_pipe_end(*object);
+        }
     }
 
     fn ignore_lease_ids(&self, holder: NodeId, ignored: usize) {
@@ -530,6 +610,15 @@ impl Host {
         via: Option<&Arc<Connection>>,
     ) -> Result<Arc<RemoteRoute>, CallError> {
         check_interface::<M>(wire)?;
+        self.import_remote_raw(wire, via)
+    }
+
+    /// [`Host::import_remote`] with the interface checked by the caller (pipe ends).
+    pub(crate) fn import_remote_raw(
+        &self,
+        wire: &WireRef,
+        via: Option<&Arc<Connection>>,
+    ) -> Result<Arc<RemoteRoute>, CallError> {
         let conn = match via {
             Some(conn) if conn.peer.node == wire.node => Some(conn.clone()),
             _ => self.peer(wire.node).ok(),

@@ -63,6 +63,10 @@ pub(crate) enum Lane {
     Call(u16),
     /// Replies to the calls that came in on the peer's lane with this number.
     Reply(u64),
+    /// The items of one pipe stream (see `remote::pipes`), in order, ended by its
+    /// `PipeEnd`: a stream of its own over QUIC, so that a pipe never holds up
+    /// calls or other pipes.
+    Pipe(u64),
 }
 
 /// The most call lanes a connection opens toward its peer.

@@ -34,6 +34,7 @@ use std::future::Future;
 use super::connection::{Backlog, Connection, Drained, Lane, Transport, SMALL_FRAME};
 use super::handshakes::{Admission, HandshakeLimits, Handshakes};
 use super::host::Host;
+use super::pipes::MAX_PIPE_STREAMS;
 use super::protocol::MAX_LANES;
 use crate::error::{CallError, NodeLabel};
 use crate::remote::tls::{common_name, Credentials, NODE_NAME};
@@ -348,12 +349,15 @@ async fn establish(
     };
     // The peer said Hello: it may open its call lanes now (and the control stream).
     quic.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(MAX_LANES as u32 + 1));
+    // And a stream per pipe stream it sends items on.
+    quic.set_max_concurrent_uni_streams(quinn::VarInt::from_u32(MAX_PIPE_STREAMS as u32));
     let transport = Arc::new(QuicTransport {
         quic: quic.clone(),
         control: Outbox::open(send, None),
         backlog: Arc::default(),
         calls: Mutex::new(Vec::new()),
         replies: Mutex::new(HashMap::new()),
+        pipes: Mutex::new(HashMap::new()),
         conn: OnceLock::new(),
     });
     let dialed_by = if dialer { me.id() } else { peer.node };
@@ -372,6 +376,17 @@ async fn establish(
     let kept = me.add_peer(conn.clone());
     // The control stream: pings (and whatever followed the Hello).
     spawn_reader(conn.clone(), recv, Lane::Control, Some(reader));
+    // Streams the peer opens to send a pipe stream's items (each ends with its
+    // `PipeEnd`, then the peer finishes it).
+    tokio::spawn({
+        let conn = conn.clone();
+        let quic = quic.clone();
+        async move {
+            while let Ok(recv) = quic.accept_uni().await {
+                spawn_reader(conn.clone(), recv, Lane::Control, None);
+            }
+        }
+    });
     // Streams the peer opens to call our objects.
     tokio::spawn({
         let conn = conn.clone();
@@ -571,6 +586,8 @@ struct OutboxState {
     queued: usize,
     writing: bool,
     failed: bool,
+    /// Finish the stream once what is queued is written (a pipe stream's end).
+    finish: bool,
 }
 
 impl Outbox {
@@ -584,6 +601,7 @@ impl Outbox {
                 queued: 0,
                 writing: false,
                 failed: false,
+                finish: false,
             }),
         })
     }
@@ -600,6 +618,7 @@ impl Outbox {
                 queued: 0,
                 writing: true,
                 failed: false,
+                finish: false,
             }),
         });
         let writer = outbox.clone();
@@ -661,8 +680,12 @@ impl Outbox {
                     backlog.sent(written);
                 }
                 if state.queue.is_empty() {
-                    state.stream = Some(stream);
                     state.writing = false;
+                    if state.finish {
+                        let _ = stream.finish();
+                    } else {
+                        state.stream = Some(stream);
+                    }
                     return;
                 }
                 std::mem::take(&mut state.queue)
@@ -688,6 +711,17 @@ impl Outbox {
     fn queued(&self) -> usize {
         self.state.lock().queued
     }
+
+    /// Finishes the stream once what is queued has been written.
+    fn finish(&self) {
+        let mut state = self.state.lock();
+        state.finish = true;
+        if !state.writing {
+            if let Some(mut stream) = state.stream.take() {
+                let _ = stream.finish();
+            }
+        }
+    }
 }
 
 struct QuicTransport {
@@ -697,6 +731,8 @@ struct QuicTransport {
     calls: Mutex<Vec<Arc<Outbox>>>,
     /// Send halves of the streams the peer opened to call us.
     replies: Mutex<HashMap<u64, Arc<Outbox>>>,
+    /// Our pipe streams' items, a QUIC stream each, opened on first use.
+    pipes: Mutex<HashMap<u64, Arc<Outbox>>>,
     /// Bytes queued in `replies`.
     backlog: Arc<Backlog>,
     conn: OnceLock<Weak<Connection>>,
@@ -727,11 +763,28 @@ impl Transport for QuicHandle {
                 };
                 outbox.send(frame)
             }
+            Lane::Pipe(stream) => {
+                let outbox = transport
+                    .pipes
+                    .lock()
+                    .entry(stream)
+                    .or_insert_with(|| transport.open_pipe_stream())
+                    .clone();
+                outbox.send(frame)
+            }
         }
     }
 
     fn close(&self) {
         self.0.quic.close(CLOSE_PROTOCOL.into(), b"closed");
+    }
+
+    fn lane_done(&self, lane: Lane) {
+        if let Lane::Pipe(stream) = lane {
+            if let Some(outbox) = self.0.pipes.lock().remove(&stream) {
+                outbox.finish();
+            }
+        }
     }
 
     fn lane_closed(&self, lane: Lane) {
@@ -750,12 +803,23 @@ impl Transport for QuicHandle {
         let transport = &self.0;
         let calls: Vec<Arc<Outbox>> = transport.calls.lock().clone();
         let replies: Vec<Arc<Outbox>> = transport.replies.lock().values().cloned().collect();
-        let outboxes = calls.iter().chain(&replies).chain([&transport.control]);
+        let pipes: Vec<Arc<Outbox>> = transport.pipes.lock().values().cloned().collect();
+        let outboxes = calls
+            .iter()
+            .chain(&replies)
+            .chain(&pipes)
+            .chain([&transport.control]);
         outboxes.map(|outbox| outbox.queued()).sum()
     }
 }
 
 impl QuicTransport {
+    /// A pipe stream's items: a unidirectional stream, opened by the writer task.
+    fn open_pipe_stream(&self) -> Arc<Outbox> {
+        let quic = self.quic.clone();
+        Outbox::opening(async move { quic.open_uni().await.ok() })
+    }
+
     /// A call lane to the peer: its stream is opened by the writer task, so frames
     /// queue (in order) until it is there.
     fn open_call_stream(&self) -> Arc<Outbox> {

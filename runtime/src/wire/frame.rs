@@ -97,6 +97,49 @@ pub enum Frame<'a> {
         /// Why (`Unauthorized`).
         error: crate::CallError,
     },
+    /// Opens pipe stream `stream` (numbered by the sender: even from the node with
+    /// the smaller id, odd from the other) to the receiver's pipe end `pipe`: to take its
+    /// items with `credit` of them granted (a receiving half), or to give it items
+    /// (a sending half, `credit` 0: the receiver grants them).
+    PipeOpen {
+        /// The stream.
+        stream: u64,
+        /// The pipe end, exported as an object.
+        pipe: ObjectId,
+        /// Items granted to the receiver.
+        credit: u32,
+    },
+    /// One item of a pipe stream, encoded; on the stream's own lane.
+    PipeItem {
+        /// The stream.
+        stream: u64,
+        /// The encoded item.
+        #[serde(borrow, with = "serde_bytes")]
+        item: &'a [u8],
+    },
+    /// The side that takes a stream's items has room for `items` more.
+    PipeCredit {
+        /// The stream.
+        stream: u64,
+        /// Items granted.
+        items: u32,
+    },
+    /// No more items on a stream: every sender is gone (`error` None), or the
+    /// items' source failed. On the stream's own lane, after its last item.
+    PipeEnd {
+        /// The stream.
+        stream: u64,
+        /// Why, if it was not a clean end.
+        error: Option<crate::CallError>,
+    },
+    /// The side that takes a stream's items is gone, or refuses the stream
+    /// (`error`): stop sending.
+    PipeClose {
+        /// The stream.
+        stream: u64,
+        /// Why, if it was not a plain drop of the receiving half.
+        error: Option<crate::CallError>,
+    },
 }
 
 /// Who is speaking: sent once, first, by each side of a connection.

@@ -90,6 +90,9 @@ pub enum Incoming<'a> {
         /// Objects and the calls given back.
         grants: Vec<(ObjectId, u32)>,
     },
+    /// A pipe frame (`PipeOpen`, `PipeItem`, `PipeCredit`, `PipeEnd`,
+    /// `PipeClose`), for the node's pipe streams.
+    Pipe(Frame<'a>),
     /// Nothing to do (a duplicate call, a pong).
     Nothing,
 }
@@ -222,6 +225,11 @@ impl Session {
             Frame::Exit { object, reason } => Ok(Incoming::Exit { object, reason }),
             Frame::Credit { grants } => Ok(Incoming::Credit { grants }),
             Frame::Refused { object, error } => Ok(Incoming::Refused { object, error }),
+            pipe @ (Frame::PipeOpen { .. }
+            | Frame::PipeItem { .. }
+            | Frame::PipeCredit { .. }
+            | Frame::PipeEnd { .. }
+            | Frame::PipeClose { .. }) => Ok(Incoming::Pipe(pipe)),
         }
     }
 }

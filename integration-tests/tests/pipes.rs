@@ -1,0 +1,344 @@
+//! Pipes between nodes, over both transports: streaming results, uploads,
+//! subscribers, halves sent on to a third node, backpressure, honest ends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use remora::pipe::{self, SendError};
+use remora::{Actor, CallError, Node};
+use remora_integration_tests::{both_transports, three_nodes, until, Pair, Transport, SAFETY};
+use tokio::time::timeout;
+
+#[remora::remote]
+pub trait Streamer {
+    /// 1..=n as a stream, from a producer task counting what it has sent.
+    async fn count(&mut self, n: u64, capacity: u64) -> pipe::Receiver<u64>;
+    /// How many items the latest `count` producer has sent so far, and whether
+    /// its last send failed with the receiver gone (and got its item back).
+    async fn produced(&mut self) -> (u64, Option<u64>);
+    /// The sum of an upload.
+    async fn sum(&mut self, items: pipe::Receiver<u64>) -> Result<u64, String>;
+    /// Sends 1..=n to a subscriber, then drops it.
+    async fn feed(&mut self, to: pipe::Sender<u64>, n: u64) -> u64;
+    /// Passes `items` on to `to` (on a third node) and returns what it summed.
+    async fn pass_on(&mut self, items: pipe::Receiver<u64>, to: StreamerRef)
+        -> Result<u64, String>;
+    /// Lines of text, for items that are not numbers.
+    async fn words(&mut self) -> pipe::Receiver<String>;
+}
+
+#[derive(Default)]
+struct Stream {
+    sent: Arc<AtomicU64>,
+    closed: Arc<parking_lot::Mutex<Option<u64>>>,
+}
+
+impl Actor for Stream {}
+
+impl Streamer for Stream {
+    async fn count(&mut self, n: u64, capacity: u64) -> pipe::Receiver<u64> {
+        let (tx, rx) = pipe::channel(capacity as usize);
+        let sent = Arc::new(AtomicU64::new(0));
+        let closed = Arc::new(parking_lot::Mutex::new(None));
+        self.sent = sent.clone();
+        self.closed = closed.clone();
+        tokio::spawn(async move {
+            for i in 1..=n {
+                match tx.send(i).await {
+                    Ok(()) => {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(SendError::Closed(item)) => {
+                        *closed.lock() = Some(item);
+                        return;
+                    }
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        });
+        rx
+    }
+
+    async fn produced(&mut self) -> (u64, Option<u64>) {
+        (self.sent.load(Ordering::SeqCst), *self.closed.lock())
+    }
+
+    async fn sum(&mut self, mut items: pipe::Receiver<u64>) -> Result<u64, String> {
+        let mut sum = 0;
+        while let Some(item) = items.next().await {
+            sum += item.map_err(|e| e.to_string())?;
+        }
+        Ok(sum)
+    }
+
+    async fn feed(&mut self, to: pipe::Sender<u64>, n: u64) -> u64 {
+        let mut sent = 0;
+        for i in 1..=n {
+            if to.send(i).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    }
+
+    async fn pass_on(
+        &mut self,
+        items: pipe::Receiver<u64>,
+        to: StreamerRef,
+    ) -> Result<u64, String> {
+        to.sum(items).await.map_err(|e| e.to_string())?
+    }
+
+    async fn words(&mut self) -> pipe::Receiver<String> {
+        let (tx, rx) = pipe::channel(4);
+        tokio::spawn(async move {
+            for word in ["pipes", "carry", "strings"] {
+                let _ = tx.send(word.to_owned()).await;
+            }
+        });
+        rx
+    }
+}
+
+async fn pair(transport: Transport) -> (Pair, StreamerRef) {
+    let pair = Pair::new(transport).await;
+    let local: StreamerRef = pair.server.spawn(Stream::default());
+    let remote = remora_integration_tests::reach(&pair.client, &pair.server, &local);
+    (pair, remote)
+}
+
+async fn a_streaming_result_is_consumed_to_its_end(transport: Transport) {
+    let (_pair, remote) = pair(transport).await;
+    let items = remote.count(1000, 8).await.unwrap();
+    let got: Vec<u64> = timeout(SAFETY, items.map(Result::unwrap).collect())
+        .await
+        .unwrap();
+    assert_eq!(got, (1..=1000).collect::<Vec<_>>(), "in order, each once");
+    let words: Vec<String> = remote
+        .words()
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(words, ["pipes", "carry", "strings"]);
+}
+
+async fn an_upload_is_summed_on_the_other_node(transport: Transport) {
+    let (_pair, remote) = pair(transport).await;
+    let (tx, rx) = pipe::channel(4);
+    let producer = tokio::spawn(async move {
+        for i in 1..=500u64 {
+            tx.send(i).await.unwrap();
+        }
+    });
+    let sum = timeout(SAFETY, remote.sum(rx)).await.unwrap().unwrap();
+    assert_eq!(sum, Ok(500 * 501 / 2));
+    producer.await.unwrap();
+}
+
+async fn a_subscriber_gets_every_item_then_the_end(transport: Transport) {
+    let (_pair, remote) = pair(transport).await;
+    let (tx, mut rx) = pipe::channel(3);
+    let fed = tokio::spawn({
+        let remote = remote.clone();
+        async move { remote.feed(tx, 200).await }
+    });
+    let mut got = Vec::new();
+    while let Some(item) = timeout(SAFETY, rx.next()).await.unwrap() {
+        got.push(item.unwrap());
+    }
+    assert_eq!(got, (1..=200).collect::<Vec<_>>());
+    assert_eq!(fed.await.unwrap(), Ok(200));
+}
+
+/// A slow consumer bounds its producer: what the producer has sent never passes
+/// the pipe's room on its node plus the credit the consumer granted.
+async fn a_slow_consumer_holds_back_a_fast_producer(transport: Transport) {
+    let (_pair, remote) = pair(transport).await;
+    const CAPACITY: u64 = 4;
+    let mut items = remote.count(1_000_000, CAPACITY).await.unwrap();
+    // One item taken: the stream is open and credit granted.
+    assert_eq!(items.next().await.unwrap(), Ok(1));
+    let bound = 2 * CAPACITY + 1;
+    let deadline = tokio::time::Instant::now() + SAFETY;
+    let sent = loop {
+        let (sent, _) = remote.produced().await.unwrap();
+        if sent + 1 >= bound {
+            break sent;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the producer is stuck at {sent}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // Given time, it goes no further.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (still, _) = remote.produced().await.unwrap();
+    assert!(
+        still <= bound,
+        "{still} items sent past a credit of {bound} (had {sent})"
+    );
+    // Consuming makes room, a batch at a time.
+    for expected in 2..=40 {
+        assert_eq!(items.next().await.unwrap(), Ok(expected));
+    }
+    let (later, _) = remote.produced().await.unwrap();
+    assert!(later > still && later <= 40 + bound, "{later}");
+}
+
+/// Dropping the receiver makes the producer's `send` fail with its item back.
+async fn a_dropped_receiver_fails_the_producer_with_its_item(transport: Transport) {
+    let (_pair, remote) = pair(transport).await;
+    let mut items = remote.count(1_000_000, 2).await.unwrap();
+    assert_eq!(items.next().await.unwrap(), Ok(1));
+    drop(items);
+    let deadline = tokio::time::Instant::now() + SAFETY;
+    let closed = loop {
+        let (sent, closed) = remote.produced().await.unwrap();
+        if let Some(item) = closed {
+            break (sent, item);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the producer never learned"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        closed.1,
+        closed.0 + 1,
+        "the item that failed is the next one"
+    );
+}
+
+/// A receiving half sent on to a third node: the data flows from the producer
+/// to that node.
+async fn a_receiver_sent_on_to_a_third_node_is_summed_there(transport: Transport) {
+    let ([a, b, c], _wires) = three_nodes(transport).await;
+    let on_b: StreamerRef = b.spawn(Stream::default());
+    let on_c: StreamerRef = c.spawn(Stream::default());
+    let b_from_a = remora_integration_tests::reach(&a, &b, &on_b);
+    let c_from_a = remora_integration_tests::reach(&a, &c, &on_c);
+    // A uploads to B, which passes the receiver on to C.
+    let (tx, rx) = pipe::channel(4);
+    tokio::spawn(async move {
+        for i in 1..=300u64 {
+            tx.send(i).await.unwrap();
+        }
+    });
+    let sum = timeout(SAFETY, b_from_a.pass_on(rx, c_from_a))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sum, Ok(300 * 301 / 2));
+    // B never held a stream: the items went from A to C.
+    assert_eq!(b.stats().pipe_streams, 0);
+}
+
+/// A thousand pipes open at once on one connection, each consumed.
+async fn a_thousand_pipes_at_once(transport: Transport) {
+    let (pair, remote) = pair(transport).await;
+    let mut pipes = Vec::new();
+    for _ in 0..1000 {
+        pipes.push(remote.count(3, 1).await.unwrap());
+    }
+    // Every stream is open once each has been polled.
+    let mut firsts = Vec::new();
+    for items in &mut pipes {
+        firsts.push(items.next().await.unwrap().unwrap());
+    }
+    assert!(firsts.iter().all(|&f| f == 1));
+    assert!(
+        pair.client.stats().pipe_streams >= 1000,
+        "{}",
+        pair.client.stats().pipe_streams
+    );
+    for items in &mut pipes {
+        let rest: Vec<u64> = items.map(Result::unwrap).collect().await;
+        assert_eq!(rest, [2, 3]);
+    }
+    until("every stream is closed", || {
+        pair.client.stats().pipe_streams == 0 && pair.server.stats().pipe_streams == 0
+    })
+    .await;
+}
+
+/// The connection lost under a pipe: the consumer gets `NodeDown`, never a
+/// clean end.
+async fn a_lost_connection_is_an_error_not_an_end(transport: Transport) {
+    let (pair, remote) = pair(transport).await;
+    let mut items = remote.count(1_000_000, 4).await.unwrap();
+    assert_eq!(items.next().await.unwrap(), Ok(1));
+    match &pair.wire {
+        Some(wire) => wire.cut(),
+        None => pair.server.shutdown().await,
+    }
+    let mut last = None;
+    while let Some(item) = timeout(SAFETY, items.next()).await.unwrap() {
+        if let Err(err) = item {
+            last = Some(err);
+        }
+    }
+    assert!(
+        matches!(last, Some(CallError::NodeDown { node, .. }) if node == pair.server.id()),
+        "{last:?}"
+    );
+}
+
+both_transports!(
+    a_streaming_result_is_consumed_to_its_end,
+    an_upload_is_summed_on_the_other_node,
+    a_subscriber_gets_every_item_then_the_end,
+    a_slow_consumer_holds_back_a_fast_producer,
+    a_dropped_receiver_fails_the_producer_with_its_item,
+    a_receiver_sent_on_to_a_third_node_is_summed_there,
+    a_thousand_pipes_at_once,
+    a_lost_connection_is_an_error_not_an_end,
+);
+
+/// Between nodes of one process that encode every call, the same holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipes_work_when_every_call_is_encoded() {
+    let server = Node::builder().build().await.unwrap();
+    let client = Node::builder().build().await.unwrap();
+    let _wire = remora::remote::inproc::connect_serializing(&client, &server)
+        .await
+        .unwrap();
+    let local: StreamerRef = server.spawn(Stream::default());
+    let remote = remora_integration_tests::reach(&client, &server, &local);
+    let got: Vec<u64> = remote
+        .count(50, 2)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(got, (1..=50).collect::<Vec<_>>());
+}
+
+/// Locally a pipe is a bounded channel: `try_send` refuses when full, a clean
+/// end is `None`, a dropped receiver gives the item back.
+#[tokio::test]
+async fn a_local_pipe_is_a_bounded_channel() {
+    let (tx, mut rx) = pipe::channel::<u32>(2);
+    tx.try_send(1).unwrap();
+    tx.send(2).await.unwrap();
+    assert!(matches!(tx.try_send(3), Err(pipe::TrySendError::Full(3))));
+    assert_eq!(rx.recv().await, Some(Ok(1)));
+    let tx2 = tx.clone();
+    drop(tx);
+    tx2.send(3).await.unwrap();
+    drop(tx2);
+    assert_eq!(rx.recv().await, Some(Ok(2)));
+    assert_eq!(rx.recv().await, Some(Ok(3)));
+    assert_eq!(rx.recv().await, None);
+    let (tx, rx) = pipe::channel::<u32>(1);
+    drop(rx);
+    assert!(tx.is_closed());
+    assert!(matches!(tx.send(9).await, Err(SendError::Closed(9))));
+}

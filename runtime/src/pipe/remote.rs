@@ -1,0 +1,346 @@
+//! The halves of a pipe whose end is on another node: a receiving half pulls
+//! the end's items over a stream of its own, a sending half pushes to it within
+//! the credit the end grants (see `remote::pipes`).
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+use tokio::sync::SetError;
+
+use super::{Item, SendError, TrySendError, HANDOFF};
+use crate::error::CallError;
+use crate::remote::connection::Connection;
+use crate::remote::pipes::{Credit, Delivery};
+use crate::remote::{MarshalCx, RemoteRoute, WireRef};
+
+/// Encodes one item for the wire (a `Vec<u8>` as binary), its references
+/// exported for `conn`'s peer.
+pub(super) fn encode_item<T: Item>(conn: &Arc<Connection>, item: &T) -> Result<Vec<u8>, CallError> {
+    let host = conn.node.upgrade().ok_or(CallError::ActorStopped)?;
+    let cx = MarshalCx {
+        host,
+        conn: Some(conn.clone()),
+    };
+    cx.enter(|| crate::remote::marshal::encode_reply(item))
+        .map_err(|err| match err {
+            CallError::ReplyFailed { type_name, reason } => CallError::Marshalling {
+                what: "a pipe item".into(),
+                type_name,
+                reason,
+            },
+            other => other,
+        })
+}
+
+/// Decodes one item from the wire, its references imported from `conn`'s peer.
+pub(super) fn decode_item<T: Item>(conn: &Arc<Connection>, bytes: &[u8]) -> Result<T, CallError> {
+    let host = conn.node.upgrade().ok_or(CallError::ActorStopped)?;
+    let cx = MarshalCx {
+        host,
+        conn: Some(conn.clone()),
+    };
+    cx.enter(|| crate::remote::marshal::decode_reply::<T>(bytes, &conn.limits))
+        .map_err(|err| match err {
+            CallError::ReplyFailed { type_name, reason } => CallError::Marshalling {
+                what: "a pipe item".into(),
+                type_name,
+                reason,
+            },
+            other => other,
+        })
+}
+
+/// Keeps `what` (a half sent on) alive for [`HANDOFF`], holding its lease
+/// while its new holder takes over.
+fn hold_for_handoff<H: Send + 'static>(what: H) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            tokio::time::sleep(HANDOFF).await;
+            drop(what);
+        });
+    }
+}
+
+type Opening = Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    (Arc<Connection>, u64, mpsc::UnboundedReceiver<Delivery>),
+                    CallError,
+                >,
+            > + Send,
+    >,
+>;
+
+/// A receiving half whose items wait on another node.
+pub(crate) struct RemoteReceiver<T> {
+    route: Option<Arc<RemoteRoute>>,
+    capacity: u32,
+    state: RxState,
+    _items: PhantomData<fn() -> T>,
+}
+
+enum RxState {
+    /// Not polled yet: no stream.
+    Idle,
+    Opening(Opening),
+    Open {
+        conn: Arc<Connection>,
+        stream: u64,
+        rx: mpsc::UnboundedReceiver<Delivery>,
+        /// Items taken since credit was last given back.
+        consumed: u32,
+    },
+    Done,
+}
+
+impl<T: Item> RemoteReceiver<T> {
+    pub(crate) fn new(route: Arc<RemoteRoute>, capacity: u32) -> Self {
+        RemoteReceiver {
+            route: Some(route),
+            capacity,
+            state: RxState::Idle,
+            _items: PhantomData,
+        }
+    }
+
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, CallError>>> {
+        loop {
+            match &mut self.state {
+                RxState::Idle => {
+                    let Some(route) = self.route.clone() else {
+                        self.state = RxState::Done;
+                        continue;
+                    };
+                    let credit = self.capacity;
+                    self.state = RxState::Opening(Box::pin(async move {
+                        let conn = route.conn().await?;
+                        let (stream, rx) = conn.pipe_pull(route.target, credit)?;
+                        Ok((conn, stream, rx))
+                    }));
+                }
+                RxState::Opening(opening) => match opening.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok((conn, stream, rx))) => {
+                        self.state = RxState::Open {
+                            conn,
+                            stream,
+                            rx,
+                            consumed: 0,
+                        }
+                    }
+                    Poll::Ready(Err(err)) => {
+                        self.state = RxState::Done;
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                },
+                RxState::Open {
+                    conn,
+                    stream,
+                    rx,
+                    consumed,
+                } => {
+                    let delivery = match rx.poll_recv(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(delivery) => delivery,
+                    };
+                    match delivery {
+                        Some(Delivery::Item(bytes)) => match decode_item::<T>(conn, &bytes) {
+                            Ok(item) => {
+                                *consumed += 1;
+                                // Credit goes back in batches of half the capacity.
+                                if *consumed >= self.capacity.div_ceil(2) {
+                                    conn.pipe_grant(*stream, *consumed);
+                                    *consumed = 0;
+                                }
+                                return Poll::Ready(Some(Ok(item)));
+                            }
+                            Err(err) => {
+                                conn.pipe_close(*stream, Some(err.clone()));
+                                self.state = RxState::Done;
+                                return Poll::Ready(Some(Err(err)));
+                            }
+                        },
+                        Some(Delivery::End(None)) => {
+                            self.state = RxState::Done;
+                            return Poll::Ready(None);
+                        }
+                        Some(Delivery::End(Some(err))) => {
+                            self.state = RxState::Done;
+                            return Poll::Ready(Some(Err(err)));
+                        }
+                        // The connection dropped the stream without a word: it closed.
+                        None => {
+                            let err = CallError::NodeDown {
+                                node: conn.peer.node,
+                                label: conn.peer.label(),
+                                may_have_executed: true,
+                            };
+                            self.state = RxState::Done;
+                            return Poll::Ready(Some(Err(err)));
+                        }
+                    }
+                }
+                RxState::Done => return Poll::Ready(None),
+            }
+        }
+    }
+
+    /// Whether it never started receiving (it can be sent on as it is).
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.state, RxState::Idle)
+    }
+
+    pub(crate) fn wire(&self) -> WireRef {
+        self.route.as_ref().expect("a route until dropped").wire()
+    }
+
+    /// Sent on unopened: its lease is held a while for the new holder.
+    pub(crate) fn hand_off(mut self) {
+        if let Some(route) = self.route.take() {
+            hold_for_handoff(route);
+        }
+    }
+}
+
+impl<T> Drop for RemoteReceiver<T> {
+    fn drop(&mut self) {
+        if let RxState::Open { conn, stream, .. } = &self.state {
+            conn.pipe_close(*stream, None);
+        }
+    }
+}
+
+/// A sending half whose pipe's receiver is on another node.
+pub(crate) struct RemoteSender<T> {
+    route: Arc<RemoteRoute>,
+    open: tokio::sync::OnceCell<Result<Open, CallError>>,
+    _items: PhantomData<fn(T)>,
+}
+
+struct Open {
+    conn: Arc<Connection>,
+    stream: u64,
+    credit: Arc<Credit>,
+}
+
+impl<T: Item> RemoteSender<T> {
+    pub(crate) fn new(route: Arc<RemoteRoute>) -> Self {
+        RemoteSender {
+            route,
+            open: tokio::sync::OnceCell::new(),
+            _items: PhantomData,
+        }
+    }
+
+    async fn opened(&self) -> Result<&Open, CallError> {
+        let open = self
+            .open
+            .get_or_init(|| async {
+                let conn = self.route.conn().await?;
+                let (stream, credit) = conn.pipe_push(self.route.target)?;
+                Ok(Open {
+                    conn,
+                    stream,
+                    credit,
+                })
+            })
+            .await;
+        open.as_ref().map_err(Clone::clone)
+    }
+
+    pub(crate) async fn send(&self, item: T) -> Result<(), SendError<T>> {
+        let open = match self.opened().await {
+            Ok(open) => open,
+            Err(error) => return Err(SendError::Failed { item, error }),
+        };
+        match open.credit.take().await {
+            Ok(()) => {}
+            Err(None) => return Err(SendError::Closed(item)),
+            Err(Some(error)) => return Err(SendError::Failed { item, error }),
+        }
+        Self::put(open, item).map_err(|(item, error)| SendError::Failed { item, error })
+    }
+
+    pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        let open = match self.open.get() {
+            Some(Ok(open)) => open,
+            Some(Err(error)) => {
+                return Err(TrySendError::Failed {
+                    item,
+                    error: error.clone(),
+                })
+            }
+            None => match self.route.conn_now() {
+                // Connected: open the stream now (its credit comes later).
+                Some(conn) => {
+                    let opened = conn
+                        .pipe_push(self.route.target)
+                        .map(|(stream, credit)| Open {
+                            conn,
+                            stream,
+                            credit,
+                        });
+                    if let Err(
+                        SetError::AlreadyInitializedError(Ok(unused))
+                        | SetError::InitializingError(Ok(unused)),
+                    ) = self.open.set(opened)
+                    {
+                        // Opened meanwhile by a `send`: this stream goes unused.
+                        unused.conn.pipe_end(unused.stream, None);
+                    }
+                    return Err(TrySendError::Full(item));
+                }
+                None => return Err(TrySendError::Full(item)),
+            },
+        };
+        match open.credit.try_take() {
+            Ok(true) => {}
+            Ok(false) => return Err(TrySendError::Full(item)),
+            Err(None) => return Err(TrySendError::Closed(item)),
+            Err(Some(error)) => return Err(TrySendError::Failed { item, error }),
+        }
+        Self::put(open, item).map_err(|(item, error)| TrySendError::Failed { item, error })
+    }
+
+    fn put(open: &Open, item: T) -> Result<(), (T, CallError)> {
+        let bytes = match encode_item(&open.conn, &item) {
+            Ok(bytes) => bytes,
+            Err(error) => return Err((item, error)),
+        };
+        open.conn
+            .pipe_item(open.stream, &bytes)
+            .map_err(|error| (item, error))
+    }
+}
+
+impl<T> RemoteSender<T> {
+    pub(crate) fn is_closed(&self) -> bool {
+        match self.open.get() {
+            Some(Ok(open)) => open.credit.is_closed(),
+            Some(Err(_)) => true,
+            None => self.route.is_down(),
+        }
+    }
+
+    pub(crate) fn wire(&self) -> WireRef {
+        self.route.wire()
+    }
+
+    /// Sent on: its lease is held a while for the new holder.
+    pub(crate) fn hand_off(&self) {
+        hold_for_handoff(self.route.clone());
+    }
+}
+
+impl<T> Drop for RemoteSender<T> {
+    fn drop(&mut self) {
+        if let Some(Ok(open)) = self.open.get() {
+            open.conn.pipe_end(open.stream, None);
+        }
+    }
+}

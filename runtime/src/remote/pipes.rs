@@ -1,0 +1,554 @@
+//! The pipe streams of one connection: the wire side of [`crate::pipe`].
+//!
+//! A pipe half that leaves its node is exported there as a *pipe end* (see
+//! `crate::pipe::end`); the half that arrives on the other node opens a
+//! *stream* to that end over the connection:
+//!
+//! - a receiving half **pulls**: `PipeOpen { credit }` grants the end's node
+//!   `credit` items; the end's pump sends that many `PipeItem`s and waits for
+//!   the `PipeCredit` the receiving half sends as it consumes them;
+//! - a sending half **pushes**: `PipeOpen { credit: 0 }`; the end grants credit
+//!   as room is reserved in its local channel, and every item that arrives has
+//!   its place waiting.
+//!
+//! Items (and the `PipeEnd` after the last one) go on the stream's own lane
+//! ([`Lane::Pipe`]): a QUIC stream of their own, so a stalled pipe holds up
+//! nothing else. Credit and `PipeClose` (the receiving side is gone) go on the
+//! control lane. Stream ids are the opener's: even from the node with the
+//! smaller id, odd from the other, so both sides number streams without meeting.
+//!
+//! What a peer can make this table hold is bounded: at most [`MAX_PIPE_STREAMS`]
+//! streams it opened, and items only within the credit granted (an item past it
+//! fails that stream, and only that stream).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+
+use super::connection::{Connection, Lane};
+use crate::error::CallError;
+use crate::wire::{Frame, ObjectId};
+
+/// The most pipe streams a peer may have open to this node on one connection
+/// (and QUIC streams for their items).
+pub(crate) const MAX_PIPE_STREAMS: usize = 4096;
+
+/// What reaches a receiving half from its stream.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// One encoded item.
+    Item(Vec<u8>),
+    /// The stream ended: cleanly (`None`) or with this error.
+    End(Option<CallError>),
+}
+
+/// The items one side may still send on a stream, and whether the other side
+/// is gone: a sending half and a pipe end's pump wait here.
+#[derive(Default)]
+pub(crate) struct Credit {
+    state: Mutex<CreditState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct CreditState {
+    items: u64,
+    /// Set once the receiving side is gone (`None`: it dropped its half) or the
+    /// stream failed (`Some`).
+    closed: Option<Option<CallError>>,
+}
+
+impl Credit {
+    /// The receiving side has room for `items` more.
+    pub(crate) fn grant(&self, items: u32) {
+        self.state.lock().items += u64::from(items);
+        self.changed.notify_waiters();
+    }
+
+    /// The receiving side is gone (`None`) or the stream failed.
+    pub(crate) fn close(&self, why: Option<CallError>) {
+        let mut state = self.state.lock();
+        if state.closed.is_none() {
+            state.closed = Some(why);
+        }
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// Takes one item's credit if there is any; `Err` once closed.
+    pub(crate) fn try_take(&self) -> Result<bool, Option<CallError>> {
+        let mut state = self.state.lock();
+        if let Some(why) = &state.closed {
+            return Err(why.clone());
+        }
+        if state.items == 0 {
+            return Ok(false);
+        }
+        state.items -= 1;
+        Ok(true)
+    }
+
+    /// Waits for one item's credit and takes it; `Err` once closed.
+    pub(crate) async fn take(&self) -> Result<(), Option<CallError>> {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if self.try_take()? {
+                return Ok(());
+            }
+            changed.await;
+        }
+    }
+
+    /// Resolves once closed, with why.
+    pub(crate) async fn closed(&self) -> Option<CallError> {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(why) = &self.state.lock().closed {
+                return why.clone();
+            }
+            changed.await;
+        }
+    }
+
+    /// Whether the receiving side is gone or the stream failed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed.is_some()
+    }
+
+    /// Credit not yet used (for tests and counters).
+    pub(crate) fn available(&self) -> u64 {
+        self.state.lock().items
+    }
+}
+
+/// A stream the peer opened to give one of our pipe ends items: where they go.
+pub(crate) trait Fill: Send {
+    /// One item arrived (within the credit granted): decode it and put it in its
+    /// place. An error fails the stream.
+    fn item(&mut self, conn: &Arc<Connection>, bytes: &[u8]) -> Result<(), CallError>;
+    /// The stream ended: cleanly (`None`), or the sender failed or its
+    /// connection was lost, which the pipe's receiver is told.
+    fn end(self: Box<Self>, error: Option<CallError>);
+}
+
+/// What a pipe end exported by this node does when the peer opens a stream to it.
+pub(crate) trait Opened: Send + Sync {
+    /// The peer pulls this end's items with `credit` granted.
+    fn pull(
+        &self,
+        conn: &Arc<Connection>,
+        stream: u64,
+        credit: Arc<Credit>,
+    ) -> Result<(), Option<CallError>>;
+    /// The peer pushes items to this end: where they go. The end grants credit
+    /// through `conn` as room comes. `Err(None)`: the pipe's receiver is gone.
+    fn push(&self, conn: &Arc<Connection>, stream: u64)
+        -> Result<Box<dyn Fill>, Option<CallError>>;
+    /// A stream to this end ended (the end may be done).
+    fn stream_ended(&self);
+    /// The end goes (unreferenced, or stopped): what it holds of the pipe is
+    /// dropped.
+    fn close(&self);
+    /// Whether the end is done (served its stream, or its pipe is gone).
+    fn finished(&self) -> bool;
+    /// For taking a half back when it returns to this node.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+enum Stream {
+    /// We opened it to take items: they go to the receiving half. `granted`:
+    /// items the peer may still send.
+    Pulling {
+        to: mpsc::UnboundedSender<Delivery>,
+        granted: u64,
+    },
+    /// We opened it to give items: the peer's credit.
+    Pushing(Arc<Credit>),
+    /// The peer opened it to take our pipe end's items: the pump's credit,
+    /// at most `cap` outstanding.
+    Serving { credit: Arc<Credit>, cap: u64 },
+    /// The peer opened it to give our pipe end items. `granted`: items it may
+    /// still send.
+    Filling {
+        fill: Box<dyn Fill>,
+        granted: u64,
+        end: Arc<dyn Opened>,
+    },
+}
+
+/// The pipe streams of one connection (see the module doc).
+pub(crate) struct Streams {
+    table: Mutex<Table>,
+}
+
+struct Table {
+    next: u64,
+    open: HashMap<u64, Stream>,
+    /// Streams the peer opened, still open.
+    theirs: usize,
+    /// Why every stream failed, once the connection is gone.
+    lost: Option<CallError>,
+}
+
+impl Streams {
+    /// The streams of a connection; `even`: this node numbers its streams
+    /// with even ids (the peer with odd ones).
+    pub(crate) fn new(even: bool) -> Streams {
+        Streams {
+            table: Mutex::new(Table {
+                next: u64::from(!even),
+                open: HashMap::new(),
+                theirs: 0,
+                lost: None,
+            }),
+        }
+    }
+
+    /// Streams open on this connection, both ways.
+    pub(crate) fn count(&self) -> usize {
+        self.table.lock().open.len()
+    }
+
+    fn ours(&self, stream: u64) -> bool {
+        // Our ids have the parity of the first one we gave out.
+        let table = self.table.lock();
+        stream % 2 == table.next % 2
+    }
+
+    /// Registers a new stream of ours: its id, or the connection's loss.
+    fn open(&self, stream: Stream) -> Result<u64, CallError> {
+        let mut table = self.table.lock();
+        if let Some(lost) = &table.lost {
+            return Err(lost.clone());
+        }
+        let id = table.next;
+        table.next += 2;
+        table.open.insert(id, stream);
+        Ok(id)
+    }
+
+    fn remove(&self, stream: u64) -> Option<Stream> {
+        let mut table = self.table.lock();
+        let removed = table.open.remove(&stream);
+        if removed.is_some() && stream % 2 != table.next % 2 {
+            table.theirs -= 1;
+        }
+        removed
+    }
+
+    /// The connection is gone: every stream fails with `error`.
+    pub(crate) fn fail_all(&self, error: CallError) {
+        let streams: Vec<Stream> = {
+            let mut table = self.table.lock();
+            table.lost.get_or_insert(error.clone());
+            table.theirs = 0;
+            table.open.drain().map(|(_, s)| s).collect()
+        };
+        for stream in streams {
+            match stream {
+                Stream::Pulling { to, .. } => {
+                    let _ = to.send(Delivery::End(Some(error.clone())));
+                }
+                Stream::Pushing(credit) | Stream::Serving { credit, .. } => {
+                    credit.close(Some(error.clone()))
+                }
+                Stream::Filling { fill, end, .. } => {
+                    fill.end(Some(error.clone()));
+                    end.stream_ended();
+                }
+            }
+        }
+    }
+}
+
+impl Connection {
+    /// Opens a stream that takes the items of the peer's pipe end `pipe`, with
+    /// `credit` granted: its id, and where its items arrive.
+    pub(crate) fn pipe_pull(
+        &self,
+        pipe: ObjectId,
+        credit: u32,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Delivery>), CallError> {
+        let (to, from) = mpsc::unbounded_channel();
+        let stream = self.pipes.open(Stream::Pulling {
+            to,
+            granted: u64::from(credit),
+        })?;
+        self.send(
+            Lane::Control,
+            &Frame::PipeOpen {
+                stream,
+                pipe,
+                credit,
+            },
+        )?;
+        Ok((stream, from))
+    }
+
+    /// Grants the peer `items` more on a stream we pull.
+    pub(crate) fn pipe_grant(&self, stream: u64, items: u32) {
+        if let Some(Stream::Pulling { granted, .. }) = self.pipes.table.lock().open.get_mut(&stream)
+        {
+            *granted += u64::from(items);
+        } else {
+            return;
+        }
+        let _ = self.send(Lane::Control, &Frame::PipeCredit { stream, items });
+    }
+
+    /// We no longer take a stream's items (the receiving half was dropped, or
+    /// an item did not decode: `error`).
+    pub(crate) fn pipe_close(&self, stream: u64, error: Option<CallError>) {
+        if self.pipes.remove(stream).is_some() {
+            let _ = self.send(Lane::Control, &Frame::PipeClose { stream, error });
+        }
+    }
+
+    /// Opens a stream that gives items to the peer's pipe end `pipe`: its id,
+    /// and the credit the peer grants.
+    pub(crate) fn pipe_push(&self, pipe: ObjectId) -> Result<(u64, Arc<Credit>), CallError> {
+        let credit = Arc::new(Credit::default());
+        let stream = self.pipes.open(Stream::Pushing(credit.clone()))?;
+        self.send(
+            Lane::Control,
+            &Frame::PipeOpen {
+                stream,
+                pipe,
+                credit: 0,
+            },
+        )?;
+        Ok((stream, credit))
+    }
+
+    /// Sends one encoded item on a stream we give items on (its credit taken).
+    pub(crate) fn pipe_item(&self, stream: u64, item: &[u8]) -> Result<(), CallError> {
+        self.send(Lane::Pipe(stream), &Frame::PipeItem { stream, item })
+    }
+
+    /// Ends a stream we give items on, after its last item: cleanly, or with
+    /// the error its source failed with.
+    pub(crate) fn pipe_end(&self, stream: u64, error: Option<CallError>) {
+        if self.pipes.remove(stream).is_some() {
+            let _ = self.send(Lane::Pipe(stream), &Frame::PipeEnd { stream, error });
+            self.transport().lane_done(Lane::Pipe(stream));
+        }
+    }
+
+    /// Handles one pipe frame from the peer.
+    pub(crate) fn on_pipe(self: &Arc<Self>, frame: Frame<'_>) {
+        match frame {
+            Frame::PipeOpen {
+                stream,
+                pipe,
+                credit,
+            } => self.on_pipe_open(stream, pipe, credit),
+            Frame::PipeItem { stream, item } => self.on_pipe_item(stream, item),
+            Frame::PipeCredit { stream, items } => {
+                let table = self.pipes.table.lock();
+                match table.open.get(&stream) {
+                    Some(Stream::Pushing(credit)) => credit.grant(items),
+                    Some(Stream::Serving { credit, cap }) => {
+                        // A peer cannot make our pump run further ahead of it
+                        // than the pipe's capacity.
+                        let room = cap.saturating_sub(credit.available());
+                        credit.grant(items.min(u32::try_from(room).unwrap_or(u32::MAX)));
+                    }
+                    _ => {
+                        tracing::debug!(peer = %self.peer.node, stream, "credit for no stream of ours")
+                    }
+                }
+            }
+            Frame::PipeEnd { stream, error } => match self.pipes.remove(stream) {
+                Some(Stream::Pulling { to, .. }) => {
+                    let _ = to.send(Delivery::End(error));
+                }
+                Some(Stream::Filling { fill, end, .. }) => {
+                    fill.end(error);
+                    end.stream_ended();
+                }
+                Some(other) => {
+                    // Not a stream the peer sends items on: put it back, ignore.
+                    self.pipes.table.lock().open.insert(stream, other);
+                }
+                None => {}
+            },
+            Frame::PipeClose { stream, error } => match self.pipes.remove(stream) {
+                Some(Stream::Pushing(credit) | Stream::Serving { credit, .. }) => {
+                    credit.close(error)
+                }
+                Some(other) => {
+                    self.pipes.table.lock().open.insert(stream, other);
+                }
+                None => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn on_pipe_open(self: &Arc<Self>, stream: u64, pipe: ObjectId, credit: u32) {
+        let refuse = |error: Option<CallError>| {
+            tracing::debug!(peer = %self.peer.node, stream, %pipe, ?error, "pipe stream refused");
+            let _ = self.send(Lane::Control, &Frame::PipeClose { stream, error });
+        };
+        if self.pipes.ours(stream) {
+            return refuse(Some(CallError::Unauthorized {
+                reason: format!("pipe stream {stream} has this node's parity, not the opener's"),
+            }));
+        }
+        {
+            let table = self.pipes.table.lock();
+            if table.open.contains_key(&stream) {
+                drop(table);
+                return refuse(Some(CallError::Unauthorized {
+                    reason: format!("pipe stream {stream} is open already"),
+                }));
+            }
+            if table.theirs >= MAX_PIPE_STREAMS {
+                drop(table);
+                return refuse(Some(CallError::Overloaded {
+                    cap: MAX_PIPE_STREAMS,
+                }));
+            }
+        }
+        let end = self
+            .node
+            .upgrade()
+            .and_then(|host| host.pipe_end(&pipe))
+            .ok_or(CallError::NoSuchObject);
+        let end = match end {
+            Ok(end) => end,
+            Err(error) => return refuse(Some(error)),
+        };
+        if credit > 0 {
+            let credit_state = Arc::new(Credit::default());
+            credit_state.grant(credit.min(end.capacity()));
+            let cap = u64::from(end.capacity());
+            self.pipes.insert_theirs(
+                stream,
+                Stream::Serving {
+                    credit: credit_state.clone(),
+                    cap,
+                },
+            );
+            if let Err(error) = end.opened().pull(self, stream, credit_state) {
+                self.pipes.remove(stream);
+                refuse(error);
+            }
+        } else {
+            let opened = end.opened();
+            match opened.push(self, stream) {
+                Ok(fill) => self.pipes.insert_theirs(
+                    stream,
+                    Stream::Filling {
+                        fill,
+                        granted: 0,
+                        end: opened,
+                    },
+                ),
+                Err(error) => refuse(error),
+            }
+        }
+    }
+
+    fn on_pipe_item(self: &Arc<Self>, stream: u64, item: &[u8]) {
+        let mut table = self.pipes.table.lock();
+        match table.open.get_mut(&stream) {
+            Some(Stream::Pulling { to, granted }) if *granted > 0 => {
+                *granted -= 1;
+                let _ = to.send(Delivery::Item(item.to_vec()));
+            }
+            Some(Stream::Filling { fill, granted, .. }) if *granted > 0 => {
+                *granted -= 1;
+                let failed = fill.item(self, item).err();
+                drop(table);
+                if let Some(error) = failed {
+                    self.fail_filling(stream, error);
+                }
+            }
+            Some(Stream::Pulling { .. }) => {
+                drop(table);
+                let error = self.past_credit(stream);
+                if let Some(Stream::Pulling { to, .. }) = self.pipes.remove(stream) {
+                    let _ = to.send(Delivery::End(Some(error.clone())));
+                }
+                let _ = self.send(
+                    Lane::Control,
+                    &Frame::PipeClose {
+                        stream,
+                        error: Some(error),
+                    },
+                );
+            }
+            Some(Stream::Filling { .. }) => {
+                drop(table);
+                let error = self.past_credit(stream);
+                self.fail_filling(stream, error);
+            }
+            _ => {
+                drop(table);
+                // A stream we closed may still have items in flight; anything
+                // else is the peer's mistake, and costs it nothing but this.
+                tracing::debug!(peer = %self.peer.node, stream, "an item for no open pipe stream dropped");
+            }
+        }
+    }
+
+    fn past_credit(&self, stream: u64) -> CallError {
+        tracing::warn!(peer = %self.peer.node, stream, "a pipe item past the credit granted: the stream fails");
+        CallError::Unauthorized {
+            reason: format!("pipe stream {stream}: an item past the credit granted"),
+        }
+    }
+
+    /// A stream the peer fills broke the rules, or an item did not decode: the
+    /// pipe's receiver is told, and the peer's sending half is closed.
+    fn fail_filling(&self, stream: u64, error: CallError) {
+        if let Some(Stream::Filling { fill, end, .. }) = self.pipes.remove(stream) {
+            fill.end(Some(error.clone()));
+            end.stream_ended();
+        }
+        let _ = self.send(
+            Lane::Control,
+            &Frame::PipeClose {
+                stream,
+                error: Some(error),
+            },
+        );
+    }
+
+    /// Grants the peer `items` more on a stream it fills (room was reserved).
+    pub(crate) fn pipe_grant_fill(&self, stream: u64, items: u32) -> bool {
+        match self.pipes.table.lock().open.get_mut(&stream) {
+            Some(Stream::Filling { granted, .. }) => *granted += u64::from(items),
+            _ => return false,
+        }
+        self.send(Lane::Control, &Frame::PipeCredit { stream, items })
+            .is_ok()
+    }
+
+    /// A stream the peer pulls from has ended (the pump is done): its lane goes.
+    pub(crate) fn pipe_served(&self, stream: u64, error: Option<CallError>) {
+        if self.pipes.remove(stream).is_some() {
+            let _ = self.send(Lane::Pipe(stream), &Frame::PipeEnd { stream, error });
+        }
+        self.transport().lane_done(Lane::Pipe(stream));
+    }
+}
+
+impl Streams {
+    fn insert_theirs(&self, stream: u64, entry: Stream) {
+        let mut table = self.table.lock();
+        if table.lost.is_some() {
+            return;
+        }
+        if table.open.insert(stream, entry).is_none() {
+            table.theirs += 1;
+        }
+    }
+}
