@@ -106,10 +106,10 @@ type Local<T> = mpsc::Sender<Result<T, CallError>>;
 ///
 /// ```
 /// # #[tokio::main] async fn main() {
-/// let (tx, mut rx) = remora::pipe::channel::<&'static str>(2);
-/// tx.send("a").await.unwrap();
+/// let (tx, mut rx) = remora::pipe::channel::<String>(2);
+/// tx.send("a".to_owned()).await.unwrap();
 /// drop(tx);
-/// assert_eq!(rx.recv().await, Some(Ok("a")));
+/// assert_eq!(rx.recv().await, Some(Ok("a".to_owned())));
 /// assert_eq!(rx.recv().await, None); // every sender is gone: a clean end
 /// # }
 /// ```
