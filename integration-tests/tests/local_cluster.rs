@@ -3,7 +3,7 @@
 
 use remora::{CallError, StopReason};
 use remora_integration_tests::*;
-use remora_samples::cluster::LocalCluster;
+use remora_testing::LocalCluster;
 use tokio::time::timeout;
 
 const TEST_NODE: &str = env!("CARGO_BIN_EXE_remora-test-node");
@@ -14,7 +14,7 @@ async fn a_local_cluster_of_node_processes() {
     let dir = cluster.credentials().to_str().unwrap().to_owned();
     for _ in 0..3 {
         cluster
-            .start(TEST_NODE, &["--credentials", &dir, "--until-signal"])
+            .start(TEST_NODE, ["--credentials", &dir, "--until-signal"])
             .unwrap();
     }
     let me = cluster
@@ -35,7 +35,7 @@ async fn a_local_cluster_of_node_processes() {
         assert_eq!(counter.add(i as u64 + 1).await, Ok(i as u64 + 1));
     }
     let gone = me.monitor(&counters[1]);
-    cluster.nodes()[1].kill();
+    cluster.nodes()[1].kill().unwrap();
     assert!(matches!(
         timeout(SAFETY, gone).await,
         Ok(StopReason::NodeDown { .. })

@@ -6,12 +6,12 @@
 //! cargo run --release -p remora-samples --bin demo
 //! ```
 //!
-//! The library holds [`cluster::LocalCluster`], which the multi-process samples use
-//! to start their node processes, and the check that keeps the README honest: its
-//! Rust examples are compiled and run as doc tests of this crate.
+//! The multi-process samples start their node processes with `LocalCluster`, from
+//! the `remora-testing` crate. The library holds their argument helpers and the
+//! check that keeps the README honest: its Rust examples are compiled and run as
+//! doc tests of this crate.
 
 pub mod args;
-pub mod cluster;
 
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

@@ -6,11 +6,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use remora_samples::cluster::LocalCluster;
+use remora_testing::LocalCluster;
 
 /// The scripted run takes about 3 s; this only keeps a hung run from hanging the test.
 const RUN_WITHIN: Duration = Duration::from_secs(60);
@@ -108,7 +107,7 @@ fn next_line(screen: &mpsc::Receiver<String>, expected: &str) -> String {
 fn a_client_stopped_by_sigterm_says_goodbye() {
     let chat = env!("CARGO_BIN_EXE_chat");
     let mut cluster = LocalCluster::new().unwrap();
-    let registry = cluster.start(chat, &["room"]).unwrap().addr.clone();
+    let registry = cluster.start(chat, ["room"]).unwrap().addr.clone();
     let client = |name, says| {
         [
             "client",
@@ -120,18 +119,15 @@ fn a_client_stopped_by_sigterm_says_goodbye() {
             says,
         ]
     };
-    let alice = cluster.start(chat, &client("alice", "anyone?")).unwrap();
+    let alice = cluster.start(chat, client("alice", "anyone?")).unwrap();
     let alice = follow(alice.output.take().unwrap());
     assert_eq!(next_line(&alice, "in the room"), "in the room: alice");
 
-    let bob = cluster.start(chat, &client("bob", "hi, and bye")).unwrap();
+    let bob = cluster.start(chat, client("bob", "hi, and bye")).unwrap();
     assert_eq!(next_line(&alice, "bob joined"), "* bob joined");
     assert_eq!(next_line(&alice, "bob's line"), "[bob] hi, and bye");
 
-    let pid = bob.child.id().to_string();
-    let signalled = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(signalled.success());
-    let status = bob.child.wait().unwrap();
+    let status = bob.terminate().unwrap();
     assert!(status.success(), "a clean exit on SIGTERM, got {status:?}");
     assert_eq!(
         next_line(&alice, "bob left"),
@@ -144,10 +140,7 @@ fn a_client_stopped_by_sigterm_says_goodbye() {
 fn the_room_stops_cleanly_on_sigterm() {
     let chat = env!("CARGO_BIN_EXE_chat");
     let mut cluster = LocalCluster::new().unwrap();
-    let room = cluster.start(chat, &["room"]).unwrap();
-    let pid = room.child.id().to_string();
-    let signalled = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(signalled.success());
-    let status = room.child.wait().unwrap();
+    let room = cluster.start(chat, ["room"]).unwrap();
+    let status = room.terminate().unwrap();
     assert!(status.success(), "a clean exit on SIGTERM, got {status:?}");
 }

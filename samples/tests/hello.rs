@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 /// It takes seconds; past this it is hung.
@@ -28,16 +27,13 @@ fn hello_runs_across_processes() {
 
 #[test]
 fn the_server_stops_cleanly_on_sigterm() {
-    use remora_samples::cluster::LocalCluster;
+    use remora_testing::LocalCluster;
     let hello = env!("CARGO_BIN_EXE_hello");
     let mut cluster = LocalCluster::new().unwrap();
-    let registry = cluster.start(hello, &["registry"]).unwrap().addr.clone();
+    let registry = cluster.start(hello, ["registry"]).unwrap().addr.clone();
     let server = cluster
-        .start(hello, &["server", "--registry", &registry])
+        .start(hello, ["server", "--registry", &registry])
         .unwrap();
-    let pid = server.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let status = server.child.wait().unwrap();
+    let status = server.terminate().unwrap();
     assert!(status.success(), "a clean exit on SIGTERM, got {status:?}");
 }

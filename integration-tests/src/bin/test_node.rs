@@ -1,8 +1,9 @@
 //! A node process for the multi-process tests: listens on loopback with the cluster
 //! credentials of a directory, serves a counter and a broker, prints
 //! `READY <listen addr> <node id> <counter object> <broker object>` (the address
-//! first, as `remora_samples::cluster::LocalCluster` reads it), and runs until
-//! its standard input closes (the test dropped it) or it is killed.
+//! first, as `remora_testing::LocalCluster` reads it), and runs until its
+//! standard input closes (the test dropped it) or it is killed; with
+//! `--until-signal` (under a `LocalCluster`) until SIGTERM or SIGINT instead.
 //!
 //! With `--bind NAME` it binds the counter under NAME in a registry (the one served
 //! at `--registry ADDR`, or etcd at `--etcd URL` under `--etcd-prefix P`) with a
@@ -117,18 +118,23 @@ async fn main() {
         let registry = registry.as_ref().expect("--join needs a registry");
         registry.join(&group, &counter).await.expect("join");
     }
-    println!(
-        "READY {} {} {} {}",
-        node.listen_addr().expect("listening"),
-        node.id(),
-        node.export(&counter).expect("export"),
-        node.export(&broker).expect("export"),
-    );
+    let ready = [
+        node.id().to_string(),
+        node.export(&counter).expect("export").to_string(),
+        node.export(&broker).expect("export").to_string(),
+    ];
     if until_signal {
-        // Started by a LocalCluster (stdin is closed): until SIGTERM or SIGINT.
-        remora_samples::cluster::serve_until_signal(&node).await;
+        // Started by a LocalCluster (stdin is closed): until SIGTERM or SIGINT,
+        // handled from the moment READY is out.
+        remora_testing::announce_with(&node, ready);
+        remora_testing::serve_until_signal(&node).await;
         return;
     }
+    println!(
+        "READY {} {}",
+        node.listen_addr().expect("listening"),
+        ready.join(" ")
+    );
     // Until the parent closes our stdin (or kills us).
     tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();

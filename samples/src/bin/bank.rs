@@ -61,7 +61,7 @@ use std::time::Duration;
 use remora::{Actor, Node, NodeBuilder};
 use remora_registry::{MemoryStore, Placement, Placer, Registry, RegistryServer};
 use remora_samples::args::{exit_code, required};
-use remora_samples::cluster::{announce, node_builder, serve_until_signal, LocalCluster};
+use remora_testing::{announce, node_builder, serve_until_signal, LocalCluster};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -513,7 +513,7 @@ fn start_branch(
         "--data",
         &data.to_string_lossy(),
     ];
-    let node = cluster.start(&me.to_string_lossy(), &args)?;
+    let node = cluster.start(&me, args)?;
     let (pid, addr) = (node.child.id(), node.addr.clone());
     Ok((cluster.nodes().len() - 1, pid, addr))
 }
@@ -530,10 +530,7 @@ async fn everything() -> Result<(), Failure> {
             .map_or(0, |d| d.as_nanos())
     )));
     let mut cluster = LocalCluster::new()?;
-    let registry_addr = cluster
-        .start(&me.to_string_lossy(), &["registry"])?
-        .addr
-        .clone();
+    let registry_addr = cluster.start(&me, ["registry"])?.addr.clone();
     println!("registry process listening on {registry_addr}");
     let mut processes = BTreeMap::new();
     for i in 1..=3 {
@@ -594,7 +591,7 @@ async fn everything() -> Result<(), Failure> {
         teller.who(t.from)
     );
     let index = processes[&victim];
-    cluster.nodes()[index].kill();
+    cluster.nodes()[index].kill()?;
     println!("killed {victim} (SIGKILL); {} is in flight", t.amount);
 
     // The deposit is retried while the branch is down; it comes back meanwhile.
@@ -663,7 +660,7 @@ async fn everything() -> Result<(), Failure> {
     println!("total conserved through the loss of {victim}");
 
     node.shutdown().await;
-    cluster.stop();
+    cluster.terminate();
     println!("stopped the registry and the branches");
     Ok(())
 }

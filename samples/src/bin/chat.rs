@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use remora::{Actor, Node, NodeBuilder, StopReason};
 use remora_registry::{MemoryStore, Registry, RegistryServer};
 use remora_samples::args::{exit_code, required, values};
-use remora_samples::cluster::{announce, node_builder, LocalCluster};
+use remora_testing::{announce, node_builder, LocalCluster};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -363,7 +363,6 @@ impl Screens {
         says: &str,
     ) -> Result<u32, Failure> {
         let me = std::env::current_exe()?;
-        let me = me.to_string_lossy();
         let args = [
             "client",
             "--registry",
@@ -373,7 +372,7 @@ impl Screens {
             "--say",
             says,
         ];
-        let node = cluster.start(&me, &args)?;
+        let node = cluster.start(&me, args)?;
         let output = node.output.take().ok_or("a client's output went missing")?;
         let tx = self.tx.clone();
         let who = name.to_owned();
@@ -415,10 +414,7 @@ impl Screens {
 async fn everything() -> Result<(), Failure> {
     let me = std::env::current_exe()?;
     let mut cluster = LocalCluster::new()?;
-    let registry_addr = cluster
-        .start(&me.to_string_lossy(), &["room"])?
-        .addr
-        .clone();
+    let registry_addr = cluster.start(&me, ["room"])?.addr.clone();
     println!(
         "room process listening on {registry_addr}, serving the registry, the room bound as `room`"
     );
@@ -450,7 +446,7 @@ async fn everything() -> Result<(), Failure> {
     println!("room members: {}", room.members().await?.join(", "));
 
     let killed_at = Instant::now();
-    cluster.nodes()[3].kill();
+    cluster.nodes()[3].kill()?;
     println!("killed carol's process (SIGKILL) mid-chat");
     screens.expect("alice", "* carol left (").await?;
     screens.expect("bob", "* carol left (").await?;
@@ -462,7 +458,7 @@ async fn everything() -> Result<(), Failure> {
     println!("room members: {}", room.members().await?.join(", "));
 
     node.shutdown().await;
-    cluster.stop();
+    cluster.terminate();
     println!("stopped the room and the clients");
     Ok(())
 }

@@ -19,7 +19,7 @@
 use remora::{Actor, Node};
 use remora_registry::{MemoryStore, Registry, RegistryServer};
 use remora_samples::args::{exit_code, required};
-use remora_samples::cluster::{announce, node_builder, serve_until_signal, LocalCluster};
+use remora_testing::{announce, node_builder, serve_until_signal, LocalCluster};
 use serde::{Deserialize, Serialize};
 
 /// Work a client submits: a plain value, copied to the engine.
@@ -193,17 +193,11 @@ async fn client(registry_addr: &str) -> Result<(), Failure> {
 async fn everything() -> Result<(), Failure> {
     let me = std::env::current_exe()?;
     let mut cluster = LocalCluster::new()?;
-    let addr = cluster
-        .start(&me.to_string_lossy(), &["engine"])?
-        .addr
-        .clone();
+    let addr = cluster.start(&me, ["engine"])?.addr.clone();
     println!("engine process listening on {addr}, bound as `compute`");
-    std::env::set_var(
-        remora_samples::cluster::CREDENTIALS_ENV,
-        cluster.credentials(),
-    );
+    std::env::set_var(remora_testing::CREDENTIALS_ENV, cluster.credentials());
     client(&addr).await?;
-    cluster.stop();
+    cluster.terminate();
     println!("stopped the engine process");
     Ok(())
 }

@@ -22,13 +22,12 @@
 //! `cargo run --release -p remora-samples --bin tour` is a tour of one node: calls,
 //! tells, deadlines, backpressure, panics, restarts.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use remora::{Actor, Node, StopReason};
 use remora_registry::{MemoryStore, Placement, Registry, RegistryError, RegistryServer};
 use remora_samples::args::{exit_code, required};
-use remora_samples::cluster::{announce, node_builder, serve_until_signal, LocalCluster};
+use remora_testing::{announce, node_builder, serve_until_signal, LocalCluster};
 
 /// A bank account, on whichever node it was placed.
 #[remora::remote]
@@ -131,15 +130,14 @@ fn step(text: &str) {
 async fn demo() -> Result<(), Failure> {
     let started = Instant::now();
     let me = std::env::current_exe()?;
-    let me = me.to_string_lossy();
     let mut cluster = LocalCluster::new()?;
 
     step("1. a registry and three nodes, each an OS process");
-    let registry_addr = cluster.start(&me, &["registry"])?.addr.clone();
+    let registry_addr = cluster.start(&me, ["registry"])?.addr.clone();
     println!("registry  listening on {registry_addr}");
     let mut pids = Vec::new();
     for name in ["north", "south", "east"] {
-        let node = cluster.start(&me, &["node", name, "--registry", &registry_addr])?;
+        let node = cluster.start(&me, ["node", name, "--registry", &registry_addr])?;
         println!("{name:<9} listening on {}", node.addr);
         pids.push((name, node.child.id()));
     }
@@ -205,7 +203,7 @@ async fn demo() -> Result<(), Failure> {
     let watching = client.monitor(&carol);
     let killed = Instant::now();
     if let Some(node) = cluster.nodes().iter_mut().find(|n| n.child.id() == pid) {
-        node.kill();
+        node.kill()?;
     }
     println!("killed `{carol_branch}` (SIGKILL, process {pid})");
     match carol.balance().await {
@@ -254,9 +252,7 @@ async fn demo() -> Result<(), Failure> {
         if node.child.try_wait().ok().flatten().is_some() {
             continue;
         }
-        let pid = node.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        if node.child.wait().is_ok_and(|s| s.success()) {
+        if node.terminate().is_ok_and(|s| s.success()) {
             stopped += 1;
         }
     }

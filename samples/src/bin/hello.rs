@@ -20,7 +20,7 @@
 use remora::{Actor, Node};
 use remora_registry::{MemoryStore, Registry, RegistryServer};
 use remora_samples::args::{exit_code, required};
-use remora_samples::cluster::{announce, node_builder, serve_until_signal, LocalCluster};
+use remora_testing::{announce, node_builder, serve_until_signal, LocalCluster};
 
 /// What the server offers.
 #[remora::remote]
@@ -83,22 +83,18 @@ async fn client(registry_addr: &str, name: &str) -> Result<String, Failure> {
 /// All three as processes of a local cluster; the client runs here.
 async fn everything() -> Result<(), Failure> {
     let me = std::env::current_exe()?;
-    let me = me.to_string_lossy();
     let mut cluster = LocalCluster::new()?;
-    let registry_addr = cluster.start(&me, &["registry"])?.addr.clone();
+    let registry_addr = cluster.start(&me, ["registry"])?.addr.clone();
     println!("registry process listening on {registry_addr}");
     let server_addr = cluster
-        .start(&me, &["server", "--registry", &registry_addr])?
+        .start(&me, ["server", "--registry", &registry_addr])?
         .addr
         .clone();
     println!("server process listening on {server_addr}, bound as `hello`");
-    std::env::set_var(
-        remora_samples::cluster::CREDENTIALS_ENV,
-        cluster.credentials(),
-    );
+    std::env::set_var(remora_testing::CREDENTIALS_ENV, cluster.credentials());
     let greeting = client(&registry_addr, "world").await?;
     println!("client looked up `hello` and called it: {greeting}");
-    cluster.stop();
+    cluster.terminate();
     println!("stopped the registry and server processes");
     Ok(())
 }
