@@ -27,12 +27,15 @@ pub trait Streamer {
         -> Result<u64, String>;
     /// Lines of text, for items that are not numbers.
     async fn words(&mut self) -> pipe::Receiver<String>;
+    /// A pipe whose sender this actor keeps and never uses.
+    async fn hold(&mut self, capacity: u64) -> pipe::Receiver<u64>;
 }
 
 #[derive(Default)]
 struct Stream {
     sent: Arc<AtomicU64>,
     closed: Arc<parking_lot::Mutex<Option<u64>>>,
+    held: Vec<pipe::Sender<u64>>,
 }
 
 impl Actor for Stream {}
@@ -90,6 +93,12 @@ impl Streamer for Stream {
         to: StreamerRef,
     ) -> Result<u64, String> {
         to.sum(items).await.map_err(|e| e.to_string())?
+    }
+
+    async fn hold(&mut self, capacity: u64) -> pipe::Receiver<u64> {
+        let (tx, rx) = pipe::channel(capacity as usize);
+        self.held.push(tx);
+        rx
     }
 
     async fn words(&mut self) -> pipe::Receiver<String> {
@@ -341,4 +350,113 @@ async fn a_local_pipe_is_a_bounded_channel() {
     drop(rx);
     assert!(tx.is_closed());
     assert!(matches!(tx.send(9).await, Err(SendError::Closed(9))));
+}
+
+/// Frames a peer makes up about pipes cost only the pipe they name: an item
+/// past the credit granted, an item that does not decode as the pipe's type,
+/// a stream to no pipe end. The consumer hears why; the node, its other pipes
+/// and its calls go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_pipe_frames_cost_only_their_pipe() {
+    use remora::wire::codec::{encode, Limits};
+    use remora::wire::{Frame, ObjectId};
+    let pair = Pair::new(Transport::InProcess).await;
+    let wire = pair.wire.as_ref().unwrap();
+    let local: StreamerRef = pair.server.spawn(Stream::default());
+    let remote = remora_integration_tests::reach(&pair.client, &pair.server, &local);
+    let frame = |frame: Frame<'_>| {
+        let mut out = Vec::new();
+        encode(&frame, &mut out, &Limits::default()).unwrap();
+        out
+    };
+    // The client's first stream id: even from the node with the smaller id.
+    let first = u64::from(pair.client.id() > pair.server.id());
+    let mut quiet = remote.hold(2).await.unwrap();
+    assert!(remora_integration_tests::poll_once(&mut quiet.next())
+        .await
+        .is_pending());
+    until("the stream is open", || {
+        pair.client.stats().pipe_streams == 1
+    })
+    .await;
+
+    // Two items within the credit of 2, then one past it.
+    let item = |value: u64| {
+        let mut bytes = Vec::new();
+        remora::wire::codec::encode_value(&value, &mut bytes).unwrap();
+        bytes
+    };
+    // In one write, so that the node reads all three before the consumer
+    // takes one (and grants credit back).
+    let mut three = Vec::new();
+    for value in [7, 8, 9] {
+        let bytes = item(value);
+        three.extend(frame(Frame::PipeItem {
+            stream: first,
+            item: &bytes,
+        }));
+    }
+    assert!(wire.inject(&pair.client, three));
+    assert_eq!(quiet.next().await.unwrap(), Ok(7));
+    assert_eq!(quiet.next().await.unwrap(), Ok(8));
+    let err = quiet.next().await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("past the credit"), "{err}");
+    assert_eq!(quiet.next().await, None, "the failed stream ends");
+
+    // An item that does not decode as u64.
+    let mut wrong = remote.hold(2).await.unwrap();
+    assert!(remora_integration_tests::poll_once(&mut wrong.next())
+        .await
+        .is_pending());
+    until("the second stream is open", || {
+        pair.client.stats().pipe_streams == 1
+    })
+    .await;
+    let mut text = Vec::new();
+    remora::wire::codec::encode_value(&"not a number", &mut text).unwrap();
+    assert!(wire.inject(
+        &pair.client,
+        frame(Frame::PipeItem {
+            stream: first + 2,
+            item: &text
+        })
+    ));
+    let err = wrong.next().await.unwrap().unwrap_err();
+    assert!(matches!(err, CallError::Marshalling { .. }), "{err:?}");
+    assert_eq!(wrong.next().await, None);
+
+    // A stream to no pipe end, and an item for no stream: nothing breaks.
+    assert!(wire.inject(
+        &pair.server,
+        frame(Frame::PipeOpen {
+            stream: first + 200,
+            pipe: ObjectId::random(),
+            credit: 5
+        })
+    ));
+    assert!(wire.inject(
+        &pair.server,
+        frame(Frame::PipeItem {
+            stream: 12345,
+            item: &text
+        })
+    ));
+    assert!(wire.inject(
+        &pair.server,
+        frame(Frame::PipeCredit {
+            stream: 999,
+            items: u32::MAX
+        })
+    ));
+
+    // The node, its calls and its other pipes go on.
+    let got: Vec<u64> = remote
+        .count(20, 3)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(got, (1..=20).collect::<Vec<_>>());
+    assert_eq!(pair.server.stats().pipe_streams, 0);
 }
