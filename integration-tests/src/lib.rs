@@ -1,6 +1,11 @@
 //! Shared pieces of the multi-node tests: the interfaces and actors they call.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::StreamExt;
+use remora::pipe::{self, SendError};
 
 use remora::{Actor, Node};
 
@@ -123,6 +128,8 @@ pub struct ChildNode {
     pub addr: String,
     pub counter: remora::wire::ObjectId,
     pub broker: remora::wire::ObjectId,
+    /// A [`Tap`] (pipes).
+    pub streamer: remora::wire::ObjectId,
 }
 
 impl ChildNode {
@@ -167,6 +174,7 @@ impl ChildNode {
             id: parts[2].parse().expect("node id"),
             counter: parts[3].parse().expect("object id"),
             broker: parts[4].parse().expect("object id"),
+            streamer: parts[5].parse().expect("object id"),
             child,
         }
     }
@@ -352,4 +360,107 @@ macro_rules! both_transports {
             )*
         }
     };
+}
+
+/// Pipes to and from another node (see `tests/pipes.rs`).
+#[remora::remote]
+pub trait Streamer {
+    /// 1..=n as a stream, from a producer task counting what it has sent.
+    async fn count(&mut self, n: u64, capacity: u64) -> pipe::Receiver<u64>;
+    /// How many items the latest `count` producer has sent so far, and whether
+    /// its last send failed with the receiver gone (and got its item back).
+    async fn produced(&mut self) -> (u64, Option<u64>);
+    /// The sum of an upload.
+    async fn sum(&mut self, items: pipe::Receiver<u64>) -> Result<u64, String>;
+    /// Sends 1..=n to a subscriber, then drops it.
+    async fn feed(&mut self, to: pipe::Sender<u64>, n: u64) -> u64;
+    /// Passes `items` on to `to` (on a third node) and returns what it summed.
+    async fn pass_on(&mut self, items: pipe::Receiver<u64>, to: StreamerRef)
+        -> Result<u64, String>;
+    /// Lines of text, for items that are not numbers.
+    async fn words(&mut self) -> pipe::Receiver<String>;
+    /// A pipe whose sender this actor keeps and never uses.
+    async fn hold(&mut self, capacity: u64) -> pipe::Receiver<u64>;
+}
+
+/// A [`Streamer`]: pipes made by producer tasks it counts.
+#[derive(Default)]
+pub struct Tap {
+    sent: Arc<AtomicU64>,
+    closed: Arc<parking_lot::Mutex<Option<u64>>>,
+    held: Vec<pipe::Sender<u64>>,
+}
+
+impl Actor for Tap {}
+
+impl Streamer for Tap {
+    async fn count(&mut self, n: u64, capacity: u64) -> pipe::Receiver<u64> {
+        let (tx, rx) = pipe::channel(capacity as usize);
+        let sent = Arc::new(AtomicU64::new(0));
+        let closed = Arc::new(parking_lot::Mutex::new(None));
+        self.sent = sent.clone();
+        self.closed = closed.clone();
+        tokio::spawn(async move {
+            for i in 1..=n {
+                match tx.send(i).await {
+                    Ok(()) => {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(SendError::Closed(item)) => {
+                        *closed.lock() = Some(item);
+                        return;
+                    }
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        });
+        rx
+    }
+
+    async fn produced(&mut self) -> (u64, Option<u64>) {
+        (self.sent.load(Ordering::SeqCst), *self.closed.lock())
+    }
+
+    async fn sum(&mut self, mut items: pipe::Receiver<u64>) -> Result<u64, String> {
+        let mut sum = 0;
+        while let Some(item) = items.next().await {
+            sum += item.map_err(|e| e.to_string())?;
+        }
+        Ok(sum)
+    }
+
+    async fn feed(&mut self, to: pipe::Sender<u64>, n: u64) -> u64 {
+        let mut sent = 0;
+        for i in 1..=n {
+            if to.send(i).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    }
+
+    async fn pass_on(
+        &mut self,
+        items: pipe::Receiver<u64>,
+        to: StreamerRef,
+    ) -> Result<u64, String> {
+        to.sum(items).await.map_err(|e| e.to_string())?
+    }
+
+    async fn hold(&mut self, capacity: u64) -> pipe::Receiver<u64> {
+        let (tx, rx) = pipe::channel(capacity as usize);
+        self.held.push(tx);
+        rx
+    }
+
+    async fn words(&mut self) -> pipe::Receiver<String> {
+        let (tx, rx) = pipe::channel(4);
+        tokio::spawn(async move {
+            for word in ["pipes", "carry", "strings"] {
+                let _ = tx.send(word.to_owned()).await;
+            }
+        });
+        rx
+    }
 }

@@ -1,120 +1,19 @@
 //! Pipes between nodes, over both transports: streaming results, uploads,
 //! subscribers, halves sent on to a third node, backpressure, honest ends.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use remora::pipe::{self, SendError};
-use remora::{Actor, CallError, Node};
-use remora_integration_tests::{both_transports, three_nodes, until, Pair, Transport, SAFETY};
+use remora::{CallError, Node};
+use remora_integration_tests::{
+    both_transports, three_nodes, until, Pair, StreamerRef, Tap, Transport, SAFETY,
+};
 use tokio::time::timeout;
-
-#[remora::remote]
-pub trait Streamer {
-    /// 1..=n as a stream, from a producer task counting what it has sent.
-    async fn count(&mut self, n: u64, capacity: u64) -> pipe::Receiver<u64>;
-    /// How many items the latest `count` producer has sent so far, and whether
-    /// its last send failed with the receiver gone (and got its item back).
-    async fn produced(&mut self) -> (u64, Option<u64>);
-    /// The sum of an upload.
-    async fn sum(&mut self, items: pipe::Receiver<u64>) -> Result<u64, String>;
-    /// Sends 1..=n to a subscriber, then drops it.
-    async fn feed(&mut self, to: pipe::Sender<u64>, n: u64) -> u64;
-    /// Passes `items` on to `to` (on a third node) and returns what it summed.
-    async fn pass_on(&mut self, items: pipe::Receiver<u64>, to: StreamerRef)
-        -> Result<u64, String>;
-    /// Lines of text, for items that are not numbers.
-    async fn words(&mut self) -> pipe::Receiver<String>;
-    /// A pipe whose sender this actor keeps and never uses.
-    async fn hold(&mut self, capacity: u64) -> pipe::Receiver<u64>;
-}
-
-#[derive(Default)]
-struct Stream {
-    sent: Arc<AtomicU64>,
-    closed: Arc<parking_lot::Mutex<Option<u64>>>,
-    held: Vec<pipe::Sender<u64>>,
-}
-
-impl Actor for Stream {}
-
-impl Streamer for Stream {
-    async fn count(&mut self, n: u64, capacity: u64) -> pipe::Receiver<u64> {
-        let (tx, rx) = pipe::channel(capacity as usize);
-        let sent = Arc::new(AtomicU64::new(0));
-        let closed = Arc::new(parking_lot::Mutex::new(None));
-        self.sent = sent.clone();
-        self.closed = closed.clone();
-        tokio::spawn(async move {
-            for i in 1..=n {
-                match tx.send(i).await {
-                    Ok(()) => {
-                        sent.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(SendError::Closed(item)) => {
-                        *closed.lock() = Some(item);
-                        return;
-                    }
-                    Err(other) => panic!("{other}"),
-                }
-            }
-        });
-        rx
-    }
-
-    async fn produced(&mut self) -> (u64, Option<u64>) {
-        (self.sent.load(Ordering::SeqCst), *self.closed.lock())
-    }
-
-    async fn sum(&mut self, mut items: pipe::Receiver<u64>) -> Result<u64, String> {
-        let mut sum = 0;
-        while let Some(item) = items.next().await {
-            sum += item.map_err(|e| e.to_string())?;
-        }
-        Ok(sum)
-    }
-
-    async fn feed(&mut self, to: pipe::Sender<u64>, n: u64) -> u64 {
-        let mut sent = 0;
-        for i in 1..=n {
-            if to.send(i).await.is_err() {
-                break;
-            }
-            sent += 1;
-        }
-        sent
-    }
-
-    async fn pass_on(
-        &mut self,
-        items: pipe::Receiver<u64>,
-        to: StreamerRef,
-    ) -> Result<u64, String> {
-        to.sum(items).await.map_err(|e| e.to_string())?
-    }
-
-    async fn hold(&mut self, capacity: u64) -> pipe::Receiver<u64> {
-        let (tx, rx) = pipe::channel(capacity as usize);
-        self.held.push(tx);
-        rx
-    }
-
-    async fn words(&mut self) -> pipe::Receiver<String> {
-        let (tx, rx) = pipe::channel(4);
-        tokio::spawn(async move {
-            for word in ["pipes", "carry", "strings"] {
-                let _ = tx.send(word.to_owned()).await;
-            }
-        });
-        rx
-    }
-}
 
 async fn pair(transport: Transport) -> (Pair, StreamerRef) {
     let pair = Pair::new(transport).await;
-    let local: StreamerRef = pair.server.spawn(Stream::default());
+    let local: StreamerRef = pair.server.spawn(Tap::default());
     let remote = remora_integration_tests::reach(&pair.client, &pair.server, &local);
     (pair, remote)
 }
@@ -229,8 +128,8 @@ async fn a_dropped_receiver_fails_the_producer_with_its_item(transport: Transpor
 /// to that node.
 async fn a_receiver_sent_on_to_a_third_node_is_summed_there(transport: Transport) {
     let ([a, b, c], _wires) = three_nodes(transport).await;
-    let on_b: StreamerRef = b.spawn(Stream::default());
-    let on_c: StreamerRef = c.spawn(Stream::default());
+    let on_b: StreamerRef = b.spawn(Tap::default());
+    let on_c: StreamerRef = c.spawn(Tap::default());
     let b_from_a = remora_integration_tests::reach(&a, &b, &on_b);
     let c_from_a = remora_integration_tests::reach(&a, &c, &on_c);
     // A uploads to B, which passes the receiver on to C.
@@ -318,7 +217,7 @@ async fn pipes_work_when_every_call_is_encoded() {
     let _wire = remora::remote::inproc::connect_serializing(&client, &server)
         .await
         .unwrap();
-    let local: StreamerRef = server.spawn(Stream::default());
+    let local: StreamerRef = server.spawn(Tap::default());
     let remote = remora_integration_tests::reach(&client, &server, &local);
     let got: Vec<u64> = remote
         .count(50, 2)
@@ -362,7 +261,7 @@ async fn made_up_pipe_frames_cost_only_their_pipe() {
     use remora::wire::{Frame, ObjectId};
     let pair = Pair::new(Transport::InProcess).await;
     let wire = pair.wire.as_ref().unwrap();
-    let local: StreamerRef = pair.server.spawn(Stream::default());
+    let local: StreamerRef = pair.server.spawn(Tap::default());
     let remote = remora_integration_tests::reach(&pair.client, &pair.server, &local);
     let frame = |frame: Frame<'_>| {
         let mut out = Vec::new();

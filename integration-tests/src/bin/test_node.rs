@@ -1,6 +1,6 @@
 //! A node process for the multi-process tests: listens on loopback with the cluster
 //! credentials of a directory, serves a counter and a broker, prints
-//! `READY <listen addr> <node id> <counter object> <broker object>` (the address
+//! `READY <listen addr> <node id> <counter object> <broker object> <streamer object>` (the address
 //! first, as `remora_testing::LocalCluster` reads it), and runs until its
 //! standard input closes (the test dropped it) or it is killed; with
 //! `--until-signal` (under a `LocalCluster`) until SIGTERM or SIGINT instead.
@@ -28,7 +28,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use remora::Node;
-use remora_integration_tests::{BrokerRef, CounterRef, Keeper, Tally};
+use remora_integration_tests::{BrokerRef, CounterRef, Keeper, StreamerRef, Tally, Tap};
 use remora_registry::{EtcdOptions, EtcdStore, MemoryStore, Registry, RegistryServer};
 
 #[tokio::main]
@@ -85,6 +85,7 @@ async fn main() {
     let node = builder.build().await.expect("node starts");
     let counter: CounterRef = node.spawn(Tally::default());
     let broker: BrokerRef = node.spawn(Keeper::default());
+    let streamer: StreamerRef = node.spawn(Tap::default());
     let builder = Registry::builder().lease_ttl(Duration::from_millis(lease_ms));
     let registry = match (registry, etcd.clone()) {
         _ if serve_registry => {
@@ -122,6 +123,7 @@ async fn main() {
         node.id().to_string(),
         node.export(&counter).expect("export").to_string(),
         node.export(&broker).expect("export").to_string(),
+        node.export(&streamer).expect("export").to_string(),
     ];
     if until_signal {
         // Started by a LocalCluster (stdin is closed): until SIGTERM or SIGINT,
