@@ -359,3 +359,77 @@ async fn made_up_pipe_frames_cost_only_their_pipe() {
     assert_eq!(got, (1..=20).collect::<Vec<_>>());
     assert_eq!(pair.server.stats().pipe_streams, 0);
 }
+
+/// Decodes of [`Counted`] so far.
+static DECODED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An item that counts its decodes.
+#[derive(serde::Serialize, Clone, Debug, PartialEq)]
+pub struct Counted(u64);
+
+impl<'de> serde::Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        DECODED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        <u64 as serde::Deserialize>::deserialize(deserializer).map(Counted)
+    }
+}
+
+#[remora::remote]
+pub trait Source {
+    async fn items(&mut self, n: u64) -> pipe::Receiver<Counted>;
+}
+
+struct Numbers;
+
+impl remora::Actor for Numbers {}
+
+impl Source for Numbers {
+    async fn items(&mut self, n: u64) -> pipe::Receiver<Counted> {
+        let (tx, rx) = pipe::channel(8);
+        tokio::spawn(async move {
+            for i in 0..n {
+                let _ = tx.send(Counted(i)).await;
+            }
+        });
+        rx
+    }
+}
+
+/// Between nodes of one process items move as they are, as call values do;
+/// a link that encodes every call encodes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_move_unencoded_between_nodes_of_one_process() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let server = Node::builder().build().await.unwrap();
+    let client = Node::builder().build().await.unwrap();
+    let _wire = remora::remote::inproc::connect(&client, &server)
+        .await
+        .unwrap();
+    let local: SourceRef = server.spawn(Numbers);
+    let remote = remora_integration_tests::reach(&client, &server, &local);
+    let before = DECODED.load(SeqCst);
+    let got: Vec<Counted> = remote
+        .items(100)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(got, (0..100).map(Counted).collect::<Vec<_>>());
+    assert_eq!(DECODED.load(SeqCst), before, "no item was decoded");
+
+    let other = Node::builder().build().await.unwrap();
+    let _encoding = remora::remote::inproc::connect_serializing(&other, &server)
+        .await
+        .unwrap();
+    let remote = remora_integration_tests::reach(&other, &server, &local);
+    let got: Vec<Counted> = remote
+        .items(100)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(got.len(), 100);
+    assert_eq!(DECODED.load(SeqCst), before + 100, "each item decoded once");
+}

@@ -23,14 +23,14 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
-use super::remote::{decode_item, encode_item};
+use super::remote::{decode_item, send_item, take_item};
 use super::{Item, Local, Receiver, RECEIVER_INTERFACE, SENDER_INTERFACE};
 use crate::error::CallError;
 use crate::local::cell::Withdraw;
 use crate::local::stop::StopReason;
 use crate::remote::connection::Connection;
 use crate::remote::exports::Delivery;
-use crate::remote::marshal::{Args, Replier};
+use crate::remote::marshal::{Args, Moved, Replier};
 use crate::remote::pipes::{Credit, Fill, Opened};
 use crate::remote::{Exported, Host, MarshalCx, WireRef};
 use crate::wire::codec::Limits;
@@ -331,9 +331,7 @@ async fn pump<T: Item>(
         };
         match next {
             Some(Ok(item)) => {
-                let sent =
-                    encode_item(&conn, &item).and_then(|bytes| conn.pipe_item(stream, &bytes));
-                if let Err(error) = sent {
+                if let Err((_, error)) = send_item(&conn, stream, item) {
                     break Some(Some(error));
                 }
             }
@@ -466,6 +464,19 @@ struct InletFill<T> {
 impl<T: Item> Fill for InletFill<T> {
     fn item(&mut self, conn: &Arc<Connection>, bytes: &[u8]) -> Result<(), CallError> {
         let item = decode_item::<T>(conn, bytes)?;
+        let permit = self
+            .permits
+            .lock()
+            .pop_front()
+            .ok_or_else(|| CallError::Unauthorized {
+                reason: "a pipe item past the room granted".into(),
+            })?;
+        permit.send(Ok(item));
+        Ok(())
+    }
+
+    fn value(&mut self, conn: &Arc<Connection>, item: Moved) -> Result<(), CallError> {
+        let item = take_item::<T>(conn, item)?;
         let permit = self
             .permits
             .lock()

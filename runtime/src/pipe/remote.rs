@@ -14,6 +14,7 @@ use tokio::sync::SetError;
 use super::{Item, SendError, TrySendError, HANDOFF};
 use crate::error::CallError;
 use crate::remote::connection::Connection;
+use crate::remote::marshal::{is_plain, Moved};
 use crate::remote::pipes::{Credit, Delivery};
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
 
@@ -52,6 +53,35 @@ pub(super) fn decode_item<T: Item>(conn: &Arc<Connection>, bytes: &[u8]) -> Resu
             },
             other => other,
         })
+}
+
+/// An item moved from another node of this process: as it is, or (a type of
+/// another build) through its encoding.
+pub(super) fn take_item<T: Item>(conn: &Arc<Connection>, item: Moved) -> Result<T, CallError> {
+    match item.take::<T>() {
+        Ok(item) => Ok(item),
+        Err(bytes) => decode_item(conn, &bytes?),
+    }
+}
+
+/// Sends one item on `stream`: moved as it is between nodes of one process when
+/// it holds no references, encoded otherwise.
+pub(super) fn send_item<T: Item>(
+    conn: &Arc<Connection>,
+    stream: u64,
+    item: T,
+) -> Result<(), (Option<T>, CallError)> {
+    if conn.carries_values() && !conn.is_closed() && is_plain(&item) {
+        return conn
+            .pipe_value(stream, Moved::new(item))
+            .map_err(|error| (None, error));
+    }
+    let bytes = match encode_item(conn, &item) {
+        Ok(bytes) => bytes,
+        Err(error) => return Err((Some(item), error)),
+    };
+    conn.pipe_item(stream, &bytes)
+        .map_err(|error| (Some(item), error))
 }
 
 /// Keeps `what` (a half sent on) alive for [`HANDOFF`], holding its lease
@@ -148,8 +178,17 @@ impl<T: Item> RemoteReceiver<T> {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(delivery) => delivery,
                     };
-                    match delivery {
-                        Some(Delivery::Item(bytes)) => match decode_item::<T>(conn, &bytes) {
+                    let item = match delivery {
+                        Some(Delivery::Item(bytes)) => Some(decode_item::<T>(conn, &bytes)),
+                        Some(Delivery::Value(item)) => Some(take_item::<T>(conn, item)),
+                        Some(Delivery::End(end)) => {
+                            self.state = RxState::Done;
+                            return Poll::Ready(end.map(Err));
+                        }
+                        None => None,
+                    };
+                    match item {
+                        Some(item) => match item {
                             Ok(item) => {
                                 *consumed += 1;
                                 // Credit goes back in batches of half the capacity.
@@ -165,14 +204,6 @@ impl<T: Item> RemoteReceiver<T> {
                                 return Poll::Ready(Some(Err(err)));
                             }
                         },
-                        Some(Delivery::End(None)) => {
-                            self.state = RxState::Done;
-                            return Poll::Ready(None);
-                        }
-                        Some(Delivery::End(Some(err))) => {
-                            self.state = RxState::Done;
-                            return Poll::Ready(Some(Err(err)));
-                        }
                         // The connection dropped the stream without a word: it closed.
                         None => {
                             let err = CallError::NodeDown {
@@ -307,14 +338,18 @@ impl<T: Item> RemoteSender<T> {
         Self::put(open, item).map_err(|(item, error)| TrySendError::Failed { item, error })
     }
 
+    /// Sends `item` (its credit taken). A moved item lost with its connection
+    /// cannot be given back: that error is `Failed` with nothing to return, so
+    /// moving is tried only where the item can be kept (see `send_item`).
     fn put(open: &Open, item: T) -> Result<(), (T, CallError)> {
-        let bytes = match encode_item(&open.conn, &item) {
-            Ok(bytes) => bytes,
-            Err(error) => return Err((item, error)),
-        };
-        open.conn
-            .pipe_item(open.stream, &bytes)
-            .map_err(|error| (item, error))
+        match send_item(&open.conn, open.stream, item) {
+            Ok(()) => Ok(()),
+            Err((Some(item), error)) => Err((item, error)),
+            Err((None, error)) => {
+                tracing::debug!(%error, "a pipe item moved to a node gone meanwhile is lost");
+                Ok(())
+            }
+        }
     }
 }
 

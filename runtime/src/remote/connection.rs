@@ -1034,18 +1034,23 @@ impl Connection {
     /// Handles a value frame from the peer (one process), read on a lane whose
     /// replies go to `replies`.
     pub(crate) fn on_value(self: &Arc<Self>, frame: ValueFrame, replies: Lane) -> Step {
-        let Some(ValueFrame::Call {
-            id,
-            target,
-            interface,
-            method,
-            args,
-            one_way,
-            tags,
-        }) = self.drive(|core, _| core.handle_value(frame))
-        else {
-            return Step::Continue;
-        };
+        let (id, target, interface, method, args, one_way, tags) =
+            match self.drive(|core, _| core.handle_value(frame)) {
+                Some(ValueFrame::Call {
+                    id,
+                    target,
+                    interface,
+                    method,
+                    args,
+                    one_way,
+                    tags,
+                }) => (id, target, interface, method, args, one_way, tags),
+                Some(ValueFrame::PipeItem { stream, item }) => {
+                    self.on_pipe_value(stream, item);
+                    return Step::Continue;
+                }
+                _ => return Step::Continue,
+            };
         self.serve(InCall {
             id,
             target,

@@ -89,7 +89,7 @@ impl Moved {
     }
 
     /// The value as a `T`: moved if it is one, else encoded and decoded as on the wire.
-    fn take<T: 'static>(self) -> Result<T, Result<Vec<u8>, CallError>> {
+    pub(crate) fn take<T: 'static>(self) -> Result<T, Result<Vec<u8>, CallError>> {
         match self.value.downcast::<T>() {
             Ok(value) => Ok(*value),
             Err(other) => Err((self.encode)(&*other)),

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
-use super::connection::{Connection, Lane};
+use super::connection::{Connection, Lane, ValueFrame};
+use super::marshal::Moved;
 use crate::error::CallError;
 use crate::wire::{Frame, ObjectId};
 
@@ -40,6 +41,8 @@ pub(crate) const MAX_PIPE_STREAMS: usize = 4096;
 pub(crate) enum Delivery {
     /// One encoded item.
     Item(Vec<u8>),
+    /// One item moved as it is (nodes of one process).
+    Value(Moved),
     /// The stream ended: cleanly (`None`) or with this error.
     End(Option<CallError>),
 }
@@ -132,6 +135,8 @@ pub(crate) trait Fill: Send {
     /// One item arrived (within the credit granted): decode it and put it in its
     /// place. An error fails the stream.
     fn item(&mut self, conn: &Arc<Connection>, bytes: &[u8]) -> Result<(), CallError>;
+    /// [`Fill::item`] for an item moved as it is (nodes of one process).
+    fn value(&mut self, conn: &Arc<Connection>, item: Moved) -> Result<(), CallError>;
     /// The stream ended: cleanly (`None`), or the sender failed or its
     /// connection was lost, which the pipe's receiver is told.
     fn end(self: Box<Self>, error: Option<CallError>);
@@ -329,6 +334,46 @@ impl Connection {
     /// Sends one encoded item on a stream we give items on (its credit taken).
     pub(crate) fn pipe_item(&self, stream: u64, item: &[u8]) -> Result<(), CallError> {
         self.send(Lane::Pipe(stream), &Frame::PipeItem { stream, item })
+    }
+
+    /// [`Connection::pipe_item`] for an item moved as it is, on a link that
+    /// carries values (the same channel as the stream's frames: order holds).
+    pub(crate) fn pipe_value(&self, stream: u64, item: Moved) -> Result<(), CallError> {
+        let frame = ValueFrame::PipeItem { stream, item };
+        if self.is_closed() || !self.transport().send_value(Lane::Pipe(stream), frame) {
+            return Err(CallError::NodeDown {
+                node: self.peer.node,
+                label: self.peer.label(),
+                may_have_executed: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// An item moved from the peer (one process): as [`Connection::on_pipe`]
+    /// does with an encoded one.
+    pub(crate) fn on_pipe_value(self: &Arc<Self>, stream: u64, item: Moved) {
+        let mut table = self.pipes.table.lock();
+        match table.open.get_mut(&stream) {
+            Some(Stream::Pulling { to, granted }) if *granted > 0 => {
+                *granted -= 1;
+                let _ = to.send(Delivery::Value(item));
+            }
+            Some(Stream::Filling { fill, granted, .. }) if *granted > 0 => {
+                *granted -= 1;
+                let failed = fill.value(self, item).err();
+                drop(table);
+                if let Some(error) = failed {
+                    self.fail_filling(stream, error);
+                }
+            }
+            _ => {
+                drop(table);
+                // Items moved within one process come from this runtime's own
+                // pumps, which keep to their credit: encoded ones get checked.
+                tracing::debug!(peer = %self.peer.node, stream, "a moved item for no open pipe stream (or past its credit) dropped");
+            }
+        }
     }
 
     /// Ends a stream we give items on, after its last item: cleanly, or with

@@ -96,6 +96,11 @@ pub(crate) enum ValueFrame {
         call: u64,
         value: Moved,
     },
+    /// One item of a pipe stream (see `pipes`).
+    PipeItem {
+        stream: u64,
+        item: Moved,
+    },
 }
 
 /// A call on its way out: which method of which object, its arguments and tags.
@@ -582,7 +587,7 @@ impl<S: Sinks> Core<S> {
                 self.answer(call, Ok(Answer::Value(value)));
                 None
             }
-            call @ ValueFrame::Call { .. } => Some(call),
+            other @ (ValueFrame::Call { .. } | ValueFrame::PipeItem { .. }) => Some(other),
         }
     }
 
