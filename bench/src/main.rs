@@ -2,11 +2,13 @@
 //! `NAME<TAB>VALUE<TAB>UNIT` line per figure on stdout, progress on stderr.
 //!
 //! ```text
-//! cargo run --release -p remora-bench -- [--quick] [--only NAME]
+//! cargo run --release -p remora-bench -- [--quick] [--only NAME[,NAME...]]
 //! ```
 //! `--only` takes a workload (`l1`, `i2`, `base.quic`, ...), a prefix of one (`base`,
-//! `i`) or one of its figures (`base.quic.p50` runs the QUIC baselines); `--quick`
-//! runs each workload for about a second, as a smoke check.
+//! `i`) or one of its figures (`base.quic.p50` runs the QUIC call baselines), or a
+//! comma-separated list of those (`p,base.quic.uni`: the pipe workloads alternated
+//! with their baselines); `--quick` runs each workload for about a second, as a
+//! smoke check.
 
 mod drive;
 mod echo;
@@ -76,13 +78,13 @@ fn main() {
         remote::serve(std::path::Path::new(&dir));
     }
     let mut quick = false;
-    let mut only: Option<String> = None;
+    let mut only: Option<Vec<String>> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--only" => match args.next() {
-                Some(name) => only = Some(name),
+                Some(names) => only = Some(names.split(',').map(str::to_owned).collect()),
                 None => usage("--only needs a workload name"),
             },
             "-h" | "--help" => usage(""),
@@ -92,8 +94,11 @@ fn main() {
     let scale = Scale { quick };
     // A workload runs when `--only` names a prefix of it, or one of its figures.
     let selected = move |name: &str| {
-        only.as_deref().is_none_or(|o| {
-            name.starts_with(o) || o.strip_prefix(name).is_some_and(|f| f.starts_with('.'))
+        only.as_deref().is_none_or(|only| {
+            only.iter().any(|o| {
+                name.starts_with(o.as_str())
+                    || o.strip_prefix(name).is_some_and(|f| f.starts_with('.'))
+            })
         })
     };
 
@@ -131,10 +136,21 @@ fn main() {
                 }
                 // After the local workloads: l3 measures resident memory growth,
                 // which memory freed by the network workloads would hide.
-                // A full run alternates the remote workloads with their baselines.
-                let paired = selected("base.quic") && selected("w1");
-                if selected("base.quic") && !paired {
+                // A full run alternates the remote workloads with their baselines:
+                // the call baselines with w1–w3, the unidirectional ones with p1, p2.
+                let call_base = ["p50", "p99", "rate", "payload"]
+                    .iter()
+                    .any(|f| selected(&format!("base.quic.{f}")));
+                let uni_base = selected("base.quic.uni");
+                let pairs = paired::Pairs {
+                    calls: call_base && ["w1", "w2", "w3"].iter().any(|w| selected(w)),
+                    pipes: uni_base && ["p1", "p2"].iter().any(|p| selected(p)),
+                };
+                if call_base && !pairs.calls {
                     quic_base::baselines(scale).await;
+                }
+                if uni_base && !pairs.pipes {
+                    quic_base::uni_baselines(scale).await;
                 }
                 if selected("i1") {
                     inproc::i1(scale).await;
@@ -142,9 +158,12 @@ fn main() {
                 if selected("i2") {
                     inproc::i2(scale).await;
                 }
-                if paired {
-                    paired::run(scale, &selected).await;
-                } else if ["w1", "w2", "w3", "w4", "r1"].iter().any(|w| selected(w)) {
+                if pairs.calls || pairs.pipes {
+                    paired::run(scale, pairs, &selected).await;
+                } else if ["w1", "w2", "w3", "w4", "r1", "p1", "p2"]
+                    .iter()
+                    .any(|w| selected(w))
+                {
                     remote::run(scale, &selected).await;
                 }
                 if selected("r2") {
@@ -160,10 +179,11 @@ fn usage(problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("remora-bench: {problem}");
     }
-    eprintln!("usage: remora-bench [--quick] [--only NAME]");
+    eprintln!("usage: remora-bench [--quick] [--only NAME[,NAME...]]");
     eprintln!("  NAME: a workload, a prefix of one or one of its figures:");
-    eprintln!("        base (base.mpsc, base.ask, base.quic), l1, l2, l3, l4,");
+    eprintln!("        base (base.mpsc, base.ask, base.quic, base.quic.uni), l1, l2, l3, l4,");
     eprintln!("        i1, i2 (in-process: values moved, and .enc: encoded as on the network),");
-    eprintln!("        w1, w2, w3, w4 (remote), r1, r2 (registry lookups: embedded, etcd)");
+    eprintln!("        w1, w2, w3, w4 (remote calls), p1, p2 (remote pipes: u64s, 64 KiB blobs),");
+    eprintln!("        r1, r2 (registry lookups: embedded, etcd)");
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }

@@ -1,6 +1,7 @@
-//! A full run's remote workloads and the raw-QUIC baselines they are held against
+//! The remote workloads and the raw-QUIC baselines they are held against
 //! (BENCH.md's ratios `w1.p50 / base.quic.p50`, `w2.rate / base.quic.rate`,
-//! `w3.mbps / base.quic.payload.mbps`), run in alternation: a baseline repetition,
+//! `w3.mbps / base.quic.payload.mbps`, `p1.rate / base.quic.uni.rate`,
+//! `p2.mbps / base.quic.uni.mbps`), run in alternation: a baseline repetition,
 //! then the workload's, and so on, as BENCH.md's peer table was measured.
 //!
 //! On a shared 2-vCPU machine the speed of everything drifts by tens of percent
@@ -10,44 +11,113 @@
 
 use crate::drive::{median_of, median_run};
 use crate::quic_base::Baseline;
-use crate::remote::{w1_calls, w1_figures, w2_calls, w3_calls, Remote};
+use crate::remote::{p1_items, p2_items, w1_calls, w1_figures, w2_calls, w3_calls, Remote};
 use crate::{figure, Scale};
 
+/// What to alternate: the call workloads (`w1`–`w3`) with the call baselines,
+/// the pipe workloads (`p1`, `p2`) with the unidirectional-stream baselines.
+#[derive(Clone, Copy, Debug)]
+pub struct Pairs {
+    pub calls: bool,
+    pub pipes: bool,
+}
+
 /// Runs base and Remora repetitions in turn; prints both sides' figures, then the
-/// remote workloads that have no baseline.
-pub async fn run(scale: Scale, selected: impl Fn(&str) -> bool) {
+/// selected remote workloads that are not paired.
+pub async fn run(scale: Scale, pairs: Pairs, selected: impl Fn(&str) -> bool) {
     let base = Baseline::start().await;
     let remote = Remote::start().await;
     base.warm_up(scale).await;
     remote.warm_up(scale).await;
 
-    let (mut pings, mut w1) = (Vec::new(), Vec::new());
-    for _ in 0..scale.reps() {
-        pings.push(base.ping(w1_calls(scale)).await);
-        w1.push(remote.w1(w1_calls(scale)).await);
+    if pairs.calls {
+        calls(&base, &remote, scale, &selected).await;
+    } else {
+        remote.calls(scale, &selected).await;
     }
-    let ping = median_run(&pings);
-    figure("base.quic.p50", ping.p50_us, "us");
-    figure("base.quic.p99", ping.p99_us, "us");
-    w1_figures(&w1);
-
-    let (mut base_rates, mut w2) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        base_rates.push(base.pipelined(w2_calls(scale)).await);
-        w2.push(remote.pipelined(w2_calls(scale), false).await);
+    if pairs.pipes {
+        pipes(&base, &remote, scale, &selected).await;
+    } else {
+        remote.pipes(scale, &selected).await;
     }
-    figure("base.quic.rate", median_of(base_rates), "calls/s");
-    figure("w2.rate", median_of(w2), "calls/s");
-
-    let (mut base_mbps, mut w3) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        base_mbps.push(base.bulk(w3_calls(scale)).await);
-        w3.push(remote.payload(w3_calls(scale)).await);
-    }
-    figure("base.quic.payload.mbps", median_of(base_mbps), "MB/s");
-    figure("w3.mbps", median_of(w3), "MB/s");
 
     base.stop().await;
     remote.rest(scale, &selected).await;
     remote.stop().await;
+}
+
+/// The call baselines, each repetition followed by one of its workload's (when
+/// selected).
+async fn calls(base: &Baseline, remote: &Remote, scale: Scale, selected: &impl Fn(&str) -> bool) {
+    let (mut pings, mut w1) = (Vec::new(), Vec::new());
+    for _ in 0..scale.reps() {
+        pings.push(base.ping(w1_calls(scale)).await);
+        if selected("w1") {
+            w1.push(remote.w1(w1_calls(scale)).await);
+        }
+    }
+    let ping = median_run(&pings);
+    figure("base.quic.p50", ping.p50_us, "us");
+    figure("base.quic.p99", ping.p99_us, "us");
+    if !w1.is_empty() {
+        w1_figures(&w1);
+    }
+
+    let (mut base_rates, mut w2) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        base_rates.push(base.pipelined(w2_calls(scale)).await);
+        if selected("w2") {
+            w2.push(remote.pipelined(w2_calls(scale), false).await);
+        }
+    }
+    figure("base.quic.rate", median_of(base_rates), "calls/s");
+    if !w2.is_empty() {
+        figure("w2.rate", median_of(w2), "calls/s");
+    }
+
+    let (mut base_mbps, mut w3) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        base_mbps.push(base.bulk(w3_calls(scale)).await);
+        if selected("w3") {
+            w3.push(remote.payload(w3_calls(scale)).await);
+        }
+    }
+    figure("base.quic.payload.mbps", median_of(base_mbps), "MB/s");
+    if !w3.is_empty() {
+        figure("w3.mbps", median_of(w3), "MB/s");
+    }
+}
+
+/// The unidirectional-stream baselines, each repetition followed by one of its
+/// pipe workload's (when selected).
+async fn pipes(base: &Baseline, remote: &Remote, scale: Scale, selected: &impl Fn(&str) -> bool) {
+    let (mut base_rates, mut unbatched, mut p1) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        base_rates.push(base.uni_rate(p1_items(scale)).await);
+        unbatched.push(base.uni_unbatched_rate(p1_items(scale)).await);
+        if selected("p1") {
+            p1.push(remote.p1(p1_items(scale)).await);
+        }
+    }
+    figure("base.quic.uni.rate", median_of(base_rates), "items/s");
+    figure(
+        "base.quic.uni.unbatched.rate",
+        median_of(unbatched),
+        "items/s",
+    );
+    if !p1.is_empty() {
+        figure("p1.rate", median_of(p1), "items/s");
+    }
+
+    let (mut base_mbps, mut p2) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        base_mbps.push(base.uni_mbps(p2_items(scale)).await);
+        if selected("p2") {
+            p2.push(remote.p2(p2_items(scale)).await);
+        }
+    }
+    figure("base.quic.uni.mbps", median_of(base_mbps), "MB/s");
+    if !p2.is_empty() {
+        figure("p2.mbps", median_of(p2), "MB/s");
+    }
 }

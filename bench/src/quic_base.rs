@@ -1,13 +1,16 @@
 //! `base.quic.*`: raw quinn between two OS processes on 127.0.0.1, TLS 1.3 through
 //! rustls (ring) as in production, one bidirectional stream per call. This is
 //! BENCH.md's "raw quinn, one bidi stream per call (TLS)" row, the floor the
-//! remote workloads are held against.
+//! remote workloads are held against. `base.quic.uni.*` is the floor for pipes
+//! (`p1`, `p2`): length-prefixed frames on one unidirectional stream.
 //!
 //! The bench re-executes itself as the server (`remora-bench __quic-echo-server`):
 //! the child binds 127.0.0.1:0, makes a self-signed certificate, prints
 //! `PORT CERT_DER_HEX` on one stdout line, then echoes every bidi stream (read to
-//! the end, write it all back, finish). It exits when its stdin closes, so it never
-//! outlives the bench, even one that is killed.
+//! the end, write it all back, finish). A unidirectional stream from the client
+//! asks for frames (see [`send_frames`]): the server answers on a unidirectional
+//! stream of its own, as a pipe's producer does. It exits when its stdin closes,
+//! so it never outlives the bench, even one that is killed.
 
 use std::error::Error;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, TransportConfig, VarInt};
 use rustls::crypto::CryptoProvider;
@@ -37,6 +41,15 @@ const WIDTH: u64 = 64;
 /// `base.quic.payload.mbps` (as in w3): payload size and calls outstanding.
 const PAYLOAD: usize = 64 * 1024;
 const PAYLOAD_WIDTH: u64 = 8;
+/// A `base.quic.uni` request: how many frames, of how many bytes (8: the frame's
+/// number, as p1's items; otherwise a blob, as p2's), and how many bytes of small
+/// frames to gather per write (0: one write per frame).
+const UNI_REQUEST: usize = 24;
+/// `base.quic.uni.rate`: small frames gathered into writes of this many bytes,
+/// as a `BufWriter` would: what the stream itself can carry, the floor.
+/// (`base.quic.uni.unbatched.rate` writes each frame on its own: quinn's cost
+/// per write, its connection lock and a wake-up of its driver, dominates then.)
+const UNI_BATCH: u64 = 8 * 1024;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -46,11 +59,12 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Both sides: room for the 64 concurrent streams of `base.quic.rate` and more.
+/// Both sides: room for the 64 concurrent streams of `base.quic.rate` and more,
+/// and for the unidirectional streams of `base.quic.uni` (one each way at a time).
 fn transport() -> Arc<TransportConfig> {
     let mut transport = TransportConfig::default();
     transport.max_concurrent_bidi_streams(VarInt::from_u32(1024));
-    transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+    transport.max_concurrent_uni_streams(VarInt::from_u32(16));
     Arc::new(transport)
 }
 
@@ -103,6 +117,17 @@ async fn server() -> Result<(), BoxError> {
                 Ok(conn) => conn,
                 Err(err) => return eprintln!("{SERVER_COMMAND}: handshake failed: {err}"),
             };
+            let frames = conn.clone();
+            tokio::spawn(async move {
+                while let Ok(request) = frames.accept_uni().await {
+                    let frames = frames.clone();
+                    tokio::spawn(async move {
+                        if let Err(err) = send_frames(&frames, request).await {
+                            eprintln!("{SERVER_COMMAND}: frames: {err}");
+                        }
+                    });
+                }
+            });
             // Ends when the client closes the connection.
             while let Ok((send, recv)) = conn.accept_bi().await {
                 tokio::spawn(echo_stream(send, recv));
@@ -121,6 +146,44 @@ async fn echo_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     if send.write_all(&data).await.is_ok() {
         let _ = send.finish();
     }
+}
+
+/// Answers a `base.quic.uni` request (`n`, `size` and `batch`, little-endian
+/// u64s): `n` frames, each a little-endian u32 length and `size` bytes, on a
+/// unidirectional stream of its own, then finishes it. 8-byte frames carry their
+/// number and go out one write each (as a pipe hands QUIC each item), or
+/// gathered into writes of `batch` bytes; larger ones go out one write each,
+/// without a copy.
+async fn send_frames(conn: &Connection, mut request: quinn::RecvStream) -> Result<(), BoxError> {
+    let request = request.read_to_end(UNI_REQUEST).await?;
+    let field = |at: usize| -> Result<u64, BoxError> {
+        let bytes = request.get(at..at + 8).ok_or("a short frames request")?;
+        Ok(u64::from_le_bytes(bytes.try_into()?))
+    };
+    let (n, size, batch) = (field(0)?, usize::try_from(field(8)?)?, field(16)?);
+    let batch = usize::try_from(batch)?;
+    let mut send = conn.open_uni().await?;
+    let header = Bytes::copy_from_slice(&u32::try_from(size)?.to_le_bytes());
+    if size == 8 {
+        let mut pending = Vec::with_capacity(batch + 12);
+        for i in 0..n {
+            pending.extend_from_slice(&header);
+            pending.extend_from_slice(&i.to_le_bytes());
+            if pending.len() >= batch {
+                send.write_all(&pending).await?;
+                pending.clear();
+            }
+        }
+        send.write_all(&pending).await?;
+    } else {
+        let blob: Bytes = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        for _ in 0..n {
+            send.write_all_chunks(&mut [header.clone(), blob.clone()])
+                .await?;
+        }
+    }
+    send.finish()?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- client (bench)
@@ -200,6 +263,34 @@ async fn echo(conn: &Connection, v: u64) {
     assert_eq!(reply, v.to_le_bytes(), "the echo server answered wrongly");
 }
 
+/// Reads length-prefixed frames (see [`send_frames`]) from `recv` to its end,
+/// handing each to `frame`, whole; how many there were.
+async fn read_frames(
+    recv: &mut quinn::RecvStream,
+    mut frame: impl FnMut(&[u8]),
+) -> Result<u64, BoxError> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut count = 0;
+    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+        pending.extend_from_slice(&chunk.bytes);
+        let mut at = 0;
+        while let Some(header) = pending.get(at..at + 4) {
+            let len = u32::from_le_bytes(header.try_into()?) as usize;
+            let Some(body) = pending.get(at + 4..at + 4 + len) else {
+                break;
+            };
+            frame(body);
+            count += 1;
+            at += 4 + len;
+        }
+        pending.drain(..at);
+    }
+    if !pending.is_empty() {
+        return Err("the frames stream ended inside a frame".into());
+    }
+    Ok(count)
+}
+
 /// Progress: datagrams and frames per call each way since `before`. More than one
 /// stream frame received per call means the server's driver sent the reply's data
 /// before its FIN was queued, one packet each (it runs on another worker thread):
@@ -252,6 +343,9 @@ impl Baseline {
         }
         self.pipelined(WIDTH * 100).await;
         self.bulk(PAYLOAD_WIDTH * 10).await;
+        self.uni_rate(10_000).await;
+        self.uni_unbatched_rate(1_000).await;
+        self.uni_mbps(100).await;
     }
 
     /// As w1: `n` calls, one outstanding.
@@ -295,6 +389,52 @@ impl Baseline {
         (2 * n * PAYLOAD as u64) as f64 / took.as_secs_f64() / 1e6
     }
 
+    /// `n` frames of `size` bytes from the server on one unidirectional stream
+    /// (small ones gathered into writes of `batch` bytes), read and counted here:
+    /// the time from the request to the stream's end.
+    async fn uni(&self, n: u64, size: usize, batch: u64) -> Duration {
+        let start = Instant::now();
+        let mut request = self.conn.open_uni().await.expect("a request stream");
+        let mut ask = [0u8; UNI_REQUEST];
+        ask[..8].copy_from_slice(&n.to_le_bytes());
+        ask[8..16].copy_from_slice(&(size as u64).to_le_bytes());
+        ask[16..].copy_from_slice(&batch.to_le_bytes());
+        request.write_all(&ask).await.expect("the request");
+        request.finish().expect("the request's end");
+        let mut frames = self.conn.accept_uni().await.expect("the frames stream");
+        let mut next = 0u64;
+        let count = read_frames(&mut frames, |frame| {
+            if size == 8 {
+                let number = u64::from_le_bytes(frame.try_into().expect("an 8-byte frame"));
+                assert_eq!(number, next, "base.quic.uni frames out of order");
+            } else {
+                assert_eq!(frame.len(), size, "a base.quic.uni frame of the wrong size");
+            }
+            next += 1;
+        })
+        .await
+        .expect("the frames");
+        assert_eq!(count, n, "the frames stream ended early");
+        start.elapsed()
+    }
+
+    /// As p1: `n` 8-byte frames on one unidirectional stream, gathered into
+    /// 8 KiB writes; frames (items)/s.
+    pub async fn uni_rate(&self, n: u64) -> f64 {
+        rate(n, self.uni(n, 8, UNI_BATCH).await)
+    }
+
+    /// As [`Baseline::uni_rate`], one write per frame.
+    pub async fn uni_unbatched_rate(&self, n: u64) -> f64 {
+        rate(n, self.uni(n, 8, 0).await)
+    }
+
+    /// As p2: `n` 64 KiB frames on one unidirectional stream; MB/s of payload.
+    pub async fn uni_mbps(&self, n: u64) -> f64 {
+        let took = self.uni(n, PAYLOAD, 0).await;
+        (n * PAYLOAD as u64) as f64 / took.as_secs_f64() / 1e6
+    }
+
     /// Progress: datagrams and frames per call since `before` (see [`datagrams`]).
     pub fn stats(&self) -> quinn::ConnectionStats {
         self.conn.stats()
@@ -303,6 +443,16 @@ impl Baseline {
     /// [`datagrams`] on this connection.
     pub fn datagrams(&self, phase: &str, before: &quinn::ConnectionStats, calls: u64) {
         datagrams(phase, &self.conn, before, calls);
+    }
+
+    /// Progress: datagrams received per frame since `before` (the frames came
+    /// from the server, so what this side receives is what counts).
+    pub fn received(&self, phase: &str, before: &quinn::ConnectionStats, frames: u64) {
+        let now = self.conn.stats();
+        eprintln!(
+            "base.quic: {phase}: {:.3} datagrams received per frame",
+            (now.udp_rx.datagrams - before.udp_rx.datagrams) as f64 / frames as f64
+        );
     }
 
     /// Closes the connection and stops the server.
@@ -337,6 +487,26 @@ pub async fn baselines(scale: Scale) {
     let n = scale.count(5_000, 1_000);
     let mbps = repeat(scale.reps(), || base.bulk(n)).await;
     figure("base.quic.payload.mbps", median_of(mbps), "MB/s");
+    base.stop().await;
+}
+
+/// `base.quic.uni.rate` and `.uni.unbatched.rate` (frames/s), `base.quic.uni.mbps`
+/// (MB/s of payload), on their own, with p1's and p2's counts. A full run
+/// alternates them with p1 and p2 instead (`paired`).
+pub async fn uni_baselines(scale: Scale) {
+    let base = Baseline::start().await;
+    base.warm_up(scale).await;
+    let n = crate::remote::p1_items(scale);
+    let before = base.stats();
+    let rates = repeat(3, || base.uni_rate(n)).await;
+    base.received("uni", &before, 3 * n);
+    figure("base.quic.uni.rate", median_of(rates), "items/s");
+    let before = base.stats();
+    let rates = repeat(3, || base.uni_unbatched_rate(n)).await;
+    base.received("uni unbatched", &before, 3 * n);
+    figure("base.quic.uni.unbatched.rate", median_of(rates), "items/s");
+    let mbps = repeat(3, || base.uni_mbps(crate::remote::p2_items(scale))).await;
+    figure("base.quic.uni.mbps", median_of(mbps), "MB/s");
     base.stop().await;
 }
 

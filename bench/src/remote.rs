@@ -1,11 +1,11 @@
-//! `w1`–`w4`: BENCH.md's remote workloads, Remora against Remora across two OS
-//! processes on loopback, over QUIC with mutual TLS as in production.
+//! `w1`–`w4`, `p1`, `p2`: BENCH.md's remote workloads, Remora against Remora
+//! across two OS processes on loopback, over QUIC with mutual TLS as in production.
 //!
 //! The server is this binary again (`remora-bench __remora-server DIR`): a node
 //! listening on 127.0.0.1 under the cluster credentials in DIR, serving the
-//! registry (embedded store) with one echo actor bound as `echo` for w1–w3 and
-//! eight as `w4/0`..`w4/7`. It prints `READY <addr>` and exits when its stdin
-//! closes. The client looks the actors up by name, as BENCH.md says.
+//! registry (embedded store) with one echo actor bound as `echo` for w1–w3, p1
+//! and p2, and eight as `w4/0`..`w4/7`. It prints `READY <addr>` and exits when
+//! its stdin closes. The client looks the actors up by name, as BENCH.md says.
 
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -121,22 +121,12 @@ impl Remote {
     }
 }
 
-/// All four remote workloads against one server process.
+/// The remote workloads against one server process, without their baselines.
 pub async fn run(scale: Scale, selected: impl Fn(&str) -> bool) {
     let remote = Remote::start().await;
     remote.warm_up(scale).await;
-    if selected("w1") {
-        let runs = repeat(scale.reps(), || remote.w1(w1_calls(scale))).await;
-        w1_figures(&runs);
-    }
-    if selected("w2") {
-        let rates = repeat(3, || remote.pipelined(w2_calls(scale), false)).await;
-        figure("w2.rate", median_of(rates), "calls/s");
-    }
-    if selected("w3") {
-        let mbps = repeat(3, || remote.payload(w3_calls(scale))).await;
-        figure("w3.mbps", median_of(mbps), "MB/s");
-    }
+    remote.calls(scale, &selected).await;
+    remote.pipes(scale, &selected).await;
     remote.rest(scale, &selected).await;
     remote.stop().await;
 }
@@ -154,6 +144,16 @@ pub fn w3_calls(scale: Scale) -> u64 {
     scale.count(5_000, 800)
 }
 
+/// `p1`: 500 000 items (BENCH.md names no count: a few seconds' worth here).
+pub fn p1_items(scale: Scale) -> u64 {
+    scale.count(500_000, 50_000)
+}
+
+/// `p2`: 10 000 blobs of 64 KiB (655 MB; BENCH.md names no count either).
+pub fn p2_items(scale: Scale) -> u64 {
+    scale.count(10_000, 1_000)
+}
+
 pub fn w1_figures(runs: &[LatencyRun]) {
     let run = median_run(runs);
     figure("w1.p50", run.p50_us, "us");
@@ -169,6 +169,38 @@ impl Remote {
         }
         self.pipelined(PIPELINE_WIDTH * 50, false).await;
         self.payload(PAYLOAD_WIDTH * 4).await;
+        self.p1(P1_CAPACITY * 100).await;
+        self.p2(P2_CAPACITY * 4).await;
+    }
+
+    /// `w1`, `w2`, `w3` on their own, those selected (a full run alternates them
+    /// with their baselines instead, see `paired`).
+    pub async fn calls(&self, scale: Scale, selected: &impl Fn(&str) -> bool) {
+        if selected("w1") {
+            let runs = repeat(scale.reps(), || self.w1(w1_calls(scale))).await;
+            w1_figures(&runs);
+        }
+        if selected("w2") {
+            let rates = repeat(3, || self.pipelined(w2_calls(scale), false)).await;
+            figure("w2.rate", median_of(rates), "calls/s");
+        }
+        if selected("w3") {
+            let mbps = repeat(3, || self.payload(w3_calls(scale))).await;
+            figure("w3.mbps", median_of(mbps), "MB/s");
+        }
+    }
+
+    /// `p1`, `p2` on their own, those selected (a full run alternates them with
+    /// their baselines instead, see `paired`).
+    pub async fn pipes(&self, scale: Scale, selected: &impl Fn(&str) -> bool) {
+        if selected("p1") {
+            let rates = repeat(3, || self.p1(p1_items(scale))).await;
+            figure("p1.rate", median_of(rates), "items/s");
+        }
+        if selected("p2") {
+            let mbps = repeat(3, || self.p2(p2_items(scale))).await;
+            figure("p2.mbps", median_of(mbps), "MB/s");
+        }
     }
 
     /// `w1`: `n` calls, one outstanding.
@@ -222,6 +254,38 @@ impl Remote {
         (n as f64 * PAYLOAD as f64 * 2.0) / took.as_secs_f64() / 1e6
     }
 
+    /// `p1`: `n` numbers through one pipe of capacity 64, from the server's
+    /// producer task to this task; items/s from the call to the stream's end.
+    pub async fn p1(&self, n: u64) -> f64 {
+        let start = Instant::now();
+        let mut items = self.echo.count(n, P1_CAPACITY).await.expect("count");
+        let mut next = 0;
+        while let Some(item) = items.next().await {
+            assert_eq!(item.expect("a p1 item"), next, "p1 items out of order");
+            next += 1;
+        }
+        assert_eq!(next, n, "p1 stream ended early");
+        rate(n, start.elapsed())
+    }
+
+    /// `p2`: `n` blobs of 64 KiB through one pipe of capacity 16, from the
+    /// server's producer task to this task; MB/s of payload.
+    pub async fn p2(&self, n: u64) -> f64 {
+        let start = Instant::now();
+        let mut blobs = self
+            .echo
+            .blobs(n, PAYLOAD as u64, P2_CAPACITY)
+            .await
+            .expect("blobs");
+        let mut received = 0;
+        while let Some(blob) = blobs.next().await {
+            assert_eq!(blob.expect("a p2 item").len(), PAYLOAD);
+            received += 1;
+        }
+        assert_eq!(received, n, "p2 stream ended early");
+        (n as f64 * PAYLOAD as f64) / start.elapsed().as_secs_f64() / 1e6
+    }
+
     /// The workloads without a raw-QUIC counterpart: `w2.once`, `w4`, `r1`.
     pub async fn rest(&self, scale: Scale, selected: &impl Fn(&str) -> bool) {
         if selected("w2.once") {
@@ -241,6 +305,9 @@ impl Remote {
 const PIPELINE_WIDTH: u64 = 64;
 const PAYLOAD_WIDTH: u64 = 8;
 const PAYLOAD: usize = 64 * 1024;
+/// The pipes' capacities: p1's is BENCH.md's; p2's is 1 MiB of blobs in flight.
+const P1_CAPACITY: u64 = 64;
+const P2_CAPACITY: u64 = 16;
 
 /// `w4`'s client actor: drives calls to its own server actor.
 #[remora::remote]
