@@ -46,3 +46,45 @@ async fn a_local_cluster_of_node_processes() {
     ));
     assert_eq!(counters[2].add(1).await, Ok(4), "the others keep serving");
 }
+
+/// A node process stopped with SIGTERM shuts its node down, which tells its
+/// peers before the process exits: they see `NodeDown` at once, not at their
+/// (here one minute) peer timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_process_stopped_gracefully_is_down_for_its_peers_at_once() {
+    let mut cluster = LocalCluster::new().unwrap();
+    let dir = cluster.credentials().to_str().unwrap().to_owned();
+    cluster
+        .start(TEST_NODE, ["--credentials", &dir, "--until-signal"])
+        .unwrap();
+    let me = cluster
+        .builder()
+        .peer_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let node = &cluster.nodes()[0];
+    let id = node.ready[0].parse().unwrap();
+    me.connect(&node.addr).await.unwrap();
+    let counter: CounterRef = me.reference(id, node.ready[1].parse().unwrap()).unwrap();
+    assert_eq!(counter.add(1).await, Ok(1));
+    let gone = tokio::spawn(me.monitor(&counter));
+    until("the monitor is in place", || me.stats().monitors == 1).await;
+    assert!(cluster.nodes()[0].terminate().unwrap().success());
+    // Its actor stopped for the shutdown, and its connection closed: whichever
+    // the monitor hears of first, it hears well before the peer timeout.
+    let reason = timeout(SAFETY, gone).await.unwrap().unwrap();
+    assert!(
+        matches!(reason, StopReason::Shutdown | StopReason::NodeDown { .. }),
+        "{reason:?}"
+    );
+    // Then the connection's close arrived: nothing waits for the peer timeout.
+    until("the closed connection is gone", || {
+        me.stats().connections == 0
+    })
+    .await;
+    assert!(matches!(
+        counter.add(1).await,
+        Err(CallError::NodeDown { .. } | CallError::ConnectFailed { .. })
+    ));
+}

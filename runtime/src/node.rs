@@ -457,6 +457,10 @@ pub struct NodeStats {
     pub pipe_streams: usize,
 }
 
+/// How long [`Node::shutdown`] waits for its peers to hear that its connections
+/// closed.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
+
 impl Node {
     /// Starts configuring a node.
     pub fn builder() -> NodeBuilder {
@@ -810,8 +814,11 @@ impl Node {
             }
             notified.await;
         }
-        // Then the connections: peers see NodeDown for anything still in flight.
+        // Then the connections: peers see NodeDown for anything still in flight,
+        // as soon as the close reaches them (waited for, so that a process that
+        // exits next still says goodbye).
         inner.host.close_connections();
+        inner.host.connections_closed(CLOSE_WITHIN).await;
         tracing::debug!(node = ?inner.host.name(), "node shut down");
     }
 

@@ -226,6 +226,14 @@ impl Host {
         }
     }
 
+    /// Waits (at most `within`) until the closes of
+    /// [`Host::close_connections`] have reached the peers.
+    pub(crate) async fn connections_closed(&self, within: std::time::Duration) {
+        if let Some(endpoint) = self.endpoint.get() {
+            endpoint.closed(within).await;
+        }
+    }
+
     /// Where this node accepts connections, if it listens ([`NodeBuilder::listen`]).
     /// A node that only dials has none: references to its actors travel without an
     /// address, and reach it over the connection it opened.

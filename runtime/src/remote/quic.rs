@@ -281,6 +281,14 @@ impl Endpoint {
     pub(crate) fn close(&self) {
         self.endpoint.close(0u32.into(), b"node shut down");
     }
+
+    /// Waits (at most `within`) until every connection's close has been sent
+    /// and acknowledged or timed out: a process that exits right after
+    /// shutting its node down still tells its peers, which otherwise would
+    /// notice only at their peer timeout.
+    pub(crate) async fn closed(&self, within: Duration) {
+        let _ = tokio::time::timeout(within, self.endpoint.wait_idle()).await;
+    }
 }
 
 /// TLS, then the Remora handshake, of an incoming connection, each within
