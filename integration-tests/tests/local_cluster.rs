@@ -83,8 +83,4 @@ async fn a_node_process_stopped_gracefully_is_down_for_its_peers_at_once() {
         me.stats().connections == 0
     })
     .await;
-    assert!(matches!(
-        counter.add(1).await,
-        Err(CallError::NodeDown { .. } | CallError::ConnectFailed { .. })
-    ));
 }

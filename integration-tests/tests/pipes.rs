@@ -198,7 +198,27 @@ async fn a_lost_connection_is_an_error_not_an_end(transport: Transport) {
     );
 }
 
+/// A remote sending half learns when its pipe's receiver goes.
+async fn a_remote_sender_hears_its_receiver_go(transport: Transport) {
+    let (_pair, remote) = pair(transport).await;
+    let (tx, rx) = pipe::channel::<u64>(2);
+    // The server keeps feeding a subscriber that stops reading and goes.
+    let fed = tokio::spawn({
+        let remote = remote.clone();
+        async move { remote.feed(tx, u64::MAX).await }
+    });
+    let mut rx = rx;
+    assert_eq!(rx.next().await, Some(Ok(1)));
+    drop(rx);
+    let sent = timeout(SAFETY, fed).await.unwrap().unwrap().unwrap();
+    assert!(
+        sent < 10,
+        "the feeder stopped once the receiver went ({sent} sent)"
+    );
+}
+
 both_transports!(
+    a_remote_sender_hears_its_receiver_go,
     a_streaming_result_is_consumed_to_its_end,
     an_upload_is_summed_on_the_other_node,
     a_subscriber_gets_every_item_then_the_end,
@@ -246,7 +266,12 @@ async fn a_local_pipe_is_a_bounded_channel() {
     assert_eq!(rx.recv().await, Some(Ok(3)));
     assert_eq!(rx.recv().await, None);
     let (tx, rx) = pipe::channel::<u32>(1);
+    let waiting = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.closed().await }
+    });
     drop(rx);
+    timeout(SAFETY, waiting).await.unwrap().unwrap();
     assert!(tx.is_closed());
     assert!(matches!(tx.send(9).await, Err(SendError::Closed(9))));
 }

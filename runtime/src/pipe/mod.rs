@@ -259,6 +259,18 @@ impl<T: Item> Sender<T> {
     }
 }
 
+impl<T: Item> Sender<T> {
+    /// Resolves once the receiving half is gone or the pipe failed (a later
+    /// `send` fails): for a producer that waits on something else between
+    /// items, to stop promptly.
+    pub async fn closed(&self) {
+        match &self.inner {
+            SenderInner::Local(tx) => tx.closed().await,
+            SenderInner::Remote(remote) => remote.closed().await,
+        }
+    }
+}
+
 impl<T> Sender<T> {
     /// Whether the receiving half is known to be gone (a later `send` fails).
     pub fn is_closed(&self) -> bool {

@@ -297,6 +297,12 @@ impl<T: Item> RemoteSender<T> {
         Self::put(open, item).map_err(|(item, error)| SendError::Failed { item, error })
     }
 
+    pub(crate) async fn closed(&self) {
+        if let Ok(open) = self.opened().await {
+            open.credit.closed().await;
+        }
+    }
+
     pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         let open = match self.open.get() {
             Some(Ok(open)) => open,
