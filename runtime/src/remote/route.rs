@@ -85,7 +85,10 @@ impl RemoteRoute {
             may_have_executed,
         };
         // Dialed before and lost: the node is down, not merely unknown.
-        if let Some(lost) = self.conn.lock().clone() {
+        // Bound first: the lock must not be held into `down` (which reads the
+        // label through the same lock).
+        let lost = self.conn.lock().clone();
+        if let Some(lost) = lost {
             if lost.is_closed() && self.addr.is_none() {
                 return Err(down(false));
             }
@@ -156,7 +159,8 @@ impl RemoteRoute {
 
     /// Whether the connection this route used is lost (with no replacement).
     pub(crate) fn is_down(&self) -> bool {
-        self.conn.lock().as_ref().is_some_and(|c| c.is_closed()) && self.conn_now().is_none()
+        let lost = self.conn.lock().as_ref().is_some_and(|c| c.is_closed());
+        lost && self.conn_now().is_none()
     }
 
     pub(crate) fn wire(&self) -> WireRef {
