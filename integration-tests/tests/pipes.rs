@@ -198,6 +198,32 @@ async fn a_lost_connection_is_an_error_not_an_end(transport: Transport) {
     );
 }
 
+/// A pipe nobody reads holds up nothing: beside it another pipe flows to its
+/// end and calls are answered (each pipe stream has a stream of its own, and
+/// credit keeps the stalled one's items at its producer).
+async fn a_stalled_pipe_holds_up_no_other_pipe_and_no_call(transport: Transport) {
+    let (_pair, remote) = pair(transport).await;
+    let mut stalled = remote.count(u64::MAX, 4).await.unwrap();
+    assert_eq!(stalled.next().await.unwrap(), Ok(1));
+    let flowing: Vec<u64> = timeout(
+        SAFETY,
+        remote
+            .count(5_000, 8)
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(flowing, (1..=5_000).collect::<Vec<_>>());
+    for _ in 0..100 {
+        timeout(SAFETY, remote.produced()).await.unwrap().unwrap();
+    }
+    // The stalled one is still there, in order, where it stopped.
+    assert_eq!(stalled.next().await.unwrap(), Ok(2));
+}
+
 /// A remote sending half learns when its pipe's receiver goes.
 async fn a_remote_sender_hears_its_receiver_go(transport: Transport) {
     let (_pair, remote) = pair(transport).await;
@@ -218,6 +244,7 @@ async fn a_remote_sender_hears_its_receiver_go(transport: Transport) {
 }
 
 both_transports!(
+    a_stalled_pipe_holds_up_no_other_pipe_and_no_call,
     a_remote_sender_hears_its_receiver_go,
     a_streaming_result_is_consumed_to_its_end,
     an_upload_is_summed_on_the_other_node,
