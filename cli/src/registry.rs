@@ -59,6 +59,14 @@ pub async fn run(args: Args) -> Result<(), String> {
     } else {
         format!("etcd {} under {}", args.etcd.join(","), args.etcd_prefix)
     };
+    // Ctrl-C or SIGTERM: stop cleanly (actors stopped, connections closed), exit 0.
+    // Both handlers are in place before the line that says the registry is up: a
+    // supervisor may stop it the moment it reads that line.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
     println!(
         "registry listening on {addr} (node {}, store: {backend})",
         node.id()
@@ -66,13 +74,8 @@ pub async fn run(args: Args) -> Result<(), String> {
     if args.credentials.credentials.is_none() {
         println!("  no --credentials: only nodes of this process can reach it");
     }
-    // Ctrl-C or SIGTERM: stop cleanly (actors stopped, connections closed), exit 0.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
     tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => {
-            interrupted.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
-        }
+        _ = interrupt.recv() => {}
         _ = term.recv() => {}
     }
     node.shutdown().await;
