@@ -531,6 +531,12 @@ async fn a_binding_of_another_nodes_object_survives_a_blip_but_not_its_loss() {
     until("the cut ends the monitor", || monitors() == 0).await;
     let wire = inproc::connect(&binder, &host).await.unwrap();
     until("the binding watches again", || monitors() == 1).await;
+    // The host has let go of the cut connection too (seen once under load: a call
+    // right after the reconnect went unanswered until its deadline).
+    until("the host holds the new connection only", || {
+        host.stats().connections == 1
+    })
+    .await;
     let found: CounterRef = registry.lookup("far").await.expect("still bound");
     assert_eq!(found.add(1).await, Ok(1));
 
