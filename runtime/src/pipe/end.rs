@@ -208,28 +208,39 @@ pub(super) fn export_inlet<T: Item>(cx: &MarshalCx, tx: Local<T>, capacity: u32)
     wire
 }
 
-/// A receiving half that came back to the node its items are at.
-pub(super) fn take_back_receiver<T: Item>(
+/// The end `wire` names on this node, as its typed kind `K`, handed to `take`.
+fn with_end<K: Any, R>(
     cx: &MarshalCx,
     wire: &WireRef,
-) -> Result<Receiver<T>, CallError> {
+    take: impl FnOnce(&K) -> Result<R, CallError>,
+) -> Result<R, CallError> {
     let end = cx
         .host
         .pipe_end(&wire.object)
         .ok_or(CallError::NoSuchObject)?;
     let kind = end.opened();
-    let outlet =
-        kind.as_any()
-            .downcast_ref::<Outlet<T>>()
-            .ok_or_else(|| CallError::InterfaceMismatch {
-                expected: RECEIVER_INTERFACE,
-                found: "a pipe of another item type".into(),
-            })?;
-    let source = outlet.source.lock().take().ok_or(CallError::Unauthorized {
-        reason: "this pipe's items are being received elsewhere already".into(),
-    })?;
-    outlet.life.finish();
-    Ok(source)
+    let typed = kind
+        .as_any()
+        .downcast_ref::<K>()
+        .ok_or_else(|| CallError::InterfaceMismatch {
+            expected: wire.interface,
+            found: "a pipe of another item type".into(),
+        })?;
+    take(typed)
+}
+
+/// A receiving half that came back to the node its items are at.
+pub(super) fn take_back_receiver<T: Item>(
+    cx: &MarshalCx,
+    wire: &WireRef,
+) -> Result<Receiver<T>, CallError> {
+    with_end(cx, wire, |outlet: &Outlet<T>| {
+        let source = outlet.source.lock().take().ok_or(CallError::Unauthorized {
+            reason: "this pipe's items are being received elsewhere already".into(),
+        })?;
+        outlet.life.finish();
+        Ok(source)
+    })
 }
 
 /// A sending half that came back to the node its pipe's receiver is on.
@@ -237,21 +248,11 @@ pub(super) fn take_back_sender<T: Item>(
     cx: &MarshalCx,
     wire: &WireRef,
 ) -> Result<Local<T>, CallError> {
-    let end = cx
-        .host
-        .pipe_end(&wire.object)
-        .ok_or(CallError::NoSuchObject)?;
-    let kind = end.opened();
-    let inlet =
-        kind.as_any()
-            .downcast_ref::<Inlet<T>>()
-            .ok_or_else(|| CallError::InterfaceMismatch {
-                expected: SENDER_INTERFACE,
-                found: "a pipe of another item type".into(),
-            })?;
-    let tx = inlet.sender.lock().clone();
-    // None: the pipe's receiver is gone; a sender whose sends say so.
-    Ok(tx.unwrap_or_else(|| mpsc::channel(1).0))
+    with_end(cx, wire, |inlet: &Inlet<T>| {
+        let tx = inlet.sender.lock().clone();
+        // None: the pipe's receiver is gone; a sender whose sends say so.
+        Ok(tx.unwrap_or_else(|| mpsc::channel(1).0))
+    })
 }
 
 /// The end of a receiving half that left: its items, for one remote half to pull.

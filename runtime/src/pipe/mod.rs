@@ -350,6 +350,44 @@ struct WirePipe {
 
 const NO_NODE: &str = "a pipe half can only be sent in a call between nodes";
 
+/// Where a pipe half read from the wire belongs.
+enum Arrival {
+    /// Back on the node its end is on: the end gives its half back.
+    Home(WireRef),
+    /// On another node than its end: it reaches the end over this route.
+    Away(Arc<crate::remote::RemoteRoute>),
+}
+
+impl WirePipe {
+    /// Reads a half of the kind whose ends are exported as `interface` (`what`,
+    /// for the error): the node it arrives on, where it belongs, its capacity.
+    fn arrive<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+        interface: u64,
+        what: &str,
+    ) -> Result<(MarshalCx, Arrival, u32), D::Error> {
+        use serde::de::Error;
+        let cx = MarshalCx::current().ok_or_else(|| D::Error::custom(NO_NODE))?;
+        let wire = WirePipe::deserialize(deserializer)?;
+        if wire.end.interface != interface {
+            return Err(D::Error::custom(format!(
+                "not {what} (the value's type differs between the two nodes)"
+            )));
+        }
+        let capacity = wire.capacity.max(1);
+        let arrival = if wire.end.node == cx.host.id() {
+            Arrival::Home(wire.end)
+        } else {
+            let route = cx
+                .host
+                .import_remote_raw(&wire.end, cx.conn.as_ref())
+                .map_err(D::Error::custom)?;
+            Arrival::Away(route)
+        };
+        Ok((cx, arrival, capacity))
+    }
+}
+
 impl<T: Item> Serialize for Receiver<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error;
@@ -391,25 +429,16 @@ impl<T: Item> Serialize for Receiver<T> {
 impl<'de, T: Item> Deserialize<'de> for Receiver<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let cx = MarshalCx::current().ok_or_else(|| D::Error::custom(NO_NODE))?;
-        let wire = WirePipe::deserialize(deserializer)?;
-        if wire.end.interface != RECEIVER_INTERFACE {
-            return Err(D::Error::custom(
-                "not a pipe receiver (the value's type differs between the two nodes)",
-            ));
-        }
-        if wire.end.node == cx.host.id() {
-            return end::take_back_receiver(&cx, &wire.end).map_err(D::Error::custom);
-        }
-        let route = cx
-            .host
-            .import_remote_raw(&wire.end, cx.conn.as_ref())
-            .map_err(D::Error::custom)?;
-        let capacity = wire.capacity.max(1);
+        let (cx, arrival, capacity) =
+            WirePipe::arrive(deserializer, RECEIVER_INTERFACE, "a pipe receiver")?;
+        let inner = match arrival {
+            Arrival::Home(end) => {
+                return end::take_back_receiver(&cx, &end).map_err(D::Error::custom)
+            }
+            Arrival::Away(route) => ReceiverInner::Remote(RemoteReceiver::new(route, capacity)),
+        };
         Ok(Receiver {
-            inner: std::sync::Mutex::new(ReceiverInner::Remote(RemoteReceiver::new(
-                route, capacity,
-            ))),
+            inner: std::sync::Mutex::new(inner),
             capacity,
         })
     }
@@ -441,28 +470,14 @@ impl<T: Item> Serialize for Sender<T> {
 impl<'de, T: Item> Deserialize<'de> for Sender<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let cx = MarshalCx::current().ok_or_else(|| D::Error::custom(NO_NODE))?;
-        let wire = WirePipe::deserialize(deserializer)?;
-        if wire.end.interface != SENDER_INTERFACE {
-            return Err(D::Error::custom(
-                "not a pipe sender (the value's type differs between the two nodes)",
-            ));
-        }
-        let capacity = wire.capacity.max(1);
-        if wire.end.node == cx.host.id() {
-            let tx = end::take_back_sender::<T>(&cx, &wire.end).map_err(D::Error::custom)?;
-            return Ok(Sender {
-                inner: SenderInner::Local(tx),
-                capacity,
-            });
-        }
-        let route = cx
-            .host
-            .import_remote_raw(&wire.end, cx.conn.as_ref())
-            .map_err(D::Error::custom)?;
-        Ok(Sender {
-            inner: SenderInner::Remote(Arc::new(RemoteSender::new(route))),
-            capacity,
-        })
+        let (cx, arrival, capacity) =
+            WirePipe::arrive(deserializer, SENDER_INTERFACE, "a pipe sender")?;
+        let inner = match arrival {
+            Arrival::Home(end) => {
+                SenderInner::Local(end::take_back_sender::<T>(&cx, &end).map_err(D::Error::custom)?)
+            }
+            Arrival::Away(route) => SenderInner::Remote(Arc::new(RemoteSender::new(route))),
+        };
+        Ok(Sender { inner, capacity })
     }
 }
