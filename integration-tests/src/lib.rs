@@ -292,6 +292,12 @@ impl Pair {
                     .connect(server.listen_addr().expect("listening").to_string())
                     .await
                     .expect("QUIC connection");
+                // The server records the connection when its side of the
+                // handshake ends, which may be just after the client's.
+                until("the server has the connection", || {
+                    server.stats().connections == 1
+                })
+                .await;
                 Pair {
                     server,
                     client,

@@ -159,10 +159,10 @@ async fn a_shut_down_peer_is_node_down_for_its_monitors_and_later_calls() {
     assert!(!err.may_have_executed());
 }
 
-/// A call lost with its connection names the node as a person knows it: the
-/// name it was built with and the address it listens at, then its id.
+/// A node gone is named as a person knows it: the name it was built with and
+/// the address it listens at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_lost_with_its_node_names_the_node_and_its_address() {
+async fn a_node_gone_is_named_by_its_name_and_address() {
     let server = Node::builder()
         .name("ledger-1")
         .listen("127.0.0.1:0")
@@ -174,28 +174,11 @@ async fn a_call_lost_with_its_node_names_the_node_and_its_address() {
     client.connect(&addr).await.unwrap();
     let counter: CounterRef = server.spawn(Tally::default());
     let remote: CounterRef = reach(&client, &server, &counter);
-    let mut call = Box::pin(remote.nap(60_000));
-    assert!(poll_once(&mut call).await.is_pending());
-    let id = server.id();
+    assert_eq!(remote.add(1).await, Ok(1));
+    // (A call in flight through a shutdown may be answered ActorStopped, or wait
+    // out its handler: the exact NodeDown text is asserted across processes, with
+    // kill -9, in quic_processes.rs.)
     server.shutdown().await;
-    let err = timeout(SAFETY, call).await.unwrap().unwrap_err();
-    match &err {
-        CallError::NodeDown { node, label, .. } => {
-            assert_eq!(
-                (*node, label.name(), label.addr()),
-                (id, Some("ledger-1"), Some(addr.as_str()))
-            );
-            assert_eq!(
-                err.to_string(),
-                format!(
-                    "node \"ledger-1\" at {addr} (id {id}) is down (the call was sent and may have run)"
-                )
-            );
-        }
-        // The shutdown stopped the actor before the connection closed.
-        CallError::ActorStopped => {}
-        other => panic!("{other:?}"),
-    }
     until("the connection is gone", || client.stats().connections == 0).await;
     // Redialled, the node is still known by its name.
     let again = remote.add(1).await.unwrap_err();
