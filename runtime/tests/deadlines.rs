@@ -71,8 +71,8 @@ async fn a_local_call_without_deadline_waits_on_every_path() {
 
     // Inline: runs at once.
     assert_eq!(gate.echo(1).await, Ok(1));
-    // Busy actor: the next call queues (its deadline computed), the one after
-    // waits for mailbox room (a deadline too), a receipt waits behind them.
+    // Busy actor: of the next two (spawned, so in either order) one queues (its
+    // deadline computed) and the other waits for mailbox room (a deadline too).
     let busy = tokio::spawn({
         let gate = gate.clone();
         async move { gate.pass(2).await }
@@ -88,7 +88,11 @@ async fn a_local_call_without_deadline_waits_on_every_path() {
     });
     permits.add_permits(1);
     assert_eq!(timeout(SAFETY, busy).await.unwrap().unwrap(), Ok(2));
-    assert_eq!(timeout(SAFETY, queued).await.unwrap().unwrap(), Ok(3));
+    let echoed = timeout(SAFETY, queued).await.unwrap().unwrap();
+    assert!(
+        matches!(echoed, Ok(3) | Ok(13)),
+        "the echo ran before or after the note: {echoed:?}"
+    );
     assert_eq!(
         timeout(SAFETY, waiting_for_room).await.unwrap().unwrap(),
         Ok(())
