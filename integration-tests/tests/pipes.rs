@@ -176,6 +176,61 @@ async fn a_thousand_pipes_at_once(transport: Transport) {
     .await;
 }
 
+/// A peer may hold [`pipe::MAX_STREAMS`] streams open to a node on one
+/// connection: the receiver of one more hears `Overloaded` (it does not hang),
+/// the open ones keep flowing, and a stream given back makes room for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipe_streams_past_the_bound_are_refused_alone() {
+    let (pair, remote) = pair(Transport::InProcess).await;
+    let mut open = Vec::new();
+    for _ in 0..pipe::MAX_STREAMS {
+        let mut quiet = remote.hold(1).await.unwrap();
+        assert!(remora_integration_tests::poll_once(&mut quiet.next())
+            .await
+            .is_pending());
+        open.push(quiet);
+    }
+    until("the server holds every stream", || {
+        pair.server.stats().pipe_streams == pipe::MAX_STREAMS
+    })
+    .await;
+
+    let mut refused = remote.count(3, 1).await.unwrap();
+    let err = timeout(SAFETY, refused.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Overloaded {
+            cap: pipe::MAX_STREAMS
+        }
+    );
+    assert_eq!(refused.next().await, None);
+    assert_eq!(pair.server.stats().pipe_streams, pipe::MAX_STREAMS);
+
+    // One stream given back: the next pipe flows, and calls still run.
+    drop(open.pop());
+    until("a stream is given back", || {
+        pair.server.stats().pipe_streams == pipe::MAX_STREAMS - 1
+    })
+    .await;
+    let items: Vec<u64> = remote
+        .count(3, 1)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(items, [1, 2, 3]);
+    drop(open);
+    until("every stream is closed", || {
+        pair.server.stats().pipe_streams == 0
+    })
+    .await;
+}
+
 /// The connection lost under a pipe: the consumer gets `NodeDown`, never a
 /// clean end.
 async fn a_lost_connection_is_an_error_not_an_end(transport: Transport) {

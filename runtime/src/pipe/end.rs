@@ -19,11 +19,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
-use super::remote::{decode_item, send_item, take_item};
+use super::remote::{decode_item, send_items, take_item};
 use super::{Item, Local, Receiver, RECEIVER_INTERFACE, SENDER_INTERFACE};
 use crate::error::CallError;
 use crate::local::cell::Withdraw;
@@ -330,14 +330,18 @@ async fn pump<T: Item>(
             next = source.next() => next,
             _ = credit.closed() => break None,
         };
-        match next {
-            Some(Ok(item)) => {
-                if let Err((_, error)) = send_item(&conn, stream, item) {
-                    break Some(Some(error));
-                }
-            }
+        let first = match next {
+            Some(Ok(item)) => item,
             Some(Err(error)) => break Some(Some(error)),
             None => break Some(None),
+        };
+        // Whatever more is ready and has credit goes in the same write.
+        let (batch, ended) = gather(first, &mut source, &credit);
+        if let Err(error) = send_items(&conn, stream, batch) {
+            break Some(Some(error));
+        }
+        if let Some(end) = ended {
+            break Some(end);
         }
     };
     match end {
@@ -347,6 +351,34 @@ async fn pump<T: Item>(
     }
     drop(source);
     life.finish();
+}
+
+/// The most items a pump writes at once. A batch holds items the pipe held
+/// already (within the credit, so within its capacity): it bounds no memory of
+/// its own, only how long one write takes.
+const BATCH: usize = 128;
+
+/// `first` and the items after it that are ready now and have credit (taken),
+/// up to a batch; and how the pipe ended if it did meanwhile (`Some(None)`:
+/// cleanly; `Some(Some(error))`: it failed).
+fn gather<T: Item>(
+    first: T,
+    source: &mut Receiver<T>,
+    credit: &Credit,
+) -> (Vec<T>, Option<Option<CallError>>) {
+    let mut batch = vec![first];
+    while batch.len() < BATCH && matches!(credit.try_take(), Ok(true)) {
+        match source.next().now_or_never() {
+            Some(Some(Ok(item))) => batch.push(item),
+            Some(Some(Err(error))) => return (batch, Some(Some(error))),
+            Some(None) => return (batch, Some(None)),
+            None => {
+                credit.untake();
+                break;
+            }
+        }
+    }
+    (batch, None)
 }
 
 /// The end of a sending half that left: remote halves push items into the pipe.

@@ -19,6 +19,9 @@
 //!   Items arrive in order, at most once.
 //! - **Transport.** Over QUIC each pipe stream has a QUIC stream of its own, so
 //!   a stalled pipe holds up no call and no other pipe.
+//! - **Bounds.** A peer may have at most [`MAX_STREAMS`] pipe streams open to
+//!   a node on one connection; the receiving half of one past that gets
+//!   `Err(CallError::Overloaded)`, and the others go on.
 //! - **Lifetime.** A half on another node holds its pipe's end on the node it
 //!   came from the way a proxy holds an actor (a lease): dropped, or its node
 //!   dead, the end goes.
@@ -66,6 +69,11 @@
 
 mod end;
 mod remote;
+
+/// The most pipe streams a peer may have open to a node on one connection
+/// (and QUIC streams for their items): each half that receives or sends
+/// across the connection opens one.
+pub const MAX_STREAMS: usize = crate::remote::pipes::MAX_PIPE_STREAMS;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -18,23 +18,31 @@ use crate::remote::marshal::{is_plain, Moved};
 use crate::remote::pipes::{Credit, Delivery};
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
 
-/// Encodes one item for the wire (a `Vec<u8>` as binary), its references
+/// Encodes items for the wire (a `Vec<u8>` as binary), their references
 /// exported for `conn`'s peer.
-pub(super) fn encode_item<T: Item>(conn: &Arc<Connection>, item: &T) -> Result<Vec<u8>, CallError> {
+pub(super) fn encode_items<'a, T: Item>(
+    conn: &Arc<Connection>,
+    items: impl IntoIterator<Item = &'a T>,
+) -> Result<Vec<Vec<u8>>, CallError> {
     let host = conn.node.upgrade().ok_or(CallError::ActorStopped)?;
     let cx = MarshalCx {
         host,
         conn: Some(conn.clone()),
     };
-    cx.enter(|| crate::remote::marshal::encode_reply(item))
-        .map_err(|err| match err {
-            CallError::ReplyFailed { type_name, reason } => CallError::Marshalling {
-                what: "a pipe item".into(),
-                type_name,
-                reason,
-            },
-            other => other,
-        })
+    cx.enter(|| {
+        items
+            .into_iter()
+            .map(crate::remote::marshal::encode_reply)
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(|err| match err {
+        CallError::ReplyFailed { type_name, reason } => CallError::Marshalling {
+            what: "a pipe item".into(),
+            type_name,
+            reason,
+        },
+        other => other,
+    })
 }
 
 /// Decodes one item from the wire, its references imported from `conn`'s peer.
@@ -76,12 +84,30 @@ pub(super) fn send_item<T: Item>(
             .pipe_value(stream, Moved::new(item))
             .map_err(|error| (None, error));
     }
-    let bytes = match encode_item(conn, &item) {
+    let bytes = match encode_items(conn, [&item]) {
         Ok(bytes) => bytes,
         Err(error) => return Err((Some(item), error)),
     };
-    conn.pipe_item(stream, &bytes)
+    conn.pipe_items(stream, &bytes)
         .map_err(|error| (Some(item), error))
+}
+
+/// Sends a batch of items on `stream` (their credit taken): encoded, in one
+/// write; between nodes of one process, each moved or encoded as
+/// [`send_item`] does. On an error the batch is lost (a pump's items are).
+pub(super) fn send_items<T: Item>(
+    conn: &Arc<Connection>,
+    stream: u64,
+    items: Vec<T>,
+) -> Result<(), CallError> {
+    if conn.carries_values() {
+        for item in items {
+            send_item(conn, stream, item).map_err(|(_, error)| error)?;
+        }
+        return Ok(());
+    }
+    let encoded = encode_items(conn, &items)?;
+    conn.pipe_items(stream, &encoded)
 }
 
 /// Keeps `what` (a half sent on) alive for [`HANDOFF`], holding its lease

@@ -614,6 +614,19 @@ impl Connection {
         }
     }
 
+    /// [`Connection::send`] for several frames on one lane, in one write.
+    pub(crate) fn send_all<'a>(
+        &self,
+        lane: Lane,
+        frames: impl IntoIterator<Item = Frame<'a>>,
+    ) -> Result<(), CallError> {
+        let queued = self.drive(|core, _| core.send_all(lane, frames));
+        match queued {
+            Ok(()) if self.is_closed() => Err(self.node_down(false)),
+            other => other,
+        }
+    }
+
     /// Whether calls may move plain values over this connection unencoded.
     pub(crate) fn carries_values(&self) -> bool {
         self.values
@@ -702,6 +715,12 @@ impl Connection {
             if let Some(waiter) = waiter {
                 let _ = waiter.send(outcome.map(|value| Answer::Bytes(value.to_vec())));
             }
+            return Step::Continue;
+        }
+        if let Frame::PipeItem { .. } = frame {
+            // The hot path of a pipe: an item concerns its stream alone (the
+            // core has nothing to do with it once the peer said Hello).
+            self.on_pipe(frame);
             return Step::Continue;
         }
         match self.drive(|core, _| core.handle_frame(frame)) {

@@ -80,6 +80,12 @@ impl Credit {
         self.changed.notify_waiters();
     }
 
+    /// Gives back one item's credit taken and not used (no one is woken: the
+    /// one who took it is the one who waits for it).
+    pub(crate) fn untake(&self) {
+        self.state.lock().items += 1;
+    }
+
     /// Takes one item's credit if there is any; `Err` once closed.
     pub(crate) fn try_take(&self) -> Result<bool, Option<CallError>> {
         let mut state = self.state.lock();
@@ -331,12 +337,14 @@ impl Connection {
         Ok((stream, credit))
     }
 
-    /// Sends one encoded item on a stream we give items on (its credit taken).
-    pub(crate) fn pipe_item(&self, stream: u64, item: &[u8]) -> Result<(), CallError> {
-        self.send(Lane::Pipe(stream), &Frame::PipeItem { stream, item })
+    /// Sends encoded items on a stream we give items on (their credit taken),
+    /// in one write.
+    pub(crate) fn pipe_items(&self, stream: u64, items: &[Vec<u8>]) -> Result<(), CallError> {
+        let frames = items.iter().map(|item| Frame::PipeItem { stream, item });
+        self.send_all(Lane::Pipe(stream), frames)
     }
 
-    /// [`Connection::pipe_item`] for an item moved as it is, on a link that
+    /// [`Connection::pipe_items`] for an item moved as it is, on a link that
     /// carries values (the same channel as the stream's frames: order holds).
     pub(crate) fn pipe_value(&self, stream: u64, item: Moved) -> Result<(), CallError> {
         let frame = ValueFrame::PipeItem { stream, item };
@@ -426,6 +434,14 @@ impl Connection {
             Frame::PipeClose { stream, error } => match self.pipes.remove(stream) {
                 Some(Stream::Pushing(credit) | Stream::Serving { credit, .. }) => {
                     credit.close(error)
+                }
+                Some(Stream::Pulling { to, .. }) => {
+                    // The peer refused the stream we opened to pull (too many
+                    // open, no such end): the receiving half hears why.
+                    let error = error.unwrap_or_else(|| CallError::Unauthorized {
+                        reason: format!("the peer closed pipe stream {stream} without ending it"),
+                    });
+                    let _ = to.send(Delivery::End(Some(error)));
                 }
                 Some(other) => {
                     self.pipes.table.lock().open.insert(stream, other);

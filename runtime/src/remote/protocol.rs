@@ -469,6 +469,26 @@ impl<S: Sinks> Core<S> {
         Ok(())
     }
 
+    /// Queues `frames` on `lane` as one write (a pipe's batch of items), in
+    /// order. A frame that does not encode fails the lot: none is sent.
+    pub(crate) fn send_all<'a>(
+        &mut self,
+        lane: Lane,
+        frames: impl IntoIterator<Item = Frame<'a>>,
+    ) -> Result<(), CallError> {
+        if self.closed {
+            return Err(self.node_down(false));
+        }
+        let mut out = Vec::new();
+        for frame in frames {
+            encode(&frame, &mut out, &self.limits).map_err(frame_error)?;
+        }
+        if !out.is_empty() {
+            self.transmits.push_back(Transmit::Frame(lane, out));
+        }
+        Ok(())
+    }
+
     /// The frame answering the peer's call `call` on `lane`, for the replier to
     /// write (as [`Core::call`] hands back its frame); None once closed. See
     /// [`frame_reply`], which the driver calls outside its lock.
@@ -712,12 +732,17 @@ impl<S: Sinks> Core<S> {
 /// Encodes `frame` within `limits`; a frame over the limit is a `Marshalling` error.
 fn encode_frame(limits: &Limits, frame: &Frame<'_>) -> Result<Vec<u8>, CallError> {
     let mut out = Vec::new();
-    encode(frame, &mut out, limits).map_err(|err| CallError::Marshalling {
+    encode(frame, &mut out, limits).map_err(frame_error)?;
+    Ok(out)
+}
+
+/// A frame that did not encode, as the caller sees it.
+fn frame_error(err: EncodeError) -> CallError {
+    CallError::Marshalling {
         what: "the frame".into(),
         type_name: "Frame".into(),
         reason: err.to_string(),
-    })?;
-    Ok(out)
+    }
 }
 
 /// How many credit grants one frame of `max_frame` bytes can carry: a grant

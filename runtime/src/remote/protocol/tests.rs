@@ -865,3 +865,39 @@ fn an_exactly_once_call_gives_up_once_its_node_has_been_unreachable_for_the_give
         "long before the deadline"
     );
 }
+
+#[test]
+fn a_batch_of_frames_is_one_write_in_order_and_a_closed_core_sends_none() {
+    let (mut a, mut b) = pair();
+    let items: [&[u8]; 3] = [b"1", b"22", b"333"];
+    let frames = items.iter().map(|item| Frame::PipeItem { stream: 4, item });
+    a.send_all(Lane::Pipe(4), frames).expect("queued");
+    let Some(Transmit::Frame(Lane::Pipe(4), bytes)) = a.poll_transmit() else {
+        panic!("one write on the pipe's lane");
+    };
+    assert!(a.poll_transmit().is_none(), "one write for the batch");
+    let mut reader = FrameReader::new(Limits::default());
+    reader.extend(&bytes).expect("whole frames");
+    for expected in items {
+        let frame = reader.next_frame().expect("decodes").expect("a frame");
+        let Ok(Incoming::Pipe(Frame::PipeItem { stream: 4, item })) = b.handle_frame(frame) else {
+            panic!("a pipe item");
+        };
+        assert_eq!(item, expected);
+    }
+    assert!(reader.next_frame().expect("decodes").is_none());
+
+    a.send_all(Lane::Pipe(4), std::iter::empty())
+        .expect("nothing to send is no error");
+    assert!(a.poll_transmit().is_none());
+    a.close();
+    let late = [Frame::PipeItem {
+        stream: 4,
+        item: b"x",
+    }];
+    assert!(matches!(
+        a.send_all(Lane::Pipe(4), late),
+        Err(CallError::NodeDown { .. })
+    ));
+    assert!(a.poll_transmit().is_none());
+}
