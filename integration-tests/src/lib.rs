@@ -387,6 +387,8 @@ pub trait Streamer {
     async fn words(&mut self) -> pipe::Receiver<String>;
     /// A pipe whose sender this actor keeps and never uses.
     async fn hold(&mut self, capacity: u64) -> pipe::Receiver<u64>;
+    /// `n` blobs of `size` bytes, the i-th filled with the byte `i`.
+    async fn blobs(&mut self, n: u64, size: u64, capacity: u64) -> pipe::Receiver<Vec<u8>>;
 }
 
 /// A [`Streamer`]: pipes made by producer tasks it counts.
@@ -457,6 +459,18 @@ impl Streamer for Tap {
     async fn hold(&mut self, capacity: u64) -> pipe::Receiver<u64> {
         let (tx, rx) = pipe::channel(capacity as usize);
         self.held.push(tx);
+        rx
+    }
+
+    async fn blobs(&mut self, n: u64, size: u64, capacity: u64) -> pipe::Receiver<Vec<u8>> {
+        let (tx, rx) = pipe::channel(capacity as usize);
+        tokio::spawn(async move {
+            for i in 0..n {
+                if tx.send(vec![i as u8; size as usize]).await.is_err() {
+                    return;
+                }
+            }
+        });
         rx
     }
 

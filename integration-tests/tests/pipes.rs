@@ -309,6 +309,7 @@ both_transports!(
     a_receiver_sent_on_to_a_third_node_is_summed_there,
     a_thousand_pipes_at_once,
     a_lost_connection_is_an_error_not_an_end,
+    large_items_flow_within_the_byte_budget,
 );
 
 /// Between nodes of one process that encode every call, the same holds.
@@ -437,7 +438,8 @@ async fn made_up_pipe_frames_cost_only_their_pipe() {
         frame(Frame::PipeOpen {
             stream: first + 200,
             pipe: ObjectId::random(),
-            credit: 5
+            credit: 5,
+            bytes: 1 << 20,
         })
     ));
     assert!(wire.inject(
@@ -451,7 +453,8 @@ async fn made_up_pipe_frames_cost_only_their_pipe() {
         &pair.server,
         frame(Frame::PipeCredit {
             stream: 999,
-            items: u32::MAX
+            items: u32::MAX,
+            bytes: u64::MAX,
         })
     ));
 
@@ -465,6 +468,74 @@ async fn made_up_pipe_frames_cost_only_their_pipe() {
         .await;
     assert_eq!(got, (1..=20).collect::<Vec<_>>());
     assert_eq!(pair.server.stats().pipe_streams, 0);
+}
+
+/// Items bigger than the capacity suggests: the receiving half's byte budget
+/// (4 MiB) holds the producer back, and a well-behaved one keeps to it (a
+/// producer that did not would have its stream failed past the credit).
+async fn large_items_flow_within_the_byte_budget(transport: Transport) {
+    let (_pair, remote) = pair(transport).await;
+    let mut blobs = remote.blobs(40, 512 * 1024, 1000).await.unwrap();
+    let mut got = 0u64;
+    while let Some(blob) = timeout(SAFETY, blobs.next()).await.unwrap() {
+        let blob = blob.unwrap();
+        assert_eq!(blob.len(), 512 * 1024);
+        assert!(blob.iter().all(|&b| b == got as u8), "blob {got} in order");
+        got += 1;
+        if got % 8 == 0 {
+            tokio::task::yield_now().await; // a consumer slower than the wire
+        }
+    }
+    assert_eq!(got, 40);
+}
+
+/// A producer that ignores the byte budget: the items within it arrive, the
+/// one past it fails the stream (and only it), whatever the item credit said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_past_the_byte_budget_fail_their_stream() {
+    use remora::wire::codec::{encode, encode_value, Limits};
+    use remora::wire::Frame;
+    let pair = Pair::new(Transport::InProcess).await;
+    let wire = pair.wire.as_ref().unwrap();
+    let local: StreamerRef = pair.server.spawn(Tap::default());
+    let remote = remora_integration_tests::reach(&pair.client, &pair.server, &local);
+    let first = u64::from(pair.client.id() > pair.server.id());
+    // Credit for 1 000 items; 4 MiB of bytes.
+    let mut quiet = remote.hold(1000).await.unwrap();
+    assert!(remora_integration_tests::poll_once(&mut quiet.next())
+        .await
+        .is_pending());
+    until("the stream is open", || {
+        pair.client.stats().pipe_streams == 1
+    })
+    .await;
+    // Five items of 1 MiB in one write (a u64 and padding, which decoding
+    // ignores): the first four fit (the fourth while a byte of credit was
+    // left), the fifth is past the budget.
+    let mut five = Vec::new();
+    for value in 0..5u64 {
+        let mut item = Vec::new();
+        encode_value(&value, &mut item).unwrap();
+        item.resize(1 << 20, 0);
+        encode(
+            &Frame::PipeItem {
+                stream: first,
+                item: &item,
+            },
+            &mut five,
+            &Limits::default(),
+        )
+        .unwrap();
+    }
+    assert!(wire.inject(&pair.client, five));
+    for value in 0..4u64 {
+        assert_eq!(quiet.next().await.unwrap(), Ok(value));
+    }
+    let err = quiet.next().await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("past the credit"), "{err}");
+    assert_eq!(quiet.next().await, None, "the failed stream ends");
+    // The node and its calls go on.
+    assert_eq!(remote.produced().await, Ok((0, None)));
 }
 
 /// Decodes of [`Counted`] so far.

@@ -95,6 +95,7 @@ enum Owned {
         stream: u64,
         pipe: ObjectId,
         credit: u32,
+        bytes: u64,
     },
     PipeItem {
         stream: u64,
@@ -103,6 +104,7 @@ enum Owned {
     PipeCredit {
         stream: u64,
         items: u32,
+        bytes: u64,
     },
     PipeEnd {
         stream: u64,
@@ -157,18 +159,25 @@ impl Owned {
                 stream,
                 pipe,
                 credit,
+                bytes,
             } => Frame::PipeOpen {
                 stream: *stream,
                 pipe: *pipe,
                 credit: *credit,
+                bytes: *bytes,
             },
             Owned::PipeItem { stream, item } => Frame::PipeItem {
                 stream: *stream,
                 item,
             },
-            Owned::PipeCredit { stream, items } => Frame::PipeCredit {
+            Owned::PipeCredit {
+                stream,
+                items,
+                bytes,
+            } => Frame::PipeCredit {
                 stream: *stream,
                 items: *items,
+                bytes: *bytes,
             },
             Owned::PipeEnd { stream, error } => Frame::PipeEnd {
                 stream: *stream,
@@ -220,18 +229,25 @@ impl Owned {
                 stream,
                 pipe,
                 credit,
+                bytes,
             } => Owned::PipeOpen {
                 stream: *stream,
                 pipe: *pipe,
                 credit: *credit,
+                bytes: *bytes,
             },
             Frame::PipeItem { stream, item } => Owned::PipeItem {
                 stream: *stream,
                 item: item.to_vec(),
             },
-            Frame::PipeCredit { stream, items } => Owned::PipeCredit {
+            Frame::PipeCredit {
+                stream,
+                items,
+                bytes,
+            } => Owned::PipeCredit {
                 stream: *stream,
                 items: *items,
+                bytes: *bytes,
             },
             Frame::PipeEnd { stream, error } => Owned::PipeEnd {
                 stream: *stream,
@@ -1108,16 +1124,23 @@ fn frame() -> impl Strategy<Value = Owned> {
         (
             any::<u64>(),
             any::<u128>().prop_map(ObjectId::from_u128),
-            any::<u32>()
+            any::<u32>(),
+            any::<u64>()
         )
-            .prop_map(|(stream, pipe, credit)| Owned::PipeOpen {
+            .prop_map(|(stream, pipe, credit, bytes)| Owned::PipeOpen {
                 stream,
                 pipe,
-                credit
+                credit,
+                bytes
             }),
         (any::<u64>(), bytes(4096)).prop_map(|(stream, item)| Owned::PipeItem { stream, item }),
-        (any::<u64>(), any::<u32>())
-            .prop_map(|(stream, items)| Owned::PipeCredit { stream, items }),
+        (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(stream, items, bytes)| {
+            Owned::PipeCredit {
+                stream,
+                items,
+                bytes,
+            }
+        }),
         (any::<u64>(), prop::option::of(call_error()))
             .prop_map(|(stream, error)| Owned::PipeEnd { stream, error }),
         (any::<u64>(), prop::option::of(call_error()))

@@ -23,7 +23,7 @@ use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
-use super::remote::{decode_item, send_items, take_item};
+use super::remote::{decode_item, take_item, Batch};
 use super::{Item, Local, Receiver, RECEIVER_INTERFACE, SENDER_INTERFACE};
 use crate::error::CallError;
 use crate::local::cell::Withdraw;
@@ -336,8 +336,9 @@ async fn pump<T: Item>(
             None => break Some(None),
         };
         // Whatever more is ready and has credit goes in the same write.
-        let (batch, ended) = gather(first, &mut source, &credit);
-        if let Err(error) = send_items(&conn, stream, batch) {
+        let mut batch = Batch::new(&conn, stream);
+        let ended = gather(first, &mut batch, &mut source, &credit);
+        if let Err(error) = batch.flush() {
             break Some(Some(error));
         }
         if let Some(end) = ended {
@@ -358,27 +359,35 @@ async fn pump<T: Item>(
 /// its own, only how long one write takes.
 const BATCH: usize = 128;
 
-/// `first` and the items after it that are ready now and have credit (taken),
-/// up to a batch; and how the pipe ended if it did meanwhile (`Some(None)`:
-/// cleanly; `Some(Some(error))`: it failed).
+/// Adds `first` to `batch`, and after it the items that are ready now and have
+/// credit (taken, their bytes spent), up to [`BATCH`]. Returns how the pipe
+/// ended if it did meanwhile (`Some(None)`: cleanly; `Some(Some(error))`: it
+/// failed, or an item did not encode).
 fn gather<T: Item>(
     first: T,
+    batch: &mut Batch<'_>,
     source: &mut Receiver<T>,
     credit: &Credit,
-) -> (Vec<T>, Option<Option<CallError>>) {
-    let mut batch = vec![first];
-    while batch.len() < BATCH && matches!(credit.try_take(), Ok(true)) {
-        match source.next().now_or_never() {
-            Some(Some(Ok(item))) => batch.push(item),
-            Some(Some(Err(error))) => return (batch, Some(Some(error))),
-            Some(None) => return (batch, Some(None)),
+) -> Option<Option<CallError>> {
+    let mut item = first;
+    loop {
+        match batch.add(item) {
+            Ok(spent) => credit.spend(spent),
+            Err(error) => return Some(Some(error)),
+        }
+        if batch.len() >= BATCH || !matches!(credit.try_take(), Ok(true)) {
+            return None;
+        }
+        item = match source.next().now_or_never() {
+            Some(Some(Ok(item))) => item,
+            Some(Some(Err(error))) => return Some(Some(error)),
+            Some(None) => return Some(None),
             None => {
                 credit.untake();
-                break;
+                return None;
             }
-        }
+        };
     }
-    (batch, None)
 }
 
 /// The end of a sending half that left: remote halves push items into the pipe.

@@ -15,7 +15,7 @@ use super::{Item, SendError, TrySendError, HANDOFF};
 use crate::error::CallError;
 use crate::remote::connection::Connection;
 use crate::remote::marshal::{is_plain, Moved};
-use crate::remote::pipes::{Credit, Delivery};
+use crate::remote::pipes::{cost, Credit, Delivery, ITEM_COST, PIPE_BYTES};
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
 
 /// Encodes items for the wire (a `Vec<u8>` as binary), their references
@@ -35,14 +35,7 @@ pub(super) fn encode_items<'a, T: Item>(
             .map(crate::remote::marshal::encode_reply)
             .collect::<Result<Vec<_>, _>>()
     })
-    .map_err(|err| match err {
-        CallError::ReplyFailed { type_name, reason } => CallError::Marshalling {
-            what: "a pipe item".into(),
-            type_name,
-            reason,
-        },
-        other => other,
-    })
+    .map_err(item_error)
 }
 
 /// Decodes one item from the wire, its references imported from `conn`'s peer.
@@ -53,14 +46,7 @@ pub(super) fn decode_item<T: Item>(conn: &Arc<Connection>, bytes: &[u8]) -> Resu
         conn: Some(conn.clone()),
     };
     cx.enter(|| crate::remote::marshal::decode_reply::<T>(bytes, &conn.limits))
-        .map_err(|err| match err {
-            CallError::ReplyFailed { type_name, reason } => CallError::Marshalling {
-                what: "a pipe item".into(),
-                type_name,
-                reason,
-            },
-            other => other,
-        })
+        .map_err(item_error)
 }
 
 /// An item moved from another node of this process: as it is, or (a type of
@@ -73,41 +59,97 @@ pub(super) fn take_item<T: Item>(conn: &Arc<Connection>, item: Moved) -> Result<
 }
 
 /// Sends one item on `stream`: moved as it is between nodes of one process when
-/// it holds no references, encoded otherwise.
+/// it holds no references, encoded otherwise. Returns what it cost the
+/// stream's byte budget.
 pub(super) fn send_item<T: Item>(
     conn: &Arc<Connection>,
     stream: u64,
     item: T,
-) -> Result<(), (Option<T>, CallError)> {
+) -> Result<u64, (Option<T>, CallError)> {
     if conn.carries_values() && !conn.is_closed() && is_plain(&item) {
         return conn
             .pipe_value(stream, Moved::new(item))
+            .map(|()| ITEM_COST)
             .map_err(|error| (None, error));
     }
     let bytes = match encode_items(conn, [&item]) {
         Ok(bytes) => bytes,
         Err(error) => return Err((Some(item), error)),
     };
+    let spent = cost(bytes[0].len());
     conn.pipe_items(stream, &bytes)
+        .map(|()| spent)
         .map_err(|error| (Some(item), error))
 }
 
-/// Sends a batch of items on `stream` (their credit taken): encoded, in one
-/// write; between nodes of one process, each moved or encoded as
-/// [`send_item`] does. On an error the batch is lost (a pump's items are).
-pub(super) fn send_items<T: Item>(
-    conn: &Arc<Connection>,
+/// A pump's batch of items for one write: encoded as they come (and written
+/// together by [`Batch::flush`]), or, between nodes of one process, each sent
+/// at once as [`send_item`] does. An error loses the item (a pump's are).
+pub(super) struct Batch<'c> {
+    conn: &'c Arc<Connection>,
     stream: u64,
-    items: Vec<T>,
-) -> Result<(), CallError> {
-    if conn.carries_values() {
-        for item in items {
-            send_item(conn, stream, item).map_err(|(_, error)| error)?;
+    cx: Option<MarshalCx>,
+    encoded: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl<'c> Batch<'c> {
+    pub(super) fn new(conn: &'c Arc<Connection>, stream: u64) -> Batch<'c> {
+        Batch {
+            conn,
+            stream,
+            cx: None,
+            encoded: Vec::new(),
+            len: 0,
         }
-        return Ok(());
     }
-    let encoded = encode_items(conn, &items)?;
-    conn.pipe_items(stream, &encoded)
+
+    /// Adds `item`; returns what it costs the stream's byte budget.
+    pub(super) fn add<T: Item>(&mut self, item: T) -> Result<u64, CallError> {
+        self.len += 1;
+        if self.conn.carries_values() {
+            return send_item(self.conn, self.stream, item).map_err(|(_, error)| error);
+        }
+        if self.cx.is_none() {
+            let host = self.conn.node.upgrade().ok_or(CallError::ActorStopped)?;
+            self.cx = Some(MarshalCx {
+                host,
+                conn: Some(self.conn.clone()),
+            });
+        }
+        let cx = self.cx.as_ref().expect("set above");
+        let bytes = cx
+            .enter(|| crate::remote::marshal::encode_reply(&item))
+            .map_err(item_error)?;
+        let spent = cost(bytes.len());
+        self.encoded.push(bytes);
+        Ok(spent)
+    }
+
+    /// Items added so far.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Writes the encoded items, in one write.
+    pub(super) fn flush(self) -> Result<(), CallError> {
+        if self.encoded.is_empty() {
+            return Ok(());
+        }
+        self.conn.pipe_items(self.stream, &self.encoded)
+    }
+}
+
+/// An item that did not encode or decode, as its receiver or sender hears it.
+fn item_error(err: CallError) -> CallError {
+    match err {
+        CallError::ReplyFailed { type_name, reason } => CallError::Marshalling {
+            what: "a pipe item".into(),
+            type_name,
+            reason,
+        },
+        other => other,
+    }
 }
 
 /// Keeps `what` (a half sent on) alive for [`HANDOFF`], holding its lease
@@ -148,8 +190,10 @@ enum RxState {
         conn: Arc<Connection>,
         stream: u64,
         rx: mpsc::UnboundedReceiver<Delivery>,
-        /// Items taken since credit was last given back.
+        /// Items taken since credit was last given back, and their cost in
+        /// bytes.
         consumed: u32,
+        spent: u64,
     },
     Done,
 }
@@ -187,6 +231,7 @@ impl<T: Item> RemoteReceiver<T> {
                             stream,
                             rx,
                             consumed: 0,
+                            spent: 0,
                         }
                     }
                     Poll::Ready(Err(err)) => {
@@ -199,14 +244,21 @@ impl<T: Item> RemoteReceiver<T> {
                     stream,
                     rx,
                     consumed,
+                    spent,
                 } => {
                     let delivery = match rx.poll_recv(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(delivery) => delivery,
                     };
                     let item = match delivery {
-                        Some(Delivery::Item(bytes)) => Some(decode_item::<T>(conn, &bytes)),
-                        Some(Delivery::Value(item)) => Some(take_item::<T>(conn, item)),
+                        Some(Delivery::Item(bytes)) => {
+                            *spent += cost(bytes.len());
+                            Some(decode_item::<T>(conn, &bytes))
+                        }
+                        Some(Delivery::Value(item)) => {
+                            *spent += ITEM_COST;
+                            Some(take_item::<T>(conn, item))
+                        }
                         Some(Delivery::End(end)) => {
                             self.state = RxState::Done;
                             return Poll::Ready(end.map(Err));
@@ -217,10 +269,14 @@ impl<T: Item> RemoteReceiver<T> {
                         Some(item) => match item {
                             Ok(item) => {
                                 *consumed += 1;
-                                // Credit goes back in batches of half the capacity.
-                                if *consumed >= self.capacity.div_ceil(2) {
-                                    conn.pipe_grant(*stream, *consumed);
+                                // Credit goes back in batches of half the
+                                // capacity, or of half the byte budget.
+                                if *consumed >= self.capacity.div_ceil(2)
+                                    || *spent >= PIPE_BYTES / 2
+                                {
+                                    conn.pipe_grant(*stream, *consumed, *spent);
                                     *consumed = 0;
+                                    *spent = 0;
                                 }
                                 return Poll::Ready(Some(Ok(item)));
                             }
@@ -375,7 +431,10 @@ impl<T: Item> RemoteSender<T> {
     /// moving is tried only where the item can be kept (see `send_item`).
     fn put(open: &Open, item: T) -> Result<(), (T, CallError)> {
         match send_item(&open.conn, open.stream, item) {
-            Ok(()) => Ok(()),
+            Ok(spent) => {
+                open.credit.spend(spent);
+                Ok(())
+            }
             Err((Some(item), error)) => Err((item, error)),
             Err((None, error)) => {
                 tracing::debug!(%error, "a pipe item moved to a node gone meanwhile is lost");

@@ -4,16 +4,20 @@
 //! `crate::pipe::end`); the half that arrives on the other node opens a
 //! *stream* to that end over the connection:
 //!
-//! - a receiving half **pulls**: `PipeOpen { credit }` grants the end's node
-//!   `credit` items; the end's pump sends that many `PipeItem`s and waits for
-//!   the `PipeCredit` the receiving half sends as it consumes them;
+//! - a receiving half **pulls**: `PipeOpen { credit, bytes }` grants the end's
+//!   node `credit` items and [`PIPE_BYTES`] bytes of them; the end's pump sends
+//!   `PipeItem`s while it has both and waits for the `PipeCredit` the receiving
+//!   half sends as it consumes them. The byte budget bounds what a receiving
+//!   half holds whatever capacity (chosen by the pipe's maker, maybe the peer)
+//!   and item sizes the producer picks;
 //! - a sending half **pushes**: `PipeOpen { credit: 0 }`; the end grants credit
 //!   as room is reserved in its local channel, and every item that arrives has
 //!   its place waiting.
 //!
 //! Items (and the `PipeEnd` after the last one) go on the stream's own lane
 //! ([`Lane::Pipe`]): a QUIC stream of their own, so a stalled pipe holds up
-//! nothing else. Credit and `PipeClose` (the receiving side is gone) go on the
+//! nothing else. Credit and `PipeClose` (the receiving side is gone, or refuses
+//! the stream) go on the
 //! control lane. Stream ids are the opener's: even from the node with the
 //! smaller id, odd from the other, so both sides number streams without meeting.
 //!
@@ -36,6 +40,20 @@ use crate::wire::{Frame, ObjectId};
 /// (and QUIC streams for their items).
 pub(crate) const MAX_PIPE_STREAMS: usize = 4096;
 
+/// The bytes of items a receiving half lets wait for it (granted, arrived and
+/// not yet taken), whatever capacity the pipe's maker chose: at most this plus
+/// one item (an item may go while any byte of credit is left).
+pub(crate) const PIPE_BYTES: u64 = 4 << 20;
+
+/// What one item costs the byte budget beyond its encoding: what holding it
+/// costs the receiver (so that a budget bounds the count of tiny items too).
+pub(crate) const ITEM_COST: u64 = 64;
+
+/// What an item of `len` encoded bytes costs the byte budget.
+pub(crate) fn cost(len: usize) -> u64 {
+    len as u64 + ITEM_COST
+}
+
 /// What reaches a receiving half from its stream.
 #[derive(Debug)]
 pub(crate) enum Delivery {
@@ -47,8 +65,8 @@ pub(crate) enum Delivery {
     End(Option<CallError>),
 }
 
-/// The items one side may still send on a stream, and whether the other side
-/// is gone: a sending half and a pipe end's pump wait here.
+/// The items (and bytes) one side may still send on a stream, and whether the
+/// other side is gone: a sending half and a pipe end's pump wait here.
 #[derive(Default)]
 pub(crate) struct Credit {
     state: Mutex<CreditState>,
@@ -58,16 +76,27 @@ pub(crate) struct Credit {
 #[derive(Default)]
 struct CreditState {
     items: u64,
+    /// Bytes granted and not yet spent (saturating: `u64::MAX` is no budget).
+    bytes: u64,
     /// Set once the receiving side is gone (`None`: it dropped its half) or the
     /// stream failed (`Some`).
     closed: Option<Option<CallError>>,
 }
 
 impl Credit {
-    /// The receiving side has room for `items` more.
-    pub(crate) fn grant(&self, items: u32) {
-        self.state.lock().items += u64::from(items);
+    /// The receiving side has room for `items` more, and `bytes` more.
+    pub(crate) fn grant(&self, items: u32, bytes: u64) {
+        let mut state = self.state.lock();
+        state.items += u64::from(items);
+        state.bytes = state.bytes.saturating_add(bytes);
+        drop(state);
         self.changed.notify_waiters();
+    }
+
+    /// An item taken went out: its `cost` in bytes is spent.
+    pub(crate) fn spend(&self, cost: u64) {
+        let mut state = self.state.lock();
+        state.bytes = state.bytes.saturating_sub(cost);
     }
 
     /// The receiving side is gone (`None`) or the stream failed.
@@ -86,13 +115,14 @@ impl Credit {
         self.state.lock().items += 1;
     }
 
-    /// Takes one item's credit if there is any; `Err` once closed.
+    /// Takes one item's credit if there is any (and a byte of credit is
+    /// left); `Err` once closed.
     pub(crate) fn try_take(&self) -> Result<bool, Option<CallError>> {
         let mut state = self.state.lock();
         if let Some(why) = &state.closed {
             return Err(why.clone());
         }
-        if state.items == 0 {
+        if state.items == 0 || state.bytes == 0 {
             return Ok(false);
         }
         state.items -= 1;
@@ -130,7 +160,7 @@ impl Credit {
         self.state.lock().closed.is_some()
     }
 
-    /// Credit not yet used (for tests and counters).
+    /// Items of credit not yet used.
     pub(crate) fn available(&self) -> u64 {
         self.state.lock().items
     }
@@ -174,10 +204,11 @@ pub(crate) trait Opened: Send + Sync {
 
 enum Stream {
     /// We opened it to take items: they go to the receiving half. `granted`:
-    /// items the peer may still send.
+    /// items the peer may still send, and `bytes` (see [`PIPE_BYTES`]).
     Pulling {
         to: mpsc::UnboundedSender<Delivery>,
         granted: u64,
+        bytes: u64,
     },
     /// We opened it to give items: the peer's credit.
     Pushing(Arc<Credit>),
@@ -290,6 +321,7 @@ impl Connection {
         let stream = self.pipes.open(Stream::Pulling {
             to,
             granted: u64::from(credit),
+            bytes: PIPE_BYTES,
         })?;
         self.send(
             Lane::Control,
@@ -297,20 +329,34 @@ impl Connection {
                 stream,
                 pipe,
                 credit,
+                bytes: PIPE_BYTES,
             },
         )?;
         Ok((stream, from))
     }
 
-    /// Grants the peer `items` more on a stream we pull.
-    pub(crate) fn pipe_grant(&self, stream: u64, items: u32) {
-        if let Some(Stream::Pulling { granted, .. }) = self.pipes.table.lock().open.get_mut(&stream)
+    /// Grants the peer `items` and `bytes` more on a stream we pull (what the
+    /// receiving half took since it last did).
+    pub(crate) fn pipe_grant(&self, stream: u64, items: u32, bytes: u64) {
+        if let Some(Stream::Pulling {
+            granted,
+            bytes: budget,
+            ..
+        }) = self.pipes.table.lock().open.get_mut(&stream)
         {
             *granted += u64::from(items);
+            *budget = budget.saturating_add(bytes);
         } else {
             return;
         }
-        let _ = self.send(Lane::Control, &Frame::PipeCredit { stream, items });
+        let _ = self.send(
+            Lane::Control,
+            &Frame::PipeCredit {
+                stream,
+                items,
+                bytes,
+            },
+        );
     }
 
     /// We no longer take a stream's items (the receiving half was dropped, or
@@ -332,6 +378,7 @@ impl Connection {
                 stream,
                 pipe,
                 credit: 0,
+                bytes: 0,
             },
         )?;
         Ok((stream, credit))
@@ -363,8 +410,9 @@ impl Connection {
     pub(crate) fn on_pipe_value(self: &Arc<Self>, stream: u64, item: Moved) {
         let mut table = self.pipes.table.lock();
         match table.open.get_mut(&stream) {
-            Some(Stream::Pulling { to, granted }) if *granted > 0 => {
+            Some(Stream::Pulling { to, granted, bytes }) if *granted > 0 && *bytes > 0 => {
                 *granted -= 1;
+                *bytes = bytes.saturating_sub(ITEM_COST);
                 let _ = to.send(Delivery::Value(item));
             }
             Some(Stream::Filling { fill, granted, .. }) if *granted > 0 => {
@@ -400,17 +448,23 @@ impl Connection {
                 stream,
                 pipe,
                 credit,
-            } => self.on_pipe_open(stream, pipe, credit),
+                bytes,
+            } => self.on_pipe_open(stream, pipe, credit, bytes),
             Frame::PipeItem { stream, item } => self.on_pipe_item(stream, item),
-            Frame::PipeCredit { stream, items } => {
+            Frame::PipeCredit {
+                stream,
+                items,
+                bytes,
+            } => {
                 let table = self.pipes.table.lock();
                 match table.open.get(&stream) {
-                    Some(Stream::Pushing(credit)) => credit.grant(items),
+                    Some(Stream::Pushing(credit)) => credit.grant(items, bytes),
                     Some(Stream::Serving { credit, cap }) => {
                         // A peer cannot make our pump run further ahead of it
                         // than the pipe's capacity.
                         let room = cap.saturating_sub(credit.available());
-                        credit.grant(items.min(u32::try_from(room).unwrap_or(u32::MAX)));
+                        let items = items.min(u32::try_from(room).unwrap_or(u32::MAX));
+                        credit.grant(items, bytes);
                     }
                     _ => {
                         tracing::debug!(peer = %self.peer.node, stream, "credit for no stream of ours")
@@ -452,7 +506,7 @@ impl Connection {
         }
     }
 
-    fn on_pipe_open(self: &Arc<Self>, stream: u64, pipe: ObjectId, credit: u32) {
+    fn on_pipe_open(self: &Arc<Self>, stream: u64, pipe: ObjectId, credit: u32, bytes: u64) {
         let refuse = |error: Option<CallError>| {
             tracing::debug!(peer = %self.peer.node, stream, %pipe, ?error, "pipe stream refused");
             let _ = self.send(Lane::Control, &Frame::PipeClose { stream, error });
@@ -488,7 +542,7 @@ impl Connection {
         };
         if credit > 0 {
             let credit_state = Arc::new(Credit::default());
-            credit_state.grant(credit.min(end.capacity()));
+            credit_state.grant(credit.min(end.capacity()), bytes);
             let cap = u64::from(end.capacity());
             self.pipes.insert_theirs(
                 stream,
@@ -520,8 +574,9 @@ impl Connection {
     fn on_pipe_item(self: &Arc<Self>, stream: u64, item: &[u8]) {
         let mut table = self.pipes.table.lock();
         match table.open.get_mut(&stream) {
-            Some(Stream::Pulling { to, granted }) if *granted > 0 => {
+            Some(Stream::Pulling { to, granted, bytes }) if *granted > 0 && *bytes > 0 => {
                 *granted -= 1;
+                *bytes = bytes.saturating_sub(cost(item.len()));
                 let _ = to.send(Delivery::Item(item.to_vec()));
             }
             Some(Stream::Filling { fill, granted, .. }) if *granted > 0 => {
@@ -584,13 +639,19 @@ impl Connection {
     }
 
     /// Grants the peer `items` more on a stream it fills (room was reserved).
+    /// No byte budget: the room is in a pipe this node made, its capacity this
+    /// node's choice, each item bounded by the frame limit.
     pub(crate) fn pipe_grant_fill(&self, stream: u64, items: u32) -> bool {
         match self.pipes.table.lock().open.get_mut(&stream) {
             Some(Stream::Filling { granted, .. }) => *granted += u64::from(items),
             _ => return false,
         }
-        self.send(Lane::Control, &Frame::PipeCredit { stream, items })
-            .is_ok()
+        let frame = Frame::PipeCredit {
+            stream,
+            items,
+            bytes: u64::MAX,
+        };
+        self.send(Lane::Control, &frame).is_ok()
     }
 
     /// A stream the peer pulls from has ended (the pump is done): its lane goes.

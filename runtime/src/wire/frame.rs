@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. A peer speaking another one is refused
 /// at connect with [`CallError::VersionMismatch`](crate::CallError::VersionMismatch).
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The first bytes of every `Hello`, so that a stray connection is told apart from
 /// a peer of another version.
@@ -99,8 +99,9 @@ pub enum Frame<'a> {
     },
     /// Opens pipe stream `stream` (numbered by the sender: even from the node with
     /// the smaller id, odd from the other) to the receiver's pipe end `pipe`: to take its
-    /// items with `credit` of them granted (a receiving half), or to give it items
-    /// (a sending half, `credit` 0: the receiver grants them).
+    /// items with `credit` of them and `bytes` of their encodings granted (a
+    /// receiving half), or to give it items (a sending half, both 0: the
+    /// receiver grants them).
     PipeOpen {
         /// The stream.
         stream: u64,
@@ -108,6 +109,9 @@ pub enum Frame<'a> {
         pipe: ObjectId,
         /// Items granted to the receiver.
         credit: u32,
+        /// Bytes granted to the receiver: it may send an item while any are
+        /// left (each costs its encoded length plus a fixed overhead).
+        bytes: u64,
     },
     /// One item of a pipe stream, encoded; on the stream's own lane.
     PipeItem {
@@ -117,12 +121,15 @@ pub enum Frame<'a> {
         #[serde(borrow, with = "serde_bytes")]
         item: &'a [u8],
     },
-    /// The side that takes a stream's items has room for `items` more.
+    /// The side that takes a stream's items has room for `items` more, and
+    /// `bytes` more of them (`u64::MAX`: no byte budget).
     PipeCredit {
         /// The stream.
         stream: u64,
         /// Items granted.
         items: u32,
+        /// Bytes granted.
+        bytes: u64,
     },
     /// No more items on a stream: every sender is gone (`error` None), or the
     /// items' source failed. On the stream's own lane, after its last item.
