@@ -787,6 +787,10 @@ impl Transport for QuicHandle {
         self.0.quic.close(CLOSE_PROTOCOL.into(), b"closed");
     }
 
+    fn round_trip(&self) -> Duration {
+        self.0.quic.rtt()
+    }
+
     fn lane_done(&self, lane: Lane) {
         if let Lane::Pipe(stream) = lane {
             if let Some(outbox) = self.0.pipes.lock().remove(&stream) {
