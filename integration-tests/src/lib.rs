@@ -9,6 +9,7 @@ use remora::pipe::{self, SendError};
 
 use remora::{Actor, Node};
 
+pub mod chain;
 pub mod chaos;
 pub mod etcd;
 pub mod figures;

@@ -693,10 +693,14 @@ impl Connection {
     /// what arrives go to `replies`): malformed frames are logged and skipped, a full
     /// mailbox is waited for (a slow actor slows its callers). The one place where
     /// the decisions about bad input are made, for every transport.
+    ///
+    /// `arrived`: when the transport received the bytes (for in-process links,
+    /// when they were sent): what the budgets of the calls among them count from.
     pub(crate) async fn drain(
         self: &Arc<Self>,
         reader: &mut FrameReader,
         replies: Lane,
+        arrived: Instant,
     ) -> Drained {
         // A peer that does not read its replies has its calls read no further
         // (only on the lanes calls come in on: replies to our calls are always
@@ -727,7 +731,7 @@ impl Connection {
                     return Drained::Reset;
                 }
             };
-            match self.on_frame(frame, replies) {
+            match self.on_frame(frame, replies, arrived) {
                 Step::Continue => {}
                 Step::Wait(waiting) => waiting.await,
                 Step::Close => return Drained::Close,
@@ -736,7 +740,12 @@ impl Connection {
     }
 
     /// Handles one frame from the peer, read on a lane whose replies go to `replies`.
-    pub(crate) fn on_frame(self: &Arc<Self>, frame: Frame<'_>, replies: Lane) -> Step {
+    pub(crate) fn on_frame(
+        self: &Arc<Self>,
+        frame: Frame<'_>,
+        replies: Lane,
+        arrived: Instant,
+    ) -> Step {
         // The hot path of a reply: the core gives its waiter up under the lock,
         // the answer is copied and the caller woken outside it.
         let answer = match &frame {
@@ -783,7 +792,7 @@ impl Connection {
                     context: call.context,
                 },
                 replies,
-                deadline: self.deadline_of(&call.context),
+                deadline: self.deadline_of(&call.context, arrived),
                 cancel,
             }),
             Ok(Incoming::Monitor { watch, object }) => {
@@ -1031,11 +1040,19 @@ impl Connection {
             host: node,
             conn: Some(self.clone()),
         };
+        // An answer after the call was given up (its caller's Cancel, or its
+        // deadline: the last moment at which it could still arrive in time)
+        // is not sent: the caller has had its answer already.
+        let late = Late {
+            deadline,
+            cancel: cancel.clone(),
+        };
         let replier = if one_way {
             Replier::new(|_| {})
         } else if self.carries_values() {
             let conn = self.clone();
             Replier::with_values(move |answer| match answer {
+                _ if late.is_late() => conn.forget_served(id),
                 Ok(Answer::Value(value)) => {
                     conn.forget_served(id);
                     if !conn.is_closed() {
@@ -1048,7 +1065,10 @@ impl Connection {
             })
         } else {
             let conn = self.clone();
-            Replier::new(move |outcome| conn.reply(replies, id, outcome))
+            Replier::new(move |outcome| match late.is_late() {
+                true => conn.forget_served(id),
+                false => conn.reply(replies, id, outcome),
+            })
         }
         .within(cx.clone())
         .sent_by(self.caller.clone())
@@ -1092,7 +1112,14 @@ impl Connection {
         use super::once::Admit;
         let key = (self.peer.node, tags.once);
         let conn = self.clone();
-        let answer = Box::new(move |outcome| conn.reply(replies, id, outcome));
+        let late = Late {
+            deadline,
+            cancel: cancel.clone(),
+        };
+        let answer = Box::new(move |outcome| match late.is_late() {
+            true => conn.forget_served(id),
+            false => conn.reply(replies, id, outcome),
+        });
         let Admit::Run(answer) = node.once_table().admit(Instant::now(), key, answer) else {
             return Ok(None);
         };
@@ -1132,23 +1159,27 @@ impl Connection {
         delivered
     }
 
-    /// When the caller of a call that arrives now with `context` stops
-    /// waiting: its budget from now, less the transport's round trip (at least
+    /// When the caller of a call that `arrived` with `context` stops waiting:
+    /// its budget from its arrival, less the transport's round trip (at least
     /// [`MIN_TRANSIT`]), since the reply too must arrive in time. None: no
     /// deadline (or this node does not propagate them).
-    fn deadline_of(&self, context: &crate::wire::CallContext) -> Option<Instant> {
+    fn deadline_of(&self, context: &crate::wire::CallContext, arrived: Instant) -> Option<Instant> {
         let budget = context.budget()?;
         if !self.propagate {
             return None;
         }
         let transit = self.transport.round_trip().max(MIN_TRANSIT);
-        let now = Instant::now();
-        Some(crate::deadline::after(now, budget.saturating_sub(transit)))
+        Some(crate::deadline::after(arrived, budget.saturating_sub(transit)))
     }
 
     /// Handles a value frame from the peer (one process), read on a lane whose
     /// replies go to `replies`.
-    pub(crate) fn on_value(self: &Arc<Self>, frame: ValueFrame, replies: Lane) -> Step {
+    pub(crate) fn on_value(
+        self: &Arc<Self>,
+        frame: ValueFrame,
+        replies: Lane,
+        arrived: Instant,
+    ) -> Step {
         let cancel = matches!(frame, ValueFrame::Call { one_way: false, .. })
             .then(Arc::<CancelSignal>::default);
         let handled = self.drive(|core, _| {
@@ -1184,7 +1215,7 @@ impl Connection {
             one_way,
             tags,
             replies,
-            deadline: self.deadline_of(&tags.context),
+            deadline: self.deadline_of(&tags.context, arrived),
             cancel,
         })
     }
@@ -1273,6 +1304,19 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// When the answer to a call from the peer comes too late to be sent: once its
+/// caller gave it up, or its deadline passed.
+struct Late {
+    deadline: Option<Instant>,
+    cancel: Option<Arc<CancelSignal>>,
+}
+
+impl Late {
+    fn is_late(&self) -> bool {
+        given_up(self.cancel.as_deref(), self.deadline).is_some()
     }
 }
 
