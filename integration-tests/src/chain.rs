@@ -80,6 +80,7 @@ impl ChainStats {
             dropped_midway: self.dropped_midway.load(Ordering::SeqCst),
             ticks: self.ticks.load(Ordering::SeqCst),
             outcomes: self.outcomes.lock().clone(),
+            queued: 0,
         }
     }
 }
@@ -93,6 +94,8 @@ pub struct ChainCounts {
     pub dropped_midway: u64,
     pub ticks: u64,
     pub outcomes: Vec<String>,
+    /// Calls waiting in the link's mailbox (0 without a probe's reference).
+    pub queued: usize,
 }
 
 /// A link: its stats are shared with the test (or a probe).
@@ -230,13 +233,18 @@ pub trait ChainProbe {
 /// The probe of one link.
 pub struct Probe {
     pub stats: Arc<ChainStats>,
+    /// The link, on this node: its mailbox depth is reported.
+    pub link: ChainRef,
 }
 
 impl Actor for Probe {}
 
 impl ChainProbe for Probe {
     async fn counts(&mut self) -> ChainCounts {
-        self.stats.counts()
+        ChainCounts {
+            queued: remora::Interface::core(&self.link).mailbox_depth(),
+            ..self.stats.counts()
+        }
     }
 
     async fn release(&mut self) {
