@@ -219,15 +219,16 @@ pub fn deadline() -> Option<Instant> {
 ///
 /// #[remora::remote]
 /// pub trait Worker {
-///     async fn work(&mut self) -> &'static str;
+///     async fn work(&mut self) -> String;
 /// }
 /// struct W;
 /// impl Actor for W {}
 /// impl Worker for W {
-///     async fn work(&mut self) -> &'static str {
+///     async fn work(&mut self) -> String {
 ///         tokio::select! {
-///             () = std::future::pending::<()>() => "done",
-///             () = remora::cancelled() => "given up",
+///             () = std::future::pending::<()>() => "done".into(),
+///             // Nobody will read this: the caller has gone. Stop early.
+///             () = remora::cancelled() => "given up".into(),
 ///         }
 ///     }
 /// }
