@@ -55,7 +55,10 @@ async fn a_call_given_up_while_queued_never_runs(transport: Transport) {
     let depth = || Interface::core(&local).mailbox_depth();
     let mut busy = Box::pin(link.hold());
     assert!(poll_once(&mut busy).await.is_pending());
-    until("the link is busy", || stats.running.load(Ordering::SeqCst) == 1).await;
+    until("the link is busy", || {
+        stats.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
     // Queued behind the busy handler (a remote call sends on its first poll),
     // then given up by dropping it: a Cancel follows it on its lane.
     let mut queued = Box::pin(link.tick());
@@ -81,7 +84,10 @@ async fn a_local_call_given_up_while_queued_never_runs() {
     let link: ChainRef = node.spawn(link);
     let mut busy = Box::pin(link.hold());
     assert!(poll_once(&mut busy).await.is_pending());
-    until("the link is busy", || stats.running.load(Ordering::SeqCst) == 1).await;
+    until("the link is busy", || {
+        stats.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let mut queued = Box::pin(link.tick());
     assert!(poll_once(&mut queued).await.is_pending());
     assert_eq!(Interface::core(&link).mailbox_depth(), 1);
@@ -98,9 +104,7 @@ async fn between_local_actors_a_call_given_up_while_queued_never_runs() {
     a_local_call_given_up_while_queued_never_runs().await;
 }
 
-async fn an_abortable_handler_is_dropped_at_its_await_and_a_plain_one_is_not(
-    transport: Transport,
-) {
+async fn an_abortable_handler_is_dropped_at_its_await_and_a_plain_one_is_not(transport: Transport) {
     let pair = Pair::new(transport).await;
     let (link, stats) = link_on(&pair.server, &pair.client);
     let mut abortable = Box::pin(link.wait_abortable());
@@ -110,7 +114,10 @@ async fn an_abortable_handler_is_dropped_at_its_await_and_a_plain_one_is_not(
     })
     .await;
     drop(abortable);
-    until("it is dropped", || stats.running.load(Ordering::SeqCst) == 0).await;
+    until("it is dropped", || {
+        stats.running.load(Ordering::SeqCst) == 0
+    })
+    .await;
     assert_eq!(stats.dropped_midway.load(Ordering::SeqCst), 1);
     assert_eq!(stats.saw_cancelled.load(Ordering::SeqCst), 0);
 
@@ -122,8 +129,16 @@ async fn an_abortable_handler_is_dropped_at_its_await_and_a_plain_one_is_not(
     .await;
     drop(plain);
     until("it ends", || stats.running.load(Ordering::SeqCst) == 0).await;
-    assert_eq!(stats.saw_cancelled.load(Ordering::SeqCst), 1, "it saw cancelled()");
-    assert_eq!(stats.dropped_midway.load(Ordering::SeqCst), 1, "and ran to its end");
+    assert_eq!(
+        stats.saw_cancelled.load(Ordering::SeqCst),
+        1,
+        "it saw cancelled()"
+    );
+    assert_eq!(
+        stats.dropped_midway.load(Ordering::SeqCst),
+        1,
+        "and ran to its end"
+    );
     // The link takes calls as before.
     assert_eq!(timeout(SAFETY, link.tick()).await.unwrap(), Ok(1));
 }
@@ -138,18 +153,42 @@ async fn a_handlers_deadline_is_never_later_than_its_callers(transport: Transpor
     for patience in [200, 5_000] {
         let patience = Duration::from_millis(patience);
         let asked = Instant::now();
-        let first = head.with_timeout(patience).deadline_seen(Some(to_b.clone()));
+        let first = head
+            .with_timeout(patience)
+            .deadline_seen(Some(to_b.clone()));
         assert_eq!(timeout(SAFETY, first).await.unwrap(), Ok(true));
-        let at_a = on_a.deadlines.lock().pop().flatten().expect("A has a deadline");
-        let at_b = on_b.deadlines.lock().pop().flatten().expect("B has one too");
+        let at_a = on_a
+            .deadlines
+            .lock()
+            .pop()
+            .flatten()
+            .expect("A has a deadline");
+        let at_b = on_b
+            .deadlines
+            .lock()
+            .pop()
+            .flatten()
+            .expect("B has one too");
         assert!(at_a <= asked + patience + SAFETY && at_a >= asked + patience);
         assert!(at_b <= at_a, "B's is {:?} past A's", at_b - at_a);
         assert!(at_a - at_b < patience / 2, "B has most of it");
         // One hop further, from B to C.
-        let second = to_b.with_timeout(patience).deadline_seen(Some(to_c.clone()));
+        let second = to_b
+            .with_timeout(patience)
+            .deadline_seen(Some(to_c.clone()));
         assert_eq!(timeout(SAFETY, second).await.unwrap(), Ok(true));
-        let at_b = on_b.deadlines.lock().pop().flatten().expect("B has a deadline");
-        let at_c = on_c.deadlines.lock().pop().flatten().expect("C has one too");
+        let at_b = on_b
+            .deadlines
+            .lock()
+            .pop()
+            .flatten()
+            .expect("B has a deadline");
+        let at_c = on_c
+            .deadlines
+            .lock()
+            .pop()
+            .flatten()
+            .expect("C has one too");
         assert!(at_c <= at_b, "C's is {:?} past B's", at_c - at_b);
     }
     // Without a deadline, none travels.

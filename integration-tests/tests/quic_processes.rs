@@ -443,7 +443,10 @@ async fn a_chain_across_processes_given_up_at_its_head_stops_everywhere() {
         matches!(outcome, Err(CallError::Timeout { .. })),
         "{outcome:?}"
     );
-    let (on_b, on_c) = (probe_b.counts().await.unwrap(), probe_c.counts().await.unwrap());
+    let (on_b, on_c) = (
+        probe_b.counts().await.unwrap(),
+        probe_c.counts().await.unwrap(),
+    );
     assert_eq!(on_c.saw_cancelled, 1, "{on_c:?}");
     assert_eq!(on_b.outcomes, ["Cancelled"], "{on_b:?}");
     assert_eq!((on_b.running, on_c.running), (0, 0), "{on_b:?} {on_c:?}");

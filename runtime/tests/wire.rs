@@ -7,8 +7,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use remora::wire::codec::{decode_frame, decode_value, encode, encode_value};
 use remora::wire::{
-    CallContext,
-    Call, DecodeError, EncodeError, Frame, FrameReader, Hello, Limits, MAGIC, PROTOCOL_VERSION,
+    Call, CallContext, DecodeError, EncodeError, Frame, FrameReader, Hello, Limits, MAGIC,
+    PROTOCOL_VERSION,
 };
 use remora::{CallError, NodeLabel, StopReason};
 use remora::{NodeId, ObjectId};

@@ -266,7 +266,12 @@ impl<T> Drop for ReplyTo<T> {
             }
             let err = match self.running {
                 // Dropped unrun because its caller gave it up: nobody listens.
-                false if matches!(self.unwanted(), Some(Unwanted::Cancelled | Unwanted::Expired)) => {
+                false
+                    if matches!(
+                        self.unwanted(),
+                        Some(Unwanted::Cancelled | Unwanted::Expired)
+                    ) =>
+                {
                     CallError::Cancelled
                 }
                 false => CallError::ActorStopped,

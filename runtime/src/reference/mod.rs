@@ -294,7 +294,11 @@ impl<M: Send + 'static> RefCore<M> {
         watch_call(self.ask_remote_once(remote, args)).await
     }
 
-    async fn ask_remote_once<T>(&self, remote: Arc<RemoteRoute>, args: T) -> Result<T::Output, CallError>
+    async fn ask_remote_once<T>(
+        &self,
+        remote: Arc<RemoteRoute>,
+        args: T,
+    ) -> Result<T::Output, CallError>
     where
         T: Method + Serialize,
         T::Output: DeserializeOwned + 'static,
@@ -378,8 +382,8 @@ impl<M: Send + 'static> RefCore<M> {
         };
         let mut at = None;
         if let Err(msg) = local.inline_now(msg).await {
-            let until = deadline
-                .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
+            let until =
+                deadline.unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
             at = Some(until);
             match local.push(Envelope::new(msg)) {
                 Ok(()) => {}
@@ -395,7 +399,9 @@ impl<M: Send + 'static> RefCore<M> {
             // Handled inline: no queue, no wake-up, no timer.
             return result;
         }
-        let at = at.or(deadline).unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
+        let at = at
+            .or(deadline)
+            .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
         match timeout_at(at, rx).await {
             Ok(Ok(result)) => result,
             // Unreachable in practice: a dropped ReplyTo answers before it goes.

@@ -137,11 +137,15 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 match args? {
                     Payload::Bytes(bytes) => {
                         let args = Args::Encoded(&bytes);
-                        remote.ask(&conn, method, args, tags, deadline, timeout).await
+                        remote
+                            .ask(&conn, method, args, tags, deadline, timeout)
+                            .await
                     }
                     Payload::Value(value) => {
                         let args = Args::Moved(value);
-                        remote.ask(&conn, method, args, tags, deadline, timeout).await
+                        remote
+                            .ask(&conn, method, args, tags, deadline, timeout)
+                            .await
                     }
                 }
                 .map(drop)

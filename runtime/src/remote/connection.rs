@@ -353,7 +353,9 @@ impl Connection {
         // Pipe stream ids: even from the node with the smaller id, odd from the
         // other (both sides decide alike, whoever dialed).
         let even = node.upgrade().is_some_and(|host| host.id() < peer.node);
-        let propagate = node.upgrade().is_none_or(|host| host.propagates_deadlines());
+        let propagate = node
+            .upgrade()
+            .is_none_or(|host| host.propagates_deadlines());
         let caller = match node.upgrade() {
             Some(host) => Caller::new(peer.node, identity).counting(host.asks_dropped()),
             None => Caller::new(peer.node, identity),
@@ -1033,7 +1035,9 @@ impl Connection {
         // delivery it repeats may be running right now, in its chain, which is no
         // cycle.
         if tags.once != 0 && !one_way {
-            return self.deliver_once(node, exported, id, method, args, tags, replies, deadline, cancel);
+            return self.deliver_once(
+                node, exported, id, method, args, tags, replies, deadline, cancel,
+            );
         }
         refuse_cycle(&*exported, tags.chain, method)?;
         let cx = MarshalCx {
@@ -1169,7 +1173,10 @@ impl Connection {
             return None;
         }
         let transit = self.transport.round_trip().max(MIN_TRANSIT);
-        Some(crate::deadline::after(arrived, budget.saturating_sub(transit)))
+        Some(crate::deadline::after(
+            arrived,
+            budget.saturating_sub(transit),
+        ))
     }
 
     /// Handles a value frame from the peer (one process), read on a lane whose
@@ -1189,23 +1196,22 @@ impl Connection {
             }
             handled
         });
-        let (id, target, interface, method, args, one_way, tags) =
-            match handled {
-                Some(ValueFrame::Call {
-                    id,
-                    target,
-                    interface,
-                    method,
-                    args,
-                    one_way,
-                    tags,
-                }) => (id, target, interface, method, args, one_way, tags),
-                Some(ValueFrame::PipeItem { stream, item }) => {
-                    self.on_pipe_value(stream, item);
-                    return Step::Continue;
-                }
-                _ => return Step::Continue,
-            };
+        let (id, target, interface, method, args, one_way, tags) = match handled {
+            Some(ValueFrame::Call {
+                id,
+                target,
+                interface,
+                method,
+                args,
+                one_way,
+                tags,
+            }) => (id, target, interface, method, args, one_way, tags),
+            Some(ValueFrame::PipeItem { stream, item }) => {
+                self.on_pipe_value(stream, item);
+                return Step::Continue;
+            }
+            _ => return Step::Continue,
+        };
         self.serve(InCall {
             id,
             target,

@@ -414,9 +414,8 @@ impl<S: Sinks> Core<S> {
         let lane = self.acquire(target).ok_or(CallError::MailboxFull {
             capacity: self.window as usize,
         })?;
-        let reply = reply.map(|(waiter, timeout)| {
-            (waiter, Some(crate::deadline::after(now, timeout)), timeout)
-        });
+        let reply = reply
+            .map(|(waiter, timeout)| (waiter, Some(crate::deadline::after(now, timeout)), timeout));
         let id = self.register(now, target, lane, reply).inspect_err(|_| {
             self.unacquire(target);
         })?;
@@ -448,8 +447,7 @@ impl<S: Sinks> Core<S> {
         }
         let id = self.session.next_call_id();
         if let Some((waiter, deadline, timeout)) = reply {
-            let deadline =
-                deadline.unwrap_or_else(|| crate::deadline::after(now, Duration::MAX));
+            let deadline = deadline.unwrap_or_else(|| crate::deadline::after(now, Duration::MAX));
             self.waiting.insert(
                 id,
                 AwaitingReply {

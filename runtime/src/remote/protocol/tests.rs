@@ -900,14 +900,11 @@ fn frames(core: &mut TestCore) -> Vec<(Lane, Frame<'static>)> {
         let Transmit::Frame(lane, bytes) = transmit else {
             panic!("encoded frames only");
         };
-        let frame = crate::wire::codec::decode_frame(&bytes[4..], &Limits::default())
-            .expect("decodes");
+        let frame =
+            crate::wire::codec::decode_frame(&bytes[4..], &Limits::default()).expect("decodes");
         let frame = match frame {
             Frame::Cancel { call } => Frame::Cancel { call },
-            Frame::Call(call) => Frame::Call(Call {
-                args: b"",
-                ..call
-            }),
+            Frame::Call(call) => Frame::Call(Call { args: b"", ..call }),
             other => panic!("unexpected {other:?}"),
         };
         out.push((lane, frame));
@@ -930,10 +927,12 @@ fn a_cancel_reaches_the_call_it_names_once_and_nothing_else() {
     assert_eq!(cancellations(&mut b), [Ok(100)], "only the call it names");
     assert_eq!(b.serving_count(), 1);
     // Again (a replay), a call never made, and one answered already: ignored.
-    a.send(Lane::Call(0), &Frame::Cancel { call: first }).unwrap();
+    a.send(Lane::Call(0), &Frame::Cancel { call: first })
+        .unwrap();
     a.send(Lane::Call(0), &Frame::Cancel { call: 999 }).unwrap();
     assert_eq!(b.served(second), Some(200), "answered");
-    a.send(Lane::Call(0), &Frame::Cancel { call: second }).unwrap();
+    a.send(Lane::Call(0), &Frame::Cancel { call: second })
+        .unwrap();
     pump(&mut a, &mut b);
     assert_eq!(cancellations(&mut b), [Err(first), Err(999), Err(second)]);
     assert!(!b.is_closed(), "a stray Cancel costs the peer nothing");
