@@ -7,7 +7,10 @@
 //! all of them. A driver feeds it input and pulls its output:
 //!
 //! - input: [`Core::acquire`] then [`Core::call`] (the one send path of every
-//!   proxy: ask, tell, receipt, exactly-once attempt), [`Core::reply`],
+//!   proxy: ask, tell, receipt, exactly-once attempt), [`Core::abandon`] (a
+//!   caller gave its call up: a `Cancel` follows it), [`Core::serving`] and
+//!   [`Core::served`] (the peer's asks we serve, which its `Cancel` may name;
+//!   one naming anything else is ignored and reported), [`Core::reply`],
 //!   [`Core::owe`], [`Core::monitor`], [`Core::watched`], [`Core::handle_frame`],
 //!   [`Core::handle_value`], [`Core::handle_timeout`], [`Core::close`];
 //! - output: [`Core::poll_transmit`] (frames to write, on their lane),
