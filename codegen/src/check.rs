@@ -17,6 +17,9 @@ pub struct MethodModel {
     /// `#[reentrant]` (on the method or the interface): a call of the chain the
     /// actor is busy with interleaves instead of failing with `Cycle`.
     pub reentrant: bool,
+    /// `#[abortable]`: once its call is given up, the handler is dropped at its
+    /// next await instead of running on.
+    pub abortable: bool,
 }
 
 /// Collects every problem in the trait, so one compile shows them all.
@@ -57,11 +60,24 @@ fn method(f: &mut TraitItemFn, interface_reentrant: bool) -> syn::Result<MethodM
     let oneway = take_marker(&mut f.attrs, "oneway")?;
     let exactly_once = take_marker(&mut f.attrs, "exactly_once")?;
     let marked_reentrant = take_marker(&mut f.attrs, "reentrant")?;
+    let abortable = take_marker(&mut f.attrs, "abortable")?;
     let sig = &f.sig;
     if oneway && exactly_once {
         return Err(syn::Error::new_spanned(
             &sig.ident,
             "a method cannot be both #[oneway] and #[exactly_once]: exactly-once needs the reply as its acknowledgement; remove #[oneway]",
+        ));
+    }
+    if abortable && oneway {
+        return Err(syn::Error::new_spanned(
+            &sig.ident,
+            "a #[oneway] method cannot be #[abortable]: nobody waits for a tell, so nobody can give it up; remove #[abortable]",
+        ));
+    }
+    if abortable && exactly_once {
+        return Err(syn::Error::new_spanned(
+            &sig.ident,
+            "an #[exactly_once] method cannot be #[abortable]: once started it runs to its end, so that its reply can be remembered for retries; remove #[abortable] (a cancel still drops it while it is queued)",
         ));
     }
     if sig.asyncness.is_none() {
@@ -173,6 +189,7 @@ fn method(f: &mut TraitItemFn, interface_reentrant: bool) -> syn::Result<MethodM
         exactly_once,
         shared,
         reentrant,
+        abortable,
     })
 }
 

@@ -9,6 +9,7 @@ use remora::pipe::{self, SendError};
 
 use remora::{Actor, Node};
 
+pub mod chain;
 pub mod chaos;
 pub mod etcd;
 pub mod figures;
@@ -130,6 +131,10 @@ pub struct ChildNode {
     pub broker: remora::wire::ObjectId,
     /// A [`Tap`] (pipes).
     pub streamer: remora::wire::ObjectId,
+    /// A link of a chain of calls ([`chain::Link`]).
+    pub link: remora::wire::ObjectId,
+    /// The probe that reads that link's counts ([`chain::Probe`]).
+    pub probe: remora::wire::ObjectId,
 }
 
 impl ChildNode {
@@ -175,6 +180,8 @@ impl ChildNode {
             counter: parts[3].parse().expect("object id"),
             broker: parts[4].parse().expect("object id"),
             streamer: parts[5].parse().expect("object id"),
+            link: parts[6].parse().expect("object id"),
+            probe: parts[7].parse().expect("object id"),
             child,
         }
     }

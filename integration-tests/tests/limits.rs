@@ -466,6 +466,7 @@ async fn a_member_that_never_reads_its_replies_has_its_calls_read_no_further() {
             args: &[0x90], // no arguments: an empty array
             chain: 0,
             once: 0,
+            context: Default::default(),
         };
         encode(&Frame::Call(call), &mut calls, &limits).unwrap();
     }

@@ -417,3 +417,80 @@ async fn a_monitor_across_processes_gets_the_stop_reason() {
         })
     );
 }
+
+/// A chain A → B → C across three processes (A is this one), given up at its
+/// head: A's deadline (200 ms) reaches B and C with the calls; C's handler waits
+/// for something that never comes. A gets its `Timeout`, C's handler sees
+/// `cancelled()` and B's call to C ends with `Cancelled`: nothing runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_across_processes_given_up_at_its_head_stops_everywhere() {
+    use remora_integration_tests::chain::{ChainProbeRef, ChainRef};
+    let dir = cluster();
+    let b = ChildNode::spawn(TEST_NODE, dir.path());
+    let c = ChildNode::spawn(TEST_NODE, dir.path());
+    let a = client_of(dir.path()).await;
+    a.connect(&b.addr).await.unwrap();
+    a.connect(&c.addr).await.unwrap();
+    let to_b: ChainRef = a.reference(b.id, b.link).unwrap();
+    let to_c: ChainRef = a.reference(c.id, c.link).unwrap();
+    let probe_b: ChainProbeRef = a.reference(b.id, b.probe).unwrap();
+    let probe_c: ChainProbeRef = a.reference(c.id, c.probe).unwrap();
+    // B dials C before the chain starts, so that the chain's time is its own.
+    assert_eq!(to_b.deadline_seen(Some(to_c.clone())).await, Ok(true));
+    let head = to_b.with_timeout(Duration::from_millis(200));
+    let outcome = timeout(SAFETY, head.forward(Some(to_c))).await.unwrap();
+    assert!(
+        matches!(outcome, Err(CallError::Timeout { .. })),
+        "{outcome:?}"
+    );
+    let (on_b, on_c) = (
+        probe_b.counts().await.unwrap(),
+        probe_c.counts().await.unwrap(),
+    );
+    assert_eq!(on_c.saw_cancelled, 1, "{on_c:?}");
+    assert_eq!(on_b.outcomes, ["Cancelled"], "{on_b:?}");
+    assert_eq!((on_b.running, on_c.running), (0, 0), "{on_b:?} {on_c:?}");
+    assert_eq!((on_b.entered, on_c.entered), (1, 1));
+}
+
+/// A call given up while queued in another process never runs there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_given_up_while_queued_in_another_process_never_runs() {
+    use remora_integration_tests::chain::{ChainCounts, ChainProbeRef, ChainRef};
+    let dir = cluster();
+    let server = ChildNode::spawn(TEST_NODE, dir.path());
+    let client = client_of(dir.path()).await;
+    client.connect(&server.addr).await.unwrap();
+    let link: ChainRef = client.reference(server.id, server.link).unwrap();
+    let probe: ChainProbeRef = client.reference(server.id, server.probe).unwrap();
+    // Polls the probe (bounded) until `ready` holds of the link's counts.
+    let wait_for = |what: &'static str, ready: fn(&ChainCounts) -> bool| {
+        let probe = probe.clone();
+        async move {
+            for _ in 0..2_500 {
+                if ready(&probe.counts().await.unwrap()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            panic!("not within the time limit: {what}");
+        }
+    };
+    let mut busy = Box::pin(link.hold());
+    assert!(poll_once(&mut busy).await.is_pending());
+    wait_for("the link is busy", |counts| counts.running == 1).await;
+    // Sent (on its first poll) and queued behind `hold`, then given up: its
+    // Cancel follows it on its lane, before the next tick.
+    let mut queued = Box::pin(link.tick());
+    assert!(poll_once(&mut queued).await.is_pending());
+    drop(queued);
+    let mut second = Box::pin(link.tick());
+    assert!(poll_once(&mut second).await.is_pending());
+    // Both ticks in the mailbox: the Cancel between them has been read.
+    wait_for("both ticks are queued", |counts| counts.queued == 2).await;
+    probe.release().await.unwrap();
+    assert_eq!(timeout(SAFETY, busy).await.unwrap(), Ok(2));
+    // In order behind the dropped one: had it run, this would be 2.
+    assert_eq!(timeout(SAFETY, second).await.unwrap(), Ok(1));
+    assert_eq!(probe.counts().await.unwrap().ticks, 1);
+}

@@ -156,6 +156,15 @@ pub enum CallError {
         /// The method called (`Interface.method`) on the actor the cycle came back to.
         method: String,
     },
+    /// The call was given up on its caller's behalf: it was made by a handler
+    /// whose own call was cancelled (its caller dropped it, or its deadline
+    /// passed), so its answer could no longer reach anyone. Any call still in
+    /// flight from such a handler fails with this at once, and the node it went
+    /// to is told with a `Cancel` (where a queued call is dropped unrun, and a
+    /// running handler sees [`cancelled`](crate::cancelled) resolve). It may have
+    /// run in part: make the method idempotent if a caller retries.
+    #[error("the call was cancelled: the call it was made for was given up (its caller dropped it or its deadline passed); it may have run in part")]
+    Cancelled,
     /// The peer speaks another protocol version.
     #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
     VersionMismatch {
@@ -220,7 +229,9 @@ impl CallError {
             | CallError::NodeRestarted {
                 may_have_executed, ..
             } => *may_have_executed,
-            CallError::Panicked { .. } | CallError::ReplyFailed { .. } => true,
+            CallError::Panicked { .. } | CallError::ReplyFailed { .. } | CallError::Cancelled => {
+                true
+            }
             CallError::ActorStopped
             | CallError::MailboxFull { .. }
             | CallError::Overloaded { .. }
@@ -399,6 +410,7 @@ mod tests {
                 }
             }),
             text.prop_map(|method| CallError::Cycle { method }),
+            Just(CallError::Cancelled),
             (any::<u32>(), any::<u32>())
                 .prop_map(|(ours, theirs)| CallError::VersionMismatch { ours, theirs }),
         ]
@@ -531,7 +543,7 @@ mod tests {
                 CallError::Timeout { may_have_executed, .. }
                 | CallError::NodeDown { may_have_executed, .. }
                 | CallError::NodeRestarted { may_have_executed, .. } => *may_have_executed,
-                CallError::Panicked { .. } | CallError::ReplyFailed { .. } => true,
+                CallError::Panicked { .. } | CallError::ReplyFailed { .. } | CallError::Cancelled => true,
                 _ => false,
             };
             prop_assert_eq!(err.may_have_executed(), expected);

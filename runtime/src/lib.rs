@@ -73,6 +73,7 @@ pub use id::{stable_id, ActorId, NodeId, ObjectId};
 pub use interface::Interface;
 pub use local::actor::{Actor, Context, Restart, SpawnOptions, Unreferenced};
 pub use local::caller::{caller, Caller};
+pub use local::cancel::{cancelled, deadline, is_cancelled};
 pub use local::mailbox::Mailbox;
 pub use local::stop::StopReason;
 pub use node::{Node, NodeBuilder, NodeError, NodeStats};
@@ -93,6 +94,12 @@ pub use supervisor::{
 /// - `#[oneway]` on a method makes it a tell: the proxy returns a [`Tell`].
 /// - `#[exactly_once]` on a method makes the caller re-send it through lost
 ///   connections; the callee runs it once per logical call.
+/// - `#[abortable]` on a method lets the runtime drop its handler at its next
+///   await once the call is given up (its caller dropped it, or its deadline
+///   passed), for handlers that are safe to abandon midway (reads, say). Other
+///   handlers run on and may watch [`cancelled`]. Not on `#[oneway]` methods
+///   (nobody waits for a tell) nor `#[exactly_once]` ones (they run to the end
+///   once started, so that their reply can be remembered).
 /// - `#[reentrant]` on a method, or `#[remora::remote(reentrant)]` on the whole
 ///   interface, lets a call of the call chain the actor is busy with (A calls B,
 ///   B calls back A) run at once beside the handler awaiting it, instead of failing
@@ -158,6 +165,7 @@ pub use remora_codegen::remote;
 ///   [`Moved`](rt::Moved) between nodes of one process) and its reply going to a
 ///   [`Replier`](rt::Replier); an answer comes back as an [`Answer`](rt::Answer).
 pub mod rt {
+    pub use crate::local::cancel::Unwanted;
     pub use crate::local::dispatch::{Dispatch, Lent};
     pub use crate::local::reply::ReplyTo;
     pub use crate::method::{ArgTable, Method, Request};

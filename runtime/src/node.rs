@@ -132,6 +132,7 @@ pub struct NodeBuilder {
     lease: Duration,
     allow_control: std::collections::HashSet<String>,
     advertise: Option<String>,
+    propagate_deadlines: bool,
 }
 
 impl NodeBuilder {
@@ -294,6 +295,19 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether calls from this node carry their deadline (default: yes). A call
+    /// then tells the node it goes to how much of its time is left (a budget,
+    /// not a clock reading), so that a handler's [`deadline`](crate::deadline) is
+    /// its caller's, a call it makes gets the earlier of its own timeout and that
+    /// deadline, and a call whose deadline passes while it waits in a mailbox is
+    /// dropped unrun. Off, calls carry no budget and handlers' calls get their
+    /// own timeouts only (cancellation still works): for measuring what
+    /// propagation costs.
+    pub fn propagate_deadlines(mut self, on: bool) -> Self {
+        self.propagate_deadlines = on;
+        self
+    }
+
     /// Starts the node on the current tokio runtime.
     pub async fn build(self) -> Result<Node, NodeError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NodeError::NoRuntime)?;
@@ -348,6 +362,7 @@ impl NodeBuilder {
             quic_config,
             once_retention: self.once_retention,
             allow_control: self.allow_control,
+            propagate: self.propagate_deadlines,
             runtime: runtime.clone(),
         });
         let node = Node {
@@ -455,6 +470,18 @@ pub struct NodeStats {
     /// Pipe streams open on this node's connections, both ways (at most 4 096
     /// opened by each peer).
     pub pipe_streams: usize,
+    /// Calls dropped unrun since the node started because their caller gave
+    /// them up while they were queued (it dropped the call, or a `Cancel` came
+    /// from its node).
+    pub calls_cancelled: u64,
+    /// Calls from other nodes dropped unrun since the node started because
+    /// their deadline passed before they could start: their callers had had
+    /// their `Timeout` already.
+    pub calls_expired: u64,
+    /// `Cancel` frames from peers ignored since the node started: they named no
+    /// call their connection was serving (unknown, answered already, or another
+    /// connection's), so they cancelled nothing.
+    pub cancels_ignored: u64,
 }
 
 /// How long [`Node::shutdown`] waits for its peers to hear that its connections
@@ -478,6 +505,7 @@ impl Node {
             lease: crate::remote::leases::DEFAULT_LEASE,
             allow_control: Default::default(),
             advertise: None,
+            propagate_deadlines: true,
         }
     }
 
@@ -541,6 +569,7 @@ impl Node {
             cell,
             slot,
             reentrant: <R::Msg as Dispatch<A>>::REENTRANT,
+            propagate: inner.host.propagates_deadlines(),
         });
         if inner.default_timeout != DEFAULT_TIMEOUT {
             core = core.with_timeout(inner.default_timeout);
@@ -787,6 +816,9 @@ impl Node {
             lease_ids_ignored: Refusals::read(&refusals.lease_ids),
             pipe_ends: self.inner.host.pipe_end_count(),
             pipe_streams: self.inner.host.pipe_stream_count(),
+            calls_cancelled: Refusals::read(&self.inner.host.given_up().cancelled),
+            calls_expired: Refusals::read(&self.inner.host.given_up().expired),
+            cancels_ignored: Refusals::read(&refusals.cancels),
         }
     }
 
@@ -825,6 +857,18 @@ impl Node {
     /// Runs an actor's task on the node's runtime.
     pub(crate) fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.inner.runtime.spawn(task);
+    }
+
+    /// Counts a message dropped unrun because nobody waited for it.
+    pub(crate) fn count_unwanted(&self, why: crate::local::cancel::Unwanted) {
+        use crate::local::cancel::Unwanted;
+        let given_up = self.inner.host.given_up();
+        match why {
+            // Counted by its reply slot, with the asks of a lost connection.
+            Unwanted::CallerGone => {}
+            Unwanted::Cancelled => Refusals::count(&given_up.cancelled, 1),
+            Unwanted::Expired => Refusals::count(&given_up.expired, 1),
+        }
     }
 
     /// Called by an actor's task as it ends.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use remora::wire::codec::{decode_frame, decode_value, encode, encode_value};
 use remora::wire::{
-    Call, DecodeError, EncodeError, Frame, FrameReader, Hello, Limits, MAGIC, PROTOCOL_VERSION,
+    Call, CallContext, DecodeError, EncodeError, Frame, FrameReader, Hello, Limits, MAGIC,
+    PROTOCOL_VERSION,
 };
 use remora::{CallError, NodeLabel, StopReason};
 use remora::{NodeId, ObjectId};
@@ -28,6 +29,7 @@ struct OwnedCall {
     args: Vec<u8>,
     chain: u64,
     once: u64,
+    budget: Option<u64>,
 }
 
 impl OwnedCall {
@@ -40,6 +42,9 @@ impl OwnedCall {
             args: &self.args,
             chain: self.chain,
             once: self.once,
+            context: CallContext {
+                budget: self.budget,
+            },
         }
     }
 
@@ -52,6 +57,7 @@ impl OwnedCall {
             args: call.args.to_vec(),
             chain: call.chain,
             once: call.once,
+            budget: call.context.budget,
         }
     }
 }
@@ -114,6 +120,7 @@ enum Owned {
         stream: u64,
         error: Option<CallError>,
     },
+    Cancel(u64),
 }
 
 impl Owned {
@@ -187,6 +194,7 @@ impl Owned {
                 stream: *stream,
                 error: error.clone(),
             },
+            Owned::Cancel(call) => Frame::Cancel { call: *call },
         }
     }
 
@@ -257,6 +265,7 @@ impl Owned {
                 stream: *stream,
                 error: error.clone(),
             },
+            Frame::Cancel { call } => Owned::Cancel(*call),
         }
     }
 }
@@ -275,6 +284,7 @@ fn every_variant() -> Vec<Owned> {
         args: vec![0x91, 0xc1, 0x00, 0xff], // bytes that look like msgpack must stay opaque
         chain: u64::MAX,
         once: 1,
+        budget: Some(30_000_000),
     };
     vec![
         Owned::Hello(Hello {
@@ -292,7 +302,17 @@ fn every_variant() -> Vec<Owned> {
             args: Vec::new(),
             ..call.clone()
         }),
-        Owned::Tell(OwnedCall { id: 0, ..call }),
+        Owned::Call(OwnedCall {
+            budget: Some(u64::MAX),
+            ..call.clone()
+        }),
+        Owned::Tell(OwnedCall {
+            id: 0,
+            budget: None,
+            ..call
+        }),
+        Owned::Cancel(0),
+        Owned::Cancel(u64::MAX),
         Owned::Reply {
             call: 3,
             value: (0..=255).collect(),
@@ -907,6 +927,7 @@ fn max_depth_zero_refuses_instead_of_panicking() {
         args: vec![],
         chain: 0,
         once: 0,
+        budget: None,
     });
     let body = &encode_all(std::slice::from_ref(&call), &Limits::default())[4..];
     let frame = std::panic::catch_unwind(|| decode_frame(body, &limits).map(|f| Owned::own(&f)));
@@ -1035,9 +1056,10 @@ fn call() -> impl Strategy<Value = OwnedCall> {
         bytes(4096),
         any::<u64>(),
         any::<u64>(),
+        prop::option::of(any::<u64>()),
     )
         .prop_map(
-            |(id, target, interface, method, args, chain, once)| OwnedCall {
+            |(id, target, interface, method, args, chain, once, budget)| OwnedCall {
                 id,
                 target,
                 interface,
@@ -1045,6 +1067,7 @@ fn call() -> impl Strategy<Value = OwnedCall> {
                 args,
                 chain,
                 once,
+                budget,
             },
         )
 }
@@ -1053,6 +1076,7 @@ fn call_error() -> impl Strategy<Value = CallError> {
     prop_oneof![
         Just(CallError::ActorStopped),
         Just(CallError::NoSuchObject),
+        Just(CallError::Cancelled),
         ".{0,64}".prop_map(|message| CallError::Panicked { message }),
         (any::<u64>(), any::<bool>()).prop_map(|(ms, may_have_executed)| CallError::Timeout {
             after: Duration::from_millis(ms),
@@ -1145,6 +1169,7 @@ fn frame() -> impl Strategy<Value = Owned> {
             .prop_map(|(stream, error)| Owned::PipeEnd { stream, error }),
         (any::<u64>(), prop::option::of(call_error()))
             .prop_map(|(stream, error)| Owned::PipeClose { stream, error }),
+        any::<u64>().prop_map(Owned::Cancel),
     ]
 }
 

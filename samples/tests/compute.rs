@@ -26,6 +26,16 @@ fn the_engine_runs_tasks_and_calls_the_client_back() {
         stdout.contains("client: the engine refused: primes below 1000000000: too large"),
         "{stdout}"
     );
+    // A long task given up by dropping its call: the engine stops early and
+    // says so (its note reaches the client's listener).
+    assert!(
+        stdout.contains("client: gave up on it (dropped the call)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("client: the engine stopped primes below 50000000 at"),
+        "{stdout}"
+    );
     // Four callbacks per task that ran, in order, before its answer.
     assert!(
         stdout.contains("client: 8 progress callbacks received"),

@@ -35,10 +35,10 @@ impl Generator<'_> {
                 #msg_ident::#name(request) => request.reply.chain(),
             }
         });
-        let abandoned_arms = self.methods.iter().map(|m| {
+        let unwanted_arms = self.methods.iter().map(|m| {
             let name = &m.model.name;
             quote! {
-                #msg_ident::#name(request) => request.reply.abandoned(),
+                #msg_ident::#name(request) => request.reply.unwanted(),
             }
         });
         let shared_arms = self.true_arms(|m| m.shared);
@@ -60,11 +60,11 @@ impl Generator<'_> {
                     }
                 }
 
-                fn abandoned(&self) -> bool {
+                fn unwanted(&self) -> ::core::option::Option<::remora::rt::Unwanted> {
                     match self {
-                        #( #abandoned_arms )*
+                        #( #unwanted_arms )*
                         #[allow(unreachable_patterns)]
-                        _ => false,
+                        _ => ::core::option::Option::None,
                     }
                 }
 
@@ -108,9 +108,15 @@ impl Generator<'_> {
         } else {
             quote! { actor.exclusive() }
         };
+        // An `#[abortable]` handler is dropped at its next await once its call is given up.
+        let answer = if model.abortable {
+            quote! { answer_abortable }
+        } else {
+            quote! { answer_with }
+        };
         quote! {
             #msg_ident::#name(::remora::rt::Request { args: #struct_ident { #( #arg_names, )* }, reply }) => {
-                reply.answer_with(<A as #trait_ident>::#name(#borrow, #( #arg_names, )*)).await;
+                reply.#answer(<A as #trait_ident>::#name(#borrow, #( #arg_names, )*)).await;
             }
         }
     }

@@ -1,6 +1,7 @@
 //! A node process for the multi-process tests: listens on loopback with the cluster
 //! credentials of a directory, serves a counter and a broker, prints
-//! `READY <listen addr> <node id> <counter object> <broker object> <streamer object>` (the address
+//! `READY <listen addr> <node id> <counter object> <broker object> <streamer object>
+//! <chain link object> <chain probe object>` (the address
 //! first, as `remora_testing::LocalCluster` reads it), and runs until its
 //! standard input closes (the test dropped it) or it is killed; with
 //! `--until-signal` (under a `LocalCluster`) until SIGTERM or SIGINT instead.
@@ -28,6 +29,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use remora::Node;
+use remora_integration_tests::chain::{ChainProbeRef, ChainRef, Link, Probe};
 use remora_integration_tests::{BrokerRef, CounterRef, Keeper, StreamerRef, Tally, Tap};
 use remora_registry::{EtcdOptions, EtcdStore, MemoryStore, Registry, RegistryServer};
 
@@ -86,6 +88,13 @@ async fn main() {
     let counter: CounterRef = node.spawn(Tally::default());
     let broker: BrokerRef = node.spawn(Keeper::default());
     let streamer: StreamerRef = node.spawn(Tap::default());
+    // A link of a chain of calls, and the probe that reads its counts.
+    let (link, stats) = Link::new();
+    let link: ChainRef = node.spawn(link);
+    let probe: ChainProbeRef = node.spawn(Probe {
+        stats,
+        link: link.clone(),
+    });
     let builder = Registry::builder().lease_ttl(Duration::from_millis(lease_ms));
     let registry = match (registry, etcd.clone()) {
         _ if serve_registry => {
@@ -124,6 +133,8 @@ async fn main() {
         node.export(&counter).expect("export").to_string(),
         node.export(&broker).expect("export").to_string(),
         node.export(&streamer).expect("export").to_string(),
+        node.export(&link).expect("export").to_string(),
+        node.export(&probe).expect("export").to_string(),
     ];
     if until_signal {
         // Started by a LocalCluster (stdin is closed): until SIGTERM or SIGINT,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::id::NodeId;
+use crate::local::cancel::{HandlerCall, Watch};
 
 /// The node a message came from, as its connection authenticated it.
 ///
@@ -98,15 +99,18 @@ static ANY_GONE: AtomicBool = AtomicBool::new(false);
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Current {
     /// A plain pointer (no drop glue, so no lazy destructor registration on
-    /// access): it points into the `Arc` that [`as_handler`] owns, and is set only
+    /// access): it points into the `Arc` that [`run_handler`] owns, and is set only
     /// while that future is being polled.
     caller: *const Caller,
     chain: u64,
+    /// The handler's call (deadline, cancellation), owned by [`run_handler`]'s
+    /// future and set only while it is being polled; null outside handlers.
+    call: *const HandlerCall,
 }
 
 thread_local! {
     static CURRENT: Cell<Current> = const {
-        Cell::new(Current { caller: std::ptr::null(), chain: 0 })
+        Cell::new(Current { caller: std::ptr::null(), chain: 0, call: std::ptr::null() })
     };
     /// A per-thread generator of call-chain ids (xorshift, seeded at random).
     static CHAINS: Cell<u64> = const { Cell::new(0) };
@@ -190,28 +194,84 @@ pub fn caller() -> Option<Caller> {
     unsafe { current.as_ref() }.cloned()
 }
 
+/// The handler's call being polled on this thread, if any: `f` sees it only for
+/// the duration of the call (it lives in the handler's wrapper).
+pub(crate) fn with_current_call<R>(f: impl FnOnce(&HandlerCall) -> R) -> Option<R> {
+    let call = CURRENT.with(Cell::get).call;
+    // SAFETY: non-null only while `run_handler` polls its handler on this thread,
+    // and that future owns the `HandlerCall` for as long as the pointer is set, so
+    // it is alive. Aliasing: a shared reference that ends with `f`; the wrapper
+    // touches the `HandlerCall` only through shared references too (its fields are
+    // `Cell`s, used on this thread alone). Ordering: set on this thread.
+    unsafe { call.as_ref() }.map(f)
+}
+
 /// Runs `handler` as the handler of a message from `caller` (`None`: sent on this
 /// node) in call chain `chain`: [`caller`] and [`current_chain`] return them during
 /// every poll of `handler`, and the previous values are back after each poll, also
 /// when `handler` panics. Costs one thread-local read a poll when nothing changes.
+#[cfg(test)]
 pub(crate) async fn as_handler<F: Future>(
     caller: Option<Arc<Caller>>,
     chain: u64,
     handler: F,
 ) -> F::Output {
+    let watch = Watch::new(crate::local::cancel::no_source, None, false, false);
+    run_handler(caller, chain, watch, handler)
+        .await
+        .expect("a handler that is not abortable runs to its end")
+}
+
+/// [`as_handler`] for a call that its caller may give up (`watch`): the handler
+/// sees its deadline and whether it was given up through
+/// [`crate::deadline`] and [`crate::cancelled`]. The watch's sources are polled
+/// only once the handler asked (or it is abortable). `None`: the handler was
+/// abortable and dropped once its call was given up.
+pub(crate) async fn run_handler<F: Future, S>(
+    caller: Option<Arc<Caller>>,
+    chain: u64,
+    mut watch: Watch<S>,
+    handler: F,
+) -> Option<F::Output>
+where
+    S: FnMut(&mut std::task::Context<'_>) -> bool,
+{
     let mut handler = std::pin::pin!(handler);
+    let call = HandlerCall::new(watch.deadline, watch.abortable);
     std::future::poll_fn(move |cx| {
-        // Points into the Arc this future owns, so it stays valid while set.
+        if call.is_watching() && !call.is_cancelled() && watch.poll_given_up(cx) {
+            call.set_cancelled();
+        }
+        if watch.abortable && call.is_cancelled() {
+            return std::task::Poll::Ready(None);
+        }
+        let was_watching = call.is_watching();
+        // Point into the Arc and the HandlerCall this future owns: valid while set.
         let mine = Current {
             caller: caller.as_deref().map_or(std::ptr::null(), |c| c),
             chain,
+            call: &call,
         };
         let previous = CURRENT.with(Cell::get);
-        if previous == mine {
-            return handler.as_mut().poll(cx);
+        let polled = {
+            let _scope = Scope::enter(mine, previous);
+            handler.as_mut().poll(cx)
+        };
+        match polled {
+            std::task::Poll::Ready(value) => std::task::Poll::Ready(Some(value)),
+            std::task::Poll::Pending => {
+                // Asked during this poll: watch from now on, and look once now.
+                if !was_watching
+                    && call.is_watching()
+                    && !call.is_cancelled()
+                    && watch.poll_given_up(cx)
+                {
+                    call.set_cancelled();
+                    cx.waker().wake_by_ref();
+                }
+                std::task::Poll::Pending
+            }
         }
-        let _scope = Scope::enter(mine, previous);
-        handler.as_mut().poll(cx)
     })
     .await
 }

@@ -102,10 +102,11 @@ pub trait Dispatch<A>: Send + 'static {
         0
     }
 
-    /// Whether nobody can take the answer any more (an ask from a node whose
-    /// connection is lost): the runtime drops it unrun.
-    fn abandoned(&self) -> bool {
-        false
+    /// Why the message should be dropped unrun, if it should: nobody can take
+    /// its answer any more (an ask from a node whose connection is lost), its
+    /// caller gave it up, or its deadline passed while it waited.
+    fn unwanted(&self) -> Option<crate::local::cancel::Unwanted> {
+        None
     }
 
     /// Whether the method takes `&self`: the runtime then lends the actor shared,

@@ -8,6 +8,7 @@
 pub(crate) mod actor;
 pub(crate) mod baton;
 pub(crate) mod caller;
+pub(crate) mod cancel;
 pub(crate) mod cell;
 pub(crate) mod dispatch;
 pub(crate) mod mailbox;

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::error::CallError;
-use crate::local::caller::{as_handler, Caller};
+use crate::local::caller::{run_handler, Caller};
+use crate::local::cancel::{CancelSignal, Unwanted, Watch};
 
 /// Where the result of one call goes. The generated dispatcher fills it; a user
 /// sees it only in generated code.
@@ -30,6 +32,13 @@ pub struct ReplyTo<T> {
     running: bool,
     /// A caller on another node waits for the answer (an ask, not a tell).
     awaited_remotely: bool,
+    /// When the caller stops waiting ([`crate::deadline`]); None: never.
+    deadline: Option<Instant>,
+    /// Set when a caller on another node gives the call up (a `Cancel` frame).
+    cancel: Option<Arc<CancelSignal>>,
+    /// Whether a running handler is told that its call was given up; false for
+    /// `#[exactly_once]` calls, which are only dropped while queued.
+    cancel_running: bool,
 }
 
 type Sink<T> = Box<dyn FnOnce(Result<T, CallError>) + Send>;
@@ -52,6 +61,9 @@ impl<T> ReplyTo<T> {
             chain: 0,
             running: false,
             awaited_remotely: false,
+            deadline: None,
+            cancel: None,
+            cancel_running: true,
         }
     }
 
@@ -62,6 +74,9 @@ impl<T> ReplyTo<T> {
             chain: 0,
             running: false,
             awaited_remotely: false,
+            deadline: None,
+            cancel: None,
+            cancel_running: true,
         }
     }
 
@@ -74,6 +89,9 @@ impl<T> ReplyTo<T> {
             chain: 0,
             running: false,
             awaited_remotely: false,
+            deadline: None,
+            cancel: None,
+            cancel_running: true,
         }
     }
 
@@ -85,9 +103,50 @@ impl<T> ReplyTo<T> {
 
     /// Whether nobody can take the answer any more: the ask came from another
     /// node whose connection is lost. Its handler need not run.
-    #[doc(hidden)]
-    pub fn abandoned(&self) -> bool {
+    fn abandoned(&self) -> bool {
         self.awaited_remotely && !self.running && self.caller.as_ref().is_some_and(|c| c.is_gone())
+    }
+
+    /// Why the call should be dropped unrun rather than handled, if it should:
+    /// its caller's node is gone, its caller gave it up, or (a call from another
+    /// node) its deadline passed while it waited.
+    #[doc(hidden)]
+    pub fn unwanted(&self) -> Option<Unwanted> {
+        if self.running {
+            return None;
+        }
+        match &self.slot {
+            Slot::Nobody => return None,
+            // The caller dropped its receiver: it gave up (or timed out).
+            Slot::Local(tx) if tx.is_closed() => return Some(Unwanted::Cancelled),
+            Slot::Local(_) => return None,
+            Slot::Sink(_) => {}
+        }
+        if Caller::any_gone() && self.abandoned() {
+            return Some(Unwanted::CallerGone);
+        }
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Some(Unwanted::Cancelled);
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Some(Unwanted::Expired);
+        }
+        None
+    }
+
+    /// The same reply slot, for a call whose caller stops waiting at `deadline`.
+    pub(crate) fn until(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The same reply slot, for a call its remote caller may give up through
+    /// `signal`; `running`: a running handler is told too (false: only a queued
+    /// call is dropped, for `#[exactly_once]` calls).
+    pub(crate) fn cancelled_by(mut self, signal: Arc<CancelSignal>, running: bool) -> Self {
+        self.cancel = Some(signal);
+        self.cancel_running = running;
+        self
     }
 
     /// Counts this ask as dropped unrun (see [`ReplyTo::abandoned`]).
@@ -135,18 +194,45 @@ impl<T> ReplyTo<T> {
     /// Runs a handler and answers with its value. If the handler panics, the
     /// caller gets [`CallError::Panicked`] and the panic continues, so the actor's
     /// restart policy still sees it. While the handler runs, [`crate::caller()`]
-    /// returns who sent the call.
+    /// returns who sent the call, [`crate::deadline()`] its deadline and
+    /// [`crate::cancelled()`] resolves once its caller gives it up.
     ///
     /// (A reply slot held by the handler's future cannot do this in `Drop`: the
     /// future's locals are dropped while the panic unwinds, before anyone knows why.)
-    pub async fn answer_with(mut self, handler: impl Future<Output = T>) {
+    pub async fn answer_with(self, handler: impl Future<Output = T>) {
+        self.run(handler, false).await;
+    }
+
+    /// [`ReplyTo::answer_with`] for an `#[abortable]` method: once the call is
+    /// given up (its caller dropped it, or its deadline passed) the handler is
+    /// dropped at its next await, and the caller, if it still listens, gets
+    /// [`CallError::Cancelled`].
+    pub async fn answer_abortable(self, handler: impl Future<Output = T>) {
+        self.run(handler, true).await;
+    }
+
+    async fn run(mut self, handler: impl Future<Output = T>, abortable: bool) {
         let caller = self.caller.take();
         self.running = true;
-        match AssertUnwindSafe(as_handler(caller, self.chain, handler))
-            .catch_unwind()
-            .await
-        {
-            Ok(value) => self.answer(Ok(value)),
+        let signal = self.cancel.clone().filter(|_| self.cancel_running);
+        // A local caller's own deadline drops its receiver, so only a remote
+        // call's deadline needs a timer of its own.
+        let timer = matches!(self.slot, Slot::Sink(_));
+        let deadline = self.deadline;
+        let outcome = {
+            let slot = &mut self.slot;
+            let source = move |cx: &mut std::task::Context<'_>| match slot {
+                Slot::Local(tx) => tx.poll_closed(cx).is_ready(),
+                _ => signal.as_ref().is_some_and(|signal| signal.poll(cx)),
+            };
+            let watch = Watch::new(source, deadline, timer, abortable);
+            AssertUnwindSafe(run_handler(caller, self.chain, watch, handler))
+                .catch_unwind()
+                .await
+        };
+        match outcome {
+            Ok(Some(value)) => self.answer(Ok(value)),
+            Ok(None) => self.answer(Err(CallError::Cancelled)),
             Err(payload) => {
                 self.answer(Err(CallError::Panicked {
                     message: panic_message(&*payload),
@@ -179,6 +265,15 @@ impl<T> Drop for ReplyTo<T> {
                 self.count_dropped();
             }
             let err = match self.running {
+                // Dropped unrun because its caller gave it up: nobody listens.
+                false
+                    if matches!(
+                        self.unwanted(),
+                        Some(Unwanted::Cancelled | Unwanted::Expired)
+                    ) =>
+                {
+                    CallError::Cancelled
+                }
                 false => CallError::ActorStopped,
                 true => CallError::Panicked {
                     message: "interrupted: the actor failed while this call's handler was running"

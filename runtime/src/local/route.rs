@@ -26,6 +26,8 @@ pub(crate) struct LocalRoute<M> {
     /// Whether the interface has `#[reentrant]` methods (calls may re-enter the
     /// actor while it is busy).
     pub(crate) reentrant: bool,
+    /// Whether its node propagates deadlines (a handler's calls inherit its own).
+    pub(crate) propagate: bool,
 }
 
 impl<M> Drop for LocalRoute<M> {

@@ -27,7 +27,6 @@ use parking_lot::Mutex;
 
 use crate::local::actor::{Actor, Context, Factory, RestartBy, Unreferenced};
 use crate::local::baton::Baton;
-use crate::local::caller::Caller;
 use crate::local::cell::{ActorCell, Withdraw};
 use crate::local::dispatch::{Dispatch, Lent};
 use crate::local::mailbox::{MailboxRx, MailboxTx};
@@ -600,13 +599,14 @@ where
     }
 
     /// The next queued message. Only the holder takes from the mailbox. An ask
-    /// whose caller is gone (its node's connection lost) is dropped unrun:
-    /// nobody could take its answer.
+    /// nobody waits for any more is dropped unrun (and counted): its caller is
+    /// gone (its node's connection lost), gave it up, or its deadline passed.
     pub(crate) fn next_message(&mut self) -> Option<M> {
         loop {
             let msg = self.slot.rx.try_recv()?;
-            if !(Caller::any_gone() && msg.abandoned()) {
-                return Some(msg);
+            match msg.unwanted() {
+                None => return Some(msg),
+                Some(why) => self.ctx.node.count_unwanted(why),
             }
         }
     }

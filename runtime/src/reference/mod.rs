@@ -17,6 +17,7 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::error::CallError;
 use crate::local::caller::{chain_for_call, fresh_chain};
+use crate::local::cancel::{deadline_for_call, watch_call};
 use crate::local::mailbox::{Envelope, TrySendError};
 use crate::local::reply::ReplyTo;
 use crate::local::route::{deliver, LocalRoute};
@@ -35,6 +36,17 @@ pub use tell::Tell;
 fn cycle<T: Method>() -> CallError {
     CallError::Cycle {
         method: T::NAME.to_owned(),
+    }
+}
+
+/// What a call's error becomes: a cycle names the method `T`; a `Timeout` at
+/// the deadline the call inherited from its handler (`inherited`) is that
+/// handler's call being given up, so the call was `Cancelled`.
+fn given_up<T: Method>(err: CallError, inherited: bool) -> CallError {
+    match err {
+        CallError::Cycle { .. } => cycle::<T>(),
+        CallError::Timeout { .. } if inherited => CallError::Cancelled,
+        other => other,
     }
 }
 
@@ -215,7 +227,10 @@ impl<M: Send + 'static> RefCore<M> {
         }
     }
 
-    /// Sends `args` and awaits the method's result (an ask).
+    /// Sends `args` and awaits the method's result (an ask). Inside a handler
+    /// the call gets the earlier of this reference's timeout and the handler's
+    /// own deadline, and fails at once with `Cancelled` once the handler's call
+    /// is given up (see [`crate::cancelled`]).
     pub async fn ask<T>(&self, args: T) -> Result<T::Output, CallError>
     where
         T: Method + Serialize,
@@ -223,32 +238,41 @@ impl<M: Send + 'static> RefCore<M> {
         M: From<Request<T>>,
     {
         match &self.route {
-            Route::Local(local) => self.ask_local(local, args).await,
-            Route::Remote(remote) => {
-                let conn = remote.conn().await?;
-                let tags = CallTags {
-                    chain: chain_for_call(),
-                    once: 0,
-                };
-                // One context for the arguments and the answer.
-                let cx = remote.cx(Some(conn.clone()))?;
-                let answer = match RemoteRoute::prepare(&cx, args)? {
-                    Payload::Bytes(bytes) => {
-                        let args = Args::Encoded(&bytes);
-                        remote.ask(&conn, T::ID, args, tags, self.timeout).await
-                    }
-                    Payload::Value(value) => {
-                        let args = Args::Moved(value);
-                        remote.ask(&conn, T::ID, args, tags, self.timeout).await
-                    }
-                }
-                .map_err(|err| match err {
-                    CallError::Cycle { .. } => cycle::<T>(),
-                    other => other,
-                })?;
-                cx.enter(|| answer_into(answer, &conn.limits))
+            Route::Local(local) => watch_call(self.ask_local(local, args)).await,
+            Route::Remote(remote) => watch_call(self.ask_remote(remote, args)).await,
+        }
+    }
+
+    async fn ask_remote<T>(&self, remote: &RemoteRoute, args: T) -> Result<T::Output, CallError>
+    where
+        T: Method + Serialize,
+        T::Output: DeserializeOwned + 'static,
+    {
+        let (deadline, inherited) = deadline_for_call(self.timeout, remote.propagate);
+        let conn = remote.conn().await?;
+        let tags = CallTags {
+            chain: chain_for_call(),
+            once: 0,
+            context: Default::default(),
+        };
+        // One context for the arguments and the answer.
+        let cx = remote.cx(Some(conn.clone()))?;
+        let answer = match RemoteRoute::prepare(&cx, args)? {
+            Payload::Bytes(bytes) => {
+                let args = Args::Encoded(&bytes);
+                remote
+                    .ask(&conn, T::ID, args, tags, deadline, self.timeout)
+                    .await
+            }
+            Payload::Value(value) => {
+                let args = Args::Moved(value);
+                remote
+                    .ask(&conn, T::ID, args, tags, deadline, self.timeout)
+                    .await
             }
         }
+        .map_err(|err| given_up::<T>(err, inherited))?;
+        cx.enter(|| answer_into(answer, &conn.limits))
     }
 
     /// Sends `args` to an `#[exactly_once]` method and awaits its result: through a
@@ -264,13 +288,28 @@ impl<M: Send + 'static> RefCore<M> {
         M: From<Request<T>>,
     {
         let remote = match &self.route {
-            Route::Local(local) => return self.ask_local(local, args).await,
+            Route::Local(local) => return watch_call(self.ask_local(local, args)).await,
             Route::Remote(remote) => remote.clone(),
         };
+        watch_call(self.ask_remote_once(remote, args)).await
+    }
+
+    async fn ask_remote_once<T>(
+        &self,
+        remote: Arc<RemoteRoute>,
+        args: T,
+    ) -> Result<T::Output, CallError>
+    where
+        T: Method + Serialize,
+        T::Output: DeserializeOwned + 'static,
+    {
+        let now = Instant::now();
+        let (deadline, inherited) = deadline_for_call(self.timeout, remote.propagate);
+        let timeout = deadline.map_or(self.timeout, |d| d.saturating_duration_since(now));
         let mut retry = Retry::new(
             remote.peer,
-            Instant::now(),
-            self.timeout,
+            now,
+            timeout,
             // Unreachable for a peer timeout (every dial failing): gone.
             remote
                 .host()
@@ -281,18 +320,23 @@ impl<M: Send + 'static> RefCore<M> {
         let tags = CallTags {
             chain: chain_for_call(),
             once: fresh_chain(),
+            context: Default::default(),
         };
         // Encoded once: the same bytes go with every attempt.
         let Payload::Bytes(bytes) = RemoteRoute::prepare(&remote.cx(None)?, args)? else {
             unreachable!("arguments prepared without a connection are encoded");
         };
         loop {
-            let left = retry.attempt(Instant::now())?;
+            let now = Instant::now();
+            let left = retry
+                .attempt(now)
+                .map_err(|err| given_up::<T>(err, inherited))?;
+            let until = deadline.map(|_| now + left);
             let attempt = async {
                 let conn = remote.conn().await?;
                 retry.sent();
                 let args = Args::Encoded(&bytes);
-                let answer = remote.ask(&conn, T::ID, args, tags, left).await?;
+                let answer = remote.ask(&conn, T::ID, args, tags, until, left).await?;
                 remote
                     .cx(Some(conn.clone()))?
                     .enter(|| answer_into(answer, &conn.limits))
@@ -301,8 +345,7 @@ impl<M: Send + 'static> RefCore<M> {
             match retry.next(Instant::now(), outcome) {
                 // Lost on the way (or no connection yet): again, with the same id.
                 Next::RetryAt(at) => tokio::time::sleep_until(at).await,
-                Next::Done(Err(CallError::Cycle { .. })) => return Err(cycle::<T>()),
-                Next::Done(outcome) => return outcome,
+                Next::Done(outcome) => return outcome.map_err(|err| given_up::<T>(err, inherited)),
             }
         }
     }
@@ -319,36 +362,51 @@ impl<M: Send + 'static> RefCore<M> {
         if local.refuses_cycle(chain, T::REENTRANT) {
             return Err(cycle::<T>());
         }
+        // The handler's deadline; without propagation the clock is read only
+        // if the call has to wait.
+        let (deadline, inherited) = match local.propagate {
+            true => deadline_for_call(self.timeout, true),
+            false => (None, false),
+        };
         let (tx, mut rx) = oneshot::channel();
         let msg = M::from(Request {
             args,
-            reply: ReplyTo::local(tx).in_chain(chain),
+            reply: ReplyTo::local(tx).in_chain(chain).until(deadline),
         });
-        let mut deadline = None;
+        let expired = || match inherited {
+            true => CallError::Cancelled,
+            false => CallError::Timeout {
+                after: self.timeout,
+                may_have_executed: true,
+            },
+        };
+        let mut at = None;
         if let Err(msg) = local.inline_now(msg).await {
-            let at = crate::deadline::after(Instant::now(), self.timeout);
-            deadline = Some(at);
+            let until =
+                deadline.unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
+            at = Some(until);
             match local.push(Envelope::new(msg)) {
                 Ok(()) => {}
                 Err(TrySendError::Refused(err, _)) => return Err(err),
-                Err(TrySendError::Full(env)) => {
-                    deliver(local, env.msg, at, self.timeout, false).await?
-                }
+                Err(TrySendError::Full(env)) => deliver(local, env.msg, until, self.timeout, false)
+                    .await
+                    .map_err(|err| match err {
+                        CallError::Timeout { .. } if inherited => CallError::Cancelled,
+                        other => other,
+                    })?,
             }
         } else if let Ok(result) = rx.try_recv() {
             // Handled inline: no queue, no wake-up, no timer.
             return result;
         }
-        let deadline =
-            deadline.unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
-        match timeout_at(deadline, rx).await {
+        let at = at
+            .or(deadline)
+            .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
+        match timeout_at(at, rx).await {
             Ok(Ok(result)) => result,
             // Unreachable in practice: a dropped ReplyTo answers before it goes.
             Ok(Err(_)) => Err(CallError::ActorStopped),
-            Err(_) => Err(CallError::Timeout {
-                after: self.timeout,
-                may_have_executed: true,
-            }),
+            Err(_) => Err(expired()),
         }
     }
 

@@ -131,16 +131,21 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 let Route::Remote(remote) = &self.core.route else {
                     unreachable!("remote state on a local route");
                 };
+                let deadline = crate::local::cancel::deadline_for_call(timeout, false).0;
                 let conn = remote.conn().await?;
                 let tags = CallTags::default();
                 match args? {
                     Payload::Bytes(bytes) => {
                         let args = Args::Encoded(&bytes);
-                        remote.ask(&conn, method, args, tags, timeout).await
+                        remote
+                            .ask(&conn, method, args, tags, deadline, timeout)
+                            .await
                     }
                     Payload::Value(value) => {
                         let args = Args::Moved(value);
-                        remote.ask(&conn, method, args, tags, timeout).await
+                        remote
+                            .ask(&conn, method, args, tags, deadline, timeout)
+                            .await
                     }
                 }
                 .map(drop)

@@ -81,6 +81,9 @@ pub(crate) struct Refusals {
     /// Object ids in `Renew` and `Release` frames that name nothing this node
     /// exports (or holds no lease of that peer on): ignored.
     pub(crate) lease_ids: AtomicU64,
+    /// `Cancel` frames naming no call their connection is serving (unknown,
+    /// answered already, or another connection's): ignored.
+    pub(crate) cancels: AtomicU64,
 }
 
 impl Refusals {

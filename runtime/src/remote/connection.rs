@@ -30,6 +30,7 @@ use super::route::Payload;
 use crate::error::CallError;
 use crate::id::NodeId;
 use crate::local::caller::Caller;
+use crate::local::cancel::{CancelSignal, Unwanted};
 use crate::local::stop::StopReason;
 use crate::wire::codec::{DecodeError, FrameReader, Limits};
 use crate::wire::{Frame, Hello, Incoming, ObjectId, Session};
@@ -81,7 +82,17 @@ pub(crate) trait Transport: Send + Sync {
     fn replies_backlog(&self) -> Option<&Backlog> {
         None
     }
+    /// The transport's estimate of a round trip to the peer (none in one
+    /// process), which a call's budget is charged on arrival.
+    fn round_trip(&self) -> Duration {
+        Duration::ZERO
+    }
 }
+
+/// The least a call's budget is charged on arrival, on top of nothing in one
+/// process: so that the callee's deadline is never later than its caller's,
+/// whatever the time between the budget's reading and the frame's.
+const MIN_TRANSIT: Duration = Duration::from_millis(1);
 
 /// Bytes of replies a transport has queued and not yet sent: a peer that does
 /// not read its replies stops having its calls read past a budget
@@ -120,6 +131,21 @@ impl Backlog {
     }
 }
 
+/// An ask of ours waiting for its answer: dropped before it (its caller gave
+/// up), it tells the core, which sends the peer a `Cancel`. `None`: answered.
+struct Pending<'a> {
+    conn: &'a Connection,
+    id: Option<u64>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.filter(|_| !self.conn.is_closed()) {
+            self.conn.drive_core(|core| core.abandon(id));
+        }
+    }
+}
+
 /// A call from the peer to one of this node's objects, with its arguments as
 /// read (`Args`) or held (`Payload`).
 pub(crate) struct InCall<A> {
@@ -132,6 +158,10 @@ pub(crate) struct InCall<A> {
     pub(crate) tags: CallTags,
     /// The lane its reply goes on.
     pub(crate) replies: Lane,
+    /// When its caller stops waiting (from its budget), for an ask.
+    pub(crate) deadline: Option<Instant>,
+    /// Set if its caller gives it up (a `Cancel`), for an ask.
+    pub(crate) cancel: Option<Arc<CancelSignal>>,
 }
 
 impl<A> InCall<A> {
@@ -146,6 +176,8 @@ impl<A> InCall<A> {
             one_way,
             tags,
             replies,
+            deadline,
+            cancel,
         } = self;
         let bare = InCall {
             id,
@@ -156,6 +188,8 @@ impl<A> InCall<A> {
             one_way,
             tags,
             replies,
+            deadline,
+            cancel,
         };
         (bare, args)
     }
@@ -173,6 +207,8 @@ impl InCall<()> {
             one_way: self.one_way,
             tags: self.tags,
             replies: self.replies,
+            deadline: self.deadline,
+            cancel: self.cancel,
         }
     }
 }
@@ -227,6 +263,7 @@ impl Sinks for Live {
     type Call = oneshot::Sender<Result<Answer, CallError>>;
     type Watch = oneshot::Sender<StopReason>;
     type Task = tokio::task::AbortHandle;
+    type Serve = Arc<CancelSignal>;
 }
 
 /// The core and the deadline its timer task sleeps to.
@@ -293,6 +330,8 @@ pub(crate) struct Connection {
     pub(crate) pipes: super::pipes::Streams,
     /// Closed because a new incarnation of the peer answers at its address.
     restarted: AtomicBool,
+    /// Whether calls from the peer get deadlines from their budgets.
+    propagate: bool,
 }
 
 impl Connection {
@@ -314,6 +353,9 @@ impl Connection {
         // Pipe stream ids: even from the node with the smaller id, odd from the
         // other (both sides decide alike, whoever dialed).
         let even = node.upgrade().is_some_and(|host| host.id() < peer.node);
+        let propagate = node
+            .upgrade()
+            .is_none_or(|host| host.propagates_deadlines());
         let caller = match node.upgrade() {
             Some(host) => Caller::new(peer.node, identity).counting(host.asks_dropped()),
             None => Caller::new(peer.node, identity),
@@ -340,6 +382,7 @@ impl Connection {
             send_limits,
             pipes: super::pipes::Streams::new(even),
             restarted: AtomicBool::new(false),
+            propagate,
         });
         tokio::spawn(run_deadlines(Arc::downgrade(&conn), conn.timer.clone()));
         conn
@@ -483,17 +526,23 @@ impl Connection {
     /// the one send path of asks, tells, receipts and exactly-once attempts.
     /// The core registers it, and its frame is written here, outside the
     /// core's lock; a frame the transport refused was not sent.
+    #[allow(clippy::type_complexity)]
     fn submit(
         &self,
         lane: u16,
         call: OutCall<'_>,
-        reply: Option<(oneshot::Sender<Result<Answer, CallError>>, Duration)>,
-    ) -> Result<(), CallError> {
+        reply: Option<(
+            oneshot::Sender<Result<Answer, CallError>>,
+            Option<Instant>,
+            Duration,
+        )>,
+    ) -> Result<u64, CallError> {
         let one_way = reply.is_none();
         let target = call.target;
+        let now = Instant::now();
         let (id, values) = {
             let mut state = self.state.lock();
-            let registered = state.core.register(Instant::now(), target, reply);
+            let registered = state.core.register(now, target, lane, reply);
             if registered.is_err() {
                 state.core.unacquire(target);
             }
@@ -502,7 +551,7 @@ impl Connection {
             (registered?, values)
         };
         // Framed (encoded) outside the lock, as callers on other threads may be.
-        let transmit = match frame_call(&self.send_limits, values, id, lane, call, one_way) {
+        let transmit = match frame_call(&self.send_limits, values, id, lane, call, one_way, now) {
             Ok(transmit) => transmit,
             Err(err) => {
                 self.drive_core(|core| {
@@ -513,7 +562,7 @@ impl Connection {
             }
         };
         if self.write(transmit) {
-            return Ok(());
+            return Ok(id);
         }
         // Never left: its waiter goes quietly (this caller is told here).
         self.drive_core(|core| {
@@ -524,36 +573,44 @@ impl Connection {
         Err(self.node_down(false))
     }
 
-    /// Calls `call.method` on the peer's object and awaits its answer, for at
-    /// most `timeout` (waiting for credit first, then the core's deadline).
+    /// Calls `call.method` on the peer's object and awaits its answer until
+    /// `deadline` (None: none; waiting for credit first, then the core's
+    /// deadline); a `Timeout` reports `timeout`. Dropped before its answer, the
+    /// call is given up: the peer is told with a `Cancel`.
     pub(crate) async fn ask(
         &self,
         call: OutCall<'_>,
+        deadline: Option<Instant>,
         timeout: Duration,
     ) -> Result<Answer, CallError> {
-        let (lane, timeout) = match self.try_reserve(call.target) {
-            Ok(lane) => (lane, timeout),
+        let lane = match self.try_reserve(call.target) {
+            Ok(lane) => lane,
             Err(CallError::MailboxFull { .. }) => {
-                let start = Instant::now();
-                let deadline = crate::deadline::after(start, timeout);
-                let lane = self.reserve(call.target, deadline, timeout).await?;
-                (lane, timeout.saturating_sub(start.elapsed()))
+                let until = deadline
+                    .unwrap_or_else(|| crate::deadline::after(Instant::now(), Duration::MAX));
+                self.reserve(call.target, until, timeout).await?
             }
             Err(err) => return Err(err),
         };
         let (tx, rx) = oneshot::channel();
-        self.submit(lane, call, Some((tx, timeout)))?;
-        match rx.await {
+        let id = self.submit(lane, call, Some((tx, deadline, timeout)))?;
+        let mut pending = Pending {
+            conn: self,
+            id: Some(id),
+        };
+        let outcome = match rx.await {
             Ok(outcome) => outcome,
             // Unreachable in practice: the core answers every waiter it drops.
             Err(_) => Err(self.node_down(true)),
-        }
+        };
+        pending.id = None;
+        outcome
     }
 
     /// A one-way call on `lane`, whose credit the caller reserved
     /// ([`Connection::try_reserve`], [`Connection::reserve`]), sent now.
     pub(crate) fn tell(&self, lane: u16, call: OutCall<'_>) -> Result<(), CallError> {
-        self.submit(lane, call, None)
+        self.submit(lane, call, None).map(drop)
     }
 
     /// The peer stopped sending on the stream whose replies go to `lane`.
@@ -651,10 +708,14 @@ impl Connection {
     /// what arrives go to `replies`): malformed frames are logged and skipped, a full
     /// mailbox is waited for (a slow actor slows its callers). The one place where
     /// the decisions about bad input are made, for every transport.
+    ///
+    /// `arrived`: when the transport received the bytes (for in-process links,
+    /// when they were sent): what the budgets of the calls among them count from.
     pub(crate) async fn drain(
         self: &Arc<Self>,
         reader: &mut FrameReader,
         replies: Lane,
+        arrived: Instant,
     ) -> Drained {
         // A peer that does not read its replies has its calls read no further
         // (only on the lanes calls come in on: replies to our calls are always
@@ -685,7 +746,7 @@ impl Connection {
                     return Drained::Reset;
                 }
             };
-            match self.on_frame(frame, replies) {
+            match self.on_frame(frame, replies, arrived) {
                 Step::Continue => {}
                 Step::Wait(waiting) => waiting.await,
                 Step::Close => return Drained::Close,
@@ -694,7 +755,12 @@ impl Connection {
     }
 
     /// Handles one frame from the peer, read on a lane whose replies go to `replies`.
-    pub(crate) fn on_frame(self: &Arc<Self>, frame: Frame<'_>, replies: Lane) -> Step {
+    pub(crate) fn on_frame(
+        self: &Arc<Self>,
+        frame: Frame<'_>,
+        replies: Lane,
+        arrived: Instant,
+    ) -> Step {
         // The hot path of a reply: the core gives its waiter up under the lock,
         // the answer is copied and the caller woken outside it.
         let answer = match &frame {
@@ -723,7 +789,17 @@ impl Connection {
             self.on_pipe(frame);
             return Step::Continue;
         }
-        match self.drive(|core, _| core.handle_frame(frame)) {
+        // An ask is registered as served with the frame, so that a `Cancel`
+        // behind it on its lane always finds it.
+        let cancel = matches!(frame, Frame::Call(_)).then(Arc::<CancelSignal>::default);
+        let handled = self.drive(|core, _| {
+            let incoming = core.handle_frame(frame);
+            if let (Ok(Incoming::Call { call, .. }), Some(cancel)) = (&incoming, &cancel) {
+                core.serving(call.id, cancel.clone());
+            }
+            incoming
+        });
+        match handled {
             Ok(Incoming::Call { call, one_way }) => self.serve(InCall {
                 id: call.id,
                 target: call.target,
@@ -734,8 +810,11 @@ impl Connection {
                 tags: CallTags {
                     chain: call.chain,
                     once: call.once,
+                    context: call.context,
                 },
                 replies,
+                deadline: self.deadline_of(&call.context, arrived),
+                cancel,
             }),
             Ok(Incoming::Monitor { watch, object }) => {
                 self.on_monitor(watch, object);
@@ -948,9 +1027,22 @@ impl Connection {
             one_way,
             tags,
             replies,
+            deadline,
+            cancel,
             ..
         } = call;
         let node = self.node.upgrade().ok_or(CallError::NoSuchObject)?;
+        // Given up already (a `Cancel` came while it was held), or arrived past
+        // its deadline: its caller has had its answer. Not run, and counted.
+        if let Some(why) = given_up(cancel.as_deref(), deadline) {
+            self.forget_served(id);
+            let counter = match why {
+                Unwanted::Cancelled => &node.given_up().cancelled,
+                _ => &node.given_up().expired,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
         let exported = node.exported(&target).ok_or(CallError::NoSuchObject)?;
         if exported.interface_id() != interface {
             return Err(CallError::InterfaceMismatch {
@@ -962,19 +1054,30 @@ impl Connection {
         // delivery it repeats may be running right now, in its chain, which is no
         // cycle.
         if tags.once != 0 && !one_way {
-            return self.deliver_once(node, exported, id, method, args, tags, replies);
+            return self.deliver_once(
+                node, exported, id, method, args, tags, replies, deadline, cancel,
+            );
         }
         refuse_cycle(&*exported, tags.chain, method)?;
         let cx = MarshalCx {
             host: node,
             conn: Some(self.clone()),
         };
+        // An answer after the call was given up (its caller's Cancel, or its
+        // deadline: the last moment at which it could still arrive in time)
+        // is not sent: the caller has had its answer already.
+        let late = Late {
+            deadline,
+            cancel: cancel.clone(),
+        };
         let replier = if one_way {
             Replier::new(|_| {})
         } else if self.carries_values() {
             let conn = self.clone();
             Replier::with_values(move |answer| match answer {
+                _ if late.is_late() => conn.forget_served(id),
                 Ok(Answer::Value(value)) => {
+                    conn.forget_served(id);
                     if !conn.is_closed() {
                         let frame = ValueFrame::Reply { call: id, value };
                         conn.write_reply(Some(Transmit::Value(replies, frame)));
@@ -985,22 +1088,37 @@ impl Connection {
             })
         } else {
             let conn = self.clone();
-            Replier::new(move |outcome| conn.reply(replies, id, outcome))
+            Replier::new(move |outcome| match late.is_late() {
+                true => conn.forget_served(id),
+                false => conn.reply(replies, id, outcome),
+            })
         }
         .within(cx.clone())
         .sent_by(self.caller.clone())
-        .in_chain(tags.chain);
-        let replier = match one_way {
-            true => replier,
-            false => replier.awaited(),
+        .in_chain(tags.chain)
+        .until(deadline);
+        let replier = match (one_way, cancel) {
+            (true, _) => replier,
+            (false, Some(cancel)) => replier.awaited().cancelled_by(cancel, true),
+            (false, None) => replier.awaited(),
         };
         cx.enter(|| exported.deliver(method, args, &self.limits, replier, one_way))
+    }
+
+    /// The peer's ask `call` is answered, or will never be: a `Cancel` of it
+    /// now changes nothing.
+    fn forget_served(&self, call: u64) {
+        self.state.lock().core.served(call);
     }
 
     /// Delivers a call of an `#[exactly_once]` method: the first delivery of its
     /// logical id runs it; a retry is answered from the node's memory of the reply,
     /// or waits for the delivery that is running it. Replies go encoded, so that
     /// they can be remembered.
+    ///
+    /// A `Cancel` of such a call (`cancel`) drops it only while it is queued:
+    /// once running, it runs to its end, so that its reply can be remembered
+    /// (a handler half done would leave retries nothing to be answered with).
     #[allow(clippy::too_many_arguments)]
     fn deliver_once(
         self: &Arc<Self>,
@@ -1011,11 +1129,20 @@ impl Connection {
         args: Args<'_>,
         tags: CallTags,
         replies: Lane,
+        deadline: Option<Instant>,
+        cancel: Option<Arc<CancelSignal>>,
     ) -> Result<Option<Delivery>, CallError> {
         use super::once::Admit;
         let key = (self.peer.node, tags.once);
         let conn = self.clone();
-        let answer = Box::new(move |outcome| conn.reply(replies, id, outcome));
+        let late = Late {
+            deadline,
+            cancel: cancel.clone(),
+        };
+        let answer = Box::new(move |outcome| match late.is_late() {
+            true => conn.forget_served(id),
+            false => conn.reply(replies, id, outcome),
+        });
         let Admit::Run(answer) = node.once_table().admit(Instant::now(), key, answer) else {
             return Ok(None);
         };
@@ -1039,7 +1166,12 @@ impl Connection {
         .within(cx.clone())
         .sent_by(self.caller.clone())
         .in_chain(tags.chain)
+        .until(deadline)
         .awaited();
+        let replier = match cancel {
+            Some(cancel) => replier.cancelled_by(cancel, false),
+            None => replier,
+        };
         let delivered = cx.enter(|| exported.deliver(method, args, &self.limits, replier, false));
         if let Err(err) = &delivered {
             // Refused before running: retries waiting for it get the same answer,
@@ -1050,26 +1182,55 @@ impl Connection {
         delivered
     }
 
+    /// When the caller of a call that `arrived` with `context` stops waiting:
+    /// its budget from its arrival, less the transport's round trip (at least
+    /// [`MIN_TRANSIT`]), since the reply too must arrive in time. None: no
+    /// deadline (or this node does not propagate them).
+    fn deadline_of(&self, context: &crate::wire::CallContext, arrived: Instant) -> Option<Instant> {
+        let budget = context.budget()?;
+        if !self.propagate {
+            return None;
+        }
+        let transit = self.transport.round_trip().max(MIN_TRANSIT);
+        Some(crate::deadline::after(
+            arrived,
+            budget.saturating_sub(transit),
+        ))
+    }
+
     /// Handles a value frame from the peer (one process), read on a lane whose
     /// replies go to `replies`.
-    pub(crate) fn on_value(self: &Arc<Self>, frame: ValueFrame, replies: Lane) -> Step {
-        let (id, target, interface, method, args, one_way, tags) =
-            match self.drive(|core, _| core.handle_value(frame)) {
-                Some(ValueFrame::Call {
-                    id,
-                    target,
-                    interface,
-                    method,
-                    args,
-                    one_way,
-                    tags,
-                }) => (id, target, interface, method, args, one_way, tags),
-                Some(ValueFrame::PipeItem { stream, item }) => {
-                    self.on_pipe_value(stream, item);
-                    return Step::Continue;
-                }
-                _ => return Step::Continue,
-            };
+    pub(crate) fn on_value(
+        self: &Arc<Self>,
+        frame: ValueFrame,
+        replies: Lane,
+        arrived: Instant,
+    ) -> Step {
+        let cancel = matches!(frame, ValueFrame::Call { one_way: false, .. })
+            .then(Arc::<CancelSignal>::default);
+        let handled = self.drive(|core, _| {
+            let handled = core.handle_value(frame);
+            if let (Some(ValueFrame::Call { id, .. }), Some(cancel)) = (&handled, &cancel) {
+                core.serving(*id, cancel.clone());
+            }
+            handled
+        });
+        let (id, target, interface, method, args, one_way, tags) = match handled {
+            Some(ValueFrame::Call {
+                id,
+                target,
+                interface,
+                method,
+                args,
+                one_way,
+                tags,
+            }) => (id, target, interface, method, args, one_way, tags),
+            Some(ValueFrame::PipeItem { stream, item }) => {
+                self.on_pipe_value(stream, item);
+                return Step::Continue;
+            }
+            _ => return Step::Continue,
+        };
         self.serve(InCall {
             id,
             target,
@@ -1079,10 +1240,13 @@ impl Connection {
             one_way,
             tags,
             replies,
+            deadline: self.deadline_of(&tags.context, arrived),
+            cancel,
         })
     }
 
     fn reply(&self, lane: Lane, call: u64, outcome: Result<Vec<u8>, CallError>) {
+        self.forget_served(call);
         if !self.is_closed() {
             self.write_reply(frame_reply(&self.send_limits, lane, call, outcome));
         }
@@ -1157,8 +1321,39 @@ impl Connection {
             }
             Event::Cancel(task) => task.abort(),
             Event::Credit => self.credit.notify_waiters(),
+            Event::Cancelled(signal) => signal.cancel(),
+            Event::CancelIgnored { call } => {
+                tracing::debug!(peer = %self.peer.node, call, "a Cancel naming no call served here ignored");
+                if let Some(node) = self.node.upgrade() {
+                    node.refusals().cancels.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
+}
+
+/// When the answer to a call from the peer comes too late to be sent: once its
+/// caller gave it up, or its deadline passed.
+struct Late {
+    deadline: Option<Instant>,
+    cancel: Option<Arc<CancelSignal>>,
+}
+
+impl Late {
+    fn is_late(&self) -> bool {
+        given_up(self.cancel.as_deref(), self.deadline).is_some()
+    }
+}
+
+/// Why a call from the peer is not to run, if it is not: its caller gave it
+/// up (`cancel` set) or its `deadline` passed.
+fn given_up(cancel: Option<&CancelSignal>, deadline: Option<Instant>) -> Option<Unwanted> {
+    if cancel.is_some_and(CancelSignal::is_cancelled) {
+        return Some(Unwanted::Cancelled);
+    }
+    deadline
+        .is_some_and(|deadline| Instant::now() >= deadline)
+        .then_some(Unwanted::Expired)
 }
 
 /// Fails a call of `method` in `chain` that comes back to a handler of its chain
@@ -1204,6 +1399,12 @@ async fn run_deadlines(conn: Weak<Connection>, timer: Arc<Notify>) {
         let mut state = conn.state.lock();
         state.core.handle_timeout(Instant::now());
         state.armed = state.core.poll_timeout();
+        // The `Cancel`s of the calls that timed out.
+        while let Some(transmit) = state.core.poll_transmit() {
+            if !conn.write(transmit) {
+                state.core.close();
+            }
+        }
         conn.settle(state);
     }
 }

@@ -61,6 +61,11 @@ pub(crate) struct Host {
     refusals: Refusals,
     /// Asks from peers dropped unrun because their connection was lost.
     asks_dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Calls dropped unrun because their caller gave them up, or their
+    /// deadline passed while they waited.
+    given_up: GivenUp,
+    /// Whether calls carry their deadline to the nodes they go to.
+    propagate: bool,
     runtime: tokio::runtime::Handle,
     /// Set once the node shuts down: the lease task ends, nothing is dialed.
     closed: AtomicBool,
@@ -82,7 +87,17 @@ pub(crate) struct HostConfig {
     pub(crate) once_retention: Duration,
     /// Certificate names allowed to stop any actor but a service.
     pub(crate) allow_control: std::collections::HashSet<String>,
+    /// Whether calls carry their deadline (`NodeBuilder::propagate_deadlines`).
+    pub(crate) propagate: bool,
     pub(crate) runtime: tokio::runtime::Handle,
+}
+
+/// Calls this node dropped unrun since it started, because nobody waited for
+/// them any more (see `NodeStats::calls_cancelled`, `calls_expired`).
+#[derive(Debug, Default)]
+pub(crate) struct GivenUp {
+    pub(crate) cancelled: std::sync::atomic::AtomicU64,
+    pub(crate) expired: std::sync::atomic::AtomicU64,
 }
 
 /// An export: an actor other nodes may call, and whether it is kept regardless of
@@ -123,6 +138,8 @@ impl Host {
             control: ControlPolicy::new(config.allow_control),
             refusals: Refusals::default(),
             asks_dropped: Arc::default(),
+            given_up: GivenUp::default(),
+            propagate: config.propagate,
             runtime: config.runtime,
             closed: AtomicBool::new(false),
             me: me.clone(),
@@ -783,6 +800,16 @@ impl Host {
     /// The count of asks from peers dropped unrun (their connection lost).
     pub(crate) fn asks_dropped(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.asks_dropped.clone()
+    }
+
+    /// Calls dropped unrun because nobody waited for them any more.
+    pub(crate) fn given_up(&self) -> &GivenUp {
+        &self.given_up
+    }
+
+    /// Whether calls carry their deadline to the nodes they go to.
+    pub(crate) fn propagates_deadlines(&self) -> bool {
+        self.propagate
     }
 
     /// Bytes of large frames being received from peers now.

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
 
 use super::connection::{Connection, Drained, Lane, Step, Transport, ValueFrame};
 use crate::error::{CallError, NodeLabel};
@@ -49,9 +50,10 @@ use crate::wire::{Incoming as SessionIncoming, Session, SessionError};
 /// What the channel between two nodes carries: encoded frames, and (for values
 /// without references) calls and replies moved as they are. One channel keeps them
 /// in order.
+/// Each is stamped when it was sent: in one process that is when it arrived.
 enum Packet {
-    Bytes(Vec<u8>),
-    Value(ValueFrame),
+    Bytes(Vec<u8>, Instant),
+    Value(ValueFrame, Instant),
 }
 
 struct ChannelTransport {
@@ -64,7 +66,7 @@ struct ChannelTransport {
 /// lanes cannot hold each other up behind a partial write.
 impl Transport for ChannelTransport {
     fn send(&self, _lane: Lane, frame: Vec<u8>) -> bool {
-        self.tx.send(Packet::Bytes(frame)).is_ok()
+        self.tx.send(Packet::Bytes(frame, Instant::now())).is_ok()
     }
 
     fn carries_values(&self) -> bool {
@@ -72,7 +74,7 @@ impl Transport for ChannelTransport {
     }
 
     fn send_value(&self, _lane: Lane, frame: ValueFrame) -> bool {
-        self.values && self.tx.send(Packet::Value(frame)).is_ok()
+        self.values && self.tx.send(Packet::Value(frame, Instant::now())).is_ok()
     }
 }
 
@@ -106,7 +108,7 @@ impl Wire {
         self.to
             .iter()
             .find(|(id, _)| *id == node.id())
-            .is_some_and(|(_, tx)| tx.send(Packet::Bytes(bytes)).is_ok())
+            .is_some_and(|(_, tx)| tx.send(Packet::Bytes(bytes, Instant::now())).is_ok())
     }
 
     /// Severs the connection, as if the network between the two nodes failed.
@@ -211,7 +213,7 @@ async fn run(
                 _ => return finish(None, Some(ready)),
             },
             Ok(None) => match rx.next().await {
-                Some(Packet::Bytes(bytes)) if reader.extend(&bytes).is_ok() => {}
+                Some(Packet::Bytes(bytes, _)) if reader.extend(&bytes).is_ok() => {}
                 _ => return finish(None, Some(ready)),
             },
             Err(_) => return finish(None, Some(ready)),
@@ -231,17 +233,19 @@ async fn run(
     drop(node);
     let _ = ready.send(Ok(()));
     // One channel carries every lane, so an oversize frame drops the whole transport.
+    let mut arrived = Instant::now();
     loop {
-        match conn.drain(&mut reader, Lane::Reply(0)).await {
+        match conn.drain(&mut reader, Lane::Reply(0), arrived).await {
             Drained::More => {}
             Drained::Reset | Drained::Close => return finish(Some(conn), None),
         }
         // Frames before this packet are drained: order holds across both kinds.
         match rx.next().await {
-            Some(Packet::Bytes(bytes)) if reader.extend(&bytes).is_ok() => {
+            Some(Packet::Bytes(bytes, sent)) if reader.extend(&bytes).is_ok() => {
+                arrived = sent;
                 conn.count_received(bytes.len());
             }
-            Some(Packet::Value(frame)) => match conn.on_value(frame, Lane::Reply(0)) {
+            Some(Packet::Value(frame, sent)) => match conn.on_value(frame, Lane::Reply(0), sent) {
                 Step::Continue => {}
                 Step::Wait(waiting) => waiting.await,
                 Step::Close => return finish(Some(conn), None),

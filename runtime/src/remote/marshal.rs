@@ -14,6 +14,7 @@ use super::connection::Connection;
 use super::host::Host;
 use crate::error::CallError;
 use crate::local::caller::Caller;
+use crate::local::cancel::CancelSignal;
 use crate::local::reply::ReplyTo;
 use crate::method::{ArgTable, Method};
 use crate::wire::codec::{decode_value, encode_value, Limits};
@@ -147,6 +148,10 @@ pub struct Replier {
     chain: u64,
     /// Its caller waits for the answer (an ask).
     awaited: bool,
+    /// When its caller stops waiting.
+    deadline: Option<tokio::time::Instant>,
+    /// Set if its caller gives it up; `bool`: a running handler is told too.
+    cancel: Option<(Arc<CancelSignal>, bool)>,
 }
 
 impl std::fmt::Debug for Replier {
@@ -173,6 +178,8 @@ impl Replier {
             caller: None,
             chain: 0,
             awaited: false,
+            deadline: None,
+            cancel: None,
         }
     }
 
@@ -188,6 +195,8 @@ impl Replier {
             caller: None,
             chain: 0,
             awaited: false,
+            deadline: None,
+            cancel: None,
         }
     }
 
@@ -218,6 +227,19 @@ impl Replier {
         self
     }
 
+    /// The call's caller stops waiting at `deadline`.
+    pub(crate) fn until(mut self, deadline: Option<tokio::time::Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The call's caller may give it up through `signal`; `running`: a running
+    /// handler is told too (see [`ReplyTo::cancelled_by`]).
+    pub(crate) fn cancelled_by(mut self, signal: Arc<CancelSignal>, running: bool) -> Self {
+        self.cancel = Some((signal, running));
+        self
+    }
+
     /// The typed reply slot of a method returning `T`: the value is encoded when
     /// the handler answers.
     pub fn into_reply<T: Serialize + Send + 'static>(self) -> ReplyTo<T> {
@@ -228,6 +250,8 @@ impl Replier {
             caller,
             chain,
             awaited,
+            deadline,
+            cancel,
         } = self;
         let reply = ReplyTo::sink(move |result: Result<T, CallError>| {
             let answer = result.and_then(|value| {
@@ -243,7 +267,12 @@ impl Replier {
             sink(answer);
         })
         .sent_by(caller)
-        .in_chain(chain);
+        .in_chain(chain)
+        .until(deadline);
+        let reply = match cancel {
+            Some((signal, running)) => reply.cancelled_by(signal, running),
+            None => reply,
+        };
         match awaited {
             true => reply.awaited_remotely(),
             false => reply,

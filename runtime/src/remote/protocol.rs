@@ -7,7 +7,10 @@
 //! all of them. A driver feeds it input and pulls its output:
 //!
 //! - input: [`Core::acquire`] then [`Core::call`] (the one send path of every
-//!   proxy: ask, tell, receipt, exactly-once attempt), [`Core::reply`],
+//!   proxy: ask, tell, receipt, exactly-once attempt), [`Core::abandon`] (a
+//!   caller gave its call up: a `Cancel` follows it), [`Core::serving`] and
+//!   [`Core::served`] (the peer's asks we serve, which its `Cancel` may name;
+//!   one naming anything else is ignored and reported), [`Core::reply`],
 //!   [`Core::owe`], [`Core::monitor`], [`Core::watched`], [`Core::handle_frame`],
 //!   [`Core::handle_value`], [`Core::handle_timeout`], [`Core::close`];
 //! - output: [`Core::poll_transmit`] (frames to write, on their lane),
@@ -49,7 +52,7 @@ use crate::error::{CallError, NodeLabel};
 use crate::id::NodeId;
 use crate::local::stop::StopReason;
 use crate::wire::codec::{encode, EncodeError, Limits};
-use crate::wire::{Call, Frame, Hello, Incoming, ObjectId, Session, SessionError};
+use crate::wire::{Call, CallContext, Frame, Hello, Incoming, ObjectId, Session, SessionError};
 
 /// Which ordered stream of frames a frame belongs to. Frames of one lane arrive in
 /// order; lanes do not wait for each other (a large call to one actor never holds
@@ -72,12 +75,14 @@ pub(crate) enum Lane {
 /// The most call lanes a connection opens toward its peer.
 pub(crate) const MAX_LANES: usize = 16;
 
-/// What a call carries besides its arguments: its call chain (cycle detection) and,
-/// for an exactly-once method, its logical id (0 for none).
+/// What a call carries besides its arguments: its call chain (cycle detection),
+/// for an exactly-once method its logical id (0 for none), and its context (the
+/// remaining budget: filled in as the call is framed, read as it arrives).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CallTags {
     pub(crate) chain: u64,
     pub(crate) once: u64,
+    pub(crate) context: CallContext,
 }
 
 /// A call or reply moved as a value, not encoded: between nodes of one process, for
@@ -110,6 +115,9 @@ pub(crate) struct OutCall<'a> {
     pub(crate) method: u64,
     pub(crate) args: Args<'a>,
     pub(crate) tags: CallTags,
+    /// The deadline whose remaining budget the call carries (None: it carries
+    /// none, for no deadline or a node that does not propagate them).
+    pub(crate) budget_until: Option<Instant>,
 }
 
 /// Something for the driver to write, on its lane.
@@ -129,6 +137,8 @@ pub(crate) trait Sinks {
     type Watch;
     /// The task that waits for one of our objects to stop, for the peer's monitor.
     type Task;
+    /// How a call of the peer's that we serve is told that the peer gave it up.
+    type Serve;
 }
 
 /// Output for the driver, other than frames.
@@ -149,12 +159,19 @@ pub(crate) enum Event<S: Sinks> {
     Cancel(S::Task),
     /// Credit came back after a call found none: wake the callers waiting for it.
     Credit,
+    /// The peer gave up a call of its that we serve: tell it.
+    Cancelled(S::Serve),
+    /// The peer sent a `Cancel` naming no call of its that we serve (unknown,
+    /// answered already): ignored, for the driver to count.
+    CancelIgnored { call: u64 },
 }
 
 /// A call waiting for its reply.
 struct AwaitingReply<W> {
     waiter: W,
     target: ObjectId,
+    /// The lane it went on: a `Cancel` follows it there.
+    lane: u16,
     deadline: Instant,
     timeout: Duration,
 }
@@ -182,6 +199,10 @@ pub(crate) struct Core<S: Sinks> {
     next_watch: u64,
     /// The peer's monitors of our objects, by the peer's watch id.
     watched: HashMap<u64, S::Task>,
+    /// The peer's asks we serve (not answered yet), by the peer's call id: what
+    /// a `Cancel` from the peer may name. Another connection's calls are not
+    /// here, so a peer can give up only its own.
+    serving: HashMap<u64, S::Serve>,
     /// Calls outstanding per target of the peer (only targets with some).
     flows: HashMap<ObjectId, Flow>,
     /// Targets placed on each lane opened so far.
@@ -227,6 +248,7 @@ impl<S: Sinks> Core<S> {
             watching: HashMap::new(),
             next_watch: 1,
             watched: HashMap::new(),
+            serving: HashMap::new(),
             flows: HashMap::new(),
             lanes: Vec::new(),
             window,
@@ -395,10 +417,12 @@ impl<S: Sinks> Core<S> {
         let lane = self.acquire(target).ok_or(CallError::MailboxFull {
             capacity: self.window as usize,
         })?;
-        let id = self.register(now, target, reply).inspect_err(|_| {
+        let reply = reply
+            .map(|(waiter, timeout)| (waiter, Some(crate::deadline::after(now, timeout)), timeout));
+        let id = self.register(now, target, lane, reply).inspect_err(|_| {
             self.unacquire(target);
         })?;
-        match frame_call(&self.limits, self.values, id, lane, call, one_way) {
+        match frame_call(&self.limits, self.values, id, lane, call, one_way, now) {
             Ok(transmit) => Ok((id, transmit)),
             Err(err) => {
                 self.forget(id);
@@ -411,24 +435,28 @@ impl<S: Sinks> Core<S> {
     /// The first half of [`Core::call`], for a driver that frames the call
     /// itself outside its lock ([`frame_call`]): takes the call's id and, for an
     /// ask, records where its answer goes and its deadline. Registered before the
-    /// frame is written, so that no reply can arrive first.
+    /// frame is written, so that no reply can arrive first. An ask's `reply`
+    /// names its waiter, its deadline (None: none) and the timeout a `Timeout`
+    /// reports.
     pub(crate) fn register(
         &mut self,
         now: Instant,
         target: ObjectId,
-        reply: Option<(S::Call, Duration)>,
+        lane: u16,
+        reply: Option<(S::Call, Option<Instant>, Duration)>,
     ) -> Result<u64, CallError> {
         if self.closed {
             return Err(self.node_down(false));
         }
         let id = self.session.next_call_id();
-        if let Some((waiter, timeout)) = reply {
-            let deadline = crate::deadline::after(now, timeout);
+        if let Some((waiter, deadline, timeout)) = reply {
+            let deadline = deadline.unwrap_or_else(|| crate::deadline::after(now, Duration::MAX));
             self.waiting.insert(
                 id,
                 AwaitingReply {
                     waiter,
                     target,
+                    lane,
                     deadline,
                     timeout,
                 },
@@ -457,6 +485,46 @@ impl<S: Sinks> Core<S> {
         let waiting = self.waiting.remove(&call)?;
         self.deadlines.remove(&(waiting.deadline, call));
         Some(waiting.waiter)
+    }
+
+    /// Our caller gave up call `call` (it dropped the call's future) before its
+    /// answer came: its waiter is dropped, its credit comes back, and the peer
+    /// is told with a `Cancel` on the call's lane (after the call, so that it
+    /// never arrives first). Nothing for an answered or unknown call.
+    pub(crate) fn abandon(&mut self, call: u64) {
+        let Some(waiting) = self.waiting.remove(&call) else {
+            return;
+        };
+        self.deadlines.remove(&(waiting.deadline, call));
+        self.give_back(waiting.target, 1);
+        self.cancel(call, waiting.lane);
+    }
+
+    /// Queues a `Cancel` of our call `call`, which went on call lane `lane`.
+    fn cancel(&mut self, call: u64, lane: u16) {
+        if let Err(err) = self.send(Lane::Call(lane), &Frame::Cancel { call }) {
+            tracing::debug!(call, %err, "cancel not sent");
+        }
+    }
+
+    /// We serve the peer's ask `call`; `serve` is how it learns that the peer
+    /// gave it up. Until [`Core::served`], a `Cancel` of it reaches it.
+    pub(crate) fn serving(&mut self, call: u64, serve: S::Serve) {
+        if !self.closed {
+            self.serving.insert(call, serve);
+        }
+    }
+
+    /// The peer's ask `call` is answered (or was refused): a `Cancel` of it
+    /// now changes nothing.
+    pub(crate) fn served(&mut self, call: u64) -> Option<S::Serve> {
+        self.serving.remove(&call)
+    }
+
+    /// The peer's asks we serve now.
+    #[cfg(test)]
+    pub(crate) fn serving_count(&self) -> usize {
+        self.serving.len()
     }
 
     /// Queues a control frame (leases, exits, pings).
@@ -595,6 +663,14 @@ impl<S: Sinks> Core<S> {
                 }
                 Ok(Incoming::Nothing)
             }
+            Incoming::Cancel { call } => {
+                match self.serving.remove(&call) {
+                    Some(serve) => self.events.push_back(Event::Cancelled(serve)),
+                    // Never ours to cancel: another's call, or one already answered.
+                    None => self.events.push_back(Event::CancelIgnored { call }),
+                }
+                Ok(Incoming::Nothing)
+            }
             other => Ok(other),
         }
     }
@@ -625,9 +701,11 @@ impl<S: Sinks> Core<S> {
     }
 
     /// Fails every call whose deadline is at or before `now` with `Timeout` (it was
-    /// sent, so it may have run). Its credit comes back: the peer may still hold
-    /// the call, so a target can briefly have more than `window` calls there,
-    /// which the peer answers with `Overloaded` rather than hold.
+    /// sent, so it may have run), and tells the peer with a `Cancel` (a call
+    /// still queued there is dropped, a running handler told). Its credit comes
+    /// back: the peer may still hold the call, so a target can briefly have more
+    /// than `window` calls there, which the peer answers with `Overloaded`
+    /// rather than hold.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(deadline, call)) = self.deadlines.first() {
             if deadline > now {
@@ -636,6 +714,7 @@ impl<S: Sinks> Core<S> {
             self.deadlines.pop_first();
             if let Some(waiting) = self.waiting.remove(&call) {
                 self.give_back(waiting.target, 1);
+                self.cancel(call, waiting.lane);
                 self.events.push_back(Event::Answered {
                     waiter: waiting.waiter,
                     outcome: Err(CallError::Timeout {
@@ -692,6 +771,7 @@ impl<S: Sinks> Core<S> {
         self.deadlines.clear();
         self.flows.clear();
         self.owed.clear();
+        self.serving.clear();
         if std::mem::take(&mut self.starved) {
             // Those waiting for credit learn that the connection is gone.
             self.events.push_back(Event::Credit);
@@ -753,18 +833,23 @@ fn grants_per_frame(max_frame: usize) -> usize {
 }
 
 /// The frame of call `id` (registered with [`Core::register`]) on call lane
-/// `lane` (from [`Core::acquire`]): a pure function of its arguments, so a driver
-/// runs it outside its lock. Moved arguments go as a value frame where the link
-/// carries them (`values`).
+/// `lane` (from [`Core::acquire`]), framed at `now`: a pure function of its
+/// arguments, so a driver runs it outside its lock. Moved arguments go as a value
+/// frame where the link carries them (`values`). The call carries what is left
+/// of its budget now.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn frame_call(
     limits: &Limits,
     values: bool,
     id: u64,
     lane: u16,
-    call: OutCall<'_>,
+    mut call: OutCall<'_>,
     one_way: bool,
+    now: Instant,
 ) -> Result<Transmit, CallError> {
     let lane = Lane::Call(lane);
+    let budget = call.budget_until.map(|d| d.saturating_duration_since(now));
+    call.tags.context = CallContext::with_budget(budget);
     match call.args {
         Args::Encoded(args) => {
             let call = Call {
@@ -775,6 +860,7 @@ pub(crate) fn frame_call(
                 args,
                 chain: call.tags.chain,
                 once: call.tags.once,
+                context: call.tags.context,
             };
             let frame = if one_way {
                 Frame::Tell(call)

@@ -531,8 +531,9 @@ fn spawn_reader(
         let mut reader = buffered.unwrap_or_else(|| FrameReader::new(conn.limits));
         // The room a large frame being read holds, and where that frame starts.
         let mut room = None;
+        let mut arrived = tokio::time::Instant::now();
         loop {
-            match conn.drain(&mut reader, replies).await {
+            match conn.drain(&mut reader, replies, arrived).await {
                 Drained::More => {}
                 Drained::Reset => {
                     let _ = recv.stop(STOP_OVERSIZE.into());
@@ -560,6 +561,7 @@ fn spawn_reader(
             }
             match recv.read_chunk(256 * 1024, true).await {
                 Ok(Some(chunk)) => {
+                    arrived = tokio::time::Instant::now();
                     conn.count_received(chunk.bytes.len());
                     if let Err(err) = reader.extend(&chunk.bytes) {
                         tracing::warn!(peer = %conn.peer.node, %err, "resetting the stream");
@@ -785,6 +787,10 @@ impl Transport for QuicHandle {
 
     fn close(&self) {
         self.0.quic.close(CLOSE_PROTOCOL.into(), b"closed");
+    }
+
+    fn round_trip(&self) -> Duration {
+        self.0.quic.rtt()
     }
 
     fn lane_done(&self, lane: Lane) {

@@ -28,6 +28,8 @@ pub(crate) struct RemoteRoute {
     conn: parking_lot::Mutex<Option<Arc<Connection>>>,
     pub(crate) target: ObjectId,
     pub(crate) interface: u64,
+    /// Whether calls carry their deadline (the node's setting).
+    pub(crate) propagate: bool,
 }
 
 impl Drop for RemoteRoute {
@@ -42,10 +44,12 @@ impl Drop for RemoteRoute {
 impl RemoteRoute {
     pub(crate) fn new(node: Weak<Host>, wire: &WireRef, conn: Option<Arc<Connection>>) -> Self {
         // A proxy holds a lease on its object (see `leases`).
-        if let Some(node) = node.upgrade() {
+        let host = node.upgrade();
+        if let Some(node) = &host {
             node.held_leases()
                 .acquire(wire.node, wire.addr.as_deref(), wire.object);
         }
+        let propagate = host.is_none_or(|host| host.propagates_deadlines());
         RemoteRoute {
             node,
             peer: wire.node,
@@ -54,6 +58,7 @@ impl RemoteRoute {
             conn: parking_lot::Mutex::new(conn),
             target: wire.object,
             interface: wire.interface,
+            propagate,
         }
     }
 
@@ -188,17 +193,21 @@ impl RemoteRoute {
     }
 
     /// Sends a call of `method` to this route's object over `conn` and awaits
-    /// its answer for at most `timeout`: the path of asks, receipts and
-    /// exactly-once attempts.
+    /// its answer until `deadline` (None: none; `timeout` is what a `Timeout`
+    /// reports): the path of asks, receipts and exactly-once attempts. The call
+    /// carries its remaining budget if the node propagates deadlines.
     pub(crate) async fn ask(
         &self,
         conn: &Connection,
         method: u64,
         args: Args<'_>,
         tags: CallTags,
+        deadline: Option<tokio::time::Instant>,
         timeout: Duration,
     ) -> Result<Answer, CallError> {
-        conn.ask(self.out_call(method, args, tags), timeout).await
+        let mut call = self.out_call(method, args, tags);
+        call.budget_until = deadline.filter(|_| self.propagate);
+        conn.ask(call, deadline, timeout).await
     }
 
     /// Sends a one-way call of `method` over `conn` on `lane`, whose credit the
@@ -220,6 +229,7 @@ impl RemoteRoute {
             method,
             args,
             tags,
+            budget_until: None,
         }
     }
 

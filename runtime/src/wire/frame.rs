@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. A peer speaking another one is refused
 /// at connect with [`CallError::VersionMismatch`](crate::CallError::VersionMismatch).
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The first bytes of every `Hello`, so that a stray connection is told apart from
 /// a peer of another version.
@@ -147,6 +147,15 @@ pub enum Frame<'a> {
         /// Why, if it was not a plain drop of the receiving half.
         error: Option<crate::CallError>,
     },
+    /// The sender gave up on its call `call` (its caller dropped the call, or the
+    /// call's deadline passed): a call still queued is dropped unrun, a running
+    /// handler is told ([`cancelled`](crate::cancelled)). Sent on the call's own
+    /// lane, after it. A `Cancel` naming no call of the sender's still being
+    /// served on this connection is ignored (and counted).
+    Cancel {
+        /// The call, as its `Call` frame numbered it.
+        call: u64,
+    },
 }
 
 /// Who is speaking: sent once, first, by each side of a connection.
@@ -210,4 +219,36 @@ pub struct Call<'a> {
     /// retry (0: at most once): the receiver runs it once and answers retries
     /// from its memory of the reply.
     pub once: u64,
+    /// What the call carries about the call it is made for: its deadline now
+    /// (and room for more, such as a trace context, without reshaping the frame).
+    pub context: CallContext,
+}
+
+/// The optional context of a call, beside its arguments: one MessagePack array
+/// whose entries are each optional (`nil` when absent), so a call without any
+/// costs two bytes. Entries added later go at the end, with `#[serde(default)]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallContext {
+    /// The call's remaining budget in microseconds, as the caller measured it
+    /// when it built the frame; `None`: no deadline. A duration, not an instant:
+    /// the two nodes' clocks are not compared. The receiver's deadline for the
+    /// call is its arrival plus this budget, less the connection's round trip
+    /// (the reply must travel back in time). See
+    /// [`NodeBuilder::propagate_deadlines`](crate::NodeBuilder::propagate_deadlines).
+    #[serde(default)]
+    pub budget: Option<u64>,
+}
+
+impl CallContext {
+    /// A context carrying `budget` (saturating at `u64::MAX` microseconds).
+    pub fn with_budget(budget: Option<std::time::Duration>) -> CallContext {
+        CallContext {
+            budget: budget.map(|b| u64::try_from(b.as_micros()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// The budget as a duration.
+    pub fn budget(&self) -> Option<std::time::Duration> {
+        self.budget.map(std::time::Duration::from_micros)
+    }
 }

@@ -90,6 +90,11 @@ pub enum Incoming<'a> {
         /// Objects and the calls given back.
         grants: Vec<(ObjectId, u32)>,
     },
+    /// The peer gave up on its call `call` (see [`Frame::Cancel`]).
+    Cancel {
+        /// The peer's call id.
+        call: u64,
+    },
     /// A pipe frame (`PipeOpen`, `PipeItem`, `PipeCredit`, `PipeEnd`,
     /// `PipeClose`), for the node's pipe streams.
     Pipe(Frame<'a>),
@@ -225,6 +230,7 @@ impl Session {
             Frame::Exit { object, reason } => Ok(Incoming::Exit { object, reason }),
             Frame::Credit { grants } => Ok(Incoming::Credit { grants }),
             Frame::Refused { object, error } => Ok(Incoming::Refused { object, error }),
+            Frame::Cancel { call } => Ok(Incoming::Cancel { call }),
             pipe @ (Frame::PipeOpen { .. }
             | Frame::PipeItem { .. }
             | Frame::PipeCredit { .. }
@@ -310,6 +316,7 @@ mod tests {
             args: b"args",
             chain: 0,
             once: 0,
+            context: Default::default(),
         })
     }
 

@@ -3,6 +3,12 @@
 //! the engine); the client also passes a reference to its own progress listener,
 //! and the engine calls it back while it works.
 //!
+//! The last task is too long to wait for: the client gives up on it by dropping
+//! its call. The engine is told (a `Cancel` goes after the call), notices at its
+//! next check of [`remora::is_cancelled`], stops early and says so: it prints a
+//! line and tells the client's listener (a `#[oneway]` tell, which a handler
+//! whose call was given up may still send; its asks would fail with `Cancelled`).
+//!
 //! One command runs the engine as a child process and the client here:
 //!
 //! ```text
@@ -15,6 +21,8 @@
 //! REMORA_CREDENTIALS=DIR compute engine                  # prints READY <addr>
 //! REMORA_CREDENTIALS=DIR compute client --registry <addr>
 //! ```
+
+use std::time::Duration;
 
 use remora::{Actor, Node};
 use remora_registry::{MemoryStore, Registry, RegistryServer};
@@ -54,7 +62,16 @@ pub trait Progress {
     async fn update(&mut self, task: String, percent: u8);
     /// Every update so far, in order.
     async fn log(&mut self) -> Vec<(String, u8)>;
+    /// The engine stopped `task` early, `percent` done, because its caller gave it up.
+    #[oneway]
+    async fn stopped(&mut self, task: String, percent: u8);
+    /// The tasks the engine stopped early, so far.
+    async fn stops(&mut self) -> Vec<(String, u8)>;
 }
+
+/// How many numbers the engine works through between checks of whether the
+/// task was given up (and chances for other work on its thread).
+const CHECK_EVERY: u64 = 2_000;
 
 struct Engine;
 impl Actor for Engine {}
@@ -77,6 +94,19 @@ impl Compute for Engine {
         for quarter in 1..=quarters {
             let end = (start + step).min(below);
             for n in start..end {
+                if n % CHECK_EVERY == 0 {
+                    // Lets the runtime look for a Cancel, then asks.
+                    tokio::task::yield_now().await;
+                    if remora::is_cancelled() {
+                        let percent = u8::try_from(n * 100 / below).unwrap_or(100);
+                        println!(
+                            "engine: {name} given up by its caller at {percent}%: stopping early"
+                        );
+                        // A tell still goes: nobody waits for it.
+                        let _ = progress.stopped(name.clone(), percent).await;
+                        return Err(format!("{name}: given up at {percent}%"));
+                    }
+                }
                 match task {
                     Task::CountPrimes { .. } => primes += u64::from(is_prime(n)),
                     Task::LongestCollatz { .. } => {
@@ -133,6 +163,7 @@ fn collatz_len(mut n: u64) -> u64 {
 #[derive(Default)]
 struct Listener {
     log: Vec<(String, u8)>,
+    stops: Vec<(String, u8)>,
 }
 impl Actor for Listener {}
 
@@ -145,7 +176,19 @@ impl Progress for Listener {
     async fn log(&mut self) -> Vec<(String, u8)> {
         self.log.clone()
     }
+
+    async fn stopped(&mut self, task: String, percent: u8) {
+        println!("  the engine stopped {task} early, at {percent}%");
+        self.stops.push((task, percent));
+    }
+
+    async fn stops(&mut self) -> Vec<(String, u8)> {
+        self.stops.clone()
+    }
 }
+
+/// How long the client waits for the long task before giving it up.
+const PATIENCE: Duration = Duration::from_millis(500);
 
 type Failure = Box<dyn std::error::Error>;
 
@@ -181,6 +224,29 @@ async fn client(registry_addr: &str) -> Result<(), Failure> {
         match engine.execute(task, listener.clone()).await? {
             Ok(answer) => println!("client: answer: {answer}"),
             Err(refused) => println!("client: the engine refused: {refused}"),
+        }
+    }
+    // A long task, given up by dropping its call (the timeout drops it).
+    let long = Task::CountPrimes { below: 50_000_000 };
+    println!(
+        "client: submitting {}, waiting {PATIENCE:?} for it",
+        long.name()
+    );
+    let call = engine.execute(long, listener.clone());
+    if tokio::time::timeout(PATIENCE, call).await.is_err() {
+        println!("client: gave up on it (dropped the call)");
+        // The engine says when it stopped (a bounded wait).
+        for _ in 0..200 {
+            if !listener.stops().await?.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        match listener.stops().await?.first() {
+            Some((task, percent)) => {
+                println!("client: the engine stopped {task} at {percent}%")
+            }
+            None => println!("client: the engine did not say it stopped within 2 s"),
         }
     }
     let updates = listener.log().await?;

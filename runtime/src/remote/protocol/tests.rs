@@ -16,6 +16,7 @@ impl Sinks for Tokens {
     type Call = u32;
     type Watch = u32;
     type Task = u32;
+    type Serve = u32;
 }
 
 type TestCore = Core<Tokens>;
@@ -91,7 +92,12 @@ fn ask_once(core: &mut TestCore, now: Instant, waiter: u32, timeout: Duration, o
         interface: 3,
         method: 4,
         args: Args::Encoded(b"args"),
-        tags: CallTags { chain: 0, once },
+        tags: CallTags {
+            chain: 0,
+            once,
+            context: CallContext::default(),
+        },
+        budget_until: None,
     };
     let (id, transmit) = core.call(now, call, Some((waiter, timeout))).expect("sent");
     core.transmits.push_back(transmit);
@@ -161,6 +167,7 @@ fn an_error_reply_reaches_its_caller_and_a_tell_waits_for_nothing() {
         method: 5,
         args: Args::Encoded(b"t"),
         tags: CallTags::default(),
+        budget_until: None,
     };
     let (told, frame) = a.call(now, tell, None).expect("sent");
     queue(&mut a, Some(frame));
@@ -266,6 +273,7 @@ fn a_lost_connection_fails_every_call_in_flight_and_sends_nothing_more() {
             Event::Down { watcher, reason } => down.push((watcher, reason)),
             Event::Cancel(_) => panic!("A watches nothing of B's peer"),
             Event::Credit => panic!("nobody waited for credit"),
+            Event::Cancelled(_) | Event::CancelIgnored { .. } => panic!("A serves no call"),
         }
     }
     failed.sort_by_key(|(waiter, _)| *waiter);
@@ -278,6 +286,7 @@ fn a_lost_connection_fails_every_call_in_flight_and_sends_nothing_more() {
         method: 4,
         args: Args::Encoded(b""),
         tags: CallTags::default(),
+        budget_until: None,
     };
     assert_eq!(
         a.call(now, again, Some((3, SECOND))).map(|(id, _)| id),
@@ -311,6 +320,8 @@ fn a_restarted_peer_fails_every_call_in_flight_as_restarted_and_resolves_monitor
             Event::Down { watcher, reason } => format!("{watcher}: {reason:?}"),
             Event::Cancel(task) => format!("cancel {task}"),
             Event::Credit => "credit".into(),
+            Event::Cancelled(serve) => format!("cancelled {serve}"),
+            Event::CancelIgnored { call } => format!("cancel of {call} ignored"),
         });
     }
     seen.sort();
@@ -397,6 +408,7 @@ fn an_argument_over_the_frame_limit_fails_that_call_only() {
         method: 4,
         args: Args::Encoded(&big),
         tags: CallTags::default(),
+        budget_until: None,
     };
     assert!(matches!(
         a.call(Instant::now(), call, Some((1, SECOND))),
@@ -571,6 +583,7 @@ fn tell_to(core: &mut TestCore, now: Instant, target: ObjectId) -> Result<u64, C
         method: 5,
         args: Args::Encoded(b"t"),
         tags: CallTags::default(),
+        budget_until: None,
     };
     let (id, transmit) = core.call(now, call, None)?;
     core.transmits.push_back(transmit);
@@ -900,4 +913,153 @@ fn a_batch_of_frames_is_one_write_in_order_and_a_closed_core_sends_none() {
         Err(CallError::NodeDown { .. })
     ));
     assert!(a.poll_transmit().is_none());
+}
+
+/// Every cancellation event `core` has: `Ok(serve)` for a call told it was
+/// given up, `Err(call)` for a `Cancel` ignored.
+fn cancellations(core: &mut TestCore) -> Vec<Result<u32, u64>> {
+    let mut out = Vec::new();
+    while let Some(event) = core.poll_event() {
+        match event {
+            Event::Cancelled(serve) => out.push(Ok(serve)),
+            Event::CancelIgnored { call } => out.push(Err(call)),
+            _ => panic!("only cancellations expected"),
+        }
+    }
+    out
+}
+
+/// The lane and frame of every transmit `core` has queued.
+fn frames(core: &mut TestCore) -> Vec<(Lane, Frame<'static>)> {
+    let mut out = Vec::new();
+    while let Some(transmit) = core.poll_transmit() {
+        let Transmit::Frame(lane, bytes) = transmit else {
+            panic!("encoded frames only");
+        };
+        let frame =
+            crate::wire::codec::decode_frame(&bytes[4..], &Limits::default()).expect("decodes");
+        let frame = match frame {
+            Frame::Cancel { call } => Frame::Cancel { call },
+            Frame::Call(call) => Frame::Call(Call { args: b"", ..call }),
+            other => panic!("unexpected {other:?}"),
+        };
+        out.push((lane, frame));
+    }
+    out
+}
+
+#[test]
+fn a_cancel_reaches_the_call_it_names_once_and_nothing_else() {
+    let (mut a, mut b) = pair();
+    let now = Instant::now();
+    let first = ask(&mut a, now, 1, SECOND);
+    let second = ask(&mut a, now, 2, SECOND);
+    pump(&mut a, &mut b);
+    // The callee's driver registers the asks it serves.
+    b.serving(first, 100);
+    b.serving(second, 200);
+    a.abandon(first);
+    pump(&mut a, &mut b);
+    assert_eq!(cancellations(&mut b), [Ok(100)], "only the call it names");
+    assert_eq!(b.serving_count(), 1);
+    // Again (a replay), a call never made, and one answered already: ignored.
+    a.send(Lane::Call(0), &Frame::Cancel { call: first })
+        .unwrap();
+    a.send(Lane::Call(0), &Frame::Cancel { call: 999 }).unwrap();
+    assert_eq!(b.served(second), Some(200), "answered");
+    a.send(Lane::Call(0), &Frame::Cancel { call: second })
+        .unwrap();
+    pump(&mut a, &mut b);
+    assert_eq!(cancellations(&mut b), [Err(first), Err(999), Err(second)]);
+    assert!(!b.is_closed(), "a stray Cancel costs the peer nothing");
+}
+
+#[test]
+fn a_cancel_cannot_reach_another_connections_call() {
+    // B serves call `id` of A; C, connected to B on another connection, names
+    // the same id (ids are per connection): B's core for C has no such call.
+    let (mut a, mut b_for_a) = pair_of(1, 2);
+    let (mut c, mut b_for_c) = pair_of(3, 2);
+    let id = ask(&mut a, Instant::now(), 1, SECOND);
+    pump(&mut a, &mut b_for_a);
+    b_for_a.serving(id, 100);
+    c.send(Lane::Call(0), &Frame::Cancel { call: id }).unwrap();
+    pump(&mut c, &mut b_for_c);
+    assert_eq!(cancellations(&mut b_for_c), [Err(id)]);
+    assert_eq!(cancellations(&mut b_for_a), [], "A's call is untouched");
+    assert_eq!(b_for_a.serving_count(), 1);
+}
+
+#[test]
+fn a_call_given_up_drops_its_waiter_returns_its_credit_and_follows_with_a_cancel() {
+    let (mut a, _b) = pair_with(1, 2, 1);
+    let id = ask(&mut a, Instant::now(), 1, SECOND);
+    assert_eq!(a.acquire(TARGET), None, "the window of one is in use");
+    a.abandon(id);
+    assert_eq!(a.in_flight(), 0);
+    assert_eq!(a.poll_timeout(), None, "no deadline left");
+    let sent = frames(&mut a);
+    let lane = match &sent[0] {
+        (Lane::Call(lane), Frame::Call(call)) if call.id == id => *lane,
+        other => panic!("the call first: {other:?}"),
+    };
+    assert_eq!(
+        sent[1..],
+        [(Lane::Call(lane), Frame::Cancel { call: id })],
+        "on the call's own lane, after it"
+    );
+    while let Some(event) = a.poll_event() {
+        assert!(
+            matches!(event, Event::Credit),
+            "nobody is answered, credit comes back"
+        );
+    }
+    assert!(a.acquire(TARGET).is_some(), "its credit came back");
+    // Abandoning it again (or an unknown call) sends nothing.
+    a.abandon(id);
+    assert!(frames(&mut a).is_empty());
+}
+
+#[test]
+fn a_call_that_times_out_is_cancelled_at_the_peer() {
+    let (mut a, mut b) = pair();
+    let t0 = Instant::now();
+    let id = ask(&mut a, t0, 1, Duration::from_millis(200));
+    pump(&mut a, &mut b);
+    b.serving(id, 100);
+    a.handle_timeout(t0 + Duration::from_millis(200));
+    assert!(matches!(
+        answers(&mut a)[..],
+        [(1, Err(CallError::Timeout { .. }))]
+    ));
+    pump(&mut a, &mut b);
+    assert_eq!(cancellations(&mut b), [Ok(100)]);
+}
+
+#[test]
+fn a_call_carries_the_budget_left_when_it_is_framed() {
+    let (mut a, _b) = pair();
+    let t0 = Instant::now();
+    let call = |budget_until| OutCall {
+        target: TARGET,
+        interface: 3,
+        method: 4,
+        args: Args::Encoded(b"args"),
+        tags: CallTags::default(),
+        budget_until,
+    };
+    let later = t0 + Duration::from_millis(30);
+    for (until, budget) in [
+        (Some(t0 + Duration::from_millis(200)), Some(170_000)),
+        (Some(t0), Some(0)),
+        (None, None),
+    ] {
+        let transmit = frame_call(&a.send_limits(), false, 7, 0, call(until), false, later);
+        a.transmits.extend(transmit.ok());
+        let sent = frames(&mut a);
+        let [(_, Frame::Call(sent))] = &sent[..] else {
+            panic!("one call: {sent:?}");
+        };
+        assert_eq!(sent.context.budget, budget, "{until:?}");
+    }
 }

@@ -1,0 +1,307 @@
+//! Deadlines and cancellation as a handler sees them: the deadline of the call it
+//! is handling ([`deadline`]), whether that call was given up ([`cancelled`]),
+//! and what that means for the calls the handler makes itself.
+//!
+//! A call is given up when its caller drops it (a local caller drops its
+//! receiver; a remote one sends a `Cancel` frame, which sets a [`CancelSignal`])
+//! or when its deadline passes. Nothing is torn down midway by default: the
+//! handler's wrapper ([`run_handler`](super::caller::run_handler)) watches those
+//! sources only once the handler asked (it awaits [`cancelled`], or has a call in
+//! flight), and then
+//! - [`cancelled`] resolves, so the handler can stop early, its actor's state whole;
+//! - each call the handler has in flight fails at once with
+//!   [`CallError::Cancelled`] ([`watch_call`]), which drops it and so cancels it
+//!   in turn on the node it went to: the cancellation cascades;
+//! - an `#[abortable]` handler is dropped at its next await.
+//!
+//! The state lives in a [`HandlerCall`] owned by the wrapper, which points the
+//! thread's current handler at it while it polls (as it does for the caller and
+//! the call chain, see `caller.rs`): a handler that never asks pays nothing but
+//! a flag read per poll.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context as TaskContext, Poll};
+
+use futures_util::task::AtomicWaker;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::CallError;
+use crate::local::caller::with_current_call;
+
+/// Set by a `Cancel` frame from the caller of a remote call: the callee's side of
+/// cancellation. The connection keeps one per call it serves.
+#[derive(Debug, Default)]
+pub(crate) struct CancelSignal {
+    cancelled: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl CancelSignal {
+    /// The caller gave up: wakes the handler's task if it watches.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Whether the caller gave up; if not, `cx` is woken when it does.
+    pub(crate) fn poll(&self, cx: &mut TaskContext<'_>) -> bool {
+        if self.is_cancelled() {
+            return true;
+        }
+        self.waker.register(cx.waker());
+        self.is_cancelled()
+    }
+}
+
+/// Why a queued call is dropped unrun instead of handled.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unwanted {
+    /// It came from a node whose connection is lost: nobody can take its answer.
+    CallerGone,
+    /// Its caller gave it up (dropped it, or timed out and said so).
+    Cancelled,
+    /// Its deadline passed while it waited: its caller has had its `Timeout`.
+    Expired,
+}
+
+/// What a running handler knows of its call, for [`deadline`], [`cancelled`]
+/// and the calls it makes. Owned by the handler's wrapper; read through the
+/// thread's current handler while the wrapper polls.
+#[derive(Debug)]
+pub(crate) struct HandlerCall {
+    deadline: Option<Instant>,
+    /// Its call was given up (as of the wrapper's last look).
+    cancelled: Cell<bool>,
+    /// Someone inside the handler wants to know when it is: the wrapper watches.
+    watching: Cell<bool>,
+}
+
+impl HandlerCall {
+    pub(crate) fn new(deadline: Option<Instant>, watching: bool) -> HandlerCall {
+        HandlerCall {
+            deadline,
+            cancelled: Cell::new(false),
+            watching: Cell::new(watching),
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.get()
+    }
+
+    /// Asks the wrapper to watch for cancellation from now on.
+    pub(crate) fn watch(&self) {
+        self.watching.set(true);
+    }
+
+    pub(crate) fn is_watching(&self) -> bool {
+        self.watching.get()
+    }
+
+    pub(crate) fn set_cancelled(&self) {
+        self.cancelled.set(true);
+    }
+}
+
+/// How a handler's wrapper learns that the call was given up: the caller's
+/// source (`source`: a local caller's dropped receiver, a remote caller's
+/// [`CancelSignal`]) and the call's deadline.
+pub(crate) struct Watch<S> {
+    source: S,
+    pub(crate) deadline: Option<Instant>,
+    /// Whether passing the deadline gives the call up here (a remote call's; a
+    /// local caller's own deadline drops its receiver, which `source` sees).
+    timer: bool,
+    /// The handler is dropped once its call is given up (`#[abortable]`).
+    pub(crate) abortable: bool,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: FnMut(&mut TaskContext<'_>) -> bool> Watch<S> {
+    pub(crate) fn new(source: S, deadline: Option<Instant>, timer: bool, abortable: bool) -> Self {
+        Watch {
+            source,
+            deadline,
+            timer,
+            abortable,
+            sleep: None,
+        }
+    }
+
+    /// Whether the call was given up; if not, `cx` is woken when it is (its
+    /// caller gives up, or its deadline comes).
+    pub(crate) fn poll_given_up(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        if (self.source)(cx) {
+            return true;
+        }
+        let Some(deadline) = self.deadline.filter(|_| self.timer) else {
+            return false;
+        };
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// A watch with no caller to give up: only the deadline counts.
+#[cfg(test)]
+pub(crate) fn no_source(_: &mut TaskContext<'_>) -> bool {
+    false
+}
+
+/// The deadline of the call being handled, inside an actor's handler: when its
+/// caller stops waiting for the answer. `None` outside handlers, for tells, and
+/// for a call without one (`with_timeout(Duration::MAX)`).
+///
+/// Every call a handler makes gets the earlier of its own timeout and this
+/// deadline, so a chain of calls never outlives its first caller's patience.
+/// The deadline travels between nodes as a remaining budget (clocks differ
+/// between hosts), less the connection's round trip: it is never later than the
+/// caller's own.
+///
+/// ```
+/// use std::time::Duration;
+/// use remora::{Actor, Node};
+///
+/// #[remora::remote]
+/// pub trait Clock {
+///     async fn left(&mut self) -> Option<Duration>;
+/// }
+/// struct C;
+/// impl Actor for C {}
+/// impl Clock for C {
+///     async fn left(&mut self) -> Option<Duration> {
+///         remora::deadline().map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+///     }
+/// }
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let node = Node::builder().build().await?;
+/// let clock: ClockRef = node.spawn(C);
+/// let left = clock.with_timeout(Duration::from_millis(500)).left().await?;
+/// assert!(left.is_some_and(|left| left <= Duration::from_millis(500)));
+/// assert_eq!(remora::deadline(), None); // not in a handler
+/// # Ok(()) }
+/// ```
+pub fn deadline() -> Option<Instant> {
+    with_current_call(HandlerCall::deadline).flatten()
+}
+
+/// Resolves once the call being handled has been given up: its caller dropped
+/// it, or its deadline passed. For a handler that can stop early: the caller
+/// will not take the answer, so it may return any value (the actor's state must
+/// be whole: nothing is torn down midway). Never resolves outside handlers, or
+/// for a tell.
+///
+/// Meanwhile every call the handler has in flight fails at once with
+/// [`CallError::Cancelled`], and is cancelled on the node it went to, so the
+/// cancellation reaches the end of a chain of calls. A method marked
+/// `#[abortable]` does not need this: its handler is dropped at its next await.
+/// An `#[exactly_once]` call is only ever cancelled while it is still queued:
+/// once running it completes, so that its reply can be remembered.
+///
+/// ```
+/// use std::time::Duration;
+/// use remora::{Actor, CallError, Node};
+///
+/// #[remora::remote]
+/// pub trait Worker {
+///     async fn work(&mut self) -> String;
+/// }
+/// struct W;
+/// impl Actor for W {}
+/// impl Worker for W {
+///     async fn work(&mut self) -> String {
+///         tokio::select! {
+///             () = std::future::pending::<()>() => "done".into(),
+///             // Nobody will read this: the caller has gone. Stop early.
+///             () = remora::cancelled() => "given up".into(),
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let node = Node::builder().build().await?;
+/// let worker: WorkerRef = node.spawn(W);
+/// let short = worker.with_timeout(Duration::from_millis(50));
+/// assert!(matches!(short.work().await, Err(CallError::Timeout { .. })));
+/// # Ok(()) }
+/// ```
+pub fn cancelled() -> impl Future<Output = ()> + Send {
+    std::future::poll_fn(|_| {
+        let given_up = with_current_call(|call| {
+            call.watch();
+            call.is_cancelled()
+        });
+        match given_up {
+            Some(true) => Poll::Ready(()),
+            // The wrapper registers the task's waker after this poll.
+            _ => Poll::Pending,
+        }
+    })
+}
+
+/// Whether the call being handled has been given up, as of the handler's last
+/// await (see [`cancelled`]); false outside handlers. For a handler doing long
+/// work between awaits that checks now and then.
+pub fn is_cancelled() -> bool {
+    with_current_call(|call| {
+        call.watch();
+        call.is_cancelled()
+    })
+    .unwrap_or(false)
+}
+
+/// The deadline a call made now gets: its own (`now + timeout`, none for
+/// `Duration::MAX`), or the handler's deadline if that comes first (`inherited`
+/// then says so). `propagate`: the node propagates deadlines.
+pub(crate) fn deadline_for_call(
+    timeout: std::time::Duration,
+    propagate: bool,
+) -> (Option<Instant>, bool) {
+    let own = match timeout {
+        std::time::Duration::MAX => None,
+        timeout => Instant::now().checked_add(timeout),
+    };
+    if !propagate {
+        return (own, false);
+    }
+    match (own, deadline()) {
+        (Some(own), Some(inherited)) if inherited < own => (Some(inherited), true),
+        (None, Some(inherited)) => (Some(inherited), true),
+        (own, _) => (own, false),
+    }
+}
+
+/// Runs `call`, a call the current handler makes, so that it fails at once with
+/// `Cancelled` (and is dropped, which cancels it where it went) once the
+/// handler's own call is given up. Outside handlers it is `call`.
+pub(crate) async fn watch_call<T>(
+    call: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    let mut call = std::pin::pin!(call);
+    std::future::poll_fn(move |cx| {
+        let given_up = with_current_call(|handler| {
+            handler.watch();
+            handler.is_cancelled()
+        });
+        if given_up == Some(true) {
+            return Poll::Ready(Err(CallError::Cancelled));
+        }
+        call.as_mut().poll(cx)
+    })
+    .await
+}
