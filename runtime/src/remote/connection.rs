@@ -94,6 +94,11 @@ pub(crate) trait Transport: Send + Sync {
 /// whatever the time between the budget's reading and the frame's.
 const MIN_TRANSIT: Duration = Duration::from_millis(1);
 
+/// The share of a call's budget also charged on arrival (1/64, about 1.6 %):
+/// time for the callee, once its deadline passed, to stop, answer and have its
+/// own calls cancelled before its caller's deadline, on a busy machine too.
+const UNWIND_SHARE: u32 = 64;
+
 /// Bytes of replies a transport has queued and not yet sent: a peer that does
 /// not read its replies stops having its calls read past a budget
 /// ([`Connection::drain`]).
@@ -1184,14 +1189,15 @@ impl Connection {
 
     /// When the caller of a call that `arrived` with `context` stops waiting:
     /// its budget from its arrival, less the transport's round trip (at least
-    /// [`MIN_TRANSIT`]), since the reply too must arrive in time. None: no
-    /// deadline (or this node does not propagate them).
+    /// [`MIN_TRANSIT`]), since the reply too must arrive in time, and less
+    /// [`UNWIND_SHARE`] of it, time to unwind. None: no deadline (or this node
+    /// does not propagate them).
     fn deadline_of(&self, context: &crate::wire::CallContext, arrived: Instant) -> Option<Instant> {
         let budget = context.budget()?;
         if !self.propagate {
             return None;
         }
-        let transit = self.transport.round_trip().max(MIN_TRANSIT);
+        let transit = self.transport.round_trip().max(MIN_TRANSIT) + budget / UNWIND_SHARE;
         Some(crate::deadline::after(
             arrived,
             budget.saturating_sub(transit),

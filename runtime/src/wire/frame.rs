@@ -233,7 +233,8 @@ pub struct CallContext {
     /// when it built the frame; `None`: no deadline. A duration, not an instant:
     /// the two nodes' clocks are not compared. The receiver's deadline for the
     /// call is its arrival plus this budget, less the connection's round trip
-    /// (the reply must travel back in time). See
+    /// (the reply must travel back in time) and a share of the budget (time
+    /// to unwind). See
     /// [`NodeBuilder::propagate_deadlines`](crate::NodeBuilder::propagate_deadlines).
     #[serde(default)]
     pub budget: Option<u64>,
