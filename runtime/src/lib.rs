@@ -66,6 +66,7 @@ mod reference;
 pub mod remote;
 mod spawn;
 mod supervisor;
+mod trace;
 pub mod wire;
 
 pub use error::{CallError, NodeLabel};

@@ -7,8 +7,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use remora::wire::codec::{decode_frame, decode_value, encode, encode_value};
 use remora::wire::{
-    Call, CallContext, DecodeError, EncodeError, Frame, FrameReader, Hello, Limits, MAGIC,
-    PROTOCOL_VERSION,
+    Call, CallContext, DecodeError, EncodeError, Frame, FrameReader, Hello, Limits, TraceContext,
+    MAGIC, PROTOCOL_VERSION,
 };
 use remora::{CallError, NodeLabel, StopReason};
 use remora::{NodeId, ObjectId};
@@ -30,6 +30,7 @@ struct OwnedCall {
     chain: u64,
     once: u64,
     budget: Option<u64>,
+    trace: Option<TraceContext>,
 }
 
 impl OwnedCall {
@@ -44,6 +45,7 @@ impl OwnedCall {
             once: self.once,
             context: CallContext {
                 budget: self.budget,
+                trace: self.trace,
             },
         }
     }
@@ -58,6 +60,7 @@ impl OwnedCall {
             chain: call.chain,
             once: call.once,
             budget: call.context.budget,
+            trace: call.context.trace,
         }
     }
 }
@@ -285,6 +288,7 @@ fn every_variant() -> Vec<Owned> {
         chain: u64::MAX,
         once: 1,
         budget: Some(30_000_000),
+        trace: None,
     };
     vec![
         Owned::Hello(Hello {
@@ -304,6 +308,14 @@ fn every_variant() -> Vec<Owned> {
         }),
         Owned::Call(OwnedCall {
             budget: Some(u64::MAX),
+            ..call.clone()
+        }),
+        Owned::Call(OwnedCall {
+            trace: Some(TraceContext {
+                trace_id: u128::MAX,
+                span_id: 0x0102_0304_0506_0708,
+                flags: 1,
+            }),
             ..call.clone()
         }),
         Owned::Tell(OwnedCall {
@@ -928,6 +940,7 @@ fn max_depth_zero_refuses_instead_of_panicking() {
         chain: 0,
         once: 0,
         budget: None,
+        trace: None,
     });
     let body = &encode_all(std::slice::from_ref(&call), &Limits::default())[4..];
     let frame = std::panic::catch_unwind(|| decode_frame(body, &limits).map(|f| Owned::own(&f)));
@@ -1057,9 +1070,10 @@ fn call() -> impl Strategy<Value = OwnedCall> {
         any::<u64>(),
         any::<u64>(),
         prop::option::of(any::<u64>()),
+        prop::option::of((any::<u128>(), any::<u64>(), any::<u8>())),
     )
         .prop_map(
-            |(id, target, interface, method, args, chain, once, budget)| OwnedCall {
+            |(id, target, interface, method, args, chain, once, budget, trace)| OwnedCall {
                 id,
                 target,
                 interface,
@@ -1068,8 +1082,41 @@ fn call() -> impl Strategy<Value = OwnedCall> {
                 chain,
                 once,
                 budget,
+                trace: trace.map(|(trace_id, span_id, flags)| TraceContext {
+                    trace_id,
+                    span_id,
+                    flags,
+                }),
             },
         )
+}
+
+/// A call's context without a trace (a node without the `otel` feature, or a
+/// call outside any trace) writes nothing for it: the budget alone, as before
+/// there was a trace to carry; with one, it round-trips, and a reader of the
+/// shorter form sees no trace.
+#[test]
+fn a_call_context_without_a_trace_writes_nothing_for_it() {
+    let plain = CallContext::with_budget(Some(Duration::from_micros(5)));
+    let mut bytes = Vec::new();
+    encode_value(&plain, &mut bytes).unwrap();
+    assert_eq!(bytes, [0x91, 0x05], "a one-entry array: the budget");
+    let mut none = Vec::new();
+    encode_value(&CallContext::default(), &mut none).unwrap();
+    assert_eq!(none, [0x91, 0xc0], "nil budget, nothing else");
+    let traced = CallContext {
+        budget: Some(5),
+        trace: Some(TraceContext {
+            trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+            span_id: 0x00f0_67aa_0ba9_02b7,
+            flags: 1,
+        }),
+    };
+    let mut with = Vec::new();
+    encode_value(&traced, &mut with).unwrap();
+    let limits = Limits::default();
+    assert_eq!(decode_value::<CallContext>(&with, &limits), Ok(traced));
+    assert_eq!(decode_value::<CallContext>(&bytes, &limits), Ok(plain));
 }
 
 fn call_error() -> impl Strategy<Value = CallError> {

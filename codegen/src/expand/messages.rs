@@ -126,7 +126,9 @@ impl Generator<'_> {
                     let args: #struct_ident = ::remora::rt::__private::take_args(args, limits)?;
                     return ::core::result::Result::Ok(#msg_ident::#name(::remora::rt::Request {
                         args,
-                        reply: replier.into_reply(),
+                        reply: replier
+                            .named(<#struct_ident as ::remora::rt::Method>::NAME)
+                            .into_reply(),
                     }));
                 }
             }

@@ -39,6 +39,10 @@ pub struct ReplyTo<T> {
     /// Whether a running handler is told that its call was given up; false for
     /// `#[exactly_once]` calls, which are only dropped while queued.
     cancel_running: bool,
+    /// The span the handler runs in, with its outcome recorded (the `otel`
+    /// feature: a call from another node, see `crate::trace`).
+    #[cfg(feature = "otel")]
+    span: Option<tracing::Span>,
 }
 
 type Sink<T> = Box<dyn FnOnce(Result<T, CallError>) + Send>;
@@ -64,6 +68,8 @@ impl<T> ReplyTo<T> {
             deadline: None,
             cancel: None,
             cancel_running: true,
+            #[cfg(feature = "otel")]
+            span: None,
         }
     }
 
@@ -77,6 +83,8 @@ impl<T> ReplyTo<T> {
             deadline: None,
             cancel: None,
             cancel_running: true,
+            #[cfg(feature = "otel")]
+            span: None,
         }
     }
 
@@ -92,6 +100,8 @@ impl<T> ReplyTo<T> {
             deadline: None,
             cancel: None,
             cancel_running: true,
+            #[cfg(feature = "otel")]
+            span: None,
         }
     }
 
@@ -132,6 +142,13 @@ impl<T> ReplyTo<T> {
             return Some(Unwanted::Expired);
         }
         None
+    }
+
+    /// The same reply slot, its handler run in `span`.
+    #[cfg(feature = "otel")]
+    pub(crate) fn in_span(mut self, span: Option<tracing::Span>) -> Self {
+        self.span = span;
+        self
     }
 
     /// The same reply slot, for a call whose caller stops waiting at `deadline`.
@@ -226,10 +243,23 @@ impl<T> ReplyTo<T> {
                 _ => signal.as_ref().is_some_and(|signal| signal.poll(cx)),
             };
             let watch = Watch::new(source, deadline, timer, abortable);
-            AssertUnwindSafe(run_handler(caller, self.chain, watch, handler))
-                .catch_unwind()
-                .await
+            let running = run_handler(caller, self.chain, watch, handler);
+            #[cfg(feature = "otel")]
+            let running = tracing::Instrument::instrument(
+                running,
+                self.span.clone().unwrap_or_else(tracing::Span::none),
+            );
+            AssertUnwindSafe(running).catch_unwind().await
         };
+        #[cfg(feature = "otel")]
+        if let Some(span) = &self.span {
+            let outcome = match &outcome {
+                Ok(Some(_)) => "ok",
+                Ok(None) => "cancelled",
+                Err(_) => "panicked",
+            };
+            span.record("outcome", outcome);
+        }
         match outcome {
             Ok(Some(value)) => self.answer(Ok(value)),
             Ok(None) => self.answer(Err(CallError::Cancelled)),

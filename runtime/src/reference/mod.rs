@@ -253,7 +253,7 @@ impl<M: Send + 'static> RefCore<M> {
         let tags = CallTags {
             chain: chain_for_call(),
             once: 0,
-            context: Default::default(),
+            context: crate::trace::outgoing(),
         };
         // One context for the arguments and the answer.
         let cx = remote.cx(Some(conn.clone()))?;
@@ -320,7 +320,7 @@ impl<M: Send + 'static> RefCore<M> {
         let tags = CallTags {
             chain: chain_for_call(),
             once: fresh_chain(),
-            context: Default::default(),
+            context: crate::trace::outgoing(),
         };
         // Encoded once: the same bytes go with every attempt.
         let Payload::Bytes(bytes) = RemoteRoute::prepare(&remote.cx(None)?, args)? else {

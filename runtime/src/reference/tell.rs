@@ -133,7 +133,10 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                 };
                 let deadline = crate::local::cancel::deadline_for_call(timeout, false).0;
                 let conn = remote.conn().await?;
-                let tags = CallTags::default();
+                let tags = CallTags {
+                    context: crate::trace::outgoing(),
+                    ..CallTags::default()
+                };
                 match args? {
                     Payload::Bytes(bytes) => {
                         let args = Args::Encoded(&bytes);

@@ -475,7 +475,9 @@ impl Connection {
             self.timer.notify_one();
         }
         if closed_now {
-            self.pipes.fail_all(self.lost_error());
+            let why = self.lost_error();
+            tracing::info!(peer = %self.peer.node, %why, "disconnected");
+            self.pipes.fail_all(why);
             self.transport.close();
             self.closed_notify.notify_waiters();
             // Asks from the peer still queued will find nobody to answer.
@@ -1107,7 +1109,20 @@ impl Connection {
             (false, Some(cancel)) => replier.awaited().cancelled_by(cancel, true),
             (false, None) => replier.awaited(),
         };
+        #[cfg(feature = "otel")]
+        let replier = replier.traced(self.call_span(&*exported, &tags, id));
         cx.enter(|| exported.deliver(method, args, &self.limits, replier, one_way))
+    }
+
+    /// The span the handler of the peer's call `id` runs in (see `crate::trace`).
+    #[cfg(feature = "otel")]
+    fn call_span(&self, exported: &dyn super::Exported, tags: &CallTags, id: u64) -> tracing::Span {
+        crate::trace::call_span(
+            tags.context.trace,
+            exported.interface_name(),
+            self.peer.node,
+            id,
+        )
     }
 
     /// The peer's ask `call` is answered, or will never be: a `Cancel` of it
@@ -1177,6 +1192,8 @@ impl Connection {
             Some(cancel) => replier.cancelled_by(cancel, false),
             None => replier,
         };
+        #[cfg(feature = "otel")]
+        let replier = replier.traced(self.call_span(&*exported, &tags, id));
         let delivered = cx.enter(|| exported.deliver(method, args, &self.limits, replier, false));
         if let Err(err) = &delivered {
             // Refused before running: retries waiting for it get the same answer,

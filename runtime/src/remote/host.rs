@@ -691,7 +691,10 @@ impl Host {
     /// incarnation of a peer closes the old one's (see `replace_restarted`),
     /// once the new one is in place.
     pub(crate) fn add_peer(&self, conn: Arc<Connection>) -> Arc<Connection> {
-        let kept = self.keep_one(conn);
+        let kept = self.keep_one(conn.clone());
+        if Arc::ptr_eq(&kept, &conn) {
+            tracing::info!(peer = %conn.peer.node, node = %conn.peer.label(), "connected");
+        }
         self.replace_restarted(&kept);
         kept
     }

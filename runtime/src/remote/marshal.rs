@@ -152,6 +152,9 @@ pub struct Replier {
     deadline: Option<tokio::time::Instant>,
     /// Set if its caller gives it up; `bool`: a running handler is told too.
     cancel: Option<(Arc<CancelSignal>, bool)>,
+    /// The span its handler runs in (`remora.call`, see `crate::trace`).
+    #[cfg(feature = "otel")]
+    span: Option<tracing::Span>,
 }
 
 impl std::fmt::Debug for Replier {
@@ -180,6 +183,8 @@ impl Replier {
             awaited: false,
             deadline: None,
             cancel: None,
+            #[cfg(feature = "otel")]
+            span: None,
         }
     }
 
@@ -197,6 +202,8 @@ impl Replier {
             awaited: false,
             deadline: None,
             cancel: None,
+            #[cfg(feature = "otel")]
+            span: None,
         }
     }
 
@@ -240,6 +247,27 @@ impl Replier {
         self
     }
 
+    /// Its handler runs in `span` (the `otel` feature).
+    #[cfg(feature = "otel")]
+    pub(crate) fn traced(mut self, span: tracing::Span) -> Self {
+        self.span = Some(span);
+        self
+    }
+
+    /// The call is of method `method` (`Trait.method`): with the `otel`
+    /// feature its span says so; otherwise nothing. Generated code calls it.
+    #[doc(hidden)]
+    #[inline]
+    pub fn named(self, method: &'static str) -> Self {
+        #[cfg(feature = "otel")]
+        if let Some(span) = &self.span {
+            span.record("method", method);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = method;
+        self
+    }
+
     /// The typed reply slot of a method returning `T`: the value is encoded when
     /// the handler answers.
     pub fn into_reply<T: Serialize + Send + 'static>(self) -> ReplyTo<T> {
@@ -252,6 +280,8 @@ impl Replier {
             awaited,
             deadline,
             cancel,
+            #[cfg(feature = "otel")]
+            span,
         } = self;
         let reply = ReplyTo::sink(move |result: Result<T, CallError>| {
             let answer = result.and_then(|value| {
@@ -273,6 +303,8 @@ impl Replier {
             Some((signal, running)) => reply.cancelled_by(signal, running),
             None => reply,
         };
+        #[cfg(feature = "otel")]
+        let reply = reply.in_span(span);
         match awaited {
             true => reply.awaited_remotely(),
             false => reply,

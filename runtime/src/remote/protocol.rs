@@ -849,7 +849,7 @@ pub(crate) fn frame_call(
 ) -> Result<Transmit, CallError> {
     let lane = Lane::Call(lane);
     let budget = call.budget_until.map(|d| d.saturating_duration_since(now));
-    call.tags.context = CallContext::with_budget(budget);
+    call.tags.context.budget = CallContext::with_budget(budget).budget;
     match call.args {
         Args::Encoded(args) => {
             let call = Call {

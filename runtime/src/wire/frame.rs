@@ -238,6 +238,24 @@ pub struct CallContext {
     /// [`NodeBuilder::propagate_deadlines`](crate::NodeBuilder::propagate_deadlines).
     #[serde(default)]
     pub budget: Option<u64>,
+    /// The W3C trace context of the caller's span (nodes built with the `otel`
+    /// feature): the callee's `remora.call` span is its child. Absent, it is
+    /// not written at all (the array is one entry shorter), so a node without
+    /// the feature sends nothing extra.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
+}
+
+/// A W3C trace context (`traceparent`): the trace, the caller's span in it, and
+/// the trace flags (sampled: bit 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// The trace id (16 bytes, big-endian), never 0 in a valid context.
+    pub trace_id: u128,
+    /// The caller's span id (8 bytes, big-endian), never 0 in a valid context.
+    pub span_id: u64,
+    /// The W3C trace flags.
+    pub flags: u8,
 }
 
 impl CallContext {
@@ -245,6 +263,7 @@ impl CallContext {
     pub fn with_budget(budget: Option<std::time::Duration>) -> CallContext {
         CallContext {
             budget: budget.map(|b| u64::try_from(b.as_micros()).unwrap_or(u64::MAX)),
+            trace: None,
         }
     }
 

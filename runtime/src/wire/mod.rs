@@ -8,5 +8,5 @@ pub mod frame;
 pub mod session;
 
 pub use codec::{DecodeError, EncodeError, FrameReader, Limits};
-pub use frame::{Call, CallContext, Frame, Hello, ObjectId, MAGIC, PROTOCOL_VERSION};
+pub use frame::{Call, CallContext, Frame, Hello, ObjectId, TraceContext, MAGIC, PROTOCOL_VERSION};
 pub use session::{Incoming, Session, SessionError};
