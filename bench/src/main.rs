@@ -10,6 +10,7 @@
 //! with their baselines); `--quick` runs each workload for about a second, as a
 //! smoke check.
 
+mod alloc;
 mod drive;
 mod echo;
 mod inproc;
@@ -134,8 +135,6 @@ fn main() {
                 if selected("l4") {
                     local::l4(scale).await;
                 }
-                // After the local workloads: l3 measures resident memory growth,
-                // which memory freed by the network workloads would hide.
                 // A full run alternates the remote workloads with their baselines:
                 // the call baselines with w1–w3, the unidirectional ones with p1, p2.
                 let call_base = ["p50", "p99", "rate", "payload"]
