@@ -101,20 +101,26 @@ pub async fn l1(scale: Scale) {
     node.shutdown().await;
 }
 
-/// `l2.ns`: 1 M sequential asks.
+/// `l2.ns`: 1 M sequential asks; `l2.allocs_per_call`: the heap allocations one
+/// costs (the whole process's, counted over the same asks).
 pub async fn l2(scale: Scale) {
     let n = scale.count(1_000_000, 100_000);
     let node = node().await;
     let summer: SummerRef = node.spawn(Sum::default());
-    let mut nanos = Vec::new();
+    let (mut nanos, mut allocs) = (Vec::new(), Vec::new());
     for _ in 0..scale.reps() {
         let start = Instant::now();
-        for i in 0..n {
-            assert_eq!(summer.inc(i).await.expect("ask answered"), i + 1);
-        }
+        let ((), made) = alloc::counting(async {
+            for i in 0..n {
+                assert_eq!(summer.inc(i).await.expect("ask answered"), i + 1);
+            }
+        })
+        .await;
         nanos.push(start.elapsed().as_nanos() as f64 / n as f64);
+        allocs.push(made as f64 / n as f64);
     }
     figure("l2.ns", median(&mut nanos), "ns");
+    figure("l2.allocs_per_call", median(&mut allocs), "allocs");
     node.shutdown().await;
 }
 

@@ -11,7 +11,9 @@
 
 use crate::drive::{median_of, median_run};
 use crate::quic_base::Baseline;
-use crate::remote::{p1_items, p2_items, w1_calls, w1_figures, w2_calls, w3_calls, Remote};
+use crate::remote::{
+    p1_items, p2_items, w1_calls, w1_figures, w2_calls, w2_figures, w3_calls, Remote,
+};
 use crate::{figure, Scale};
 
 /// What to alternate: the call workloads (`w1`–`w3`) with the call baselines,
@@ -67,12 +69,12 @@ async fn calls(base: &Baseline, remote: &Remote, scale: Scale, selected: &impl F
     for _ in 0..3 {
         base_rates.push(base.pipelined(w2_calls(scale)).await);
         if selected("w2") {
-            w2.push(remote.pipelined(w2_calls(scale), false).await);
+            w2.push(remote.w2(w2_calls(scale)).await);
         }
     }
     figure("base.quic.rate", median_of(base_rates), "calls/s");
     if !w2.is_empty() {
-        figure("w2.rate", median_of(w2), "calls/s");
+        w2_figures(&w2);
     }
 
     let (mut base_mbps, mut w3) = (Vec::new(), Vec::new());
