@@ -13,6 +13,7 @@
 mod alloc;
 mod drive;
 mod echo;
+mod frames;
 mod inproc;
 mod local;
 mod paired;
@@ -136,8 +137,9 @@ fn main() {
                     local::l4(scale).await;
                 }
                 // A full run alternates the remote workloads with their baselines:
-                // the call baselines with w1–w3, the unidirectional ones with p1, p2.
-                let call_base = ["p50", "p99", "rate", "payload"]
+                // the call baselines (base.quic.framed.rate among them) with w1–w3,
+                // the unidirectional ones with p1, p2.
+                let call_base = ["p50", "p99", "rate", "framed", "payload"]
                     .iter()
                     .any(|f| selected(&format!("base.quic.{f}")));
                 let uni_base = selected("base.quic.uni");

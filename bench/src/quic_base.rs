@@ -3,14 +3,20 @@
 //! BENCH.md's "raw quinn, one bidi stream per call (TLS)" row, the floor the
 //! remote workloads are held against. `base.quic.uni.*` is the floor for pipes
 //! (`p1`, `p2`): length-prefixed frames on one unidirectional stream.
+//! `base.quic.framed.rate` is the floor for `w2`: `u64` echoes as length-prefixed
+//! frames on one bidirectional stream, 64 outstanding (BENCH.md's "raw quinn,
+//! frames on one stream, in-order" row: a floor, not an RPC).
 //!
 //! The bench re-executes itself as the server (`remora-bench __quic-echo-server`):
 //! the child binds 127.0.0.1:0, makes a self-signed certificate, prints
-//! `PORT CERT_DER_HEX` on one stdout line, then echoes every bidi stream (read to
-//! the end, write it all back, finish). A unidirectional stream from the client
-//! asks for frames (see [`send_frames`]): the server answers on a unidirectional
-//! stream of its own, as a pipe's producer does. It exits when its stdin closes,
-//! so it never outlives the bench, even one that is killed.
+//! `PORT CERT_DER_HEX` on one stdout line, then serves two protocols, one a
+//! connection, told apart by ALPN. On an echo connection ([`ALPN`]) it echoes
+//! every bidi stream (read to the end, write it all back, finish); a
+//! unidirectional stream from the client asks for frames (see [`send_frames`]):
+//! the server answers on a unidirectional stream of its own, as a pipe's producer
+//! does. On a framed connection ([`FRAMED_ALPN`]) it echoes each bidi stream's
+//! frames as they come (see [`echo_frames`]). It exits when its stdin closes, so
+//! it never outlives the bench, even one that is killed.
 
 use std::error::Error;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,24 +26,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, TransportConfig, VarInt};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use crate::drive::{median_of, median_run, outstanding, repeat, Latencies, LatencyRun};
+use crate::frames::{self, Frames};
 use crate::{figure, rate, Scale};
 
 /// The hidden subcommand that runs the echo server.
 pub const SERVER_COMMAND: &str = "__quic-echo-server";
 
+/// The echo connection's protocol: a bidi stream per call, uni streams of frames.
 const ALPN: &[u8] = b"remora-bench-echo";
+/// The framed connection's protocol: echo frames on a bidi stream.
+const FRAMED_ALPN: &[u8] = b"remora-bench-framed";
 /// The server certificate's name, which the client checks.
 const SERVER_NAME: &str = "localhost";
 /// Largest message either side reads (the payload workload sends 64 KiB).
 const MAX_MESSAGE: usize = 1 << 20;
-/// Calls outstanding in `base.quic.rate` (as in w2).
+/// Calls outstanding in `base.quic.rate`, echoes in `base.quic.framed.rate` (as
+/// in w2).
 const WIDTH: u64 = 64;
+/// How many bytes a framed stream's side reads at most at once: all that has
+/// arrived, as a buffered reader would.
+const FRAMED_READ: usize = 64 * 1024;
 /// `base.quic.payload.mbps` (as in w3): payload size and calls outstanding.
 const PAYLOAD: usize = 64 * 1024;
 const PAYLOAD_WIDTH: u64 = 8;
@@ -100,7 +114,7 @@ async fn server() -> Result<(), BoxError> {
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(vec![cert.clone()], key.into())?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![ALPN.to_vec(), FRAMED_ALPN.to_vec()];
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     config.transport_config(transport());
     let endpoint = Endpoint::server(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
@@ -117,6 +131,16 @@ async fn server() -> Result<(), BoxError> {
                 Ok(conn) => conn,
                 Err(err) => return eprintln!("{SERVER_COMMAND}: handshake failed: {err}"),
             };
+            if protocol(&conn).as_deref() == Some(FRAMED_ALPN) {
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        if let Err(err) = echo_frames(send, recv).await {
+                            eprintln!("{SERVER_COMMAND}: framed echo: {err}");
+                        }
+                    });
+                }
+                return;
+            }
             let frames = conn.clone();
             tokio::spawn(async move {
                 while let Ok(request) = frames.accept_uni().await {
@@ -134,6 +158,34 @@ async fn server() -> Result<(), BoxError> {
             }
         });
     }
+    Ok(())
+}
+
+/// The protocol `conn` agreed on through ALPN.
+fn protocol(conn: &Connection) -> Option<Vec<u8>> {
+    let data = conn.handshake_data()?.downcast::<HandshakeData>().ok()?;
+    data.protocol
+}
+
+/// A framed connection's stream: reads all that has arrived, echoes every frame
+/// it completes in one write (as a framed protocol's server batches its replies),
+/// and finishes when the client does.
+async fn echo_frames(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), BoxError> {
+    let mut frames = Frames::default();
+    let mut buf = vec![0u8; FRAMED_READ];
+    let mut echoes = Vec::new();
+    while let Some(read) = recv.read(&mut buf).await? {
+        frames.push(&buf[..read], |body| frames::put(&mut echoes, body));
+        send.write_all(&echoes).await?;
+        echoes.clear();
+    }
+    if frames.is_partial() {
+        return Err("the framed stream ended inside a frame".into());
+    }
+    send.finish()?;
     Ok(())
 }
 
@@ -163,12 +215,10 @@ async fn send_frames(conn: &Connection, mut request: quinn::RecvStream) -> Resul
     let (n, size, batch) = (field(0)?, usize::try_from(field(8)?)?, field(16)?);
     let batch = usize::try_from(batch)?;
     let mut send = conn.open_uni().await?;
-    let header = Bytes::copy_from_slice(&u32::try_from(size)?.to_le_bytes());
     if size == 8 {
         let mut pending = Vec::with_capacity(batch + 12);
         for i in 0..n {
-            pending.extend_from_slice(&header);
-            pending.extend_from_slice(&i.to_le_bytes());
+            frames::put(&mut pending, &i.to_le_bytes());
             if pending.len() >= batch {
                 send.write_all(&pending).await?;
                 pending.clear();
@@ -176,6 +226,7 @@ async fn send_frames(conn: &Connection, mut request: quinn::RecvStream) -> Resul
         }
         send.write_all(&pending).await?;
     } else {
+        let header = Bytes::copy_from_slice(&u32::try_from(size)?.to_le_bytes());
         let blob: Bytes = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         for _ in 0..n {
             send.write_all_chunks(&mut [header.clone(), blob.clone()])
@@ -225,21 +276,21 @@ impl EchoServer {
         Ok(server)
     }
 
-    /// A client endpoint that trusts exactly the server's certificate, connected.
-    async fn connect(&self) -> Result<(Endpoint, Connection), BoxError> {
+    /// A connection from `endpoint` speaking `alpn`, trusting exactly the
+    /// server's certificate.
+    async fn connect(&self, endpoint: &Endpoint, alpn: &[u8]) -> Result<Connection, BoxError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.clone())?;
         let mut tls = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        tls.alpn_protocols = vec![ALPN.to_vec()];
+        tls.alpn_protocols = vec![alpn.to_vec()];
         let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
         config.transport_config(transport());
-        let mut endpoint = Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-        endpoint.set_default_client_config(config);
-        let conn = endpoint.connect(self.addr, SERVER_NAME)?.await?;
-        Ok((endpoint, conn))
+        Ok(endpoint
+            .connect_with(config, self.addr, SERVER_NAME)?
+            .await?)
     }
 }
 
@@ -269,23 +320,12 @@ async fn read_frames(
     recv: &mut quinn::RecvStream,
     mut frame: impl FnMut(&[u8]),
 ) -> Result<u64, BoxError> {
-    let mut pending: Vec<u8> = Vec::new();
+    let mut frames = Frames::default();
     let mut count = 0;
     while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
-        pending.extend_from_slice(&chunk.bytes);
-        let mut at = 0;
-        while let Some(header) = pending.get(at..at + 4) {
-            let len = u32::from_le_bytes(header.try_into()?) as usize;
-            let Some(body) = pending.get(at + 4..at + 4 + len) else {
-                break;
-            };
-            frame(body);
-            count += 1;
-            at += 4 + len;
-        }
-        pending.drain(..at);
+        count += frames.push(&chunk.bytes, &mut frame);
     }
-    if !pending.is_empty() {
+    if frames.is_partial() {
         return Err("the frames stream ended inside a frame".into());
     }
     Ok(count)
@@ -315,23 +355,36 @@ fn datagrams(phase: &str, conn: &Connection, before: &quinn::ConnectionStats, ca
 pub struct Baseline {
     server: EchoServer,
     endpoint: Endpoint,
+    /// The echo connection ([`ALPN`]).
     conn: Connection,
+    /// The framed connection ([`FRAMED_ALPN`]).
+    framed: Connection,
     payload: Arc<Vec<u8>>,
 }
 
 impl Baseline {
-    /// Starts the echo server child and connects to it.
+    /// Starts the echo server child and connects to it, once for each protocol.
     pub async fn start() -> Baseline {
         let server = EchoServer::spawn()
             .await
             .expect("the QUIC echo server starts");
-        let (endpoint, conn) = server.connect().await.expect("QUIC connection");
+        let endpoint = Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .expect("a QUIC client endpoint");
+        let conn = server
+            .connect(&endpoint, ALPN)
+            .await
+            .expect("QUIC connection");
+        let framed = server
+            .connect(&endpoint, FRAMED_ALPN)
+            .await
+            .expect("framed QUIC connection");
         eprintln!("base.quic: connected to the echo server at {}", server.addr);
         let payload = Arc::new((0..PAYLOAD).map(|i| (i * 7 + 3) as u8).collect());
         Baseline {
             server,
             endpoint,
             conn,
+            framed,
             payload,
         }
     }
@@ -342,6 +395,7 @@ impl Baseline {
             echo(&self.conn, i).await;
         }
         self.pipelined(WIDTH * 100).await;
+        self.framed(WIDTH * 1_000).await;
         self.bulk(PAYLOAD_WIDTH * 10).await;
         self.uni_rate(10_000).await;
         self.uni_unbatched_rate(1_000).await;
@@ -370,6 +424,41 @@ impl Baseline {
             }
         })
         .await;
+        rate(n, took)
+    }
+
+    /// The floor for w2: `n` `u64` echoes as frames on one bidi stream of the
+    /// framed connection, 64 outstanding; echoes/s, from opening the stream to the
+    /// last echo. The frames that the echoes read at once make room for go out in
+    /// one write, as a framed protocol's client batches its requests.
+    pub async fn framed(&self, n: u64) -> f64 {
+        let start = Instant::now();
+        let (mut send, mut recv) = self.framed.open_bi().await.expect("a framed stream");
+        let (mut sent, mut echoed) = (0u64, 0u64);
+        let mut requests = Vec::new();
+        let mut frames = Frames::default();
+        let mut buf = vec![0u8; FRAMED_READ];
+        while echoed < n {
+            while sent < n.min(echoed + WIDTH) {
+                frames::put(&mut requests, &sent.to_le_bytes());
+                sent += 1;
+            }
+            send.write_all(&requests).await.expect("framed requests");
+            requests.clear();
+            let read = recv
+                .read(&mut buf)
+                .await
+                .expect("framed echoes")
+                .expect("the framed stream ended early");
+            frames.push(&buf[..read], |echo| {
+                assert_eq!(echo, echoed.to_le_bytes(), "the framed echo is wrong");
+                echoed += 1;
+            });
+        }
+        let took = start.elapsed();
+        send.finish().expect("the framed stream's end");
+        let end = recv.read(&mut buf).await.expect("the framed stream's end");
+        assert!(end.is_none(), "the framed server echoed more than was sent");
         rate(n, took)
     }
 
@@ -458,13 +547,21 @@ impl Baseline {
     /// Closes the connection and stops the server.
     pub async fn stop(self) {
         self.conn.close(VarInt::from_u32(0), b"done");
+        self.framed.close(VarInt::from_u32(0), b"done");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         drop(self.server);
     }
 }
 
+/// `base.quic.framed.rate`: 1 000 000 echoes (BENCH.md names no count: at
+/// several times w2's rate, about as long as w2's 200 000 calls take).
+pub fn framed_echoes(scale: Scale) -> u64 {
+    scale.count(1_000_000, 200_000)
+}
+
 /// `base.quic.p50`, `base.quic.p99` (µs), `base.quic.rate` (calls/s),
-/// `base.quic.payload.mbps` (MB/s, 10^6 bytes, sent + received), on their own.
+/// `base.quic.framed.rate` (echoes/s), `base.quic.payload.mbps` (MB/s, 10^6
+/// bytes, sent + received), on their own.
 /// A full run alternates them with the remote workloads instead (`paired`).
 pub async fn baselines(scale: Scale) {
     let base = Baseline::start().await;
@@ -483,6 +580,8 @@ pub async fn baselines(scale: Scale) {
     let rates = repeat(scale.reps(), || base.pipelined(n)).await;
     base.datagrams("pipelined", &before, n * scale.reps() as u64);
     figure("base.quic.rate", median_of(rates), "calls/s");
+    let rates = repeat(scale.reps(), || base.framed(framed_echoes(scale))).await;
+    figure("base.quic.framed.rate", median_of(rates), "echoes/s");
     // As w3: 64 KiB payloads, 8 outstanding, 5 000 calls.
     let n = scale.count(5_000, 1_000);
     let mbps = repeat(scale.reps(), || base.bulk(n)).await;
