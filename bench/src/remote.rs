@@ -89,6 +89,12 @@ impl Remote {
             .expect("READY line");
         let parts: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(parts.first(), Some(&"READY"), "server said {line:?}");
+        // Progress, and what a profile of one side needs (README: profiling).
+        eprintln!(
+            "remote: client pid {}, server pid {}",
+            std::process::id(),
+            child.id()
+        );
         let client = Node::builder()
             .credentials(&dir)
             .build()
@@ -263,9 +269,9 @@ impl Remote {
         }
     }
 
-    /// `w2`'s calls (or, `once`, `w2.once`: an `#[exactly_once]` method, not in BENCH.md:
-    /// what the guarantee costs): `n` echo calls, 64 outstanding from one client
-    /// node; calls/s.
+    /// `w2`'s calls (or, `once`, `w2.once`'s: an `#[exactly_once]` method, not in
+    /// BENCH.md: what the guarantee costs): `n` echo calls, 64 outstanding from one
+    /// client node; calls/s.
     async fn pipelined(&self, n: u64, once: bool) -> f64 {
         let took = outstanding(n, PIPELINE_WIDTH, |calls| {
             let echo = self.echo.clone();
