@@ -162,6 +162,11 @@ pub async fn l3(scale: Scale) {
         let after = alloc::live_bytes();
         rates.push(rate(n, took));
         bytes.push(after.saturating_sub(before) as f64 / n as f64);
+        // Progress: the repetitions differ (their medians are the figures).
+        eprintln!(
+            "l3: spawned {n} actors in {took:?}, {:.0} heap bytes each",
+            bytes[bytes.len() - 1]
+        );
         let stop = Instant::now();
         node.shutdown().await;
         eprintln!("l3: stopped {n} actors in {:?}", stop.elapsed());
