@@ -1,6 +1,7 @@
 //! The echo actor every remote-style workload calls (BENCH.md's server actor):
 //! `echo(u64) -> u64` and `echo_bytes(Vec<u8>) -> Vec<u8>`, and for the pipe
-//! workloads (`p1`, `p2`) streams of numbers and of blobs.
+//! workloads (`p1`, `p2`) streams of numbers and of blobs; and its process's
+//! allocation count, for `w2.allocs_per_call.server`.
 
 use bytes::Bytes;
 use remora::{pipe, Actor};
@@ -18,6 +19,9 @@ pub trait Echo {
     async fn count(&mut self, n: u64, capacity: u64) -> pipe::Receiver<u64>;
     /// `p2`: `n` blobs of `size` bytes through a pipe of `capacity` items.
     async fn blobs(&mut self, n: u64, size: u64, capacity: u64) -> pipe::Receiver<Bytes>;
+    /// The heap allocations this actor's process has made so far (`alloc`): how
+    /// `w2.allocs_per_call.server` is read from the server's process.
+    async fn allocations(&mut self) -> u64;
 }
 
 /// Serves [`Echo`]; holds no state.
@@ -63,5 +67,9 @@ impl Echo for EchoActor {
             }
         });
         rx
+    }
+
+    async fn allocations(&mut self) -> u64 {
+        crate::alloc::allocations()
     }
 }

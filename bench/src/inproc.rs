@@ -20,7 +20,7 @@ use remora::Node;
 
 use crate::drive::{median_run, outstanding, Latencies, LatencyRun};
 use crate::echo::{EchoActor, EchoRef};
-use crate::{figure, median, rate, Scale};
+use crate::{alloc, figure, median, rate, Scale};
 
 /// How the two nodes of a [`Pair`] exchange calls.
 #[derive(Clone, Copy, Debug)]
@@ -146,7 +146,8 @@ pub async fn i1(scale: Scale) {
 }
 
 /// `i2.rate` and `i2.enc.rate` (calls/s): 200 000 calls, 64 outstanding from the
-/// client node.
+/// client node; `i2.allocs_per_call` and `i2.enc.allocs_per_call`: the heap
+/// allocations one costs, both nodes' (the whole process's), over the same calls.
 pub async fn i2(scale: Scale) {
     const WIDTH: u64 = 64;
     let n = scale.count(200_000, 50_000);
@@ -155,14 +156,18 @@ pub async fn i2(scale: Scale) {
         pair.pipelined(WIDTH * 100, WIDTH).await;
     }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
+    let mut allocs: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
     for _ in 0..scale.reps() {
-        for (pair, rates) in pairs.iter().zip(&mut rates) {
-            rates.push(pair.pipelined(n, WIDTH).await);
+        for ((pair, rates), allocs) in pairs.iter().zip(&mut rates).zip(&mut allocs) {
+            let (rate, made) = alloc::counting(pair.pipelined(n, WIDTH)).await;
+            rates.push(rate);
+            allocs.push(made as f64 / n as f64);
         }
     }
-    for (exchange, rates) in EXCHANGES.iter().zip(&mut rates) {
+    for ((exchange, rates), allocs) in EXCHANGES.iter().zip(&mut rates).zip(&mut allocs) {
         let name = exchange.prefix("i2");
         figure(&format!("{name}.rate"), median(rates), "calls/s");
+        figure(&format!("{name}.allocs_per_call"), median(allocs), "allocs");
     }
     for pair in pairs {
         pair.shutdown().await;

@@ -10,8 +10,10 @@
 //! with their baselines); `--quick` runs each workload for about a second, as a
 //! smoke check.
 
+mod alloc;
 mod drive;
 mod echo;
+mod frames;
 mod inproc;
 mod local;
 mod paired;
@@ -134,11 +136,10 @@ fn main() {
                 if selected("l4") {
                     local::l4(scale).await;
                 }
-                // After the local workloads: l3 measures resident memory growth,
-                // which memory freed by the network workloads would hide.
                 // A full run alternates the remote workloads with their baselines:
-                // the call baselines with w1–w3, the unidirectional ones with p1, p2.
-                let call_base = ["p50", "p99", "rate", "payload"]
+                // the call baselines (base.quic.framed.rate among them) with w1–w3,
+                // the unidirectional ones with p1, p2.
+                let call_base = ["p50", "p99", "rate", "framed", "payload"]
                     .iter()
                     .any(|f| selected(&format!("base.quic.{f}")));
                 let uni_base = selected("base.quic.uni");

@@ -1,8 +1,9 @@
 //! The remote workloads and the raw-QUIC baselines they are held against
 //! (BENCH.md's ratios `w1.p50 / base.quic.p50`, `w2.rate / base.quic.rate`,
-//! `w3.mbps / base.quic.payload.mbps`, `p1.rate / base.quic.uni.rate`,
-//! `p2.mbps / base.quic.uni.mbps`), run in alternation: a baseline repetition,
-//! then the workload's, and so on, as BENCH.md's peer table was measured.
+//! `w2.rate / base.quic.framed.rate`, `w3.mbps / base.quic.payload.mbps`,
+//! `p1.rate / base.quic.uni.rate`, `p2.mbps / base.quic.uni.mbps`), run in
+//! alternation: a baseline repetition, then the workload's, and so on, as
+//! BENCH.md's peer table was measured. The two ratios of w2 are printed too.
 //!
 //! On a shared 2-vCPU machine the speed of everything drifts by tens of percent
 //! over minutes; run one after the other, a baseline and its workload would be
@@ -10,8 +11,10 @@
 //! medians compare like with like.
 
 use crate::drive::{median_of, median_run};
-use crate::quic_base::Baseline;
-use crate::remote::{p1_items, p2_items, w1_calls, w1_figures, w2_calls, w3_calls, Remote};
+use crate::quic_base::{framed_echoes, Baseline};
+use crate::remote::{
+    p1_items, p2_items, w1_calls, w1_figures, w2_calls, w2_figures, w3_calls, Remote,
+};
 use crate::{figure, Scale};
 
 /// What to alternate: the call workloads (`w1`–`w3`) with the call baselines,
@@ -63,16 +66,21 @@ async fn calls(base: &Baseline, remote: &Remote, scale: Scale, selected: &impl F
         w1_figures(&w1);
     }
 
-    let (mut base_rates, mut w2) = (Vec::new(), Vec::new());
+    let (mut base_rates, mut framed, mut w2) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         base_rates.push(base.pipelined(w2_calls(scale)).await);
+        framed.push(base.framed(framed_echoes(scale)).await);
         if selected("w2") {
-            w2.push(remote.pipelined(w2_calls(scale), false).await);
+            w2.push(remote.w2(w2_calls(scale)).await);
         }
     }
-    figure("base.quic.rate", median_of(base_rates), "calls/s");
+    let (base_rate, framed) = (median_of(base_rates), median_of(framed));
+    figure("base.quic.rate", base_rate, "calls/s");
+    figure("base.quic.framed.rate", framed, "echoes/s");
     if !w2.is_empty() {
-        figure("w2.rate", median_of(w2), "calls/s");
+        let w2 = w2_figures(&w2);
+        figure("w2.rate/base.quic.rate", w2 / base_rate, "ratio");
+        figure("w2.rate/base.quic.framed.rate", w2 / framed, "ratio");
     }
 
     let (mut base_mbps, mut w3) = (Vec::new(), Vec::new());

@@ -19,7 +19,7 @@ use remora_registry::{MemoryStore, Registry, RegistryServer};
 
 use crate::drive::{median_of, median_run, outstanding, repeat, Latencies, LatencyRun};
 use crate::echo::{EchoActor, EchoRef};
-use crate::{figure, median, rate, Scale};
+use crate::{alloc, figure, median, rate, Scale};
 
 pub const SERVER_COMMAND: &str = "__remora-server";
 const W4_SERVERS: usize = 8;
@@ -89,6 +89,12 @@ impl Remote {
             .expect("READY line");
         let parts: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(parts.first(), Some(&"READY"), "server said {line:?}");
+        // Progress, and what a profile of one side needs (README: profiling).
+        eprintln!(
+            "remote: client pid {}, server pid {}",
+            std::process::id(),
+            child.id()
+        );
         let client = Node::builder()
             .credentials(&dir)
             .build()
@@ -154,6 +160,36 @@ pub fn p2_items(scale: Scale) -> u64 {
     scale.count(10_000, 1_000)
 }
 
+/// What one `w2` repetition measured.
+#[derive(Clone, Copy, Debug)]
+pub struct W2Run {
+    /// Calls/s.
+    pub rate: f64,
+    /// Heap allocations per call in this process, the client's.
+    pub client_allocs: f64,
+    /// Heap allocations per call in the server's process.
+    pub server_allocs: f64,
+}
+
+/// Prints `w2.rate` and `w2.allocs_per_call.client`, `.server`, the medians of
+/// `runs`; returns `w2.rate` as printed.
+pub fn w2_figures(runs: &[W2Run]) -> f64 {
+    let median = |of: fn(&W2Run) -> f64| median_of(runs.iter().map(of).collect());
+    let rate = median(|run| run.rate);
+    figure("w2.rate", rate, "calls/s");
+    figure(
+        "w2.allocs_per_call.client",
+        median(|run| run.client_allocs),
+        "allocs",
+    );
+    figure(
+        "w2.allocs_per_call.server",
+        median(|run| run.server_allocs),
+        "allocs",
+    );
+    rate
+}
+
 pub fn w1_figures(runs: &[LatencyRun]) {
     let run = median_run(runs);
     figure("w1.p50", run.p50_us, "us");
@@ -181,8 +217,7 @@ impl Remote {
             w1_figures(&runs);
         }
         if selected("w2") {
-            let rates = repeat(3, || self.pipelined(w2_calls(scale), false)).await;
-            figure("w2.rate", median_of(rates), "calls/s");
+            w2_figures(&repeat(3, || self.w2(w2_calls(scale))).await);
         }
         if selected("w3") {
             let mbps = repeat(3, || self.payload(w3_calls(scale))).await;
@@ -215,10 +250,29 @@ impl Remote {
         lat.finish()
     }
 
-    /// `w2` (or, `once`, `w2.once`: an `#[exactly_once]` method, not in BENCH.md:
-    /// what the guarantee costs): `n` echo calls, 64 outstanding from one client
-    /// node; calls/s.
-    pub async fn pipelined(&self, n: u64, once: bool) -> f64 {
+    /// `w2`: `n` echo calls, 64 outstanding, and the heap allocations they cost
+    /// each side. The server's count is read (`Echo::allocations`) before and
+    /// after the calls; what the readings themselves cost it (the first one's
+    /// reply, the second one's request) is measured by two readings in a row
+    /// beforehand, and taken off.
+    pub async fn w2(&self, n: u64) -> W2Run {
+        let server = || async { self.echo.allocations().await.expect("allocations") };
+        let first = server().await;
+        let before = server().await;
+        let (rate, client) = alloc::counting(self.pipelined(n, false)).await;
+        let after = server().await;
+        let server = (after - before).saturating_sub(before - first);
+        W2Run {
+            rate,
+            client_allocs: client as f64 / n as f64,
+            server_allocs: server as f64 / n as f64,
+        }
+    }
+
+    /// `w2`'s calls (or, `once`, `w2.once`'s: an `#[exactly_once]` method, not in
+    /// BENCH.md: what the guarantee costs): `n` echo calls, 64 outstanding from one
+    /// client node; calls/s.
+    async fn pipelined(&self, n: u64, once: bool) -> f64 {
         let took = outstanding(n, PIPELINE_WIDTH, |calls| {
             let echo = self.echo.clone();
             async move {

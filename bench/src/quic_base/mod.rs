@@ -3,41 +3,46 @@
 //! BENCH.md's "raw quinn, one bidi stream per call (TLS)" row, the floor the
 //! remote workloads are held against. `base.quic.uni.*` is the floor for pipes
 //! (`p1`, `p2`): length-prefixed frames on one unidirectional stream.
+//! `base.quic.framed.rate` is the floor for `w2`: `u64` echoes as length-prefixed
+//! frames on one bidirectional stream, 64 outstanding (BENCH.md's "raw quinn,
+//! frames on one stream, in-order" row: a floor, not an RPC).
 //!
-//! The bench re-executes itself as the server (`remora-bench __quic-echo-server`):
-//! the child binds 127.0.0.1:0, makes a self-signed certificate, prints
-//! `PORT CERT_DER_HEX` on one stdout line, then echoes every bidi stream (read to
-//! the end, write it all back, finish). A unidirectional stream from the client
-//! asks for frames (see [`send_frames`]): the server answers on a unidirectional
-//! stream of its own, as a pipe's producer does. It exits when its stdin closes,
-//! so it never outlives the bench, even one that is killed.
+//! This module is the bench's side, the client; the server is a child process
+//! (`server`), one connection to it for each of its two protocols.
 
 use std::error::Error;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Connection, Endpoint, TransportConfig, VarInt};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 
 use crate::drive::{median_of, median_run, outstanding, repeat, Latencies, LatencyRun};
+use crate::frames::{self, Frames};
 use crate::{figure, rate, Scale};
 
-/// The hidden subcommand that runs the echo server.
-pub const SERVER_COMMAND: &str = "__quic-echo-server";
+mod server;
+pub use server::{serve, SERVER_COMMAND};
 
+/// The echo connection's protocol: a bidi stream per call, uni streams of frames.
 const ALPN: &[u8] = b"remora-bench-echo";
+/// The framed connection's protocol: echo frames on a bidi stream.
+const FRAMED_ALPN: &[u8] = b"remora-bench-framed";
 /// The server certificate's name, which the client checks.
 const SERVER_NAME: &str = "localhost";
 /// Largest message either side reads (the payload workload sends 64 KiB).
 const MAX_MESSAGE: usize = 1 << 20;
-/// Calls outstanding in `base.quic.rate` (as in w2).
+/// Calls outstanding in `base.quic.rate`, echoes in `base.quic.framed.rate` (as
+/// in w2).
 const WIDTH: u64 = 64;
+/// How many bytes a framed stream's side reads at most at once: all that has
+/// arrived, as a buffered reader would.
+const FRAMED_READ: usize = 64 * 1024;
 /// `base.quic.payload.mbps` (as in w3): payload size and calls outstanding.
 const PAYLOAD: usize = 64 * 1024;
 const PAYLOAD_WIDTH: u64 = 8;
@@ -67,126 +72,6 @@ fn transport() -> Arc<TransportConfig> {
     transport.max_concurrent_uni_streams(VarInt::from_u32(16));
     Arc::new(transport)
 }
-
-// ---------------------------------------------------------------- server (child)
-
-/// Runs the echo server; the entry point of `remora-bench __quic-echo-server`.
-pub fn serve() -> ! {
-    // The parent holds our stdin: when it goes (exit, kill, crash) so do we.
-    std::thread::spawn(|| {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = [0u8; 64];
-        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-        std::process::exit(0);
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime");
-    match runtime.block_on(server()) {
-        Ok(()) => std::process::exit(0),
-        Err(err) => {
-            eprintln!("{SERVER_COMMAND}: {err}");
-            std::process::exit(1)
-        }
-    }
-}
-
-async fn server() -> Result<(), BoxError> {
-    let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])?;
-    let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key.into())?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-    config.transport_config(transport());
-    let endpoint = Endpoint::server(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-
-    let port = endpoint.local_addr()?.port();
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{port} {}", hex(&cert))?;
-    stdout.flush()?;
-    drop(stdout);
-
-    while let Some(incoming) = endpoint.accept().await {
-        tokio::spawn(async move {
-            let conn = match incoming.await {
-                Ok(conn) => conn,
-                Err(err) => return eprintln!("{SERVER_COMMAND}: handshake failed: {err}"),
-            };
-            let frames = conn.clone();
-            tokio::spawn(async move {
-                while let Ok(request) = frames.accept_uni().await {
-                    let frames = frames.clone();
-                    tokio::spawn(async move {
-                        if let Err(err) = send_frames(&frames, request).await {
-                            eprintln!("{SERVER_COMMAND}: frames: {err}");
-                        }
-                    });
-                }
-            });
-            // Ends when the client closes the connection.
-            while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(echo_stream(send, recv));
-            }
-        });
-    }
-    Ok(())
-}
-
-/// One stream, one task (as quinn's own server example does): read to the end,
-/// write it all back, finish.
-async fn echo_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let Ok(data) = recv.read_to_end(MAX_MESSAGE).await else {
-        return;
-    };
-    if send.write_all(&data).await.is_ok() {
-        let _ = send.finish();
-    }
-}
-
-/// Answers a `base.quic.uni` request (`n`, `size` and `batch`, little-endian
-/// u64s): `n` frames, each a little-endian u32 length and `size` bytes, on a
-/// unidirectional stream of its own, then finishes it. 8-byte frames carry their
-/// number and go out one write each (as a pipe hands QUIC each item), or
-/// gathered into writes of `batch` bytes; larger ones go out one write each,
-/// without a copy.
-async fn send_frames(conn: &Connection, mut request: quinn::RecvStream) -> Result<(), BoxError> {
-    let request = request.read_to_end(UNI_REQUEST).await?;
-    let field = |at: usize| -> Result<u64, BoxError> {
-        let bytes = request.get(at..at + 8).ok_or("a short frames request")?;
-        Ok(u64::from_le_bytes(bytes.try_into()?))
-    };
-    let (n, size, batch) = (field(0)?, usize::try_from(field(8)?)?, field(16)?);
-    let batch = usize::try_from(batch)?;
-    let mut send = conn.open_uni().await?;
-    let header = Bytes::copy_from_slice(&u32::try_from(size)?.to_le_bytes());
-    if size == 8 {
-        let mut pending = Vec::with_capacity(batch + 12);
-        for i in 0..n {
-            pending.extend_from_slice(&header);
-            pending.extend_from_slice(&i.to_le_bytes());
-            if pending.len() >= batch {
-                send.write_all(&pending).await?;
-                pending.clear();
-            }
-        }
-        send.write_all(&pending).await?;
-    } else {
-        let blob: Bytes = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-        for _ in 0..n {
-            send.write_all_chunks(&mut [header.clone(), blob.clone()])
-                .await?;
-        }
-    }
-    send.finish()?;
-    Ok(())
-}
-
-// ---------------------------------------------------------------- client (bench)
 
 /// The server child; killed (and reaped) when dropped, however the bench ends.
 struct EchoServer {
@@ -225,21 +110,21 @@ impl EchoServer {
         Ok(server)
     }
 
-    /// A client endpoint that trusts exactly the server's certificate, connected.
-    async fn connect(&self) -> Result<(Endpoint, Connection), BoxError> {
+    /// A connection from `endpoint` speaking `alpn`, trusting exactly the
+    /// server's certificate.
+    async fn connect(&self, endpoint: &Endpoint, alpn: &[u8]) -> Result<Connection, BoxError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.clone())?;
         let mut tls = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        tls.alpn_protocols = vec![ALPN.to_vec()];
+        tls.alpn_protocols = vec![alpn.to_vec()];
         let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
         config.transport_config(transport());
-        let mut endpoint = Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-        endpoint.set_default_client_config(config);
-        let conn = endpoint.connect(self.addr, SERVER_NAME)?.await?;
-        Ok((endpoint, conn))
+        Ok(endpoint
+            .connect_with(config, self.addr, SERVER_NAME)?
+            .await?)
     }
 }
 
@@ -263,29 +148,18 @@ async fn echo(conn: &Connection, v: u64) {
     assert_eq!(reply, v.to_le_bytes(), "the echo server answered wrongly");
 }
 
-/// Reads length-prefixed frames (see [`send_frames`]) from `recv` to its end,
+/// Reads length-prefixed frames (see [`server::send_frames`]) from `recv` to its end,
 /// handing each to `frame`, whole; how many there were.
 async fn read_frames(
     recv: &mut quinn::RecvStream,
     mut frame: impl FnMut(&[u8]),
 ) -> Result<u64, BoxError> {
-    let mut pending: Vec<u8> = Vec::new();
+    let mut frames = Frames::default();
     let mut count = 0;
     while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
-        pending.extend_from_slice(&chunk.bytes);
-        let mut at = 0;
-        while let Some(header) = pending.get(at..at + 4) {
-            let len = u32::from_le_bytes(header.try_into()?) as usize;
-            let Some(body) = pending.get(at + 4..at + 4 + len) else {
-                break;
-            };
-            frame(body);
-            count += 1;
-            at += 4 + len;
-        }
-        pending.drain(..at);
+        count += frames.push(&chunk.bytes, &mut frame);
     }
-    if !pending.is_empty() {
+    if frames.is_partial() {
         return Err("the frames stream ended inside a frame".into());
     }
     Ok(count)
@@ -315,23 +189,36 @@ fn datagrams(phase: &str, conn: &Connection, before: &quinn::ConnectionStats, ca
 pub struct Baseline {
     server: EchoServer,
     endpoint: Endpoint,
+    /// The echo connection ([`ALPN`]).
     conn: Connection,
+    /// The framed connection ([`FRAMED_ALPN`]).
+    framed: Connection,
     payload: Arc<Vec<u8>>,
 }
 
 impl Baseline {
-    /// Starts the echo server child and connects to it.
+    /// Starts the echo server child and connects to it, once for each protocol.
     pub async fn start() -> Baseline {
         let server = EchoServer::spawn()
             .await
             .expect("the QUIC echo server starts");
-        let (endpoint, conn) = server.connect().await.expect("QUIC connection");
+        let endpoint = Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .expect("a QUIC client endpoint");
+        let conn = server
+            .connect(&endpoint, ALPN)
+            .await
+            .expect("QUIC connection");
+        let framed = server
+            .connect(&endpoint, FRAMED_ALPN)
+            .await
+            .expect("framed QUIC connection");
         eprintln!("base.quic: connected to the echo server at {}", server.addr);
         let payload = Arc::new((0..PAYLOAD).map(|i| (i * 7 + 3) as u8).collect());
         Baseline {
             server,
             endpoint,
             conn,
+            framed,
             payload,
         }
     }
@@ -342,6 +229,7 @@ impl Baseline {
             echo(&self.conn, i).await;
         }
         self.pipelined(WIDTH * 100).await;
+        self.framed(WIDTH * 1_000).await;
         self.bulk(PAYLOAD_WIDTH * 10).await;
         self.uni_rate(10_000).await;
         self.uni_unbatched_rate(1_000).await;
@@ -370,6 +258,41 @@ impl Baseline {
             }
         })
         .await;
+        rate(n, took)
+    }
+
+    /// The floor for w2: `n` `u64` echoes as frames on one bidi stream of the
+    /// framed connection, 64 outstanding; echoes/s, from opening the stream to the
+    /// last echo. The frames that the echoes read at once make room for go out in
+    /// one write, as a framed protocol's client batches its requests.
+    pub async fn framed(&self, n: u64) -> f64 {
+        let start = Instant::now();
+        let (mut send, mut recv) = self.framed.open_bi().await.expect("a framed stream");
+        let (mut sent, mut echoed) = (0u64, 0u64);
+        let mut requests = Vec::new();
+        let mut frames = Frames::default();
+        let mut buf = vec![0u8; FRAMED_READ];
+        while echoed < n {
+            while sent < n.min(echoed + WIDTH) {
+                frames::put(&mut requests, &sent.to_le_bytes());
+                sent += 1;
+            }
+            send.write_all(&requests).await.expect("framed requests");
+            requests.clear();
+            let read = recv
+                .read(&mut buf)
+                .await
+                .expect("framed echoes")
+                .expect("the framed stream ended early");
+            frames.push(&buf[..read], |echo| {
+                assert_eq!(echo, echoed.to_le_bytes(), "the framed echo is wrong");
+                echoed += 1;
+            });
+        }
+        let took = start.elapsed();
+        send.finish().expect("the framed stream's end");
+        let end = recv.read(&mut buf).await.expect("the framed stream's end");
+        assert!(end.is_none(), "the framed server echoed more than was sent");
         rate(n, took)
     }
 
@@ -458,13 +381,21 @@ impl Baseline {
     /// Closes the connection and stops the server.
     pub async fn stop(self) {
         self.conn.close(VarInt::from_u32(0), b"done");
+        self.framed.close(VarInt::from_u32(0), b"done");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         drop(self.server);
     }
 }
 
+/// `base.quic.framed.rate`: 1 000 000 echoes (BENCH.md names no count: at
+/// several times w2's rate, about as long as w2's 200 000 calls take).
+pub fn framed_echoes(scale: Scale) -> u64 {
+    scale.count(1_000_000, 200_000)
+}
+
 /// `base.quic.p50`, `base.quic.p99` (µs), `base.quic.rate` (calls/s),
-/// `base.quic.payload.mbps` (MB/s, 10^6 bytes, sent + received), on their own.
+/// `base.quic.framed.rate` (echoes/s), `base.quic.payload.mbps` (MB/s, 10^6
+/// bytes, sent + received), on their own.
 /// A full run alternates them with the remote workloads instead (`paired`).
 pub async fn baselines(scale: Scale) {
     let base = Baseline::start().await;
@@ -483,6 +414,8 @@ pub async fn baselines(scale: Scale) {
     let rates = repeat(scale.reps(), || base.pipelined(n)).await;
     base.datagrams("pipelined", &before, n * scale.reps() as u64);
     figure("base.quic.rate", median_of(rates), "calls/s");
+    let rates = repeat(scale.reps(), || base.framed(framed_echoes(scale))).await;
+    figure("base.quic.framed.rate", median_of(rates), "echoes/s");
     // As w3: 64 KiB payloads, 8 outstanding, 5 000 calls.
     let n = scale.count(5_000, 1_000);
     let mbps = repeat(scale.reps(), || base.bulk(n)).await;
@@ -508,10 +441,6 @@ pub async fn uni_baselines(scale: Scale) {
     let mbps = repeat(3, || base.uni_mbps(crate::remote::p2_items(scale))).await;
     figure("base.quic.uni.mbps", median_of(mbps), "MB/s");
     base.stop().await;
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
