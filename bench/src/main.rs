@@ -2,13 +2,14 @@
 //! `NAME<TAB>VALUE<TAB>UNIT` line per figure on stdout, progress on stderr.
 //!
 //! ```text
-//! cargo run --release -p remora-bench -- [--quick] [--only NAME[,NAME...]]
+//! cargo run --release -p remora-bench -- [--quick] [--no-propagation] [--only NAME[,NAME...]]
 //! ```
 //! `--only` takes a workload (`l1`, `i2`, `base.quic`, ...), a prefix of one (`base`,
 //! `i`) or one of its figures (`base.quic.p50` runs the QUIC call baselines), or a
 //! comma-separated list of those (`p,base.quic.uni`: the pipe workloads alternated
 //! with their baselines); `--quick` runs each workload for about a second, as a
-//! smoke check.
+//! smoke check; `--no-propagation` builds the remote workloads' nodes with
+//! `propagate_deadlines(false)`, to measure what deadline propagation costs.
 
 mod alloc;
 mod drive;
@@ -77,6 +78,9 @@ fn main() {
     // The remote workloads' Remora server, also a child of this benchmark.
     if std::env::args().nth(1).as_deref() == Some(remote::SERVER_COMMAND) {
         let dir = std::env::args().nth(2).expect("credentials directory");
+        if std::env::args().nth(3).as_deref() == Some("no-propagation") {
+            remote::PROPAGATE.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         remote::serve(std::path::Path::new(&dir));
     }
     let mut quick = false;
@@ -85,6 +89,9 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--no-propagation" => {
+                remote::PROPAGATE.store(false, std::sync::atomic::Ordering::Relaxed)
+            }
             "--only" => match args.next() {
                 Some(names) => only = Some(names.split(',').map(str::to_owned).collect()),
                 None => usage("--only needs a workload name"),
@@ -180,11 +187,12 @@ fn usage(problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("remora-bench: {problem}");
     }
-    eprintln!("usage: remora-bench [--quick] [--only NAME[,NAME...]]");
+    eprintln!("usage: remora-bench [--quick] [--no-propagation] [--only NAME[,NAME...]]");
     eprintln!("  NAME: a workload, a prefix of one or one of its figures:");
     eprintln!("        base (base.mpsc, base.ask, base.quic, base.quic.uni), l1, l2, l3, l4,");
     eprintln!("        i1, i2 (in-process: values moved, and .enc: encoded as on the network),");
     eprintln!("        w1, w2, w3, w4 (remote calls), p1, p2 (remote pipes: u64s, 64 KiB blobs),");
     eprintln!("        r1, r2 (registry lookups: embedded, etcd)");
+    eprintln!("  --no-propagation: remote calls carry no deadline (what propagation costs)");
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }

@@ -22,6 +22,14 @@ use crate::echo::{EchoActor, EchoRef};
 use crate::{alloc, figure, median, rate, Scale};
 
 pub const SERVER_COMMAND: &str = "__remora-server";
+
+/// Whether calls carry their deadlines (`--no-propagation` turns it off on both
+/// sides, to measure what propagation costs: `NodeBuilder::propagate_deadlines`).
+pub static PROPAGATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn propagate() -> bool {
+    PROPAGATE.load(std::sync::atomic::Ordering::Relaxed)
+}
 const W4_SERVERS: usize = 8;
 
 /// The server child: never returns.
@@ -34,6 +42,7 @@ pub fn serve(dir: &Path) -> ! {
         let node = Node::builder()
             .listen("127.0.0.1:0")
             .credentials(dir)
+            .propagate_deadlines(propagate())
             .build()
             .await
             .expect("server node");
@@ -79,6 +88,11 @@ impl Remote {
         let mut child = Command::new(exe)
             .arg(SERVER_COMMAND)
             .arg(&dir)
+            .arg(if propagate() {
+                "propagate"
+            } else {
+                "no-propagation"
+            })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -97,6 +111,7 @@ impl Remote {
         );
         let client = Node::builder()
             .credentials(&dir)
+            .propagate_deadlines(propagate())
             .build()
             .await
             .expect("client node");
