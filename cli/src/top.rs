@@ -97,7 +97,7 @@ fn render(
     let total = actors.len();
     let mut paired: Vec<(ActorInfo, Option<f64>)> = actors.into_iter().zip(rates).collect();
     match sort {
-        Sort::Mailbox => paired.sort_by(|a, b| b.0.mailbox.length.cmp(&a.0.mailbox.length)),
+        Sort::Mailbox => paired.sort_by_key(|(a, _)| std::cmp::Reverse(a.mailbox.length)),
         Sort::Rate => paired.sort_by(|a, b| b.1.unwrap_or(0.0).total_cmp(&a.1.unwrap_or(0.0))),
     }
     paired.truncate(rows);

@@ -583,15 +583,17 @@ impl Node {
         }
         let mailbox = options.mailbox.unwrap_or(inner.default_mailbox);
         let (tx, rx) = mailbox.channel();
+        let stats = self.interface_stats(R::ID, R::NAME, <R::Msg as Dispatch<A>>::METHODS);
         let held = Held {
             rx,
+            mailbox,
+            stats: stats.clone(),
             state_dropped: false,
             restart: options.restart,
             restarts: VecDeque::new(),
         };
         inner.live.fetch_add(1, Ordering::AcqRel);
         let start: Start<A, R::Msg, _> = <R::Msg as Dispatch<A>>::dispatch;
-        let stats = self.interface_stats(R::ID, R::NAME, <R::Msg as Dispatch<A>>::METHODS);
         let slot = Slot::spawn(
             actor,
             start,
@@ -599,8 +601,6 @@ impl Node {
             cell.clone(),
             held,
             options.inline,
-            stats.clone(),
-            mailbox,
         );
         inner.actors.insert(id, slot.clone());
         // A spawn racing shutdown must not outlive it.

@@ -62,10 +62,14 @@ pub(crate) enum Hook {
     Unreferenced,
 }
 
-/// What a new actor starts with besides its state: its mailbox receiver and its
-/// restart policy.
+/// What a new actor starts with besides its state: its mailbox receiver, its
+/// restart policy, and where its calls are counted.
 pub(crate) struct Held<A, M: 'static> {
     pub(crate) rx: MailboxRx<M>,
+    /// Its mailbox as spawned (kind and capacity).
+    pub(crate) mailbox: crate::local::mailbox::Mailbox,
+    /// The node's counters of its interface.
+    pub(crate) stats: Arc<InterfaceStats>,
     pub(crate) state_dropped: bool,
     pub(crate) restart: Option<(RestartBy, Factory<A>)>,
     pub(crate) restarts: VecDeque<Instant>,
@@ -171,8 +175,6 @@ where
         cell: Arc<ActorCell>,
         held: Held<A, M>,
         inline: bool,
-        stats: Arc<InterfaceStats>,
-        mailbox: crate::local::mailbox::Mailbox,
     ) -> Arc<Self> {
         let supervisor = match &held.restart {
             Some((RestartBy::Supervisor(supervisor), _)) => Some(supervisor.clone()),
@@ -206,9 +208,9 @@ where
                 control: me.clone() as Weak<dyn Control>,
             },
             supervisor,
-            stats,
+            stats: held.stats,
             counters: ActorCounters::default(),
-            mailbox,
+            mailbox: held.mailbox,
             me: me.clone(),
         });
         // Before on_start: the supervisor learns of the child before any report from it.
