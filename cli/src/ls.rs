@@ -40,51 +40,10 @@ pub async fn run(args: Args) -> Result<(), String> {
             ]
         })
         .collect();
-    print!("{}", table(["NAME", "INTERFACE", "NODE", "ADDRESS"], &rows));
+    print!(
+        "{}",
+        crate::table::table(["NAME", "INTERFACE", "NODE", "ADDRESS"], &rows)
+    );
     node.shutdown().await;
     Ok(())
-}
-
-/// Rows under a header, each column as wide as its widest cell.
-fn table(header: [&str; 4], rows: &[[String; 4]]) -> String {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: [&str; 4]| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.push('\n');
-        out
-    };
-    let mut out = line(header);
-    for row in rows {
-        out.push_str(&line([&row[0], &row[1], &row[2], &row[3]]));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn columns_line_up() {
-        let rows = [[
-            "a-long-name".to_owned(),
-            "Counter".to_owned(),
-            "n".to_owned(),
-            "-".to_owned(),
-        ]];
-        assert_eq!(
-            super::table(["NAME", "INTERFACE", "NODE", "ADDRESS"], &rows),
-            "NAME         INTERFACE  NODE  ADDRESS\na-long-name  Counter    n     -\n"
-        );
-    }
 }

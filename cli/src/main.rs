@@ -1,16 +1,22 @@
 //! `remora`: run a standalone registry (RMI's `rmiregistry`), list a registry's
-//! names, and issue the certificates a cluster's nodes authenticate with.
+//! names, inspect a node, and issue the certificates a cluster's nodes
+//! authenticate with.
 //!
 //! ```text
 //! remora cert init DIR                         # a cluster root: DIR/ca.pem, DIR/ca.key
 //! remora cert node DIR --name web-1 [--out D]  # a node certificate signed by it
 //! remora registry --listen 127.0.0.1:7000 --credentials DIR [--etcd URL]
 //! remora ls 127.0.0.1:7000 [PREFIX] --credentials DIR
+//! remora inspect 127.0.0.1:7000 [all|node|actors|conns|leases|methods] [--json] --credentials DIR
+//! remora top 127.0.0.1:7000 [--sort mailbox|rate] [--interval-ms N] [--iterations N] --credentials DIR
 //! ```
 
 mod cert;
+mod inspect;
 mod ls;
 mod registry;
+mod table;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +27,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "remora",
     version,
-    about = "Remora's command line: registry, names, certificates"
+    about = "Remora's command line: registry, names, inspection, certificates"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +40,10 @@ enum Command {
     Registry(registry::Args),
     /// List the names bound in the registry served at ADDR.
     Ls(ls::Args),
+    /// Show what the node at ADDR hosts and how it is doing (tables, or --json).
+    Inspect(inspect::Args),
+    /// Show the actors of the node at ADDR, refreshed, busiest first (Ctrl-C quits).
+    Top(top::Args),
     /// Create a cluster trust root, or node certificates signed by it.
     #[command(subcommand)]
     Cert(cert::Command),
@@ -82,6 +92,8 @@ fn main() -> ExitCode {
         Command::Cert(command) => cert::run(command),
         Command::Registry(args) => runtime().and_then(|rt| rt.block_on(registry::run(args))),
         Command::Ls(args) => runtime().and_then(|rt| rt.block_on(ls::run(args))),
+        Command::Inspect(args) => runtime().and_then(|rt| rt.block_on(inspect::run(args))),
+        Command::Top(args) => runtime().and_then(|rt| rt.block_on(top::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,6 +56,7 @@ extern crate self as remora;
 mod deadline;
 mod error;
 mod id;
+pub mod inspect;
 mod interface;
 mod link;
 mod local;
@@ -181,5 +182,6 @@ pub mod rt {
         };
         pub use serde;
         pub use serde_bytes;
+        pub use tokio::time::Instant;
     }
 }

@@ -20,6 +20,7 @@ use crate::local::dispatch::Dispatch;
 use crate::local::mailbox::Mailbox;
 use crate::local::route::LocalRoute;
 use crate::local::slot::{Held, Slot, Start};
+use crate::local::stats::InterfaceStats;
 use crate::local::stop::StopReason;
 use crate::local::supervision::Control;
 use crate::reference::{RefCore, Route, DEFAULT_TIMEOUT};
@@ -76,6 +77,12 @@ pub(crate) struct NodeInner {
     all_stopped: Notify,
     shutting_down: AtomicBool,
     factories: crate::spawn::Factories,
+    /// Per interface hosted here, its methods' counters (see `local::stats`).
+    interfaces: DashMap<u64, Arc<InterfaceStats>>,
+    /// When the node started, for its uptime.
+    started: std::time::Instant,
+    /// Who may inspect this node (see `NodeBuilder::allow_inspection_from`).
+    inspection: crate::inspect::InspectPolicy,
 }
 
 /// Why a node could not be built.
@@ -131,6 +138,7 @@ pub struct NodeBuilder {
     once_retention: Duration,
     lease: Duration,
     allow_control: std::collections::HashSet<String>,
+    allow_inspection: std::collections::HashSet<String>,
     advertise: Option<String>,
     propagate_deadlines: bool,
 }
@@ -222,6 +230,33 @@ impl NodeBuilder {
         S: Into<String>,
     {
         self.allow_control.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Lets only the nodes whose certificates carry these names (their Common
+    /// Name, [`Caller::identity`](crate::Caller::identity)) inspect this node
+    /// through its [`Inspector`](crate::inspect::Inspector) (what `remora
+    /// inspect` and `remora top` read). Without a name here, any member of the
+    /// cluster may (its certificate chains to the cluster's root, which mutual
+    /// TLS already checks); with names, other peers are refused with
+    /// [`InspectError::NotAllowed`](crate::inspect::InspectError::NotAllowed).
+    /// Calls from this node itself are always allowed.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), remora::NodeError> {
+    /// let node = remora::Node::builder()
+    ///     .allow_inspection_from(["operator"])
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn allow_inspection_from<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allow_inspection
+            .extend(names.into_iter().map(Into::into));
         self
     }
 
@@ -377,8 +412,12 @@ impl NodeBuilder {
                 all_stopped: Notify::new(),
                 shutting_down: AtomicBool::new(false),
                 factories: Default::default(),
+                interfaces: DashMap::new(),
+                started: std::time::Instant::now(),
+                inspection: crate::inspect::InspectPolicy::new(self.allow_inspection),
             }),
         };
+        crate::inspect::start_service(&node);
         if let Some(addr) = listen {
             node.inner
                 .host
@@ -504,6 +543,7 @@ impl Node {
             once_retention: crate::remote::once::DEFAULT_RETENTION,
             lease: crate::remote::leases::DEFAULT_LEASE,
             allow_control: Default::default(),
+            allow_inspection: Default::default(),
             advertise: None,
             propagate_deadlines: true,
         }
@@ -541,9 +581,13 @@ impl Node {
         if options.pinned {
             cell.pin();
         }
-        let (tx, rx) = options.mailbox.unwrap_or(inner.default_mailbox).channel();
+        let mailbox = options.mailbox.unwrap_or(inner.default_mailbox);
+        let (tx, rx) = mailbox.channel();
+        let stats = self.interface_stats(R::ID, R::NAME, <R::Msg as Dispatch<A>>::METHODS);
         let held = Held {
             rx,
+            mailbox,
+            stats: stats.clone(),
             state_dropped: false,
             restart: options.restart,
             restarts: VecDeque::new(),
@@ -570,11 +614,58 @@ impl Node {
             slot,
             reentrant: <R::Msg as Dispatch<A>>::REENTRANT,
             propagate: inner.host.propagates_deadlines(),
+            stats,
+            method_of: <R::Msg as Dispatch<A>>::method_index,
         });
         if inner.default_timeout != DEFAULT_TIMEOUT {
             core = core.with_timeout(inner.default_timeout);
         }
         R::from_core(core)
+    }
+
+    /// The counters of interface `id`'s methods on this node, made with the
+    /// first actor of the interface.
+    fn interface_stats(
+        &self,
+        id: u64,
+        name: &'static str,
+        methods: &'static [&'static str],
+    ) -> Arc<InterfaceStats> {
+        if let Some(stats) = self.inner.interfaces.get(&id) {
+            return stats.clone();
+        }
+        let stats = self.inner.interfaces.entry(id);
+        stats
+            .or_insert_with(|| Arc::new(InterfaceStats::new(name, methods)))
+            .clone()
+    }
+
+    /// Every interface's counters on this node.
+    pub(crate) fn interfaces(&self) -> Vec<Arc<InterfaceStats>> {
+        self.inner
+            .interfaces
+            .iter()
+            .map(|e| e.value().clone())
+            .collect()
+    }
+
+    /// What the node keeps of each live actor.
+    pub(crate) fn actor_controls(&self) -> Vec<(ActorId, Arc<dyn Control>)> {
+        self.inner
+            .actors
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect()
+    }
+
+    /// How long ago the node started.
+    pub(crate) fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Who may inspect this node.
+    pub(crate) fn inspection(&self) -> &crate::inspect::InspectPolicy {
+        &self.inner.inspection
     }
 
     /// Resolves with the reason once the actor behind `r` has stopped (at once if it

@@ -1,6 +1,7 @@
 //! The dispatcher: `Dispatch<A>` for the message enum, for every actor `A` that
 //! implements the trait. It runs a message's handler on the lent actor, and
-//! tells the runtime each message's call chain and how it borrows the actor.
+//! tells the runtime each message's call chain, how it borrows the actor, and
+//! the method's position (where the node counts its calls).
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -41,15 +42,45 @@ impl Generator<'_> {
                 #msg_ident::#name(request) => request.reply.unwanted(),
             }
         });
+        let method_names = self.methods.iter().map(|m| m.model.name.to_string());
+        let index_arms = self.methods.iter().enumerate().map(|(index, m)| {
+            let name = &m.model.name;
+            quote! {
+                #msg_ident::#name(_) => #index,
+            }
+        });
+        let arrived_arms = self.methods.iter().map(|m| {
+            let name = &m.model.name;
+            quote! {
+                #msg_ident::#name(request) => request.reply.arrived(),
+            }
+        });
         let shared_arms = self.true_arms(|m| m.shared);
         let reentrant_arms = self.true_arms(|m| m.model.reentrant);
         quote! {
             impl<A: #trait_ident #sync_bound> ::remora::rt::Dispatch<A> for #msg_ident {
                 const REENTRANT: bool = #any_reentrant;
+                const METHODS: &'static [&'static str] = &[ #( #method_names, )* ];
 
                 #[allow(unused_variables)]
                 fn dispatch(self, actor: ::remora::rt::Lent<'_, A>) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send {
                     async move { #dispatch_body }
+                }
+
+                fn method_index(&self) -> usize {
+                    match self {
+                        #( #index_arms )*
+                        #[allow(unreachable_patterns)]
+                        _ => 0,
+                    }
+                }
+
+                fn arrived(&self) -> ::core::option::Option<::remora::rt::__private::Instant> {
+                    match self {
+                        #( #arrived_arms )*
+                        #[allow(unreachable_patterns)]
+                        _ => ::core::option::Option::None,
+                    }
                 }
 
                 fn chain(&self) -> u64 {

@@ -130,6 +130,12 @@ impl Baton {
         }
     }
 
+    /// Whether nobody holds it: the actor is idle (for inspection; stale as
+    /// soon as read).
+    pub(crate) fn is_free(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == FREE
+    }
+
     /// Whether a task holds it (for assertions: the holder asks).
     pub(crate) fn held_by_a_task(&self) -> bool {
         self.state.load(Ordering::Relaxed) & TASK != 0

@@ -72,6 +72,25 @@ pub enum Unwanted {
     Expired,
 }
 
+impl Unwanted {
+    /// What its caller got (or would have) instead of an answer, as counted
+    /// per method: its connection lost (`NodeDown`), `Cancelled`, `Timeout`.
+    pub(crate) fn error(self) -> CallError {
+        match self {
+            Unwanted::CallerGone => CallError::NodeDown {
+                node: crate::id::NodeId::from_u128(0),
+                label: Default::default(),
+                may_have_executed: false,
+            },
+            Unwanted::Cancelled => CallError::Cancelled,
+            Unwanted::Expired => CallError::Timeout {
+                after: std::time::Duration::ZERO,
+                may_have_executed: false,
+            },
+        }
+    }
+}
+
 /// What a running handler knows of its call, for [`deadline`], [`cancelled`]
 /// and the calls it makes. Owned by the handler's wrapper; read through the
 /// thread's current handler while the wrapper polls.

@@ -94,8 +94,25 @@ pub trait Dispatch<A>: Send + 'static {
     /// When none can, the runtime skips the bookkeeping re-entry needs.
     const REENTRANT: bool = false;
 
+    /// The names of the interface's methods, in declaration order: what the
+    /// node's per-method counters are kept under (none: the calls are counted
+    /// per actor only).
+    const METHODS: &'static [&'static str] = &[];
+
     /// Calls the method the message names on `actor` and answers its reply slot.
     fn dispatch(self, actor: Lent<'_, A>) -> impl Future<Output = ()> + Send;
+
+    /// The position in [`Dispatch::METHODS`] of the method the message calls:
+    /// how its counters are found without a lookup.
+    fn method_index(&self) -> usize {
+        0
+    }
+
+    /// When the call arrived from another node (its reply slot's); None for a
+    /// call from this node. Such calls are timed until their handler ends.
+    fn arrived(&self) -> Option<tokio::time::Instant> {
+        None
+    }
 
     /// The call chain the message belongs to (its reply slot's; 0 for none).
     fn chain(&self) -> u64 {

@@ -126,6 +126,15 @@ impl Mailbox {
         }
     }
 
+    /// Its kind, as inspection names it: `rendezvous`, `bounded` or `unbounded`.
+    pub(crate) fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Rendezvous => "rendezvous",
+            Kind::Bounded(_) => "bounded",
+            Kind::Unbounded(_) => "unbounded",
+        }
+    }
+
     /// The hard cap of an unbounded mailbox, `None` for the others.
     pub fn cap(&self) -> Option<usize> {
         match self.kind {
@@ -458,6 +467,11 @@ impl<M: 'static> MailboxRx<M> {
     /// Whether anything is queued, or waiting to be queued (see `MailboxTx::has_pending`).
     pub(crate) fn has_pending(&self) -> bool {
         self.closed.waiting.load(Ordering::SeqCst) != 0 || !self.rx.is_empty()
+    }
+
+    /// Messages queued and not yet taken (see `MailboxTx::depth`).
+    pub(crate) fn depth(&self) -> usize {
+        self.rx.len()
     }
 
     /// Refuses new messages and hands back the ones still queued, unopened: dropping

@@ -16,5 +16,6 @@ pub(crate) mod reply;
 pub(crate) mod route;
 pub(crate) mod runner;
 pub(crate) mod slot;
+pub(crate) mod stats;
 pub(crate) mod stop;
 pub(crate) mod supervision;

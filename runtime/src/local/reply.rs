@@ -34,6 +34,8 @@ pub struct ReplyTo<T> {
     awaited_remotely: bool,
     /// When the caller stops waiting ([`crate::deadline`]); None: never.
     deadline: Option<Instant>,
+    /// When the call arrived from another node (None: sent on this node).
+    arrived: Option<Instant>,
     /// Set when a caller on another node gives the call up (a `Cancel` frame).
     cancel: Option<Arc<CancelSignal>>,
     /// Whether a running handler is told that its call was given up; false for
@@ -66,6 +68,7 @@ impl<T> ReplyTo<T> {
             running: false,
             awaited_remotely: false,
             deadline: None,
+            arrived: None,
             cancel: None,
             cancel_running: true,
             #[cfg(feature = "otel")]
@@ -81,6 +84,7 @@ impl<T> ReplyTo<T> {
             running: false,
             awaited_remotely: false,
             deadline: None,
+            arrived: None,
             cancel: None,
             cancel_running: true,
             #[cfg(feature = "otel")]
@@ -98,6 +102,7 @@ impl<T> ReplyTo<T> {
             running: false,
             awaited_remotely: false,
             deadline: None,
+            arrived: None,
             cancel: None,
             cancel_running: true,
             #[cfg(feature = "otel")]
@@ -149,6 +154,18 @@ impl<T> ReplyTo<T> {
     pub(crate) fn in_span(mut self, span: Option<tracing::Span>) -> Self {
         self.span = span;
         self
+    }
+
+    /// The same reply slot, for a call that arrived from another node at `at`.
+    pub(crate) fn arrived_at(mut self, at: Instant) -> Self {
+        self.arrived = Some(at);
+        self
+    }
+
+    /// When the call arrived from another node; None for a call sent on this node.
+    #[doc(hidden)]
+    pub fn arrived(&self) -> Option<Instant> {
+        self.arrived
     }
 
     /// The same reply slot, for a call whose caller stops waiting at `deadline`.

@@ -12,6 +12,7 @@ use tokio::time::{timeout_at, Instant};
 use crate::error::CallError;
 use crate::local::cell::ActorCell;
 use crate::local::mailbox::{Charge, Envelope, MailboxTx, TrySendError};
+use crate::local::stats::InterfaceStats;
 use crate::local::stop::StopReason;
 use crate::wire::ObjectId;
 
@@ -28,6 +29,10 @@ pub(crate) struct LocalRoute<M> {
     pub(crate) reentrant: bool,
     /// Whether its node propagates deadlines (a handler's calls inherit its own).
     pub(crate) propagate: bool,
+    /// The node's counters of the actor's interface.
+    pub(crate) stats: Arc<InterfaceStats>,
+    /// A message's method's position in `stats` (`Dispatch::method_index`).
+    pub(crate) method_of: fn(&M) -> usize,
 }
 
 impl<M> Drop for LocalRoute<M> {
@@ -50,6 +55,22 @@ impl<M> LocalRoute<M> {
             }
         }
         self.slot.try_run(msg, &self.tx, cx)
+    }
+
+    /// Counts `msg` refused at the mailbox with `err` (it did not run).
+    pub(crate) fn count_refused(&self, msg: &M, err: &CallError) {
+        if let Some(counters) = self.stats.method((self.method_of)(msg)) {
+            counters.error(err);
+        }
+    }
+
+    /// Counts a send refused for good (`TrySendError::Refused`), if the message
+    /// came back to say which method it was, and gives the error.
+    pub(crate) fn refused(&self, err: CallError, env: Option<&Envelope<M>>) -> CallError {
+        if let Some(env) = env {
+            self.count_refused(&env.msg, &err);
+        }
+        err
     }
 
     /// Whether a call of `method` in `chain` must fail as a cycle: it comes back to

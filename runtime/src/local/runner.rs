@@ -15,6 +15,7 @@ use crate::local::actor::{Actor, RestartBy};
 use crate::local::dispatch::Dispatch;
 use crate::local::reply::panic_message;
 use crate::local::slot::{Hook, Turn};
+use crate::local::stats::ActorCounters;
 use crate::local::stop::StopReason;
 use crate::local::supervision::Directive;
 
@@ -37,6 +38,7 @@ where
                     Ok(Hook::Unreferenced) => {}
                     Err(message) => {
                         self.drop_hook();
+                        ActorCounters::count(&self.counters.panics);
                         *self.panic.lock() = Some(message);
                     }
                 }
@@ -45,13 +47,17 @@ where
             let panicked = self.panic.lock().take();
             if let Some(message) = panicked {
                 match self.restart_after(message).await {
-                    Ok(()) => self.begin_start(),
+                    Ok(()) => {
+                        ActorCounters::count(&self.counters.restarts);
+                        self.begin_start()
+                    }
                     Err(reason) => return self.finish(reason).await,
                 }
                 continue;
             }
             if self.in_flight() {
                 if let Err(message) = guarded(poll_fn(|cx| self.poll_running(cx))).await {
+                    self.count_panic();
                     self.end_running();
                     *self.panic.lock() = Some(message);
                 }
@@ -62,7 +68,10 @@ where
             }
             if self.pause_requested() {
                 match self.halt(None).await {
-                    Ok(()) => self.begin_start(),
+                    Ok(()) => {
+                        ActorCounters::count(&self.counters.restarts);
+                        self.begin_start()
+                    }
                     Err(reason) => return self.finish(reason).await,
                 }
                 continue;

@@ -32,6 +32,7 @@ use crate::local::dispatch::{Dispatch, Lent};
 use crate::local::mailbox::{MailboxRx, MailboxTx};
 use crate::local::reply::panic_message;
 use crate::local::route::ActorSlot;
+use crate::local::stats::{ActorCounters, ActorFigures, InterfaceStats};
 use crate::local::stop::StopReason;
 use crate::local::supervision::{Control, Supervision};
 use crate::node::Node;
@@ -61,10 +62,14 @@ pub(crate) enum Hook {
     Unreferenced,
 }
 
-/// What a new actor starts with besides its state: its mailbox receiver and its
-/// restart policy.
+/// What a new actor starts with besides its state: its mailbox receiver, its
+/// restart policy, and where its calls are counted.
 pub(crate) struct Held<A, M: 'static> {
     pub(crate) rx: MailboxRx<M>,
+    /// Its mailbox as spawned (kind and capacity).
+    pub(crate) mailbox: crate::local::mailbox::Mailbox,
+    /// The node's counters of its interface.
+    pub(crate) stats: Arc<InterfaceStats>,
     pub(crate) state_dropped: bool,
     pub(crate) restart: Option<(RestartBy, Factory<A>)>,
     pub(crate) restarts: VecDeque<Instant>,
@@ -91,6 +96,16 @@ struct Reentry<M, F> {
     running: UnsafeCell<Vec<Pin<Box<F>>>>,
 }
 
+/// The call whose handler runs now (the one in `Slot::running`): where its
+/// panic and its latency are counted.
+#[derive(Clone, Copy, Default)]
+struct Current {
+    /// Its method's position in the interface's counters.
+    method: usize,
+    /// When it arrived from another node (None: sent on this node, not timed).
+    arrived: Option<tokio::time::Instant>,
+}
+
 /// An actor: its state, the handler running on it, and the baton.
 ///
 /// The `UnsafeCell`s are private to this module and touched only through a
@@ -99,6 +114,8 @@ pub(crate) struct Slot<A: 'static, M: 'static, F> {
     // Field order matters: `running`, `reentry` and `hook` borrow `actor`, so they are
     // declared (and dropped) first.
     running: UnsafeCell<Option<F>>,
+    /// The call `running` handles. Holder only.
+    current: UnsafeCell<Current>,
     /// Re-entering calls and the handlers they run (only for interfaces with
     /// `#[reentrant]` methods: the others pay one pointer).
     reentry: Option<Box<Reentry<M, F>>>,
@@ -122,6 +139,12 @@ pub(crate) struct Slot<A: 'static, M: 'static, F> {
     /// Its supervisor, if it has one (also in `life.restart`; here it can be read
     /// without the baton, for pause requests).
     pub(crate) supervisor: Option<Arc<dyn Supervision>>,
+    /// The node's counters of the actor's interface, per method.
+    stats: Arc<InterfaceStats>,
+    /// The actor's own counters.
+    pub(crate) counters: ActorCounters,
+    /// Its mailbox as spawned (kind and capacity), for inspection.
+    mailbox: crate::local::mailbox::Mailbox,
     me: Weak<Self>,
 }
 
@@ -159,6 +182,7 @@ where
         };
         let slot = Arc::new_cyclic(|me: &Weak<Self>| Slot {
             running: UnsafeCell::new(None),
+            current: UnsafeCell::new(Current::default()),
             reentry: M::REENTRANT.then(|| {
                 Box::new(Reentry {
                     queue: Mutex::new(VecDeque::new()),
@@ -184,6 +208,9 @@ where
                 control: me.clone() as Weak<dyn Control>,
             },
             supervisor,
+            stats: held.stats,
+            counters: ActorCounters::default(),
+            mailbox: held.mailbox,
             me: me.clone(),
         });
         // Before on_start: the supervisor learns of the child before any report from it.
@@ -207,6 +234,7 @@ where
             Ok(Poll::Pending) => turn.start_task(),
             Err(payload) => {
                 turn.drop_hook();
+                ActorCounters::count(&slot.counters.panics);
                 *slot.panic.lock() = Some(panic_message(&*payload));
                 turn.start_task();
             }
@@ -506,10 +534,66 @@ where
         // Lent shared only when a re-entering call may join it.
         let shared = M::REENTRANT && msg.shared();
         self.ctx.cell.set_busy(msg.chain(), shared);
+        let current = self.count_call(&msg);
+        // SAFETY: aliasing: turn methods never keep a reference to `current` past
+        // the call, and this is the only turn. Ordering: the turn's.
+        unsafe { *self.slot.current.get() = current };
         let handler = (self.slot.start)(msg, self.lend(shared));
         // SAFETY: aliasing: turn methods never keep a reference to `running` past
         // the call, and this is the only turn. Ordering: the turn's.
         unsafe { *self.slot.running.get() = Some(handler) };
+    }
+
+    /// Counts a call whose handler starts now: two relaxed adds, by position.
+    #[inline]
+    fn count_call(&self, msg: &M) -> Current {
+        let method = msg.method_index();
+        if let Some(counters) = self.slot.stats.method(method) {
+            counters
+                .calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        ActorCounters::count(&self.slot.counters.handled);
+        Current {
+            method,
+            arrived: msg.arrived(),
+        }
+    }
+
+    /// The handler in `running` finished: a call from another node is timed
+    /// from its arrival (the one clock reading counting adds to a call).
+    fn count_end(&self) {
+        // SAFETY: aliasing: a shared read that ends here; `current` is written
+        // only by `begin` (`&mut self`, excluded by this `&self`) of the only
+        // turn. Ordering: the turn's.
+        let current = unsafe { *self.slot.current.get() };
+        if let (Some(arrived), Some(counters)) =
+            (current.arrived, self.slot.stats.method(current.method))
+        {
+            counters.latency.record(arrived.elapsed());
+        }
+    }
+
+    /// A handler panicked: counted for the actor, and as `Panicked` for the
+    /// method of the call in `running` (a re-entered handler's panic is
+    /// counted under the call it re-entered).
+    pub(crate) fn count_panic(&self) {
+        ActorCounters::count(&self.slot.counters.panics);
+        // SAFETY: as in `count_end`.
+        let current = unsafe { *self.slot.current.get() };
+        if let Some(counters) = self.slot.stats.method(current.method) {
+            counters.error(&crate::error::CallError::Panicked {
+                message: String::new(),
+            });
+        }
+    }
+
+    /// A message dropped unanswered, as `err` (its actor stopped, its caller
+    /// gave it up): counted for its method.
+    pub(crate) fn count_unanswered(&self, msg: &M, err: &crate::error::CallError) {
+        if let Some(counters) = self.slot.stats.method(msg.method_index()) {
+            counters.error(err);
+        }
     }
 
     /// Whether a handler is in flight.
@@ -550,6 +634,7 @@ where
         while let Some(msg) = queue.pop_front() {
             // `may_reenter`: every handler in flight holds the actor shared.
             if msg.shared() && cell.may_reenter(msg.chain()) {
+                self.count_call(&msg);
                 let handler = Box::pin((self.slot.start)(msg, self.lend(true)));
                 // SAFETY: aliasing: turn methods never keep a reference to
                 // `reentry.running` past the call, and this is the only turn.
@@ -580,6 +665,7 @@ where
             // `end_running` and in `Slot::drop`), never moved out.
             if unsafe { Pin::new_unchecked(handler) }.poll(cx).is_ready() {
                 *running = None;
+                self.count_end();
             }
         }
         if let Some(reentry) = &slot.reentry {
@@ -606,14 +692,21 @@ where
             let msg = self.slot.rx.try_recv()?;
             match msg.unwanted() {
                 None => return Some(msg),
-                Some(why) => self.ctx.node.count_unwanted(why),
+                Some(why) => {
+                    self.count_unanswered(&msg, &why.error());
+                    self.ctx.node.count_unwanted(why)
+                }
             }
         }
     }
 
     /// Refuses new messages and hands back those still queued: the actor stops.
     pub(crate) fn close_mailbox(&mut self) -> Vec<M> {
-        self.slot.rx.close_and_drain()
+        let left = self.slot.rx.close_and_drain();
+        for msg in &left {
+            self.count_unanswered(msg, &crate::error::CallError::ActorStopped);
+        }
+        left
     }
 }
 
@@ -652,6 +745,7 @@ where
             Err(payload) => {
                 // The caller was answered `Panicked` by ReplyTo::answer_with; the
                 // task applies the restart policy.
+                turn.count_panic();
                 turn.end_running();
                 *self.panic.lock() = Some(panic_message(&*payload));
                 turn.start_task();
@@ -714,5 +808,21 @@ where
 
     fn wake(&self) {
         self.schedule();
+    }
+
+    fn figures(&self) -> ActorFigures {
+        let counters = &self.counters;
+        ActorFigures {
+            name: self.ctx.cell.name.clone(),
+            actor_type: std::any::type_name::<A>(),
+            interface: self.stats.name,
+            mailbox: self.mailbox,
+            queued: self.rx.depth(),
+            busy: !self.baton.is_free(),
+            handled: ActorCounters::read(&counters.handled),
+            panics: ActorCounters::read(&counters.panics),
+            restarts: ActorCounters::read(&counters.restarts),
+            supervisor: self.supervisor.as_ref().and_then(|s| s.supervisor()),
+        }
     }
 }

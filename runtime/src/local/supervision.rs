@@ -17,6 +17,9 @@ pub(crate) trait Control: Send + Sync {
 
     /// Makes sure someone looks at the actor (its supervisor asked it to pause).
     fn wake(&self);
+
+    /// What inspection shows of the actor now (its type, mailbox, counters).
+    fn figures(&self) -> crate::local::stats::ActorFigures;
 }
 
 /// What a supervised actor is told to do once it has halted.
@@ -38,4 +41,6 @@ pub(crate) trait Supervision: Send + Sync {
     fn halted(&self, failure: Option<String>) -> Pin<Box<dyn Future<Output = Directive> + Send>>;
     /// Its `on_start` finished (after a restart, or a first start that had to wait).
     fn started(&self);
+    /// The supervisor's actor, while it runs (for inspection).
+    fn supervisor(&self) -> Option<crate::id::ActorId>;
 }

@@ -387,7 +387,9 @@ impl<M: Send + 'static> RefCore<M> {
             at = Some(until);
             match local.push(Envelope::new(msg)) {
                 Ok(()) => {}
-                Err(TrySendError::Refused(err, _)) => return Err(err),
+                Err(TrySendError::Refused(err, env)) => {
+                    return Err(local.refused(err, env.as_ref()))
+                }
                 Err(TrySendError::Full(env)) => deliver(local, env.msg, until, self.timeout, false)
                     .await
                     .map_err(|err| match err {

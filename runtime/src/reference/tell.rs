@@ -101,8 +101,10 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
         match &self.core.route {
             Route::Local(local) => match local.offer_now(msg) {
                 Ok(()) => Ok(()),
-                Err(TrySendError::Refused(err, _)) => Err(err),
-                Err(TrySendError::Full(_)) => Err(local.tx.full_error()),
+                Err(TrySendError::Refused(err, env)) => Err(local.refused(err, env.as_ref())),
+                Err(TrySendError::Full(env)) => {
+                    Err(local.refused(local.tx.full_error(), Some(&env)))
+                }
             },
             Route::Remote(_) => unreachable!("a local message on a remote route"),
         }
@@ -222,7 +224,9 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                     // Fast: room now (or, rendezvous, the actor is waiting), no allocation.
                     let msg = match local.push(Envelope::new(msg)) {
                         Ok(()) => return Poll::Ready(Ok(())),
-                        Err(TrySendError::Refused(err, _)) => return Poll::Ready(Err(err)),
+                        Err(TrySendError::Refused(err, env)) => {
+                            return Poll::Ready(Err(local.refused(err, env.as_ref())))
+                        }
                         Err(TrySendError::Full(env)) => env.msg,
                     };
                     let timeout = core.timeout;

@@ -87,6 +87,10 @@ pub(crate) trait Transport: Send + Sync {
     fn round_trip(&self) -> Duration {
         Duration::ZERO
     }
+    /// QUIC's statistics of the connection, if it is one.
+    fn quic_stats(&self) -> Option<quinn::ConnectionStats> {
+        None
+    }
 }
 
 /// The least a call's budget is charged on arrival, on top of nothing in one
@@ -167,6 +171,8 @@ pub(crate) struct InCall<A> {
     pub(crate) deadline: Option<Instant>,
     /// Set if its caller gives it up (a `Cancel`), for an ask.
     pub(crate) cancel: Option<Arc<CancelSignal>>,
+    /// When its frame arrived: its method's latency counts from here.
+    pub(crate) arrived: Instant,
 }
 
 impl<A> InCall<A> {
@@ -183,6 +189,7 @@ impl<A> InCall<A> {
             replies,
             deadline,
             cancel,
+            arrived,
         } = self;
         let bare = InCall {
             id,
@@ -195,6 +202,7 @@ impl<A> InCall<A> {
             replies,
             deadline,
             cancel,
+            arrived,
         };
         (bare, args)
     }
@@ -214,6 +222,7 @@ impl InCall<()> {
             replies: self.replies,
             deadline: self.deadline,
             cancel: self.cancel,
+            arrived: self.arrived,
         }
     }
 }
@@ -822,6 +831,7 @@ impl Connection {
                 replies,
                 deadline: self.deadline_of(&call.context, arrived),
                 cancel,
+                arrived,
             }),
             Ok(Incoming::Monitor { watch, object }) => {
                 self.on_monitor(watch, object);
@@ -1036,6 +1046,7 @@ impl Connection {
             replies,
             deadline,
             cancel,
+            arrived,
             ..
         } = call;
         let node = self.node.upgrade().ok_or(CallError::NoSuchObject)?;
@@ -1103,7 +1114,8 @@ impl Connection {
         .within(cx.clone())
         .sent_by(self.caller.clone())
         .in_chain(tags.chain)
-        .until(deadline);
+        .until(deadline)
+        .arrived_at(arrived);
         let replier = match (one_way, cancel) {
             (true, _) => replier,
             (false, Some(cancel)) => replier.awaited().cancelled_by(cancel, true),
@@ -1265,6 +1277,7 @@ impl Connection {
             replies,
             deadline: self.deadline_of(&tags.context, arrived),
             cancel,
+            arrived,
         })
     }
 
@@ -1308,6 +1321,16 @@ impl Connection {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Calls to the peer waiting for their replies.
+    pub(crate) fn pending_calls(&self) -> usize {
+        self.state.lock().core.pending()
+    }
+
+    /// QUIC's statistics of the connection (none in one process).
+    pub(crate) fn quic_stats(&self) -> Option<quinn::ConnectionStats> {
+        self.transport.quic_stats()
     }
 
     /// Our monitors of the peer's objects, still waiting (none once closed).

@@ -50,6 +50,10 @@ pub(crate) trait Exported: Send + Sync {
     /// Whether a call of `method` in `chain` comes back to a handler waiting for it
     /// and cannot run beside it: a cycle.
     fn refuses_cycle(&self, chain: u64, method: u64) -> bool;
+    /// The actor behind it, if it is one (for inspection).
+    fn actor(&self) -> Option<crate::id::ActorId> {
+        None
+    }
 }
 
 impl<M: Unmarshal> Exported for LocalRoute<M> {
@@ -74,7 +78,19 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
             Args::Encoded(bytes) => bytes.len(),
             Args::Moved(_) => 0,
         };
-        let msg = M::unmarshal(method, args, limits, replier)?;
+        let msg = match M::unmarshal(method, args, limits, replier) {
+            Ok(msg) => msg,
+            Err(err) => {
+                if let CallError::UnknownMethod { .. } = err {
+                    let unknown = &self.stats.unknown;
+                    unknown
+                        .calls
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    unknown.error(&err);
+                }
+                return Err(err);
+            }
+        };
         self.take(msg, one_way, size)
     }
 
@@ -102,6 +118,10 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
 
     fn refuses_cycle(&self, chain: u64, method: u64) -> bool {
         LocalRoute::refuses_cycle(self, chain, M::reentrant(method))
+    }
+
+    fn actor(&self) -> Option<crate::id::ActorId> {
+        Some(self.cell.id)
     }
 }
 
@@ -148,6 +168,7 @@ impl<M: Unmarshal> LocalRoute<M> {
             // An ask over the cap: its caller is told so.
             Err(TrySendError::Refused(err, Some(env))) => {
                 tracing::debug!(actor = %self.cell.id, %err, "incoming call refused");
+                self.count_refused(&env.msg, &err);
                 env.msg.refuse(err);
                 Ok(None)
             }

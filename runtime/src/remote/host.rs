@@ -69,8 +69,14 @@ pub(crate) struct Host {
     runtime: tokio::runtime::Handle,
     /// Set once the node shuts down: the lease task ends, nothing is dialed.
     closed: AtomicBool,
+    /// Starts a built-in service on its first call (see `Host::exported`).
+    builtin: std::sync::OnceLock<Builtin>,
     me: Weak<Host>,
 }
+
+/// Starts the built-in service exported under an object id, if there is one:
+/// `Some(())` once it is exported.
+pub(crate) type Builtin = Box<dyn Fn(&ObjectId) -> Option<()> + Send + Sync>;
 
 /// How a [`Host`] is configured: the parts of `NodeBuilder` that concern peers.
 pub(crate) struct HostConfig {
@@ -142,6 +148,7 @@ impl Host {
             propagate: config.propagate,
             runtime: config.runtime,
             closed: AtomicBool::new(false),
+            builtin: std::sync::OnceLock::new(),
             me: me.clone(),
         });
         super::leases::start(&host, &host.held, host.lease);
@@ -435,7 +442,36 @@ impl Host {
     }
 
     pub(crate) fn exported(&self, object: &ObjectId) -> Option<Arc<dyn Exported>> {
-        self.exports.get(object).map(|e| e.route.clone())
+        match self.exports.get(object) {
+            Some(export) => Some(export.route.clone()),
+            // A built-in service not started yet (the inspector): started on
+            // its first call, so that a node nobody inspects runs no actor for it.
+            None => self.builtin.get()?(object)
+                .and_then(|()| self.exports.get(object).map(|e| e.route.clone())),
+        }
+    }
+
+    /// Sets the hook that starts the node's built-in services on their first
+    /// call (`exported` calls it with the object id it did not find).
+    pub(crate) fn set_builtin(&self, start: Builtin) {
+        let _ = self.builtin.set(start);
+    }
+
+    /// The node's exports, for inspection: (object, what it is, pinned, service).
+    pub(crate) fn export_list(&self) -> Vec<(ObjectId, Arc<dyn Exported>, bool, bool)> {
+        self.exports
+            .iter()
+            .map(|e| (*e.key(), e.route.clone(), e.pinned, e.service))
+            .collect()
+    }
+
+    /// The open connections, for inspection.
+    pub(crate) fn connections(&self) -> Vec<Arc<Connection>> {
+        self.peers
+            .iter()
+            .map(|c| c.value().clone())
+            .filter(|c| !c.is_closed())
+            .collect()
     }
 
     /// Records that `node` spawned the actor exported as `object` (it may stop it).

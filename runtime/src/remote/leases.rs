@@ -83,6 +83,15 @@ impl HeldLeases {
     pub(crate) fn count(&self) -> usize {
         self.peers.lock().values().map(|p| p.objects.len()).sum()
     }
+
+    /// Each (peer, object) held, with its count of proxies (for inspection).
+    pub(crate) fn list(&self) -> Vec<(NodeId, ObjectId, usize)> {
+        let peers = self.peers.lock();
+        peers
+            .iter()
+            .flat_map(|(peer, held)| held.objects.iter().map(|(o, n)| (*peer, *o, *n)))
+            .collect()
+    }
 }
 
 /// The leases other nodes hold on this node's exports: holder → expiry, per object.
@@ -144,6 +153,15 @@ impl GrantedLeases {
     /// How many leases are held on this node's exports.
     pub(crate) fn count(&self) -> usize {
         self.objects.lock().values().map(HashMap::len).sum()
+    }
+
+    /// The holders of leases on `object` and when each lapses (for inspection).
+    pub(crate) fn holders(&self, object: &ObjectId) -> Vec<(NodeId, Instant)> {
+        let granted = self.objects.lock();
+        granted
+            .get(object)
+            .map(|holders| holders.iter().map(|(n, until)| (*n, *until)).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -150,6 +150,8 @@ pub struct Replier {
     awaited: bool,
     /// When its caller stops waiting.
     deadline: Option<tokio::time::Instant>,
+    /// When it arrived (its latency counts from here).
+    arrived: Option<tokio::time::Instant>,
     /// Set if its caller gives it up; `bool`: a running handler is told too.
     cancel: Option<(Arc<CancelSignal>, bool)>,
     /// The span its handler runs in (`remora.call`, see `crate::trace`).
@@ -182,6 +184,7 @@ impl Replier {
             chain: 0,
             awaited: false,
             deadline: None,
+            arrived: None,
             cancel: None,
             #[cfg(feature = "otel")]
             span: None,
@@ -201,6 +204,7 @@ impl Replier {
             chain: 0,
             awaited: false,
             deadline: None,
+            arrived: None,
             cancel: None,
             #[cfg(feature = "otel")]
             span: None,
@@ -237,6 +241,12 @@ impl Replier {
     /// The call's caller stops waiting at `deadline`.
     pub(crate) fn until(mut self, deadline: Option<tokio::time::Instant>) -> Self {
         self.deadline = deadline;
+        self
+    }
+
+    /// The call arrived at `at` (its frame's arrival).
+    pub(crate) fn arrived_at(mut self, at: tokio::time::Instant) -> Self {
+        self.arrived = Some(at);
         self
     }
 
@@ -279,6 +289,7 @@ impl Replier {
             chain,
             awaited,
             deadline,
+            arrived,
             cancel,
             #[cfg(feature = "otel")]
             span,
@@ -299,6 +310,10 @@ impl Replier {
         .sent_by(caller)
         .in_chain(chain)
         .until(deadline);
+        let reply = match arrived {
+            Some(at) => reply.arrived_at(at),
+            None => reply,
+        };
         let reply = match cancel {
             Some((signal, running)) => reply.cancelled_by(signal, running),
             None => reply,

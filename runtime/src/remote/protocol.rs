@@ -300,6 +300,11 @@ impl<S: Sinks> Core<S> {
         self.lanes.len()
     }
 
+    /// Calls waiting for their replies.
+    pub(crate) fn pending(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Takes credit for one call to `target` and gives the lane it goes on; None
     /// if `window` calls to it are outstanding already (the caller waits for an
     /// [`Event::Credit`], or is refused). Every acquired credit is given back:

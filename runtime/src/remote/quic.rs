@@ -793,6 +793,10 @@ impl Transport for QuicHandle {
         self.0.quic.rtt()
     }
 
+    fn quic_stats(&self) -> Option<quinn::ConnectionStats> {
+        Some(self.0.quic.stats())
+    }
+
     fn lane_done(&self, lane: Lane) {
         if let Lane::Pipe(stream) = lane {
             if let Some(outbox) = self.0.pipes.lock().remove(&stream) {

@@ -97,6 +97,10 @@ impl Supervision for ChildSide {
         self.shared.pause.load(Ordering::Acquire)
     }
 
+    fn supervisor(&self) -> Option<crate::id::ActorId> {
+        self.parent.upgrade().map(|parent| parent.cell.id)
+    }
+
     fn halted(&self, failure: Option<String>) -> Pin<Box<dyn Future<Output = Directive> + Send>> {
         // Without a supervisor to answer: a panic stops it, a pause ends as asked.
         let cell = self.cell.get().cloned();
