@@ -553,7 +553,8 @@ where
                 .calls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        ActorCounters::count(&self.slot.counters.handled);
+        // Only the baton's holder counts its calls.
+        ActorCounters::bump(&self.slot.counters.handled);
         Current {
             method,
             arrived: msg.arrived(),

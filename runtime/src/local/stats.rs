@@ -169,6 +169,13 @@ impl ActorCounters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// [`ActorCounters::count`] for a counter only the actor's baton holder
+    /// writes (one writer at a time, handed on by the baton's own
+    /// acquire/release): a plain load and store, no locked instruction.
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
     pub(crate) fn read(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
