@@ -32,6 +32,8 @@ pub trait Chain {
     async fn hold(&mut self) -> u64;
     /// Counts one run of its handler and returns the count.
     async fn tick(&mut self) -> u64;
+    /// Sums an upload (counted as entered, like the waiting handlers).
+    async fn drain(&mut self, items: remora::pipe::Receiver<u64>) -> u64;
 }
 
 /// What the handlers of one link did.
@@ -219,6 +221,16 @@ impl Chain for Link {
 
     async fn tick(&mut self) -> u64 {
         self.stats.ticks.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    async fn drain(&mut self, mut items: remora::pipe::Receiver<u64>) -> u64 {
+        let running = Running::start(&self.stats);
+        let mut sum = 0;
+        while let Some(Ok(item)) = items.recv().await {
+            sum += item;
+        }
+        running.finish();
+        sum
     }
 }
 
