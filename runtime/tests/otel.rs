@@ -1,8 +1,8 @@
 //! One trace across nodes (the `otel` feature): a chain A → B → C, where A is a
 //! span of the client's own and B's handler calls C, is one trace of three
 //! spans, one per node, each the parent of the next; over a link that moves
-//! values and over one that encodes every frame (the trace context on the
-//! wire). Spans go to the OpenTelemetry SDK's in-memory exporter through
+//! values, over one that encodes every frame, and over QUIC on loopback (the
+//! trace context on the wire). Spans go to the OpenTelemetry SDK's in-memory exporter through
 //! `tracing-opentelemetry`.
 
 use std::sync::OnceLock;
@@ -76,24 +76,37 @@ fn attribute(span: &SpanData, key: &str) -> Option<Value> {
         .map(|kv| kv.value.clone())
 }
 
-async fn a_chain_of_three_nodes_is_one_trace(values: bool) {
+/// How the three nodes of a chain reach each other.
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    Values,
+    Encoded,
+    Quic,
+}
+
+async fn a_chain_of_three_nodes_is_one_trace(how: Link) {
     exporter();
-    let [a, b, c] = [(); 3].map(|()| Node::builder());
-    let (a, b, c) = (
-        a.name("a").build().await.unwrap(),
-        b.name("b").build().await.unwrap(),
-        c.name("c").build().await.unwrap(),
-    );
-    let link = |x: &Node, y: &Node| {
-        let (x, y) = (x.clone(), y.clone());
-        async move {
-            match values {
-                true => inproc::connect(&x, &y).await.unwrap(),
-                false => inproc::connect_serializing(&x, &y).await.unwrap(),
+    let build = |name: &'static str| async move {
+        let builder = Node::builder().name(name);
+        let builder = match how {
+            Link::Quic => builder.listen("127.0.0.1:0"),
+            _ => builder,
+        };
+        builder.build().await.unwrap()
+    };
+    let (a, b, c) = (build("a").await, build("b").await, build("c").await);
+    let mut wires = Vec::new();
+    for (x, y) in [(&a, &b), (&b, &c), (&a, &c)] {
+        match how {
+            Link::Values => wires.push(inproc::connect(x, y).await.unwrap()),
+            Link::Encoded => wires.push(inproc::connect_serializing(x, y).await.unwrap()),
+            Link::Quic => {
+                x.connect(y.listen_addr().unwrap().to_string())
+                    .await
+                    .unwrap();
             }
         }
-    };
-    let _wires = (link(&a, &b).await, link(&b, &c).await, link(&a, &c).await);
+    }
     let on_b: HopRef = b.spawn(Station);
     let on_c: HopRef = c.spawn(Station);
     let to_b: HopRef = a.reference(b.id(), b.export(&on_b).unwrap()).unwrap();
@@ -152,12 +165,17 @@ async fn a_chain_of_three_nodes_is_one_trace(values: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_of_three_nodes_is_one_trace_with_values_moved() {
-    a_chain_of_three_nodes_is_one_trace(true).await;
+    a_chain_of_three_nodes_is_one_trace(Link::Values).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_of_three_nodes_is_one_trace_over_encoded_frames() {
-    a_chain_of_three_nodes_is_one_trace(false).await;
+    a_chain_of_three_nodes_is_one_trace(Link::Encoded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_three_nodes_is_one_trace_over_quic() {
+    a_chain_of_three_nodes_is_one_trace(Link::Quic).await;
 }
 
 /// A call made outside any span starts a trace of its own at the callee: its
