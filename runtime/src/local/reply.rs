@@ -59,10 +59,11 @@ enum Slot<T> {
 }
 
 impl<T> ReplyTo<T> {
-    /// A reply nobody waits for (tells).
-    pub fn nobody() -> Self {
+    /// A fresh reply slot: a call from this node, outside any chain, no
+    /// deadline, not cancellable from afar.
+    fn with_slot(slot: Slot<T>) -> Self {
         ReplyTo {
-            slot: Slot::Nobody,
+            slot,
             caller: None,
             chain: 0,
             running: false,
@@ -76,38 +77,19 @@ impl<T> ReplyTo<T> {
         }
     }
 
+    /// A reply nobody waits for (tells).
+    pub fn nobody() -> Self {
+        ReplyTo::with_slot(Slot::Nobody)
+    }
+
     pub(crate) fn local(tx: oneshot::Sender<Result<T, CallError>>) -> Self {
-        ReplyTo {
-            slot: Slot::Local(tx),
-            caller: None,
-            chain: 0,
-            running: false,
-            awaited_remotely: false,
-            deadline: None,
-            arrived: None,
-            cancel: None,
-            cancel_running: true,
-            #[cfg(feature = "otel")]
-            span: None,
-        }
+        ReplyTo::with_slot(Slot::Local(tx))
     }
 
     /// A reply delivered to `sink`, exactly once: by [`ReplyTo::send`], or with the
     /// error described on [`ReplyTo`] if it is dropped unanswered.
     pub fn sink(sink: impl FnOnce(Result<T, CallError>) + Send + 'static) -> Self {
-        ReplyTo {
-            slot: Slot::Sink(Box::new(sink)),
-            caller: None,
-            chain: 0,
-            running: false,
-            awaited_remotely: false,
-            deadline: None,
-            arrived: None,
-            cancel: None,
-            cancel_running: true,
-            #[cfg(feature = "otel")]
-            span: None,
-        }
+        ReplyTo::with_slot(Slot::Sink(Box::new(sink)))
     }
 
     /// The same reply slot, for an ask whose caller on another node waits for it.

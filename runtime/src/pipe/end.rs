@@ -505,29 +505,11 @@ struct InletFill<T> {
 
 impl<T: Item> Fill for InletFill<T> {
     fn item(&mut self, conn: &Arc<Connection>, bytes: &[u8]) -> Result<(), CallError> {
-        let item = decode_item::<T>(conn, bytes)?;
-        let permit = self
-            .permits
-            .lock()
-            .pop_front()
-            .ok_or_else(|| CallError::Unauthorized {
-                reason: "a pipe item past the room granted".into(),
-            })?;
-        permit.send(Ok(item));
-        Ok(())
+        self.put(decode_item::<T>(conn, bytes)?)
     }
 
     fn value(&mut self, conn: &Arc<Connection>, item: Moved) -> Result<(), CallError> {
-        let item = take_item::<T>(conn, item)?;
-        let permit = self
-            .permits
-            .lock()
-            .pop_front()
-            .ok_or_else(|| CallError::Unauthorized {
-                reason: "a pipe item past the room granted".into(),
-            })?;
-        permit.send(Ok(item));
-        Ok(())
+        self.put(take_item::<T>(conn, item)?)
     }
 
     fn end(self: Box<Self>, error: Option<CallError>) {
@@ -546,6 +528,21 @@ impl<T: Item> Fill for InletFill<T> {
                 });
             }
         }
+    }
+}
+
+impl<T> InletFill<T> {
+    /// Puts an arrived item in the room reserved for it.
+    fn put(&mut self, item: T) -> Result<(), CallError> {
+        let permit = self
+            .permits
+            .lock()
+            .pop_front()
+            .ok_or_else(|| CallError::Unauthorized {
+                reason: "a pipe item past the room granted".into(),
+            })?;
+        permit.send(Ok(item));
+        Ok(())
     }
 }
 

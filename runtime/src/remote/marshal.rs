@@ -171,24 +171,15 @@ impl std::fmt::Debug for Replier {
 impl Replier {
     /// A replier that hands the encoded result (or the error) to `sink`, exactly once.
     pub fn new(sink: impl FnOnce(Result<Vec<u8>, CallError>) + Send + 'static) -> Self {
-        Replier {
-            sink: Box::new(move |answer| {
+        Replier::with_sink(
+            Box::new(move |answer: Result<Answer, CallError>| {
                 sink(answer.map(|answer| match answer {
                     Answer::Bytes(bytes) => bytes,
                     Answer::Value(_) => unreachable!("a bytes-only replier answers in bytes"),
                 }))
             }),
-            cx: None,
-            values: false,
-            caller: None,
-            chain: 0,
-            awaited: false,
-            deadline: None,
-            arrived: None,
-            cancel: None,
-            #[cfg(feature = "otel")]
-            span: None,
-        }
+            false,
+        )
     }
 
     /// A replier that may answer with the value itself when it holds no references
@@ -196,10 +187,15 @@ impl Replier {
     pub(crate) fn with_values(
         sink: impl FnOnce(Result<Answer, CallError>) + Send + 'static,
     ) -> Self {
+        Replier::with_sink(Box::new(sink), true)
+    }
+
+    /// A replier handing its answer to `sink` (`values`: it may be a value).
+    fn with_sink(sink: Box<dyn FnOnce(Result<Answer, CallError>) + Send>, values: bool) -> Self {
         Replier {
-            sink: Box::new(sink),
+            sink,
             cx: None,
-            values: true,
+            values,
             caller: None,
             chain: 0,
             awaited: false,
