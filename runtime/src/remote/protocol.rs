@@ -51,7 +51,7 @@ use super::marshal::{Answer, Args, Moved};
 use crate::error::{CallError, NodeLabel};
 use crate::id::NodeId;
 use crate::local::stop::StopReason;
-use crate::wire::codec::{encode, EncodeError, Limits};
+use crate::wire::codec::{encode, encode_to_vec, EncodeError, Limits};
 use crate::wire::{Call, CallContext, Frame, Hello, Incoming, ObjectId, Session, SessionError};
 
 /// Which ordered stream of frames a frame belongs to. Frames of one lane arrive in
@@ -816,9 +816,7 @@ impl<S: Sinks> Core<S> {
 
 /// Encodes `frame` within `limits`; a frame over the limit is a `Marshalling` error.
 fn encode_frame(limits: &Limits, frame: &Frame<'_>) -> Result<Vec<u8>, CallError> {
-    let mut out = Vec::new();
-    encode(frame, &mut out, limits).map_err(frame_error)?;
-    Ok(out)
+    encode_to_vec(frame, limits).map_err(frame_error)
 }
 
 /// A frame that did not encode, as the caller sees it.
@@ -872,9 +870,8 @@ pub(crate) fn frame_call(
             } else {
                 Frame::Call(call)
             };
-            let mut out = Vec::new();
-            match encode(&frame, &mut out, limits) {
-                Ok(()) => Ok(Transmit::Frame(lane, out)),
+            match encode_to_vec(&frame, limits) {
+                Ok(out) => Ok(Transmit::Frame(lane, out)),
                 // Over what the peer accepts: refused here, not sent to be reset.
                 Err(EncodeError::Oversize { len, max }) => Err(CallError::TooLarge { len, max }),
                 Err(err) => Err(CallError::Marshalling {

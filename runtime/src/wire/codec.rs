@@ -114,6 +114,64 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>, limits: &Limits) -> Result<(
     }
 }
 
+/// Encodings up to this size are made in the thread's scratch buffer and copied
+/// out at their exact size; a larger one takes the scratch buffer with it.
+const SCRATCH_KEEP: usize = 16 * 1024;
+
+thread_local! {
+    /// Where encodings are made before they are copied out ([`encode_to_vec`]).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What `write` appends to an empty buffer, in a buffer of its own, made with
+/// one allocation when it is small: encoding into a fresh `Vec` reallocates it
+/// four or five times on the way to a call's 50 bytes, and a buffer whose
+/// capacity is not its length costs another allocation when it becomes `Bytes`
+/// to be sent. `hint` is the size expected, reserved before writing.
+fn with_scratch(
+    hint: usize,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+) -> Result<Vec<u8>, EncodeError> {
+    SCRATCH.with(|scratch| {
+        // Taken already (an encoding made while making another): a buffer of its own.
+        let Ok(mut buf) = scratch.try_borrow_mut() else {
+            let mut out = Vec::with_capacity(hint);
+            return write(&mut out).map(|()| out);
+        };
+        buf.clear();
+        buf.reserve(hint);
+        let written = write(&mut buf);
+        let out = match written {
+            Ok(()) if buf.len() <= SCRATCH_KEEP => Ok(buf.as_slice().to_vec()),
+            // Large: no copy; the next encoding starts a new scratch buffer.
+            Ok(()) => Ok(std::mem::take(&mut *buf)),
+            Err(err) => Err(err),
+        };
+        if buf.capacity() > 2 * SCRATCH_KEEP {
+            *buf = Vec::new();
+        }
+        out
+    })
+}
+
+/// `frame`, length-prefixed, in a buffer of its own ([`encode`] into a new
+/// buffer, with one allocation for a small frame).
+pub fn encode_to_vec(frame: &Frame<'_>, limits: &Limits) -> Result<Vec<u8>, EncodeError> {
+    // The frame's own fields are a few dozen bytes beside its payload.
+    let hint = frame.payload_len() + 64;
+    with_scratch(hint, |buf| encode(frame, buf, limits))
+}
+
+/// The MessagePack encoding of `value` in a buffer of its own ([`encode_value`]
+/// into a new buffer, with one allocation when it is small); `hint` is the size
+/// expected, if known (0 if not).
+pub fn encode_value_to_vec<T: Serialize + ?Sized>(
+    value: &T,
+    hint: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    with_scratch(hint, |buf| encode_value(value, buf))
+}
+
 /// Appends the MessagePack encoding of `value` (compact: structs as arrays).
 pub fn encode_value<T: Serialize + ?Sized>(
     value: &T,

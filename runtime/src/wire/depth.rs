@@ -12,8 +12,9 @@ use rmp::Marker;
 /// arrays/maps deep (a scalar is depth 0, `[1]` is depth 1).
 pub(crate) fn check(bytes: &[u8], max_depth: usize) -> Result<(), String> {
     let mut at = Cursor { bytes, pos: 0 };
-    // Elements still to read at each open level.
-    let mut open: Vec<u64> = Vec::new();
+    // Elements still to read at each open level (frames nest a few levels deep:
+    // no allocation unless a value nests past 16).
+    let mut open: smallvec::SmallVec<[u64; 16]> = smallvec::SmallVec::new();
     let mut top_done = false;
     loop {
         // Close the levels whose elements have all been read.

@@ -158,6 +158,19 @@ pub enum Frame<'a> {
     },
 }
 
+impl Frame<'_> {
+    /// The length of the encoded bytes the frame carries (a call's arguments, a
+    /// reply's value, a pipe item), 0 for a frame of fields only.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Frame::Call(call) | Frame::Tell(call) => call.args.len(),
+            Frame::Reply { value, .. } => value.len(),
+            Frame::PipeItem { item, .. } => item.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// Who is speaking: sent once, first, by each side of a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
