@@ -8,6 +8,7 @@ use std::time::Duration;
 use remora::remote::{inproc, HandshakeLimits};
 use remora::{Actor, CallError, Interface, Mailbox, Node, SpawnOptions};
 use remora_integration_tests::flood::{Flood, Lingering};
+use remora_integration_tests::limits::{Bin, HopperRef};
 use remora_integration_tests::*;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::timeout;
@@ -294,68 +295,6 @@ async fn a_hundred_thousand_distinct_objects_on_one_connection_all_answer() {
         assert!(lanes <= 16, "{lanes} call lanes");
     }
     assert_eq!(answered, OBJECTS);
-}
-
-/// The tell flood across OS processes: a client floods a busy counter in a
-/// child process with `try_tell`s until the child holds the default window of
-/// its calls (a 1 024-message mailbox full, then 256 calls held, the running
-/// ask among them). Its own outbox stays small, its calls to another actor of
-/// that process go through meanwhile, and every tell accepted runs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tell_flood_across_processes_is_held_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    remora::Credentials::create_cluster(dir.path()).unwrap();
-    let server = ChildNode::spawn(env!("CARGO_BIN_EXE_remora-test-node"), dir.path());
-    let client = Node::builder()
-        .credentials(dir.path())
-        .build()
-        .await
-        .unwrap();
-    client.connect(&server.addr).await.unwrap();
-    let counter: CounterRef = client.reference(server.id, server.counter).unwrap();
-    let broker: remora_integration_tests::BrokerRef =
-        client.reference(server.id, server.broker).unwrap();
-    // The counter naps (long enough for the flood), holding one of the window.
-    // A remote call sends its frame on its first poll: the nap is first in line.
-    let mut nap = Box::pin(counter.nap(4_000));
-    assert!(poll_once(&mut nap).await.is_pending());
-    let window = remora::wire::Limits::DEFAULT_WINDOW as u64;
-    let room = Mailbox::DEFAULT_CAPACITY as u64;
-    let (mut accepted, mut refused_in_a_row) = (0u64, 0);
-    let deadline = tokio::time::Instant::now() + SAFETY;
-    while refused_in_a_row < 10 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "flood not held in time"
-        );
-        match counter.bump(1).try_tell() {
-            Ok(()) => {
-                accepted += 1;
-                refused_in_a_row = 0;
-            }
-            Err(CallError::MailboxFull { capacity }) => {
-                assert_eq!(capacity as u64, window);
-                // Held, or credit still on its way back: look again shortly.
-                refused_in_a_row += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(other) => panic!("unexpected {other}"),
-        }
-    }
-    assert_eq!(accepted, room + window - 1, "mailbox + window - the nap");
-    let queued = client.stats().queued_bytes;
-    assert!(queued < 64 << 10, "client queued {queued} bytes");
-    assert_eq!(
-        timeout(SAFETY, broker.give()).await.unwrap(),
-        Ok(None),
-        "another actor of that process answers meanwhile"
-    );
-    assert_eq!(timeout(SAFETY, nap).await.unwrap(), Ok(4_000));
-    assert_eq!(
-        timeout(SAFETY, counter.total()).await.unwrap(),
-        Ok(accepted),
-        "every tell accepted ran"
-    );
 }
 
 /// A member writes a large frame, all but its last byte, on each of six
@@ -705,27 +644,6 @@ async fn a_handshake_kept_alive_but_never_finished_ends_after_the_peer_timeout()
     assert!(seen, "the handshake was in flight");
     assert!(ended, "the handshake ended while the client kept it alive");
     assert_eq!(server.stats().connections, 0);
-}
-
-#[remora::remote]
-pub trait Hopper {
-    /// Waits for a permit, then records the length of `bytes`.
-    #[oneway]
-    async fn load(&mut self, bytes: Vec<u8>);
-}
-
-struct Bin {
-    got: mpsc::UnboundedSender<usize>,
-    permits: Arc<Semaphore>,
-}
-
-impl Actor for Bin {}
-
-impl Hopper for Bin {
-    async fn load(&mut self, bytes: Vec<u8>) {
-        self.permits.acquire().await.expect("open").forget();
-        let _ = self.got.send(bytes.len());
-    }
 }
 
 /// Large messages from another node into a mailbox bounded in bytes: the

@@ -29,6 +29,14 @@ pub(super) fn node(node: &Node) -> NodeInfo {
         leases_held: stats.leases_held,
         exactly_once_replies: stats.exactly_once_replies,
         pipe_streams: stats.pipe_streams,
+        bytes_received: stats.bytes_received,
+        queued_bytes: stats.queued_bytes,
+        calls_held: stats.calls_held,
+        call_lanes: stats.call_lanes,
+        receiving_bytes: stats.receiving_bytes,
+        handshakes: stats.handshakes,
+        handshakes_retried: stats.handshakes_retried,
+        handshakes_refused: stats.handshakes_refused,
     }
 }
 

@@ -2,7 +2,9 @@
 //! an ordinary remote interface ([`Inspector`]) at a well-known object id
 //! ([`INSPECTOR_OBJECT`]), as the spawner is served at its own.
 //!
-//! - [`Inspector::node`]: id, name, incarnation, uptime, address, version.
+//! - [`Inspector::node`]: id, name, incarnation, uptime, address, version,
+//!   table sizes, and what peers make it hold (bytes queued and partly
+//!   received, calls held, lanes, handshakes in flight, retried, refused).
 //! - [`Inspector::actors`]: each actor's type, interface, mailbox (kind,
 //!   length, capacity), whether it is busy, messages handled, panics,
 //!   restarts and supervisor.

@@ -17,7 +17,8 @@ use crate::node::{Node, WeakNode};
 /// allow list leaves out.
 #[remora::remote(name = "remora.Inspector")]
 pub trait Inspector {
-    /// The node: id, name, incarnation, uptime, address, version, table sizes.
+    /// The node: id, name, incarnation, uptime, address, version, table sizes,
+    /// and the counters of what peers make it hold.
     async fn node(&mut self) -> Result<NodeInfo, InspectError>;
     /// Every actor of the node, by id.
     async fn actors(&mut self) -> Result<Vec<ActorInfo>, InspectError>;
