@@ -267,36 +267,6 @@ mod flood {
     );
 }
 
-/// One connection calls a hundred thousand distinct objects (a thousand at a
-/// time, each dropped after its call): every call is answered, and the
-/// connection never uses more than its 16 call lanes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_thousand_distinct_objects_on_one_connection_all_answer() {
-    const OBJECTS: usize = 100_000;
-    const BATCH: usize = 1_000;
-    let pair = Pair::new(Transport::Quic).await;
-    let mut answered = 0;
-    for _ in 0..OBJECTS / BATCH {
-        let remotes: Vec<CounterRef> = (0..BATCH)
-            .map(|_| {
-                let local: CounterRef = pair.server.spawn(Tally::default());
-                reach(&pair.client, &pair.server, &local)
-            })
-            .collect();
-        let mut calls = tokio::task::JoinSet::new();
-        for remote in remotes {
-            calls.spawn(async move { remote.add(1).await });
-        }
-        let results = timeout(SAFETY, calls.join_all())
-            .await
-            .expect("a batch answers in time");
-        answered += results.into_iter().filter(|r| *r == Ok(1)).count();
-        let lanes = pair.client.stats().call_lanes;
-        assert!(lanes <= 16, "{lanes} call lanes");
-    }
-    assert_eq!(answered, OBJECTS);
-}
-
 /// A member writes a large frame, all but its last byte, on each of six
 /// streams: the node buffers two of them (its receive budget, two of the
 /// largest frames) and leaves the others unread, keeps serving other nodes,

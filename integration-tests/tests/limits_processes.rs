@@ -248,9 +248,7 @@ async fn a_member_that_never_reads_its_replies_across_processes_is_read_no_furth
             answered += 1;
         }
     }
-    under
-        .until("nothing queued", |s| s.queued_bytes == 0)
-        .await;
+    under.until("nothing queued", |s| s.queued_bytes == 0).await;
 }
 
 /// Large messages from the test's node into a mailbox bounded in bytes, in
@@ -285,7 +283,13 @@ async fn large_messages_across_processes_fill_a_mailbox_to_its_byte_bound() {
     loop {
         assert!(tokio::time::Instant::now() < deadline, "not held in time");
         match hopper.load(vec![7; SIZE]).try_tell() {
-            Ok(()) => accepted += 1,
+            Ok(()) => {
+                accepted += 1;
+                assert!(
+                    accepted <= expected,
+                    "{accepted} accepted: more than the byte bound and the window hold"
+                );
+            }
             Err(CallError::MailboxFull { .. }) => {
                 if under.stats().await.calls_held == WINDOW {
                     break;
@@ -311,7 +315,10 @@ async fn large_messages_across_processes_fill_a_mailbox_to_its_byte_bound() {
     let mut finished = Vec::new();
     let deadline = tokio::time::Instant::now() + SAFETY;
     while finished.len() < expected {
-        assert!(tokio::time::Instant::now() < deadline, "not all ran in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all ran in time"
+        );
         finished.extend(timeout(SAFETY, hatch.finished()).await.unwrap().unwrap());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
