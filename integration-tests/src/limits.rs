@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use remora::inspect::{InspectorRef, NodeInfo, INSPECTOR_OBJECT};
+use remora::inspect::{InspectorRef, LimitsInfo, INSPECTOR_OBJECT};
 use remora::wire::ObjectId;
 use remora::{Actor, Interface, Node, NodeId};
 use tokio::sync::{mpsc, Semaphore};
@@ -208,9 +208,9 @@ impl UnderTest {
             .expect("connected")
     }
 
-    /// Its counters now.
-    pub async fn stats(&self) -> NodeInfo {
-        tokio::time::timeout(SAFETY, self.inspector.node())
+    /// Its counters now (the inspector's `limits`).
+    pub async fn stats(&self) -> LimitsInfo {
+        tokio::time::timeout(SAFETY, self.inspector.limits())
             .await
             .expect("the inspector answers in time")
             .expect("the inspector answers")
@@ -229,7 +229,7 @@ impl UnderTest {
     /// Waits until its counters satisfy `condition`, looking every few
     /// milliseconds for at most [`SAFETY`]; panics naming `what` if they
     /// never do. Returns the counters that did.
-    pub async fn until(&self, what: &str, condition: impl Fn(&NodeInfo) -> bool) -> NodeInfo {
+    pub async fn until(&self, what: &str, condition: impl Fn(&LimitsInfo) -> bool) -> LimitsInfo {
         let deadline = tokio::time::Instant::now() + SAFETY;
         loop {
             let stats = self.stats().await;

@@ -2,7 +2,7 @@
 //! own (`remora-limits-node`, or `remora-test-node`), over QUIC on loopback:
 //! the attacker (a hostile member, a flood, a client that floods) and a
 //! legitimate client run in the test's process, and every bound is checked on
-//! the node's own counters, read through its inspector (`Inspector::node`,
+//! the node's own counters, read through its inspector (`Inspector::limits`,
 //! `Inspector::conns`). `limits.rs` runs the same scenarios within one process.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -41,32 +41,31 @@ pub struct NodeInfo {
     pub exactly_once_replies: usize,
     /// Pipe streams open on its connections.
     pub pipe_streams: usize,
-    // What peers make it hold, and its handshakes: the counters of
-    // `NodeStats` of the same names. Added after the fields above, so a
-    // reader of an older build's answer takes them as zero.
+}
+
+/// What peers make a node hold, and its incoming handshakes: the
+/// [`NodeStats`](crate::NodeStats) counters of the same names, where each one's
+/// bound is said. For a program that checks a node's limits from outside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LimitsInfo {
+    /// Open connections to other nodes.
+    pub connections: usize,
     /// Bytes read from other nodes over the connections open now.
-    #[serde(default)]
     pub bytes_received: u64,
     /// Bytes written to other nodes that the network has not taken yet.
-    #[serde(default)]
     pub queued_bytes: usize,
     /// Calls from other nodes held because their actor's mailbox is full.
-    #[serde(default)]
     pub calls_held: usize,
     /// Call lanes (QUIC streams) open toward other nodes.
-    #[serde(default)]
     pub call_lanes: usize,
     /// Bytes of large frames being received from other nodes.
-    #[serde(default)]
     pub receiving_bytes: usize,
     /// Incoming QUIC handshakes in flight now.
-    #[serde(default)]
     pub handshakes: usize,
     /// Incoming handshakes answered with a QUIC Retry since the node started.
-    #[serde(default)]
     pub handshakes_retried: u64,
     /// Incoming handshakes refused since the node started.
-    #[serde(default)]
     pub handshakes_refused: u64,
 }
 
