@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use remora::inspect::{InspectorRef, INSPECTOR_OBJECT};
 use remora::{CallError, Mailbox, Node};
 use remora_integration_tests::flood::{Flood, Lingering};
 use remora_integration_tests::limits::{DialerRef, HatchRef, HopperRef, UnderTest};
@@ -64,6 +65,10 @@ async fn a_tell_flood_across_processes_is_held_and_loses_nothing() {
         }
     }
     assert_eq!(accepted, room + window - 1, "mailbox + window - the nap");
+    // The node holds the rest of the window (the nap has the other place).
+    let inspector: InspectorRef = client.reference(server.id, INSPECTOR_OBJECT).unwrap();
+    let held = timeout(SAFETY, inspector.limits()).await.unwrap();
+    assert_eq!(held.unwrap().unwrap().calls_held as u64, window - 1);
     let queued = client.stats().queued_bytes;
     assert!(queued < 64 << 10, "client queued {queued} bytes");
     assert_eq!(
