@@ -107,7 +107,7 @@ async fn a_hundred_thousand_distinct_objects_across_processes_all_answer() {
         while !calling.is_finished() {
             let lanes = under.stats().await.call_lanes;
             assert!(lanes <= 16, "{lanes} call lanes");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let batch = timeout(SAFETY, calling)
             .await
