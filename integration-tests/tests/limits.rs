@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use remora::remote::{inproc, HandshakeLimits};
 use remora::{Actor, CallError, Interface, Mailbox, Node, SpawnOptions};
-use remora_integration_tests::flood::{Flood, Lingering};
+use remora_integration_tests::flood::{flood_while_calling, Flooded, Lingering};
 use remora_integration_tests::limits::{Bin, HopperRef};
 use remora_integration_tests::*;
 use tokio::sync::{mpsc, Semaphore};
@@ -424,19 +424,8 @@ async fn a_member_that_never_reads_its_replies_has_its_calls_read_no_further() {
     until("nothing queued", || server.stats().queued_bytes == 0).await;
 }
 
-/// What one flood did, and what the node showed while it ran.
-struct Flooded {
-    flood: remora_integration_tests::flood::Flood,
-    /// The most handshakes the node had in flight at any poll.
-    peak: usize,
-    /// Calls the connected client completed while the flood ran.
-    calls: u64,
-}
-
-/// Floods `server` from four sockets, in rounds of 100 Initials, for at least
-/// `rounds` rounds and until the client has completed 20 calls during it (at most
-/// 300 rounds), polling the node's handshakes in flight meanwhile: none may pass
-/// `bound`.
+/// Floods `server` (see [`flood_while_calling`]), reading its handshakes in
+/// flight directly.
 async fn flood(
     server: &Node,
     validate: bool,
@@ -445,40 +434,10 @@ async fn flood(
     bound: usize,
 ) -> Flooded {
     let addr = server.listen_addr().unwrap();
-    let before = calls.load(Ordering::SeqCst);
-    let flooding = tokio::task::spawn_blocking({
-        let calls = calls.clone();
-        move || {
-            let mut flood = Flood::new(addr, 4, validate).expect("flood sockets");
-            for round in 0..300 {
-                if round >= rounds && calls.load(Ordering::SeqCst) >= before + 20 {
-                    break;
-                }
-                flood.send(100).expect("flood sends");
-                std::thread::sleep(Duration::from_millis(2));
-                flood.answer().expect("flood reads");
-            }
-            flood
-        }
-    });
-    let mut peak = 0;
-    let deadline = tokio::time::Instant::now() + SAFETY * 6;
-    while !flooding.is_finished() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the flood did not end"
-        );
-        let handshakes = server.stats().handshakes;
-        assert!(handshakes <= bound, "{handshakes} handshakes in flight");
-        peak = peak.max(handshakes);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let flood = flooding.await.unwrap();
-    Flooded {
-        flood,
-        peak,
-        calls: calls.load(Ordering::SeqCst) - before,
-    }
+    flood_while_calling(addr, validate, rounds, calls, bound, || {
+        std::future::ready(server.stats().handshakes)
+    })
+    .await
 }
 
 /// A flood of half-open handshakes (real Initials, never completed) while a

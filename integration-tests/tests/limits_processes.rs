@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use remora::inspect::{InspectorRef, INSPECTOR_OBJECT};
 use remora::{CallError, Mailbox, Node};
-use remora_integration_tests::flood::{Flood, Lingering};
+use remora_integration_tests::flood::{flood_while_calling, Flooded, Lingering};
 use remora_integration_tests::limits::{DialerRef, HatchRef, HopperRef, UnderTest};
 use remora_integration_tests::raw::RawPeer;
 use remora_integration_tests::*;
@@ -333,19 +333,8 @@ async fn large_messages_across_processes_fill_a_mailbox_to_its_byte_bound() {
     under.until("nothing held", |s| s.calls_held == 0).await;
 }
 
-/// What one flood did, and what the node showed while it ran.
-struct Flooded {
-    flood: Flood,
-    /// The most handshakes the node had in flight at any look.
-    peak: usize,
-    /// Calls the connected client completed while the flood ran.
-    calls: u64,
-}
-
-/// Floods the node under test from four sockets, in rounds of 100 Initials,
-/// for at least `rounds` rounds and until the client has completed 20 calls
-/// during it (at most 300 rounds), reading the node's handshakes in flight
-/// meanwhile: none may pass `bound`.
+/// Floods the node under test (see [`flood_while_calling`]), reading its
+/// handshakes in flight through its inspector.
 async fn flood(
     under: &UnderTest,
     validate: bool,
@@ -353,41 +342,10 @@ async fn flood(
     calls: &Arc<AtomicU64>,
     bound: usize,
 ) -> Flooded {
-    let addr = under.node.addr;
-    let before = calls.load(Ordering::SeqCst);
-    let flooding = tokio::task::spawn_blocking({
-        let calls = calls.clone();
-        move || {
-            let mut flood = Flood::new(addr, 4, validate).expect("flood sockets");
-            for round in 0..300 {
-                if round >= rounds && calls.load(Ordering::SeqCst) >= before + 20 {
-                    break;
-                }
-                flood.send(100).expect("flood sends");
-                std::thread::sleep(Duration::from_millis(2));
-                flood.answer().expect("flood reads");
-            }
-            flood
-        }
-    });
-    let mut peak = 0;
-    let deadline = tokio::time::Instant::now() + SAFETY * 6;
-    while !flooding.is_finished() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the flood did not end"
-        );
-        let handshakes = under.stats().await.handshakes;
-        assert!(handshakes <= bound, "{handshakes} handshakes in flight");
-        peak = peak.max(handshakes);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let flood = flooding.await.unwrap();
-    Flooded {
-        flood,
-        peak,
-        calls: calls.load(Ordering::SeqCst) - before,
-    }
+    flood_while_calling(under.node.addr, validate, rounds, calls, bound, || async {
+        under.stats().await.handshakes
+    })
+    .await
 }
 
 /// A flood of half-open handshakes (real Initials, never completed) at a node
