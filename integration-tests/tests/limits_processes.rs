@@ -491,3 +491,25 @@ async fn a_handshake_kept_alive_across_processes_ends_after_the_peer_timeout() {
         "the test's node's alone"
     );
 }
+
+/// A member that completes TLS with a node in another process but never sends
+/// its `Hello` is dropped after the peer timeout (its own keep-alive pings
+/// would keep it forever otherwise), and the node goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_says_hello_across_processes_is_dropped() {
+    let under = UnderTest::start(LIMITS_NODE, &["--peer-timeout-ms", "500"]).await;
+    let silent = RawPeer::connect(under.dir.path(), "silent", under.node.addr).await;
+    let closed = timeout(SAFETY, silent.conn.closed())
+        .await
+        .expect("the node closed the silent member's connection");
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(close) if close.reason.as_ref() == b"no Hello in time"),
+        "{closed:?}"
+    );
+    let stats = under
+        .until("the silent member's connection gone", |s| s.handshakes == 0)
+        .await;
+    assert_eq!(stats.connections, 1, "the test's node's alone");
+    let counter: CounterRef = under.reference(under.node.counter);
+    assert_eq!(timeout(SAFETY, counter.add(1)).await.unwrap(), Ok(1));
+}
