@@ -10,8 +10,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn_proto::{ClientConfig, Connection, ConnectionHandle, DatagramEvent, EndpointEvent};
 
@@ -317,5 +318,69 @@ impl std::fmt::Debug for Lingering {
         f.debug_struct("Lingering")
             .field("target", &self.target)
             .finish_non_exhaustive()
+    }
+}
+
+/// What one [`flood_while_calling`] did, and what the node showed while it ran.
+#[derive(Debug)]
+pub struct Flooded {
+    /// The flood, with its counts.
+    pub flood: Flood,
+    /// The most handshakes the node had in flight at any look.
+    pub peak: usize,
+    /// Calls the connected client completed while the flood ran.
+    pub calls: u64,
+}
+
+/// Floods the node at `target` from four sockets, in rounds of 100 Initials,
+/// for at least `rounds` rounds and until a client has completed 20 calls
+/// during it (`calls` counts them; at most 300 rounds), looking at the node's
+/// handshakes in flight (`handshakes` reads them, from this process or another)
+/// meanwhile: none may pass `bound`.
+pub async fn flood_while_calling<F, Fut>(
+    target: SocketAddr,
+    validate: bool,
+    rounds: usize,
+    calls: &Arc<AtomicU64>,
+    bound: usize,
+    mut handshakes: F,
+) -> Flooded
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let before = calls.load(Ordering::SeqCst);
+    let flooding = tokio::task::spawn_blocking({
+        let calls = calls.clone();
+        move || {
+            let mut flood = Flood::new(target, 4, validate).expect("flood sockets");
+            for round in 0..300 {
+                if round >= rounds && calls.load(Ordering::SeqCst) >= before + 20 {
+                    break;
+                }
+                flood.send(100).expect("flood sends");
+                std::thread::sleep(Duration::from_millis(2));
+                flood.answer().expect("flood reads");
+            }
+            flood
+        }
+    });
+    let mut peak = 0;
+    let deadline = tokio::time::Instant::now() + crate::SAFETY * 6;
+    while !flooding.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flood did not end"
+        );
+        let handshakes = handshakes().await;
+        assert!(handshakes <= bound, "{handshakes} handshakes in flight");
+        peak = peak.max(handshakes);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let flood = flooding.await.expect("the flood's thread");
+    Flooded {
+        flood,
+        peak,
+        calls: calls.load(Ordering::SeqCst) - before,
     }
 }

@@ -14,6 +14,7 @@ pub mod chaos;
 pub mod etcd;
 pub mod figures;
 pub mod flood;
+pub mod limits;
 pub mod raw;
 pub mod spy;
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use remora::remote::{inproc, HandshakeLimits};
 use remora::{Actor, CallError, Interface, Mailbox, Node, SpawnOptions};
-use remora_integration_tests::flood::{Flood, Lingering};
+use remora_integration_tests::flood::{flood_while_calling, Flooded, Lingering};
+use remora_integration_tests::limits::{Bin, HopperRef};
 use remora_integration_tests::*;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::timeout;
@@ -266,98 +267,6 @@ mod flood {
     );
 }
 
-/// One connection calls a hundred thousand distinct objects (a thousand at a
-/// time, each dropped after its call): every call is answered, and the
-/// connection never uses more than its 16 call lanes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_thousand_distinct_objects_on_one_connection_all_answer() {
-    const OBJECTS: usize = 100_000;
-    const BATCH: usize = 1_000;
-    let pair = Pair::new(Transport::Quic).await;
-    let mut answered = 0;
-    for _ in 0..OBJECTS / BATCH {
-        let remotes: Vec<CounterRef> = (0..BATCH)
-            .map(|_| {
-                let local: CounterRef = pair.server.spawn(Tally::default());
-                reach(&pair.client, &pair.server, &local)
-            })
-            .collect();
-        let mut calls = tokio::task::JoinSet::new();
-        for remote in remotes {
-            calls.spawn(async move { remote.add(1).await });
-        }
-        let results = timeout(SAFETY, calls.join_all())
-            .await
-            .expect("a batch answers in time");
-        answered += results.into_iter().filter(|r| *r == Ok(1)).count();
-        let lanes = pair.client.stats().call_lanes;
-        assert!(lanes <= 16, "{lanes} call lanes");
-    }
-    assert_eq!(answered, OBJECTS);
-}
-
-/// The tell flood across OS processes: a client floods a busy counter in a
-/// child process with `try_tell`s until the child holds the default window of
-/// its calls (a 1 024-message mailbox full, then 256 calls held, the running
-/// ask among them). Its own outbox stays small, its calls to another actor of
-/// that process go through meanwhile, and every tell accepted runs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tell_flood_across_processes_is_held_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    remora::Credentials::create_cluster(dir.path()).unwrap();
-    let server = ChildNode::spawn(env!("CARGO_BIN_EXE_remora-test-node"), dir.path());
-    let client = Node::builder()
-        .credentials(dir.path())
-        .build()
-        .await
-        .unwrap();
-    client.connect(&server.addr).await.unwrap();
-    let counter: CounterRef = client.reference(server.id, server.counter).unwrap();
-    let broker: remora_integration_tests::BrokerRef =
-        client.reference(server.id, server.broker).unwrap();
-    // The counter naps (long enough for the flood), holding one of the window.
-    // A remote call sends its frame on its first poll: the nap is first in line.
-    let mut nap = Box::pin(counter.nap(4_000));
-    assert!(poll_once(&mut nap).await.is_pending());
-    let window = remora::wire::Limits::DEFAULT_WINDOW as u64;
-    let room = Mailbox::DEFAULT_CAPACITY as u64;
-    let (mut accepted, mut refused_in_a_row) = (0u64, 0);
-    let deadline = tokio::time::Instant::now() + SAFETY;
-    while refused_in_a_row < 10 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "flood not held in time"
-        );
-        match counter.bump(1).try_tell() {
-            Ok(()) => {
-                accepted += 1;
-                refused_in_a_row = 0;
-            }
-            Err(CallError::MailboxFull { capacity }) => {
-                assert_eq!(capacity as u64, window);
-                // Held, or credit still on its way back: look again shortly.
-                refused_in_a_row += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(other) => panic!("unexpected {other}"),
-        }
-    }
-    assert_eq!(accepted, room + window - 1, "mailbox + window - the nap");
-    let queued = client.stats().queued_bytes;
-    assert!(queued < 64 << 10, "client queued {queued} bytes");
-    assert_eq!(
-        timeout(SAFETY, broker.give()).await.unwrap(),
-        Ok(None),
-        "another actor of that process answers meanwhile"
-    );
-    assert_eq!(timeout(SAFETY, nap).await.unwrap(), Ok(4_000));
-    assert_eq!(
-        timeout(SAFETY, counter.total()).await.unwrap(),
-        Ok(accepted),
-        "every tell accepted ran"
-    );
-}
-
 /// A member writes a large frame, all but its last byte, on each of six
 /// streams: the node buffers two of them (its receive budget, two of the
 /// largest frames) and leaves the others unread, keeps serving other nodes,
@@ -515,19 +424,8 @@ async fn a_member_that_never_reads_its_replies_has_its_calls_read_no_further() {
     until("nothing queued", || server.stats().queued_bytes == 0).await;
 }
 
-/// What one flood did, and what the node showed while it ran.
-struct Flooded {
-    flood: remora_integration_tests::flood::Flood,
-    /// The most handshakes the node had in flight at any poll.
-    peak: usize,
-    /// Calls the connected client completed while the flood ran.
-    calls: u64,
-}
-
-/// Floods `server` from four sockets, in rounds of 100 Initials, for at least
-/// `rounds` rounds and until the client has completed 20 calls during it (at most
-/// 300 rounds), polling the node's handshakes in flight meanwhile: none may pass
-/// `bound`.
+/// Floods `server` (see [`flood_while_calling`]), reading its handshakes in
+/// flight directly.
 async fn flood(
     server: &Node,
     validate: bool,
@@ -536,40 +434,10 @@ async fn flood(
     bound: usize,
 ) -> Flooded {
     let addr = server.listen_addr().unwrap();
-    let before = calls.load(Ordering::SeqCst);
-    let flooding = tokio::task::spawn_blocking({
-        let calls = calls.clone();
-        move || {
-            let mut flood = Flood::new(addr, 4, validate).expect("flood sockets");
-            for round in 0..300 {
-                if round >= rounds && calls.load(Ordering::SeqCst) >= before + 20 {
-                    break;
-                }
-                flood.send(100).expect("flood sends");
-                std::thread::sleep(Duration::from_millis(2));
-                flood.answer().expect("flood reads");
-            }
-            flood
-        }
-    });
-    let mut peak = 0;
-    let deadline = tokio::time::Instant::now() + SAFETY * 6;
-    while !flooding.is_finished() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the flood did not end"
-        );
-        let handshakes = server.stats().handshakes;
-        assert!(handshakes <= bound, "{handshakes} handshakes in flight");
-        peak = peak.max(handshakes);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let flood = flooding.await.unwrap();
-    Flooded {
-        flood,
-        peak,
-        calls: calls.load(Ordering::SeqCst) - before,
-    }
+    flood_while_calling(addr, validate, rounds, calls, bound, || {
+        std::future::ready(server.stats().handshakes)
+    })
+    .await
 }
 
 /// A flood of half-open handshakes (real Initials, never completed) while a
@@ -705,27 +573,6 @@ async fn a_handshake_kept_alive_but_never_finished_ends_after_the_peer_timeout()
     assert!(seen, "the handshake was in flight");
     assert!(ended, "the handshake ended while the client kept it alive");
     assert_eq!(server.stats().connections, 0);
-}
-
-#[remora::remote]
-pub trait Hopper {
-    /// Waits for a permit, then records the length of `bytes`.
-    #[oneway]
-    async fn load(&mut self, bytes: Vec<u8>);
-}
-
-struct Bin {
-    got: mpsc::UnboundedSender<usize>,
-    permits: Arc<Semaphore>,
-}
-
-impl Actor for Bin {}
-
-impl Hopper for Bin {
-    async fn load(&mut self, bytes: Vec<u8>) {
-        self.permits.acquire().await.expect("open").forget();
-        let _ = self.got.send(bytes.len());
-    }
 }
 
 /// Large messages from another node into a mailbox bounded in bytes: the

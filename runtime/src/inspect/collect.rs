@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::info::{
     ActorInfo, ActorState, ConnInfo, ExportInfo, HeldLease, Latency, LeaseHolder, LeaseInfo,
-    MailboxInfo, MethodStats, NodeInfo, QuicFigures,
+    LimitsInfo, MailboxInfo, MethodStats, NodeInfo, QuicFigures,
 };
 use crate::id::ActorId;
 use crate::local::stats::{InterfaceStats, MethodCounters, ERROR_KINDS};
@@ -29,6 +29,21 @@ pub(super) fn node(node: &Node) -> NodeInfo {
         leases_held: stats.leases_held,
         exactly_once_replies: stats.exactly_once_replies,
         pipe_streams: stats.pipe_streams,
+    }
+}
+
+pub(super) fn limits(node: &Node) -> LimitsInfo {
+    let stats = node.stats();
+    LimitsInfo {
+        connections: stats.connections,
+        bytes_received: stats.bytes_received,
+        queued_bytes: stats.queued_bytes,
+        calls_held: stats.calls_held,
+        call_lanes: stats.call_lanes,
+        receiving_bytes: stats.receiving_bytes,
+        handshakes: stats.handshakes,
+        handshakes_retried: stats.handshakes_retried,
+        handshakes_refused: stats.handshakes_refused,
     }
 }
 

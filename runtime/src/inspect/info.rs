@@ -43,6 +43,32 @@ pub struct NodeInfo {
     pub pipe_streams: usize,
 }
 
+/// What peers make a node hold, and its incoming handshakes: the
+/// [`NodeStats`](crate::NodeStats) counters of the same names, where each one's
+/// bound is said. For a program that checks a node's limits from outside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LimitsInfo {
+    /// Open connections to other nodes.
+    pub connections: usize,
+    /// Bytes read from other nodes over the connections open now.
+    pub bytes_received: u64,
+    /// Bytes written to other nodes that the network has not taken yet.
+    pub queued_bytes: usize,
+    /// Calls from other nodes held because their actor's mailbox is full.
+    pub calls_held: usize,
+    /// Call lanes (QUIC streams) open toward other nodes.
+    pub call_lanes: usize,
+    /// Bytes of large frames being received from other nodes.
+    pub receiving_bytes: usize,
+    /// Incoming QUIC handshakes in flight now.
+    pub handshakes: usize,
+    /// Incoming handshakes answered with a QUIC Retry since the node started.
+    pub handshakes_retried: u64,
+    /// Incoming handshakes refused since the node started.
+    pub handshakes_refused: u64,
+}
+
 /// Whether an actor is at work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

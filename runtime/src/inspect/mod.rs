@@ -12,6 +12,9 @@
 //!   the leases this node holds, the exactly-once table's size, open pipes.
 //! - [`Inspector::methods`]: per interface and method, calls, errors by
 //!   [`CallError`](crate::CallError) kind, and a latency histogram.
+//! - [`Inspector::limits`]: what peers make the node hold (bytes queued and
+//!   partly received, calls held, lanes) and its handshakes in flight,
+//!   retried and refused.
 //!
 //! The answers are plain serde structs, so any program of the cluster (the
 //! `remora inspect` and `remora top` commands) decodes them. Any member of
@@ -60,7 +63,7 @@ mod service;
 
 pub use info::{
     ActorInfo, ActorState, ConnInfo, ExportInfo, HeldLease, Latency, LeaseHolder, LeaseInfo,
-    MailboxInfo, MethodStats, NodeInfo, QuicFigures,
+    LimitsInfo, MailboxInfo, MethodStats, NodeInfo, QuicFigures,
 };
 pub(crate) use service::{start as start_service, InspectPolicy};
 pub use service::{Inspector, InspectorRef};

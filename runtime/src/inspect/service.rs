@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use parking_lot::Mutex;
 
-use super::info::{ActorInfo, ConnInfo, LeaseInfo, MethodStats, NodeInfo};
+use super::info::{ActorInfo, ConnInfo, LeaseInfo, LimitsInfo, MethodStats, NodeInfo};
 use super::{collect, InspectError, INSPECTOR_OBJECT};
 use crate::error::CallError;
 use crate::local::actor::{Actor, SpawnOptions};
@@ -27,6 +27,12 @@ pub trait Inspector {
     async fn leases(&mut self) -> Result<LeaseInfo, InspectError>;
     /// Per interface and method: calls, errors by kind, latency.
     async fn methods(&mut self) -> Result<Vec<MethodStats>, InspectError>;
+    /// What peers make the node hold (bytes queued and partly received, calls
+    /// held, lanes) and its handshakes. A method of its own, not fields of
+    /// `node`: a reader of an older build still decodes `node` (fields are
+    /// encoded by position), and asking an older node for this one is a clear
+    /// `UnknownMethod`.
+    async fn limits(&mut self) -> Result<LimitsInfo, InspectError>;
 }
 
 /// Who may inspect a node: anyone of the cluster, or the names on its list.
@@ -100,6 +106,10 @@ impl Inspector for InspectService {
 
     async fn methods(&mut self) -> Result<Vec<MethodStats>, InspectError> {
         Ok(collect::methods(&self.allowed()?))
+    }
+
+    async fn limits(&mut self) -> Result<LimitsInfo, InspectError> {
+        Ok(collect::limits(&self.allowed()?))
     }
 }
 
