@@ -61,6 +61,8 @@ mod interface;
 mod link;
 mod local;
 mod method;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod node;
 pub mod pipe;
 mod reference;
