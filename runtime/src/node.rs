@@ -125,6 +125,12 @@ impl WeakNode {
     pub(crate) fn upgrade(&self) -> Option<Node> {
         self.inner.upgrade().map(|inner| Node { inner })
     }
+
+    /// A handle to no node (tests of what holds one).
+    #[cfg(test)]
+    pub(crate) fn dangling() -> WeakNode {
+        WeakNode { inner: Weak::new() }
+    }
 }
 
 /// Configures a [`Node`]; from [`Node::builder`].

@@ -140,10 +140,14 @@ impl NodeCollector {
         for m in &methods {
             let (interface, method) = (m.interface.as_str(), m.method.as_str());
             let error = |kind: &str| m.errors.get(kind).copied().unwrap_or(0);
-            if method != "?" {
-                let ok = self.ok_count(interface, method, m.calls, error("Panicked"));
-                labeled_counter(&mut calls, &method_labels(interface, method, "ok"), ok)?;
+            if method == "?" {
+                // Refused before any handler: UnknownMethod is their only outcome.
+                let labels = method_labels(interface, method, "UnknownMethod");
+                labeled_counter(&mut calls, &labels, error("UnknownMethod"))?;
+                continue;
             }
+            let ok = self.ok_count(interface, method, m.calls, error("Panicked"));
+            labeled_counter(&mut calls, &method_labels(interface, method, "ok"), ok)?;
             for kind in ERROR_KINDS {
                 let labels = method_labels(interface, method, kind);
                 labeled_counter(&mut calls, &labels, error(kind))?;
@@ -330,4 +334,41 @@ fn labeled_counter(
     family
         .encode_family(labels)?
         .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::local::stats::bucket;
+
+    #[test]
+    fn a_duration_is_under_the_le_bound_of_its_bucket_and_not_under_the_one_below() {
+        let bounds = bucket_bounds();
+        assert_eq!(bounds.len(), BUCKETS - 1, "the last bucket is +Inf");
+        assert_eq!((bounds[0], bounds[10]), (1e-6, 0.001024));
+        for micros in [0, 1, 2, 3, 999, 1000, 1023, 1024, 1025, 65_535, 1 << 29, (1 << 30) - 1] {
+            for extra_nanos in [0, 1, 999] {
+                let d = Duration::from_micros(micros) + Duration::from_nanos(extra_nanos);
+                let i = bucket(d);
+                assert!(d.as_secs_f64() < bounds[i], "{d:?} in bucket {i}");
+                if i > 0 {
+                    assert!(d.as_secs_f64() >= bounds[i - 1], "{d:?} in bucket {i}");
+                }
+            }
+        }
+        // Past the last finite bound: the +Inf bucket.
+        assert_eq!(bucket(Duration::from_micros(1 << 30)), BUCKETS - 1);
+    }
+
+    #[test]
+    fn the_ok_count_never_goes_down() {
+        let collector = NodeCollector::new(WeakNode::dangling());
+        assert_eq!(collector.ok_count("I", "m", 3, 0), 3);
+        // A call seen running panics after the scrape: ok stays.
+        assert_eq!(collector.ok_count("I", "m", 3, 1), 3);
+        assert_eq!(collector.ok_count("I", "m", 5, 1), 4);
+        assert_eq!(collector.ok_count("I", "other", 1, 0), 1);
+    }
 }
