@@ -67,7 +67,10 @@ impl Metrics {
             s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
         });
         let sample = found.next()?;
-        assert!(found.next().is_none(), "{name}{labels:?} names several samples");
+        assert!(
+            found.next().is_none(),
+            "{name}{labels:?} names several samples"
+        );
         Some(&sample.value)
     }
 
@@ -148,7 +151,8 @@ async fn the_call_counters_grow_by_exactly_the_calls_made(transport: Transport) 
     ));
 
     let after = scrape(server).await;
-    let grew = |method: &str, outcome: &str| after.calls(method, outcome) - before.calls(method, outcome);
+    let grew =
+        |method: &str, outcome: &str| after.calls(method, outcome) - before.calls(method, outcome);
     assert_eq!(grew("add", "ok"), N as f64, "{}", after.body);
     assert_eq!(grew("add", "Panicked"), 0.0);
     assert_eq!(after.timed("add") - before.timed("add"), N as f64);
@@ -158,9 +162,9 @@ async fn the_call_counters_grow_by_exactly_the_calls_made(transport: Transport) 
     // Every error kind is a series from the start, so that `increase()` sees
     // the first error of a kind.
     assert_eq!(after.calls("total", "Timeout"), 0.0);
-    assert!(after.body.contains(
-        r#"remora_calls_total{interface="Counter",method="total",outcome="Timeout"} 0"#
-    ));
+    assert!(after
+        .body
+        .contains(r#"remora_calls_total{interface="Counter",method="total",outcome="Timeout"} 0"#));
 }
 
 /// Holds its caller's call until released; tells queue behind it meanwhile.
@@ -321,7 +325,11 @@ both_transports!(
 
 #[tokio::test]
 async fn only_get_metrics_is_served() {
-    let node = Node::builder().metrics("127.0.0.1:0").build().await.unwrap();
+    let node = Node::builder()
+        .metrics("127.0.0.1:0")
+        .build()
+        .await
+        .unwrap();
     let addr = node.metrics_addr().unwrap();
     assert_ne!(addr.port(), 0, "the port chosen is the one given back");
     assert_eq!(request(addr, "GET", "/metrics").await.0, 200);
@@ -353,7 +361,12 @@ async fn label_values_from_names_are_escaped() {
         .lines()
         .filter(|l| l.starts_with("remora_node_info{"))
         .collect();
-    assert_eq!(info.len(), 1, "one line, the newline escaped: {}", metrics.body);
+    assert_eq!(
+        info.len(),
+        1,
+        "one line, the newline escaped: {}",
+        metrics.body
+    );
     assert!(
         info[0].contains(r#"name="we\"ird\\name\nwith } and ,""#),
         "{}",
@@ -363,9 +376,17 @@ async fn label_values_from_names_are_escaped() {
 
 #[tokio::test]
 async fn a_busy_address_fails_the_build() {
-    let node = Node::builder().metrics("127.0.0.1:0").build().await.unwrap();
+    let node = Node::builder()
+        .metrics("127.0.0.1:0")
+        .build()
+        .await
+        .unwrap();
     let taken = node.metrics_addr().unwrap().to_string();
-    let err = Node::builder().metrics(taken.clone()).build().await.unwrap_err();
+    let err = Node::builder()
+        .metrics(taken.clone())
+        .build()
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, remora::NodeError::Bind { addr, .. } if *addr == taken),
         "{err}"

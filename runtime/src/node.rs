@@ -127,7 +127,7 @@ impl WeakNode {
     }
 
     /// A handle to no node (tests of what holds one).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "metrics"))]
     pub(crate) fn dangling() -> WeakNode {
         WeakNode { inner: Weak::new() }
     }
@@ -476,7 +476,9 @@ impl NodeBuilder {
         #[cfg(feature = "metrics")]
         if let Some(addr) = &self.metrics {
             let bound = match resolve(addr).await {
-                Some(at) => crate::metrics::serve(&node, at).await.map_err(|e| e.to_string()),
+                Some(at) => crate::metrics::serve(&node, at)
+                    .await
+                    .map_err(|e| e.to_string()),
                 None => Err("not an address this host can bind".into()),
             };
             let endpoint = bound.map_err(|reason| NodeError::Bind {

@@ -99,26 +99,86 @@ fn node_families(node: &Node, encoder: &mut DescriptorEncoder) -> fmt::Result {
 
     let stats = node.stats();
     let gauges: [(&str, &str, usize); 8] = [
-        ("remora_exports", "Objects other nodes may call.", stats.exports),
-        ("remora_leases_granted", "Leases other nodes hold on this node's exports.", stats.leases_granted),
-        ("remora_leases_held", "Objects of other nodes this node holds leases on.", stats.leases_held),
-        ("remora_handshakes", "Incoming QUIC handshakes in flight.", stats.handshakes),
-        ("remora_exactly_once_replies", "Replies of #[exactly_once] calls remembered for retries.", stats.exactly_once_replies),
-        ("remora_calls_held", "Calls from other nodes held because their actor's mailbox is full.", stats.calls_held),
-        ("remora_queued_bytes", "Bytes written to other nodes that the network has not taken yet.", stats.queued_bytes),
-        ("remora_pipe_streams", "Pipe streams open on the node's connections.", stats.pipe_streams),
+        (
+            "remora_exports",
+            "Objects other nodes may call.",
+            stats.exports,
+        ),
+        (
+            "remora_leases_granted",
+            "Leases other nodes hold on this node's exports.",
+            stats.leases_granted,
+        ),
+        (
+            "remora_leases_held",
+            "Objects of other nodes this node holds leases on.",
+            stats.leases_held,
+        ),
+        (
+            "remora_handshakes",
+            "Incoming QUIC handshakes in flight.",
+            stats.handshakes,
+        ),
+        (
+            "remora_exactly_once_replies",
+            "Replies of #[exactly_once] calls remembered for retries.",
+            stats.exactly_once_replies,
+        ),
+        (
+            "remora_calls_held",
+            "Calls from other nodes held because their actor's mailbox is full.",
+            stats.calls_held,
+        ),
+        (
+            "remora_queued_bytes",
+            "Bytes written to other nodes that the network has not taken yet.",
+            stats.queued_bytes,
+        ),
+        (
+            "remora_pipe_streams",
+            "Pipe streams open on the node's connections.",
+            stats.pipe_streams,
+        ),
     ];
     for (name, help, value) in gauges {
         gauge(encoder, name, help, value as u64)?;
     }
     let counters: [(&str, &str, u64); 7] = [
-        ("remora_handshakes_retried", "Incoming handshakes answered with a QUIC Retry.", stats.handshakes_retried),
-        ("remora_handshakes_refused", "Incoming handshakes refused: too many in flight, or from one address.", stats.handshakes_refused),
-        ("remora_impostors_refused", "Peers refused because their Hello claimed a node id their certificate does not prove.", stats.impostors_refused),
-        ("remora_exits_refused", "Requests from peers to stop an actor they have no authority over.", stats.exits_refused),
-        ("remora_asks_dropped", "Asks from other nodes dropped unrun: their connection was lost while they waited.", stats.asks_dropped),
-        ("remora_calls_cancelled", "Calls dropped unrun because their caller gave them up while queued.", stats.calls_cancelled),
-        ("remora_calls_expired", "Calls from other nodes dropped unrun because their deadline passed first.", stats.calls_expired),
+        (
+            "remora_handshakes_retried",
+            "Incoming handshakes answered with a QUIC Retry.",
+            stats.handshakes_retried,
+        ),
+        (
+            "remora_handshakes_refused",
+            "Incoming handshakes refused: too many in flight, or from one address.",
+            stats.handshakes_refused,
+        ),
+        (
+            "remora_impostors_refused",
+            "Peers refused because their Hello claimed a node id their certificate does not prove.",
+            stats.impostors_refused,
+        ),
+        (
+            "remora_exits_refused",
+            "Requests from peers to stop an actor they have no authority over.",
+            stats.exits_refused,
+        ),
+        (
+            "remora_asks_dropped",
+            "Asks from other nodes dropped unrun: their connection was lost while they waited.",
+            stats.asks_dropped,
+        ),
+        (
+            "remora_calls_cancelled",
+            "Calls dropped unrun because their caller gave them up while queued.",
+            stats.calls_cancelled,
+        ),
+        (
+            "remora_calls_expired",
+            "Calls from other nodes dropped unrun because their deadline passed first.",
+            stats.calls_expired,
+        ),
     ];
     for (name, help, value) in counters {
         counter(encoder, name, help, value)?;
@@ -153,7 +213,6 @@ impl NodeCollector {
                 labeled_counter(&mut calls, &labels, error(kind))?;
             }
         }
-        drop(calls);
 
         let mut durations = encoder.encode_descriptor(
             "remora_call_duration_seconds",
@@ -187,12 +246,14 @@ impl NodeCollector {
 /// (A duration of exactly 2^i µs, to the nanosecond, falls in the next one.)
 /// The last bucket, from 2^30 µs on, is `+Inf`.
 fn bucket_bounds() -> Vec<f64> {
-    (0..BUCKETS - 1)
-        .map(|i| (1u64 << i) as f64 / 1e6)
-        .collect()
+    (0..BUCKETS - 1).map(|i| (1u64 << i) as f64 / 1e6).collect()
 }
 
-fn method_labels<'a>(interface: &'a str, method: &'a str, outcome: &'a str) -> [(&'a str, &'a str); 3] {
+fn method_labels<'a>(
+    interface: &'a str,
+    method: &'a str,
+    outcome: &'a str,
+) -> [(&'a str, &'a str); 3] {
     [
         ("interface", interface),
         ("method", method),
@@ -223,7 +284,8 @@ fn actor_families(node: &Node, encoder: &mut DescriptorEncoder) -> fmt::Result {
         kind.queued += queued;
         kind.longest = kind.longest.max(queued);
     }
-    let families: [(&str, &str, fn(&Kind) -> u64); 4] = [
+    type Read = fn(&Kind) -> u64;
+    let families: [(&str, &str, Read); 4] = [
         ("remora_actors", "Actors running, by interface and Rust type.", |k| k.actors),
         ("remora_actors_busy", "Actors running a handler now, by interface and Rust type.", |k| k.busy),
         ("remora_mailbox_messages", "Messages queued in the mailboxes of the actors of an interface and type, not yet taken.", |k| k.queued),
@@ -258,13 +320,17 @@ fn connection_families(node: &Node, encoder: &mut DescriptorEncoder) -> fmt::Res
             .encode_family(&[("transport", transport)])?
             .encode_gauge(&(open as u64))?;
     }
-    drop(family);
 
     let peers: Vec<(String, String)> = conns
         .iter()
         .map(|c| (c.peer.to_string(), c.name.clone().unwrap_or_default()))
         .collect();
-    let peer_labels = |i: usize| [("peer", peers[i].0.as_str()), ("peer_name", peers[i].1.as_str())];
+    let peer_labels = |i: usize| {
+        [
+            ("peer", peers[i].0.as_str()),
+            ("peer_name", peers[i].1.as_str()),
+        ]
+    };
 
     let mut pending = encoder.encode_descriptor(
         "remora_calls_pending",
@@ -277,13 +343,24 @@ fn connection_families(node: &Node, encoder: &mut DescriptorEncoder) -> fmt::Res
             .encode_family(&peer_labels(i))?
             .encode_gauge(&(conn.pending_calls as u64))?;
     }
-    drop(pending);
 
     type Read = fn(&crate::inspect::QuicFigures) -> u64;
     let quic_counters: [(&str, &str, Read); 3] = [
-        ("remora_bytes_sent", "UDP bytes sent to a peer over QUIC (headers and retransmissions included).", |q| q.bytes_sent),
-        ("remora_bytes_received", "UDP bytes received from a peer over QUIC.", |q| q.bytes_received),
-        ("remora_lost_packets", "QUIC packets to a peer deemed lost.", |q| q.lost_packets),
+        (
+            "remora_bytes_sent",
+            "UDP bytes sent to a peer over QUIC (headers and retransmissions included).",
+            |q| q.bytes_sent,
+        ),
+        (
+            "remora_bytes_received",
+            "UDP bytes received from a peer over QUIC.",
+            |q| q.bytes_received,
+        ),
+        (
+            "remora_lost_packets",
+            "QUIC packets to a peer deemed lost.",
+            |q| q.lost_packets,
+        ),
     ];
     for (name, help, read) in quic_counters {
         let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -348,7 +425,20 @@ mod tests {
         let bounds = bucket_bounds();
         assert_eq!(bounds.len(), BUCKETS - 1, "the last bucket is +Inf");
         assert_eq!((bounds[0], bounds[10]), (1e-6, 0.001024));
-        for micros in [0, 1, 2, 3, 999, 1000, 1023, 1024, 1025, 65_535, 1 << 29, (1 << 30) - 1] {
+        for micros in [
+            0,
+            1,
+            2,
+            3,
+            999,
+            1000,
+            1023,
+            1024,
+            1025,
+            65_535,
+            1 << 29,
+            (1 << 30) - 1,
+        ] {
             for extra_nanos in [0, 1, 999] {
                 let d = Duration::from_micros(micros) + Duration::from_nanos(extra_nanos);
                 let i = bucket(d);
