@@ -347,6 +347,49 @@ async fn only_get_metrics_is_served() {
 }
 
 #[tokio::test]
+async fn at_most_eight_connections_are_served_at_once() {
+    let node = Node::builder()
+        .metrics("127.0.0.1:0")
+        .build()
+        .await
+        .unwrap();
+    let addr = node.metrics_addr().unwrap();
+    let result = tokio::task::spawn_blocking(move || {
+        // Eight clients that connect and say nothing hold every place.
+        let mut silent: Vec<std::net::TcpStream> = (0..8)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        // The ninth is accepted by the kernel (the listen backlog) but not
+        // served: its request gets no answer while the eight stay. (Without
+        // the bound it is answered in a few milliseconds; with it, not before
+        // the silent clients' 5 s header timeout, far past this wait.)
+        let mut ninth = std::net::TcpStream::connect(addr).unwrap();
+        ninth
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        ninth
+            .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
+        let mut first = [0u8; 1];
+        let early = ninth.read(&mut first);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut),
+            "the ninth connection was served while eight were held: {early:?}"
+        );
+        // One of the eight leaves: the ninth is served.
+        drop(silent.pop());
+        ninth.set_read_timeout(Some(SAFETY)).unwrap();
+        let mut answer = String::new();
+        ninth.read_to_string(&mut answer).unwrap();
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(result.starts_with("HTTP/1.1 200"), "{result}");
+}
+
+#[tokio::test]
 async fn label_values_from_names_are_escaped() {
     let name = "we\"ird\\name\nwith } and ,";
     let node = Node::builder()
