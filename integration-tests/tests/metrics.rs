@@ -272,7 +272,27 @@ async fn the_connection_figures_name_the_peer(transport: Transport) {
     .await;
     let (server, client) = (&pair.server, &pair.client);
     let counter: CounterRef = server.spawn(Tally::default());
-    reach(client, server, &counter).add(1).await.unwrap();
+    let broker: BrokerRef = server.spawn(Keeper {
+        held: Some(counter.clone()),
+    });
+    // The counter's reference travels to the client: the client holds a
+    // lease on it, which the server has granted.
+    let remote = reach(client, server, &broker)
+        .give()
+        .await
+        .unwrap()
+        .unwrap();
+    remote.add(1).await.unwrap();
+    let leases = |m: &Metrics| {
+        (
+            m.value("remora_leases_granted", &[]),
+            m.value("remora_leases_held", &[]),
+        )
+    };
+    let (granted, held) = leases(&scrape(server).await);
+    assert!(granted >= 1.0 && held == 0.0, "server: {granted} {held}");
+    let (granted, held) = leases(&scrape(client).await);
+    assert!(granted == 0.0 && held >= 1.0, "client: {granted} {held}");
 
     let (this, other) = match transport {
         Transport::Quic => ("quic", "in-process"),
