@@ -410,6 +410,31 @@ async fn at_most_eight_connections_are_served_at_once() {
 }
 
 #[tokio::test]
+async fn a_client_that_sends_nothing_is_let_go() {
+    let node = Node::builder()
+        .metrics("127.0.0.1:0")
+        .build()
+        .await
+        .unwrap();
+    let addr = node.metrics_addr().unwrap();
+    let end = tokio::task::spawn_blocking(move || {
+        let mut silent = std::net::TcpStream::connect(addr).unwrap();
+        // The header timeout is 5 s: closed well within SAFETY (10 s), where
+        // the 30 s limit of a connection's life would not have closed it yet.
+        silent.set_read_timeout(Some(SAFETY)).unwrap();
+        let mut byte = [0u8; 1];
+        silent.read(&mut byte)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(&end, Ok(0))
+            || matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the endpoint kept a silent client: {end:?}"
+    );
+}
+
+#[tokio::test]
 async fn label_values_from_names_are_escaped() {
     let name = "we\"ird\\name\nwith } and ,";
     let node = Node::builder()
