@@ -11,6 +11,13 @@
 //! - [`CallError`]: why a call did not return, and whether it may have run.
 //! - [`remote`](macro@remote): the attribute macro that generates proxies and dispatchers.
 //!
+//! Cargo features:
+//! - `metrics` (on by default): `NodeBuilder::metrics` serves the node's
+//!   counters to Prometheus over HTTP (prometheus-client, hyper). Without it no
+//!   HTTP code is built in; [`inspect`] still reads the same counters.
+//! - `otel`: calls carry the W3C trace context of the caller's span, and each
+//!   handler runs in a span whose parent is the caller's.
+//!
 //! ```
 //! use remora::{Actor, CallError, Node};
 //!
@@ -61,6 +68,8 @@ mod interface;
 mod link;
 mod local;
 mod method;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod node;
 pub mod pipe;
 mod reference;

@@ -83,6 +83,10 @@ pub(crate) struct NodeInner {
     started: std::time::Instant,
     /// Who may inspect this node (see `NodeBuilder::allow_inspection_from`).
     inspection: crate::inspect::InspectPolicy,
+    /// The Prometheus endpoint, if the builder asked for one (dropped, so
+    /// closed, at shutdown).
+    #[cfg(feature = "metrics")]
+    metrics: parking_lot::Mutex<Option<crate::metrics::Endpoint>>,
 }
 
 /// Why a node could not be built.
@@ -121,6 +125,12 @@ impl WeakNode {
     pub(crate) fn upgrade(&self) -> Option<Node> {
         self.inner.upgrade().map(|inner| Node { inner })
     }
+
+    /// A handle to no node (tests of what holds one).
+    #[cfg(all(test, feature = "metrics"))]
+    pub(crate) fn dangling() -> WeakNode {
+        WeakNode { inner: Weak::new() }
+    }
 }
 
 /// Configures a [`Node`]; from [`Node::builder`].
@@ -141,6 +151,8 @@ pub struct NodeBuilder {
     allow_inspection: std::collections::HashSet<String>,
     advertise: Option<String>,
     propagate_deadlines: bool,
+    #[cfg(feature = "metrics")]
+    metrics: Option<String>,
 }
 
 impl NodeBuilder {
@@ -343,6 +355,53 @@ impl NodeBuilder {
         self
     }
 
+    /// Serves the node's counters to Prometheus at `http://{addr}/metrics`, in
+    /// the text exposition format (port 0: any free port; see
+    /// [`Node::metrics_addr`]). What it exposes: calls by outcome and their
+    /// latency per interface and method (`remora_calls_total`,
+    /// `remora_call_duration_seconds`), actors and their queued messages by
+    /// interface and type, connections, bytes, round trips and pending calls
+    /// per peer, leases, handshakes, and `remora_node_info` (the README's
+    /// "Inspecting a cluster" lists them all).
+    ///
+    /// The figures are read when scraped, from the counters the
+    /// [`Inspector`](crate::inspect::Inspector) reads: a call does no work for
+    /// the endpoint. It answers `GET /metrics` only, to at most 8 connections
+    /// at once, and no credentials guard it: bind it to loopback or a private
+    /// network (SECURITY.md). Requires the `metrics` feature (on by default).
+    /// `build()` fails with [`NodeError::Bind`] if `addr` cannot be bound.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let node = remora::Node::builder()
+    ///     .name("web-1")
+    ///     .metrics("127.0.0.1:0")
+    ///     .build()
+    ///     .await?;
+    /// let addr = node.metrics_addr().expect("serving");
+    ///
+    /// // What Prometheus would read (here with a bare HTTP/1.1 request).
+    /// let body = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+    ///     let mut http = std::net::TcpStream::connect(addr)?;
+    ///     http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    ///     let mut answer = String::new();
+    ///     http.read_to_string(&mut answer)?;
+    ///     Ok(answer)
+    /// })
+    /// .await??;
+    /// assert!(body.starts_with("HTTP/1.1 200 OK"));
+    /// assert!(body.contains(r#"remora_node_info{id=""#));
+    /// assert!(body.contains(r#"name="web-1""#));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, addr: impl Into<String>) -> Self {
+        self.metrics = Some(addr.into());
+        self
+    }
+
     /// Starts the node on the current tokio runtime.
     pub async fn build(self) -> Result<Node, NodeError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NodeError::NoRuntime)?;
@@ -362,16 +421,10 @@ impl NodeBuilder {
         // incarnation of this node fail instead of reaching new actors.
         let incarnation = rand_incarnation();
         let listen = match &self.listen {
-            Some(addr) => Some(
-                tokio::net::lookup_host(addr.as_str())
-                    .await
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| NodeError::Bind {
-                        addr: addr.clone(),
-                        reason: "not an address this host can bind".into(),
-                    })?,
-            ),
+            Some(addr) => Some(resolve(addr).await.ok_or_else(|| NodeError::Bind {
+                addr: addr.clone(),
+                reason: "not an address this host can bind".into(),
+            })?),
             None => None,
         };
         let quic_config = QuicConfig {
@@ -415,9 +468,25 @@ impl NodeBuilder {
                 interfaces: DashMap::new(),
                 started: std::time::Instant::now(),
                 inspection: crate::inspect::InspectPolicy::new(self.allow_inspection),
+                #[cfg(feature = "metrics")]
+                metrics: parking_lot::Mutex::new(None),
             }),
         };
         crate::inspect::start_service(&node);
+        #[cfg(feature = "metrics")]
+        if let Some(addr) = &self.metrics {
+            let bound = match resolve(addr).await {
+                Some(at) => crate::metrics::serve(&node, at)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err("not an address this host can bind".into()),
+            };
+            let endpoint = bound.map_err(|reason| NodeError::Bind {
+                addr: addr.clone(),
+                reason,
+            })?;
+            *node.inner.metrics.lock() = Some(endpoint);
+        }
         if let Some(addr) = listen {
             node.inner
                 .host
@@ -546,6 +615,8 @@ impl Node {
             allow_inspection: Default::default(),
             advertise: None,
             propagate_deadlines: true,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 
@@ -874,6 +945,14 @@ impl Node {
         self.inner.shutting_down.load(Ordering::Acquire)
     }
 
+    /// Where the node serves its Prometheus metrics
+    /// ([`NodeBuilder::metrics`]); none if it does not, or once it has shut
+    /// down.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.metrics.lock().as_ref().map(|e| e.addr())
+    }
+
     /// The node's counters now.
     pub fn stats(&self) -> NodeStats {
         let (handshakes, handshakes_retried, handshakes_refused) =
@@ -919,6 +998,8 @@ impl Node {
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.shutting_down.store(true, Ordering::SeqCst);
+        #[cfg(feature = "metrics")]
+        drop(inner.metrics.lock().take());
         inner.host.close();
         // Collected first: stopping an idle actor may finish it at once, and its
         // removal from the table must not run under our iteration's shard lock.
@@ -978,6 +1059,11 @@ impl fmt::Debug for Node {
             .field("actors", &self.inner.live.load(Ordering::Relaxed))
             .finish()
     }
+}
+
+/// The first address `addr` names (a host name is looked up).
+async fn resolve(addr: &str) -> Option<std::net::SocketAddr> {
+    tokio::net::lookup_host(addr).await.ok()?.next()
 }
 
 /// A random incarnation number (uuid v4's randomness, without another dependency).

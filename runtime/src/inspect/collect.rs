@@ -12,7 +12,7 @@ use crate::local::stats::{InterfaceStats, MethodCounters, ERROR_KINDS};
 use crate::node::Node;
 use crate::wire::ObjectId;
 
-pub(super) fn node(node: &Node) -> NodeInfo {
+pub(crate) fn node(node: &Node) -> NodeInfo {
     let stats = node.stats();
     NodeInfo {
         id: node.id(),
@@ -47,7 +47,7 @@ pub(super) fn limits(node: &Node) -> LimitsInfo {
     }
 }
 
-pub(super) fn actors(node: &Node) -> Vec<ActorInfo> {
+pub(crate) fn actors(node: &Node) -> Vec<ActorInfo> {
     // The object each exported actor is called by.
     let objects: HashMap<ActorId, ObjectId> = node
         .host()
@@ -87,7 +87,7 @@ pub(super) fn actors(node: &Node) -> Vec<ActorInfo> {
     actors
 }
 
-pub(super) fn conns(node: &Node) -> Vec<ConnInfo> {
+pub(crate) fn conns(node: &Node) -> Vec<ConnInfo> {
     let mut conns: Vec<ConnInfo> = node
         .host()
         .connections()
@@ -128,7 +128,7 @@ pub(super) fn conns(node: &Node) -> Vec<ConnInfo> {
     conns
 }
 
-pub(super) fn leases(node: &Node) -> LeaseInfo {
+pub(crate) fn leases(node: &Node) -> LeaseInfo {
     let host = node.host();
     let now = tokio::time::Instant::now();
     let mut exports: Vec<ExportInfo> = host
@@ -177,7 +177,7 @@ pub(super) fn leases(node: &Node) -> LeaseInfo {
     }
 }
 
-pub(super) fn methods(node: &Node) -> Vec<MethodStats> {
+pub(crate) fn methods(node: &Node) -> Vec<MethodStats> {
     let mut interfaces: Vec<Arc<InterfaceStats>> = node.interfaces();
     interfaces.sort_by_key(|i| i.name);
     let mut out = Vec::new();

@@ -57,7 +57,7 @@
 //!
 //! [`NodeBuilder::allow_inspection_from`]: crate::NodeBuilder::allow_inspection_from
 
-mod collect;
+pub(crate) mod collect;
 mod info;
 mod service;
 
