@@ -151,7 +151,7 @@ async fn start_browser(chromium: &Path, driver: &Path) -> (Killed, Client) {
         json!({
             "binary": chromium,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1500,1100",
+                     "--disable-dev-shm-usage", "--window-size=1720,900",
                      "--hide-scrollbars", "--force-device-scale-factor=1"],
         }),
     );
@@ -282,8 +282,12 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
         }
     });
     if truthy("REMORA_UPDATE_SCREENSHOT") {
-        let edges = "return document.querySelectorAll('#graph .edge-label').length;";
-        until(&client, "edges with rates", edges, |n| n.as_u64() >= Some(2)).await;
+        // Once the north-east traffic shows on its edge.
+        let edge = format!(
+            "const e = document.querySelector('#graph .edge[data-from=\"{north_id}\"][data-to=\"{east_id}\"]');
+             return e ? Number(e.dataset.frames) : 0;"
+        );
+        until(&client, "traffic on the graph", &edge, |f| f.as_f64() > Some(20.0)).await;
         let png = client.screenshot().await.expect("a screenshot");
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -47,12 +47,13 @@ pub struct NodeView {
     pub error: Option<String>,
     pub uptime_ms: Option<u64>,
     pub version: Option<String>,
-    /// Calls started per second over every method.
+    /// Calls started per second over every method (the inspector's left out).
     pub calls_per_s: Option<f64>,
     /// Errors answered so far, over every method.
     pub errors: u64,
     pub errors_per_s: Option<f64>,
     pub actors: Vec<ActorView>,
+    /// Its methods, the inspector's left out.
     pub methods: Vec<MethodView>,
 }
 
@@ -124,6 +125,10 @@ pub struct GroupView {
     pub interface: String,
     pub members: Vec<NodeId>,
 }
+
+/// The inspector's interface: its calls are the dashboard's own, left out of
+/// a node's methods and rates.
+const INSPECTOR_INTERFACE: &str = "remora.Inspector";
 
 /// What one node's inspector answered in one survey.
 #[derive(Clone, Debug)]
@@ -210,6 +215,11 @@ pub fn node_view(addr: &str, reading: &Reading, before: Option<&Counters>) -> No
                 errors_per_s: per_s(errors, was.map(|w| w.1).or(before.map(|_| 0)), secs),
             }
         })
+        .collect();
+    // The dashboard's own reads (and `remora inspect`'s) are not the node's work.
+    let methods: Vec<MethodView> = methods
+        .into_iter()
+        .filter(|m| m.interface != INSPECTOR_INTERFACE)
         .collect();
     let sum = |f: fn(&MethodView) -> Option<f64>| -> Option<f64> {
         secs?;

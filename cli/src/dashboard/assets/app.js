@@ -47,16 +47,16 @@ function nodeCard(n) {
     + `<td class="num">${a.panics}/${a.restarts}</td></tr>`).join("");
   const methods = n.methods.filter((m) => m.calls > 0 || m.errors > 0)
     .sort((x, y) => (y.calls_per_s || 0) - (x.calls_per_s || 0) || y.calls - x.calls)
-    .slice(0, 8)
+    .slice(0, 5)
     .map((m) => `<tr><td>${esc(m.interface)}.${esc(m.method)}</td><td class="num">${m.calls}</td>`
       + `<td class="num">${rate(m.calls_per_s)}</td><td class="num">${m.errors}</td>`
       + `<td class="num">${rate(m.errors_per_s)}</td></tr>`).join("");
   const body = n.status === "up"
     ? `<div class="figures"><span>calls/s <b class="calls-rate">${rate(n.calls_per_s)}</b></span>`
-      + `<span class="errors">errors <b class="error-count">${n.errors}</b> (${rate(n.errors_per_s)}/s)</span>`
+      + `<span class="${n.errors > 0 ? "errors" : ""}">errors <b class="error-count">${n.errors}</b> (${rate(n.errors_per_s)}/s)</span>`
       + `<span>actors <b>${n.actors.length}</b></span></div>`
       + `<table class="actors"><tr><th>actor</th><th>interface</th><th>mailbox</th><th>state</th>`
-      + `<th>handled</th><th>msgs/s</th><th>panics/restarts</th></tr>${actors}</table>`
+      + `<th>handled</th><th>msgs/s</th><th title="panics/restarts">p/r</th></tr>${actors}</table>`
       + (methods ? `<table class="methods"><tr><th>method</th><th>calls</th><th>calls/s</th>`
         + `<th>errors</th><th>errors/s</th></tr>${methods}</table>` : "")
     : `<p class="error">${esc(n.error)}</p>`;
@@ -67,7 +67,7 @@ function nodeCard(n) {
 }
 
 function graph(s) {
-  const W = 520, H = 360, cx = W / 2, cy = H / 2, R = 130;
+  const W = 440, H = 340, cx = W / 2, cy = H / 2, R = 120;
   const vertices = s.nodes.map((n) => ({ id: n.id, name: n.name || short(n.id), cls: n.status }))
     .concat(s.peers.map((p) => ({ id: p.id, name: p.name || short(p.id), cls: "outside" })));
   const at = new Map();
@@ -83,7 +83,8 @@ function graph(s) {
     const qx = mx - (dy / len) * bend, qy = my + (dx / len) * bend;
     const w = 1 + Math.min(9, Math.log2(1 + (e.bytes_per_s || 0) / 256));
     const label = e.frames_per_s ? rate(e.frames_per_s) + " f/s" : "";
-    return `<path class="edge" data-from="${esc(e.from)}" data-to="${esc(e.to)}" marker-end="url(#arrow)"`
+    return `<path class="edge" data-from="${esc(e.from)}" data-to="${esc(e.to)}"`
+      + ` data-bytes="${e.bytes_per_s ?? ""}" data-frames="${e.frames_per_s ?? ""}" marker-end="url(#arrow)"`
       + ` stroke-width="${w.toFixed(1)}" d="M${a.x},${a.y} Q${qx},${qy} ${b.x},${b.y}">`
       + `<title>${bytes(e.bytes_per_s)}, ${rate(e.frames_per_s)} frames/s, ${e.pending_calls} pending</title></path>`
       + (label ? `<text class="edge-label" x="${qx}" y="${qy}">${label}</text>` : "");
@@ -93,8 +94,10 @@ function graph(s) {
     return `<g class="vertex ${v.cls}" data-vertex="${esc(v.id)}"><circle cx="${p.x}" cy="${p.y}" r="26"></circle>`
       + `<text x="${p.x}" y="${p.y + 4}">${esc(v.name)}</text></g>`;
   }).join("");
-  return `<defs><marker id="arrow" viewBox="0 0 10 10" refX="30" refY="5" markerWidth="6" markerHeight="6"`
-    + ` orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#7d8ea6"></path></marker></defs>`
+  // In user units, so that a thick edge does not grow a huge arrow; it stops
+  // at the circle's rim (radius 26).
+  return `<defs><marker id="arrow" viewBox="0 0 10 10" refX="42" refY="5" markerWidth="8" markerHeight="8"`
+    + ` markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#7d8ea6"></path></marker></defs>`
     + edges + circles;
 }
 
