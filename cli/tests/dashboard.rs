@@ -2,8 +2,9 @@
 //! over WebDriver (`chromedriver`, through `fantoccini`). A registry and three
 //! node processes (`remora-fixture-node`) under one `LocalCluster`; the page
 //! lists the three nodes, a flooded actor's mailbox bar rises (and falls once
-//! it drains), and a node killed with SIGKILL leaves the page within its
-//! registry lease.
+//! it drains), a node frozen with SIGSTOP shows as unreachable while the
+//! surveys keep their pace (each node has a deadline), and a node killed with
+//! SIGKILL leaves the page within its registry lease.
 //!
 //! Without chromium and chromedriver (on PATH or in /usr/bin; or named by
 //! `REMORA_CHROMIUM` and `REMORA_CHROMEDRIVER`) the test says why and passes,
@@ -28,7 +29,8 @@ const REMORA: &str = env!("CARGO_BIN_EXE_remora");
 const FIXTURE: &str = env!("CARGO_BIN_EXE_remora-fixture-node");
 /// The registry's longest lease, and the nodes' lease: a killed node's names
 /// are gone this long after its last renewal at the latest.
-const LEASE: Duration = Duration::from_secs(2);
+/// Long enough for a node frozen a few surveys to keep its lease.
+const LEASE: Duration = Duration::from_secs(8);
 /// The dashboard surveys this often, giving each node this long to answer.
 const INTERVAL_MS: &str = "400";
 const DEADLINE_MS: &str = "400";
@@ -191,6 +193,8 @@ async fn until(client: &Client, what: &str, script: &str, done: impl Fn(&Value) 
 const LISTED: &str = "return Array.from(document.querySelectorAll('#nodes [data-node]'))
     .map(e => ({ id: e.dataset.node, name: e.dataset.name, up: e.classList.contains('up') }));";
 
+const SURVEYED_AT: &str = "return Number(document.getElementById('status').dataset.at) || null;";
+
 fn listed(page: &Value, id: NodeId) -> bool {
     let id = id.to_string();
     page.as_array()
@@ -302,14 +306,59 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
     let drained = until(&client, "the bar fallen", &bar, |b| b["length"] == 0).await;
     assert_eq!(drained["drawn"], 0.0, "{drained}");
 
-    // East killed: it leaves the page within its lease (and a survey or two).
+    // South frozen (SIGSTOP: its socket open, nothing answers) for less than
+    // its lease: the page shows it unreachable, and the surveys keep their
+    // pace meanwhile, each node given its deadline and no more.
     traffic.abort();
+    let south_pid = cluster.nodes()[2].child.id().to_string();
+    let signal = |name: &str| {
+        let sent = Command::new("kill").args([name, &south_pid]).status().unwrap();
+        assert!(sent.success(), "kill {name} {south_pid}");
+    };
+    signal("-STOP");
+    let frozen = Instant::now();
+    let south_name = south_id.to_string();
+    until(&client, "the frozen node unreachable", LISTED, |page| {
+        page.as_array().is_some_and(|nodes| {
+            nodes.iter().any(|n| n["id"] == south_name.as_str() && n["up"] == false)
+        })
+    })
+    .await;
+    let mut at = until(&client, "a survey", SURVEYED_AT, |at| at.as_u64().is_some())
+        .await
+        .as_u64()
+        .unwrap();
+    // A survey sleeps its interval, then reads the registry and the nodes,
+    // each under the deadline.
+    let (interval, deadline): (u64, u64) = (INTERVAL_MS.parse().unwrap(), DEADLINE_MS.parse().unwrap());
+    let pace = interval + 2 * deadline + 500;
+    for _ in 0..5 {
+        let next = until(&client, "the next survey", SURVEYED_AT, |next| {
+            next.as_u64() > Some(at)
+        })
+        .await
+        .as_u64()
+        .unwrap();
+        assert!(
+            next - at <= pace,
+            "surveys {} ms apart while a node is frozen, more than {pace} ms",
+            next - at
+        );
+        at = next;
+    }
+    signal("-CONT");
+    assert!(frozen.elapsed() < LEASE, "south was frozen past its lease");
+    until(&client, "the thawed node up again", LISTED, |page| listed(page, south_id)).await;
+
+    // East killed: it leaves the page within its lease (and a survey or two).
+    let east_name = east_id.to_string();
     cluster.nodes()[3].kill().unwrap();
     let killed = Instant::now();
     let within = LEASE + Duration::from_secs(3);
-    let east_name = east_id.to_string();
     let page = until(&client, "the killed node gone", LISTED, |page| {
-        page.as_array().is_some_and(|nodes| nodes.iter().all(|n| n["id"] != east_name.as_str()))
+        page.as_array().is_some_and(|nodes| {
+            !nodes.is_empty() && nodes.iter().all(|n| n["id"] != east_name.as_str())
+        })
     })
     .await;
     let took = killed.elapsed();

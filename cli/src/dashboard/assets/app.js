@@ -2,7 +2,7 @@
 // snapshot per message). Plain JavaScript, no dependencies, nothing fetched
 // from elsewhere. Every element the browser test reads carries data-*
 // attributes: data-node (a node card), data-object (an actor row),
-// data-length / data-capacity (a mailbox bar).
+// data-length / data-capacity (a mailbox bar), data-at (the survey's time).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -108,6 +108,7 @@ function render(s) {
     + `${s.names.length} names · ${s.groups.length} groups`;
   $("status").textContent = s.error ? s.error : "updated " + new Date(s.at_ms).toLocaleTimeString();
   $("status").className = s.error ? "status stale" : "status";
+  $("status").dataset.at = s.at_ms;
   $("nodes").innerHTML = s.nodes.map(nodeCard).join("");
   $("graph").innerHTML = graph(s);
   $("names").innerHTML = `<tr><th>name</th><th>interface</th><th>node</th></tr>`
