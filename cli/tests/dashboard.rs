@@ -41,7 +41,8 @@ const FLOOD: u32 = 600;
 const CAPACITY: u32 = 1024;
 
 fn truthy(var: &str) -> bool {
-    std::env::var(var).is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    std::env::var(var)
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
 /// `name` as `var` names it, else on PATH, else in /usr/bin.
@@ -65,12 +66,15 @@ fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
     if let (Some(chromium), Some(driver)) = (&chromium, &driver) {
         return Some((chromium.clone(), driver.clone()));
     }
-    let missing = [("chromium", chromium.is_none()), ("chromedriver", driver.is_none())]
-        .iter()
-        .filter(|(_, gone)| *gone)
-        .map(|(name, _)| *name)
-        .collect::<Vec<_>>()
-        .join(" and ");
+    let missing = [
+        ("chromium", chromium.is_none()),
+        ("chromedriver", driver.is_none()),
+    ]
+    .iter()
+    .filter(|(_, gone)| *gone)
+    .map(|(name, _)| *name)
+    .collect::<Vec<_>>()
+    .join(" and ");
     let hint = "install them (Debian: apt-get install chromium chromium-driver, or run \
                 bash .ci/packages), or name them in REMORA_CHROMIUM and REMORA_CHROMEDRIVER";
     assert!(
@@ -115,7 +119,13 @@ fn first_line(child: &mut Child) -> String {
 /// returns the process and the page's URL.
 fn start_dashboard(registry: &str, credentials: &Path) -> (Killed, String) {
     let mut child = Command::new(REMORA)
-        .args(["dashboard", "--registry", registry, "--listen", "127.0.0.1:0"])
+        .args([
+            "dashboard",
+            "--registry",
+            registry,
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .args(["--interval-ms", INTERVAL_MS, "--deadline-ms", DEADLINE_MS])
         .arg("--credentials")
         .arg(credentials)
@@ -181,7 +191,10 @@ async fn until(client: &Client, what: &str, script: &str, done: impl Fn(&Value) 
     let started = Instant::now();
     let mut last = Value::Null;
     while started.elapsed() < PATIENCE {
-        last = client.execute(script, vec![]).await.expect("the script runs");
+        last = client
+            .execute(script, vec![])
+            .await
+            .expect("the script runs");
         if done(&last) {
             return last;
         }
@@ -197,8 +210,11 @@ const SURVEYED_AT: &str = "return Number(document.getElementById('status').datas
 
 fn listed(page: &Value, id: NodeId) -> bool {
     let id = id.to_string();
-    page.as_array()
-        .is_some_and(|nodes| nodes.iter().any(|n| n["id"] == id.as_str() && n["up"] == true))
+    page.as_array().is_some_and(|nodes| {
+        nodes
+            .iter()
+            .any(|n| n["id"] == id.as_str() && n["up"] == true)
+    })
 }
 
 /// The mailbox bar of the actor with object `object`: its data attributes, and
@@ -223,7 +239,10 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
     let mut cluster = LocalCluster::new().unwrap();
     let lease_ms = LEASE.as_millis().to_string();
     let registry = cluster
-        .start(FIXTURE, ["--name", "registry", "--serve-registry", &lease_ms])
+        .start(
+            FIXTURE,
+            ["--name", "registry", "--serve-registry", &lease_ms],
+        )
         .unwrap()
         .addr
         .clone();
@@ -232,7 +251,16 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
         let node = cluster
             .start(
                 FIXTURE,
-                ["--name", name, "--registry", &registry, "--bind", name, "--lease-ms", &lease_ms],
+                [
+                    "--name",
+                    name,
+                    "--registry",
+                    &registry,
+                    "--bind",
+                    name,
+                    "--lease-ms",
+                    &lease_ms,
+                ],
             )
             .unwrap();
         ids.push(node.ready[0].parse::<NodeId>().unwrap());
@@ -258,14 +286,23 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
     let bar = bar_script(&object);
     let before = until(&client, "south's turnstile listed", &bar, |b| !b.is_null()).await;
     assert_eq!(before["length"], 0, "{before}");
-    assert_eq!(before["drawn"], 0.0, "an empty mailbox draws no bar: {before}");
+    assert_eq!(
+        before["drawn"], 0.0,
+        "an empty mailbox draws no bar: {before}"
+    );
     let holding = tokio::spawn({
         let south = south.clone();
         async move { south.hold(PATIENCE.as_millis() as u64).await }
     });
-    until(&client, "south's turnstile busy", &bar, |b| b["busy"] == true).await;
+    until(&client, "south's turnstile busy", &bar, |b| {
+        b["busy"] == true
+    })
+    .await;
     north.pass_on(south.clone(), FLOOD).await.unwrap().unwrap();
-    let flooded = until(&client, "the mailbox bar risen", &bar, |b| b["length"] == FLOOD).await;
+    let flooded = until(&client, "the mailbox bar risen", &bar, |b| {
+        b["length"] == FLOOD
+    })
+    .await;
     assert_eq!(flooded["capacity"], CAPACITY, "{flooded}");
     let share = flooded["drawn"].as_f64().unwrap();
     let expected = f64::from(FLOOD) / f64::from(CAPACITY);
@@ -291,7 +328,10 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
             "const e = document.querySelector('#graph .edge[data-from=\"{north_id}\"][data-to=\"{east_id}\"]');
              return e ? Number(e.dataset.frames) : 0;"
         );
-        until(&client, "traffic on the graph", &edge, |f| f.as_f64() > Some(20.0)).await;
+        until(&client, "traffic on the graph", &edge, |f| {
+            f.as_f64() > Some(20.0)
+        })
+        .await;
         let png = client.screenshot().await.expect("a screenshot");
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -312,7 +352,10 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
     traffic.abort();
     let south_pid = cluster.nodes()[2].child.id().to_string();
     let signal = |name: &str| {
-        let sent = Command::new("kill").args([name, &south_pid]).status().unwrap();
+        let sent = Command::new("kill")
+            .args([name, &south_pid])
+            .status()
+            .unwrap();
         assert!(sent.success(), "kill {name} {south_pid}");
     };
     signal("-STOP");
@@ -320,7 +363,9 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
     let south_name = south_id.to_string();
     until(&client, "the frozen node unreachable", LISTED, |page| {
         page.as_array().is_some_and(|nodes| {
-            nodes.iter().any(|n| n["id"] == south_name.as_str() && n["up"] == false)
+            nodes
+                .iter()
+                .any(|n| n["id"] == south_name.as_str() && n["up"] == false)
         })
     })
     .await;
@@ -330,7 +375,8 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
         .unwrap();
     // A survey sleeps its interval, then reads the registry and the nodes,
     // each under the deadline.
-    let (interval, deadline): (u64, u64) = (INTERVAL_MS.parse().unwrap(), DEADLINE_MS.parse().unwrap());
+    let (interval, deadline): (u64, u64) =
+        (INTERVAL_MS.parse().unwrap(), DEADLINE_MS.parse().unwrap());
     let pace = interval + 2 * deadline + 500;
     for _ in 0..5 {
         let next = until(&client, "the next survey", SURVEYED_AT, |next| {
@@ -348,7 +394,10 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
     }
     signal("-CONT");
     assert!(frozen.elapsed() < LEASE, "south was frozen past its lease");
-    until(&client, "the thawed node up again", LISTED, |page| listed(page, south_id)).await;
+    until(&client, "the thawed node up again", LISTED, |page| {
+        listed(page, south_id)
+    })
+    .await;
 
     // East killed: it leaves the page within its lease (and a survey or two).
     let east_name = east_id.to_string();
@@ -362,7 +411,10 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
     })
     .await;
     let took = killed.elapsed();
-    assert!(took <= within, "east left the page after {took:?}, not within {within:?}");
+    assert!(
+        took <= within,
+        "east left the page after {took:?}, not within {within:?}"
+    );
     eprintln!("the killed node left the page {took:?} after SIGKILL (lease {LEASE:?})");
     assert!(listed(&page, north_id) && listed(&page, south_id), "{page}");
 

@@ -60,7 +60,9 @@ impl Surveyor {
         let mut known: BTreeMap<NodeId, String> = BTreeMap::new();
         for record in names.iter().chain(&groups) {
             if let Some(addr) = &record.target.addr {
-                known.entry(record.target.node).or_insert_with(|| addr.clone());
+                known
+                    .entry(record.target.node)
+                    .or_insert_with(|| addr.clone());
             }
         }
         // The registry's own node, under the address it was given.
@@ -78,9 +80,7 @@ impl Surveyor {
                     snapshot.nodes.push(view::node_view(addr, &reading, before));
                     last.insert(*id, Counters::of(&reading));
                 }
-                Err(err) => snapshot
-                    .nodes
-                    .push(view::unreachable_view(*id, addr, err)),
+                Err(err) => snapshot.nodes.push(view::unreachable_view(*id, addr, err)),
             }
         }
         self.last = last;
@@ -191,4 +191,46 @@ fn group_views(records: &[Record]) -> Vec<GroupView> {
         view.members.push(record.target.node);
     }
     groups.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remora::{ObjectId, WireRef};
+
+    fn member(key: &str, node: u128) -> Record {
+        Record {
+            key: key.to_owned(),
+            target: WireRef {
+                node: NodeId::from_u128(node),
+                incarnation: 1,
+                object: ObjectId::from_u128(9),
+                interface: 0,
+                addr: Some("127.0.0.1:1".into()),
+            },
+            interface: "T".into(),
+            owner: NodeId::from_u128(node),
+        }
+    }
+
+    #[test]
+    fn group_members_are_gathered_per_group() {
+        let records = [
+            member("groups/a/n1/o1", 1),
+            member("groups/b/n1/o2", 1),
+            member("groups/a/n2/o3", 2),
+        ];
+        let groups = group_views(&records);
+        let summary: Vec<(&str, Vec<NodeId>)> = groups
+            .iter()
+            .map(|g| (g.group.as_str(), g.members.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("a", vec![NodeId::from_u128(1), NodeId::from_u128(2)]),
+                ("b", vec![NodeId::from_u128(1)])
+            ]
+        );
+    }
 }

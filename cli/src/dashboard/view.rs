@@ -245,10 +245,13 @@ fn actor_view(a: &ActorInfo, before: Option<u64>, secs: Option<f64>) -> ActorVie
     let type_name = a.actor_type.split('<').next().unwrap_or(&a.actor_type);
     ActorView {
         id: a.id,
-        label: a
-            .name
-            .clone()
-            .unwrap_or_else(|| type_name.rsplit("::").next().unwrap_or(type_name).to_owned()),
+        label: a.name.clone().unwrap_or_else(|| {
+            type_name
+                .rsplit("::")
+                .next()
+                .unwrap_or(type_name)
+                .to_owned()
+        }),
         interface: a.interface.clone(),
         object: a.object,
         busy: a.state == ActorState::Busy,
@@ -343,7 +346,10 @@ mod tests {
         let t0 = Instant::now();
         let first = reading(t0, 1, 10, 100);
         let view = node_view("a", &first, None);
-        assert_eq!(view.actors[0].handled_per_s, None, "no rate from one reading");
+        assert_eq!(
+            view.actors[0].handled_per_s, None,
+            "no rate from one reading"
+        );
         assert_eq!(view.calls_per_s, None);
         assert_eq!(view.actors[0].label, "Tally");
         assert_eq!((view.actors[0].length, view.actors[0].capacity), (4, 8));

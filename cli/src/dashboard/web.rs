@@ -30,7 +30,10 @@ pub type Latest = watch::Receiver<Arc<String>>;
 /// The routes, serving the surveys `latest` receives.
 pub fn router(latest: Latest) -> Router {
     Router::new()
-        .route("/", get(|| async { page(INDEX, "text/html; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { page(INDEX, "text/html; charset=utf-8") }),
+        )
         .route(
             "/app.js",
             get(|| async { page(SCRIPT, "text/javascript; charset=utf-8") }),
@@ -70,4 +73,24 @@ async fn events(
         Some((Ok(event), (latest, false)))
     });
     Sse::new(pushed).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_fetches_nothing_from_elsewhere() {
+        for (name, text) in [
+            ("index.html", INDEX),
+            ("app.js", SCRIPT),
+            ("app.css", STYLE),
+        ] {
+            for scheme in ["http://", "https://", "//cdn", "@import"] {
+                assert!(!text.contains(scheme), "{name} names {scheme}");
+            }
+        }
+        assert!(INDEX.contains(r#"src="app.js""#) && INDEX.contains(r#"href="app.css""#));
+        assert!(SCRIPT.contains(r#"new EventSource("events")"#));
+    }
 }
