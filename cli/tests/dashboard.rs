@@ -12,7 +12,7 @@
 //! `REMORA_UPDATE_SCREENSHOT=1` writes the page, mid-flood, to
 //! `docs/dashboard.png` (the README's screenshot).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -168,7 +168,9 @@ async fn start_browser(chromium: &Path, driver: &Path) -> (Killed, Client) {
         }),
     );
     let url = format!("http://127.0.0.1:{port}");
-    for attempt in 0.. {
+    // chromedriver takes a moment to listen: a hundred tries, 100 ms apart.
+    let mut last = None;
+    for _ in 0..100 {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         match ClientBuilder::new(connector)
             .capabilities(capabilities.clone())
@@ -176,14 +178,11 @@ async fn start_browser(chromium: &Path, driver: &Path) -> (Killed, Client) {
             .await
         {
             Ok(client) => return (driver_process, client),
-            Err(err) if attempt < 100 => {
-                let _ = err;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => panic!("no WebDriver session from {}: {err}", driver.display()),
+            Err(err) => last = Some(err),
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    unreachable!()
+    panic!("no WebDriver session from {}: {last:?}", driver.display());
 }
 
 /// Runs `script` in the page until `done` accepts its value; PATIENCE at most.
@@ -420,4 +419,97 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
 
     client.close().await.expect("the session ends");
     me.shutdown().await;
+}
+
+/// `GET path` from the dashboard at `url` (`http://ADDR/`), over plain
+/// HTTP/1.1: the status line and the body (bounded reads, off the runtime).
+async fn get(url: &str, path: &str) -> (String, String) {
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&addr).expect("the dashboard answers");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("a response");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        (status, body.to_owned())
+    })
+    .await
+    .unwrap()
+}
+
+/// Without a browser: the page, its assets and the latest survey over HTTP;
+/// the survey lists the registry's node and the node bound in it, its names
+/// and its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_serves_its_page_and_the_latest_survey() {
+    let mut cluster = LocalCluster::new().unwrap();
+    let lease_ms = LEASE.as_millis().to_string();
+    let registry = cluster
+        .start(
+            FIXTURE,
+            ["--name", "registry", "--serve-registry", &lease_ms],
+        )
+        .unwrap()
+        .addr
+        .clone();
+    let north = cluster
+        .start(
+            FIXTURE,
+            [
+                "--name",
+                "north",
+                "--registry",
+                &registry,
+                "--bind",
+                "north",
+                "--lease-ms",
+                &lease_ms,
+            ],
+        )
+        .unwrap();
+    let north_id = north.ready[0].clone();
+    let (_dashboard, url) = start_dashboard(&registry, cluster.credentials());
+
+    let (status, page) = get(&url, "/").await;
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(
+        page.contains("app.js") && page.contains("app.css"),
+        "{page}"
+    );
+    for asset in ["/app.js", "/app.css"] {
+        let (status, body) = get(&url, asset).await;
+        assert!(
+            status.contains(" 200 ") && !body.is_empty(),
+            "{asset}: {status}"
+        );
+    }
+
+    let (status, body) = get(&url, "/snapshot.json").await;
+    assert!(status.contains(" 200 "), "{status}");
+    let survey: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let nodes = survey["nodes"].as_array().expect("nodes");
+    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(names, ["north", "registry"], "{survey}");
+    assert!(nodes.iter().all(|n| n["status"] == "up"), "{survey}");
+    assert!(
+        nodes.iter().any(|n| n["id"] == north_id.as_str()),
+        "{survey}"
+    );
+    assert_eq!(survey["names"][0]["name"], "north", "{survey}");
+    assert_eq!(survey["groups"][0]["group"], "turnstiles", "{survey}");
+    assert_eq!(
+        survey["groups"][0]["members"][0],
+        north_id.as_str(),
+        "{survey}"
+    );
 }

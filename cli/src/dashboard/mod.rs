@@ -69,13 +69,20 @@ pub async fn run(args: Args) -> Result<(), String> {
         }
     });
 
+    // Ending the surveys drops the sender, which ends every page's event
+    // stream: a graceful shutdown waits for those, and would wait forever.
+    let end_surveys = surveys.abort_handle();
+    let shutdown = async move {
+        stopped().await;
+        end_surveys.abort();
+    };
+
     // The line scripts (and the browser test) wait for.
     println!("dashboard listening on http://{local}/");
     let served = axum::serve(listener, web::router(pages))
-        .with_graceful_shutdown(stopped())
+        .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| format!("serving the dashboard failed: {e}"));
-    surveys.abort();
     node.shutdown().await;
     served
 }
