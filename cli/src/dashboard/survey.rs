@@ -15,20 +15,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::future::join_all;
 use remora::inspect::InspectorRef;
 use remora::{Node, NodeId};
-use remora_registry::{Record, RemoteStore, Store};
+use remora_registry::{Entry, Registry, RemoteStore};
 
 use super::view::{self, Counters, GroupView, NameView, PeerView, Reading, Snapshot};
 use crate::inspect::ask;
-
-/// Names and groups live under these keys of the registry's store.
-const NAMES: &str = "names/";
-const GROUPS: &str = "groups/";
 
 /// Reads the cluster, survey after survey; keeps the last readings for rates.
 pub struct Surveyor {
     node: Node,
     registry_addr: String,
+    /// The registry in use (its node is shown too).
     store: RemoteStore,
+    /// The same, for listing (this handle binds nothing, so holds no lease).
+    registry: Registry,
     deadline: Duration,
     last: HashMap<NodeId, Counters>,
 }
@@ -36,6 +35,7 @@ pub struct Surveyor {
 impl Surveyor {
     pub fn new(node: Node, registry_addr: String, store: RemoteStore, deadline: Duration) -> Self {
         Surveyor {
+            registry: Registry::with_store(&node, store.clone()),
             node,
             registry_addr,
             store,
@@ -58,11 +58,9 @@ impl Surveyor {
             }
         };
         let mut known: BTreeMap<NodeId, String> = BTreeMap::new();
-        for record in names.iter().chain(&groups) {
-            if let Some(addr) = &record.target.addr {
-                known
-                    .entry(record.target.node)
-                    .or_insert_with(|| addr.clone());
+        for entry in names.iter().chain(&groups) {
+            if let Some(addr) = &entry.target.addr {
+                known.entry(entry.node()).or_insert_with(|| addr.clone());
             }
         }
         // The registry's own node, under the address it was given.
@@ -93,10 +91,10 @@ impl Surveyor {
             .sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
         snapshot.names = names
             .iter()
-            .map(|r| NameView {
-                name: r.key.strip_prefix(NAMES).unwrap_or(&r.key).to_owned(),
-                interface: r.interface.clone(),
-                node: r.target.node,
+            .map(|e| NameView {
+                name: e.name.clone(),
+                interface: e.interface.clone(),
+                node: e.node(),
             })
             .collect();
         snapshot.groups = group_views(&groups);
@@ -107,10 +105,10 @@ impl Surveyor {
     }
 
     /// The registry's names and group memberships, within the deadline.
-    async fn entries(&self) -> Result<(Vec<Record>, Vec<Record>), String> {
+    async fn entries(&self) -> Result<(Vec<Entry>, Vec<Entry>), String> {
         let both = async {
-            let names = self.store.list(NAMES).await?;
-            let groups = self.store.list(GROUPS).await?;
+            let names = self.registry.list("").await?;
+            let groups = self.registry.list_groups("").await?;
             Ok::<_, remora_registry::RegistryError>((names, groups))
         };
         match tokio::time::timeout(self.deadline, both).await {
@@ -177,18 +175,16 @@ fn peers(snapshot: &Snapshot, known: &BTreeMap<NodeId, String>) -> Vec<PeerView>
         .collect()
 }
 
-/// Group memberships (`groups/{group}/{node}/{object}`), gathered per group.
-fn group_views(records: &[Record]) -> Vec<GroupView> {
-    let mut groups: BTreeMap<String, GroupView> = BTreeMap::new();
-    for record in records {
-        let rest = record.key.strip_prefix(GROUPS).unwrap_or(&record.key);
-        let group = rest.split('/').next().unwrap_or_default().to_owned();
-        let view = groups.entry(group.clone()).or_insert_with(|| GroupView {
-            group,
-            interface: record.interface.clone(),
+/// Group members (an entry each, named by its group), gathered per group.
+fn group_views(members: &[Entry]) -> Vec<GroupView> {
+    let mut groups: BTreeMap<&str, GroupView> = BTreeMap::new();
+    for member in members {
+        let view = groups.entry(&member.name).or_insert_with(|| GroupView {
+            group: member.name.clone(),
+            interface: member.interface.clone(),
             members: Vec::new(),
         });
-        view.members.push(record.target.node);
+        view.members.push(member.node());
     }
     groups.into_values().collect()
 }
@@ -198,9 +194,9 @@ mod tests {
     use super::*;
     use remora::{ObjectId, WireRef};
 
-    fn member(key: &str, node: u128) -> Record {
-        Record {
-            key: key.to_owned(),
+    fn member(group: &str, node: u128) -> Entry {
+        Entry {
+            name: group.to_owned(),
             target: WireRef {
                 node: NodeId::from_u128(node),
                 incarnation: 1,
@@ -215,11 +211,7 @@ mod tests {
 
     #[test]
     fn group_members_are_gathered_per_group() {
-        let records = [
-            member("groups/a/n1/o1", 1),
-            member("groups/b/n1/o2", 1),
-            member("groups/a/n2/o3", 2),
-        ];
+        let records = [member("a", 1), member("b", 1), member("a", 2)];
         let groups = group_views(&records);
         let summary: Vec<(&str, Vec<NodeId>)> = groups
             .iter()
