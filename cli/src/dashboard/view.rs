@@ -52,6 +52,9 @@ pub struct NodeView {
     /// Errors answered so far, over every method.
     pub errors: u64,
     pub errors_per_s: Option<f64>,
+    /// How many actors it runs.
+    pub actor_count: usize,
+    /// Its actors, the fullest mailboxes first, at most [`MAX_ACTORS`].
     pub actors: Vec<ActorView>,
     /// Its methods, the inspector's left out.
     pub methods: Vec<MethodView>,
@@ -126,6 +129,10 @@ pub struct GroupView {
     pub members: Vec<NodeId>,
 }
 
+/// The most actors a node's view carries: the page stays readable, and a
+/// survey small, on a node of thousands.
+pub const MAX_ACTORS: usize = 50;
+
 /// The inspector's interface: its calls are the dashboard's own, left out of
 /// a node's methods and rates.
 const INSPECTOR_INTERFACE: &str = "remora.Inspector";
@@ -195,14 +202,19 @@ fn per_s(now: u64, before: Option<u64>, secs: Option<f64>) -> Option<f64> {
 pub fn node_view(addr: &str, reading: &Reading, before: Option<&Counters>) -> NodeView {
     let secs = before.and_then(|b| b.secs_before(reading));
     let before = before.filter(|_| secs.is_some());
-    let actors = reading
+    let mut actors: Vec<ActorView> = reading
         .actors
         .iter()
         .map(|a| actor_view(a, before.and_then(|b| b.handled.get(&a.id).copied()), secs))
         .collect();
+    // The fullest mailboxes first; a node of many actors sends only those.
+    actors.sort_by_key(|a| (std::cmp::Reverse(a.length), a.id));
+    actors.truncate(MAX_ACTORS);
     let methods: Vec<MethodView> = reading
         .methods
         .iter()
+        // The dashboard's own reads (and `remora inspect`'s) are not the node's work.
+        .filter(|m| m.interface != INSPECTOR_INTERFACE)
         .map(|m| {
             let was = before.and_then(|b| b.methods.get(&method_key(m)).copied());
             let errors = m.error_count();
@@ -215,11 +227,6 @@ pub fn node_view(addr: &str, reading: &Reading, before: Option<&Counters>) -> No
                 errors_per_s: per_s(errors, was.map(|w| w.1).or(before.map(|_| 0)), secs),
             }
         })
-        .collect();
-    // The dashboard's own reads (and `remora inspect`'s) are not the node's work.
-    let methods: Vec<MethodView> = methods
-        .into_iter()
-        .filter(|m| m.interface != INSPECTOR_INTERFACE)
         .collect();
     let sum = |f: fn(&MethodView) -> Option<f64>| -> Option<f64> {
         secs?;
@@ -236,6 +243,7 @@ pub fn node_view(addr: &str, reading: &Reading, before: Option<&Counters>) -> No
         calls_per_s: sum(|m| m.calls_per_s),
         errors: methods.iter().map(|m| m.errors).sum(),
         errors_per_s: sum(|m| m.errors_per_s),
+        actor_count: reading.actors.len(),
         actors,
         methods,
     }
@@ -278,6 +286,7 @@ pub fn unreachable_view(id: NodeId, addr: &str, error: String) -> NodeView {
         calls_per_s: None,
         errors: 0,
         errors_per_s: None,
+        actor_count: 0,
         actors: Vec::new(),
         methods: Vec::new(),
     }

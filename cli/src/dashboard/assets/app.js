@@ -54,7 +54,7 @@ function nodeCard(n) {
   const body = n.status === "up"
     ? `<div class="figures"><span>calls/s <b class="calls-rate">${rate(n.calls_per_s)}</b></span>`
       + `<span class="${n.errors > 0 ? "errors" : ""}">errors <b class="error-count">${n.errors}</b> (${rate(n.errors_per_s)}/s)</span>`
-      + `<span>actors <b>${n.actors.length}</b></span></div>`
+      + `<span>actors <b>${n.actor_count}</b>${n.actor_count > n.actors.length ? ` (the ${n.actors.length} fullest shown)` : ""}</span></div>`
       + `<table class="actors"><tr><th>actor</th><th>interface</th><th>mailbox</th><th>state</th>`
       + `<th>handled</th><th>msgs/s</th><th title="panics/restarts">p/r</th></tr>${actors}</table>`
       + (methods ? `<table class="methods"><tr><th>method</th><th>calls</th><th>calls/s</th>`
