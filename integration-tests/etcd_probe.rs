@@ -1,5 +1,6 @@
 // Shared by the build scripts of the packages whose tests need a real etcd
-// (`integration-tests`, `cli`): `include!`d, not a crate.
+// (`integration-tests`, `cli`): `include!`d, not a crate (`cli/build.rs` includes
+// it in a module beside its own probe, and calls `etcd::main`).
 //
 // Sets `cfg(etcd)` when an `etcd` binary is installed (on PATH or at
 // /usr/bin/etcd). Without one, the tests that need it are compiled as ignored
@@ -8,7 +9,7 @@
 // with `REMORA_REQUIRE_ETCD` set to 1, true or yes (as `.ci/test` does), a
 // missing etcd fails the build instead.
 
-fn main() {
+pub fn main() {
     println!("cargo::rustc-check-cfg=cfg(etcd)");
     println!("cargo::rerun-if-env-changed=REMORA_REQUIRE_ETCD");
     println!("cargo::rerun-if-env-changed=PATH");

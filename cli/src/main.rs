@@ -1,5 +1,5 @@
 //! `remora`: run a standalone registry (RMI's `rmiregistry`), list a registry's
-//! names, inspect a node, and issue the certificates a cluster's nodes
+//! names, inspect a node, show the cluster in a web page, and issue the certificates a cluster's nodes
 //! authenticate with.
 //!
 //! ```text
@@ -9,9 +9,11 @@
 //! remora ls 127.0.0.1:7000 [PREFIX] --credentials DIR
 //! remora inspect 127.0.0.1:7000 [all|node|actors|conns|leases|methods] [--json] --credentials DIR
 //! remora top 127.0.0.1:7000 [--sort mailbox|rate] [--interval-ms N] [--iterations N] --credentials DIR
+//! remora dashboard --registry 127.0.0.1:7000 [--listen 127.0.0.1:8080] --credentials DIR
 //! ```
 
 mod cert;
+mod dashboard;
 mod inspect;
 mod ls;
 mod registry;
@@ -44,6 +46,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Show the actors of the node at ADDR, refreshed, busiest first (Ctrl-C quits).
     Top(top::Args),
+    /// Serve a web page that shows the cluster a registry knows, live.
+    Dashboard(dashboard::Args),
     /// Create a cluster trust root, or node certificates signed by it.
     #[command(subcommand)]
     Cert(cert::Command),
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Command::Ls(args) => runtime().and_then(|rt| rt.block_on(ls::run(args))),
         Command::Inspect(args) => runtime().and_then(|rt| rt.block_on(inspect::run(args))),
         Command::Top(args) => runtime().and_then(|rt| rt.block_on(top::run(args))),
+        Command::Dashboard(args) => runtime().and_then(|rt| rt.block_on(dashboard::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use remora::rt::Unmarshal;
 use remora::{Interface, Node};
 
-use crate::entry::{group_prefix, in_names, member_key, name_key, Entry, Event, NAMES};
+use crate::entry::{group_prefix, in_names, member_key, name_key, Entry, Event, GROUPS, NAMES};
 use crate::error::RegistryError;
 use crate::remote::RemoteStore;
 use crate::store::{Change, Changes, LeaseId, Record, Store};
@@ -230,6 +230,43 @@ impl Registry {
     /// Every bound name that starts with `prefix` (`""` for all), in name order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>, RegistryError> {
         let records = self.shared.store.list(&format!("{NAMES}{prefix}")).await?;
+        Ok(records.into_iter().map(Entry::from_record).collect())
+    }
+
+    /// Every member of every group whose name starts with `prefix` (`""` for
+    /// all), in group order: an [`Entry`] per member, named by its group. For
+    /// tools that show the whole registry (`remora dashboard`); a program that
+    /// uses a group asks for its [`members`](Registry::members), typed.
+    ///
+    /// ```
+    /// use remora::{Actor, Node};
+    /// use remora_registry::{MemoryStore, Registry};
+    ///
+    /// #[remora::remote]
+    /// pub trait Worker {
+    ///     async fn work(&mut self) -> u32;
+    /// }
+    /// struct Busy;
+    /// impl Actor for Busy {}
+    /// impl Worker for Busy {
+    ///     async fn work(&mut self) -> u32 { 1 }
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let node = Node::builder().build().await?;
+    /// let registry = Registry::with_store(&node, MemoryStore::new());
+    /// let (a, b): (WorkerRef, WorkerRef) = (node.spawn(Busy), node.spawn(Busy));
+    /// registry.join("workers", &a).await?;
+    /// registry.join("workers", &b).await?;
+    /// registry.bind("boss", &a).await?;
+    ///
+    /// let members = registry.list_groups("").await?;
+    /// assert_eq!(members.len(), 2, "names are not group members");
+    /// assert!(members.iter().all(|m| m.name == "workers" && m.node() == node.id()));
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_groups(&self, prefix: &str) -> Result<Vec<Entry>, RegistryError> {
+        let records = self.shared.store.list(&format!("{GROUPS}{prefix}")).await?;
         Ok(records.into_iter().map(Entry::from_record).collect())
     }
 
