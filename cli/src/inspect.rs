@@ -4,10 +4,12 @@
 use remora::inspect::{
     ActorInfo, ActorState, ConnInfo, InspectError, InspectorRef, LeaseInfo, MethodStats, NodeInfo,
 };
-use remora::{CallError, Node};
+use remora::{CallError, Node, NodeId};
+use remora_registry::Registry;
 use serde::Serialize;
 
-use crate::table::table;
+use crate::bindings::{Bindings, Bound};
+use crate::table::{table, table_of};
 
 /// Which part of a node to show.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,7 +18,8 @@ pub enum View {
     All,
     /// The node: id, name, incarnation, uptime, address, version.
     Node,
-    /// Its actors: type, interface, mailbox, state, counters.
+    /// Its actors: type, interface, mailbox, state, counters (and their
+    /// registry names and groups, with --registry).
     Actors,
     /// Its connections: peer, bytes, lanes, calls in flight, QUIC figures.
     Conns,
@@ -36,13 +39,18 @@ pub struct Args {
     /// Print JSON (one document) instead of tables, for scripts.
     #[arg(long)]
     json: bool,
+    /// Show each actor's registry names and groups, as the registry at this
+    /// address (or several, comma-separated) binds them. A node does not know
+    /// its names: without this, they are not shown.
+    #[arg(long, value_name = "REG_ADDR")]
+    registry: Option<String>,
     #[command(flatten)]
     credentials: crate::Credentials,
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
     let (node, inspector) = connect(&args.addr, &args.credentials, "remora-inspect").await?;
-    let shown = show(&inspector, &args, args.view).await;
+    let shown = show(&node, &inspector, &args, args.view).await;
     node.shutdown().await;
     print!("{}", shown?);
     Ok(())
@@ -97,15 +105,29 @@ pub fn explain(addr: &str, err: &InspectError, credentials: &crate::Credentials)
     }
 }
 
-/// Everything asked for, read from the node and rendered.
-async fn show(inspector: &InspectorRef, args: &Args, view: View) -> Result<String, String> {
+/// Everything asked for, read from the node (and the registry) and rendered.
+async fn show(
+    me: &Node,
+    inspector: &InspectorRef,
+    args: &Args,
+    view: View,
+) -> Result<String, String> {
     let failed = |err: InspectError| explain(&args.addr, &err, &args.credentials);
     let mut report = Report::default();
     if matches!(view, View::All | View::Node) {
         report.node = Some(ask(inspector.node().await).map_err(failed)?);
     }
     if matches!(view, View::All | View::Actors) {
-        report.actors = Some(ask(inspector.actors().await).map_err(failed)?);
+        let actors = ask(inspector.actors().await).map_err(failed)?;
+        let bindings = match &args.registry {
+            Some(addr) => {
+                let registry = connect_registry(me, addr, &args.credentials).await?;
+                Some(read_bindings(&registry, addr).await?)
+            }
+            None => None,
+        };
+        let node = me.wire_ref(inspector).node;
+        report.actors = Some(actor_rows(actors, node, bindings.as_ref()));
     }
     if matches!(view, View::All | View::Conns) {
         report.conns = Some(ask(inspector.conns().await).map_err(failed)?);
@@ -122,6 +144,51 @@ async fn show(inspector: &InspectorRef, args: &Args, view: View) -> Result<Strin
     Ok(report.render())
 }
 
+/// The registry at `addr`, read through `me`; the error says what to do.
+pub async fn connect_registry(
+    me: &Node,
+    addr: &str,
+    credentials: &crate::Credentials,
+) -> Result<Registry, String> {
+    Registry::connect(me, addr)
+        .await
+        .map_err(|e| format!("the registry at {addr}: {e}{}", credentials.hint()))
+}
+
+/// Every name and group of `registry` (at `addr`), by the object each points at.
+pub async fn read_bindings(registry: &Registry, addr: &str) -> Result<Bindings, String> {
+    Bindings::read(registry)
+        .await
+        .map_err(|e| format!("reading the registry at {addr} failed: {e}"))
+}
+
+/// The actors of node `node` as shown: with what `bindings` says of each, if
+/// the registry was read.
+pub fn actor_rows(
+    actors: Vec<ActorInfo>,
+    node: NodeId,
+    bindings: Option<&Bindings>,
+) -> Vec<ActorRow> {
+    actors
+        .into_iter()
+        .map(|actor| ActorRow {
+            bound: bindings.map(|b| b.of(node, &actor).clone()),
+            actor,
+        })
+        .collect()
+}
+
+/// An actor as `remora inspect` and `remora top` show it: what its node says,
+/// and (with `--registry`) its names and groups, as `names` and `groups` beside
+/// the node's fields in JSON (absent without `--registry`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ActorRow {
+    #[serde(flatten)]
+    pub actor: ActorInfo,
+    #[serde(flatten)]
+    pub bound: Option<Bound>,
+}
+
 /// An inspector's answer, with the call's error and the node's refusal as one.
 pub fn ask<T>(answer: Result<Result<T, InspectError>, CallError>) -> Result<T, InspectError> {
     answer.map_err(InspectError::Call)?
@@ -133,7 +200,7 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<NodeInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    actors: Option<Vec<ActorInfo>>,
+    actors: Option<Vec<ActorRow>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     conns: Option<Vec<ConnInfo>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,19 +273,29 @@ fn node_text(node: &NodeInfo) -> String {
 }
 
 /// The actors, with a RATE column when `rates` (messages per second, by
-/// position) are given.
-pub fn actors_table(actors: &[ActorInfo], rates: &[Option<f64>]) -> String {
-    let rows: Vec<[String; 10]> = actors
+/// position) are given, and BOUND AS (registry names) and GROUPS columns when
+/// the registry was read.
+pub fn actors_table(actors: &[ActorRow], rates: &[Option<f64>]) -> String {
+    let registry = actors.iter().any(|a| a.bound.is_some());
+    let rows: Vec<Vec<String>> = actors
         .iter()
         .enumerate()
-        .map(|(i, a)| {
+        .map(|(i, row)| {
+            let a = &row.actor;
             let rate = match rates.get(i) {
                 Some(Some(rate)) => format!("{rate:.0}"),
                 _ => "-".into(),
             };
-            [
+            let mut cells = vec![
                 a.id.to_string(),
                 a.name.clone().unwrap_or_else(|| short_type(&a.actor_type)),
+            ];
+            if registry {
+                let bound = row.bound.as_ref();
+                cells.push(listed(bound.map_or(&[], |b| &b.names)));
+                cells.push(listed(bound.map_or(&[], |b| &b.groups)));
+            }
+            cells.extend([
                 a.interface.clone(),
                 format!("{}/{}", a.mailbox.length, a.mailbox.capacity),
                 a.mailbox.kind.clone(),
@@ -231,12 +308,15 @@ pub fn actors_table(actors: &[ActorInfo], rates: &[Option<f64>]) -> String {
                 rate,
                 format!("{}/{}", a.panics, a.restarts),
                 a.supervisor.map_or("-".into(), |s| s.to_string()),
-            ]
+            ]);
+            cells
         })
         .collect();
-    let header = [
-        "ACTOR",
-        "NAME",
+    let mut header = vec!["ACTOR", "NAME"];
+    if registry {
+        header.extend(["BOUND AS", "GROUPS"]);
+    }
+    header.extend([
         "INTERFACE",
         "MAILBOX",
         "KIND",
@@ -245,8 +325,18 @@ pub fn actors_table(actors: &[ActorInfo], rates: &[Option<f64>]) -> String {
         "RATE/S",
         "PANICS/RESTARTS",
         "SUPERVISOR",
-    ];
-    table(header, &rows)
+    ]);
+    let rows: Vec<&[String]> = rows.iter().map(Vec::as_slice).collect();
+    table_of(&header, &rows)
+}
+
+/// Names as one cell: comma-separated, `-` for none.
+fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(",")
+    }
 }
 
 fn conns_table(conns: &[ConnInfo]) -> String {

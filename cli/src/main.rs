@@ -7,11 +7,12 @@
 //! remora cert node DIR --name web-1 [--out D]  # a node certificate signed by it
 //! remora registry --listen 127.0.0.1:7000 --credentials DIR [--etcd URL]
 //! remora ls 127.0.0.1:7000 [PREFIX] --credentials DIR
-//! remora inspect 127.0.0.1:7000 [all|node|actors|conns|leases|methods] [--json] --credentials DIR
-//! remora top 127.0.0.1:7000 [--sort mailbox|rate] [--interval-ms N] [--iterations N] --credentials DIR
+//! remora inspect 127.0.0.1:7001 [all|node|actors|conns|leases|methods] [--json] [--registry 127.0.0.1:7000] --credentials DIR
+//! remora top 127.0.0.1:7001 [--sort mailbox|rate] [--interval-ms N] [--iterations N] [--registry 127.0.0.1:7000] --credentials DIR
 //! remora dashboard --registry 127.0.0.1:7000 [--listen 127.0.0.1:8080] --credentials DIR
 //! ```
 
+mod bindings;
 mod cert;
 mod dashboard;
 mod inspect;

@@ -5,9 +5,12 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use remora::inspect::{ActorInfo, InspectorRef};
-use remora::ActorId;
+use remora::{ActorId, Node};
+use remora_registry::Registry;
 
-use crate::inspect::{actors_table, ask, connect, explain};
+use crate::inspect::{
+    actor_rows, actors_table, ask, connect, connect_registry, explain, read_bindings, ActorRow,
+};
 
 /// How `remora top` orders the actors.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +37,11 @@ pub struct Args {
     /// At most this many actors a refresh.
     #[arg(long, default_value_t = 40)]
     rows: usize,
+    /// Show each actor's registry names and groups, as the registry at this
+    /// address (or several, comma-separated) binds them, read every refresh. A
+    /// node does not know its names: without this, they are not shown.
+    #[arg(long, value_name = "REG_ADDR")]
+    registry: Option<String>,
     #[command(flatten)]
     credentials: crate::Credentials,
 }
@@ -41,14 +49,19 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<(), String> {
     let (node, inspector) = connect(&args.addr, &args.credentials, "remora-top").await?;
     let outcome = tokio::select! {
-        outcome = refresh_loop(&inspector, &args) => outcome,
+        outcome = refresh_loop(&node, &inspector, &args) => outcome,
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
     node.shutdown().await;
     outcome
 }
 
-async fn refresh_loop(inspector: &InspectorRef, args: &Args) -> Result<(), String> {
+async fn refresh_loop(me: &Node, inspector: &InspectorRef, args: &Args) -> Result<(), String> {
+    let registry: Option<(Registry, &str)> = match &args.registry {
+        Some(addr) => Some((connect_registry(me, addr, &args.credentials).await?, addr)),
+        None => None,
+    };
+    let inspected = me.wire_ref(inspector).node;
     let interval = Duration::from_millis(args.interval_ms);
     // Only a terminal is cleared between refreshes; a pipe gets them in a row.
     let clear = std::io::stdout().is_terminal();
@@ -59,7 +72,12 @@ async fn refresh_loop(inspector: &InspectorRef, args: &Args) -> Result<(), Strin
         let actors = ask(inspector.actors().await).map_err(failed)?;
         let now = Instant::now();
         let rates: Vec<Option<f64>> = actors.iter().map(|a| rate(a, now, last.as_ref())).collect();
-        let screen = render(&args.addr, actors.clone(), rates, args.sort, args.rows);
+        let bindings = match &registry {
+            Some((registry, addr)) => Some(read_bindings(registry, addr).await?),
+            None => None,
+        };
+        let rows = actor_rows(actors.clone(), inspected, bindings.as_ref());
+        let screen = render(&args.addr, rows, rates, args.sort, args.rows);
         if clear {
             print!("\x1b[2J\x1b[H");
         }
@@ -89,20 +107,20 @@ fn rate(
 /// One refresh: a header line, then the actors in `sort` order.
 fn render(
     addr: &str,
-    actors: Vec<ActorInfo>,
+    actors: Vec<ActorRow>,
     rates: Vec<Option<f64>>,
     sort: Sort,
     rows: usize,
 ) -> String {
     let total = actors.len();
-    let mut paired: Vec<(ActorInfo, Option<f64>)> = actors.into_iter().zip(rates).collect();
+    let mut paired: Vec<(ActorRow, Option<f64>)> = actors.into_iter().zip(rates).collect();
     match sort {
-        Sort::Mailbox => paired.sort_by_key(|(a, _)| std::cmp::Reverse(a.mailbox.length)),
+        Sort::Mailbox => paired.sort_by_key(|(a, _)| std::cmp::Reverse(a.actor.mailbox.length)),
         Sort::Rate => paired.sort_by(|a, b| b.1.unwrap_or(0.0).total_cmp(&a.1.unwrap_or(0.0))),
     }
     paired.truncate(rows);
-    let queued: usize = paired.iter().map(|(a, _)| a.mailbox.length).sum();
-    let (actors, rates): (Vec<ActorInfo>, Vec<Option<f64>>) = paired.into_iter().unzip();
+    let queued: usize = paired.iter().map(|(a, _)| a.actor.mailbox.length).sum();
+    let (actors, rates): (Vec<ActorRow>, Vec<Option<f64>>) = paired.into_iter().unzip();
     format!(
         "remora top {addr}: {total} actors, {queued} messages queued in the {} shown (sorted by {})\n{}",
         actors.len(),

@@ -512,6 +512,17 @@ async fn the_dashboard_serves_its_page_and_the_latest_survey() {
         "{survey}"
     );
     assert_eq!(survey["names"][0]["name"], "north", "{survey}");
+    // The bound turnstile carries its name and group in its node's actor list.
+    let north_node = nodes.iter().find(|n| n["id"] == north_id.as_str());
+    let actors = north_node
+        .and_then(|n| n["actors"].as_array())
+        .expect("actors");
+    let bound: Vec<&Value> = actors
+        .iter()
+        .filter(|a| a["names"] == json!(["north"]))
+        .collect();
+    assert_eq!(bound.len(), 1, "{survey}");
+    assert_eq!(bound[0]["groups"], json!(["turnstiles"]), "{survey}");
     assert_eq!(survey["groups"][0]["group"], "turnstiles", "{survey}");
     assert_eq!(
         survey["groups"][0]["members"][0],

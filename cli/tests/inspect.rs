@@ -255,3 +255,158 @@ async fn a_node_of_another_cluster_or_off_the_allow_list_is_refused_clearly() {
         text(&out.stderr)
     );
 }
+
+/// `--registry`: an actor bound under a name shows that name (and its group),
+/// in the table, in `--json` (`names`, `groups`) and in `top`; an actor bound
+/// to nothing shows none; without `--registry` the node alone cannot say, so
+/// neither the column nor the fields are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_registry_an_actor_shows_the_names_bound_to_it() {
+    let mut cluster = LocalCluster::new().unwrap();
+    let registry = cluster
+        .start(FIXTURE, ["--serve-registry", "5000"])
+        .unwrap()
+        .addr
+        .clone();
+    // A turnstile of its own, bound as `north` and in the group `turnstiles`.
+    let bound_on = cluster
+        .start(FIXTURE, ["--registry", &registry, "--bind", "north"])
+        .unwrap();
+    let (addr, id): (String, NodeId) = (bound_on.addr.clone(), bound_on.ready[0].parse().unwrap());
+    let dir = cluster.credentials().to_str().unwrap().to_owned();
+    let me = cluster.builder().name("test").build().await.unwrap();
+    let names = remora_registry::Registry::connect(&me, &registry)
+        .await
+        .unwrap();
+    let north: TurnstileRef = names.lookup("north").await.unwrap();
+    let north_object = object(&me, &north);
+    // Spawned (so exported, with an object id) but bound to nothing.
+    assert_eq!(me.connect(&addr).await, Ok(id));
+    let unbound: TurnstileRef = me.spawn_on(id, "turnstile", ()).await.unwrap();
+    let unbound_object = object(&me, &unbound);
+
+    let out = remora(args(&[
+        "inspect",
+        &addr,
+        "actors",
+        "--json",
+        "--registry",
+        &registry,
+        "--credentials",
+        &dir,
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let actors: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let by_object = |object: ObjectId| {
+        let object = serde_json::to_value(object).unwrap();
+        actors
+            .iter()
+            .find(|a| a["object"] == object)
+            .unwrap_or_else(|| panic!("{object} missing: {actors:?}"))
+            .clone()
+    };
+    let north_json = by_object(north_object);
+    assert_eq!(
+        north_json["names"],
+        serde_json::json!(["north"]),
+        "{north_json}"
+    );
+    assert_eq!(
+        north_json["groups"],
+        serde_json::json!(["turnstiles"]),
+        "{north_json}"
+    );
+    let unbound_json = by_object(unbound_object);
+    assert_eq!(
+        unbound_json["names"],
+        serde_json::json!([]),
+        "{unbound_json}"
+    );
+    assert_eq!(
+        unbound_json["groups"],
+        serde_json::json!([]),
+        "{unbound_json}"
+    );
+    // Still the node's own fields, as before.
+    let _: Vec<ActorInfo> = serde_json::from_slice(&out.stdout).unwrap();
+
+    // The table: a BOUND AS column, `north` on one turnstile's row only.
+    let out = remora(args(&[
+        "inspect",
+        &addr,
+        "actors",
+        "--registry",
+        &registry,
+        "--credentials",
+        &dir,
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.lines().next().unwrap().contains("BOUND AS"),
+        "{table}"
+    );
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("fixture.Turnstile"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    let named: Vec<&&str> = rows
+        .iter()
+        .filter(|r| r.contains(" north ") && r.contains(" turnstiles "))
+        .collect();
+    assert_eq!(named.len(), 1, "{table}");
+
+    // `all --json` carries them too.
+    let out = remora(args(&[
+        "inspect",
+        &addr,
+        "all",
+        "--json",
+        "--registry",
+        &registry,
+        "--credentials",
+        &dir,
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = all["actors"].as_array().expect("actors");
+    assert!(
+        listed
+            .iter()
+            .any(|a| a["names"] == serde_json::json!(["north"])),
+        "{all}"
+    );
+
+    // Without --registry: no names, no column.
+    let plain: Vec<serde_json::Value> = inspect_json(&addr, "actors", &dir).await;
+    assert!(plain.iter().all(|a| a.get("names").is_none()), "{plain:?}");
+    let out = remora(args(&["inspect", &addr, "actors", "--credentials", &dir])).await;
+    assert!(
+        !text(&out.stdout).contains("BOUND AS"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // `top --registry`.
+    let out = remora(args(&[
+        "top",
+        &addr,
+        "--iterations",
+        "1",
+        "--registry",
+        &registry,
+        "--credentials",
+        &dir,
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("BOUND AS") && screen.contains(" north "),
+        "{screen}"
+    );
+}

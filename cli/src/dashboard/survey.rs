@@ -18,6 +18,7 @@ use remora::{Node, NodeId};
 use remora_registry::{Entry, Registry, RemoteStore};
 
 use super::view::{self, Counters, GroupView, NameView, PeerView, Reading, Snapshot};
+use crate::bindings::Bindings;
 use crate::inspect::ask;
 
 /// Reads the cluster, survey after survey; keeps the last readings for rates.
@@ -67,6 +68,7 @@ impl Surveyor {
         let registry_node = self.store.service();
         let registry_id = self.node.wire_ref(&registry_node).node;
         known.insert(registry_id, self.store.addr());
+        let bindings = Bindings::new(&names, &groups);
 
         let readings = join_all(known.iter().map(|(id, addr)| self.read(*id, addr))).await;
         let mut last = HashMap::new();
@@ -75,7 +77,9 @@ impl Surveyor {
                 Ok(reading) => {
                     let before = self.last.get(id);
                     snapshot.edges.extend(view::edges(&reading, before));
-                    snapshot.nodes.push(view::node_view(addr, &reading, before));
+                    snapshot
+                        .nodes
+                        .push(view::node_view(addr, &reading, before, &bindings));
                     last.insert(*id, Counters::of(&reading));
                 }
                 Err(err) => snapshot.nodes.push(view::unreachable_view(*id, addr, err)),

@@ -13,6 +13,8 @@ use remora::inspect::{ActorInfo, ActorState, ConnInfo, MethodStats, NodeInfo};
 use remora::{ActorId, NodeId, ObjectId};
 use serde::Serialize;
 
+use crate::bindings::{Bindings, Bound};
+
 /// The cluster as the page draws it.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Snapshot {
@@ -69,6 +71,10 @@ pub struct ActorView {
     pub interface: String,
     /// The object id other nodes call it by, once exported.
     pub object: Option<ObjectId>,
+    /// The registry names bound to it.
+    pub names: Vec<String>,
+    /// The registry groups it is a member of.
+    pub groups: Vec<String>,
     pub busy: bool,
     pub mailbox_kind: String,
     pub length: usize,
@@ -198,14 +204,23 @@ fn per_s(now: u64, before: Option<u64>, secs: Option<f64>) -> Option<f64> {
     Some(now.saturating_sub(before?) as f64 / secs?)
 }
 
-/// A node that answered, with rates against `before` (its previous reading).
-pub fn node_view(addr: &str, reading: &Reading, before: Option<&Counters>) -> NodeView {
+/// A node that answered, with rates against `before` (its previous reading),
+/// and its actors' names and groups as `bindings` has them.
+pub fn node_view(
+    addr: &str,
+    reading: &Reading,
+    before: Option<&Counters>,
+    bindings: &Bindings,
+) -> NodeView {
     let secs = before.and_then(|b| b.secs_before(reading));
     let before = before.filter(|_| secs.is_some());
     let mut actors: Vec<ActorView> = reading
         .actors
         .iter()
-        .map(|a| actor_view(a, before.and_then(|b| b.handled.get(&a.id).copied()), secs))
+        .map(|a| {
+            let handled = before.and_then(|b| b.handled.get(&a.id).copied());
+            actor_view(a, handled, secs, bindings.of(reading.node.id, a))
+        })
         .collect();
     // The fullest mailboxes first; a node of many actors sends only those.
     actors.sort_by_key(|a| (std::cmp::Reverse(a.length), a.id));
@@ -249,7 +264,7 @@ pub fn node_view(addr: &str, reading: &Reading, before: Option<&Counters>) -> No
     }
 }
 
-fn actor_view(a: &ActorInfo, before: Option<u64>, secs: Option<f64>) -> ActorView {
+fn actor_view(a: &ActorInfo, before: Option<u64>, secs: Option<f64>, bound: &Bound) -> ActorView {
     let type_name = a.actor_type.split('<').next().unwrap_or(&a.actor_type);
     ActorView {
         id: a.id,
@@ -262,6 +277,8 @@ fn actor_view(a: &ActorInfo, before: Option<u64>, secs: Option<f64>) -> ActorVie
         }),
         interface: a.interface.clone(),
         object: a.object,
+        names: bound.names.clone(),
+        groups: bound.groups.clone(),
         busy: a.state == ActorState::Busy,
         mailbox_kind: a.mailbox.kind.clone(),
         length: a.mailbox.length,
@@ -354,7 +371,7 @@ mod tests {
     fn rates_are_differences_over_time_of_one_run() {
         let t0 = Instant::now();
         let first = reading(t0, 1, 10, 100);
-        let view = node_view("a", &first, None);
+        let view = node_view("a", &first, None, &Bindings::default());
         assert_eq!(
             view.actors[0].handled_per_s, None,
             "no rate from one reading"
@@ -364,14 +381,24 @@ mod tests {
         assert_eq!((view.actors[0].length, view.actors[0].capacity), (4, 8));
 
         let second = reading(t0 + Duration::from_secs(2), 1, 30, 300);
-        let view = node_view("a", &second, Some(&Counters::of(&first)));
+        let view = node_view(
+            "a",
+            &second,
+            Some(&Counters::of(&first)),
+            &Bindings::default(),
+        );
         assert_eq!(view.actors[0].handled_per_s, Some(10.0));
         assert_eq!(view.calls_per_s, Some(100.0));
         assert_eq!((view.errors, view.errors_per_s), (30, Some(10.0)));
 
         // A restarted node (new incarnation) starts over: no rates.
         let restarted = reading(t0 + Duration::from_secs(3), 2, 1, 1);
-        let view = node_view("a", &restarted, Some(&Counters::of(&second)));
+        let view = node_view(
+            "a",
+            &restarted,
+            Some(&Counters::of(&second)),
+            &Bindings::default(),
+        );
         assert_eq!(view.actors[0].handled_per_s, None);
         assert_eq!(view.calls_per_s, None);
     }

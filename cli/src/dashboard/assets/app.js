@@ -1,7 +1,7 @@
 // Remora's dashboard: draws each survey the server pushes (/events, one JSON
 // snapshot per message). Plain JavaScript, no dependencies, nothing fetched
 // from elsewhere. Every element the browser test reads carries data-*
-// attributes: data-node (a node card), data-object (an actor row),
+// attributes: data-node (a node card), data-object and data-names (an actor row),
 // data-length / data-capacity (a mailbox bar), data-at (the survey's time).
 "use strict";
 
@@ -38,10 +38,17 @@ function mailboxBar(a) {
     + `<span>${a.length}/${cap}</span></div>`;
 }
 
+// An actor's registry names, and its groups in brackets, under its label.
+function bound(a) {
+  const said = a.names.map(esc).concat(a.groups.map((g) => `[${esc(g)}]`));
+  return said.length ? `<div class="bound">${said.join(" ")}</div>` : "";
+}
+
 function nodeCard(n) {
   const name = n.name || short(n.id);
-  const actors = n.actors.map((a) => `<tr data-object="${esc(a.object || "")}" data-actor="${esc(a.id)}">`
-    + `<td>${esc(a.label)}</td><td>${esc(a.interface)}</td><td>${mailboxBar(a)}</td>`
+  const actors = n.actors.map((a) => `<tr data-object="${esc(a.object || "")}" data-actor="${esc(a.id)}"`
+    + ` data-names="${esc(a.names.join(","))}">`
+    + `<td>${esc(a.label)}${bound(a)}</td><td>${esc(a.interface)}</td><td>${mailboxBar(a)}</td>`
     + `<td class="${a.busy ? "busy" : "empty"}">${a.busy ? "busy" : "idle"}</td>`
     + `<td class="num">${a.handled}</td><td class="num">${rate(a.handled_per_s)}</td>`
     + `<td class="num">${a.panics}/${a.restarts}</td></tr>`).join("");
