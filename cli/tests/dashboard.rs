@@ -295,6 +295,13 @@ async fn the_dashboard_shows_the_cluster_a_flood_and_a_killed_node_leaving() {
         before["drawn"], 0.0,
         "an empty mailbox draws no bar: {before}"
     );
+    // Its registry name and group, under its label.
+    let row = format!(
+        "const row = document.querySelector('[data-object=\"{object}\"]');
+         return row ? [row.dataset.names, row.querySelector('.bound')?.textContent ?? null] : null;"
+    );
+    let shown = until(&client, "south's name on its row", &row, |r| !r.is_null()).await;
+    assert_eq!(shown, json!(["south", "south [turnstiles]"]), "{shown}");
     let holding = tokio::spawn({
         let south = south.clone();
         async move { south.hold(PATIENCE.as_millis() as u64).await }
