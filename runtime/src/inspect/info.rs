@@ -106,7 +106,11 @@ pub struct ActorInfo {
     pub actor_type: String,
     /// The interface it is reached through.
     pub interface: String,
-    /// The object id other nodes call it by, once exported.
+    /// The object id other nodes call it by, once exported. Its registry names
+    /// are not here (a node does not know them: a binding lives in the
+    /// registry); a registry entry whose target has this node's id and this
+    /// object id names this actor, which is how `remora inspect --registry`
+    /// shows them.
     pub object: Option<ObjectId>,
     /// Its mailbox.
     pub mailbox: MailboxInfo,
