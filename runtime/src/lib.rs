@@ -181,7 +181,7 @@ pub mod rt {
     pub use crate::local::reply::ReplyTo;
     pub use crate::method::{ArgTable, Method, Request};
     pub use crate::reference::RefCore;
-    pub use crate::remote::marshal::{Answer, Args, Moved, Replier, Unmarshal};
+    pub use crate::remote::marshal::{Answer, Args, Encoded, Moved, Replier, Unmarshal};
 
     /// Helpers the generated code calls; not for hand-written code.
     #[doc(hidden)]

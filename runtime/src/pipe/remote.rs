@@ -14,7 +14,7 @@ use tokio::sync::SetError;
 use super::{Item, SendError, TrySendError, HANDOFF};
 use crate::error::CallError;
 use crate::remote::connection::Connection;
-use crate::remote::marshal::{is_plain, Moved};
+use crate::remote::marshal::{is_plain, Encoded, Moved};
 use crate::remote::pipes::{cost, Credit, Delivery, ITEM_COST, PIPE_BYTES};
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
 
@@ -23,7 +23,7 @@ use crate::remote::{MarshalCx, RemoteRoute, WireRef};
 pub(super) fn encode_items<'a, T: Item>(
     conn: &Arc<Connection>,
     items: impl IntoIterator<Item = &'a T>,
-) -> Result<Vec<Vec<u8>>, CallError> {
+) -> Result<Vec<Encoded>, CallError> {
     let host = conn.node.upgrade().ok_or(CallError::ActorStopped)?;
     let cx = MarshalCx {
         host,
@@ -89,7 +89,7 @@ pub(super) struct Batch<'c> {
     conn: &'c Arc<Connection>,
     stream: u64,
     cx: Option<MarshalCx>,
-    encoded: Vec<Vec<u8>>,
+    encoded: Vec<Encoded>,
     len: usize,
 }
 

@@ -32,7 +32,7 @@ use crate::id::NodeId;
 use crate::local::caller::Caller;
 use crate::local::cancel::{CancelSignal, Unwanted};
 use crate::local::stop::StopReason;
-use crate::wire::codec::{DecodeError, FrameReader, Limits};
+use crate::wire::codec::{DecodeError, Encoded, FrameReader, Limits};
 use crate::wire::{Frame, Hello, Incoming, ObjectId, Session};
 
 /// What the reader of a connection does after a frame.
@@ -232,7 +232,7 @@ impl<'a> InCall<Args<'a>> {
     fn hold(self) -> InCall<Payload> {
         let (call, args) = self.split();
         call.with_args(match args {
-            Args::Encoded(bytes) => Payload::Bytes(bytes.to_vec()),
+            Args::Encoded(bytes) => Payload::Bytes(Encoded::from_slice(bytes)),
             Args::Moved(value) => Payload::Value(value),
         })
     }
@@ -795,7 +795,7 @@ impl Connection {
                 waiter
             };
             if let Some(waiter) = waiter {
-                let _ = waiter.send(outcome.map(|value| Answer::Bytes(value.to_vec())));
+                let _ = waiter.send(outcome.map(|value| Answer::Bytes(Encoded::from_slice(value))));
             }
             return Step::Continue;
         }
@@ -1281,7 +1281,7 @@ impl Connection {
         })
     }
 
-    fn reply(&self, lane: Lane, call: u64, outcome: Result<Vec<u8>, CallError>) {
+    fn reply(&self, lane: Lane, call: u64, outcome: Result<Encoded, CallError>) {
         self.forget_served(call);
         if !self.is_closed() {
             self.write_reply(frame_reply(&self.send_limits, lane, call, outcome));

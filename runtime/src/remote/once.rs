@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::error::CallError;
+use crate::wire::codec::Encoded;
 
 /// How long a reply is remembered after its call completed.
 pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(300);
@@ -25,13 +26,13 @@ pub(crate) const MAX_REMEMBERED: usize = 1 << 20;
 
 type Key = (NodeId, u64);
 /// Where one delivery of the call wants its answer.
-pub(crate) type Responder = Box<dyn FnOnce(Result<Vec<u8>, CallError>) + Send>;
+pub(crate) type Responder = Box<dyn FnOnce(Result<Encoded, CallError>) + Send>;
 
 enum Entry {
     /// Running: retries that arrived meanwhile wait for its outcome.
     Running(Vec<Responder>),
     /// Done: the outcome, for retries.
-    Done(Result<Vec<u8>, CallError>),
+    Done(Result<Encoded, CallError>),
 }
 
 pub(crate) struct OnceTable {
@@ -86,7 +87,7 @@ impl OnceTable {
 
     /// Call `key` finished at `now` with `outcome`: answers the retries waiting for it and
     /// remembers it, unless the method certainly did not run (then a retry may run it).
-    pub(crate) fn complete(&self, now: Instant, key: Key, outcome: &Result<Vec<u8>, CallError>) {
+    pub(crate) fn complete(&self, now: Instant, key: Key, outcome: &Result<Encoded, CallError>) {
         let mut inner = self.inner.lock();
         let ran = outcome
             .as_ref()
@@ -141,7 +142,7 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex as StdMutex};
 
-    type Seen = Arc<StdMutex<Vec<Result<Vec<u8>, CallError>>>>;
+    type Seen = Arc<StdMutex<Vec<Result<Encoded, CallError>>>>;
 
     fn recorder() -> (Seen, impl Fn() -> Responder) {
         let seen = Arc::new(StdMutex::new(Vec::new()));
@@ -167,8 +168,8 @@ mod tests {
             table.admit(Instant::now(), key, answer()),
             Admit::Handled
         ));
-        table.complete(Instant::now(), key, &Ok(vec![1]));
-        first(Ok(vec![1]));
+        table.complete(Instant::now(), key, &Ok(Encoded::from_slice(&[1])));
+        first(Ok(Encoded::from_slice(&[1])));
         assert!(matches!(
             table.admit(Instant::now(), key, answer()),
             Admit::Handled
@@ -178,7 +179,7 @@ mod tests {
             3,
             "waiting retry, original, late retry"
         );
-        assert!(seen.lock().unwrap().iter().all(|o| o == &Ok(vec![1])));
+        assert!(seen.lock().unwrap().iter().all(|o| o == &Ok(Encoded::from_slice(&[1]))));
     }
 
     #[test]
@@ -207,7 +208,7 @@ mod tests {
             table.admit(Instant::now(), key, answer()),
             Admit::Run(_)
         ));
-        table.complete(Instant::now(), key, &Ok(vec![]));
+        table.complete(Instant::now(), key, &Ok(Encoded::new()));
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(matches!(
             table.admit(Instant::now(), key, answer()),

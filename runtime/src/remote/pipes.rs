@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
 use super::connection::{Connection, Lane, ValueFrame};
-use super::marshal::Moved;
+use super::marshal::{Encoded, Moved};
 use crate::error::CallError;
 use crate::wire::{Frame, ObjectId};
 
@@ -386,7 +386,7 @@ impl Connection {
 
     /// Sends encoded items on a stream we give items on (their credit taken),
     /// in one write.
-    pub(crate) fn pipe_items(&self, stream: u64, items: &[Vec<u8>]) -> Result<(), CallError> {
+    pub(crate) fn pipe_items(&self, stream: u64, items: &[Encoded]) -> Result<(), CallError> {
         let frames = items.iter().map(|item| Frame::PipeItem { stream, item });
         self.send_all(Lane::Pipe(stream), frames)
     }

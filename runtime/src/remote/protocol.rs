@@ -51,7 +51,7 @@ use super::marshal::{Answer, Args, Moved};
 use crate::error::{CallError, NodeLabel};
 use crate::id::NodeId;
 use crate::local::stop::StopReason;
-use crate::wire::codec::{encode, encode_to_vec, EncodeError, Limits};
+use crate::wire::codec::{encode, encode_to_vec, EncodeError, Encoded, Limits};
 use crate::wire::{Call, CallContext, Frame, Hello, Incoming, ObjectId, Session, SessionError};
 
 /// Which ordered stream of frames a frame belongs to. Frames of one lane arrive in
@@ -570,7 +570,7 @@ impl<S: Sinks> Core<S> {
         &self,
         lane: Lane,
         call: u64,
-        outcome: Result<Vec<u8>, CallError>,
+        outcome: Result<Encoded, CallError>,
     ) -> Option<Transmit> {
         if self.closed {
             return None;
@@ -640,7 +640,7 @@ impl<S: Sinks> Core<S> {
     ) -> Result<Incoming<'a>, SessionError> {
         match self.session.receive(frame)? {
             Incoming::Reply { call, outcome } => {
-                self.answer(call, outcome.map(|bytes| Answer::Bytes(bytes.to_vec())));
+                self.answer(call, outcome.map(|bytes| Answer::Bytes(Encoded::from_slice(bytes))));
                 Ok(Incoming::Nothing)
             }
             Incoming::Answer(pong) => {
@@ -909,7 +909,7 @@ pub(crate) fn frame_reply(
     limits: &Limits,
     lane: Lane,
     call: u64,
-    outcome: Result<Vec<u8>, CallError>,
+    outcome: Result<Encoded, CallError>,
 ) -> Option<Transmit> {
     let frame = match &outcome {
         Ok(value) => Frame::Reply { call, value },

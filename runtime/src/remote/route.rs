@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::connection::{CallTags, Connection};
 use super::host::Host;
-use super::marshal::{encode_args, is_plain, Answer, Args, MarshalCx, Moved};
+use super::marshal::{encode_args, is_plain, Answer, Args, Encoded, MarshalCx, Moved};
 use super::protocol::OutCall;
 use super::wire_ref::WireRef;
 use crate::error::{CallError, NodeLabel};
@@ -247,7 +247,7 @@ impl RemoteRoute {
 /// A call's arguments made ready for a connection ([`RemoteRoute::prepare`]).
 pub(crate) enum Payload {
     /// Encoded (the same bytes serve every attempt of an exactly-once call).
-    Bytes(Vec<u8>),
+    Bytes(Encoded),
     /// Moved as it is (one process, no references inside).
     Value(Moved),
 }

@@ -123,30 +123,30 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// What `write` appends to an empty buffer, in a buffer of its own, made with
-/// one allocation when it is small: encoding into a fresh `Vec` reallocates it
-/// four or five times on the way to a call's 50 bytes, and a buffer whose
-/// capacity is not its length costs another allocation when it becomes `Bytes`
-/// to be sent. `hint` is the size expected, reserved before writing.
-fn with_scratch(
+/// An encoded value (a call's arguments, a reply) kept inline up to 48 bytes,
+/// as most are: no allocation for them at all.
+pub type Encoded = smallvec::SmallVec<[u8; 48]>;
+
+/// What `write` appends to an empty buffer, handed to `finish`: written into the
+/// thread's scratch buffer, so a small encoding is copied out once at its exact
+/// size (a fresh `Vec` reallocates four or five times on the way to a call's 50
+/// bytes, and a buffer whose capacity is not its length costs another
+/// allocation when it becomes `Bytes` to be sent). `hint` is the size expected,
+/// reserved before writing. `finish` may take the buffer if it is large.
+fn with_scratch<R>(
     hint: usize,
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
-) -> Result<Vec<u8>, EncodeError> {
+    finish: impl FnOnce(&mut Vec<u8>) -> R,
+) -> Result<R, EncodeError> {
     SCRATCH.with(|scratch| {
         // Taken already (an encoding made while making another): a buffer of its own.
         let Ok(mut buf) = scratch.try_borrow_mut() else {
             let mut out = Vec::with_capacity(hint);
-            return write(&mut out).map(|()| out);
+            return write(&mut out).map(|()| finish(&mut out));
         };
         buf.clear();
         buf.reserve(hint);
-        let written = write(&mut buf);
-        let out = match written {
-            Ok(()) if buf.len() <= SCRATCH_KEEP => Ok(buf.as_slice().to_vec()),
-            // Large: no copy; the next encoding starts a new scratch buffer.
-            Ok(()) => Ok(std::mem::take(&mut *buf)),
-            Err(err) => Err(err),
-        };
+        let out = write(&mut buf).map(|()| finish(&mut buf));
         if buf.capacity() > 2 * SCRATCH_KEEP {
             *buf = Vec::new();
         }
@@ -154,22 +154,38 @@ fn with_scratch(
     })
 }
 
+/// The encoding in `buf` as a buffer of its own: copied at its exact size, or,
+/// large, the buffer itself (no copy; the next encoding starts a new one).
+fn take_exact(buf: &mut Vec<u8>) -> Vec<u8> {
+    match buf.len() <= SCRATCH_KEEP {
+        true => buf.as_slice().to_vec(),
+        false => std::mem::take(buf),
+    }
+}
+
 /// `frame`, length-prefixed, in a buffer of its own ([`encode`] into a new
 /// buffer, with one allocation for a small frame).
 pub fn encode_to_vec(frame: &Frame<'_>, limits: &Limits) -> Result<Vec<u8>, EncodeError> {
     // The frame's own fields are a few dozen bytes beside its payload.
     let hint = frame.payload_len() + 64;
-    with_scratch(hint, |buf| encode(frame, buf, limits))
+    with_scratch(hint, |buf| encode(frame, buf, limits), take_exact)
 }
 
-/// The MessagePack encoding of `value` in a buffer of its own ([`encode_value`]
-/// into a new buffer, with one allocation when it is small); `hint` is the size
-/// expected, if known (0 if not).
+/// The MessagePack encoding of `value` ([`encode_value`]), inline when it is
+/// small and otherwise with one allocation; `hint` is the size expected, if
+/// known (0 if not).
 pub fn encode_value_to_vec<T: Serialize + ?Sized>(
     value: &T,
     hint: usize,
-) -> Result<Vec<u8>, EncodeError> {
-    with_scratch(hint, |buf| encode_value(value, buf))
+) -> Result<Encoded, EncodeError> {
+    with_scratch(
+        hint,
+        |buf| encode_value(value, buf),
+        |buf| match buf.len() <= 48 {
+            true => Encoded::from_slice(buf),
+            false => Encoded::from_vec(take_exact(buf)),
+        },
+    )
 }
 
 /// Appends the MessagePack encoding of `value` (compact: structs as arrays).

@@ -117,7 +117,7 @@ fn answers(core: &mut TestCore) -> Vec<(u32, Result<Vec<u8>, CallError>)> {
             Event::Answered { waiter, outcome } => out.push((
                 waiter,
                 outcome.map(|answer| match answer {
-                    Answer::Bytes(bytes) => bytes,
+                    Answer::Bytes(bytes) => bytes.to_vec(),
                     Answer::Value(_) => panic!("no values here"),
                 }),
             )),
@@ -145,7 +145,7 @@ fn a_call_is_answered_with_its_reply() {
         [Seen::Call(id, 4, b"args".to_vec(), 0, false)]
     );
     assert_eq!(a.in_flight(), 1);
-    let frame = b.reply(Lane::Reply(1), id, Ok(b"42".to_vec()));
+    let frame = b.reply(Lane::Reply(1), id, Ok(b"42".to_vec().into()));
     queue(&mut b, frame);
     assert_eq!(pump(&mut b, &mut a), [Seen::Nothing]);
     assert_eq!(answers(&mut a), [(7, Ok(b"42".to_vec()))]);
@@ -229,9 +229,9 @@ fn a_call_past_its_deadline_times_out_and_its_late_reply_is_dropped() {
         Some(t0 + SECOND),
         "the other call's deadline"
     );
-    let frame = b.reply(Lane::Reply(1), slow, Ok(vec![1]));
+    let frame = b.reply(Lane::Reply(1), slow, Ok(vec![1].into()));
     queue(&mut b, frame);
-    let frame = b.reply(Lane::Reply(1), patient, Ok(vec![2]));
+    let frame = b.reply(Lane::Reply(1), patient, Ok(vec![2].into()));
     queue(&mut b, frame);
     pump(&mut b, &mut a);
     assert_eq!(
@@ -436,7 +436,7 @@ fn serve_once(b: &mut TestCore, table: &OnceTable, now: Instant, seen: Vec<Seen>
         let answer = Box::new(move |outcome| sink.lock().push(outcome));
         if let Admit::Run(answer) = table.admit(now, key, answer) {
             *runs += 1;
-            let outcome = Ok(runs.to_le_bytes().to_vec());
+            let outcome = Ok(runs.to_le_bytes().to_vec().into());
             table.complete(now, key, &outcome);
             answer(outcome);
         }
@@ -616,7 +616,7 @@ fn asks_past_the_peers_window_wait_for_an_answer_to_free_credit() {
         "credit is per target"
     );
     pump(&mut a, &mut b);
-    let frame = b.reply(Lane::Reply(1), first, Ok(vec![1]));
+    let frame = b.reply(Lane::Reply(1), first, Ok(vec![1].into()));
     queue(&mut b, frame);
     pump(&mut b, &mut a);
     assert!(credit_came_back(&mut a), "the starved caller is woken");
