@@ -42,7 +42,10 @@ type Msg = <ShopRef as Interface>::Msg;
 /// A replier whose encoded result arrives on the returned channel.
 fn replier() -> (Replier, mpsc::Receiver<Result<Vec<u8>, CallError>>) {
     let (tx, rx) = mpsc::channel();
-    (Replier::new(move |r| tx.send(r.map(|b| b.to_vec())).unwrap()), rx)
+    (
+        Replier::new(move |r| tx.send(r.map(|b| b.to_vec())).unwrap()),
+        rx,
+    )
 }
 
 async fn call(store: &mut Store, method: u64, args: &[u8]) -> Result<Vec<u8>, CallError> {

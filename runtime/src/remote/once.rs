@@ -179,7 +179,11 @@ mod tests {
             3,
             "waiting retry, original, late retry"
         );
-        assert!(seen.lock().unwrap().iter().all(|o| o == &Ok(Encoded::from_slice(&[1]))));
+        assert!(seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|o| o == &Ok(Encoded::from_slice(&[1]))));
     }
 
     #[test]

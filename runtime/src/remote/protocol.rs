@@ -640,7 +640,10 @@ impl<S: Sinks> Core<S> {
     ) -> Result<Incoming<'a>, SessionError> {
         match self.session.receive(frame)? {
             Incoming::Reply { call, outcome } => {
-                self.answer(call, outcome.map(|bytes| Answer::Bytes(Encoded::from_slice(bytes))));
+                self.answer(
+                    call,
+                    outcome.map(|bytes| Answer::Bytes(Encoded::from_slice(bytes))),
+                );
                 Ok(Incoming::Nothing)
             }
             Incoming::Answer(pong) => {
