@@ -123,6 +123,38 @@ pub async fn node() -> Node {
     Node::builder().build().await.expect("node builds")
 }
 
+/// Starts `binary` (a node executable of this crate) with the cluster in
+/// `credentials` and `args`, and reads its first line, which must begin with
+/// `READY`: the child, and that line's words.
+pub fn start_ready(
+    binary: &str,
+    credentials: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(binary)
+        .arg("--credentials")
+        .arg(credentials)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("{binary} starts: {err}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|err| panic!("{binary} prints READY: {err}"));
+    let parts: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(
+        parts.first().map(String::as_str),
+        Some("READY"),
+        "unexpected first line: {line:?}"
+    );
+    (child, parts)
+}
+
 /// A node running in a child process (`remora-test-node`), killed when dropped.
 pub struct ChildNode {
     pub child: std::process::Child,
@@ -154,29 +186,9 @@ impl ChildNode {
     /// `--etcd URL --etcd-prefix P`, `--bind NAME`, `--lease-ms N`, `--ref-lease-ms N`,
     /// `--peer-timeout-ms N`).
     pub fn spawn_with(binary: &str, credentials: &std::path::Path, args: &[&str]) -> ChildNode {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(binary)
-            .arg("--credentials")
-            .arg(credentials)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the test node starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the test node prints READY");
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(
-            parts.first(),
-            Some(&"READY"),
-            "unexpected first line: {line:?}"
-        );
+        let (child, parts) = start_ready(binary, credentials, args);
         ChildNode {
-            addr: parts[1].to_owned(),
+            addr: parts[1].clone(),
             id: parts[2].parse().expect("node id"),
             counter: parts[3].parse().expect("object id"),
             broker: parts[4].parse().expect("object id"),

@@ -119,24 +119,8 @@ impl LimitsNode {
     /// Starts `binary` (`remora-limits-node`) with the cluster in
     /// `credentials` and `args`, and waits for its READY line.
     pub fn spawn(binary: &str, credentials: &std::path::Path, args: &[&str]) -> LimitsNode {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(binary)
-            .arg("--credentials")
-            .arg(credentials)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the limits node starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the limits node prints READY");
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(parts.len(), 8, "unexpected first line: {line:?}");
-        assert_eq!(parts[0], "READY", "unexpected first line: {line:?}");
+        let (child, parts) = crate::start_ready(binary, credentials, args);
+        assert_eq!(parts.len(), 8, "unexpected first line: {parts:?}");
         let object = |i: usize| parts[i].parse().expect("an object id");
         LimitsNode {
             addr: parts[1].parse().expect("an address"),
