@@ -104,3 +104,34 @@ impl RawPeer {
         (send, recv)
     }
 }
+
+/// Reads the replies to a member's calls 1 to `calls` from `recv`, its stream of
+/// replies, each within `within`: they must come in order, each with a value
+/// longer than `min_len` bytes (the whole answer, not a cut one).
+pub async fn read_replies_in_order(
+    recv: &mut quinn::RecvStream,
+    limits: remora::wire::Limits,
+    calls: u64,
+    min_len: usize,
+    within: Duration,
+) {
+    use remora::wire::{Frame, FrameReader};
+    let mut reader = FrameReader::new(limits);
+    let mut answered = 0;
+    while answered < calls {
+        let chunk = tokio::time::timeout(within, recv.read_chunk(1 << 20, true))
+            .await
+            .expect("replies keep coming")
+            .unwrap()
+            .expect("the stream stays open");
+        reader.extend(&chunk.bytes).unwrap();
+        while let Some(frame) = reader.next_frame().unwrap() {
+            let Frame::Reply { call, value } = frame else {
+                panic!("a reply, not {frame:?}");
+            };
+            assert_eq!(call, answered + 1, "in order");
+            assert!(value.len() > min_len, "the whole list: {}", value.len());
+            answered += 1;
+        }
+    }
+}

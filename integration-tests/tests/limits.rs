@@ -9,6 +9,7 @@ use remora::remote::{inproc, HandshakeLimits};
 use remora::{Actor, CallError, Interface, Mailbox, Node, SpawnOptions};
 use remora_integration_tests::flood::{flood_while_calling, Flooded, Lingering};
 use remora_integration_tests::limits::{Bin, HopperRef};
+use remora_integration_tests::raw::read_replies_in_order;
 use remora_integration_tests::*;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::timeout;
@@ -342,7 +343,7 @@ async fn a_member_holding_partial_frames_on_many_streams_gets_two_frames_of_room
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_never_reads_its_replies_has_its_calls_read_no_further() {
     use remora::wire::codec::encode;
-    use remora::wire::{Call, Frame, FrameReader, Limits};
+    use remora::wire::{Call, Frame, Limits};
     const MAX_FRAME: usize = 1 << 20;
     const CALLS: u64 = 80;
     let dir = tempfile::tempdir().unwrap();
@@ -403,24 +404,7 @@ async fn a_member_that_never_reads_its_replies_has_its_calls_read_no_further() {
     let remote = reach(&client, &server, &local);
     assert_eq!(timeout(SAFETY, remote.add(2)).await.unwrap(), Ok(2));
     // Once the member reads, every call is answered, with the whole list.
-    let mut reader = FrameReader::new(limits);
-    let mut answered = 0;
-    while answered < CALLS {
-        let chunk = timeout(SAFETY, recv.read_chunk(1 << 20, true))
-            .await
-            .expect("replies keep coming")
-            .unwrap()
-            .expect("the stream stays open");
-        reader.extend(&chunk.bytes).unwrap();
-        while let Some(frame) = reader.next_frame().unwrap() {
-            let Frame::Reply { call, value } = frame else {
-                panic!("a reply, not {frame:?}");
-            };
-            assert_eq!(call, answered + 1, "in order");
-            assert!(value.len() > 800_000, "the whole list: {}", value.len());
-            answered += 1;
-        }
-    }
+    read_replies_in_order(&mut recv, limits, CALLS, 800_000, SAFETY).await;
     until("nothing queued", || server.stats().queued_bytes == 0).await;
 }
 

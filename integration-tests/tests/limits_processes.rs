@@ -13,7 +13,7 @@ use remora::inspect::{InspectorRef, INSPECTOR_OBJECT};
 use remora::{CallError, Mailbox, Node};
 use remora_integration_tests::flood::{flood_while_calling, Flooded, Lingering};
 use remora_integration_tests::limits::{DialerRef, HatchRef, HopperRef, UnderTest};
-use remora_integration_tests::raw::RawPeer;
+use remora_integration_tests::raw::{read_replies_in_order, RawPeer};
 use remora_integration_tests::*;
 use tokio::time::timeout;
 
@@ -198,7 +198,7 @@ async fn from_member(under: &UnderTest, member: &RawPeer) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_never_reads_its_replies_across_processes_is_read_no_further() {
     use remora::wire::codec::encode;
-    use remora::wire::{Call, Frame, FrameReader, Limits};
+    use remora::wire::{Call, Frame, Limits};
     const MAX_FRAME: usize = 1 << 20;
     const CALLS: u64 = 80;
     let under = UnderTest::start(LIMITS_NODE, &["--max-frame-size", "1048576"]).await;
@@ -237,24 +237,7 @@ async fn a_member_that_never_reads_its_replies_across_processes_is_read_no_furth
     let counter: CounterRef = under.reference(under.node.counter);
     assert_eq!(timeout(SAFETY, counter.add(2)).await.unwrap(), Ok(2));
     // Once the member reads, every call is answered, with the whole list.
-    let mut reader = FrameReader::new(limits);
-    let mut answered = 0;
-    while answered < CALLS {
-        let chunk = timeout(SAFETY, recv.read_chunk(1 << 20, true))
-            .await
-            .expect("replies keep coming")
-            .unwrap()
-            .expect("the stream stays open");
-        reader.extend(&chunk.bytes).unwrap();
-        while let Some(frame) = reader.next_frame().unwrap() {
-            let Frame::Reply { call, value } = frame else {
-                panic!("a reply, not {frame:?}");
-            };
-            assert_eq!(call, answered + 1, "in order");
-            assert!(value.len() > 800_000, "the whole list: {}", value.len());
-            answered += 1;
-        }
-    }
+    read_replies_in_order(&mut recv, limits, CALLS, 800_000, SAFETY).await;
     under.until("nothing queued", |s| s.queued_bytes == 0).await;
 }
 
