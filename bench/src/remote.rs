@@ -274,7 +274,14 @@ impl Remote {
         let server = || async { self.echo.allocations().await.expect("allocations") };
         let first = server().await;
         let before = server().await;
+        let packets = self.packets().await;
         let (rate, client) = alloc::counting(self.pipelined(n, false)).await;
+        let (sent, received) = self.packets().await;
+        eprintln!(
+            "w2: per call {:.3} packets sent, {:.3} stream frames received",
+            (sent - packets.0) as f64 / n as f64,
+            (received - packets.1) as f64 / n as f64,
+        );
         let after = server().await;
         let server = (after - before).saturating_sub(before - first);
         W2Run {
@@ -282,6 +289,22 @@ impl Remote {
             client_allocs: client as f64 / n as f64,
             server_allocs: server as f64 / n as f64,
         }
+    }
+
+    /// Progress: the client's QUIC packets sent and stream frames received so
+    /// far, summed over its connections (how well calls and replies are batched).
+    async fn packets(&self) -> (u64, u64) {
+        let conns = self.client.inspector().conns().await;
+        let conns = conns.expect("inspect").expect("inspect allowed");
+        conns
+            .iter()
+            .filter_map(|conn| conn.quic.as_ref())
+            .fold((0, 0), |(sent, received), quic| {
+                (
+                    sent + quic.sent_packets,
+                    received + quic.stream_frames_received,
+                )
+            })
     }
 
     /// `w2`'s calls (or, `once`, `w2.once`'s: an `#[exactly_once]` method, not in
