@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::exports::Delivery;
 use super::host::Host;
 use super::marshal::{Answer, Args, MarshalCx, Replier};
-use super::protocol::{frame_call, frame_reply, Core, Event, OutCall, Sinks, Transmit};
+use super::protocol::{encode_reply, frame_call, Core, Event, OutCall, Sinks, Transmit};
 pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
 use super::route::Payload;
 use crate::error::CallError;
@@ -55,9 +55,31 @@ pub(crate) enum Drained {
     Close,
 }
 
+/// How one burst of [`Connection::drain`] ended.
+enum Burst {
+    /// As the drain ends.
+    Drained(Drained),
+    /// Wait for this before handling more.
+    Wait(Delivery),
+    /// The replies backlog is past its budget: wait for it to shrink.
+    Backlog,
+}
+
 /// Sends encoded frames (length-prefixed) to the peer. False once the transport is gone.
 pub(crate) trait Transport: Send + Sync {
     fn send(&self, lane: Lane, frame: Vec<u8>) -> bool;
+    /// [`Transport::send`] for a frame lent from an encoder's buffer, which a
+    /// transport that batches frames copies into its batch.
+    fn send_lent(&self, lane: Lane, frame: &[u8]) -> bool {
+        self.send(lane, frame.to_vec())
+    }
+    /// Runs `handle`, which handles a burst of frames that arrived together
+    /// without pausing: the transport may hold what it sends meanwhile (on
+    /// this connection or any other) and write it all when `handle` returns,
+    /// so that replies to calls that came in one packet leave in one.
+    fn burst(&self, handle: &mut dyn FnMut()) {
+        handle()
+    }
     /// Whether values can move over this transport unencoded (one process).
     fn carries_values(&self) -> bool {
         false
@@ -747,11 +769,42 @@ impl Connection {
                     backlog.within(budget, || self.is_closed()).await;
                 }
             }
+            // The frames already read are handled in one burst, without a
+            // pause: what they send (replies, above all) is written together.
+            let mut burst = None;
+            self.transport.burst(&mut || {
+                burst = Some(self.handle_read(reader, replies, arrived, backlog));
+            });
+            match burst {
+                Some(Burst::Drained(drained)) => return drained,
+                Some(Burst::Wait(waiting)) => waiting.await,
+                Some(Burst::Backlog) | None => {}
+            }
+        }
+    }
+
+    /// Handles the complete frames `reader` holds, until it holds no more, a
+    /// frame asks to wait, or the replies backlog grew past its budget (the
+    /// caller waited for it to be within before the first frame).
+    fn handle_read(
+        self: &Arc<Self>,
+        reader: &mut FrameReader,
+        replies: Lane,
+        arrived: Instant,
+        backlog: Option<&Backlog>,
+    ) -> Burst {
+        let mut first = true;
+        loop {
+            let over = backlog.is_some_and(|backlog| backlog.bytes() > self.backlog_budget());
+            if over && !first {
+                return Burst::Backlog;
+            }
+            first = false;
             let frame = match reader.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     self.flush_credit();
-                    return Drained::More;
+                    return Burst::Drained(Drained::More);
                 }
                 Err(DecodeError::Malformed(why)) => {
                     tracing::warn!(peer = %self.peer.node, %why, "malformed frame skipped");
@@ -759,13 +812,13 @@ impl Connection {
                 }
                 Err(err @ DecodeError::Oversize { .. }) => {
                     tracing::warn!(peer = %self.peer.node, %err, "oversize frame: resetting the stream");
-                    return Drained::Reset;
+                    return Burst::Drained(Drained::Reset);
                 }
             };
             match self.on_frame(frame, replies, arrived) {
                 Step::Continue => {}
-                Step::Wait(waiting) => waiting.await,
-                Step::Close => return Drained::Close,
+                Step::Wait(waiting) => return Burst::Wait(waiting),
+                Step::Close => return Burst::Drained(Drained::Close),
             }
         }
     }
@@ -1283,8 +1336,14 @@ impl Connection {
 
     fn reply(&self, lane: Lane, call: u64, outcome: Result<Encoded, CallError>) {
         self.forget_served(call);
-        if !self.is_closed() {
-            self.write_reply(frame_reply(&self.send_limits, lane, call, outcome));
+        if self.is_closed() {
+            return;
+        }
+        let sent = encode_reply(&self.send_limits, call, outcome, |frame| {
+            self.transport.send_lent(lane, frame)
+        });
+        if sent == Some(false) {
+            self.close();
         }
     }
 

@@ -11,6 +11,7 @@ pub(crate) mod leases;
 pub(crate) mod marshal;
 pub(crate) mod monitors;
 pub(crate) mod once;
+pub(crate) mod outbox;
 pub(crate) mod pipes;
 pub(crate) mod protocol;
 pub(crate) mod quic;

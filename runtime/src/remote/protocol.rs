@@ -51,7 +51,7 @@ use super::marshal::{Answer, Args, Moved};
 use crate::error::{CallError, NodeLabel};
 use crate::id::NodeId;
 use crate::local::stop::StopReason;
-use crate::wire::codec::{encode, encode_to_vec, EncodeError, Encoded, Limits};
+use crate::wire::codec::{encode, encode_lent, encode_to_vec, EncodeError, Encoded, Limits};
 use crate::wire::{Call, CallContext, Frame, Hello, Incoming, ObjectId, Session, SessionError};
 
 /// Which ordered stream of frames a frame belongs to. Frames of one lane arrive in
@@ -904,16 +904,28 @@ pub(crate) fn frame_call(
     }
 }
 
-/// The frame answering the peer's call `call` on `lane`: a pure function, so a
-/// replier runs it outside the driver's lock. A reply too large for a frame is
-/// answered with [`CallError::ReplyFailed`] instead (the call ran), so the caller
-/// is never left waiting.
+/// [`encode_reply`]'s frame in a buffer of its own, to be written on `lane`.
+#[cfg(test)]
 pub(crate) fn frame_reply(
     limits: &Limits,
     lane: Lane,
     call: u64,
     outcome: Result<Encoded, CallError>,
 ) -> Option<Transmit> {
+    encode_reply(limits, call, outcome, <[u8]>::to_vec).map(|bytes| Transmit::Frame(lane, bytes))
+}
+
+/// The frame answering the peer's call `call`, lent to `take` (see
+/// [`encode_lent`]): a pure function, so a replier runs it outside the driver's
+/// lock. A reply too large for a frame is answered with
+/// [`CallError::ReplyFailed`] instead (the call ran), so the caller is never
+/// left waiting. None if not even that frame encodes.
+pub(crate) fn encode_reply<R>(
+    limits: &Limits,
+    call: u64,
+    outcome: Result<Encoded, CallError>,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
     let frame = match &outcome {
         Ok(value) => Frame::Reply { call, value },
         Err(error) => Frame::Error {
@@ -921,7 +933,12 @@ pub(crate) fn frame_reply(
             error: error.clone(),
         },
     };
-    let bytes = encode_frame(limits, &frame).or_else(|error| {
+    // `take` is called once, by whichever encoding succeeds.
+    let mut take = Some(take);
+    let mut lend = |frame: &Frame<'_>| {
+        encode_lent(frame, limits, |bytes| take.take().map(|take| take(bytes))).map_err(frame_error)
+    };
+    let sent = lend(&frame).or_else(|error| {
         let error = match (error, &outcome) {
             (CallError::Marshalling { reason, .. }, Ok(_)) => CallError::ReplyFailed {
                 type_name: "(encoded)".into(),
@@ -929,9 +946,9 @@ pub(crate) fn frame_reply(
             },
             (error, _) => error,
         };
-        encode_frame(limits, &Frame::Error { call, error })
+        lend(&Frame::Error { call, error })
     });
-    bytes.ok().map(|bytes| Transmit::Frame(lane, bytes))
+    sent.ok().flatten()
 }
 
 /// When an `#[exactly_once]` call is sent again: its deadline, whether it left

@@ -26,14 +26,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use rustls_pki_types::CertificateDer;
-use std::future::Future;
 
 use super::connection::{Backlog, Connection, Drained, Lane, Transport, SMALL_FRAME};
 use super::handshakes::{Admission, HandshakeLimits, Handshakes};
 use super::host::Host;
+use super::outbox::Outbox;
 use super::pipes::MAX_PIPE_STREAMS;
 use super::protocol::MAX_LANES;
 use crate::error::{CallError, NodeLabel};
@@ -577,163 +576,6 @@ fn spawn_reader(
     });
 }
 
-/// A stream's send half. A frame is written right away, from the caller's task,
-/// when nothing is queued before it and the stream has room (no task hop on the
-/// hot path); otherwise it queues for a writer task that batches everything queued
-/// into one write. Order holds: a direct write happens only with an empty queue
-/// and no writer task holding the stream.
-struct Outbox {
-    state: parking_lot::Mutex<OutboxState>,
-    /// Where the bytes it queues are counted, for an outbox of replies.
-    backlog: Option<Arc<Backlog>>,
-}
-
-struct OutboxState {
-    /// `None` while the writer task holds it (or while the stream is being opened).
-    stream: Option<quinn::SendStream>,
-    queue: Vec<Bytes>,
-    /// Bytes in `queue`, and in the batch the writer task is writing.
-    queued: usize,
-    writing: bool,
-    failed: bool,
-    /// Finish the stream once what is queued is written (a pipe stream's end).
-    finish: bool,
-}
-
-impl Outbox {
-    /// An outbox for an open stream; what it queues is counted in `backlog`.
-    fn open(stream: quinn::SendStream, backlog: Option<Arc<Backlog>>) -> Arc<Outbox> {
-        Arc::new(Outbox {
-            backlog,
-            state: parking_lot::Mutex::new(OutboxState {
-                stream: Some(stream),
-                queue: Vec::new(),
-                queued: 0,
-                writing: false,
-                failed: false,
-                finish: false,
-            }),
-        })
-    }
-
-    /// An outbox whose stream `open` will provide: frames queue until it is there.
-    fn opening(
-        open: impl Future<Output = Option<quinn::SendStream>> + Send + 'static,
-    ) -> Arc<Outbox> {
-        let outbox = Arc::new(Outbox {
-            backlog: None,
-            state: parking_lot::Mutex::new(OutboxState {
-                stream: None,
-                queue: Vec::new(),
-                queued: 0,
-                writing: true,
-                failed: false,
-                finish: false,
-            }),
-        });
-        let writer = outbox.clone();
-        tokio::spawn(async move {
-            match open.await {
-                Some(stream) => writer.write_queued(stream).await,
-                None => writer.fail(),
-            }
-        });
-        outbox
-    }
-
-    fn send(self: &Arc<Self>, frame: Vec<u8>) -> bool {
-        let mut state = self.state.lock();
-        if state.failed {
-            return false;
-        }
-        let mut frame = Bytes::from(frame);
-        if !state.writing && state.queue.is_empty() {
-            if let Some(stream) = state.stream.as_mut() {
-                let mut bufs = [frame];
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                // Cancel-safe: if this does not complete now, nothing was written.
-                let polled = std::pin::pin!(stream.write_chunks(&mut bufs)).poll(&mut cx);
-                if let std::task::Poll::Ready(Err(_)) = polled {
-                    state.failed = true;
-                    return false;
-                }
-                let [rest] = bufs;
-                if rest.is_empty() {
-                    return true;
-                }
-                frame = rest;
-            }
-        }
-        state.queued += frame.len();
-        if let Some(backlog) = &self.backlog {
-            backlog.queued(frame.len());
-        }
-        state.queue.push(frame);
-        if !state.writing {
-            if let Some(stream) = state.stream.take() {
-                state.writing = true;
-                let writer = self.clone();
-                tokio::spawn(async move { writer.write_queued(stream).await });
-            }
-        }
-        true
-    }
-
-    /// The writer task: writes whatever is queued, batched, until the queue is empty.
-    async fn write_queued(self: Arc<Self>, mut stream: quinn::SendStream) {
-        let mut written = 0;
-        loop {
-            let mut batch = {
-                let mut state = self.state.lock();
-                state.queued -= written;
-                if let Some(backlog) = &self.backlog {
-                    backlog.sent(written);
-                }
-                if state.queue.is_empty() {
-                    state.writing = false;
-                    if state.finish {
-                        let _ = stream.finish();
-                    } else {
-                        state.stream = Some(stream);
-                    }
-                    return;
-                }
-                std::mem::take(&mut state.queue)
-            };
-            written = batch.iter().map(Bytes::len).sum();
-            if stream.write_all_chunks(&mut batch).await.is_err() {
-                return self.fail();
-            }
-        }
-    }
-
-    fn fail(&self) {
-        let mut state = self.state.lock();
-        state.failed = true;
-        state.queue.clear();
-        if let Some(backlog) = &self.backlog {
-            backlog.sent(state.queued);
-        }
-        state.queued = 0;
-    }
-
-    /// Bytes waiting to be handed to QUIC.
-    fn queued(&self) -> usize {
-        self.state.lock().queued
-    }
-
-    /// Finishes the stream once what is queued has been written.
-    fn finish(&self) {
-        let mut state = self.state.lock();
-        state.finish = true;
-        if !state.writing {
-            if let Some(mut stream) = state.stream.take() {
-                let _ = stream.finish();
-            }
-        }
-    }
-}
-
 struct QuicTransport {
     quic: quinn::Connection,
     control: Arc<Outbox>,
@@ -751,38 +593,48 @@ struct QuicTransport {
 /// The transport as the connection holds it.
 struct QuicHandle(Arc<QuicTransport>);
 
-impl Transport for QuicHandle {
-    fn send(&self, lane: Lane, frame: Vec<u8>) -> bool {
+impl QuicHandle {
+    /// The outbox of `lane`, opening a call or pipe stream on first use; None
+    /// for a reply lane whose stream the peer finished (what answered it is
+    /// dropped).
+    fn outbox(&self, lane: Lane) -> Option<Arc<Outbox>> {
         let transport = &self.0;
         match lane {
-            Lane::Control => transport.control.send(frame),
-            Lane::Reply(n) => {
-                let outbox = transport.replies.lock().get(&n).cloned();
-                // None: the peer finished that stream; what answered it is dropped.
-                outbox.is_none_or(|outbox| outbox.send(frame))
-            }
+            Lane::Control => Some(transport.control.clone()),
+            Lane::Reply(n) => transport.replies.lock().get(&n).cloned(),
             Lane::Call(lane) => {
-                let outbox = {
-                    let mut calls = transport.calls.lock();
-                    // Lanes are numbered in the order the core opens them.
-                    while calls.len() <= usize::from(lane) {
-                        let opened = transport.open_call_stream();
-                        calls.push(opened);
-                    }
-                    calls[usize::from(lane)].clone()
-                };
-                outbox.send(frame)
+                let mut calls = transport.calls.lock();
+                // Lanes are numbered in the order the core opens them.
+                while calls.len() <= usize::from(lane) {
+                    let opened = transport.open_call_stream();
+                    calls.push(opened);
+                }
+                Some(calls[usize::from(lane)].clone())
             }
-            Lane::Pipe(stream) => {
-                let outbox = transport
+            Lane::Pipe(stream) => Some(
+                transport
                     .pipes
                     .lock()
                     .entry(stream)
                     .or_insert_with(|| transport.open_pipe_stream())
-                    .clone();
-                outbox.send(frame)
-            }
+                    .clone(),
+            ),
         }
+    }
+}
+
+impl Transport for QuicHandle {
+    fn send(&self, lane: Lane, frame: Vec<u8>) -> bool {
+        self.outbox(lane).is_none_or(|outbox| outbox.send(frame))
+    }
+
+    fn send_lent(&self, lane: Lane, frame: &[u8]) -> bool {
+        self.outbox(lane)
+            .is_none_or(|outbox| outbox.send_lent(frame))
+    }
+
+    fn burst(&self, handle: &mut dyn FnMut()) {
+        super::outbox::burst(handle)
     }
 
     fn close(&self) {

@@ -171,6 +171,18 @@ pub fn encode_to_vec(frame: &Frame<'_>, limits: &Limits) -> Result<Vec<u8>, Enco
     with_scratch(hint, |buf| encode(frame, buf, limits), take_exact)
 }
 
+/// `frame`, length-prefixed ([`encode`]), lent to `take` from this thread's
+/// scratch buffer: no allocation of its own, for a transport that copies the
+/// bytes anyway (into a batch of frames).
+pub fn encode_lent<R>(
+    frame: &Frame<'_>,
+    limits: &Limits,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Result<R, EncodeError> {
+    let hint = frame.payload_len() + 64;
+    with_scratch(hint, |buf| encode(frame, buf, limits), |buf| take(buf))
+}
+
 /// The MessagePack encoding of `value` ([`encode_value`]), inline when it is
 /// small and otherwise with one allocation; `hint` is the size expected, if
 /// known (0 if not).

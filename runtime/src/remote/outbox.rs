@@ -1,0 +1,336 @@
+//! A QUIC stream's send half, and the bursts that gather what is sent into one
+//! write.
+//!
+//! A frame is written right away, from the sender's task, when nothing is queued
+//! before it and the stream has room: no task hop on the hot path. Otherwise it
+//! queues for a writer task that writes everything queued in one go.
+//!
+//! Inside a [`burst`] (a reader handling every frame that arrived in one read),
+//! frames are held instead and written together when the burst ends: the
+//! replies to sixty-four calls that came in one packet leave in one write, and
+//! quinn's connection task is woken once. Frames lent to a burst
+//! ([`Outbox::send_lent`]) are copied into one shared buffer, so that a reply
+//! costs no allocation of its own.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::connection::Backlog;
+
+thread_local! {
+    /// Whether this thread is in a burst.
+    static IN_BURST: Cell<bool> = const { Cell::new(false) };
+    /// The outboxes holding frames until this thread's burst ends.
+    static HOLDING: RefCell<Vec<Arc<Outbox>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `handle` as a burst: what it sends on any outbox is held and written
+/// when it returns (or unwinds), one write per outbox. A burst inside a burst
+/// is part of the outer one. `handle` must not wait (it is synchronous): the
+/// frames it holds are written only at its end.
+pub(crate) fn burst(handle: &mut dyn FnMut()) {
+    if IN_BURST.replace(true) {
+        return handle();
+    }
+    /// Ends the burst, whether `handle` returned or panicked.
+    struct End;
+    impl Drop for End {
+        fn drop(&mut self) {
+            IN_BURST.set(false);
+            let mut holding = HOLDING.take();
+            for outbox in holding.drain(..) {
+                outbox.flush();
+            }
+            // Keep the allocation for the next burst.
+            HOLDING.with_borrow_mut(|empty| {
+                if empty.capacity() == 0 {
+                    *empty = holding;
+                }
+            });
+        }
+    }
+    let _end = End;
+    handle();
+}
+
+/// A stream's send half (see the module's documentation). Order holds: a frame
+/// is written directly only with an empty queue and no writer task holding the
+/// stream, and a held frame queues behind what is queued.
+pub(crate) struct Outbox {
+    state: parking_lot::Mutex<OutboxState>,
+    /// Where the bytes it queues are counted, for an outbox of replies.
+    backlog: Option<Arc<Backlog>>,
+}
+
+struct OutboxState {
+    /// `None` while the writer task holds it (or while the stream is being opened).
+    stream: Option<quinn::SendStream>,
+    queue: Vec<Bytes>,
+    /// Frames lent during a burst, after those in `queue`: one buffer, moved
+    /// to the queue as one chunk before the queue is written.
+    tail: BytesMut,
+    /// Bytes in `queue` and `tail`, and in the batch the writer task is writing.
+    queued: usize,
+    writing: bool,
+    failed: bool,
+    /// Listed with a burst, which writes the queue at its end.
+    held: bool,
+    /// Finish the stream once what is queued is written (a pipe stream's end).
+    finish: bool,
+}
+
+/// What the tail buffer grows by at least: many small frames per allocation.
+const TAIL_CHUNK: usize = 4096;
+
+impl OutboxState {
+    /// Moves the frames lent to the tail to the end of the queue.
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            let lent = self.tail.split().freeze();
+            self.queue.push(lent);
+        }
+    }
+
+    fn new(stream: Option<quinn::SendStream>) -> OutboxState {
+        OutboxState {
+            writing: stream.is_none(),
+            stream,
+            queue: Vec::new(),
+            tail: BytesMut::new(),
+            queued: 0,
+            failed: false,
+            held: false,
+            finish: false,
+        }
+    }
+}
+
+impl Outbox {
+    /// An outbox for an open stream; what it queues is counted in `backlog`.
+    pub(crate) fn open(stream: quinn::SendStream, backlog: Option<Arc<Backlog>>) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            backlog,
+            state: parking_lot::Mutex::new(OutboxState::new(Some(stream))),
+        })
+    }
+
+    /// An outbox whose stream `open` will provide: frames queue until it is there.
+    pub(crate) fn opening(
+        open: impl Future<Output = Option<quinn::SendStream>> + Send + 'static,
+    ) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox {
+            backlog: None,
+            state: parking_lot::Mutex::new(OutboxState::new(None)),
+        });
+        let writer = outbox.clone();
+        tokio::spawn(async move {
+            match open.await {
+                Some(stream) => writer.write_queued(stream).await,
+                None => writer.fail(),
+            }
+        });
+        outbox
+    }
+
+    /// Sends one frame: written now, held for the burst this thread is in, or
+    /// queued for the writer task. False once the stream failed.
+    pub(crate) fn send(self: &Arc<Self>, frame: Vec<u8>) -> bool {
+        let mut state = self.state.lock();
+        if state.failed {
+            return false;
+        }
+        let mut frame = Bytes::from(frame);
+        let idle = !state.writing && state.stream.is_some();
+        if idle && IN_BURST.get() {
+            self.hold(&mut state);
+            state.seal();
+            self.enqueue(&mut state, frame);
+            return true;
+        }
+        state.seal();
+        if idle && state.queue.is_empty() {
+            let mut bufs = [frame];
+            match write_now(&mut state, &mut bufs) {
+                Err(()) => return false,
+                Ok(_) => {
+                    let [rest] = bufs;
+                    if rest.is_empty() {
+                        return true;
+                    }
+                    frame = rest;
+                }
+            }
+        }
+        self.enqueue(&mut state, frame);
+        self.start_writer(&mut state);
+        true
+    }
+
+    /// [`Outbox::send`] for a frame lent from an encoder's buffer: in a burst
+    /// it is copied into the tail buffer (no allocation of its own), otherwise
+    /// into a buffer of its own and sent.
+    pub(crate) fn send_lent(self: &Arc<Self>, frame: &[u8]) -> bool {
+        let mut state = self.state.lock();
+        if state.failed {
+            return false;
+        }
+        let idle = !state.writing && state.stream.is_some();
+        if !(idle && IN_BURST.get()) {
+            drop(state);
+            return self.send(frame.to_vec());
+        }
+        self.hold(&mut state);
+        if state.tail.capacity() - state.tail.len() < frame.len() {
+            state.tail.reserve(frame.len().max(TAIL_CHUNK));
+        }
+        state.tail.extend_from_slice(frame);
+        self.count_queued(&mut state, frame.len());
+        true
+    }
+
+    /// Lists this outbox with the burst this thread is in, once.
+    fn hold(self: &Arc<Self>, state: &mut OutboxState) {
+        if !state.held {
+            state.held = true;
+            HOLDING.with_borrow_mut(|holding| holding.push(self.clone()));
+        }
+    }
+
+    fn enqueue(&self, state: &mut OutboxState, frame: Bytes) {
+        self.count_queued(state, frame.len());
+        state.queue.push(frame);
+    }
+
+    fn count_queued(&self, state: &mut OutboxState, bytes: usize) {
+        state.queued += bytes;
+        if let Some(backlog) = &self.backlog {
+            backlog.queued(bytes);
+        }
+    }
+
+    /// Hands the stream to a writer task, unless one holds it already.
+    fn start_writer(self: &Arc<Self>, state: &mut OutboxState) {
+        if state.writing {
+            return;
+        }
+        if let Some(stream) = state.stream.take() {
+            state.writing = true;
+            let writer = self.clone();
+            tokio::spawn(async move { writer.write_queued(stream).await });
+        }
+    }
+
+    /// At a burst's end: writes what it held, now if the stream has room, the
+    /// rest by the writer task.
+    fn flush(self: &Arc<Self>) {
+        let mut state = self.state.lock();
+        state.held = false;
+        state.seal();
+        if state.failed || state.writing || state.queue.is_empty() {
+            // A writer task took the stream meanwhile and writes the queue.
+            return;
+        }
+        let mut queue = std::mem::take(&mut state.queue);
+        match write_now(&mut state, &mut queue) {
+            Err(()) => return self.fail_locked(&mut state),
+            Ok(written) => {
+                state.queued -= written;
+                if let Some(backlog) = &self.backlog {
+                    backlog.sent(written);
+                }
+            }
+        }
+        queue.retain(|chunk| !chunk.is_empty());
+        // Kept with its allocation, empty or not.
+        state.queue = queue;
+        if !state.queue.is_empty() {
+            self.start_writer(&mut state);
+        } else if state.finish {
+            if let Some(mut stream) = state.stream.take() {
+                let _ = stream.finish();
+            }
+        }
+    }
+
+    /// The writer task: writes whatever is queued, batched, until the queue is empty.
+    async fn write_queued(self: Arc<Self>, mut stream: quinn::SendStream) {
+        let mut written = 0;
+        loop {
+            let mut batch = {
+                let mut state = self.state.lock();
+                state.queued -= written;
+                if let Some(backlog) = &self.backlog {
+                    backlog.sent(written);
+                }
+                state.seal();
+                if state.queue.is_empty() {
+                    state.writing = false;
+                    if state.finish {
+                        let _ = stream.finish();
+                    } else {
+                        state.stream = Some(stream);
+                    }
+                    return;
+                }
+                std::mem::take(&mut state.queue)
+            };
+            written = batch.iter().map(Bytes::len).sum();
+            if stream.write_all_chunks(&mut batch).await.is_err() {
+                return self.fail();
+            }
+        }
+    }
+
+    pub(crate) fn fail(&self) {
+        self.fail_locked(&mut self.state.lock());
+    }
+
+    fn fail_locked(&self, state: &mut OutboxState) {
+        state.failed = true;
+        state.queue.clear();
+        state.tail.clear();
+        if let Some(backlog) = &self.backlog {
+            backlog.sent(state.queued);
+        }
+        state.queued = 0;
+    }
+
+    /// Bytes waiting to be handed to QUIC.
+    pub(crate) fn queued(&self) -> usize {
+        self.state.lock().queued
+    }
+
+    /// Finishes the stream once what is queued has been written.
+    pub(crate) fn finish(&self) {
+        let mut state = self.state.lock();
+        state.finish = true;
+        // With frames held for a burst, its end finishes the stream.
+        if !state.writing && state.queue.is_empty() && state.tail.is_empty() {
+            if let Some(mut stream) = state.stream.take() {
+                let _ = stream.finish();
+            }
+        }
+    }
+}
+
+/// Writes as much of `chunks` as the stream takes now, without waiting;
+/// written chunks are left empty, a partly written one advanced. The bytes
+/// written, or `Err` if the stream failed.
+fn write_now(state: &mut OutboxState, chunks: &mut [Bytes]) -> Result<usize, ()> {
+    let Some(stream) = state.stream.as_mut() else {
+        return Ok(0);
+    };
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // Cancel-safe: if this does not complete now, nothing was written.
+    match std::pin::pin!(stream.write_chunks(chunks)).poll(&mut cx) {
+        std::task::Poll::Ready(Ok(written)) => Ok(written.bytes),
+        std::task::Poll::Ready(Err(_)) => {
+            state.failed = true;
+            Err(())
+        }
+        std::task::Poll::Pending => Ok(0),
+    }
+}
