@@ -66,8 +66,12 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Both sides: room for the 64 concurrent streams of `base.quic.rate` and more,
 /// and for the unidirectional streams of `base.quic.uni` (one each way at a time).
+/// Keep-alives, as Remora's own connections have: a full run leaves the framed
+/// connection idle while the Remora workloads run, longer than quinn's 30 s idle
+/// timeout on a slow day.
 fn transport() -> Arc<TransportConfig> {
     let mut transport = TransportConfig::default();
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(2)));
     transport.max_concurrent_bidi_streams(VarInt::from_u32(1024));
     transport.max_concurrent_uni_streams(VarInt::from_u32(16));
     Arc::new(transport)

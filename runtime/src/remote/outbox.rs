@@ -334,3 +334,134 @@ fn write_now(state: &mut OutboxState, chunks: &mut [Bytes]) -> Result<usize, ()>
         std::task::Poll::Pending => Ok(0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::remote::quic::{Endpoint, QuicConfig};
+    use crate::remote::tls::{Credentials, NODE_NAME};
+
+    /// Bounds every wait of these tests.
+    const SAFETY: Duration = Duration::from_secs(10);
+
+    /// Two endpoints of one cluster on loopback, connected (QUIC and TLS only:
+    /// no Remora handshake); a stream from the first to the second.
+    async fn stream() -> (quinn::SendStream, quinn::RecvStream, [quinn::Connection; 2]) {
+        let config = QuicConfig {
+            idle_timeout: Duration::from_secs(6),
+            connect_timeout: Duration::from_secs(3),
+            handshakes: Default::default(),
+        };
+        let bind = || {
+            let credentials = Credentials::ephemeral().expect("credentials");
+            let loopback: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+            Endpoint::bind(loopback, &credentials, &config).expect("bind")
+        };
+        let (a, b) = (bind(), bind());
+        let to = b.local_addr().expect("b's address");
+        let connected = async {
+            let (dialed, incoming) = tokio::join!(a.dial_raw(to, NODE_NAME), b.accept_raw());
+            let (dialed, accepted) = (dialed.expect("dialed"), incoming.expect("accepted"));
+            // The one stream a peer may open before its Hello: the control stream.
+            let (mut send, _) = dialed.open_bi().await.expect("a stream");
+            // A stream exists for the peer once something is written on it.
+            send.write_all(b"<").await.expect("the first byte");
+            let (_, recv) = accepted.accept_bi().await.expect("the stream");
+            (send, recv, [dialed, accepted])
+        };
+        tokio::time::timeout(SAFETY, connected)
+            .await
+            .expect("connected in time")
+    }
+
+    async fn read_to_end(mut recv: quinn::RecvStream) -> Vec<u8> {
+        tokio::time::timeout(SAFETY, recv.read_to_end(1 << 20))
+            .await
+            .expect("the stream ends in time")
+            .expect("the stream reads")
+    }
+
+    #[tokio::test]
+    async fn a_burst_holds_what_it_sends_and_writes_it_in_order_at_its_end() {
+        let (send, recv, _conns) = stream().await;
+        let backlog = Arc::new(Backlog::default());
+        let outbox = Outbox::open(send, Some(backlog.clone()));
+        burst(&mut || {
+            assert!(outbox.send(b"one,".to_vec()));
+            assert!(outbox.send_lent(b"two,"));
+            assert!(outbox.send_lent(b"three,"));
+            assert!(outbox.send(b"four,".to_vec()));
+            assert!(outbox.send_lent(b"five"));
+            // Held, and counted where the replies backlog is.
+            assert_eq!(outbox.queued(), 23);
+            assert_eq!(backlog.bytes(), 23);
+        });
+        // Written at the burst's end (the stream had room: no writer task).
+        assert_eq!(outbox.queued(), 0);
+        assert_eq!(backlog.bytes(), 0);
+        // Outside a burst, a lent frame is written at once.
+        assert!(outbox.send_lent(b"!"));
+        assert_eq!(outbox.queued(), 0);
+        outbox.finish();
+        assert_eq!(read_to_end(recv).await, b"<one,two,three,four,five!");
+    }
+
+    #[tokio::test]
+    async fn a_stream_finished_in_a_burst_ends_after_the_frames_it_held() {
+        let (send, recv, _conns) = stream().await;
+        let outbox = Outbox::open(send, None);
+        burst(&mut || {
+            assert!(outbox.send_lent(b"last"));
+            outbox.finish();
+            // A burst inside the burst is part of it.
+            burst(&mut || assert!(outbox.send_lent(b" words")));
+            assert_eq!(outbox.queued(), 10);
+        });
+        assert_eq!(read_to_end(recv).await, b"<last words");
+    }
+
+    #[tokio::test]
+    async fn a_burst_that_panics_still_writes_what_it_held() {
+        let (send, recv, _conns) = stream().await;
+        let outbox = Outbox::open(send, None);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            burst(&mut || {
+                assert!(outbox.send_lent(b"before"));
+                panic!("a handler panicked");
+            })
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(outbox.queued(), 0);
+        // The thread is out of the burst: this is written at once.
+        assert!(outbox.send(b" after".to_vec()));
+        assert_eq!(outbox.queued(), 0);
+        outbox.finish();
+        assert_eq!(read_to_end(recv).await, b"<before after");
+    }
+
+    #[tokio::test]
+    async fn a_failed_stream_refuses_frames_and_counts_nothing_queued() {
+        let (send, recv, conns) = stream().await;
+        let backlog = Arc::new(Backlog::default());
+        let outbox = Outbox::open(send, Some(backlog.clone()));
+        drop(recv);
+        conns[1].close(0u32.into(), b"gone");
+        // Bounded: the close reaches the sender within a few round trips.
+        let mut refused = false;
+        for _ in 0..200 {
+            if !outbox.send_lent(b"anyone?") {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(refused, "a stream of a closed connection still took frames");
+        assert!(!outbox.send(b"still?".to_vec()));
+        burst(&mut || assert!(!outbox.send_lent(b"in a burst?")));
+        assert_eq!(outbox.queued(), 0);
+        assert_eq!(backlog.bytes(), 0);
+    }
+}

@@ -290,6 +290,29 @@ impl Endpoint {
     }
 }
 
+#[cfg(test)]
+impl Endpoint {
+    /// A QUIC connection to `addr` (TLS, no Remora handshake), for tests of
+    /// what runs on its streams.
+    pub(crate) async fn dial_raw(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+    ) -> Result<quinn::Connection, String> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), addr, name)
+            .map_err(|e| e.to_string())?;
+        connecting.await.map_err(|e| e.to_string())
+    }
+
+    /// The next incoming QUIC connection (TLS, no Remora handshake).
+    pub(crate) async fn accept_raw(&self) -> Result<quinn::Connection, String> {
+        let incoming = self.endpoint.accept().await.ok_or("the endpoint closed")?;
+        incoming.await.map_err(|e| e.to_string())
+    }
+}
+
 /// TLS, then the Remora handshake, of an incoming connection, each within
 /// `hello_within`. quinn sets no deadline on a handshake, and its idle timeout
 /// restarts with every packet: a client that kept sending PINGs would hold the
