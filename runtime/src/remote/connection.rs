@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::backlog::Backlog;
 use super::exports::Delivery;
 use super::host::Host;
 use super::marshal::{Answer, Args, MarshalCx, Replier};
@@ -124,43 +125,6 @@ const MIN_TRANSIT: Duration = Duration::from_millis(1);
 /// time for the callee, once its deadline passed, to stop, answer and have its
 /// own calls cancelled before its caller's deadline, on a busy machine too.
 const UNWIND_SHARE: u32 = 64;
-
-/// Bytes of replies a transport has queued and not yet sent: a peer that does
-/// not read its replies stops having its calls read past a budget
-/// ([`Connection::drain`]).
-#[derive(Default)]
-pub(crate) struct Backlog {
-    bytes: AtomicUsize,
-    drained: Notify,
-}
-
-impl Backlog {
-    pub(crate) fn queued(&self, bytes: usize) {
-        self.bytes.fetch_add(bytes, Ordering::AcqRel);
-    }
-
-    pub(crate) fn sent(&self, bytes: usize) {
-        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        self.drained.notify_waiters();
-    }
-
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Acquire)
-    }
-
-    /// Resolves once at most `budget` bytes are queued (or `gone` says to stop).
-    async fn within(&self, budget: usize, gone: impl Fn() -> bool) {
-        loop {
-            let drained = self.drained.notified();
-            let mut drained = std::pin::pin!(drained);
-            drained.as_mut().enable();
-            if self.bytes() <= budget || gone() {
-                return;
-            }
-            drained.await;
-        }
-    }
-}
 
 /// An ask of ours waiting for its answer: dropped before it (its caller gave
 /// up), it tells the core, which sends the peer a `Cancel`. `None`: answered.

@@ -2,6 +2,7 @@
 //! references on the wire, and the transports that carry frames.
 
 pub(crate) mod authority;
+pub(crate) mod backlog;
 pub(crate) mod connection;
 pub(crate) mod exports;
 pub(crate) mod handshakes;

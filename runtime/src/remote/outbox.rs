@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::connection::Backlog;
+use super::backlog::Backlog;
 
 thread_local! {
     /// Whether this thread is in a burst.

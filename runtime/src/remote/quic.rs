@@ -29,7 +29,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rustls_pki_types::CertificateDer;
 
-use super::connection::{Backlog, Connection, Drained, Lane, Transport, SMALL_FRAME};
+use super::backlog::Backlog;
+use super::connection::{Connection, Drained, Lane, Transport, SMALL_FRAME};
 use super::handshakes::{Admission, HandshakeLimits, Handshakes};
 use super::host::Host;
 use super::outbox::Outbox;
