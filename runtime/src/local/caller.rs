@@ -217,7 +217,7 @@ pub(crate) async fn as_handler<F: Future>(
     handler: F,
 ) -> F::Output {
     let watch = Watch::new(crate::local::cancel::no_source, None, false, false);
-    run_handler(caller, chain, watch, handler)
+    run_handler(caller, chain, watch, std::pin::pin!(handler))
         .await
         .expect("a handler that is not abortable runs to its end")
 }
@@ -226,17 +226,17 @@ pub(crate) async fn as_handler<F: Future>(
 /// sees its deadline and whether it was given up through
 /// [`crate::deadline`] and [`crate::cancelled`]. The watch's sources are polled
 /// only once the handler asked (or it is abortable). `None`: the handler was
-/// abortable and dropped once its call was given up.
+/// abortable and its call was given up (its owner drops it, unfinished). The
+/// handler is pinned by the caller, so that it is stored once.
 pub(crate) async fn run_handler<F: Future, S>(
     caller: Option<Arc<Caller>>,
     chain: u64,
     mut watch: Watch<S>,
-    handler: F,
+    mut handler: std::pin::Pin<&mut F>,
 ) -> Option<F::Output>
 where
     S: FnMut(&mut std::task::Context<'_>) -> bool,
 {
-    let mut handler = std::pin::pin!(handler);
     let call = HandlerCall::new(watch.deadline, watch.abortable);
     std::future::poll_fn(move |cx| {
         if call.is_watching() && !call.is_cancelled() && watch.poll_given_up(cx) {

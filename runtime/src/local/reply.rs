@@ -215,16 +215,20 @@ impl<T> ReplyTo<T> {
     ///
     /// (A reply slot held by the handler's future cannot do this in `Drop`: the
     /// future's locals are dropped while the panic unwinds, before anyone knows why.)
-    pub async fn answer_with(self, handler: impl Future<Output = T>) {
-        self.run(handler, false).await;
+    ///
+    /// (A plain function returning the future, not an `async fn`: a layer of
+    /// its own would hold `handler` once more, and every move of the handler's
+    /// future would copy it.)
+    pub fn answer_with(self, handler: impl Future<Output = T>) -> impl Future<Output = ()> {
+        self.run(handler, false)
     }
 
     /// [`ReplyTo::answer_with`] for an `#[abortable]` method: once the call is
     /// given up (its caller dropped it, or its deadline passed) the handler is
     /// dropped at its next await, and the caller, if it still listens, gets
     /// [`CallError::Cancelled`].
-    pub async fn answer_abortable(self, handler: impl Future<Output = T>) {
-        self.run(handler, true).await;
+    pub fn answer_abortable(self, handler: impl Future<Output = T>) -> impl Future<Output = ()> {
+        self.run(handler, true)
     }
 
     async fn run(mut self, handler: impl Future<Output = T>, abortable: bool) {
@@ -242,6 +246,9 @@ impl<T> ReplyTo<T> {
                 _ => signal.as_ref().is_some_and(|signal| signal.poll(cx)),
             };
             let watch = Watch::new(source, deadline, timer, abortable);
+            // Pinned here, where it is stored once; dropped at the end of this
+            // block (an abortable handler given up, too), before the answer.
+            let handler = std::pin::pin!(handler);
             let running = run_handler(caller, self.chain, watch, handler);
             #[cfg(feature = "otel")]
             let running = tracing::Instrument::instrument(
