@@ -142,18 +142,22 @@ impl Outbox {
         if state.failed {
             return false;
         }
-        let mut frame = Bytes::from(frame);
+        self.send_locked(&mut state, Bytes::from(frame))
+    }
+
+    /// [`Outbox::send`] under the lock, the stream not failed.
+    fn send_locked(self: &Arc<Self>, state: &mut OutboxState, mut frame: Bytes) -> bool {
         let idle = !state.writing && state.stream.is_some();
         if idle && IN_BURST.get() {
-            self.hold(&mut state);
+            self.hold(state);
             state.seal();
-            self.enqueue(&mut state, frame);
+            self.enqueue(state, frame);
             return true;
         }
         state.seal();
         if idle && state.queue.is_empty() {
             let mut bufs = [frame];
-            match write_now(&mut state, &mut bufs) {
+            match write_now(state, &mut bufs) {
                 Err(()) => return false,
                 Ok(_) => {
                     let [rest] = bufs;
@@ -164,8 +168,8 @@ impl Outbox {
                 }
             }
         }
-        self.enqueue(&mut state, frame);
-        self.start_writer(&mut state);
+        self.enqueue(state, frame);
+        self.start_writer(state);
         true
     }
 
@@ -179,8 +183,7 @@ impl Outbox {
         }
         let idle = !state.writing && state.stream.is_some();
         if !(idle && IN_BURST.get()) {
-            drop(state);
-            return self.send(frame.to_vec());
+            return self.send_locked(&mut state, Bytes::copy_from_slice(frame));
         }
         self.hold(&mut state);
         if state.tail.capacity() - state.tail.len() < frame.len() {
@@ -211,6 +214,14 @@ impl Outbox {
         }
     }
 
+    /// `bytes` of what was queued were handed to QUIC (or dropped, failed).
+    fn count_sent(&self, state: &mut OutboxState, bytes: usize) {
+        state.queued -= bytes;
+        if let Some(backlog) = &self.backlog {
+            backlog.sent(bytes);
+        }
+    }
+
     /// Hands the stream to a writer task, unless one holds it already.
     fn start_writer(self: &Arc<Self>, state: &mut OutboxState) {
         if state.writing {
@@ -236,12 +247,7 @@ impl Outbox {
         let mut queue = std::mem::take(&mut state.queue);
         match write_now(&mut state, &mut queue) {
             Err(()) => return self.fail_locked(&mut state),
-            Ok(written) => {
-                state.queued -= written;
-                if let Some(backlog) = &self.backlog {
-                    backlog.sent(written);
-                }
-            }
+            Ok(written) => self.count_sent(&mut state, written),
         }
         queue.retain(|chunk| !chunk.is_empty());
         // Kept with its allocation, empty or not.
@@ -261,10 +267,7 @@ impl Outbox {
         loop {
             let mut batch = {
                 let mut state = self.state.lock();
-                state.queued -= written;
-                if let Some(backlog) = &self.backlog {
-                    backlog.sent(written);
-                }
+                self.count_sent(&mut state, written);
                 state.seal();
                 if state.queue.is_empty() {
                     state.writing = false;
@@ -292,10 +295,8 @@ impl Outbox {
         state.failed = true;
         state.queue.clear();
         state.tail.clear();
-        if let Some(backlog) = &self.backlog {
-            backlog.sent(state.queued);
-        }
-        state.queued = 0;
+        let queued = state.queued;
+        self.count_sent(state, queued);
     }
 
     /// Bytes waiting to be handed to QUIC.
