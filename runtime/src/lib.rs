@@ -178,7 +178,7 @@ pub use remora_codegen::remote;
 pub mod rt {
     pub use crate::local::cancel::Unwanted;
     pub use crate::local::dispatch::{Dispatch, Lent};
-    pub use crate::local::reply::ReplyTo;
+    pub use crate::local::reply::{Answering, ReplyTo};
     pub use crate::method::{ArgTable, Method, Request};
     pub use crate::reference::RefCore;
     pub use crate::remote::marshal::{Answer, Args, Encoded, Moved, Replier, Unmarshal};

@@ -3,11 +3,15 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
 
 use crate::id::NodeId;
-use crate::local::cancel::{HandlerCall, Watch};
+use crate::local::cancel::HandlerCall;
 
 /// The node a message came from, as its connection authenticated it.
 ///
@@ -99,11 +103,11 @@ static ANY_GONE: AtomicBool = AtomicBool::new(false);
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Current {
     /// A plain pointer (no drop glue, so no lazy destructor registration on
-    /// access): it points into the `Arc` that [`run_handler`] owns, and is set only
-    /// while that future is being polled.
+    /// access): it points at the caller a [`Handling`]'s owner lends it, and is
+    /// set only while that future is being polled.
     caller: *const Caller,
     chain: u64,
-    /// The handler's call (deadline, cancellation), owned by [`run_handler`]'s
+    /// The handler's call (deadline, cancellation), owned by a [`Handling`]
     /// future and set only while it is being polled; null outside handlers.
     call: *const HandlerCall,
 }
@@ -185,12 +189,11 @@ pub(crate) fn chain_for_call() -> u64 {
 /// ```
 pub fn caller() -> Option<Caller> {
     let current = CURRENT.with(Cell::get).caller;
-    // SAFETY: non-null only while `as_handler` polls its handler on this thread, and
-    // that future owns the `Arc` the pointer points into for as long as it is set,
-    // so the `Caller` is alive. Aliasing: a shared reference to an immutable value
-    // that is only ever shared (nobody mutates a `Caller` behind an `Arc`).
-    // Ordering: the pointer was set on this thread (a thread-local), and the
-    // `Caller` was complete before its `Arc` reached `as_handler`.
+    // SAFETY: non-null only while `Handling::poll_as` polls its handler on this
+    // thread, and it borrows the `Caller` the pointer points at for that whole
+    // poll, so the `Caller` is alive. Aliasing: a shared reference to a value that
+    // is only ever shared while lent (poll_as holds a `&Caller`).
+    // Ordering: the pointer was set on this thread (a thread-local).
     unsafe { current.as_ref() }.cloned()
 }
 
@@ -198,11 +201,12 @@ pub fn caller() -> Option<Caller> {
 /// the duration of the call (it lives in the handler's wrapper).
 pub(crate) fn with_current_call<R>(f: impl FnOnce(&HandlerCall) -> R) -> Option<R> {
     let call = CURRENT.with(Cell::get).call;
-    // SAFETY: non-null only while `run_handler` polls its handler on this thread,
-    // and that future owns the `HandlerCall` for as long as the pointer is set, so
-    // it is alive. Aliasing: a shared reference that ends with `f`; the wrapper
-    // touches the `HandlerCall` only through shared references too (its fields are
-    // `Cell`s, used on this thread alone). Ordering: set on this thread.
+    // SAFETY: non-null only while `Handling::poll_as` polls its handler on this
+    // thread, and that future owns the `HandlerCall` (pinned) for as long as the
+    // pointer is set, so it is alive. Aliasing: a shared reference that ends with
+    // `f`; the wrapper touches the `HandlerCall` only through shared references
+    // too (its fields are `Cell`s, used on this thread alone). Ordering: set on
+    // this thread.
     unsafe { call.as_ref() }.map(f)
 }
 
@@ -216,64 +220,87 @@ pub(crate) async fn as_handler<F: Future>(
     chain: u64,
     handler: F,
 ) -> F::Output {
-    let watch = Watch::new(crate::local::cancel::no_source, None, false, false);
-    run_handler(caller, chain, watch, std::pin::pin!(handler))
-        .await
-        .expect("a handler that is not abortable runs to its end")
+    let mut handling = std::pin::pin!(Handling::new(handler, None, false));
+    std::future::poll_fn(|cx| {
+        handling
+            .as_mut()
+            .poll_as(cx, caller.as_deref(), chain, |_| false)
+    })
+    .await
+    .expect("a handler that is not abortable runs to its end")
 }
 
-/// [`as_handler`] for a call that its caller may give up (`watch`): the handler
-/// sees its deadline and whether it was given up through
-/// [`crate::deadline`] and [`crate::cancelled`]. The watch's sources are polled
-/// only once the handler asked (or it is abortable). `None`: the handler was
-/// abortable and its call was given up (its owner drops it, unfinished). The
-/// handler is pinned by the caller, so that it is stored once.
-pub(crate) async fn run_handler<F: Future, S>(
-    caller: Option<Arc<Caller>>,
-    chain: u64,
-    mut watch: Watch<S>,
-    mut handler: std::pin::Pin<&mut F>,
-) -> Option<F::Output>
-where
-    S: FnMut(&mut std::task::Context<'_>) -> bool,
-{
-    let call = HandlerCall::new(watch.deadline, watch.abortable);
-    std::future::poll_fn(move |cx| {
-        if call.is_watching() && !call.is_cancelled() && watch.poll_given_up(cx) {
+pin_project_lite::pin_project! {
+    /// A handler being run for its call: the state [`crate::deadline`] and
+    /// [`crate::cancelled`] read while it is polled ([`HandlerCall`]), beside the
+    /// handler's future itself, stored once. Who sent the call, its chain and how
+    /// to learn that it was given up are lent at each poll ([`Handling::poll_as`]),
+    /// so that their owner (the call's reply slot) keeps them.
+    pub(crate) struct Handling<F> {
+        call: HandlerCall,
+        // The handler is dropped once its call is given up (`#[abortable]`).
+        abortable: bool,
+        #[pin]
+        handler: F,
+    }
+}
+
+impl<F: Future> Handling<F> {
+    /// `handler`, for a call whose caller stops waiting at `deadline`.
+    pub(crate) fn new(handler: F, deadline: Option<Instant>, abortable: bool) -> Self {
+        Handling {
+            call: HandlerCall::new(deadline, abortable),
+            abortable,
+            handler,
+        }
+    }
+
+    /// Polls the handler as the handler of a call from `caller` in `chain`.
+    /// `given_up` says whether the call was given up (and registers `cx` to learn
+    /// when it is); it is asked only once the handler asked (it awaits
+    /// [`crate::cancelled`], or has a call in flight), or it is abortable.
+    /// `None`: the handler was abortable and its call was given up (its owner
+    /// drops it, unfinished).
+    pub(crate) fn poll_as(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        caller: Option<&Caller>,
+        chain: u64,
+        mut given_up: impl FnMut(&mut Context<'_>) -> bool,
+    ) -> Poll<Option<F::Output>> {
+        let this = self.project();
+        let call: &HandlerCall = this.call;
+        if call.is_watching() && !call.is_cancelled() && given_up(cx) {
             call.set_cancelled();
         }
-        if watch.abortable && call.is_cancelled() {
-            return std::task::Poll::Ready(None);
+        if *this.abortable && call.is_cancelled() {
+            return Poll::Ready(None);
         }
         let was_watching = call.is_watching();
-        // Point into the Arc and the HandlerCall this future owns: valid while set.
+        // Point at the caller and the HandlerCall this future's owner holds
+        // pinned: valid while set.
         let mine = Current {
-            caller: caller.as_deref().map_or(std::ptr::null(), |c| c),
+            caller: caller.map_or(std::ptr::null(), |c| c),
             chain,
-            call: &call,
+            call,
         };
         let previous = CURRENT.with(Cell::get);
         let polled = {
             let _scope = Scope::enter(mine, previous);
-            handler.as_mut().poll(cx)
+            this.handler.poll(cx)
         };
         match polled {
-            std::task::Poll::Ready(value) => std::task::Poll::Ready(Some(value)),
-            std::task::Poll::Pending => {
+            Poll::Ready(value) => Poll::Ready(Some(value)),
+            Poll::Pending => {
                 // Asked during this poll: watch from now on, and look once now.
-                if !was_watching
-                    && call.is_watching()
-                    && !call.is_cancelled()
-                    && watch.poll_given_up(cx)
-                {
+                if !was_watching && call.is_watching() && !call.is_cancelled() && given_up(cx) {
                     call.set_cancelled();
                     cx.waker().wake_by_ref();
                 }
-                std::task::Poll::Pending
+                Poll::Pending
             }
         }
-    })
-    .await
+    }
 }
 
 /// While alive, `current` is the thread's; dropping it (after the poll, or while a

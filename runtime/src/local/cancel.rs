@@ -5,7 +5,7 @@
 //! A call is given up when its caller drops it (a local caller drops its
 //! receiver; a remote one sends a `Cancel` frame, which sets a [`CancelSignal`])
 //! or when its deadline passes. Nothing is torn down midway by default: the
-//! handler's wrapper ([`run_handler`](super::caller::run_handler)) watches those
+//! handler's wrapper ([`Handling`](super::caller::Handling)) watches those
 //! sources only once the handler asked (it awaits [`cancelled`], or has a call in
 //! flight), and then
 //! - [`cancelled`] resolves, so the handler can stop early, its actor's state whole;
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::task::AtomicWaker;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::error::CallError;
 use crate::local::caller::with_current_call;
@@ -132,53 +132,6 @@ impl HandlerCall {
     pub(crate) fn set_cancelled(&self) {
         self.cancelled.set(true);
     }
-}
-
-/// How a handler's wrapper learns that the call was given up: the caller's
-/// source (`source`: a local caller's dropped receiver, a remote caller's
-/// [`CancelSignal`]) and the call's deadline.
-pub(crate) struct Watch<S> {
-    source: S,
-    pub(crate) deadline: Option<Instant>,
-    /// Whether passing the deadline gives the call up here (a remote call's; a
-    /// local caller's own deadline drops its receiver, which `source` sees).
-    timer: bool,
-    /// The handler is dropped once its call is given up (`#[abortable]`).
-    pub(crate) abortable: bool,
-    sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl<S: FnMut(&mut TaskContext<'_>) -> bool> Watch<S> {
-    pub(crate) fn new(source: S, deadline: Option<Instant>, timer: bool, abortable: bool) -> Self {
-        Watch {
-            source,
-            deadline,
-            timer,
-            abortable,
-            sleep: None,
-        }
-    }
-
-    /// Whether the call was given up; if not, `cx` is woken when it is (its
-    /// caller gives up, or its deadline comes).
-    pub(crate) fn poll_given_up(&mut self, cx: &mut TaskContext<'_>) -> bool {
-        if (self.source)(cx) {
-            return true;
-        }
-        let Some(deadline) = self.deadline.filter(|_| self.timer) else {
-            return false;
-        };
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        sleep.as_mut().poll(cx).is_ready()
-    }
-}
-
-/// A watch with no caller to give up: only the deadline counts.
-#[cfg(test)]
-pub(crate) fn no_source(_: &mut TaskContext<'_>) -> bool {
-    false
 }
 
 /// The deadline of the call being handled, inside an actor's handler: when its
@@ -308,11 +261,23 @@ pub(crate) fn deadline_for_call(
 /// Runs `call`, a call the current handler makes, so that it fails at once with
 /// `Cancelled` (and is dropped, which cancels it where it went) once the
 /// handler's own call is given up. Outside handlers it is `call`.
-pub(crate) async fn watch_call<T>(
-    call: impl Future<Output = Result<T, CallError>>,
-) -> Result<T, CallError> {
-    let mut call = std::pin::pin!(call);
-    std::future::poll_fn(move |cx| {
+pub(crate) fn watch_call<F>(call: F) -> WatchCall<F> {
+    WatchCall { call }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`watch_call`]: the call's own future, stored in place (an
+    /// `async fn` would hold it twice, and copy it on its first poll).
+    pub(crate) struct WatchCall<F> {
+        #[pin]
+        call: F,
+    }
+}
+
+impl<T, F: Future<Output = Result<T, CallError>>> Future for WatchCall<F> {
+    type Output = Result<T, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let given_up = with_current_call(|handler| {
             handler.watch();
             handler.is_cancelled()
@@ -320,7 +285,6 @@ pub(crate) async fn watch_call<T>(
         if given_up == Some(true) {
             return Poll::Ready(Err(CallError::Cancelled));
         }
-        call.as_mut().poll(cx)
-    })
-    .await
+        self.project().call.poll(cx)
+    }
 }

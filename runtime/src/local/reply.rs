@@ -3,15 +3,16 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use futures_util::FutureExt;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::CallError;
-use crate::local::caller::{run_handler, Caller};
-use crate::local::cancel::{CancelSignal, Unwanted, Watch};
+use crate::local::caller::{Caller, Handling};
+use crate::local::cancel::{CancelSignal, Unwanted};
 
 /// Where the result of one call goes. The generated dispatcher fills it; a user
 /// sees it only in generated code.
@@ -215,67 +216,16 @@ impl<T> ReplyTo<T> {
     ///
     /// (A reply slot held by the handler's future cannot do this in `Drop`: the
     /// future's locals are dropped while the panic unwinds, before anyone knows why.)
-    ///
-    /// (A plain function returning the future, not an `async fn`: a layer of
-    /// its own would hold `handler` once more, and every move of the handler's
-    /// future would copy it.)
-    pub fn answer_with(self, handler: impl Future<Output = T>) -> impl Future<Output = ()> {
-        self.run(handler, false)
+    pub fn answer_with<F: Future<Output = T>>(self, handler: F) -> Answering<T, F> {
+        Answering::new(self, handler, false)
     }
 
     /// [`ReplyTo::answer_with`] for an `#[abortable]` method: once the call is
     /// given up (its caller dropped it, or its deadline passed) the handler is
     /// dropped at its next await, and the caller, if it still listens, gets
     /// [`CallError::Cancelled`].
-    pub fn answer_abortable(self, handler: impl Future<Output = T>) -> impl Future<Output = ()> {
-        self.run(handler, true)
-    }
-
-    async fn run(mut self, handler: impl Future<Output = T>, abortable: bool) {
-        let caller = self.caller.take();
-        self.running = true;
-        let signal = self.cancel.clone().filter(|_| self.cancel_running);
-        // A local caller's own deadline drops its receiver, so only a remote
-        // call's deadline needs a timer of its own.
-        let timer = matches!(self.slot, Slot::Sink(_));
-        let deadline = self.deadline;
-        let outcome = {
-            let slot = &mut self.slot;
-            let source = move |cx: &mut std::task::Context<'_>| match slot {
-                Slot::Local(tx) => tx.poll_closed(cx).is_ready(),
-                _ => signal.as_ref().is_some_and(|signal| signal.poll(cx)),
-            };
-            let watch = Watch::new(source, deadline, timer, abortable);
-            // Pinned here, where it is stored once; dropped at the end of this
-            // block (an abortable handler given up, too), before the answer.
-            let handler = std::pin::pin!(handler);
-            let running = run_handler(caller, self.chain, watch, handler);
-            #[cfg(feature = "otel")]
-            let running = tracing::Instrument::instrument(
-                running,
-                self.span.clone().unwrap_or_else(tracing::Span::none),
-            );
-            AssertUnwindSafe(running).catch_unwind().await
-        };
-        #[cfg(feature = "otel")]
-        if let Some(span) = &self.span {
-            let outcome = match &outcome {
-                Ok(Some(_)) => "ok",
-                Ok(None) => "cancelled",
-                Err(_) => "panicked",
-            };
-            span.record("outcome", outcome);
-        }
-        match outcome {
-            Ok(Some(value)) => self.answer(Ok(value)),
-            Ok(None) => self.answer(Err(CallError::Cancelled)),
-            Err(payload) => {
-                self.answer(Err(CallError::Panicked {
-                    message: panic_message(&*payload),
-                }));
-                std::panic::resume_unwind(payload)
-            }
-        }
+    pub fn answer_abortable<F: Future<Output = T>>(self, handler: F) -> Answering<T, F> {
+        Answering::new(self, handler, true)
     }
 
     fn answer(&mut self, result: Result<T, CallError>) {
@@ -287,6 +237,125 @@ impl<T> ReplyTo<T> {
             }
             Slot::Sink(sink) => sink(result),
         }
+    }
+}
+
+/// Whether the call whose reply goes to `slot` was given up; if not, `cx` is
+/// woken when it is: its local caller dropped its receiver, its remote caller
+/// sent a `Cancel` (`cancel`, unless `cancel_running` is false: `#[exactly_once]`),
+/// or (a remote call's) its `deadline` passed. A local caller's own deadline
+/// drops its receiver, so only a remote call needs a timer (`sleep`, made on the
+/// first look). The reply's fields one by one: who sent the call stays lent to
+/// the handler meanwhile.
+fn given_up<T>(
+    slot: &mut Slot<T>,
+    cancel: &Option<Arc<CancelSignal>>,
+    cancel_running: bool,
+    deadline: Option<Instant>,
+    sleep: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+) -> bool {
+    match slot {
+        Slot::Local(tx) => return tx.poll_closed(cx).is_ready(),
+        Slot::Nobody => return false,
+        Slot::Sink(_) => {}
+    }
+    let signal = cancel.as_ref().filter(|_| cancel_running);
+    if signal.is_some_and(|signal| signal.poll(cx)) {
+        return true;
+    }
+    let Some(deadline) = deadline else {
+        return false;
+    };
+    sleep
+        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
+        .as_mut()
+        .poll(cx)
+        .is_ready()
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`ReplyTo::answer_with`]: runs the handler, then answers
+    /// with its value (or `Panicked`, or `Cancelled` for an abortable handler
+    /// given up). One future, the handler stored once inside it: it is moved
+    /// whole on its way to the actor, so every layer it does not have is a copy
+    /// it does not make.
+    #[must_use = "a handler does nothing until it is awaited"]
+    pub struct Answering<T, F> {
+        reply: ReplyTo<T>,
+        // The deadline timer of a remote call, made when first needed.
+        sleep: Option<Pin<Box<Sleep>>>,
+        // None once the handler finished, was given up or panicked: it is
+        // dropped before the answer goes.
+        #[pin]
+        handling: Option<Handling<F>>,
+    }
+}
+
+impl<T, F: Future<Output = T>> Answering<T, F> {
+    fn new(reply: ReplyTo<T>, handler: F, abortable: bool) -> Self {
+        let deadline = reply.deadline;
+        Answering {
+            reply,
+            sleep: None,
+            handling: Some(Handling::new(handler, deadline, abortable)),
+        }
+    }
+}
+
+impl<T, F: Future<Output = T>> Future for Answering<T, F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(handling) = this.handling.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let reply: &mut ReplyTo<T> = this.reply;
+        reply.running = true;
+        let sleep = this.sleep;
+        let polled = {
+            #[cfg(feature = "otel")]
+            let _span = reply.span.as_ref().map(tracing::Span::enter);
+            let (caller, chain) = (reply.caller.as_deref(), reply.chain);
+            // Only the caller is borrowed from the reply while the handler runs;
+            // the look at whether it was given up borrows the rest.
+            let slot = &mut reply.slot;
+            let (cancel, cancel_running, deadline) =
+                (&reply.cancel, reply.cancel_running, reply.deadline);
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                handling.poll_as(cx, caller, chain, |cx| {
+                    given_up(slot, cancel, cancel_running, deadline, sleep, cx)
+                })
+            }))
+        };
+        let outcome = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(outcome)) => Ok(outcome),
+            Err(payload) => Err(payload),
+        };
+        // The handler goes before the answer (an abortable one given up, too).
+        this.handling.set(None);
+        #[cfg(feature = "otel")]
+        if let Some(span) = &reply.span {
+            let outcome = match &outcome {
+                Ok(Some(_)) => "ok",
+                Ok(None) => "cancelled",
+                Err(_) => "panicked",
+            };
+            span.record("outcome", outcome);
+        }
+        match outcome {
+            Ok(Some(value)) => reply.answer(Ok(value)),
+            Ok(None) => reply.answer(Err(CallError::Cancelled)),
+            Err(payload) => {
+                reply.answer(Err(CallError::Panicked {
+                    message: panic_message(&*payload),
+                }));
+                std::panic::resume_unwind(payload)
+            }
+        }
+        Poll::Ready(())
     }
 }
 
@@ -346,6 +415,7 @@ impl<T> fmt::Debug for ReplyTo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
 
     #[test]
     fn dropped_reply_answers_actor_stopped() {

@@ -1,7 +1,6 @@
 //! The route of a reference to an actor on this node: run the call here if the
 //! actor is idle, else queue it.
 
-use std::future::poll_fn;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Context as TaskContext, Poll};
 use std::time::Duration;
@@ -131,17 +130,37 @@ impl<M> LocalRoute<M> {
 
     /// [`LocalRoute::try_inline`] from async code, within the task's cooperative
     /// budget: a loop of calls that all complete inline still yields to the
-    /// scheduler now and then, as it would on a channel.
-    pub(crate) async fn inline_now(&self, msg: M) -> Result<(), M> {
-        let mut msg = Some(msg);
-        poll_fn(|cx| {
-            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-            let msg = msg.take().expect("ready only once");
-            let outcome = self.try_inline(msg, cx);
-            coop.made_progress();
-            Poll::Ready(outcome)
-        })
-        .await
+    /// scheduler now and then, as it would on a channel. A named future rather
+    /// than an `async fn`: it holds the message once, and a call's future that
+    /// awaits it stays small (it is moved as a whole on the way to its task).
+    pub(crate) fn inline_now(&self, msg: M) -> InlineNow<'_, M> {
+        InlineNow {
+            route: self,
+            msg: Some(msg),
+        }
+    }
+}
+
+/// The future of [`LocalRoute::inline_now`].
+pub(crate) struct InlineNow<'a, M> {
+    route: &'a LocalRoute<M>,
+    msg: Option<M>,
+}
+
+impl<M> Unpin for InlineNow<'_, M> {}
+
+impl<M> std::future::Future for InlineNow<'_, M> {
+    type Output = Result<(), M>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), M>> {
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let msg = self
+            .msg
+            .take()
+            .expect("InlineNow polled after it was ready");
+        let outcome = self.route.try_inline(msg, cx);
+        coop.made_progress();
+        Poll::Ready(outcome)
     }
 }
 

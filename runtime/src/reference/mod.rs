@@ -380,30 +380,38 @@ impl<M: Send + 'static> RefCore<M> {
                 may_have_executed: true,
             },
         };
-        let mut at = None;
-        if let Err(msg) = local.inline_now(msg).await {
-            let until =
-                deadline.unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
-            at = Some(until);
-            match local.push(Envelope::new(msg)) {
-                Ok(()) => {}
-                Err(TrySendError::Refused(err, env)) => {
-                    return Err(local.refused(err, env.as_ref()))
-                }
-                Err(TrySendError::Full(env)) => deliver(local, env.msg, until, self.timeout, false)
-                    .await
-                    .map_err(|err| match err {
-                        CallError::Timeout { .. } if inherited => CallError::Cancelled,
-                        other => other,
-                    })?,
-            }
-        } else if let Ok(result) = rx.try_recv() {
+        let at = match local.inline_now(msg).await {
             // Handled inline: no queue, no wake-up, no timer.
-            return result;
-        }
-        let at = at
-            .or(deadline)
-            .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
+            Ok(()) => match rx.try_recv() {
+                Ok(result) => return result,
+                // The handler had to wait; the clock is read after it ran, so
+                // its deadline is never later than this one.
+                Err(_) => {
+                    deadline.unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout))
+                }
+            },
+            Err(msg) => {
+                let until = deadline
+                    .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
+                match local.push(Envelope::new(msg)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Refused(err, env)) => {
+                        return Err(local.refused(err, env.as_ref()))
+                    }
+                    // A full mailbox: wait for room. Boxed, so that every call's
+                    // future does not carry the (large) waiting state.
+                    Err(TrySendError::Full(env)) => {
+                        Box::pin(deliver(local, env.msg, until, self.timeout, false))
+                            .await
+                            .map_err(|err| match err {
+                                CallError::Timeout { .. } if inherited => CallError::Cancelled,
+                                other => other,
+                            })?
+                    }
+                }
+                until
+            }
+        };
         match timeout_at(at, rx).await {
             Ok(Ok(result)) => result,
             // Unreachable in practice: a dropped ReplyTo answers before it goes.

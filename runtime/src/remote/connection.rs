@@ -590,7 +590,9 @@ impl Connection {
             Err(CallError::MailboxFull { .. }) => {
                 let until = deadline
                     .unwrap_or_else(|| crate::deadline::after(Instant::now(), Duration::MAX));
-                self.reserve(call.target, until, timeout).await?
+                // Boxed: waiting for credit is rare, and every call's future
+                // would otherwise carry its state.
+                Box::pin(self.reserve(call.target, until, timeout)).await?
             }
             Err(err) => return Err(err),
         };

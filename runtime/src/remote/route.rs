@@ -81,9 +81,16 @@ impl RemoteRoute {
 
     /// The connection to the object's node, dialing its address if there is none.
     pub(crate) async fn conn(&self) -> Result<Arc<Connection>, CallError> {
-        if let Some(conn) = self.conn_now() {
-            return Ok(conn);
+        match self.conn_now() {
+            Some(conn) => Ok(conn),
+            // Boxed: a dial is rare, and every call's future would otherwise
+            // carry its (large) state.
+            None => Box::pin(self.dial()).await,
         }
+    }
+
+    /// [`RemoteRoute::conn`] without a live connection: dials the object's node.
+    async fn dial(&self) -> Result<Arc<Connection>, CallError> {
         let down = |may_have_executed| CallError::NodeDown {
             node: self.peer,
             label: self.label(),
@@ -196,18 +203,19 @@ impl RemoteRoute {
     /// its answer until `deadline` (None: none; `timeout` is what a `Timeout`
     /// reports): the path of asks, receipts and exactly-once attempts. The call
     /// carries its remaining budget if the node propagates deadlines.
-    pub(crate) async fn ask(
+    /// Not an `async fn`: the connection's future is the call's, held once.
+    pub(crate) fn ask<'a>(
         &self,
-        conn: &Connection,
+        conn: &'a Connection,
         method: u64,
-        args: Args<'_>,
+        args: Args<'a>,
         tags: CallTags,
         deadline: Option<tokio::time::Instant>,
         timeout: Duration,
-    ) -> Result<Answer, CallError> {
+    ) -> impl std::future::Future<Output = Result<Answer, CallError>> + Send + 'a {
         let mut call = self.out_call(method, args, tags);
         call.budget_until = deadline.filter(|_| self.propagate);
-        conn.ask(call, deadline, timeout).await
+        conn.ask(call, deadline, timeout)
     }
 
     /// Sends a one-way call of `method` over `conn` on `lane`, whose credit the
