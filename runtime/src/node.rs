@@ -664,7 +664,9 @@ impl Node {
             restarts: VecDeque::new(),
         };
         inner.live.fetch_add(1, Ordering::AcqRel);
-        let start: Start<A, R::Msg, _> = <R::Msg as Dispatch<A>>::dispatch;
+        let start: Start<A, R::Msg, _> = |msg, lent, room| {
+            *room = Some(<R::Msg as Dispatch<A>>::dispatch(msg, lent));
+        };
         let slot = Slot::spawn(
             actor,
             start,

@@ -310,6 +310,9 @@ struct Scope {
 }
 
 impl Scope {
+    // Inlined: the fields go to the thread-local one by one (a copy of the
+    // whole `Current` just built would stall on its way through the stack).
+    #[inline(always)]
     fn enter(current: Current, previous: Current) -> Scope {
         CURRENT.with(|c| c.set(current));
         Scope { previous }
@@ -317,6 +320,7 @@ impl Scope {
 }
 
 impl Drop for Scope {
+    #[inline(always)]
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.previous));
     }

@@ -47,8 +47,10 @@ thread_local! {
 }
 
 /// Starts handling one message: `Dispatch::dispatch` as a function pointer, so the
-/// slot can name the handler future's type and keep it in place.
-pub(crate) type Start<A, M, F> = fn(M, Lent<'static, A>) -> F;
+/// slot can name the handler future's type and keep it in place. It writes the
+/// handler into the room it is given (which must hold none): made there, not
+/// made elsewhere and copied in.
+pub(crate) type Start<A, M, F> = fn(M, Lent<'static, A>, &mut Option<F>);
 
 /// A lifecycle hook running between messages; it says which it was.
 type HookRun = Pin<Box<dyn Future<Output = Hook> + Send>>;
@@ -93,7 +95,7 @@ struct Reentry<M, F> {
     waker: AtomicWaker,
     /// Re-entered handlers running beside `Slot::running` (all holding the actor
     /// shared). Holder only.
-    running: UnsafeCell<Vec<Pin<Box<F>>>>,
+    running: UnsafeCell<Vec<Pin<Box<Option<F>>>>>,
 }
 
 /// The call whose handler runs now (the one in `Slot::running`): where its
@@ -116,12 +118,10 @@ struct Room<F>(Option<Box<Option<F>>>);
 impl<F> Room<F> {
     const EMPTY: Room<F> = Room(None);
 
-    /// Puts `handler` in the room (which must be empty), making the room first.
-    fn put(&mut self, handler: F) {
-        match &mut self.0 {
-            Some(room) => **room = Some(handler),
-            None => self.0 = Some(Box::new(Some(handler))),
-        }
+    /// The room (which must be empty) for a handler to be written into, made
+    /// first if there is none yet.
+    fn empty(&mut self) -> &mut Option<F> {
+        self.0.get_or_insert_with(|| Box::new(None))
     }
 
     /// The handler in the room, if any. It never moves while there: the room is
@@ -574,10 +574,13 @@ where
         // SAFETY: aliasing: turn methods never keep a reference to `current` past
         // the call, and this is the only turn. Ordering: the turn's.
         unsafe { *self.slot.current.get() = current };
-        let handler = (self.slot.start)(msg, self.lend(shared));
+        let lent = self.lend(shared);
         // SAFETY: aliasing: turn methods never keep a reference to `running` past
-        // the call, and this is the only turn. Ordering: the turn's.
-        unsafe { (*self.slot.running.get()).put(handler) };
+        // the call, and this is the only turn. Ordering: the turn's. Pinning: the
+        // room is empty (`assert_unlent`: no handler runs), so nothing pinned
+        // is overwritten.
+        let room = unsafe { (*self.slot.running.get()).empty() };
+        (self.slot.start)(msg, lent, room);
     }
 
     /// Counts a call whose handler starts now: two relaxed adds, by position.
@@ -672,7 +675,9 @@ where
             // `may_reenter`: every handler in flight holds the actor shared.
             if msg.shared() && cell.may_reenter(msg.chain()) {
                 self.count_call(&msg);
-                let handler = Box::pin((self.slot.start)(msg, self.lend(true)));
+                let mut handler = Box::new(None);
+                (self.slot.start)(msg, self.lend(true), &mut handler);
+                let handler = Box::into_pin(handler);
                 // SAFETY: aliasing: turn methods never keep a reference to
                 // `reentry.running` past the call, and this is the only turn.
                 // Ordering: the turn's.
@@ -709,7 +714,10 @@ where
             // SAFETY: aliasing: as for `running`; the re-entered handlers are boxed
             // and borrow the actor, not this vector. Ordering: the turn's.
             let reentered = unsafe { &mut *reentry.running.get() };
-            reentered.retain_mut(|handler| handler.as_mut().poll(cx).is_pending());
+            reentered.retain_mut(|handler| {
+                let handler = handler.as_mut().as_pin_mut();
+                handler.is_some_and(|handler| handler.poll(cx).is_pending())
+            });
             if !reentered.is_empty() {
                 return Poll::Pending;
             }
