@@ -689,6 +689,7 @@ impl Node {
             propagate: inner.host.propagates_deadlines(),
             stats,
             method_of: <R::Msg as Dispatch<A>>::method_index,
+            settle_deadline: <R::Msg as Dispatch<A>>::settle_deadline,
         });
         if inner.default_timeout != DEFAULT_TIMEOUT {
             core = core.with_timeout(inner.default_timeout);

@@ -159,3 +159,79 @@ async fn a_lease_and_a_retention_without_end_are_accepted() {
     })
     .await;
 }
+
+#[remora::remote]
+pub trait Clockwatch {
+    /// Waits `first` (if any), then notes the deadline its handler sees.
+    async fn seen(&mut self, first: Duration);
+    /// Holds the actor until a permit comes.
+    async fn hold(&mut self);
+}
+
+type Seen = Arc<parking_lot::Mutex<Vec<Option<tokio::time::Instant>>>>;
+
+struct Watcher {
+    permits: Arc<Semaphore>,
+    seen: Seen,
+}
+
+impl Actor for Watcher {}
+
+impl Clockwatch for Watcher {
+    async fn seen(&mut self, first: Duration) {
+        if !first.is_zero() {
+            tokio::time::sleep(first).await;
+        }
+        self.seen.lock().push(remora::deadline());
+    }
+
+    async fn hold(&mut self) {
+        self.permits.acquire().await.expect("open").forget();
+    }
+}
+
+/// A local call outside any deadline reads the clock only when it must (its
+/// handler asks, waits or is queued), and its handler's deadline is still its
+/// caller's: on a paused clock, exactly the instant of the ask plus the
+/// timeout, whether the handler asks at once, asks after waiting 3 s, or is
+/// queued 3 s behind another call.
+#[tokio::test(start_paused = true)]
+async fn a_local_handlers_deadline_is_its_callers_however_late_it_asks() {
+    let node = Node::builder().build().await.unwrap();
+    let permits = Arc::new(Semaphore::new(0));
+    let seen = Seen::default();
+    let watch: ClockwatchRef = node.spawn(Watcher {
+        permits: permits.clone(),
+        seen: seen.clone(),
+    });
+    let patience = Duration::from_secs(10);
+    let watch = watch.with_timeout(patience);
+    let last = || seen.lock().pop().expect("the handler noted its deadline");
+
+    let asked = tokio::time::Instant::now();
+    assert_eq!(watch.seen(Duration::ZERO).await, Ok(()));
+    assert_eq!(last(), Some(asked + patience));
+
+    let asked = tokio::time::Instant::now();
+    assert_eq!(watch.seen(Duration::from_secs(3)).await, Ok(()));
+    assert_eq!(tokio::time::Instant::now(), asked + Duration::from_secs(3));
+    assert_eq!(last(), Some(asked + patience), "fixed when it first waited");
+
+    let busy = tokio::spawn({
+        let watch = watch.clone();
+        async move { watch.hold().await }
+    });
+    tokio::task::yield_now().await;
+    let asked = tokio::time::Instant::now();
+    let queued = tokio::spawn({
+        let watch = watch.clone();
+        async move { watch.seen(Duration::ZERO).await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(Interface::core(&watch).mailbox_depth(), 1, "it is queued");
+    tokio::time::advance(Duration::from_secs(3)).await;
+    permits.add_permits(1);
+    assert_eq!(busy.await.unwrap(), Ok(()));
+    assert_eq!(queued.await.unwrap(), Ok(()));
+    assert_eq!(last(), Some(asked + patience), "settled when it was queued");
+}

@@ -42,6 +42,12 @@ impl Generator<'_> {
                 #msg_ident::#name(request) => request.reply.unwanted(),
             }
         });
+        let settle_arms = self.methods.iter().map(|m| {
+            let name = &m.model.name;
+            quote! {
+                #msg_ident::#name(request) => request.reply.settle_deadline(at),
+            }
+        });
         let method_names = self.methods.iter().map(|m| m.model.name.to_string());
         let index_arms = self.methods.iter().enumerate().map(|(index, m)| {
             let name = &m.model.name;
@@ -96,6 +102,15 @@ impl Generator<'_> {
                         #( #unwanted_arms )*
                         #[allow(unreachable_patterns)]
                         _ => ::core::option::Option::None,
+                    }
+                }
+
+                #[allow(unused_variables)]
+                fn settle_deadline(&mut self, at: ::remora::rt::__private::Instant) {
+                    match self {
+                        #( #settle_arms )*
+                        #[allow(unreachable_patterns)]
+                        _ => {}
                     }
                 }
 

@@ -8,10 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
-
 use crate::id::NodeId;
-use crate::local::cancel::HandlerCall;
+use crate::local::cancel::{CallDeadline, HandlerCall};
 
 /// The node a message came from, as its connection authenticated it.
 ///
@@ -220,7 +218,7 @@ pub(crate) async fn as_handler<F: Future>(
     chain: u64,
     handler: F,
 ) -> F::Output {
-    let mut handling = std::pin::pin!(Handling::new(handler, None, false));
+    let mut handling = std::pin::pin!(Handling::new(handler, CallDeadline::Never, false));
     std::future::poll_fn(|cx| {
         handling
             .as_mut()
@@ -247,7 +245,7 @@ pin_project_lite::pin_project! {
 
 impl<F: Future> Handling<F> {
     /// `handler`, for a call whose caller stops waiting at `deadline`.
-    pub(crate) fn new(handler: F, deadline: Option<Instant>, abortable: bool) -> Self {
+    pub(crate) fn new(handler: F, deadline: CallDeadline, abortable: bool) -> Self {
         Handling {
             call: HandlerCall::new(deadline, abortable),
             abortable,
@@ -292,6 +290,9 @@ impl<F: Future> Handling<F> {
         match polled {
             Poll::Ready(value) => Poll::Ready(Some(value)),
             Poll::Pending => {
+                // It waits: a lazy deadline is fixed before its caller, which
+                // may be this poll's, times its own wait.
+                call.fix();
                 // Asked during this poll: watch from now on, and look once now.
                 if !was_watching && call.is_watching() && !call.is_cancelled() && given_up(cx) {
                     call.set_cancelled();

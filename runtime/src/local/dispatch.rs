@@ -126,6 +126,12 @@ pub trait Dispatch<A>: Send + 'static {
         None
     }
 
+    /// The message leaves its caller unpolled (it is queued): a lazy deadline in
+    /// its reply slot becomes `at`, when its caller stops waiting. Every message
+    /// that carries a reply slot must pass this on to it
+    /// ([`ReplyTo::settle_deadline`](crate::rt::ReplyTo::settle_deadline)).
+    fn settle_deadline(&mut self, at: tokio::time::Instant);
+
     /// Whether the method takes `&self`: the runtime then lends the actor shared,
     /// and may run it beside other shared handlers.
     fn shared(&self) -> bool {

@@ -12,7 +12,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::CallError;
 use crate::local::caller::{Caller, Handling};
-use crate::local::cancel::{CancelSignal, Unwanted};
+use crate::local::cancel::{CallDeadline, CancelSignal, Unwanted};
 
 /// Where the result of one call goes. The generated dispatcher fills it; a user
 /// sees it only in generated code.
@@ -33,8 +33,8 @@ pub struct ReplyTo<T> {
     running: bool,
     /// A caller on another node waits for the answer (an ask, not a tell).
     awaited_remotely: bool,
-    /// When the caller stops waiting ([`crate::deadline`]); None: never.
-    deadline: Option<Instant>,
+    /// When the caller stops waiting ([`crate::deadline`]).
+    deadline: CallDeadline,
     /// When the call arrived from another node (None: sent on this node).
     arrived: Option<Instant>,
     /// Set when a caller on another node gives the call up (a `Cancel` frame).
@@ -69,7 +69,7 @@ impl<T> ReplyTo<T> {
             chain: 0,
             running: false,
             awaited_remotely: false,
-            deadline: None,
+            deadline: CallDeadline::Never,
             arrived: None,
             cancel: None,
             cancel_running: true,
@@ -126,7 +126,7 @@ impl<T> ReplyTo<T> {
         if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
             return Some(Unwanted::Cancelled);
         }
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if self.deadline.at().is_some_and(|d| Instant::now() >= d) {
             return Some(Unwanted::Expired);
         }
         None
@@ -153,8 +153,22 @@ impl<T> ReplyTo<T> {
 
     /// The same reply slot, for a call whose caller stops waiting at `deadline`.
     pub(crate) fn until(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = CallDeadline::from_instant(deadline);
+        self
+    }
+
+    /// The same reply slot, for a local call whose caller stops waiting at
+    /// `deadline`, which may be lazy ([`CallDeadline::Within`]).
+    pub(crate) fn until_lazy(mut self, deadline: CallDeadline) -> Self {
         self.deadline = deadline;
         self
+    }
+
+    /// A lazy deadline becomes `at`: the call leaves its caller unpolled
+    /// (queued), and `at` is when the caller stops waiting.
+    #[doc(hidden)]
+    pub fn settle_deadline(&mut self, at: Instant) {
+        self.deadline.settle(at);
     }
 
     /// The same reply slot, for a call its remote caller may give up through
@@ -322,7 +336,7 @@ impl<T, F: Future<Output = T>> Future for Answering<T, F> {
             // the look at whether it was given up borrows the rest.
             let slot = &mut reply.slot;
             let (cancel, cancel_running, deadline) =
-                (&reply.cancel, reply.cancel_running, reply.deadline);
+                (&reply.cancel, reply.cancel_running, reply.deadline.at());
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 handling.poll_as(cx, caller, chain, |cx| {
                     given_up(slot, cancel, cancel_running, deadline, sleep, cx)

@@ -32,6 +32,8 @@ pub(crate) struct LocalRoute<M> {
     pub(crate) stats: Arc<InterfaceStats>,
     /// A message's method's position in `stats` (`Dispatch::method_index`).
     pub(crate) method_of: fn(&M) -> usize,
+    /// Settles a queued message's lazy deadline (`Dispatch::settle_deadline`).
+    pub(crate) settle_deadline: fn(&mut M, Instant),
 }
 
 impl<M> Drop for LocalRoute<M> {

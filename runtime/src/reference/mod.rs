@@ -17,7 +17,7 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::error::CallError;
 use crate::local::caller::{chain_for_call, fresh_chain};
-use crate::local::cancel::{deadline_for_call, watch_call};
+use crate::local::cancel::{deadline_for_call, local_deadline_for_call, watch_call, CallDeadline};
 use crate::local::mailbox::{Envelope, TrySendError};
 use crate::local::reply::ReplyTo;
 use crate::local::route::{deliver, LocalRoute};
@@ -362,16 +362,22 @@ impl<M: Send + 'static> RefCore<M> {
         if local.refuses_cycle(chain, T::REENTRANT) {
             return Err(cycle::<T>());
         }
-        // The handler's deadline; without propagation the clock is read only
-        // if the call has to wait.
+        // The handler's deadline. Without propagation, or outside a deadline,
+        // the clock is read only if the call has to wait (or its handler asks):
+        // a lazy deadline is settled before the call leaves unpolled. A
+        // `#[reentrant]` call may join a busy actor unpolled, so it reads it now.
         let (deadline, inherited) = match local.propagate {
-            true => deadline_for_call(self.timeout, true),
-            false => (None, false),
+            true if !local.reentrant => local_deadline_for_call(self.timeout),
+            true => {
+                let (deadline, inherited) = deadline_for_call(self.timeout, true);
+                (CallDeadline::from_instant(deadline), inherited)
+            }
+            false => (CallDeadline::Never, false),
         };
         let (tx, mut rx) = oneshot::channel();
         let msg = M::from(Request {
             args,
-            reply: ReplyTo::local(tx).in_chain(chain).until(deadline),
+            reply: ReplyTo::local(tx).in_chain(chain).until_lazy(deadline),
         });
         let expired = || match inherited {
             true => CallError::Cancelled,
@@ -384,15 +390,17 @@ impl<M: Send + 'static> RefCore<M> {
             // Handled inline: no queue, no wake-up, no timer.
             Ok(()) => match rx.try_recv() {
                 Ok(result) => return result,
-                // The handler had to wait; the clock is read after it ran, so
-                // its deadline is never later than this one.
-                Err(_) => {
-                    deadline.unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout))
-                }
+                // The handler had to wait, and fixed a lazy deadline then; the
+                // clock is read after, so its deadline is never later than this.
+                Err(_) => deadline
+                    .at()
+                    .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout)),
             },
-            Err(msg) => {
+            Err(mut msg) => {
                 let until = deadline
+                    .at()
                     .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
+                (local.settle_deadline)(&mut msg, until);
                 match local.push(Envelope::new(msg)) {
                     Ok(()) => {}
                     Err(TrySendError::Refused(err, env)) => {

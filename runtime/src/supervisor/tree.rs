@@ -73,6 +73,9 @@ impl Dispatch<Tree> for SupMsg {
     async fn dispatch(self, tree: Lent<'_, Tree>) {
         tree.exclusive().handle(self)
     }
+
+    /// No reply slots: nobody waits for a supervisor's messages.
+    fn settle_deadline(&mut self, _at: tokio::time::Instant) {}
 }
 
 /// Children a supervisor has not taken into its state yet. Not a message: a
