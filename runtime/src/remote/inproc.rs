@@ -267,6 +267,13 @@ impl Inbound {
     }
 
     async fn next(&mut self) -> Option<Packet> {
+        // A packet waiting already: taken without registering for the cut (a
+        // lock of the `Notify`'s list each way), as long as the wire is whole;
+        // within the task's budget, as `recv` would be.
+        tokio::task::consume_budget().await;
+        if let Ok(packet) = self.rx.try_recv() {
+            return (!self.cut.done.load(Ordering::SeqCst)).then_some(packet);
+        }
         // Registered before the flag is checked, so a cut in between still wakes us.
         let mut cut_now = std::pin::pin!(self.cut.notify.notified());
         cut_now.as_mut().enable();
