@@ -665,6 +665,7 @@ impl Node {
         };
         inner.live.fetch_add(1, Ordering::AcqRel);
         let start: Start<A, R::Msg, _> = |msg, lent, room| {
+            let msg = msg.take().expect("a message to start");
             *room = Some(<R::Msg as Dispatch<A>>::dispatch(msg, lent));
         };
         let slot = Slot::spawn(

@@ -47,15 +47,10 @@ impl<M> Drop for LocalRoute<M> {
 impl<M> LocalRoute<M> {
     /// Runs `msg` now on this task if the actor is idle with nothing queued before
     /// it (the message is then taken, and handled unless the handler had to wait);
-    /// otherwise gives it back.
-    pub(crate) fn try_inline(&self, mut msg: M, cx: &mut Context<'_>) -> Result<(), M> {
-        if self.reentrant {
-            match self.slot.reenter(msg) {
-                Ok(()) => return Ok(()),
-                Err(back) => msg = back,
-            }
-        }
-        self.slot.try_run(msg, &self.tx, cx)
+    /// otherwise leaves it where it is. True: taken. The message stays in its
+    /// sender's place until taken, so that it moves once on its way in.
+    pub(crate) fn try_inline(&self, msg: &mut Option<M>, cx: &mut Context<'_>) -> bool {
+        (self.reentrant && self.slot.reenter(msg)) || self.slot.try_run(msg, &self.tx, cx)
     }
 
     /// Counts `msg` refused at the mailbox with `err` (it did not run).
@@ -97,14 +92,15 @@ impl<M> LocalRoute<M> {
         charge: Option<Charge>,
     ) -> Result<(), TrySendError<M>> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.try_inline(msg, &mut cx) {
-            Ok(()) => Ok(()),
-            Err(msg) => self.push(Envelope {
-                msg,
-                taken: None,
-                charge,
-            }),
+        let mut msg = Some(msg);
+        if self.try_inline(&mut msg, &mut cx) {
+            return Ok(());
         }
+        self.push(Envelope {
+            msg: msg.expect("not taken"),
+            taken: None,
+            charge,
+        })
     }
 
     /// Queues without waiting, and makes sure the actor will take it.
@@ -156,13 +152,15 @@ impl<M> std::future::Future for InlineNow<'_, M> {
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), M>> {
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        let msg = self
-            .msg
-            .take()
-            .expect("InlineNow polled after it was ready");
-        let outcome = self.route.try_inline(msg, cx);
+        let this = &mut *self;
+        assert!(this.msg.is_some(), "InlineNow polled after it was ready");
+        let taken = this.route.try_inline(&mut this.msg, cx);
         coop.made_progress();
-        Poll::Ready(outcome)
+        Poll::Ready(match this.msg.take() {
+            None if taken => Ok(()),
+            Some(msg) if !taken => Err(msg),
+            _ => unreachable!("a message is taken if and only if it is run"),
+        })
     }
 }
 
@@ -223,13 +221,18 @@ pub(crate) async fn deliver<M>(
 /// What a reference needs from its actor, without knowing the actor's type.
 pub(crate) trait ActorSlot<M>: Send + Sync {
     /// Runs `msg` now, on this task, if the actor is idle and nothing is queued
-    /// before it; otherwise gives it back to be queued.
-    fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut TaskContext<'_>) -> Result<(), M>;
+    /// before it (true: taken from `msg`); otherwise leaves it there, to be queued.
+    fn try_run(
+        &self,
+        msg: &mut Option<M>,
+        mailbox: &MailboxTx<M>,
+        cx: &mut TaskContext<'_>,
+    ) -> bool;
 
     /// Hands `msg` to the busy actor to run beside its handler(s), if it is a
     /// `#[reentrant]` call of the chain they belong to and they hold the actor
-    /// shared; otherwise gives it back.
-    fn reenter(&self, msg: M) -> Result<(), M>;
+    /// shared (true: taken from `msg`); otherwise leaves it there.
+    fn reenter(&self, msg: &mut Option<M>) -> bool;
 
     /// Makes sure someone will take the messages just queued (or the stop just asked).
     fn schedule(&self);

@@ -82,13 +82,13 @@ where
             }
             // Calls that re-entered while the actor was busy go before the mailbox.
             if let Some(msg) = self.next_reentry() {
-                self.begin(msg);
+                self.begin(&mut Some(msg));
                 continue;
             }
             // A long queue must not keep this worker from other tasks.
             tokio::task::coop::consume_budget().await;
             match self.next_message() {
-                Some(msg) => self.begin(msg),
+                Some(msg) => self.begin(&mut Some(msg)),
                 None => match self.release() {
                     // Idle: the baton is given up and the task ends.
                     None => return,

@@ -47,10 +47,11 @@ thread_local! {
 }
 
 /// Starts handling one message: `Dispatch::dispatch` as a function pointer, so the
-/// slot can name the handler future's type and keep it in place. It writes the
-/// handler into the room it is given (which must hold none): made there, not
-/// made elsewhere and copied in.
-pub(crate) type Start<A, M, F> = fn(M, Lent<'static, A>, &mut Option<F>);
+/// slot can name the handler future's type and keep it in place. It takes the
+/// message from where its sender holds it and writes the handler into the room
+/// it is given (which must hold none): made there, not made elsewhere and
+/// copied in, and the message moved once on its way.
+pub(crate) type Start<A, M, F> = fn(&mut Option<M>, Lent<'static, A>, &mut Option<F>);
 
 /// A lifecycle hook running between messages; it says which it was.
 type HookRun = Pin<Box<dyn Future<Output = Hook> + Send>>;
@@ -565,12 +566,15 @@ where
     }
 
     /// Starts handling `msg` in place, with nothing else in flight.
-    pub(crate) fn begin(&mut self, msg: M) {
+    pub(crate) fn begin(&mut self, msg: &mut Option<M>) {
         self.assert_unlent();
+        let Some(first) = msg.as_ref() else {
+            unreachable!("begin without a message")
+        };
         // Lent shared only when a re-entering call may join it.
-        let shared = M::REENTRANT && msg.shared();
-        self.ctx.cell.set_busy(msg.chain(), shared);
-        let current = self.count_call(&msg);
+        let shared = M::REENTRANT && first.shared();
+        self.ctx.cell.set_busy(first.chain(), shared);
+        let current = self.count_call(first);
         // SAFETY: aliasing: turn methods never keep a reference to `current` past
         // the call, and this is the only turn. Ordering: the turn's.
         unsafe { *self.slot.current.get() = current };
@@ -676,7 +680,7 @@ where
             if msg.shared() && cell.may_reenter(msg.chain()) {
                 self.count_call(&msg);
                 let mut handler = Box::new(None);
-                (self.slot.start)(msg, self.lend(true), &mut handler);
+                (self.slot.start)(&mut Some(msg), self.lend(true), &mut handler);
                 let handler = Box::into_pin(handler);
                 // SAFETY: aliasing: turn methods never keep a reference to
                 // `reentry.running` past the call, and this is the only turn.
@@ -761,13 +765,18 @@ where
     M: Dispatch<A> + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    fn try_run(&self, msg: M, mailbox: &MailboxTx<M>, cx: &mut TaskContext<'_>) -> Result<(), M> {
+    fn try_run(
+        &self,
+        msg: &mut Option<M>,
+        mailbox: &MailboxTx<M>,
+        cx: &mut TaskContext<'_>,
+    ) -> bool {
         let depth = INLINE_DEPTH.with(|d| d.get());
         if !self.inline || depth >= MAX_INLINE_DEPTH {
-            return Err(msg);
+            return false;
         }
         if !self.baton.try_inline() {
-            return Err(msg);
+            return false;
         }
         // SAFETY: aliasing: `try_inline` took the free baton, so nobody else holds
         // it until this turn ends below. Ordering: its Acquire read the previous
@@ -776,7 +785,7 @@ where
         if mailbox.has_pending() || self.other_work() {
             // Work is waiting ahead of this call: a task takes it, then this one.
             turn.start_task();
-            return Err(msg);
+            return false;
         }
         turn.begin(msg);
         INLINE_DEPTH.with(|d| d.set(depth + 1));
@@ -796,21 +805,23 @@ where
                 turn.start_task();
             }
         }
-        Ok(())
+        true
     }
 
-    fn reenter(&self, msg: M) -> Result<(), M> {
+    fn reenter(&self, msg: &mut Option<M>) -> bool {
         let Some(reentry) = &self.reentry else {
-            return Err(msg);
+            return false;
         };
-        if !(msg.reentrant() && msg.shared() && self.ctx.cell.may_reenter(msg.chain())) {
-            return Err(msg);
-        }
+        let joins =
+            |msg: &M| msg.reentrant() && msg.shared() && self.ctx.cell.may_reenter(msg.chain());
+        let Some(msg) = msg.take_if(|msg| joins(msg)) else {
+            return false;
+        };
         reentry.queue.lock().push_back(msg);
         // The holder polling the handlers starts it; an idle actor takes it first.
         reentry.waker.wake();
         Slot::schedule(self);
-        Ok(())
+        true
     }
 
     fn schedule(&self) {

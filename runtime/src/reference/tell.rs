@@ -35,7 +35,9 @@ pub struct Tell<'a, M> {
 }
 
 enum TellState<'a, M> {
-    Ready(M),
+    /// For an actor on this node: the message, left in place until the actor
+    /// takes it (`None` once taken), so that it moves once on its way in.
+    Ready(Option<M>),
     /// For an actor on another node: the method and its arguments, prepared.
     Remote(u64, Result<Payload, CallError>),
     Waiting(Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + 'a>>),
@@ -55,10 +57,10 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
         M: From<Request<T>>,
     {
         let state = match &core.route {
-            Route::Local(_) => TellState::Ready(M::from(Request {
+            Route::Local(_) => TellState::Ready(Some(M::from(Request {
                 args,
                 reply: ReplyTo::nobody(),
-            })),
+            }))),
             Route::Remote(remote) => {
                 let prepared = remote
                     .cx(remote.conn_now())
@@ -94,7 +96,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
     /// message at this moment (it then has the message).
     pub fn try_tell(mut self) -> Result<(), CallError> {
         let msg = match std::mem::replace(&mut self.state, TellState::Done) {
-            TellState::Ready(msg) => msg,
+            TellState::Ready(Some(msg)) => msg,
             TellState::Remote(method, args) => return self.send_remote(method, args),
             _ => unreachable!("a Tell is sent once: try_tell consumes it before any poll"),
         };
@@ -116,7 +118,7 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
     pub async fn receipt(mut self) -> Result<(), CallError> {
         let timeout = self.core.timeout;
         match std::mem::replace(&mut self.state, TellState::Done) {
-            TellState::Ready(msg) => {
+            TellState::Ready(Some(msg)) => {
                 let Route::Local(local) = &self.core.route else {
                     unreachable!("a local message on a remote route");
                 };
@@ -168,6 +170,40 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         loop {
+            if let TellState::Ready(msg) = &mut this.state {
+                let core = this.core;
+                let Route::Local(local) = &core.route else {
+                    unreachable!("a local message on a remote route");
+                };
+                // Fastest: the actor is idle and runs the message here (within
+                // the task's cooperative budget, like a channel send).
+                let Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
+                    return Poll::Pending;
+                };
+                if local.try_inline(msg, cx) {
+                    coop.made_progress();
+                    this.state = TellState::Done;
+                    return Poll::Ready(Ok(()));
+                }
+                let msg = msg.take().expect("a message not taken is still there");
+                this.state = TellState::Done;
+                // Fast: room now (or, rendezvous, the actor is waiting), no allocation.
+                let msg = match local.push(Envelope::new(msg)) {
+                    Ok(()) => return Poll::Ready(Ok(())),
+                    Err(TrySendError::Refused(err, env)) => {
+                        return Poll::Ready(Err(local.refused(err, env.as_ref())))
+                    }
+                    Err(TrySendError::Full(env)) => env.msg,
+                };
+                let timeout = core.timeout;
+                this.state = TellState::Waiting(Box::pin(deliver(
+                    local,
+                    msg,
+                    crate::deadline::after(Instant::now(), timeout),
+                    timeout,
+                    false,
+                )));
+            }
             match std::mem::replace(&mut this.state, TellState::Done) {
                 TellState::Remote(method, args) => {
                     let core = this.core;
@@ -200,44 +236,7 @@ impl<'a, M: Send + 'static> Future for Tell<'a, M> {
                         remote.tell(&conn, lane, method, args)
                     }));
                 }
-                TellState::Ready(msg) => {
-                    let core = this.core;
-                    let Route::Local(local) = &core.route else {
-                        unreachable!("a local message on a remote route");
-                    };
-                    // Fastest: the actor is idle and runs the message here (within
-                    // the task's cooperative budget, like a channel send).
-                    let coop = match tokio::task::coop::poll_proceed(cx) {
-                        Poll::Ready(coop) => coop,
-                        Poll::Pending => {
-                            this.state = TellState::Ready(msg);
-                            return Poll::Pending;
-                        }
-                    };
-                    let msg = match local.try_inline(msg, cx) {
-                        Ok(()) => {
-                            coop.made_progress();
-                            return Poll::Ready(Ok(()));
-                        }
-                        Err(msg) => msg,
-                    };
-                    // Fast: room now (or, rendezvous, the actor is waiting), no allocation.
-                    let msg = match local.push(Envelope::new(msg)) {
-                        Ok(()) => return Poll::Ready(Ok(())),
-                        Err(TrySendError::Refused(err, env)) => {
-                            return Poll::Ready(Err(local.refused(err, env.as_ref())))
-                        }
-                        Err(TrySendError::Full(env)) => env.msg,
-                    };
-                    let timeout = core.timeout;
-                    this.state = TellState::Waiting(Box::pin(deliver(
-                        local,
-                        msg,
-                        crate::deadline::after(Instant::now(), timeout),
-                        timeout,
-                        false,
-                    )));
-                }
+                TellState::Ready(_) => unreachable!("a ready tell is sent above"),
                 TellState::Waiting(mut fut) => {
                     return match fut.as_mut().poll(cx) {
                         Poll::Ready(out) => Poll::Ready(out),
