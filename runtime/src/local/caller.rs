@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::id::NodeId;
-use crate::local::cancel::{CallDeadline, HandlerCall};
+use crate::local::call::{CallDeadline, HandlerCall};
 
 /// The node a message came from, as its connection authenticated it.
 ///

@@ -7,6 +7,7 @@
 
 pub(crate) mod actor;
 pub(crate) mod baton;
+pub(crate) mod call;
 pub(crate) mod caller;
 pub(crate) mod cancel;
 pub(crate) mod cell;

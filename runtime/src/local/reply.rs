@@ -11,8 +11,9 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::CallError;
+use crate::local::call::CallDeadline;
 use crate::local::caller::{Caller, Handling};
-use crate::local::cancel::{CallDeadline, CancelSignal, Unwanted};
+use crate::local::cancel::{CancelSignal, Unwanted};
 
 /// Where the result of one call goes. The generated dispatcher fills it; a user
 /// sees it only in generated code.

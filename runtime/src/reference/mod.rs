@@ -16,8 +16,9 @@ use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
 use crate::error::CallError;
+use crate::local::call::CallDeadline;
 use crate::local::caller::{chain_for_call, fresh_chain};
-use crate::local::cancel::{deadline_for_call, local_deadline_for_call, watch_call, CallDeadline};
+use crate::local::cancel::{deadline_for_call, local_deadline_for_call, watch_call};
 use crate::local::mailbox::{Envelope, TrySendError};
 use crate::local::reply::ReplyTo;
 use crate::local::route::{deliver, LocalRoute};
