@@ -69,6 +69,15 @@ enum Burst {
 /// Sends encoded frames (length-prefixed) to the peer. False once the transport is gone.
 pub(crate) trait Transport: Send + Sync {
     fn send(&self, lane: Lane, frame: Vec<u8>) -> bool;
+    /// [`Transport::send`] for a call sent while other calls of this
+    /// connection are in flight: their replies will bring more calls, so the
+    /// transport may hold it until the sending thread has run what else it
+    /// has to run (a scheduler tick), and write what gathered in one go:
+    /// Nagle's rule, with the tick as its timer. A call with nothing else in
+    /// flight goes through [`Transport::send`], now.
+    fn send_corked(&self, lane: Lane, frame: Vec<u8>) -> bool {
+        self.send(lane, frame)
+    }
     /// [`Transport::send`] for a frame lent from an encoder's buffer, which a
     /// transport that batches frames copies into its batch.
     fn send_lent(&self, lane: Lane, frame: &[u8]) -> bool {
@@ -542,15 +551,17 @@ impl Connection {
         let one_way = reply.is_none();
         let target = call.target;
         let now = Instant::now();
-        let (id, values) = {
+        let (id, values, corked) = {
             let mut state = self.state.lock();
             let registered = state.core.register(now, target, lane, reply);
             if registered.is_err() {
                 state.core.unacquire(target);
             }
             let values = state.core.carries_values();
+            // An ask among others in flight: their replies bring more calls.
+            let corked = !one_way && state.core.pending() > 1;
             self.settle(state);
-            (registered?, values)
+            (registered?, values, corked)
         };
         // Framed (encoded) outside the lock, as callers on other threads may be.
         let transmit = match frame_call(&self.send_limits, values, id, lane, call, one_way, now) {
@@ -563,7 +574,11 @@ impl Connection {
                 return Err(err);
             }
         };
-        if self.write(transmit) {
+        let written = match transmit {
+            Transmit::Frame(lane, bytes) if corked => self.transport.send_corked(lane, bytes),
+            transmit => self.write(transmit),
+        };
+        if written {
             return Ok(id);
         }
         // Never left: its waiter goes quietly (this caller is told here).

@@ -8,7 +8,10 @@
 //! Inside a [`burst`] (a reader handling every frame that arrived in one read),
 //! frames are held instead and written together when the burst ends: the
 //! replies to sixty-four calls that came in one packet leave in one write, and
-//! quinn's connection task is woken once. Frames lent to a burst
+//! quinn's connection task is woken once. A call sent while others are in
+//! flight is *corked* ([`Outbox::send_corked`]): it waits for a writer task
+//! that first yields to the scheduler, so the calls of the callers that one
+//! packet of replies woke leave together too. Frames lent to a burst
 //! ([`Outbox::send_lent`]) are copied into one shared buffer, so that a reply
 //! costs no allocation of its own.
 
@@ -143,6 +146,37 @@ impl Outbox {
             return false;
         }
         self.send_locked(&mut state, Bytes::from(frame))
+    }
+
+    /// [`Outbox::send`] for a frame that may wait for the end of the sending
+    /// thread's tick (see `Transport::send_corked`): queued for a writer task
+    /// that first yields to the scheduler, so that the frames queued meanwhile
+    /// (other callers woken by the same packet of replies) leave in one write
+    /// and quinn's connection task is woken once for them. A writer task at
+    /// work takes it with the rest; in a burst it is held as any frame.
+    pub(crate) fn send_corked(self: &Arc<Self>, frame: Vec<u8>) -> bool {
+        let mut state = self.state.lock();
+        if state.failed {
+            return false;
+        }
+        if IN_BURST.get() {
+            return self.send_locked(&mut state, Bytes::from(frame));
+        }
+        state.seal();
+        self.enqueue(&mut state, Bytes::from(frame));
+        if !state.writing {
+            if let Some(stream) = state.stream.take() {
+                state.writing = true;
+                let writer = self.clone();
+                tokio::spawn(async move {
+                    // Back once this thread has nothing else to run (or
+                    // within tokio's event interval): the tick is the timer.
+                    tokio::task::yield_now().await;
+                    writer.write_queued(stream).await;
+                });
+            }
+        }
+        true
     }
 
     /// [`Outbox::send`] under the lock, the stream not failed.
@@ -408,6 +442,30 @@ mod tests {
         assert_eq!(outbox.queued(), 0);
         outbox.finish();
         assert_eq!(read_to_end(recv).await, b"<one,two,three,four,five!");
+    }
+
+    #[tokio::test]
+    async fn corked_frames_wait_for_the_sender_to_yield_and_leave_together_in_order() {
+        let (send, recv, _conns) = stream().await;
+        let outbox = Outbox::open(send, None);
+        assert!(outbox.send_corked(b"one,".to_vec()));
+        assert!(outbox.send_corked(b"two,".to_vec()));
+        // Behind the corked frames, though it need not wait itself.
+        assert!(outbox.send(b"three".to_vec()));
+        // Nothing is written while the sending task runs on.
+        assert_eq!(outbox.queued(), 13);
+        // Once it lets the scheduler run, the writer writes all three.
+        let mut yields = 0;
+        while outbox.queued() > 0 {
+            assert!(yields < 100, "the corked frames were never written");
+            yields += 1;
+            tokio::task::yield_now().await;
+        }
+        // Not corked, with nothing queued: written at once.
+        assert!(outbox.send(b"!".to_vec()));
+        assert_eq!(outbox.queued(), 0);
+        outbox.finish();
+        assert_eq!(read_to_end(recv).await, b"<one,two,three!");
     }
 
     #[tokio::test]
