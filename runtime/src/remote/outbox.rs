@@ -162,19 +162,27 @@ impl Outbox {
         if IN_BURST.get() {
             return self.send_locked(&mut state, Bytes::from(frame));
         }
+        if state.writing {
+            // A writer task holds the stream: it takes this with the rest.
+            state.seal();
+            self.enqueue(&mut state, Bytes::from(frame));
+            return true;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Sent from outside a runtime: no scheduler tick to wait for.
+            return self.send_locked(&mut state, Bytes::from(frame));
+        };
         state.seal();
         self.enqueue(&mut state, Bytes::from(frame));
-        if !state.writing {
-            if let Some(stream) = state.stream.take() {
-                state.writing = true;
-                let writer = self.clone();
-                tokio::spawn(async move {
-                    // Back once this thread has nothing else to run (or
-                    // within tokio's event interval): the tick is the timer.
-                    tokio::task::yield_now().await;
-                    writer.write_queued(stream).await;
-                });
-            }
+        if let Some(stream) = state.stream.take() {
+            state.writing = true;
+            let writer = self.clone();
+            runtime.spawn(async move {
+                // Back once this thread has nothing else to run (or within
+                // tokio's event interval): the tick is the timer.
+                tokio::task::yield_now().await;
+                writer.write_queued(stream).await;
+            });
         }
         true
     }
@@ -466,6 +474,24 @@ mod tests {
         assert_eq!(outbox.queued(), 0);
         outbox.finish();
         assert_eq!(read_to_end(recv).await, b"<one,two,three!");
+    }
+
+    #[test]
+    fn a_corked_frame_sent_outside_a_runtime_is_written_at_once() {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let (send, recv, conns) = runtime.block_on(stream());
+        let outbox = Outbox::open(send, None);
+        // On a thread of no runtime there is no tick to wait for.
+        let sent = std::thread::spawn({
+            let outbox = outbox.clone();
+            move || (outbox.send_corked(b"now".to_vec()), outbox.queued())
+        })
+        .join()
+        .expect("the sending thread");
+        assert_eq!(sent, (true, 0));
+        outbox.finish();
+        assert_eq!(runtime.block_on(read_to_end(recv)), b"<now");
+        drop(conns);
     }
 
     #[tokio::test]
