@@ -107,8 +107,8 @@ impl RegistryServer {
     ///
     /// From then on the node keeps the service running until it shuts down: a
     /// service that stops is replaced by a fresh one over the same store, under
-    /// the same object id (see the [module](self) documentation). Call it from
-    /// within a tokio runtime.
+    /// the same object id, so peers' references reach it without looking
+    /// anything up again. Call it from within a tokio runtime.
     pub fn start(self, node: &Node) -> Result<Registry, RegistryError> {
         let store = self.store.clone();
         let max_lease = self.max_lease;

@@ -152,7 +152,7 @@ async fn echo(conn: &Connection, v: u64) {
     assert_eq!(reply, v.to_le_bytes(), "the echo server answered wrongly");
 }
 
-/// Reads length-prefixed frames (see [`server::send_frames`]) from `recv` to its end,
+/// Reads length-prefixed frames (as `server::send_frames` writes them) from `recv` to its end,
 /// handing each to `frame`, whole; how many there were.
 async fn read_frames(
     recv: &mut quinn::RecvStream,

@@ -11,7 +11,7 @@
 //! - [`Inspector::leases`]: exports and who holds leases on them until when,
 //!   the leases this node holds, the exactly-once table's size, open pipes.
 //! - [`Inspector::methods`]: per interface and method, calls, errors by
-//!   [`CallError`](crate::CallError) kind, and a latency histogram.
+//!   [`CallError`] kind, and a latency histogram.
 //! - [`Inspector::limits`]: what peers make the node hold (bytes queued and
 //!   partly received, calls held, lanes) and its handshakes in flight,
 //!   retried and refused.

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use crate::id::NodeId;
 
-/// Why an actor stopped, as [`Node::monitor`] reports it (also for an actor on
+/// Why an actor stopped, as [`Node::monitor`](crate::Node::monitor) reports it (also for an actor on
 /// another node: its node sends the reason).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum StopReason {
-    /// It was asked to stop ([`Node::stop`], [`Context::stop`]) or nothing can reach it
+    /// It was asked to stop ([`Node::stop`](crate::Node::stop), [`Context::stop`](crate::Context::stop)) or nothing can reach it
     /// any more (every reference was dropped).
     Normal,
     /// A handler or hook panicked and the restart policy did not (or could no longer) restart it.
@@ -37,10 +37,10 @@ pub enum StopReason {
     NoSuchObject,
     /// Nothing refers to it any more: every other node's lease on it was released
     /// or lapsed, and no reference to it remains on its node (RMI's
-    /// `unreferenced`), and its [`Actor::on_unreferenced`] chose to stop. Pin an
+    /// `unreferenced`), and its [`Actor::on_unreferenced`](crate::Actor::on_unreferenced) chose to stop. Pin an
     /// actor (`SpawnOptions::pinned`) to keep it regardless.
     Unreferenced,
-    /// An actor it was linked to ([`Node::link`]) stopped abnormally.
+    /// An actor it was linked to ([`Node::link`](crate::Node::link)) stopped abnormally.
     Linked {
         /// The linked actor that stopped, as its node and actor id (or object id).
         peer: String,
