@@ -71,8 +71,8 @@ pub(crate) trait Transport: Send + Sync {
     fn send(&self, lane: Lane, frame: Vec<u8>) -> bool;
     /// [`Transport::send`] for a call sent while other calls of this
     /// connection are in flight: their replies will bring more calls, so the
-    /// transport may hold it until the sending thread has run what else it
-    /// has to run (a scheduler tick), and write what gathered in one go:
+    /// transport may hold it until the tasks already queued on the sending
+    /// thread have run (a scheduler tick), and write what gathered in one go:
     /// Nagle's rule, with the tick as its timer. A call with nothing else in
     /// flight goes through [`Transport::send`], now.
     fn send_corked(&self, lane: Lane, frame: Vec<u8>) -> bool {

@@ -10,7 +10,7 @@
 //! replies to sixty-four calls that came in one packet leave in one write, and
 //! quinn's connection task is woken once. A call sent while others are in
 //! flight is *corked* ([`Outbox::send_corked`]): it waits for a writer task
-//! that first yields to the scheduler, so the calls of the callers that one
+//! that first goes to the back of the run queue, so the calls of the callers one
 //! packet of replies woke leave together too. Frames lent to a burst
 //! ([`Outbox::send_lent`]) are copied into one shared buffer, so that a reply
 //! costs no allocation of its own.
@@ -150,7 +150,7 @@ impl Outbox {
 
     /// [`Outbox::send`] for a frame that may wait for the end of the sending
     /// thread's tick (see `Transport::send_corked`): queued for a writer task
-    /// that first yields to the scheduler, so that the frames queued meanwhile
+    /// that first goes behind the tasks queued to run, so that the frames queued meanwhile
     /// (other callers woken by the same packet of replies) leave in one write
     /// and quinn's connection task is woken once for them. A writer task at
     /// work takes it with the rest; in a burst it is held as any frame.
@@ -178,9 +178,7 @@ impl Outbox {
             state.writing = true;
             let writer = self.clone();
             runtime.spawn(async move {
-                // Back once this thread has nothing else to run (or within
-                // tokio's event interval): the tick is the timer.
-                tokio::task::yield_now().await;
+                behind_the_run_queue().await;
                 writer.write_queued(stream).await;
             });
         }
@@ -357,6 +355,22 @@ impl Outbox {
             }
         }
     }
+}
+
+/// Resolves on its second poll: the task wakes itself and goes to the back of
+/// its worker's run queue, behind the tasks already there (the other callers
+/// one packet of replies woke), where an idle worker may steal it. Not
+/// `tokio::task::yield_now`, whose task waits until the worker parks or polls
+/// its driver: behind long tasks, that may be 61 of them.
+fn behind_the_run_queue() -> impl Future<Output = ()> {
+    let mut queued = false;
+    std::future::poll_fn(move |cx| {
+        if std::mem::replace(&mut queued, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
 }
 
 /// Writes as much of `chunks` as the stream takes now, without waiting;
