@@ -20,6 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use tokio::runtime::Handle;
 
 use super::backlog::Backlog;
 
@@ -168,20 +169,13 @@ impl Outbox {
             self.enqueue(&mut state, Bytes::from(frame));
             return true;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Ok(runtime) = Handle::try_current() else {
             // Sent from outside a runtime: no scheduler tick to wait for.
             return self.send_locked(&mut state, Bytes::from(frame));
         };
         state.seal();
         self.enqueue(&mut state, Bytes::from(frame));
-        if let Some(stream) = state.stream.take() {
-            state.writing = true;
-            let writer = self.clone();
-            runtime.spawn(async move {
-                behind_the_run_queue().await;
-                writer.write_queued(stream).await;
-            });
-        }
+        self.spawn_writer(&mut state, &runtime, true);
         true
     }
 
@@ -264,13 +258,25 @@ impl Outbox {
 
     /// Hands the stream to a writer task, unless one holds it already.
     fn start_writer(self: &Arc<Self>, state: &mut OutboxState) {
+        self.spawn_writer(state, &Handle::current(), false);
+    }
+
+    /// Hands the stream to a writer task on `runtime`, unless one holds it
+    /// already; a `corked` writer first goes behind the tasks queued on its
+    /// worker ([`Outbox::send_corked`]).
+    fn spawn_writer(self: &Arc<Self>, state: &mut OutboxState, runtime: &Handle, corked: bool) {
         if state.writing {
             return;
         }
         if let Some(stream) = state.stream.take() {
             state.writing = true;
             let writer = self.clone();
-            tokio::spawn(async move { writer.write_queued(stream).await });
+            runtime.spawn(async move {
+                if corked {
+                    behind_the_run_queue().await;
+                }
+                writer.write_queued(stream).await;
+            });
         }
     }
 
