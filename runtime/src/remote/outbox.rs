@@ -160,17 +160,12 @@ impl Outbox {
         if state.failed {
             return false;
         }
-        if IN_BURST.get() {
-            return self.send_locked(&mut state, Bytes::from(frame));
-        }
-        if state.writing {
-            // A writer task holds the stream: it takes this with the rest.
-            state.seal();
-            self.enqueue(&mut state, Bytes::from(frame));
-            return true;
-        }
-        let Ok(runtime) = Handle::try_current() else {
-            // Sent from outside a runtime: no scheduler tick to wait for.
+        // Held by a burst, or queued behind a writer task at work, as any
+        // frame; sent from outside a runtime, there is no tick to wait for.
+        let runtime = (!IN_BURST.get() && !state.writing)
+            .then(Handle::try_current)
+            .and_then(Result::ok);
+        let Some(runtime) = runtime else {
             return self.send_locked(&mut state, Bytes::from(frame));
         };
         state.seal();
