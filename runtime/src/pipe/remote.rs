@@ -15,7 +15,7 @@ use super::{Item, SendError, TrySendError, HANDOFF};
 use crate::error::CallError;
 use crate::remote::connection::Connection;
 use crate::remote::marshal::{is_plain, Encoded, Moved};
-use crate::remote::pipes::{cost, Credit, Delivery, ITEM_COST, PIPE_BYTES};
+use crate::remote::pipes::{cost, Credit, Pull, ITEM_COST, PIPE_BYTES};
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
 
 /// Encodes items for the wire (a `Vec<u8>` as binary), their references
@@ -163,11 +163,40 @@ fn hold_for_handoff<H: Send + 'static>(what: H) {
     }
 }
 
-type Opening = Pin<
+/// What reaches a receiving half from its stream: an item decoded on arrival,
+/// with what it cost the byte budget, or the stream's end (clean, or why not).
+enum Arrived<T> {
+    Item(T, u64),
+    End(Option<CallError>),
+}
+
+/// Where a pulled stream's items go: the receiving half's queue, bounded by the
+/// credit it grants (the connection drops nothing it was granted).
+struct PullTo<T>(mpsc::UnboundedSender<Arrived<T>>);
+
+impl<T: Item> Pull for PullTo<T> {
+    fn item(&mut self, conn: &Arc<Connection>, bytes: &[u8]) -> Result<(), CallError> {
+        let item = decode_item::<T>(conn, bytes)?;
+        let _ = self.0.send(Arrived::Item(item, cost(bytes.len())));
+        Ok(())
+    }
+
+    fn value(&mut self, conn: &Arc<Connection>, item: Moved) -> Result<(), CallError> {
+        let item = take_item::<T>(conn, item)?;
+        let _ = self.0.send(Arrived::Item(item, ITEM_COST));
+        Ok(())
+    }
+
+    fn end(&mut self, error: Option<CallError>) {
+        let _ = self.0.send(Arrived::End(error));
+    }
+}
+
+type Opening<T> = Pin<
     Box<
         dyn Future<
                 Output = Result<
-                    (Arc<Connection>, u64, mpsc::UnboundedReceiver<Delivery>),
+                    (Arc<Connection>, u64, mpsc::UnboundedReceiver<Arrived<T>>),
                     CallError,
                 >,
             > + Send,
@@ -178,18 +207,17 @@ type Opening = Pin<
 pub(crate) struct RemoteReceiver<T> {
     route: Option<Arc<RemoteRoute>>,
     capacity: u32,
-    state: RxState,
-    _items: PhantomData<fn() -> T>,
+    state: RxState<T>,
 }
 
-enum RxState {
+enum RxState<T> {
     /// Not polled yet: no stream.
     Idle,
-    Opening(Opening),
+    Opening(Opening<T>),
     Open {
         conn: Arc<Connection>,
         stream: u64,
-        rx: mpsc::UnboundedReceiver<Delivery>,
+        rx: mpsc::UnboundedReceiver<Arrived<T>>,
         /// Items taken since credit was last given back, and their cost in
         /// bytes.
         consumed: u32,
@@ -204,7 +232,6 @@ impl<T: Item> RemoteReceiver<T> {
             route: Some(route),
             capacity,
             state: RxState::Idle,
-            _items: PhantomData,
         }
     }
 
@@ -219,7 +246,9 @@ impl<T: Item> RemoteReceiver<T> {
                     let credit = self.capacity;
                     self.state = RxState::Opening(Box::pin(async move {
                         let conn = route.conn().await?;
-                        let (stream, rx) = conn.pipe_pull(route.target, credit)?;
+                        let (to, rx) = mpsc::unbounded_channel();
+                        let stream =
+                            conn.pipe_pull(route.target, credit, Box::new(PullTo::<T>(to)))?;
                         Ok((conn, stream, rx))
                     }));
                 }
@@ -246,48 +275,15 @@ impl<T: Item> RemoteReceiver<T> {
                     consumed,
                     spent,
                 } => {
-                    let delivery = match rx.poll_recv(cx) {
+                    let (item, spent_now) = match rx.poll_recv(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(delivery) => delivery,
-                    };
-                    let item = match delivery {
-                        Some(Delivery::Item(bytes)) => {
-                            *spent += cost(bytes.len());
-                            Some(decode_item::<T>(conn, &bytes))
-                        }
-                        Some(Delivery::Value(item)) => {
-                            *spent += ITEM_COST;
-                            Some(take_item::<T>(conn, item))
-                        }
-                        Some(Delivery::End(end)) => {
+                        Poll::Ready(Some(Arrived::Item(item, cost))) => (item, cost),
+                        Poll::Ready(Some(Arrived::End(end))) => {
                             self.state = RxState::Done;
                             return Poll::Ready(end.map(Err));
                         }
-                        None => None,
-                    };
-                    match item {
-                        Some(item) => match item {
-                            Ok(item) => {
-                                *consumed += 1;
-                                // Credit goes back in batches of half the
-                                // capacity, or of half the byte budget.
-                                if *consumed >= self.capacity.div_ceil(2)
-                                    || *spent >= PIPE_BYTES / 2
-                                {
-                                    conn.pipe_grant(*stream, *consumed, *spent);
-                                    *consumed = 0;
-                                    *spent = 0;
-                                }
-                                return Poll::Ready(Some(Ok(item)));
-                            }
-                            Err(err) => {
-                                conn.pipe_close(*stream, Some(err.clone()));
-                                self.state = RxState::Done;
-                                return Poll::Ready(Some(Err(err)));
-                            }
-                        },
                         // The connection dropped the stream without a word: it closed.
-                        None => {
+                        Poll::Ready(None) => {
                             let err = CallError::NodeDown {
                                 node: conn.peer.node,
                                 label: conn.peer.label(),
@@ -296,7 +292,17 @@ impl<T: Item> RemoteReceiver<T> {
                             self.state = RxState::Done;
                             return Poll::Ready(Some(Err(err)));
                         }
+                    };
+                    *consumed += 1;
+                    *spent += spent_now;
+                    // Credit goes back in batches of half the capacity, or of
+                    // half the byte budget.
+                    if *consumed >= self.capacity.div_ceil(2) || *spent >= PIPE_BYTES / 2 {
+                        conn.pipe_grant(*stream, *consumed, *spent);
+                        *consumed = 0;
+                        *spent = 0;
                     }
+                    return Poll::Ready(Some(Ok(item)));
                 }
                 RxState::Done => return Poll::Ready(None),
             }

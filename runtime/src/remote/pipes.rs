@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::connection::{Connection, Lane, ValueFrame};
 use super::marshal::{Encoded, Moved};
@@ -54,15 +54,18 @@ pub(crate) fn cost(len: usize) -> u64 {
     len as u64 + ITEM_COST
 }
 
-/// What reaches a receiving half from its stream.
-#[derive(Debug)]
-pub(crate) enum Delivery {
-    /// One encoded item.
-    Item(Vec<u8>),
-    /// One item moved as it is (nodes of one process).
-    Value(Moved),
+/// Where the items of a stream we pull go: the receiving half's queue. Items
+/// are decoded as they arrive, by the task that read them (the bytes are still
+/// in its cache, and they are not copied out first).
+pub(crate) trait Pull: Send {
+    /// One encoded item arrived within the credit: decode it and queue it with
+    /// what it cost the byte budget. An error (it does not decode) fails the
+    /// stream.
+    fn item(&mut self, conn: &Arc<Connection>, bytes: &[u8]) -> Result<(), CallError>;
+    /// [`Pull::item`] for an item moved as it is (nodes of one process).
+    fn value(&mut self, conn: &Arc<Connection>, item: Moved) -> Result<(), CallError>;
     /// The stream ended: cleanly (`None`) or with this error.
-    End(Option<CallError>),
+    fn end(&mut self, error: Option<CallError>);
 }
 
 /// The items (and bytes) one side may still send on a stream, and whether the
@@ -206,7 +209,7 @@ enum Stream {
     /// We opened it to take items: they go to the receiving half. `granted`:
     /// items the peer may still send, and `bytes` (see [`PIPE_BYTES`]).
     Pulling {
-        to: mpsc::UnboundedSender<Delivery>,
+        to: Box<dyn Pull>,
         granted: u64,
         bytes: u64,
     },
@@ -294,9 +297,7 @@ impl Streams {
         };
         for stream in streams {
             match stream {
-                Stream::Pulling { to, .. } => {
-                    let _ = to.send(Delivery::End(Some(error.clone())));
-                }
+                Stream::Pulling { mut to, .. } => to.end(Some(error.clone())),
                 Stream::Pushing(credit) | Stream::Serving { credit, .. } => {
                     credit.close(Some(error.clone()))
                 }
@@ -311,13 +312,13 @@ impl Streams {
 
 impl Connection {
     /// Opens a stream that takes the items of the peer's pipe end `pipe`, with
-    /// `credit` granted: its id, and where its items arrive.
+    /// `credit` granted, its items going `to` the receiving half: its id.
     pub(crate) fn pipe_pull(
         &self,
         pipe: ObjectId,
         credit: u32,
-    ) -> Result<(u64, mpsc::UnboundedReceiver<Delivery>), CallError> {
-        let (to, from) = mpsc::unbounded_channel();
+        to: Box<dyn Pull>,
+    ) -> Result<u64, CallError> {
         let stream = self.pipes.open(Stream::Pulling {
             to,
             granted: u64::from(credit),
@@ -332,7 +333,7 @@ impl Connection {
                 bytes: PIPE_BYTES,
             },
         )?;
-        Ok((stream, from))
+        Ok(stream)
     }
 
     /// Grants the peer `items` and `bytes` more on a stream we pull (what the
@@ -413,7 +414,11 @@ impl Connection {
             Some(Stream::Pulling { to, granted, bytes }) if *granted > 0 && *bytes > 0 => {
                 *granted -= 1;
                 *bytes = bytes.saturating_sub(ITEM_COST);
-                let _ = to.send(Delivery::Value(item));
+                let failed = to.value(self, item).err();
+                drop(table);
+                if let Some(error) = failed {
+                    self.fail_pulling(stream, error);
+                }
             }
             Some(Stream::Filling { fill, granted, .. }) if *granted > 0 => {
                 *granted -= 1;
@@ -472,9 +477,7 @@ impl Connection {
                 }
             }
             Frame::PipeEnd { stream, error } => match self.pipes.remove(stream) {
-                Some(Stream::Pulling { to, .. }) => {
-                    let _ = to.send(Delivery::End(error));
-                }
+                Some(Stream::Pulling { mut to, .. }) => to.end(error),
                 Some(Stream::Filling { fill, end, .. }) => {
                     fill.end(error);
                     end.stream_ended();
@@ -489,13 +492,13 @@ impl Connection {
                 Some(Stream::Pushing(credit) | Stream::Serving { credit, .. }) => {
                     credit.close(error)
                 }
-                Some(Stream::Pulling { to, .. }) => {
+                Some(Stream::Pulling { mut to, .. }) => {
                     // The peer refused the stream we opened to pull (too many
                     // open, no such end): the receiving half hears why.
                     let error = error.unwrap_or_else(|| CallError::Unauthorized {
                         reason: format!("the peer closed pipe stream {stream} without ending it"),
                     });
-                    let _ = to.send(Delivery::End(Some(error)));
+                    to.end(Some(error));
                 }
                 Some(other) => {
                     self.pipes.table.lock().open.insert(stream, other);
@@ -577,7 +580,11 @@ impl Connection {
             Some(Stream::Pulling { to, granted, bytes }) if *granted > 0 && *bytes > 0 => {
                 *granted -= 1;
                 *bytes = bytes.saturating_sub(cost(item.len()));
-                let _ = to.send(Delivery::Item(item.to_vec()));
+                let failed = to.item(self, item).err();
+                drop(table);
+                if let Some(error) = failed {
+                    self.fail_pulling(stream, error);
+                }
             }
             Some(Stream::Filling { fill, granted, .. }) if *granted > 0 => {
                 *granted -= 1;
@@ -590,16 +597,7 @@ impl Connection {
             Some(Stream::Pulling { .. }) => {
                 drop(table);
                 let error = self.past_credit(stream);
-                if let Some(Stream::Pulling { to, .. }) = self.pipes.remove(stream) {
-                    let _ = to.send(Delivery::End(Some(error.clone())));
-                }
-                let _ = self.send(
-                    Lane::Control,
-                    &Frame::PipeClose {
-                        stream,
-                        error: Some(error),
-                    },
-                );
+                self.fail_pulling(stream, error);
             }
             Some(Stream::Filling { .. }) => {
                 drop(table);
@@ -620,6 +618,21 @@ impl Connection {
         CallError::Unauthorized {
             reason: format!("pipe stream {stream}: an item past the credit granted"),
         }
+    }
+
+    /// A stream we pull broke the rules (an item past the credit), or an item
+    /// did not decode: the receiving half is told, and the peer's pump stopped.
+    fn fail_pulling(&self, stream: u64, error: CallError) {
+        if let Some(Stream::Pulling { mut to, .. }) = self.pipes.remove(stream) {
+            to.end(Some(error.clone()));
+        }
+        let _ = self.send(
+            Lane::Control,
+            &Frame::PipeClose {
+                stream,
+                error: Some(error),
+            },
+        );
     }
 
     /// A stream the peer fills broke the rules, or an item did not decode: the
