@@ -690,13 +690,10 @@ impl Connection {
         }
     }
 
-    /// [`Connection::send`] for several frames on one lane, in one write.
-    pub(crate) fn send_all<'a>(
-        &self,
-        lane: Lane,
-        frames: impl IntoIterator<Item = Frame<'a>>,
-    ) -> Result<(), CallError> {
-        let queued = self.drive(|core, _| core.send_all(lane, frames));
+    /// Queues frames encoded outside the lock (see
+    /// [`super::protocol::encode_frames`]) on `lane`, in one write.
+    pub(crate) fn send_encoded(&self, lane: Lane, out: Vec<u8>) -> Result<(), CallError> {
+        let queued = self.drive(|core, _| core.send_encoded(lane, out));
         match queued {
             Ok(()) if self.is_closed() => Err(self.node_down(false)),
             other => other,

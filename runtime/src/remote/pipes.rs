@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 
 use super::connection::{Connection, Lane, ValueFrame};
 use super::marshal::{Encoded, Moved};
+use super::protocol::encode_frames;
 use crate::error::CallError;
 use crate::wire::{Frame, ObjectId};
 
@@ -48,6 +49,10 @@ pub(crate) const PIPE_BYTES: u64 = 4 << 20;
 /// What one item costs the byte budget beyond its encoding: what holding it
 /// costs the receiver (so that a budget bounds the count of tiny items too).
 pub(crate) const ITEM_COST: u64 = 64;
+
+/// The most an item's frame adds to its encoding: the length prefix, the
+/// frame's variant and stream id, the byte string's header.
+const ITEM_FRAME: usize = 32;
 
 /// What an item of `len` encoded bytes costs the byte budget.
 pub(crate) fn cost(len: usize) -> u64 {
@@ -388,8 +393,12 @@ impl Connection {
     /// Sends encoded items on a stream we give items on (their credit taken),
     /// in one write.
     pub(crate) fn pipe_items(&self, stream: u64, items: &[Encoded]) -> Result<(), CallError> {
+        // Encoded before the core's lock is taken, into a buffer that needs no
+        // growing: a batch of large items is copied once, holding up no call.
         let frames = items.iter().map(|item| Frame::PipeItem { stream, item });
-        self.send_all(Lane::Pipe(stream), frames)
+        let payload = items.iter().map(|item| item.len() + ITEM_FRAME).sum();
+        let out = encode_frames(self.send_limits(), frames, payload)?;
+        self.send_encoded(Lane::Pipe(stream), out)
     }
 
     /// [`Connection::pipe_items`] for an item moved as it is, on a link that

@@ -544,6 +544,7 @@ impl<S: Sinks> Core<S> {
 
     /// Queues `frames` on `lane` as one write (a pipe's batch of items), in
     /// order. A frame that does not encode fails the lot: none is sent.
+    #[cfg(test)]
     pub(crate) fn send_all<'a>(
         &mut self,
         lane: Lane,
@@ -552,9 +553,15 @@ impl<S: Sinks> Core<S> {
         if self.closed {
             return Err(self.node_down(false));
         }
-        let mut out = Vec::new();
-        for frame in frames {
-            encode(&frame, &mut out, &self.limits).map_err(frame_error)?;
+        let out = encode_frames(&self.limits, frames, 0)?;
+        self.send_encoded(lane, out)
+    }
+
+    /// Queues frames encoded by [`encode_frames`] (outside the driver's lock)
+    /// on `lane` as one write.
+    pub(crate) fn send_encoded(&mut self, lane: Lane, out: Vec<u8>) -> Result<(), CallError> {
+        if self.closed {
+            return Err(self.node_down(false));
         }
         if !out.is_empty() {
             self.transmits.push_back(Transmit::Frame(lane, out));
@@ -815,6 +822,22 @@ impl<S: Sinks> Core<S> {
     fn encode(&self, frame: &Frame<'_>) -> Result<Vec<u8>, CallError> {
         encode_frame(&self.limits, frame)
     }
+}
+
+/// Encodes `frames` one after the other within `limits`, for one write (see
+/// [`Core::send_encoded`]), into a buffer sized for `payload` bytes of what
+/// they carry: a pure function, so a pipe's pump runs it outside the driver's
+/// lock. A frame that does not encode fails the lot.
+pub(crate) fn encode_frames<'a>(
+    limits: &Limits,
+    frames: impl IntoIterator<Item = Frame<'a>>,
+    payload: usize,
+) -> Result<Vec<u8>, CallError> {
+    let mut out = Vec::with_capacity(payload);
+    for frame in frames {
+        encode(&frame, &mut out, limits).map_err(frame_error)?;
+    }
+    Ok(out)
 }
 
 /// Encodes `frame` within `limits`; a frame over the limit is a `Marshalling` error.
