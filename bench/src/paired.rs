@@ -3,7 +3,8 @@
 //! `w2.rate / base.quic.framed.rate`, `w3.mbps / base.quic.payload.mbps`,
 //! `p1.rate / base.quic.uni.rate`, `p2.mbps / base.quic.uni.mbps`), run in
 //! alternation: a baseline repetition, then the workload's, and so on, as
-//! BENCH.md's peer table was measured. The two ratios of w2 are printed too.
+//! BENCH.md's peer table was measured. The two ratios of w2, and those of p1
+//! and p2, are printed too.
 //!
 //! On a shared 2-vCPU machine the speed of everything drifts by tens of percent
 //! over minutes; run one after the other, a baseline and its workload would be
@@ -99,22 +100,21 @@ async fn calls(base: &Baseline, remote: &Remote, scale: Scale, selected: &impl F
 /// The unidirectional-stream baselines, each repetition followed by one of its
 /// pipe workload's (when selected).
 async fn pipes(base: &Baseline, remote: &Remote, scale: Scale, selected: &impl Fn(&str) -> bool) {
-    let (mut base_rates, mut unbatched, mut p1) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base_rates, mut batched, mut p1) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         base_rates.push(base.uni_rate(p1_items(scale)).await);
-        unbatched.push(base.uni_unbatched_rate(p1_items(scale)).await);
+        batched.push(base.uni_batched_rate(p1_items(scale)).await);
         if selected("p1") {
             p1.push(remote.p1(p1_items(scale)).await);
         }
     }
-    figure("base.quic.uni.rate", median_of(base_rates), "items/s");
-    figure(
-        "base.quic.uni.unbatched.rate",
-        median_of(unbatched),
-        "items/s",
-    );
+    let base_rate = median_of(base_rates);
+    figure("base.quic.uni.rate", base_rate, "items/s");
+    figure("base.quic.uni.batched.rate", median_of(batched), "items/s");
     if !p1.is_empty() {
-        figure("p1.rate", median_of(p1), "items/s");
+        let p1 = median_of(p1);
+        figure("p1.rate", p1, "items/s");
+        figure("p1.rate/base.quic.uni.rate", p1 / base_rate, "ratio");
     }
 
     let (mut base_mbps, mut p2) = (Vec::new(), Vec::new());
@@ -124,8 +124,11 @@ async fn pipes(base: &Baseline, remote: &Remote, scale: Scale, selected: &impl F
             p2.push(remote.p2(p2_items(scale)).await);
         }
     }
-    figure("base.quic.uni.mbps", median_of(base_mbps), "MB/s");
+    let base_mbps = median_of(base_mbps);
+    figure("base.quic.uni.mbps", base_mbps, "MB/s");
     if !p2.is_empty() {
-        figure("p2.mbps", median_of(p2), "MB/s");
+        let p2 = median_of(p2);
+        figure("p2.mbps", p2, "MB/s");
+        figure("p2.mbps/base.quic.uni.mbps", p2 / base_mbps, "ratio");
     }
 }
