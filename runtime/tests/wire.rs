@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use remora::wire::codec::{decode_frame, decode_value, encode, encode_value};
+use remora::wire::codec::{decode_frame, decode_value, encode, encode_pipe_item, encode_value};
 use remora::wire::{
     Call, CallContext, DecodeError, EncodeError, Frame, FrameReader, Hello, Limits, TraceContext,
     MAGIC, PROTOCOL_VERSION,
@@ -498,6 +498,40 @@ fn expect_depth_error(result: Result<impl std::fmt::Debug, DecodeError>, what: &
 // ---------------------------------------------------------------------------
 // Round trips
 // ---------------------------------------------------------------------------
+
+/// A pipe item whose frame would pass the limit, or whose item does not encode,
+/// appends nothing: the frames before it in the buffer are left whole.
+#[test]
+fn a_pipe_item_that_fails_leaves_the_buffer_as_it_was() {
+    let limits = small(64);
+    let mut out = vec![1, 2, 3];
+    let err = encode_pipe_item(9, &mut out, &limits, |out| {
+        out.extend_from_slice(&[0; 100]);
+        Ok(())
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, EncodeError::Oversize { max: 64, .. }),
+        "{err:?}"
+    );
+    assert_eq!(out, [1, 2, 3]);
+    let err = encode_pipe_item(9, &mut out, &limits, |out| {
+        out.push(7);
+        Err(EncodeError::Encode("no".into()))
+    })
+    .unwrap_err();
+    assert!(matches!(err, EncodeError::Encode(_)), "{err:?}");
+    assert_eq!(out, [1, 2, 3]);
+    // Within the limit, it is written after them.
+    encode_pipe_item(9, &mut out, &limits, |out| encode_value(&5u8, out)).unwrap();
+    assert_eq!(
+        decode_frame(&out[7..], &limits).unwrap(),
+        Frame::PipeItem {
+            stream: 9,
+            item: &[5]
+        }
+    );
+}
 
 #[test]
 fn every_variant_round_trips_alone() {
@@ -1225,6 +1259,32 @@ fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
 }
 
 proptest! {
+    /// A pipe item written straight into its frame reads back as the frame that
+    /// holds the same item, after what the buffer held already (left as it was).
+    #[test]
+    fn prop_pipe_items_written_into_their_frame_decode_as_the_frame(
+        stream in any::<u64>(),
+        item in prop::collection::vec(any::<u8>(), 0..70_000),
+        before in prop::collection::vec(any::<u8>(), 0..8),
+    ) {
+        let limits = Limits::default();
+        let mut out = before.clone();
+        let len = encode_pipe_item(stream, &mut out, &limits, |out| {
+            out.extend_from_slice(&item);
+            Ok(())
+        })
+        .unwrap();
+        prop_assert_eq!(len, item.len());
+        prop_assert_eq!(&out[..before.len()], &before[..]);
+        let framed = &out[before.len()..];
+        let body = u32::from_be_bytes(framed[..4].try_into().unwrap()) as usize;
+        prop_assert_eq!(body, framed.len() - 4);
+        prop_assert_eq!(
+            decode_frame(&framed[4..], &limits).unwrap(),
+            Frame::PipeItem { stream, item: &item }
+        );
+    }
+
     #[test]
     fn prop_frames_round_trip_under_any_chunking(
         frames in prop::collection::vec(frame(), 0..12),

@@ -320,6 +320,8 @@ async fn pump<T: Item>(
     credit: Arc<Credit>,
     life: Arc<Life>,
 ) {
+    // The largest item frame so far: what a batch reserves room for, per item.
+    let mut typical: usize = 0;
     let end = loop {
         // Credit first: an item stays in the pipe, where its producer waits,
         // until the receiver has room for it.
@@ -336,8 +338,11 @@ async fn pump<T: Item>(
             None => break Some(None),
         };
         // Whatever more is ready and has credit goes in the same write.
-        let mut batch = Batch::new(&conn, stream);
+        let expected = usize::try_from(credit.available()).map_or(BATCH, |n| n.min(BATCH - 1) + 1);
+        let room = typical.saturating_mul(expected).min(RESERVE);
+        let mut batch = Batch::new(&conn, stream, room);
         let ended = gather(first, &mut batch, &mut source, &credit);
+        typical = typical.max(batch.largest());
         if let Err(error) = batch.flush() {
             break Some(Some(error));
         }
@@ -358,6 +363,10 @@ async fn pump<T: Item>(
 /// already (within the credit, so within its capacity): it bounds no memory of
 /// its own, only how long one write takes.
 const BATCH: usize = 128;
+
+/// The most a batch reserves before it knows what it holds: a receiving half's
+/// whole byte budget.
+const RESERVE: usize = crate::remote::pipes::PIPE_BYTES as usize;
 
 /// Adds `first` to `batch`, and after it the items that are ready now and have
 /// credit (taken, their bytes spent), up to [`BATCH`]. Returns how the pipe

@@ -14,28 +14,40 @@ use tokio::sync::SetError;
 use super::{Item, SendError, TrySendError, HANDOFF};
 use crate::error::CallError;
 use crate::remote::connection::Connection;
-use crate::remote::marshal::{is_plain, Encoded, Moved};
+use crate::remote::marshal::{is_plain, Moved};
 use crate::remote::pipes::{cost, Credit, Pull, ITEM_COST, PIPE_BYTES};
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
+use crate::wire::codec::encode_pipe_item;
 
-/// Encodes items for the wire (a `Vec<u8>` as binary), their references
-/// exported for `conn`'s peer.
-pub(super) fn encode_items<'a, T: Item>(
-    conn: &Arc<Connection>,
-    items: impl IntoIterator<Item = &'a T>,
-) -> Result<Vec<Encoded>, CallError> {
+/// Writes `item`'s frame for `stream` at the end of `out`, the item encoded
+/// straight into it (a `Vec<u8>` as binary), its references exported for
+/// `conn`'s peer through `cx`: the item's encoded length.
+fn write_item<T: Item>(
+    cx: &MarshalCx,
+    conn: &Connection,
+    stream: u64,
+    item: &T,
+    out: &mut Vec<u8>,
+) -> Result<usize, CallError> {
+    cx.enter(|| {
+        encode_pipe_item(stream, out, conn.send_limits(), |out| {
+            crate::remote::marshal::write_reply(item, out)
+        })
+    })
+    .map_err(|err| CallError::Marshalling {
+        what: "a pipe item".into(),
+        type_name: std::any::type_name::<T>().into(),
+        reason: err.to_string(),
+    })
+}
+
+/// The marshalling context of items sent to `conn`'s peer.
+fn marshal_cx(conn: &Arc<Connection>) -> Result<MarshalCx, CallError> {
     let host = conn.node.upgrade().ok_or(CallError::ActorStopped)?;
-    let cx = MarshalCx {
+    Ok(MarshalCx {
         host,
         conn: Some(conn.clone()),
-    };
-    cx.enter(|| {
-        items
-            .into_iter()
-            .map(crate::remote::marshal::encode_reply)
-            .collect::<Result<Vec<_>, _>>()
     })
-    .map_err(item_error)
 }
 
 /// Decodes one item from the wire, its references imported from `conn`'s peer.
@@ -72,35 +84,43 @@ pub(super) fn send_item<T: Item>(
             .map(|()| ITEM_COST)
             .map_err(|error| (None, error));
     }
-    let bytes = match encode_items(conn, [&item]) {
-        Ok(bytes) => bytes,
-        Err(error) => return Err((Some(item), error)),
-    };
-    let spent = cost(bytes[0].len());
-    conn.pipe_items(stream, &bytes)
-        .map(|()| spent)
-        .map_err(|error| (Some(item), error))
+    let mut frame = Vec::with_capacity(64);
+    let written = marshal_cx(conn).and_then(|cx| write_item(&cx, conn, stream, &item, &mut frame));
+    match written {
+        Ok(len) => conn
+            .pipe_frames(stream, frame)
+            .map(|()| cost(len))
+            .map_err(|error| (Some(item), error)),
+        Err(error) => Err((Some(item), error)),
+    }
 }
 
-/// A pump's batch of items for one write: encoded as they come (and written
-/// together by [`Batch::flush`]), or, between nodes of one process, each sent
-/// at once as [`send_item`] does. An error loses the item (a pump's are).
+/// A pump's batch of items for one write: their frames written as they come
+/// (each item encoded straight into its frame) and sent together by
+/// [`Batch::flush`], or, between nodes of one process, each item sent at once
+/// as [`send_item`] does. An error loses the item (a pump's are).
 pub(super) struct Batch<'c> {
     conn: &'c Arc<Connection>,
     stream: u64,
     cx: Option<MarshalCx>,
-    encoded: Vec<Encoded>,
+    frames: Vec<u8>,
     len: usize,
+    /// The largest item frame written.
+    largest: usize,
 }
 
 impl<'c> Batch<'c> {
-    pub(super) fn new(conn: &'c Arc<Connection>, stream: u64) -> Batch<'c> {
+    /// A batch whose frames are expected to take about `room` bytes (reserved
+    /// at once, so that large items are not copied again as the buffer grows).
+    pub(super) fn new(conn: &'c Arc<Connection>, stream: u64, room: usize) -> Batch<'c> {
+        let room = if conn.carries_values() { 0 } else { room };
         Batch {
             conn,
             stream,
             cx: None,
-            encoded: Vec::new(),
+            frames: Vec::with_capacity(room),
             len: 0,
+            largest: 0,
         }
     }
 
@@ -111,19 +131,13 @@ impl<'c> Batch<'c> {
             return send_item(self.conn, self.stream, item).map_err(|(_, error)| error);
         }
         if self.cx.is_none() {
-            let host = self.conn.node.upgrade().ok_or(CallError::ActorStopped)?;
-            self.cx = Some(MarshalCx {
-                host,
-                conn: Some(self.conn.clone()),
-            });
+            self.cx = Some(marshal_cx(self.conn)?);
         }
         let cx = self.cx.as_ref().expect("set above");
-        let bytes = cx
-            .enter(|| crate::remote::marshal::encode_reply(&item))
-            .map_err(item_error)?;
-        let spent = cost(bytes.len());
-        self.encoded.push(bytes);
-        Ok(spent)
+        let before = self.frames.len();
+        let len = write_item(cx, self.conn, self.stream, &item, &mut self.frames)?;
+        self.largest = self.largest.max(self.frames.len() - before);
+        Ok(cost(len))
     }
 
     /// Items added so far.
@@ -131,12 +145,22 @@ impl<'c> Batch<'c> {
         self.len
     }
 
-    /// Writes the encoded items, in one write.
-    pub(super) fn flush(self) -> Result<(), CallError> {
-        if self.encoded.is_empty() {
+    /// The largest item frame written so far, in bytes.
+    pub(super) fn largest(&self) -> usize {
+        self.largest
+    }
+
+    /// Writes the items' frames, in one write.
+    pub(super) fn flush(mut self) -> Result<(), CallError> {
+        if self.frames.is_empty() {
             return Ok(());
         }
-        self.conn.pipe_items(self.stream, &self.encoded)
+        // Room reserved for items that were not ready is not kept while the
+        // frames wait to be sent and acknowledged.
+        if self.frames.capacity() > 2 * self.frames.len() {
+            self.frames.shrink_to_fit();
+        }
+        self.conn.pipe_frames(self.stream, self.frames)
     }
 }
 

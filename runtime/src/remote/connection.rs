@@ -690,8 +690,8 @@ impl Connection {
         }
     }
 
-    /// Queues frames encoded outside the lock (see
-    /// [`super::protocol::encode_frames`]) on `lane`, in one write.
+    /// Queues frames encoded outside the lock (a pipe's batch of items) on
+    /// `lane`, in one write.
     pub(crate) fn send_encoded(&self, lane: Lane, out: Vec<u8>) -> Result<(), CallError> {
         let queued = self.drive(|core, _| core.send_encoded(lane, out));
         match queued {

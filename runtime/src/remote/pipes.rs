@@ -32,8 +32,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::connection::{Connection, Lane, ValueFrame};
-use super::marshal::{Encoded, Moved};
-use super::protocol::encode_frames;
+use super::marshal::Moved;
 use crate::error::CallError;
 use crate::wire::{Frame, ObjectId};
 
@@ -49,10 +48,6 @@ pub(crate) const PIPE_BYTES: u64 = 4 << 20;
 /// What one item costs the byte budget beyond its encoding: what holding it
 /// costs the receiver (so that a budget bounds the count of tiny items too).
 pub(crate) const ITEM_COST: u64 = 64;
-
-/// The most an item's frame adds to its encoding: the length prefix, the
-/// frame's variant and stream id, the byte string's header.
-const ITEM_FRAME: usize = 32;
 
 /// What an item of `len` encoded bytes costs the byte budget.
 pub(crate) fn cost(len: usize) -> u64 {
@@ -390,18 +385,14 @@ impl Connection {
         Ok((stream, credit))
     }
 
-    /// Sends encoded items on a stream we give items on (their credit taken),
-    /// in one write.
-    pub(crate) fn pipe_items(&self, stream: u64, items: &[Encoded]) -> Result<(), CallError> {
-        // Encoded before the core's lock is taken, into a buffer that needs no
-        // growing: a batch of large items is copied once, holding up no call.
-        let frames = items.iter().map(|item| Frame::PipeItem { stream, item });
-        let payload = items.iter().map(|item| item.len() + ITEM_FRAME).sum();
-        let out = encode_frames(self.send_limits(), frames, payload)?;
-        self.send_encoded(Lane::Pipe(stream), out)
+    /// Sends items on a stream we give items on (their credit taken): their
+    /// frames, written by `Batch` (see `wire::codec::encode_pipe_item`), in one
+    /// write.
+    pub(crate) fn pipe_frames(&self, stream: u64, frames: Vec<u8>) -> Result<(), CallError> {
+        self.send_encoded(Lane::Pipe(stream), frames)
     }
 
-    /// [`Connection::pipe_items`] for an item moved as it is, on a link that
+    /// [`Connection::pipe_frames`] for an item moved as it is, on a link that
     /// carries values (the same channel as the stream's frames: order holds).
     pub(crate) fn pipe_value(&self, stream: u64, item: Moved) -> Result<(), CallError> {
         let frame = ValueFrame::PipeItem { stream, item };

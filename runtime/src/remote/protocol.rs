@@ -51,7 +51,7 @@ use super::marshal::{Answer, Args, Moved};
 use crate::error::{CallError, NodeLabel};
 use crate::id::NodeId;
 use crate::local::stop::StopReason;
-use crate::wire::codec::{encode, encode_lent, encode_to_vec, EncodeError, Encoded, Limits};
+use crate::wire::codec::{encode_lent, encode_to_vec, EncodeError, Encoded, Limits};
 use crate::wire::{Call, CallContext, Frame, Hello, Incoming, ObjectId, Session, SessionError};
 
 /// Which ordered stream of frames a frame belongs to. Frames of one lane arrive in
@@ -553,12 +553,15 @@ impl<S: Sinks> Core<S> {
         if self.closed {
             return Err(self.node_down(false));
         }
-        let out = encode_frames(&self.limits, frames, 0)?;
+        let mut out = Vec::new();
+        for frame in frames {
+            crate::wire::codec::encode(&frame, &mut out, &self.limits).map_err(frame_error)?;
+        }
         self.send_encoded(lane, out)
     }
 
-    /// Queues frames encoded by [`encode_frames`] (outside the driver's lock)
-    /// on `lane` as one write.
+    /// Queues frames encoded outside the driver's lock (a pipe's batch of
+    /// items, see `wire::codec::encode_pipe_item`) on `lane` as one write.
     pub(crate) fn send_encoded(&mut self, lane: Lane, out: Vec<u8>) -> Result<(), CallError> {
         if self.closed {
             return Err(self.node_down(false));
@@ -822,22 +825,6 @@ impl<S: Sinks> Core<S> {
     fn encode(&self, frame: &Frame<'_>) -> Result<Vec<u8>, CallError> {
         encode_frame(&self.limits, frame)
     }
-}
-
-/// Encodes `frames` one after the other within `limits`, for one write (see
-/// [`Core::send_encoded`]), into a buffer sized for `payload` bytes of what
-/// they carry: a pure function, so a pipe's pump runs it outside the driver's
-/// lock. A frame that does not encode fails the lot.
-pub(crate) fn encode_frames<'a>(
-    limits: &Limits,
-    frames: impl IntoIterator<Item = Frame<'a>>,
-    payload: usize,
-) -> Result<Vec<u8>, CallError> {
-    let mut out = Vec::with_capacity(payload);
-    for frame in frames {
-        encode(&frame, &mut out, limits).map_err(frame_error)?;
-    }
-    Ok(out)
 }
 
 /// Encodes `frame` within `limits`; a frame over the limit is a `Marshalling` error.

@@ -114,6 +114,65 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>, limits: &Limits) -> Result<(
     }
 }
 
+/// Appends a length-prefixed [`Frame::PipeItem`] for `stream` whose item
+/// `write` encodes straight into `out`: the item's encoding is not made apart
+/// and copied in, as [`encode`] of a frame holding it would need. The bytes
+/// decode as that frame's do (the item's length is written in four bytes,
+/// whatever it is). Returns the item's encoded length. On an error nothing is
+/// appended; a frame past `limits.max_frame` is [`EncodeError::Oversize`].
+///
+/// ```
+/// use remora::wire::codec::{decode_frame, encode_pipe_item, encode_value, Limits};
+/// use remora::wire::Frame;
+/// let mut out = Vec::new();
+/// let len = encode_pipe_item(6, &mut out, &Limits::default(), |out| encode_value(&42u64, out))
+///     .unwrap();
+/// assert_eq!(len, 1);
+/// let frame = decode_frame(&out[4..], &Limits::default()).unwrap();
+/// assert_eq!(frame, Frame::PipeItem { stream: 6, item: &[42] });
+/// ```
+pub fn encode_pipe_item(
+    stream: u64,
+    out: &mut Vec<u8>,
+    limits: &Limits,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+) -> Result<usize, EncodeError> {
+    /// An empty byte string, as MessagePack writes it: a `bin 8` of length 0.
+    const EMPTY: [u8; 2] = [0xc4, 0x00];
+    /// The header of a `bin 32`: its marker, then the length (big-endian).
+    const BIN32: u8 = 0xc6;
+    let start = out.len();
+    encode(&Frame::PipeItem { stream, item: &[] }, out, limits)?;
+    // The item is the frame's last field: its empty byte string ends the frame.
+    if !out.ends_with(&EMPTY) {
+        out.truncate(start);
+        return Err(EncodeError::Encode(
+            "a pipe item frame does not end with its item".into(),
+        ));
+    }
+    out.truncate(out.len() - EMPTY.len());
+    out.push(BIN32);
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    if let Err(err) = write(out) {
+        out.truncate(start);
+        return Err(err);
+    }
+    let item = out.len() - at - 4;
+    let len = out.len() - start - 4;
+    if len > limits.max_frame || len > u32::MAX as usize {
+        out.truncate(start);
+        return Err(EncodeError::Oversize {
+            len,
+            max: limits.max_frame,
+        });
+    }
+    // Both fit: max_frame is far below u32::MAX.
+    out[at..at + 4].copy_from_slice(&(item as u32).to_be_bytes());
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(item)
+}
+
 /// Encodings up to this size are made in the thread's scratch buffer and copied
 /// out at their exact size; a larger one takes the scratch buffer with it.
 const SCRATCH_KEEP: usize = 16 * 1024;
