@@ -15,7 +15,7 @@ use super::{Item, SendError, TrySendError, HANDOFF};
 use crate::error::CallError;
 use crate::remote::connection::Connection;
 use crate::remote::marshal::{is_plain, Moved};
-use crate::remote::pipes::{cost, Credit, Pull, ITEM_COST, PIPE_BYTES};
+use crate::remote::pipes::{cost, Credit, Fill, ITEM_COST, PIPE_BYTES};
 use crate::remote::{MarshalCx, RemoteRoute, WireRef};
 use crate::wire::codec::encode_pipe_item;
 
@@ -198,7 +198,7 @@ enum Arrived<T> {
 /// credit it grants (the connection drops nothing it was granted).
 struct PullTo<T>(mpsc::UnboundedSender<Arrived<T>>);
 
-impl<T: Item> Pull for PullTo<T> {
+impl<T: Item> Fill for PullTo<T> {
     fn item(&mut self, conn: &Arc<Connection>, bytes: &[u8]) -> Result<(), CallError> {
         let item = decode_item::<T>(conn, bytes)?;
         let _ = self.0.send(Arrived::Item(item, cost(bytes.len())));
@@ -211,7 +211,7 @@ impl<T: Item> Pull for PullTo<T> {
         Ok(())
     }
 
-    fn end(&mut self, error: Option<CallError>) {
+    fn end(self: Box<Self>, error: Option<CallError>) {
         let _ = self.0.send(Arrived::End(error));
     }
 }

@@ -54,20 +54,6 @@ pub(crate) fn cost(len: usize) -> u64 {
     len as u64 + ITEM_COST
 }
 
-/// Where the items of a stream we pull go: the receiving half's queue. Items
-/// are decoded as they arrive, by the task that read them (the bytes are still
-/// in its cache, and they are not copied out first).
-pub(crate) trait Pull: Send {
-    /// One encoded item arrived within the credit: decode it and queue it with
-    /// what it cost the byte budget. An error (it does not decode) fails the
-    /// stream.
-    fn item(&mut self, conn: &Arc<Connection>, bytes: &[u8]) -> Result<(), CallError>;
-    /// [`Pull::item`] for an item moved as it is (nodes of one process).
-    fn value(&mut self, conn: &Arc<Connection>, item: Moved) -> Result<(), CallError>;
-    /// The stream ended: cleanly (`None`) or with this error.
-    fn end(&mut self, error: Option<CallError>);
-}
-
 /// The items (and bytes) one side may still send on a stream, and whether the
 /// other side is gone: a sending half and a pipe end's pump wait here.
 #[derive(Default)]
@@ -169,10 +155,13 @@ impl Credit {
     }
 }
 
-/// A stream the peer opened to give one of our pipe ends items: where they go.
+/// Where the items of a stream arrive: the receiving half's queue (a stream we
+/// pull), or the room reserved in one of our pipes (a stream the peer fills).
+/// Items are decoded as they arrive, by the task that read them (the bytes are
+/// still in its cache, and they are not copied out first).
 pub(crate) trait Fill: Send {
     /// One item arrived (within the credit granted): decode it and put it in its
-    /// place. An error fails the stream.
+    /// place. An error (it does not decode) fails the stream.
     fn item(&mut self, conn: &Arc<Connection>, bytes: &[u8]) -> Result<(), CallError>;
     /// [`Fill::item`] for an item moved as it is (nodes of one process).
     fn value(&mut self, conn: &Arc<Connection>, item: Moved) -> Result<(), CallError>;
@@ -209,7 +198,7 @@ enum Stream {
     /// We opened it to take items: they go to the receiving half. `granted`:
     /// items the peer may still send, and `bytes` (see [`PIPE_BYTES`]).
     Pulling {
-        to: Box<dyn Pull>,
+        to: Box<dyn Fill>,
         granted: u64,
         bytes: u64,
     },
@@ -297,7 +286,7 @@ impl Streams {
         };
         for stream in streams {
             match stream {
-                Stream::Pulling { mut to, .. } => to.end(Some(error.clone())),
+                Stream::Pulling { to, .. } => to.end(Some(error.clone())),
                 Stream::Pushing(credit) | Stream::Serving { credit, .. } => {
                     credit.close(Some(error.clone()))
                 }
@@ -317,7 +306,7 @@ impl Connection {
         &self,
         pipe: ObjectId,
         credit: u32,
-        to: Box<dyn Pull>,
+        to: Box<dyn Fill>,
     ) -> Result<u64, CallError> {
         let stream = self.pipes.open(Stream::Pulling {
             to,
@@ -477,7 +466,7 @@ impl Connection {
                 }
             }
             Frame::PipeEnd { stream, error } => match self.pipes.remove(stream) {
-                Some(Stream::Pulling { mut to, .. }) => to.end(error),
+                Some(Stream::Pulling { to, .. }) => to.end(error),
                 Some(Stream::Filling { fill, end, .. }) => {
                     fill.end(error);
                     end.stream_ended();
@@ -492,7 +481,7 @@ impl Connection {
                 Some(Stream::Pushing(credit) | Stream::Serving { credit, .. }) => {
                     credit.close(error)
                 }
-                Some(Stream::Pulling { mut to, .. }) => {
+                Some(Stream::Pulling { to, .. }) => {
                     // The peer refused the stream we opened to pull (too many
                     // open, no such end): the receiving half hears why.
                     let error = error.unwrap_or_else(|| CallError::Unauthorized {
@@ -623,7 +612,7 @@ impl Connection {
     /// A stream we pull broke the rules (an item past the credit), or an item
     /// did not decode: the receiving half is told, and the peer's pump stopped.
     fn fail_pulling(&self, stream: u64, error: CallError) {
-        if let Some(Stream::Pulling { mut to, .. }) = self.pipes.remove(stream) {
+        if let Some(Stream::Pulling { to, .. }) = self.pipes.remove(stream) {
             to.end(Some(error.clone()));
         }
         let _ = self.send(
