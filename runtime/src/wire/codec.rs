@@ -249,14 +249,19 @@ pub fn encode_value_to_vec<T: Serialize + ?Sized>(
     value: &T,
     hint: usize,
 ) -> Result<Encoded, EncodeError> {
-    with_scratch(
-        hint,
-        |buf| encode_value(value, buf),
-        |buf| match buf.len() <= 48 {
-            true => Encoded::from_slice(buf),
-            false => Encoded::from_vec(take_exact(buf)),
-        },
-    )
+    encode_written(hint, |buf| encode_value(value, buf))
+}
+
+/// What `write` appends to an empty buffer, as [`encode_value_to_vec`] keeps
+/// an encoding: inline when it is small, otherwise with one allocation.
+pub fn encode_written(
+    hint: usize,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+) -> Result<Encoded, EncodeError> {
+    with_scratch(hint, write, |buf| match buf.len() <= 48 {
+        true => Encoded::from_slice(buf),
+        false => Encoded::from_vec(take_exact(buf)),
+    })
 }
 
 /// Appends the MessagePack encoding of `value` (compact: structs as arrays).
