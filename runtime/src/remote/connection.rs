@@ -145,7 +145,7 @@ struct Pending<'a> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id.filter(|_| !self.conn.is_closed()) {
-            self.conn.drive_core(|core| core.abandon(id));
+            self.conn.drive(|core| core.abandon(id));
         }
     }
 }
@@ -426,9 +426,9 @@ impl Connection {
     /// Runs `op` on the core, then does what it asked for: writes the frames it
     /// queued, arms the timer, and (once the lock is released) delivers its
     /// events and tears the transport down if it closed.
-    fn drive<R>(&self, op: impl FnOnce(&mut Core<Live>, Instant) -> R) -> R {
+    pub(super) fn drive<R>(&self, op: impl FnOnce(&mut Core<Live>) -> R) -> R {
         let mut state = self.state.lock();
-        let out = op(&mut state.core, Instant::now());
+        let out = op(&mut state.core);
         // Frames the core originates (pongs, monitor reports): rare, written
         // under the lock so that they keep their order.
         while let Some(transmit) = state.core.poll_transmit() {
@@ -438,11 +438,6 @@ impl Connection {
         }
         self.settle(state);
         out
-    }
-
-    /// [`Connection::drive`] for an operation that needs no clock.
-    pub(super) fn drive_core<R>(&self, op: impl FnOnce(&mut Core<Live>) -> R) -> R {
-        self.drive(|core, _| op(core))
     }
 
     /// Writes one frame; false if the transport refused it (it is gone).
@@ -567,7 +562,7 @@ impl Connection {
         let transmit = match frame_call(&self.send_limits, values, id, lane, call, one_way, now) {
             Ok(transmit) => transmit,
             Err(err) => {
-                self.drive_core(|core| {
+                self.drive(|core| {
                     drop(core.forget(id));
                     core.unacquire(target);
                 });
@@ -582,7 +577,7 @@ impl Connection {
             return Ok(id);
         }
         // Never left: its waiter goes quietly (this caller is told here).
-        self.drive_core(|core| {
+        self.drive(|core| {
             drop(core.forget(id));
             core.unacquire(target);
             core.close();
@@ -683,7 +678,7 @@ impl Connection {
 
     /// Sends one control frame on `lane` (leases, exits).
     pub(crate) fn send(&self, lane: Lane, frame: &Frame<'_>) -> Result<(), CallError> {
-        let queued = self.drive(|core, _| core.send(lane, frame));
+        let queued = self.drive(|core| core.send(lane, frame));
         match queued {
             Ok(()) if self.is_closed() => Err(self.node_down(false)),
             other => other,
@@ -693,7 +688,7 @@ impl Connection {
     /// Queues frames encoded outside the lock (a pipe's batch of items) on
     /// `lane`, in one write.
     pub(crate) fn send_encoded(&self, lane: Lane, out: Vec<u8>) -> Result<(), CallError> {
-        let queued = self.drive(|core, _| core.send_encoded(lane, out));
+        let queued = self.drive(|core| core.send_encoded(lane, out));
         match queued {
             Ok(()) if self.is_closed() => Err(self.node_down(false)),
             other => other,
@@ -839,7 +834,7 @@ impl Connection {
         // An ask is registered as served with the frame, so that a `Cancel`
         // behind it on its lane always finds it.
         let cancel = matches!(frame, Frame::Call(_)).then(Arc::<CancelSignal>::default);
-        let handled = self.drive(|core, _| {
+        let handled = self.drive(|core| {
             let incoming = core.handle_frame(frame);
             if let (Ok(Incoming::Call { call, .. }), Some(cancel)) = (&incoming, &cancel) {
                 core.serving(call.id, cancel.clone());
@@ -1056,7 +1051,7 @@ impl Connection {
     /// Sends the peer the credit owed to it.
     fn flush_credit(&self) {
         if self.owes.swap(false, Ordering::AcqRel) {
-            self.drive_core(Core::flush_credit);
+            self.drive(Core::flush_credit);
         }
     }
 
@@ -1274,7 +1269,7 @@ impl Connection {
     ) -> Step {
         let cancel = matches!(frame, ValueFrame::Call { one_way: false, .. })
             .then(Arc::<CancelSignal>::default);
-        let handled = self.drive(|core, _| {
+        let handled = self.drive(|core| {
             let handled = core.handle_value(frame);
             if let (Some(ValueFrame::Call { id, .. }), Some(cancel)) = (&handled, &cancel) {
                 core.serving(*id, cancel.clone());
@@ -1335,14 +1330,14 @@ impl Connection {
 
     /// The transport is gone: every call in flight fails with `NodeDown`.
     pub(crate) fn close(&self) {
-        self.drive(|core, _| core.close());
+        self.drive(|core| core.close());
     }
 
     /// The peer's node restarted (a new incarnation answers at its address):
     /// every call in flight fails with `NodeRestarted`, and the connection closes.
     pub(crate) fn close_restarted(&self) {
         self.restarted.store(true, Ordering::Release);
-        self.drive(|core, _| core.close_restarted());
+        self.drive(|core| core.close_restarted());
     }
 
     /// Closes a connection that lost a simultaneous-dial tie-break, after a grace

@@ -37,7 +37,7 @@ impl Drop for Watch {
         // Still waiting: the peer can stop watching for us.
         if self.rx.is_some() {
             let id = self.id;
-            self.conn.drive_core(|core| core.demonitor(id));
+            self.conn.drive(|core| core.demonitor(id));
         }
     }
 }
@@ -46,7 +46,7 @@ impl Connection {
     /// Asks the peer to tell us when `object` stops.
     pub(crate) fn monitor(self: &Arc<Self>, object: ObjectId) -> Result<Watch, CallError> {
         let (tx, rx) = oneshot::channel();
-        let id = self.drive_core(|core| core.monitor(object, tx))?;
+        let id = self.drive(|core| core.monitor(object, tx))?;
         Ok(Watch {
             conn: self.clone(),
             id,
@@ -67,11 +67,11 @@ impl Connection {
             return;
         };
         let Some(exported) = node.exported(&object) else {
-            self.drive_core(|core| core.down(watch, StopReason::NoSuchObject));
+            self.drive(|core| core.down(watch, StopReason::NoSuchObject));
             return;
         };
         // A reused watch id replaces its monitor rather than adding one.
-        if self.drive_core(|core| core.watching_count(watch)) >= MAX_WATCHED {
+        if self.drive(|core| core.watching_count(watch)) >= MAX_WATCHED {
             node.monitor_refused();
             tracing::warn!(peer = %self.peer.node, %object, "refused a monitor: the peer has {MAX_WATCHED} already");
             let error = CallError::Unauthorized {
@@ -85,11 +85,11 @@ impl Connection {
         drop(exported);
         let conn: Weak<Connection> = Arc::downgrade(self);
         // Spawned under the core's lock: the task reports only after it is recorded.
-        self.drive_core(|core| {
+        self.drive(|core| {
             let task = tokio::spawn(async move {
                 let reason = stopped.await;
                 if let Some(conn) = conn.upgrade() {
-                    conn.drive_core(|core| core.down(watch, reason));
+                    conn.drive(|core| core.down(watch, reason));
                 }
             });
             core.watched(watch, task.abort_handle());
