@@ -406,7 +406,7 @@ impl Connection {
                 let failed = to.value(self, item).err();
                 drop(table);
                 if let Some(error) = failed {
-                    self.fail_pulling(stream, error);
+                    self.fail_incoming(stream, error);
                 }
             }
             Some(Stream::Filling { fill, granted, .. }) if *granted > 0 => {
@@ -414,7 +414,7 @@ impl Connection {
                 let failed = fill.value(self, item).err();
                 drop(table);
                 if let Some(error) = failed {
-                    self.fail_filling(stream, error);
+                    self.fail_incoming(stream, error);
                 }
             }
             _ => {
@@ -572,7 +572,7 @@ impl Connection {
                 let failed = to.item(self, item).err();
                 drop(table);
                 if let Some(error) = failed {
-                    self.fail_pulling(stream, error);
+                    self.fail_incoming(stream, error);
                 }
             }
             Some(Stream::Filling { fill, granted, .. }) if *granted > 0 => {
@@ -580,18 +580,18 @@ impl Connection {
                 let failed = fill.item(self, item).err();
                 drop(table);
                 if let Some(error) = failed {
-                    self.fail_filling(stream, error);
+                    self.fail_incoming(stream, error);
                 }
             }
             Some(Stream::Pulling { .. }) => {
                 drop(table);
                 let error = self.past_credit(stream);
-                self.fail_pulling(stream, error);
+                self.fail_incoming(stream, error);
             }
             Some(Stream::Filling { .. }) => {
                 drop(table);
                 let error = self.past_credit(stream);
-                self.fail_filling(stream, error);
+                self.fail_incoming(stream, error);
             }
             _ => {
                 drop(table);
@@ -609,27 +609,18 @@ impl Connection {
         }
     }
 
-    /// A stream we pull broke the rules (an item past the credit), or an item
-    /// did not decode: the receiving half is told, and the peer's pump stopped.
-    fn fail_pulling(&self, stream: u64, error: CallError) {
-        if let Some(Stream::Pulling { to, .. }) = self.pipes.remove(stream) {
-            to.end(Some(error.clone()));
-        }
-        let _ = self.send(
-            Lane::Control,
-            &Frame::PipeClose {
-                stream,
-                error: Some(error),
-            },
-        );
-    }
-
-    /// A stream the peer fills broke the rules, or an item did not decode: the
-    /// pipe's receiver is told, and the peer's sending half is closed.
-    fn fail_filling(&self, stream: u64, error: CallError) {
-        if let Some(Stream::Filling { fill, end, .. }) = self.pipes.remove(stream) {
-            fill.end(Some(error.clone()));
-            end.stream_ended();
+    /// A stream the peer gives us items on broke the rules (an item past the
+    /// credit), or an item did not decode: whoever takes its items is told
+    /// (our receiving half, or the pipe an inlet fills), and the peer's pump or
+    /// sending half is closed.
+    fn fail_incoming(&self, stream: u64, error: CallError) {
+        match self.pipes.remove(stream) {
+            Some(Stream::Pulling { to, .. }) => to.end(Some(error.clone())),
+            Some(Stream::Filling { fill, end, .. }) => {
+                fill.end(Some(error.clone()));
+                end.stream_ended();
+            }
+            _ => {}
         }
         let _ = self.send(
             Lane::Control,
