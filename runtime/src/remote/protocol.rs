@@ -542,26 +542,9 @@ impl<S: Sinks> Core<S> {
         Ok(())
     }
 
-    /// Queues `frames` on `lane` as one write (a pipe's batch of items), in
-    /// order. A frame that does not encode fails the lot: none is sent.
-    #[cfg(test)]
-    pub(crate) fn send_all<'a>(
-        &mut self,
-        lane: Lane,
-        frames: impl IntoIterator<Item = Frame<'a>>,
-    ) -> Result<(), CallError> {
-        if self.closed {
-            return Err(self.node_down(false));
-        }
-        let mut out = Vec::new();
-        for frame in frames {
-            crate::wire::codec::encode(&frame, &mut out, &self.limits).map_err(frame_error)?;
-        }
-        self.send_encoded(lane, out)
-    }
-
     /// Queues frames encoded outside the driver's lock (a pipe's batch of
-    /// items, see `wire::codec::encode_pipe_item`) on `lane` as one write.
+    /// items, see `wire::codec::encode_pipe_item`) on `lane` as one write, in
+    /// order.
     pub(crate) fn send_encoded(&mut self, lane: Lane, out: Vec<u8>) -> Result<(), CallError> {
         if self.closed {
             return Err(self.node_down(false));

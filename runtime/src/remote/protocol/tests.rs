@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::remote::once::{Admit, OnceTable};
-use crate::wire::codec::FrameReader;
+use crate::wire::codec::{encode, FrameReader};
 
 /// Waiters, watchers and monitor tasks are plain numbers here.
 struct Tokens;
@@ -883,8 +883,16 @@ fn an_exactly_once_call_gives_up_once_its_node_has_been_unreachable_for_the_give
 fn a_batch_of_frames_is_one_write_in_order_and_a_closed_core_sends_none() {
     let (mut a, mut b) = pair();
     let items: [&[u8]; 3] = [b"1", b"22", b"333"];
-    let frames = items.iter().map(|item| Frame::PipeItem { stream: 4, item });
-    a.send_all(Lane::Pipe(4), frames).expect("queued");
+    let mut frames = Vec::new();
+    for item in items {
+        encode(
+            &Frame::PipeItem { stream: 4, item },
+            &mut frames,
+            &Limits::default(),
+        )
+        .unwrap();
+    }
+    a.send_encoded(Lane::Pipe(4), frames).expect("queued");
     let Some(Transmit::Frame(Lane::Pipe(4), bytes)) = a.poll_transmit() else {
         panic!("one write on the pipe's lane");
     };
@@ -900,16 +908,18 @@ fn a_batch_of_frames_is_one_write_in_order_and_a_closed_core_sends_none() {
     }
     assert!(reader.next_frame().expect("decodes").is_none());
 
-    a.send_all(Lane::Pipe(4), std::iter::empty())
+    a.send_encoded(Lane::Pipe(4), Vec::new())
         .expect("nothing to send is no error");
     assert!(a.poll_transmit().is_none());
     a.close();
-    let late = [Frame::PipeItem {
+    let mut late = Vec::new();
+    let frame = Frame::PipeItem {
         stream: 4,
         item: b"x",
-    }];
+    };
+    encode(&frame, &mut late, &Limits::default()).unwrap();
     assert!(matches!(
-        a.send_all(Lane::Pipe(4), late),
+        a.send_encoded(Lane::Pipe(4), late),
         Err(CallError::NodeDown { .. })
     ));
     assert!(a.poll_transmit().is_none());
