@@ -679,16 +679,19 @@ impl Connection {
     /// Sends one control frame on `lane` (leases, exits).
     pub(crate) fn send(&self, lane: Lane, frame: &Frame<'_>) -> Result<(), CallError> {
         let queued = self.drive(|core| core.send(lane, frame));
-        match queued {
-            Ok(()) if self.is_closed() => Err(self.node_down(false)),
-            other => other,
-        }
+        self.written(queued)
     }
 
     /// Queues frames encoded outside the lock (a pipe's batch of items) on
     /// `lane`, in one write.
     pub(crate) fn send_encoded(&self, lane: Lane, out: Vec<u8>) -> Result<(), CallError> {
         let queued = self.drive(|core| core.send_encoded(lane, out));
+        self.written(queued)
+    }
+
+    /// What a frame queued on the core came to: sent, unless writing it (or
+    /// anything meanwhile) closed the connection.
+    fn written(&self, queued: Result<(), CallError>) -> Result<(), CallError> {
         match queued {
             Ok(()) if self.is_closed() => Err(self.node_down(false)),
             other => other,
