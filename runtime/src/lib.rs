@@ -62,6 +62,7 @@ extern crate self as remora;
 
 mod deadline;
 mod error;
+mod hash;
 mod id;
 pub mod inspect;
 mod interface;

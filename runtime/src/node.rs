@@ -8,10 +8,10 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::id::NodeId;
-use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::error::CallError;
+use crate::hash::DashMap;
 use crate::id::ActorId;
 use crate::interface::Interface;
 use crate::local::actor::{Actor, SpawnOptions};
@@ -459,13 +459,13 @@ impl NodeBuilder {
                 runtime,
                 default_mailbox: self.default_mailbox,
                 default_timeout: self.default_timeout,
-                actors: DashMap::new(),
+                actors: DashMap::default(),
                 next_actor: AtomicU64::new(1),
                 live: AtomicUsize::new(0),
                 all_stopped: Notify::new(),
                 shutting_down: AtomicBool::new(false),
                 factories: Default::default(),
-                interfaces: DashMap::new(),
+                interfaces: DashMap::default(),
                 started: std::time::Instant::now(),
                 inspection: crate::inspect::InspectPolicy::new(self.allow_inspection),
                 #[cfg(feature = "metrics")]

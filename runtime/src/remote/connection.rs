@@ -12,7 +12,7 @@
 //! [`protocol`](super::protocol)), and a reader stops reading while the calls held
 //! for its peer pass [`Connection::held_budget`] bytes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -29,6 +29,7 @@ use super::protocol::{encode_reply, frame_call, Core, Event, OutCall, Sinks, Tra
 pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
 use super::route::Payload;
 use crate::error::CallError;
+use crate::hash::HashMap;
 use crate::id::NodeId;
 use crate::local::caller::Caller;
 use crate::local::cancel::{CancelSignal, Unwanted};

@@ -11,9 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::id::NodeId;
-use dashmap::DashMap;
-
 use super::authority::{ControlPolicy, Refusals, Target};
 use super::connection::Connection;
 use super::exports::Exported;
@@ -25,6 +22,8 @@ use super::route::RemoteRoute;
 use super::tls::Credentials;
 use super::wire_ref::WireRef;
 use crate::error::{CallError, NodeLabel};
+use crate::hash::DashMap;
+use crate::id::NodeId;
 use crate::local::route::LocalRoute;
 use crate::wire::codec::Limits;
 use crate::wire::{Hello, ObjectId};
@@ -129,11 +128,11 @@ impl Host {
             incarnation: config.incarnation,
             name: config.name,
             limits: config.limits,
-            exports: DashMap::new(),
+            exports: DashMap::default(),
             held: Default::default(),
             granted: Default::default(),
             lease: config.lease,
-            peers: DashMap::new(),
+            peers: DashMap::default(),
             default_timeout: config.default_timeout,
             listens: config.listens,
             advertise: config.advertise,

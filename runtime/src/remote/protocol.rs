@@ -42,13 +42,14 @@
 //! one object holds up another only when more objects than lanes are busy at once.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::marshal::{Answer, Args, Moved};
 use crate::error::{CallError, NodeLabel};
+use crate::hash::HashMap;
 use crate::id::NodeId;
 use crate::local::stop::StopReason;
 use crate::wire::codec::{encode_lent, encode_to_vec, EncodeError, Encoded, Limits};
@@ -243,17 +244,17 @@ impl<S: Sinks> Core<S> {
             peer,
             limits,
             values,
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             deadlines: BTreeSet::new(),
-            watching: HashMap::new(),
+            watching: HashMap::default(),
             next_watch: 1,
-            watched: HashMap::new(),
-            serving: HashMap::new(),
-            flows: HashMap::new(),
+            watched: HashMap::default(),
+            serving: HashMap::default(),
+            flows: HashMap::default(),
             lanes: Vec::new(),
             window,
             starved: false,
-            owed: HashMap::new(),
+            owed: HashMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             closed: false,
