@@ -205,6 +205,25 @@ pub(crate) fn deadline_for_call(
         std::time::Duration::MAX => None,
         timeout => Instant::now().checked_add(timeout),
     };
+    mind_inherited(own, propagate)
+}
+
+/// [`deadline_for_call`] for a call that read the clock already: `now`.
+pub(crate) fn deadline_for_call_at(
+    now: Instant,
+    timeout: std::time::Duration,
+    propagate: bool,
+) -> (Option<Instant>, bool) {
+    let own = match timeout {
+        std::time::Duration::MAX => None,
+        timeout => now.checked_add(timeout),
+    };
+    mind_inherited(own, propagate)
+}
+
+/// The call's `own` deadline, or the handler's if that comes first and the node
+/// `propagate`s deadlines (true: inherited).
+fn mind_inherited(own: Option<Instant>, propagate: bool) -> (Option<Instant>, bool) {
     if !propagate {
         return (own, false);
     }

@@ -18,14 +18,15 @@ use tokio::time::{timeout_at, Instant};
 use crate::error::CallError;
 use crate::local::call::CallDeadline;
 use crate::local::caller::{chain_for_call, fresh_chain};
-use crate::local::cancel::{deadline_for_call, local_deadline_for_call, watch_call};
+use crate::local::cancel::{
+    deadline_for_call, deadline_for_call_at, local_deadline_for_call, watch_call,
+};
 use crate::local::mailbox::{Envelope, TrySendError};
 use crate::local::reply::ReplyTo;
 use crate::local::route::{deliver, LocalRoute};
 use crate::local::stop::StopReason;
 use crate::method::{Method, Request};
-use crate::remote::connection::CallTags;
-use crate::remote::connection::Connection;
+use crate::remote::connection::{CallTags, Connection, Due};
 use crate::remote::marshal::{answer_into, Args, Unmarshal};
 use crate::remote::protocol::{Next, Retry};
 use crate::remote::route::Payload;
@@ -249,8 +250,19 @@ impl<M: Send + 'static> RefCore<M> {
         T: Method + Serialize,
         T::Output: DeserializeOwned + 'static,
     {
-        let (deadline, inherited) = deadline_for_call(self.timeout, remote.propagate);
-        let conn = remote.conn().await?;
+        let now = Instant::now();
+        let (deadline, inherited) = deadline_for_call_at(now, self.timeout, remote.propagate);
+        // With a connection up, nothing waits before the call is sent: its
+        // frame's budget is measured from this same reading of the clock.
+        let (conn, read_at) = match remote.conn_now() {
+            Some(conn) => (conn, Some(now)),
+            None => (remote.conn().await?, None),
+        };
+        let due = Due {
+            deadline,
+            timeout: self.timeout,
+            read_at,
+        };
         let tags = CallTags {
             chain: chain_for_call(),
             once: 0,
@@ -261,15 +273,11 @@ impl<M: Send + 'static> RefCore<M> {
         let answer = match RemoteRoute::prepare(&cx, args)? {
             Payload::Bytes(bytes) => {
                 let args = Args::Encoded(&bytes);
-                remote
-                    .ask(&conn, T::ID, args, tags, deadline, self.timeout)
-                    .await
+                remote.ask(&conn, T::ID, args, tags, due).await
             }
             Payload::Value(value) => {
                 let args = Args::Moved(value);
-                remote
-                    .ask(&conn, T::ID, args, tags, deadline, self.timeout)
-                    .await
+                remote.ask(&conn, T::ID, args, tags, due).await
             }
         }
         .map_err(|err| given_up::<T>(err, inherited))?;
@@ -337,7 +345,9 @@ impl<M: Send + 'static> RefCore<M> {
                 let conn = remote.conn().await?;
                 retry.sent();
                 let args = Args::Encoded(&bytes);
-                let answer = remote.ask(&conn, T::ID, args, tags, until, left).await?;
+                let answer = remote
+                    .ask(&conn, T::ID, args, tags, Due::unread(until, left))
+                    .await?;
                 remote
                     .cx(Some(conn.clone()))?
                     .enter(|| answer_into(answer, &conn.limits))

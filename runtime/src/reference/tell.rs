@@ -1,6 +1,6 @@
 //! The one-way call (tell): a future with a fast path that never allocates.
 
-use crate::remote::connection::CallTags;
+use crate::remote::connection::{CallTags, Due};
 use crate::remote::RemoteRoute;
 use std::future::Future;
 use std::pin::Pin;
@@ -145,13 +145,13 @@ impl<'a, M: Send + 'static> Tell<'a, M> {
                     Payload::Bytes(bytes) => {
                         let args = Args::Encoded(&bytes);
                         remote
-                            .ask(&conn, method, args, tags, deadline, timeout)
+                            .ask(&conn, method, args, tags, Due::unread(deadline, timeout))
                             .await
                     }
                     Payload::Value(value) => {
                         let args = Args::Moved(value);
                         remote
-                            .ask(&conn, method, args, tags, deadline, timeout)
+                            .ask(&conn, method, args, tags, Due::unread(deadline, timeout))
                             .await
                     }
                 }

@@ -533,20 +533,19 @@ impl Connection {
     /// the one send path of asks, tells, receipts and exactly-once attempts.
     /// The core registers it, and its frame is written here, outside the
     /// core's lock; a frame the transport refused was not sent.
-    #[allow(clippy::type_complexity)]
     fn submit(
         &self,
         lane: u16,
         call: OutCall<'_>,
-        reply: Option<(
-            oneshot::Sender<Result<Answer, CallError>>,
-            Option<Instant>,
-            Duration,
-        )>,
+        reply: Option<(oneshot::Sender<Result<Answer, CallError>>, Due)>,
     ) -> Result<u64, CallError> {
         let one_way = reply.is_none();
         let target = call.target;
-        let now = Instant::now();
+        let now = reply
+            .as_ref()
+            .and_then(|(_, due)| due.read_at)
+            .unwrap_or_else(Instant::now);
+        let reply = reply.map(|(tx, due)| (tx, due.deadline, due.timeout));
         let (id, values, corked) = {
             let mut state = self.state.lock();
             let registered = state.core.register(now, target, lane, reply);
@@ -587,28 +586,27 @@ impl Connection {
     }
 
     /// Calls `call.method` on the peer's object and awaits its answer until
-    /// `deadline` (None: none; waiting for credit first, then the core's
-    /// deadline); a `Timeout` reports `timeout`. Dropped before its answer, the
-    /// call is given up: the peer is told with a `Cancel`.
-    pub(crate) async fn ask(
-        &self,
-        call: OutCall<'_>,
-        deadline: Option<Instant>,
-        timeout: Duration,
-    ) -> Result<Answer, CallError> {
+    /// `due.deadline` (None: none; waiting for credit first, then the core's
+    /// deadline); a `Timeout` reports `due.timeout`. Dropped before its answer,
+    /// the call is given up: the peer is told with a `Cancel`.
+    pub(crate) async fn ask(&self, call: OutCall<'_>, mut due: Due) -> Result<Answer, CallError> {
         let lane = match self.try_reserve(call.target) {
             Ok(lane) => lane,
             Err(CallError::MailboxFull { .. }) => {
-                let until = deadline
+                let until = due
+                    .deadline
                     .unwrap_or_else(|| crate::deadline::after(Instant::now(), Duration::MAX));
                 // Boxed: waiting for credit is rare, and every call's future
                 // would otherwise carry its state.
-                Box::pin(self.reserve(call.target, until, timeout)).await?
+                let lane = Box::pin(self.reserve(call.target, until, due.timeout)).await?;
+                // The clock moved on while the call waited.
+                due.read_at = None;
+                lane
             }
             Err(err) => return Err(err),
         };
         let (tx, rx) = oneshot::channel();
-        let id = self.submit(lane, call, Some((tx, deadline, timeout)))?;
+        let id = self.submit(lane, call, Some((tx, due)))?;
         let mut pending = Pending {
             conn: self,
             id: Some(id),
@@ -1264,13 +1262,9 @@ impl Connection {
     }
 
     /// Handles a value frame from the peer (one process), read on a lane whose
-    /// replies go to `replies`.
-    pub(crate) fn on_value(
-        self: &Arc<Self>,
-        frame: ValueFrame,
-        replies: Lane,
-        arrived: Instant,
-    ) -> Step {
+    /// replies go to `replies`. A call arrives when it is taken: the clock is
+    /// read for calls only, not for the replies and pipe items beside them.
+    pub(crate) fn on_value(self: &Arc<Self>, frame: ValueFrame, replies: Lane) -> Step {
         let cancel = matches!(frame, ValueFrame::Call { one_way: false, .. })
             .then(Arc::<CancelSignal>::default);
         let handled = self.drive(|core| {
@@ -1296,6 +1290,7 @@ impl Connection {
             }
             _ => return Step::Continue,
         };
+        let arrived = Instant::now();
         self.serve(InCall {
             id,
             target,
@@ -1410,6 +1405,31 @@ impl Connection {
                     node.refusals().cancels.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+    }
+}
+
+/// When an ask must be answered: by its `deadline` (None: none), with the
+/// `timeout` a `Timeout` reports. `read_at` is when the caller read the clock to
+/// set them, if it has not waited since: the call's frame measures its budget
+/// from it, so that a call reads the clock once, not twice. (The arguments'
+/// encoding between the two is not counted against the budget; the callee keeps
+/// back a share of the budget and the round trip anyway.)
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Due {
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) timeout: Duration,
+    pub(crate) read_at: Option<Instant>,
+}
+
+impl Due {
+    /// A deadline set without reading the clock for it (or long enough ago
+    /// that the clock must be read again).
+    pub(crate) fn unread(deadline: Option<Instant>, timeout: Duration) -> Due {
+        Due {
+            deadline,
+            timeout,
+            read_at: None,
         }
     }
 }

@@ -50,10 +50,12 @@ use crate::wire::{Incoming as SessionIncoming, Session, SessionError};
 /// What the channel between two nodes carries: encoded frames, and (for values
 /// without references) calls and replies moved as they are. One channel keeps them
 /// in order.
-/// Each is stamped when it was sent: in one process that is when it arrived.
+/// Encoded frames are stamped when they were sent: in one process that is when
+/// they arrived. A value frame is not: only a call needs its arrival (for its
+/// deadline and its latency), and the reader reads the clock when it takes one.
 enum Packet {
     Bytes(Vec<u8>, Instant),
-    Value(ValueFrame, Instant),
+    Value(ValueFrame),
 }
 
 struct ChannelTransport {
@@ -74,7 +76,7 @@ impl Transport for ChannelTransport {
     }
 
     fn send_value(&self, _lane: Lane, frame: ValueFrame) -> bool {
-        self.values && self.tx.send(Packet::Value(frame, Instant::now())).is_ok()
+        self.values && self.tx.send(Packet::Value(frame)).is_ok()
     }
 }
 
@@ -245,7 +247,7 @@ async fn run(
                 arrived = sent;
                 conn.count_received(bytes.len());
             }
-            Some(Packet::Value(frame, sent)) => match conn.on_value(frame, Lane::Reply(0), sent) {
+            Some(Packet::Value(frame)) => match conn.on_value(frame, Lane::Reply(0)) {
                 Step::Continue => {}
                 Step::Wait(waiting) => waiting.await,
                 Step::Close => return finish(Some(conn), None),

@@ -8,7 +8,7 @@ use crate::id::NodeId;
 
 use serde::Serialize;
 
-use super::connection::{CallTags, Connection};
+use super::connection::{CallTags, Connection, Due};
 use super::host::Host;
 use super::marshal::{encode_args, is_plain, Answer, Args, Encoded, MarshalCx, Moved};
 use super::protocol::OutCall;
@@ -200,8 +200,8 @@ impl RemoteRoute {
     }
 
     /// Sends a call of `method` to this route's object over `conn` and awaits
-    /// its answer until `deadline` (None: none; `timeout` is what a `Timeout`
-    /// reports): the path of asks, receipts and exactly-once attempts. The call
+    /// its answer until `due.deadline` (None: none; `due.timeout` is what a
+    /// `Timeout` reports): the path of asks, receipts and exactly-once attempts. The call
     /// carries its remaining budget if the node propagates deadlines.
     /// Not an `async fn`: the connection's future is the call's, held once.
     pub(crate) fn ask<'a>(
@@ -210,12 +210,11 @@ impl RemoteRoute {
         method: u64,
         args: Args<'a>,
         tags: CallTags,
-        deadline: Option<tokio::time::Instant>,
-        timeout: Duration,
+        due: Due,
     ) -> impl std::future::Future<Output = Result<Answer, CallError>> + Send + 'a {
         let mut call = self.out_call(method, args, tags);
-        call.budget_until = deadline.filter(|_| self.propagate);
-        conn.ask(call, deadline, timeout)
+        call.budget_until = due.deadline.filter(|_| self.propagate);
+        conn.ask(call, due)
     }
 
     /// Sends a one-way call of `method` over `conn` on `lane`, whose credit the
