@@ -41,8 +41,9 @@
 //! bounded number of streams however many objects it calls, and a large call to
 //! one object holds up another only when more objects than lanes are busy at once.
 
+use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -173,7 +174,7 @@ struct AwaitingReply<W> {
     target: ObjectId,
     /// The lane it went on: a `Cancel` follows it there.
     lane: u16,
-    deadline: Instant,
+    /// What a `Timeout` reports (its deadline is in [`Core::deadlines`]).
     timeout: Duration,
 }
 
@@ -193,8 +194,13 @@ pub(crate) struct Core<S: Sinks> {
     /// Whether the link carries value frames (one process).
     values: bool,
     waiting: HashMap<u64, AwaitingReply<S::Call>>,
-    /// `(deadline, call id)` of every waiting call, earliest first.
-    deadlines: BTreeSet<(Instant, u64)>,
+    /// `(deadline, call id)` of every waiting call, earliest on top. An entry
+    /// whose call was answered stays until it reaches the top, where it is
+    /// dropped at once (the top is always a waiting call's), or until such
+    /// entries outnumber the waiting calls (see [`Core::unwait`]). A call's
+    /// deadline is inserted and its answer usually comes in the same order,
+    /// so this costs a push and a pop where a sorted set cost two searches.
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Our monitors of the peer's objects, by watch id.
     watching: HashMap<u64, S::Watch>,
     next_watch: u64,
@@ -245,7 +251,7 @@ impl<S: Sinks> Core<S> {
             limits,
             values,
             waiting: HashMap::default(),
-            deadlines: BTreeSet::new(),
+            deadlines: BinaryHeap::new(),
             watching: HashMap::default(),
             next_watch: 1,
             watched: HashMap::default(),
@@ -463,11 +469,10 @@ impl<S: Sinks> Core<S> {
                     waiter,
                     target,
                     lane,
-                    deadline,
                     timeout,
                 },
             );
-            self.deadlines.insert((deadline, id));
+            self.deadlines.push(Reverse((deadline, id)));
         }
         Ok(id)
     }
@@ -478,8 +483,7 @@ impl<S: Sinks> Core<S> {
     /// reply, which is dropped). [`Core::handle_frame`] does the same through
     /// an event.
     pub(crate) fn answered(&mut self, call: u64) -> Option<S::Call> {
-        let waiting = self.waiting.remove(&call)?;
-        self.deadlines.remove(&(waiting.deadline, call));
+        let waiting = self.unwait(call)?;
         self.give_back(waiting.target, 1);
         Some(waiting.waiter)
     }
@@ -488,9 +492,7 @@ impl<S: Sinks> Core<S> {
     /// itself, and gives its credit back with [`Core::unacquire`]). Gives its
     /// waiter back.
     pub(crate) fn forget(&mut self, call: u64) -> Option<S::Call> {
-        let waiting = self.waiting.remove(&call)?;
-        self.deadlines.remove(&(waiting.deadline, call));
-        Some(waiting.waiter)
+        self.unwait(call).map(|waiting| waiting.waiter)
     }
 
     /// Our caller gave up call `call` (it dropped the call's future) before its
@@ -498,12 +500,38 @@ impl<S: Sinks> Core<S> {
     /// is told with a `Cancel` on the call's lane (after the call, so that it
     /// never arrives first). Nothing for an answered or unknown call.
     pub(crate) fn abandon(&mut self, call: u64) {
-        let Some(waiting) = self.waiting.remove(&call) else {
+        let Some(waiting) = self.unwait(call) else {
             return;
         };
-        self.deadlines.remove(&(waiting.deadline, call));
         self.give_back(waiting.target, 1);
         self.cancel(call, waiting.lane);
+    }
+
+    /// Takes call `call` out of the waiting calls, and its deadline's entry
+    /// with it if that is on top (with any others of answered calls under it).
+    /// Entries below stay until they surface, unless they come to outnumber
+    /// the waiting calls: then all are swept, so the heap holds at most twice
+    /// the waiting calls (plus a few).
+    fn unwait(&mut self, call: u64) -> Option<AwaitingReply<S::Call>> {
+        let waiting = self.waiting.remove(&call)?;
+        self.drop_answered_deadlines();
+        Some(waiting)
+    }
+
+    /// Restores the heap's promise (see [`Core::deadlines`]) after calls left
+    /// `waiting`.
+    fn drop_answered_deadlines(&mut self) {
+        while let Some(Reverse((_, call))) = self.deadlines.peek() {
+            if self.waiting.contains_key(call) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        if self.deadlines.len() > 2 * self.waiting.len() + 64 {
+            let waiting = &self.waiting;
+            self.deadlines
+                .retain(|Reverse((_, call))| waiting.contains_key(call));
+        }
     }
 
     /// Queues a `Cancel` of our call `call`, which went on call lane `lane`.
@@ -692,8 +720,7 @@ impl<S: Sinks> Core<S> {
     /// The answer to our call `call` arrived (a late one, after its deadline, is
     /// dropped).
     fn answer(&mut self, call: u64, outcome: Result<Answer, CallError>) {
-        if let Some(waiting) = self.waiting.remove(&call) {
-            self.deadlines.remove(&(waiting.deadline, call));
+        if let Some(waiting) = self.unwait(call) {
             self.give_back(waiting.target, 1);
             self.events.push_back(Event::Answered {
                 waiter: waiting.waiter,
@@ -709,12 +736,12 @@ impl<S: Sinks> Core<S> {
     /// than `window` calls there, which the peer answers with `Overloaded`
     /// rather than hold.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(deadline, call)) = self.deadlines.first() {
+        while let Some(&Reverse((deadline, call))) = self.deadlines.peek() {
             if deadline > now {
                 break;
             }
-            self.deadlines.pop_first();
-            if let Some(waiting) = self.waiting.remove(&call) {
+            self.deadlines.pop();
+            if let Some(waiting) = self.unwait(call) {
                 self.give_back(waiting.target, 1);
                 self.cancel(call, waiting.lane);
                 self.events.push_back(Event::Answered {
@@ -730,7 +757,9 @@ impl<S: Sinks> Core<S> {
 
     /// When [`Core::handle_timeout`] should run next: the earliest deadline.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.first().map(|&(deadline, _)| deadline)
+        self.deadlines
+            .peek()
+            .map(|&Reverse((deadline, _))| deadline)
     }
 
     /// The next frame to write.

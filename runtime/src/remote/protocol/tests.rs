@@ -242,6 +242,55 @@ fn a_call_past_its_deadline_times_out_and_its_late_reply_is_dropped() {
 }
 
 #[test]
+fn the_next_deadline_is_a_waiting_calls_and_answered_ones_do_not_pile_up() {
+    let (mut a, _b) = pair();
+    let t0 = Instant::now();
+    // 200 asks whose deadlines come in another order than the asks.
+    let asks: Vec<(u64, Instant)> = (0..200u32)
+        .map(|i| {
+            let timeout = Duration::from_millis(1 + u64::from(i * 7919 % 1000));
+            (ask(&mut a, t0, i, timeout), t0 + timeout)
+        })
+        .collect();
+    // Nine in ten answered, in a third order (the earliest, ask 0's, among them).
+    let mut order: Vec<usize> = (0..asks.len()).collect();
+    order.sort_by_key(|&k| k * 104_729 % asks.len());
+    let mut waiting: Vec<bool> = vec![true; asks.len()];
+    for k in order.into_iter().filter(|k| k % 10 != 3) {
+        assert!(a.answered(asks[k].0).is_some(), "call {k} was waiting");
+        waiting[k] = false;
+        let earliest = (0..asks.len())
+            .filter(|&j| waiting[j])
+            .map(|j| asks[j].1)
+            .min();
+        assert_eq!(a.poll_timeout(), earliest, "after answering call {k}");
+        assert!(
+            a.deadlines.len() <= 2 * a.waiting.len() + 64,
+            "{} deadlines kept for {} waiting calls",
+            a.deadlines.len(),
+            a.waiting.len()
+        );
+    }
+    assert!(a.answered(asks[0].0).is_none(), "answered once only");
+    // The twenty left time out, each once; nothing is kept after them.
+    a.handle_timeout(t0 + SECOND);
+    let mut timed_out: Vec<u32> = answers(&mut a)
+        .into_iter()
+        .map(|(waiter, outcome)| {
+            assert!(
+                matches!(outcome, Err(CallError::Timeout { .. })),
+                "{outcome:?}"
+            );
+            waiter
+        })
+        .collect();
+    timed_out.sort_unstable();
+    assert_eq!(timed_out, (3..200).step_by(10).collect::<Vec<u32>>());
+    assert_eq!(a.poll_timeout(), None);
+    assert!(a.deadlines.is_empty());
+}
+
+#[test]
 fn no_deadline_is_a_deadline_that_never_comes() {
     let (mut a, _b) = pair();
     let t0 = Instant::now();
