@@ -269,6 +269,15 @@ impl Seen {
         if id == 0 {
             return !std::mem::replace(&mut self.zero, true);
         }
+        // The usual case, the id after the last: no set to touch unless it
+        // closes a gap (`above` never holds `next` itself).
+        if u128::from(id) == self.next {
+            self.next += 1;
+            if !self.above.is_empty() {
+                self.advance();
+            }
+            return true;
+        }
         if u128::from(id) < self.next || !self.above.insert(id) {
             return false;
         }
@@ -409,6 +418,25 @@ mod tests {
         }
         assert_eq!(b.seen.next, 6);
         assert!(b.seen.above.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Whatever the order (in order, gaps, repeats, 0), an id is new exactly
+        /// when a plain set of the ids seen so far says so.
+        #[test]
+        fn an_id_is_first_seen_once_in_any_order(
+            ids in proptest::collection::vec(
+                proptest::prop_oneof![0u64..40, 1u64..4, proptest::strategy::Just(u64::MAX)],
+                0..200,
+            ),
+        ) {
+            let mut seen = Seen::default();
+            let mut plain = std::collections::HashSet::new();
+            for id in ids {
+                proptest::prop_assert_eq!(seen.first_time(id), plain.insert(id), "id {}", id);
+                proptest::prop_assert!(!seen.above.contains(&(seen.next as u64)));
+            }
+        }
     }
 
     #[test]
