@@ -1294,10 +1294,20 @@ proptest! {
         frame in frame(),
         call in call(),
         long in prop::collection::vec(any::<u8>(), 0..70_000),
-        reply_to in any::<u64>(),
+        // Every length of MessagePack's uints (uniform u64s are all uint 64).
+        reply_to in prop_oneof![0u64..0x200, 0u64..0x2_0000, 0u64..0x2_0000_0000, any::<u64>()],
+        // Lengths at the edges of bin 8, bin 16 and bin 32.
+        edge in prop_oneof![250usize..262, 65_530usize..65_542],
     ) {
+        let edge = vec![7u8; edge];
         let limits = Limits::default();
-        let long_call = OwnedCall { args: long.clone(), ..call.clone() };
+        let long_call = OwnedCall {
+            args: long.clone(),
+            id: reply_to,
+            chain: reply_to / 3,
+            budget: Some(reply_to / 7),
+            ..call.clone()
+        };
         let frames = [
             frame.frame(),
             Frame::Call(call.borrow()),
@@ -1305,6 +1315,7 @@ proptest! {
             Frame::Call(long_call.borrow()),
             Frame::Reply { call: reply_to, value: &long },
             Frame::Reply { call: reply_to, value: &long[..long.len().min(40)] },
+            Frame::Reply { call: reply_to, value: &edge },
         ];
         for frame in &frames {
             let mut framed = Vec::new();

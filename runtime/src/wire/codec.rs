@@ -169,18 +169,46 @@ fn write_call(name: &[u8], call: &Call<'_>, out: &mut Vec<u8>) -> Result<(), Enc
     }
 }
 
-/// An unsigned integer in its shortest form, as rmp-serde writes a `u64`.
+/// An unsigned integer in its shortest form, as rmp-serde writes a `u64`
+/// (MessagePack's positive fixint, `uint 8/16/32/64`). Written here rather
+/// than through `rmp::encode::write_uint`, whose `io::Write` plumbing cost
+/// more than the bytes.
 fn write_uint(n: u64, out: &mut Vec<u8>) {
-    // Writing to a Vec cannot fail.
-    let _ = rmp::encode::write_uint(out, n);
+    match n {
+        0..=0x7f => out.push(n as u8),
+        0x80..=0xff => out.extend_from_slice(&[0xcc, n as u8]),
+        0x100..=0xffff => {
+            out.push(0xcd);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0xce);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xcf);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
 }
 
-/// A byte string (`bin 8/16/32` by length), as rmp-serde writes `serde_bytes`.
+/// A byte string, as rmp-serde writes `serde_bytes`: `bin 8/16/32` by length.
 fn write_bin(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let len = u32::try_from(bytes.len())
-        .map_err(|_| EncodeError::Encode("a byte string past 4 GiB".into()))?;
-    // Writing to a Vec cannot fail.
-    let _ = rmp::encode::write_bin_len(out, len);
+    let len = bytes.len();
+    out.reserve(5 + len);
+    match len {
+        0..=0xff => out.extend_from_slice(&[0xc4, len as u8]),
+        0x100..=0xffff => {
+            out.push(0xc5);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            let len = u32::try_from(len)
+                .map_err(|_| EncodeError::Encode("a byte string past 4 GiB".into()))?;
+            out.push(0xc6);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
     out.extend_from_slice(bytes);
     Ok(())
 }
