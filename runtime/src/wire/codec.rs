@@ -8,7 +8,8 @@
 
 use serde::Serialize;
 
-use super::frame::{Call, CallContext, Frame};
+use super::call_frames;
+use super::frame::Frame;
 
 /// Bounds on what a peer can make this node decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +92,7 @@ pub enum EncodeError {
 pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>, limits: &Limits) -> Result<(), EncodeError> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let checked = write_frame(frame, out).and_then(|()| {
+    let checked = call_frames::write(frame, out).and_then(|()| {
         let len = out.len() - start - 4;
         match len > limits.max_frame || len > u32::MAX as usize {
             true => Err(EncodeError::Oversize {
@@ -112,105 +113,6 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>, limits: &Limits) -> Result<(
             Err(err)
         }
     }
-}
-
-/// Appends `frame`'s MessagePack encoding. The frames of every call (`Call`,
-/// `Tell`, `Reply`) are written here field by field, byte for byte as rmp-serde
-/// writes them (a test holds them to it): serde's generic path cost about 900
-/// instructions to encode a reply of one number. Any other frame, and a call
-/// carrying a trace context, goes through rmp-serde.
-fn write_frame(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    match frame {
-        Frame::Call(call) => write_call(b"Call", call, out),
-        Frame::Tell(call) => write_call(b"Tell", call, out),
-        Frame::Reply { call, value } => {
-            write_variant(b"Reply", 2, out);
-            write_uint(*call, out);
-            write_bin(value, out)
-        }
-        other => encode_value(other, out),
-    }
-}
-
-/// A struct variant's head as rmp-serde writes it: a map of one entry, the
-/// variant's name, then its `fields` as an array.
-fn write_variant(name: &[u8], fields: u8, out: &mut Vec<u8>) {
-    debug_assert!(name.len() < 32 && fields < 16, "fixstr and fixarray only");
-    out.push(0x81); // fixmap of 1
-    out.push(0xa0 | name.len() as u8); // fixstr
-    out.extend_from_slice(name);
-    out.push(0x90 | fields); // fixarray
-}
-
-/// A newtype variant holding a [`Call`]: written as a struct variant of its
-/// 8 fields would be, which is how rmp-serde writes it.
-fn write_call(name: &[u8], call: &Call<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    write_variant(name, 8, out);
-    write_uint(call.id, out);
-    write_bin(call.target.as_uuid().as_bytes(), out)?;
-    write_uint(call.interface, out);
-    write_uint(call.method, out);
-    write_bin(call.args, out)?;
-    write_uint(call.chain, out);
-    write_uint(call.once, out);
-    match call.context {
-        CallContext {
-            budget,
-            trace: None,
-        } => {
-            out.push(0x91); // fixarray of 1: the trace is left out
-            match budget {
-                Some(budget) => write_uint(budget, out),
-                None => out.push(0xc0), // nil
-            }
-            Ok(())
-        }
-        context => encode_value(&context, out),
-    }
-}
-
-/// An unsigned integer in its shortest form, as rmp-serde writes a `u64`
-/// (MessagePack's positive fixint, `uint 8/16/32/64`). Written here rather
-/// than through `rmp::encode::write_uint`, whose `io::Write` plumbing cost
-/// more than the bytes.
-fn write_uint(n: u64, out: &mut Vec<u8>) {
-    match n {
-        0..=0x7f => out.push(n as u8),
-        0x80..=0xff => out.extend_from_slice(&[0xcc, n as u8]),
-        0x100..=0xffff => {
-            out.push(0xcd);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(0xce);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(0xcf);
-            out.extend_from_slice(&n.to_be_bytes());
-        }
-    }
-}
-
-/// A byte string, as rmp-serde writes `serde_bytes`: `bin 8/16/32` by length.
-fn write_bin(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let len = bytes.len();
-    out.reserve(5 + len);
-    match len {
-        0..=0xff => out.extend_from_slice(&[0xc4, len as u8]),
-        0x100..=0xffff => {
-            out.push(0xc5);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            let len = u32::try_from(len)
-                .map_err(|_| EncodeError::Encode("a byte string past 4 GiB".into()))?;
-            out.push(0xc6);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
-    }
-    out.extend_from_slice(bytes);
-    Ok(())
 }
 
 /// Appends a length-prefixed [`Frame::PipeItem`] for `stream` whose item
@@ -503,13 +405,21 @@ impl FrameReader {
         };
         self.pos = start + len;
         self.consumed += 4 + len as u64;
-        decode_within(body, self.limits.max_depth.max(FRAME_DEPTH))
-            .map(Some)
-            .map_err(DecodeError::Malformed)
+        decode_body(body, &self.limits).map(Some)
     }
 }
 
 /// Decodes exactly one frame body (no length prefix): the fuzzing entry point.
 pub fn decode_frame<'a>(body: &'a [u8], limits: &Limits) -> Result<Frame<'a>, DecodeError> {
+    decode_body(body, limits)
+}
+
+/// One frame body: a call's frame in the form this node writes is read by hand
+/// ([`call_frames::read`]); anything else (or anything that form does not fit)
+/// by rmp-serde, after the depth check.
+fn decode_body<'a>(body: &'a [u8], limits: &Limits) -> Result<Frame<'a>, DecodeError> {
+    if let Some(frame) = call_frames::read(body) {
+        return Ok(frame);
+    }
     decode_within(body, limits.max_depth.max(FRAME_DEPTH)).map_err(DecodeError::Malformed)
 }

@@ -2,6 +2,7 @@
 //! of calls on a connection. Transports (in-process channels, QUIC) move the bytes;
 //! every protocol decision is made here, where it is tested without sockets.
 
+mod call_frames;
 pub mod codec;
 mod depth;
 pub mod frame;
