@@ -201,11 +201,7 @@ pub(crate) fn deadline_for_call(
     timeout: std::time::Duration,
     propagate: bool,
 ) -> (Option<Instant>, bool) {
-    let own = match timeout {
-        std::time::Duration::MAX => None,
-        timeout => Instant::now().checked_add(timeout),
-    };
-    mind_inherited(own, propagate)
+    deadline_for_call_at(Instant::now(), timeout, propagate)
 }
 
 /// [`deadline_for_call`] for a call that read the clock already: `now`.
@@ -218,12 +214,6 @@ pub(crate) fn deadline_for_call_at(
         std::time::Duration::MAX => None,
         timeout => now.checked_add(timeout),
     };
-    mind_inherited(own, propagate)
-}
-
-/// The call's `own` deadline, or the handler's if that comes first and the node
-/// `propagate`s deadlines (true: inherited).
-fn mind_inherited(own: Option<Instant>, propagate: bool) -> (Option<Instant>, bool) {
     if !propagate {
         return (own, false);
     }
