@@ -11,6 +11,9 @@
 //! hold both halves to rmp-serde: the same bytes written, the same frame read,
 //! and on any input [`read`] accepts, the same frame rmp-serde reads.
 //!
+//! A pipe item's frame head is written here too ([`write_pipe_item_head`]), for
+//! `codec::encode_pipe_item`, which writes the item straight after it.
+//!
 //! A frame read here skips the depth check: its nesting is fixed (a map, its
 //! array, the context's array), below the depth every frame is allowed; the
 //! arguments and the reply inside it are byte strings, checked when they are
@@ -32,6 +35,14 @@ pub(super) fn write(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeEr
         }
         other => encode_value(other, out),
     }
+}
+
+/// A [`Frame::PipeItem`] of `stream` up to its item: the item follows as a byte
+/// string, whose header the caller writes (`codec::encode_pipe_item` writes
+/// the item straight after it).
+pub(super) fn write_pipe_item_head(stream: u64, out: &mut Vec<u8>) {
+    write_variant(b"PipeItem", 2, out);
+    write_uint(stream, out);
 }
 
 /// A struct variant's head as rmp-serde writes it: a map of one entry, the

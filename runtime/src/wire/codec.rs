@@ -138,20 +138,11 @@ pub fn encode_pipe_item(
     limits: &Limits,
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
 ) -> Result<usize, EncodeError> {
-    /// An empty byte string, as MessagePack writes it: a `bin 8` of length 0.
-    const EMPTY: [u8; 2] = [0xc4, 0x00];
     /// The header of a `bin 32`: its marker, then the length (big-endian).
     const BIN32: u8 = 0xc6;
     let start = out.len();
-    encode(&Frame::PipeItem { stream, item: &[] }, out, limits)?;
-    // The item is the frame's last field: its empty byte string ends the frame.
-    if !out.ends_with(&EMPTY) {
-        out.truncate(start);
-        return Err(EncodeError::Encode(
-            "a pipe item frame does not end with its item".into(),
-        ));
-    }
-    out.truncate(out.len() - EMPTY.len());
+    out.extend_from_slice(&[0; 4]);
+    call_frames::write_pipe_item_head(stream, out);
     out.push(BIN32);
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
