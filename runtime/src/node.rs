@@ -1,6 +1,5 @@
 //! The node: hosts actors, spawns them, watches them, shuts them down.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -657,11 +656,9 @@ impl Node {
         let stats = self.interface_stats(R::ID, R::NAME, <R::Msg as Dispatch<A>>::METHODS);
         let held = Held {
             rx,
-            mailbox,
             stats: stats.clone(),
             state_dropped: false,
             restart: options.restart,
-            restarts: VecDeque::new(),
         };
         inner.live.fetch_add(1, Ordering::AcqRel);
         let start: Start<A, R::Msg, _> = |msg, lent, room| {
@@ -688,9 +685,6 @@ impl Node {
             slot,
             reentrant: <R::Msg as Dispatch<A>>::REENTRANT,
             propagate: inner.host.propagates_deadlines(),
-            stats,
-            method_of: <R::Msg as Dispatch<A>>::method_index,
-            settle_deadline: <R::Msg as Dispatch<A>>::settle_deadline,
         });
         if inner.default_timeout != DEFAULT_TIMEOUT {
             core = core.with_timeout(inner.default_timeout);

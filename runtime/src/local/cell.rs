@@ -24,8 +24,6 @@ pub(crate) struct ActorCell {
     pub(crate) name: Option<Arc<str>>,
     /// `STOP_REQUESTED` once a stop was asked for (read on every message).
     stop: AtomicU8,
-    /// Why, set once, before `stop` flips.
-    stop_reason: Mutex<Option<StopReason>>,
     /// The call chain of the handler running now (0: none, or a tell's): a call of
     /// the same chain arriving meanwhile is a cycle.
     busy_chain: AtomicU64,
@@ -33,12 +31,25 @@ pub(crate) struct ActorCell {
     /// of a reentrant interface): a `#[reentrant]` call of their chain may join them.
     busy_shared: AtomicBool,
     /// Set when nothing refers to it any more: its `on_unreferenced` is due. The
-    /// node's way to withdraw its export, should it choose to stop, is in `withdraw`.
+    /// node's way to withdraw its export, should it choose to stop, is in `rare`.
     unreferenced: AtomicBool,
-    withdraw: Mutex<Option<Withdraw>>,
     /// Exported, it stays exported without leases (`SpawnOptions::pinned`).
     pinned: AtomicBool,
-    end: Mutex<End>,
+    /// What most actors never need until they stop: made on first use, so an
+    /// idle actor pays one pointer for it (a million idle actors are a million
+    /// of these cells).
+    rare: Mutex<Option<Box<Rare>>>,
+}
+
+/// The parts of an [`ActorCell`] used only around a stop, an `on_unreferenced`
+/// or a monitor.
+#[derive(Default)]
+struct Rare {
+    /// Why it stops, set once, before `ActorCell::stop` flips.
+    stop_reason: Option<StopReason>,
+    /// How to withdraw its export, set with `ActorCell::unreferenced`.
+    withdraw: Option<Withdraw>,
+    end: End,
 }
 
 #[derive(Default)]
@@ -53,25 +64,30 @@ impl ActorCell {
             id,
             name,
             stop: AtomicU8::new(RUNNING),
-            stop_reason: Mutex::new(None),
             busy_chain: AtomicU64::new(0),
             busy_shared: AtomicBool::new(false),
             unreferenced: AtomicBool::new(false),
-            withdraw: Mutex::new(None),
             pinned: AtomicBool::new(false),
-            end: Mutex::new(End::default()),
+            rare: Mutex::new(None),
         }
+    }
+
+    /// Runs `f` on the rare parts, made first if need be, under their lock.
+    /// Nothing that may call back into this cell is dropped inside `f`.
+    fn rare<R>(&self, f: impl FnOnce(&mut Rare) -> R) -> R {
+        f(self.rare.lock().get_or_insert_with(Box::default))
     }
 
     /// Records a request to stop after the current message; the first request wins.
     /// Whoever holds the actor's baton acts on it (`Control::stop` also makes sure
     /// someone holds it).
     pub(crate) fn request_stop(&self, reason: StopReason) {
-        let mut slot = self.stop_reason.lock();
-        if slot.is_none() {
-            *slot = Some(reason);
-            self.stop.store(STOP_REQUESTED, Ordering::SeqCst);
-        }
+        self.rare(|rare| {
+            if rare.stop_reason.is_none() {
+                rare.stop_reason = Some(reason);
+                self.stop.store(STOP_REQUESTED, Ordering::SeqCst);
+            }
+        });
     }
 
     /// The pending stop request, if any.
@@ -79,9 +95,7 @@ impl ActorCell {
         match self.stop.load(Ordering::SeqCst) {
             RUNNING => None,
             _ => Some(
-                self.stop_reason
-                    .lock()
-                    .clone()
+                self.rare(|rare| rare.stop_reason.clone())
                     .unwrap_or(StopReason::Normal),
             ),
         }
@@ -90,8 +104,11 @@ impl ActorCell {
     /// Nothing refers to the actor any more: its holder runs `on_unreferenced`
     /// next, and calls `withdraw` if it chooses to stop.
     pub(crate) fn request_unreferenced(&self, withdraw: Withdraw) {
-        *self.withdraw.lock() = Some(withdraw);
+        // One that was never taken goes after the lock: dropping it may drop a
+        // route, whose drop asks this cell to stop.
+        let replaced = self.rare(|rare| rare.withdraw.replace(withdraw));
         self.unreferenced.store(true, Ordering::SeqCst);
+        drop(replaced);
     }
 
     /// Whether `on_unreferenced` is due.
@@ -107,7 +124,7 @@ impl ActorCell {
         {
             return None;
         }
-        self.withdraw.lock().take()
+        self.rare(|rare| rare.withdraw.take())
     }
 
     pub(crate) fn pin(&self) {
@@ -143,24 +160,26 @@ impl ActorCell {
 
     /// Records the final reason and tells every monitor.
     pub(crate) fn finish(&self, reason: StopReason) {
-        let monitors = {
-            let mut end = self.end.lock();
-            end.reason = Some(reason.clone());
-            std::mem::take(&mut end.monitors)
-        };
+        let monitors = self.rare(|rare| {
+            rare.end.reason = Some(reason.clone());
+            std::mem::take(&mut rare.end.monitors)
+        });
         for monitor in monitors {
             let _ = monitor.send(reason.clone());
         }
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        self.end.lock().reason.is_some()
+        self.rare
+            .lock()
+            .as_ref()
+            .is_some_and(|rare| rare.end.reason.is_some())
     }
 
     /// Resolves with the stop reason; at once if the actor has already stopped.
     pub(crate) fn monitor(&self) -> impl Future<Output = StopReason> + Send + 'static {
-        let waiting = {
-            let mut end = self.end.lock();
+        let waiting = self.rare(|rare| {
+            let end = &mut rare.end;
             match &end.reason {
                 Some(reason) => Err(reason.clone()),
                 None => {
@@ -174,7 +193,7 @@ impl ActorCell {
                     Ok(rx)
                 }
             }
-        };
+        });
         async move {
             match waiting {
                 Err(reason) => reason,
@@ -191,13 +210,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_idle_actors_cell_makes_its_stop_state_only_when_asked_to_stop() {
+        // A million idle actors are a million cells: what only a stop, an
+        // `on_unreferenced` or a monitor needs is not carried before then.
+        assert!(
+            std::mem::size_of::<ActorCell>() <= 64,
+            "an actor cell is {} bytes",
+            std::mem::size_of::<ActorCell>()
+        );
+        let cell = ActorCell::new(ActorId(1), None);
+        assert!(cell.stop_requested().is_none());
+        assert!(!cell.is_finished());
+        assert!(cell.rare.lock().is_none(), "looking made the stop state");
+        cell.request_stop(StopReason::Shutdown);
+        cell.request_stop(StopReason::Normal);
+        assert_eq!(cell.stop_requested(), Some(StopReason::Shutdown));
+        cell.finish(StopReason::Shutdown);
+        assert!(cell.is_finished());
+    }
+
+    #[test]
     fn monitors_given_up_do_not_pile_up() {
         let cell = ActorCell::new(ActorId(1), None);
         for _ in 0..10_000 {
             drop(cell.monitor());
         }
         let kept = cell.monitor();
-        let live = cell.end.lock().monitors.len();
+        let live = cell.rare(|rare| rare.end.monitors.len());
         assert!(live <= 2, "{live} monitors kept for 1 live");
         cell.finish(StopReason::Normal);
         let reason = futures_util::FutureExt::now_or_never(kept);

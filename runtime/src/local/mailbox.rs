@@ -155,15 +155,18 @@ impl Mailbox {
             Kind::Unbounded(cap) => flume::bounded(cap),
         };
         let closed = Arc::new(Closed {
-            max_bytes: self.max_bytes,
-            ..Closed::default()
+            flag: AtomicBool::new(false),
+            notify: Notify::new(),
+            waiting: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            byte_room: Notify::new(),
+            mailbox: self,
         });
         (
             MailboxTx {
                 tx,
                 rx: rx.clone(),
                 closed: closed.clone(),
-                kind: self.kind,
             },
             MailboxRx { rx, closed },
         )
@@ -235,21 +238,21 @@ pub(crate) struct MailboxTx<M> {
     /// dropped by its own sender (see [`MailboxTx::pushed`]).
     rx: flume::Receiver<Envelope<M>>,
     closed: Arc<Closed>,
-    kind: Kind,
 }
 
 /// Shared by both sides: the closed flag (set once by the actor as it stops; senders
-/// waiting for room are woken by it) and the senders waiting to hand a message
-/// over, which flume does not count in a zero-capacity channel's length.
-#[derive(Default)]
+/// waiting for room are woken by it), the senders waiting to hand a message
+/// over, which flume does not count in a zero-capacity channel's length, and the
+/// mailbox as spawned (kind, capacity, byte bound), kept once for both sides.
 struct Closed {
     flag: AtomicBool,
     notify: Notify,
     waiting: AtomicUsize,
-    /// Bytes of messages from other nodes in the mailbox, and their bound.
+    /// Bytes of messages from other nodes in the mailbox (their bound is
+    /// `mailbox.max_bytes`).
     bytes: AtomicUsize,
-    max_bytes: usize,
     byte_room: Notify,
+    mailbox: Mailbox,
 }
 
 impl Closed {
@@ -271,7 +274,7 @@ impl<M> MailboxTx<M> {
         let closed = &self.closed;
         let mut now = closed.bytes.load(Ordering::Acquire);
         loop {
-            if now > 0 && now.saturating_add(bytes) > closed.max_bytes {
+            if now > 0 && now.saturating_add(bytes) > closed.mailbox.max_bytes {
                 return None;
             }
             match closed.bytes.compare_exchange_weak(
@@ -344,7 +347,7 @@ impl<M> MailboxTx<M> {
                 self.pushed();
                 Ok(())
             }
-            Err(flume::TrySendError::Full(env)) => match self.kind {
+            Err(flume::TrySendError::Full(env)) => match self.closed.mailbox.kind {
                 Kind::Unbounded(cap) => Err(TrySendError::Refused(
                     CallError::Overloaded { cap },
                     Some(env),
@@ -359,7 +362,7 @@ impl<M> MailboxTx<M> {
 
     /// The error `try_tell` reports for a full mailbox.
     pub(crate) fn full_error(&self) -> CallError {
-        match self.kind {
+        match self.closed.mailbox.kind {
             Kind::Rendezvous => CallError::MailboxFull { capacity: 0 },
             Kind::Bounded(capacity) => CallError::MailboxFull { capacity },
             Kind::Unbounded(cap) => CallError::Overloaded { cap },
@@ -377,7 +380,7 @@ impl<M> MailboxTx<M> {
         env: Envelope<M>,
         waiting: impl FnOnce(),
     ) -> Result<(), CallError> {
-        if let Kind::Unbounded(_) = self.kind {
+        if let Kind::Unbounded(_) = self.closed.mailbox.kind {
             return match self.try_send(env) {
                 Ok(()) => Ok(()),
                 Err(TrySendError::Refused(err, _)) => Err(err),
@@ -472,6 +475,11 @@ impl<M: 'static> MailboxRx<M> {
     /// Messages queued and not yet taken (see `MailboxTx::depth`).
     pub(crate) fn depth(&self) -> usize {
         self.rx.len()
+    }
+
+    /// The mailbox as spawned (kind, capacity, byte bound), for inspection.
+    pub(crate) fn mailbox(&self) -> Mailbox {
+        self.closed.mailbox
     }
 
     /// Refuses new messages and hands back the ones still queued, unopened: dropping

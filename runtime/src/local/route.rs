@@ -28,12 +28,6 @@ pub(crate) struct LocalRoute<M> {
     pub(crate) reentrant: bool,
     /// Whether its node propagates deadlines (a handler's calls inherit its own).
     pub(crate) propagate: bool,
-    /// The node's counters of the actor's interface.
-    pub(crate) stats: Arc<InterfaceStats>,
-    /// A message's method's position in `stats` (`Dispatch::method_index`).
-    pub(crate) method_of: fn(&M) -> usize,
-    /// Settles a queued message's lazy deadline (`Dispatch::settle_deadline`).
-    pub(crate) settle_deadline: fn(&mut M, Instant),
 }
 
 impl<M> Drop for LocalRoute<M> {
@@ -55,9 +49,7 @@ impl<M> LocalRoute<M> {
 
     /// Counts `msg` refused at the mailbox with `err` (it did not run).
     pub(crate) fn count_refused(&self, msg: &M, err: &CallError) {
-        if let Some(counters) = self.stats.method((self.method_of)(msg)) {
-            counters.error(err);
-        }
+        self.slot.count_unanswered(msg, err);
     }
 
     /// Counts a send refused for good (`TrySendError::Refused`), if the message
@@ -236,6 +228,16 @@ pub(crate) trait ActorSlot<M>: Send + Sync {
 
     /// Makes sure someone will take the messages just queued (or the stop just asked).
     fn schedule(&self);
+
+    /// Counts `msg` as not handled, for `err` (refused at the mailbox, dropped
+    /// unanswered), under its method.
+    fn count_unanswered(&self, msg: &M, err: &CallError);
+
+    /// Settles a queued message's lazy deadline (`Dispatch::settle_deadline`).
+    fn settle_deadline(&self, msg: &mut M, at: Instant);
+
+    /// The node's counters of the actor's interface.
+    fn stats(&self) -> &InterfaceStats;
 
     /// The node the actor lives on, type-erased so that this layer names nothing
     /// above it: the remote layer downcasts it to the owner's `remote::Host` when a

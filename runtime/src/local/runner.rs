@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use crate::local::actor::{Actor, RestartBy};
 use crate::local::dispatch::Dispatch;
 use crate::local::reply::panic_message;
-use crate::local::slot::{Hook, Turn};
+use crate::local::slot::{Hook, Restarting, Turn};
 use crate::local::stats::ActorCounters;
 use crate::local::stop::StopReason;
 use crate::local::supervision::Directive;
@@ -123,26 +123,32 @@ where
         let cell = self.ctx.cell.clone();
         tracing::error!(actor = %cell.id, name = ?cell.name, %message, "actor panicked");
         let life = self.life();
-        let (policy, factory) = match &mut life.restart {
+        let (policy, factory, restarts) = match life.restart.as_deref_mut() {
             None => return Err(StopReason::Panicked { message }),
-            Some((RestartBy::Supervisor(_), _)) => return self.halt(Some(message)).await,
-            Some((RestartBy::Policy(policy), factory)) => (policy, factory),
+            Some(Restarting {
+                by: RestartBy::Supervisor(_),
+                ..
+            }) => return self.halt(Some(message)).await,
+            Some(Restarting {
+                by: RestartBy::Policy(policy),
+                factory,
+                restarts,
+            }) => (policy, factory, restarts),
         };
         let now = Instant::now();
-        while life
-            .restarts
+        while restarts
             .front()
             .is_some_and(|t| now.duration_since(*t) > policy.within)
         {
-            life.restarts.pop_front();
+            restarts.pop_front();
         }
-        if life.restarts.len() >= policy.max as usize {
+        if restarts.len() >= policy.max as usize {
             tracing::error!(actor = %cell.id, name = ?cell.name, max = policy.max, within = ?policy.within, "restart limit reached; stopping");
             return Err(StopReason::Panicked { message });
         }
         match std::panic::catch_unwind(AssertUnwindSafe(&mut *factory)) {
             Ok(fresh) => {
-                life.restarts.push_back(now);
+                restarts.push_back(now);
                 // The panicked state is dropped without on_stop: it may be inconsistent.
                 self.replace_state(fresh);
                 tracing::info!(actor = %cell.id, name = ?cell.name, "actor restarted");
@@ -167,7 +173,8 @@ where
             match supervisor.halted(failure.take()).await {
                 Directive::Stop(reason) => return Err(reason),
                 Directive::Restart => {
-                    let Some((_, factory)) = &mut self.life().restart else {
+                    let Some(Restarting { factory, .. }) = self.life().restart.as_deref_mut()
+                    else {
                         return Err(StopReason::Normal);
                     };
                     match std::panic::catch_unwind(AssertUnwindSafe(&mut *factory)) {

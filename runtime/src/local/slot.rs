@@ -69,20 +69,27 @@ pub(crate) enum Hook {
 /// restart policy, and where its calls are counted.
 pub(crate) struct Held<A, M: 'static> {
     pub(crate) rx: MailboxRx<M>,
-    /// Its mailbox as spawned (kind and capacity).
-    pub(crate) mailbox: crate::local::mailbox::Mailbox,
     /// The node's counters of its interface.
     pub(crate) stats: Arc<InterfaceStats>,
     pub(crate) state_dropped: bool,
     pub(crate) restart: Option<(RestartBy, Factory<A>)>,
-    pub(crate) restarts: VecDeque<Instant>,
 }
 
 /// The restart bookkeeping, which only the baton's holder touches ([`Turn::life`]).
 pub(crate) struct Life<A> {
     /// Whether the actor's state has been dropped (after `on_stop`).
     state_dropped: bool,
-    pub(crate) restart: Option<(RestartBy, Factory<A>)>,
+    /// How it restarts after a panic, if it does: boxed, since most actors do
+    /// not and pay one pointer for it.
+    pub(crate) restart: Option<Box<Restarting<A>>>,
+}
+
+/// Who restarts an actor after a panic, with what, and when it did so far.
+pub(crate) struct Restarting<A> {
+    pub(crate) by: RestartBy,
+    /// Makes its fresh state.
+    pub(crate) factory: Factory<A>,
+    /// When it restarted by its own policy, within the policy's window.
     pub(crate) restarts: VecDeque<Instant>,
 }
 
@@ -180,8 +187,6 @@ pub(crate) struct Slot<A: 'static, M: 'static, F> {
     stats: Arc<InterfaceStats>,
     /// The actor's own counters.
     pub(crate) counters: ActorCounters,
-    /// Its mailbox as spawned (kind and capacity), for inspection.
-    mailbox: crate::local::mailbox::Mailbox,
     me: Weak<Self>,
 }
 
@@ -231,8 +236,13 @@ where
             actor: UnsafeCell::new(ManuallyDrop::new(actor)),
             life: UnsafeCell::new(Life {
                 state_dropped: held.state_dropped,
-                restart: held.restart,
-                restarts: held.restarts,
+                restart: held.restart.map(|(by, factory)| {
+                    Box::new(Restarting {
+                        by,
+                        factory,
+                        restarts: VecDeque::new(),
+                    })
+                }),
             }),
             rx: held.rx,
             inline,
@@ -247,7 +257,6 @@ where
             supervisor,
             stats: held.stats,
             counters: ActorCounters::default(),
-            mailbox: held.mailbox,
             me: me.clone(),
         });
         // Before on_start: the supervisor learns of the child before any report from it.
@@ -808,6 +817,20 @@ where
         true
     }
 
+    fn count_unanswered(&self, msg: &M, err: &crate::error::CallError) {
+        if let Some(counters) = self.stats.method(msg.method_index()) {
+            counters.error(err);
+        }
+    }
+
+    fn settle_deadline(&self, msg: &mut M, at: tokio::time::Instant) {
+        msg.settle_deadline(at);
+    }
+
+    fn stats(&self) -> &InterfaceStats {
+        &self.stats
+    }
+
     fn reenter(&self, msg: &mut Option<M>) -> bool {
         let Some(reentry) = &self.reentry else {
             return false;
@@ -872,7 +895,7 @@ where
             name: self.ctx.cell.name.clone(),
             actor_type: std::any::type_name::<A>(),
             interface: self.stats.name,
-            mailbox: self.mailbox,
+            mailbox: self.rx.mailbox(),
             queued: self.rx.depth(),
             busy: !self.baton.is_free(),
             handled: ActorCounters::read(&counters.handled),

@@ -411,7 +411,7 @@ impl<M: Send + 'static> RefCore<M> {
                 let until = deadline
                     .at()
                     .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
-                (local.settle_deadline)(&mut msg, until);
+                local.slot.settle_deadline(&mut msg, until);
                 match local.push(Envelope::new(msg)) {
                     Ok(()) => {}
                     Err(TrySendError::Refused(err, env)) => {

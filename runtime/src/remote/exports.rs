@@ -82,7 +82,7 @@ impl<M: Unmarshal> Exported for LocalRoute<M> {
             Ok(msg) => msg,
             Err(err) => {
                 if let CallError::UnknownMethod { .. } = err {
-                    let unknown = &self.stats.unknown;
+                    let unknown = &self.slot.stats().unknown;
                     unknown
                         .calls
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
