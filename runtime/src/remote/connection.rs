@@ -25,7 +25,9 @@ use super::backlog::Backlog;
 use super::exports::Delivery;
 use super::host::Host;
 use super::marshal::{Answer, Args, MarshalCx, Replier};
-use super::protocol::{encode_reply, frame_call, Core, Event, OutCall, Sinks, Transmit};
+use super::protocol::{
+    encode_reply, frame_call, frame_call_lent, Core, Event, OutCall, Sinks, Transmit,
+};
 pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
 use super::route::Payload;
 use crate::error::CallError;
@@ -75,9 +77,10 @@ pub(crate) trait Transport: Send + Sync {
     /// transport may hold it until the tasks already queued on the sending
     /// thread have run (a scheduler tick), and write what gathered in one go:
     /// Nagle's rule, with the tick as its timer. A call with nothing else in
-    /// flight goes through [`Transport::send`], now.
-    fn send_corked(&self, lane: Lane, frame: Vec<u8>) -> bool {
-        self.send(lane, frame)
+    /// flight goes through [`Transport::send`], now. The frame is lent from
+    /// the encoder's buffer: a transport that gathers frames copies it in.
+    fn send_corked(&self, lane: Lane, frame: &[u8]) -> bool {
+        self.send(lane, frame.to_vec())
     }
     /// [`Transport::send`] for a frame lent from an encoder's buffer, which a
     /// transport that batches frames copies into its batch.
@@ -559,8 +562,23 @@ impl Connection {
             (registered?, values, corked)
         };
         // Framed (encoded) outside the lock, as callers on other threads may be.
-        let transmit = match frame_call(&self.send_limits, values, id, lane, call, one_way, now) {
-            Ok(transmit) => transmit,
+        // A corked call's frame is lent to the transport, which copies it into
+        // the batch it is gathering: no buffer of its own.
+        let framed = match corked && !values {
+            true => frame_call_lent(
+                &self.send_limits,
+                id,
+                lane,
+                call,
+                one_way,
+                now,
+                |lane, frame| self.transport.send_corked(lane, frame),
+            ),
+            false => frame_call(&self.send_limits, values, id, lane, call, one_way, now)
+                .map(|transmit| self.write(transmit)),
+        };
+        let written = match framed {
+            Ok(written) => written,
             Err(err) => {
                 self.drive(|core| {
                     drop(core.forget(id));
@@ -568,10 +586,6 @@ impl Connection {
                 });
                 return Err(err);
             }
-        };
-        let written = match transmit {
-            Transmit::Frame(lane, bytes) if corked => self.transport.send_corked(lane, bytes),
-            transmit => self.write(transmit),
         };
         if written {
             return Ok(id);

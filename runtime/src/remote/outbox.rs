@@ -154,22 +154,27 @@ impl Outbox {
     /// that first goes behind the tasks queued to run, so that the frames queued meanwhile
     /// (other callers woken by the same packet of replies) leave in one write
     /// and quinn's connection task is woken once for them. A writer task at
-    /// work takes it with the rest; in a burst it is held as any frame.
-    pub(crate) fn send_corked(self: &Arc<Self>, frame: Vec<u8>) -> bool {
+    /// work takes it with the rest; in a burst it is held as any frame. The
+    /// frame is lent: it is copied into the tail buffer, where the frames
+    /// corked with it gather, so it needs no buffer of its own.
+    pub(crate) fn send_corked(self: &Arc<Self>, frame: &[u8]) -> bool {
+        if IN_BURST.get() {
+            return self.send_lent(frame);
+        }
         let mut state = self.state.lock();
         if state.failed {
             return false;
         }
-        // Held by a burst, or queued behind a writer task at work, as any
-        // frame; sent from outside a runtime, there is no tick to wait for.
-        let runtime = (!IN_BURST.get() && !state.writing)
-            .then(Handle::try_current)
-            .and_then(Result::ok);
-        let Some(runtime) = runtime else {
-            return self.send_locked(&mut state, Bytes::from(frame));
+        // Behind a writer task at work, which takes the tail with the rest.
+        if state.writing {
+            self.lend(&mut state, frame);
+            return true;
+        }
+        // Sent from outside a runtime, there is no tick to wait for.
+        let Ok(runtime) = Handle::try_current() else {
+            return self.send_locked(&mut state, Bytes::copy_from_slice(frame));
         };
-        state.seal();
-        self.enqueue(&mut state, Bytes::from(frame));
+        self.lend(&mut state, frame);
         self.spawn_writer(&mut state, &runtime, true);
         true
     }
@@ -215,12 +220,17 @@ impl Outbox {
             return self.send_locked(&mut state, Bytes::copy_from_slice(frame));
         }
         self.hold(&mut state);
+        self.lend(&mut state, frame);
+        true
+    }
+
+    /// Copies `frame` into the tail buffer, after everything queued.
+    fn lend(&self, state: &mut OutboxState, frame: &[u8]) {
         if state.tail.capacity() - state.tail.len() < frame.len() {
             state.tail.reserve(frame.len().max(TAIL_CHUNK));
         }
         state.tail.extend_from_slice(frame);
-        self.count_queued(&mut state, frame.len());
-        true
+        self.count_queued(state, frame.len());
     }
 
     /// Lists this outbox with the burst this thread is in, once.
@@ -471,8 +481,8 @@ mod tests {
     async fn corked_frames_wait_for_the_sender_to_yield_and_leave_together_in_order() {
         let (send, recv, _conns) = stream().await;
         let outbox = Outbox::open(send, None);
-        assert!(outbox.send_corked(b"one,".to_vec()));
-        assert!(outbox.send_corked(b"two,".to_vec()));
+        assert!(outbox.send_corked(b"one,"));
+        assert!(outbox.send_corked(b"two,"));
         // Behind the corked frames, though it need not wait itself.
         assert!(outbox.send(b"three".to_vec()));
         // Nothing is written while the sending task runs on.
@@ -491,6 +501,22 @@ mod tests {
         assert_eq!(read_to_end(recv).await, b"<one,two,three!");
     }
 
+    #[tokio::test]
+    async fn a_corked_frame_in_a_burst_is_held_in_order_with_the_rest() {
+        let (send, recv, _conns) = stream().await;
+        let outbox = Outbox::open(send, None);
+        burst(&mut || {
+            assert!(outbox.send(b"one,".to_vec()));
+            assert!(outbox.send_corked(b"two,"));
+            assert!(outbox.send_lent(b"three"));
+            assert_eq!(outbox.queued(), 13);
+        });
+        // The burst's end writes them; no writer task waits for a tick.
+        assert_eq!(outbox.queued(), 0);
+        outbox.finish();
+        assert_eq!(read_to_end(recv).await, b"<one,two,three");
+    }
+
     #[test]
     fn a_corked_frame_sent_outside_a_runtime_is_written_at_once() {
         let runtime = tokio::runtime::Runtime::new().expect("a runtime");
@@ -499,7 +525,7 @@ mod tests {
         // On a thread of no runtime there is no tick to wait for.
         let sent = std::thread::spawn({
             let outbox = outbox.clone();
-            move || (outbox.send_corked(b"now".to_vec()), outbox.queued())
+            move || (outbox.send_corked(b"now"), outbox.queued())
         })
         .join()
         .expect("the sending thread");

@@ -872,11 +872,50 @@ pub(crate) fn frame_call(
     values: bool,
     id: u64,
     lane: u16,
-    mut call: OutCall<'_>,
+    call: OutCall<'_>,
     one_way: bool,
     now: Instant,
 ) -> Result<Transmit, CallError> {
     let lane = Lane::Call(lane);
+    match framing(id, call, one_way, now) {
+        Framing::Encoded(frame) => encode_to_vec(&frame, limits)
+            .map(|out| Transmit::Frame(lane, out))
+            .map_err(call_frame_error),
+        Framing::Moved(frame) if values => Ok(Transmit::Value(lane, frame)),
+        Framing::Moved(_) => Err(moved_on_encoded_link()),
+    }
+}
+
+/// [`frame_call`] on a link of encoded frames, the frame lent to `take` from
+/// this thread's scratch buffer ([`encode_lent`]) rather than returned in a
+/// buffer of its own: for a transport that copies it into a batch anyway.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn frame_call_lent<R>(
+    limits: &Limits,
+    id: u64,
+    lane: u16,
+    call: OutCall<'_>,
+    one_way: bool,
+    now: Instant,
+    take: impl FnOnce(Lane, &[u8]) -> R,
+) -> Result<R, CallError> {
+    let lane = Lane::Call(lane);
+    match framing(id, call, one_way, now) {
+        Framing::Encoded(frame) => {
+            encode_lent(&frame, limits, |bytes| take(lane, bytes)).map_err(call_frame_error)
+        }
+        Framing::Moved(_) => Err(moved_on_encoded_link()),
+    }
+}
+
+/// A call about to be framed: its frame, or (moved arguments) its value frame.
+enum Framing<'a> {
+    Encoded(Frame<'a>),
+    Moved(ValueFrame),
+}
+
+/// Call `id` as a frame carrying what is left at `now` of its budget.
+fn framing(id: u64, mut call: OutCall<'_>, one_way: bool, now: Instant) -> Framing<'_> {
     let budget = call.budget_until.map(|d| d.saturating_duration_since(now));
     call.tags.context.budget = CallContext::with_budget(budget).budget;
     match call.args {
@@ -891,39 +930,38 @@ pub(crate) fn frame_call(
                 once: call.tags.once,
                 context: call.tags.context,
             };
-            let frame = if one_way {
-                Frame::Tell(call)
-            } else {
-                Frame::Call(call)
-            };
-            match encode_to_vec(&frame, limits) {
-                Ok(out) => Ok(Transmit::Frame(lane, out)),
-                // Over what the peer accepts: refused here, not sent to be reset.
-                Err(EncodeError::Oversize { len, max }) => Err(CallError::TooLarge { len, max }),
-                Err(err) => Err(CallError::Marshalling {
-                    what: "the frame".into(),
-                    type_name: "Frame".into(),
-                    reason: err.to_string(),
-                }),
-            }
+            Framing::Encoded(match one_way {
+                true => Frame::Tell(call),
+                false => Frame::Call(call),
+            })
         }
-        Args::Moved(args) if values => Ok(Transmit::Value(
-            lane,
-            ValueFrame::Call {
-                id,
-                target: call.target,
-                interface: call.interface,
-                method: call.method,
-                args,
-                one_way,
-                tags: call.tags,
-            },
-        )),
-        Args::Moved(_) => Err(CallError::Marshalling {
-            what: "the arguments".into(),
-            type_name: "a moved value".into(),
-            reason: "this connection carries encoded frames only".into(),
+        Args::Moved(args) => Framing::Moved(ValueFrame::Call {
+            id,
+            target: call.target,
+            interface: call.interface,
+            method: call.method,
+            args,
+            one_way,
+            tags: call.tags,
         }),
+    }
+}
+
+/// A call's frame that did not encode, as its caller sees it.
+fn call_frame_error(err: EncodeError) -> CallError {
+    match err {
+        // Over what the peer accepts: refused here, not sent to be reset.
+        EncodeError::Oversize { len, max } => CallError::TooLarge { len, max },
+        err => frame_error(err),
+    }
+}
+
+/// Moved arguments on a link that carries only encoded frames.
+fn moved_on_encoded_link() -> CallError {
+    CallError::Marshalling {
+        what: "the arguments".into(),
+        type_name: "a moved value".into(),
+        reason: "this connection carries encoded frames only".into(),
     }
 }
 

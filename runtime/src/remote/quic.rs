@@ -652,7 +652,7 @@ impl Transport for QuicHandle {
         self.outbox(lane).is_none_or(|outbox| outbox.send(frame))
     }
 
-    fn send_corked(&self, lane: Lane, frame: Vec<u8>) -> bool {
+    fn send_corked(&self, lane: Lane, frame: &[u8]) -> bool {
         self.outbox(lane)
             .is_none_or(|outbox| outbox.send_corked(frame))
     }
