@@ -1130,28 +1130,17 @@ impl Connection {
             deadline,
             cancel: cancel.clone(),
         };
-        let replier = if one_way {
-            Replier::new(|_| {})
-        } else if self.carries_values() {
-            let conn = self.clone();
-            Replier::with_values(move |answer| match answer {
-                _ if late.is_late() => conn.forget_served(id),
-                Ok(Answer::Value(value)) => {
-                    conn.forget_served(id);
-                    if !conn.is_closed() {
-                        let frame = ValueFrame::Reply { call: id, value };
-                        conn.write_reply(Some(Transmit::Value(replies, frame)));
-                    }
-                }
-                Ok(Answer::Bytes(bytes)) => conn.reply(replies, id, Ok(bytes)),
-                Err(err) => conn.reply(replies, id, Err(err)),
-            })
-        } else {
-            let conn = self.clone();
-            Replier::new(move |outcome| match late.is_late() {
-                true => conn.forget_served(id),
-                false => conn.reply(replies, id, outcome),
-            })
+        let replier = match one_way {
+            true => Replier::new(|_| {}),
+            false => Replier::to_call(
+                CallReply {
+                    conn: self.clone(),
+                    id,
+                    replies,
+                    late,
+                },
+                self.carries_values(),
+            ),
         }
         .within(cx.clone())
         .sent_by(self.caller.clone())
@@ -1444,6 +1433,41 @@ impl Due {
             deadline,
             timeout,
             read_at: None,
+        }
+    }
+}
+
+/// Where the answer to the peer's call `id` goes: back on `replies`, unless it
+/// comes too late. A [`Replier`] holds it in place: answering a call from a
+/// connection boxes no closure.
+pub(crate) struct CallReply {
+    conn: Arc<Connection>,
+    id: u64,
+    replies: Lane,
+    late: Late,
+}
+
+impl CallReply {
+    /// Sends `answer` (a value only on a link that carries values), or only
+    /// forgets the call if its caller has had its answer already.
+    pub(crate) fn answer(self, answer: Result<Answer, CallError>) {
+        let CallReply {
+            conn,
+            id,
+            replies,
+            late,
+        } = self;
+        match answer {
+            _ if late.is_late() => conn.forget_served(id),
+            Ok(Answer::Value(value)) => {
+                conn.forget_served(id);
+                if !conn.is_closed() {
+                    let frame = ValueFrame::Reply { call: id, value };
+                    conn.write_reply(Some(Transmit::Value(replies, frame)));
+                }
+            }
+            Ok(Answer::Bytes(bytes)) => conn.reply(replies, id, Ok(bytes)),
+            Err(err) => conn.reply(replies, id, Err(err)),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::connection::Connection;
+use super::connection::{CallReply, Connection};
 use super::host::Host;
 use crate::error::CallError;
 use crate::local::caller::Caller;
@@ -142,7 +142,7 @@ pub(crate) fn probing() -> bool {
 
 /// Where the result of one incoming call goes (the transport's reply path).
 pub struct Replier {
-    sink: Box<dyn FnOnce(Result<Answer, CallError>) + Send>,
+    sink: ReplySink,
     cx: Option<MarshalCx>,
     values: bool,
     caller: Option<Arc<Caller>>,
@@ -160,6 +160,24 @@ pub struct Replier {
     span: Option<tracing::Span>,
 }
 
+/// Where a replier's answer goes.
+enum ReplySink {
+    /// Back on the connection the call came from: in place, no closure boxed
+    /// (every call from another node answers this way).
+    Call(CallReply),
+    /// Anywhere else (a test probe, the memory of an exactly-once call).
+    Fn(Box<dyn FnOnce(Result<Answer, CallError>) + Send>),
+}
+
+impl ReplySink {
+    fn answer(self, answer: Result<Answer, CallError>) {
+        match self {
+            ReplySink::Call(reply) => reply.answer(answer),
+            ReplySink::Fn(sink) => sink(answer),
+        }
+    }
+}
+
 impl std::fmt::Debug for Replier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replier")
@@ -173,26 +191,24 @@ impl Replier {
     /// A replier that hands the encoded result (or the error) to `sink`, exactly once.
     pub fn new(sink: impl FnOnce(Result<Encoded, CallError>) + Send + 'static) -> Self {
         Replier::with_sink(
-            Box::new(move |answer: Result<Answer, CallError>| {
+            ReplySink::Fn(Box::new(move |answer: Result<Answer, CallError>| {
                 sink(answer.map(|answer| match answer {
                     Answer::Bytes(bytes) => bytes,
                     Answer::Value(_) => unreachable!("a bytes-only replier answers in bytes"),
                 }))
-            }),
+            })),
             false,
         )
     }
 
-    /// A replier that may answer with the value itself when it holds no references
-    /// (between nodes of one process).
-    pub(crate) fn with_values(
-        sink: impl FnOnce(Result<Answer, CallError>) + Send + 'static,
-    ) -> Self {
-        Replier::with_sink(Box::new(sink), true)
+    /// A replier answering the peer's call through `reply`; `values`: with the
+    /// value itself when it holds no references (between nodes of one process).
+    pub(crate) fn to_call(reply: CallReply, values: bool) -> Self {
+        Replier::with_sink(ReplySink::Call(reply), values)
     }
 
     /// A replier handing its answer to `sink` (`values`: it may be a value).
-    fn with_sink(sink: Box<dyn FnOnce(Result<Answer, CallError>) + Send>, values: bool) -> Self {
+    fn with_sink(sink: ReplySink, values: bool) -> Self {
         Replier {
             sink,
             cx: None,
@@ -302,7 +318,7 @@ impl Replier {
                 }
                 .map(Answer::Bytes)
             });
-            sink(answer);
+            sink.answer(answer);
         })
         .sent_by(caller)
         .in_chain(chain)
