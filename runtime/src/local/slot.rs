@@ -641,14 +641,6 @@ where
         }
     }
 
-    /// A message dropped unanswered, as `err` (its actor stopped, its caller
-    /// gave it up): counted for its method.
-    pub(crate) fn count_unanswered(&self, msg: &M, err: &crate::error::CallError) {
-        if let Some(counters) = self.slot.stats.method(msg.method_index()) {
-            counters.error(err);
-        }
-    }
-
     /// Whether a handler is in flight.
     pub(crate) fn in_flight(&self) -> bool {
         // SAFETY: aliasing: shared reads that end here; `running` and
