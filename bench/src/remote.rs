@@ -276,11 +276,14 @@ impl Remote {
         let before = server().await;
         let packets = self.packets().await;
         let (rate, client) = alloc::counting(self.pipelined(n, false)).await;
-        let (sent, received) = self.packets().await;
+        let now = self.packets().await;
+        let per = |i: usize| (now[i] - packets[i]) as f64 / n as f64;
         eprintln!(
-            "w2: per call {:.3} packets sent, {:.3} stream frames received",
-            (sent - packets.0) as f64 / n as f64,
-            (received - packets.1) as f64 / n as f64,
+            "w2: per call {:.3} packets sent ({:.0} bytes), {:.3} stream frames received ({:.0} bytes)",
+            per(0),
+            per(1),
+            per(2),
+            per(3),
         );
         let after = server().await;
         let server = (after - before).saturating_sub(before - first);
@@ -291,19 +294,22 @@ impl Remote {
         }
     }
 
-    /// Progress: the client's QUIC packets sent and stream frames received so
-    /// far, summed over its connections (how well calls and replies are batched).
-    async fn packets(&self) -> (u64, u64) {
+    /// Progress: the client's QUIC packets and UDP bytes sent, stream frames and
+    /// UDP bytes received so far, summed over its connections (how well calls
+    /// and replies are batched).
+    async fn packets(&self) -> [u64; 4] {
         let conns = self.client.inspector().conns().await;
         let conns = conns.expect("inspect").expect("inspect allowed");
         conns
             .iter()
             .filter_map(|conn| conn.quic.as_ref())
-            .fold((0, 0), |(sent, received), quic| {
-                (
-                    sent + quic.sent_packets,
-                    received + quic.stream_frames_received,
-                )
+            .fold([0; 4], |sum, quic| {
+                [
+                    sum[0] + quic.sent_packets,
+                    sum[1] + quic.bytes_sent,
+                    sum[2] + quic.stream_frames_received,
+                    sum[3] + quic.bytes_received,
+                ]
             })
     }
 

@@ -177,12 +177,14 @@ fn datagrams(phase: &str, conn: &Connection, before: &quinn::ConnectionStats, ca
     let now = conn.stats();
     let per = |a: u64, b: u64| (a - b) as f64 / calls as f64;
     eprintln!(
-        "base.quic: {phase}: per call {:.2} datagrams sent ({:.2} stream frames, {:.2} acks), \
-         {:.2} received ({:.2} stream frames, {:.2} acks)",
+        "base.quic: {phase}: per call {:.2} datagrams sent ({:.0} bytes, {:.2} stream frames, \
+         {:.2} acks), {:.2} received ({:.0} bytes, {:.2} stream frames, {:.2} acks)",
         per(now.udp_tx.datagrams, before.udp_tx.datagrams),
+        per(now.udp_tx.bytes, before.udp_tx.bytes),
         per(now.frame_tx.stream, before.frame_tx.stream),
         per(now.frame_tx.acks, before.frame_tx.acks),
         per(now.udp_rx.datagrams, before.udp_rx.datagrams),
+        per(now.udp_rx.bytes, before.udp_rx.bytes),
         per(now.frame_rx.stream, before.frame_rx.stream),
         per(now.frame_rx.acks, before.frame_rx.acks),
     );
@@ -270,6 +272,7 @@ impl Baseline {
     /// last echo. The frames that the echoes read at once make room for go out in
     /// one write, as a framed protocol's client batches its requests.
     pub async fn framed(&self, n: u64) -> f64 {
+        let before = self.framed.stats();
         let start = Instant::now();
         let (mut send, mut recv) = self.framed.open_bi().await.expect("a framed stream");
         let (mut sent, mut echoed) = (0u64, 0u64);
@@ -297,6 +300,7 @@ impl Baseline {
         send.finish().expect("the framed stream's end");
         let end = recv.read(&mut buf).await.expect("the framed stream's end");
         assert!(end.is_none(), "the framed server echoed more than was sent");
+        datagrams("framed", &self.framed, &before, n);
         rate(n, took)
     }
 
