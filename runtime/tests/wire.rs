@@ -955,6 +955,38 @@ fn max_depth_is_the_deepest_nesting_accepted() {
     }
 }
 
+/// A value no longer than `max_depth` bytes cannot nest deeper than that, and
+/// is decoded without the nesting walk; what else is wrong with it is refused
+/// all the same, and what is right decodes the same.
+#[test]
+fn a_short_value_is_refused_for_what_is_wrong_with_it() {
+    let limits = Limits {
+        max_depth: 8,
+        ..Limits::default()
+    };
+    // An array of three with one element, a map of two with one key, a
+    // string longer than its bytes: all shorter than the bound.
+    for short in [&[0x93, 0x01][..], &[0x82, 0x01], &[0xa5, b'a', b'b']] {
+        assert!(
+            decode_value::<IgnoredAny>(short, &limits).is_err(),
+            "{short:02x?} decoded"
+        );
+    }
+    assert_eq!(
+        decode_value::<Vec<Option<u8>>>(&[0x93, 0x01, 0xc0, 0x02], &limits),
+        Ok(vec![Some(1), None, Some(2)])
+    );
+    // Exactly as deep as it is long, with and without the walk.
+    for max_depth in [3, 4] {
+        let limits = Limits {
+            max_depth,
+            ..Limits::default()
+        };
+        assert!(decode_value::<IgnoredAny>(&nested_arrays(3), &limits).is_ok());
+        assert!(decode_value::<IgnoredAny>(&nested_arrays(max_depth + 1), &limits).is_err());
+    }
+}
+
 /// `max_depth: 0` is a value a user can configure: it must refuse nested values,
 /// not panic (it overflows a counter inside rmp-serde: a panic in debug builds,
 /// and in release builds a wrap to 65 535 levels, i.e. no useful bound). Frames

@@ -284,8 +284,13 @@ fn decode_within<'a, T: serde::Deserialize<'a>>(
     bytes: &'a [u8],
     max_depth: usize,
 ) -> Result<T, String> {
-    // rmp-serde does not count enums against its own limit: check first.
-    super::depth::check(bytes, max_depth)?;
+    // rmp-serde does not count enums against its own limit: check first. Every
+    // level costs at least a byte, so a value no longer than `max_depth` bytes
+    // (a number, a short string: most arguments and replies) cannot nest too
+    // deep, and whatever else is wrong with it rmp-serde says.
+    if bytes.len() > max_depth {
+        super::depth::check(bytes, max_depth)?;
+    }
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     // A backstop only; +1 keeps it off zero (rmp-serde underflows there).
     de.set_max_depth(max_depth + 1);
