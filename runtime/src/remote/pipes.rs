@@ -25,7 +25,7 @@
 //! streams it opened, and items only within the credit granted (an item past it
 //! fails that stream, and only that stream).
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -237,7 +237,7 @@ impl Streams {
         Streams {
             table: Mutex::new(Table {
                 next: u64::from(!even),
-                open: HashMap::new(),
+                open: HashMap::default(),
                 theirs: 0,
                 lost: None,
             }),

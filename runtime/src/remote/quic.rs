@@ -20,7 +20,7 @@
 //!   it is refused, and each handshake has the peer timeout for TLS and again for
 //!   its `Hello`.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -387,8 +387,8 @@ async fn establish(
         control: Outbox::open(send, None),
         backlog: Arc::default(),
         calls: Mutex::new(Vec::new()),
-        replies: Mutex::new(HashMap::new()),
-        pipes: Mutex::new(HashMap::new()),
+        replies: Mutex::new(HashMap::default()),
+        pipes: Mutex::new(HashMap::default()),
         conn: OnceLock::new(),
     });
     let dialed_by = if dialer { me.id() } else { peer.node };
