@@ -41,9 +41,10 @@
 //! bounded number of streams however many objects it calls, and a large call to
 //! one object holds up another only when more objects than lanes are busy at once.
 
-use std::cmp::Reverse;
+mod deadlines;
+
 use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -55,6 +56,7 @@ use crate::id::NodeId;
 use crate::local::stop::StopReason;
 use crate::wire::codec::{encode_lent, encode_to_vec, EncodeError, Encoded, Limits};
 use crate::wire::{Call, CallContext, Frame, Hello, Incoming, ObjectId, Session, SessionError};
+use deadlines::Deadlines;
 
 /// Which ordered stream of frames a frame belongs to. Frames of one lane arrive in
 /// order; lanes do not wait for each other (a large call to one actor never holds
@@ -194,13 +196,13 @@ pub(crate) struct Core<S: Sinks> {
     /// Whether the link carries value frames (one process).
     values: bool,
     waiting: HashMap<u64, AwaitingReply<S::Call>>,
-    /// `(deadline, call id)` of every waiting call, earliest on top. An entry
-    /// whose call was answered stays until it reaches the top, where it is
-    /// dropped at once (the top is always a waiting call's), or until such
+    /// `(deadline, call id)` of every waiting call, earliest first. An entry
+    /// whose call was answered stays until it is the earliest, where it is
+    /// dropped at once (the earliest is always a waiting call's), or until such
     /// entries outnumber the waiting calls (see [`Core::unwait`]). A call's
-    /// deadline is inserted and its answer usually comes in the same order,
-    /// so this costs a push and a pop where a sorted set cost two searches.
-    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// deadline is added and its answer usually comes in the same order, so
+    /// this mostly costs a push and a pop at the two ends of a ring.
+    deadlines: Deadlines,
     /// Our monitors of the peer's objects, by watch id.
     watching: HashMap<u64, S::Watch>,
     next_watch: u64,
@@ -251,7 +253,7 @@ impl<S: Sinks> Core<S> {
             limits,
             values,
             waiting: HashMap::default(),
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
             watching: HashMap::default(),
             next_watch: 1,
             watched: HashMap::default(),
@@ -472,7 +474,7 @@ impl<S: Sinks> Core<S> {
                     timeout,
                 },
             );
-            self.deadlines.push(Reverse((deadline, id)));
+            self.deadlines.push(deadline, id);
         }
         Ok(id)
     }
@@ -521,16 +523,15 @@ impl<S: Sinks> Core<S> {
     /// Restores the heap's promise (see [`Core::deadlines`]) after calls left
     /// `waiting`.
     fn drop_answered_deadlines(&mut self) {
-        while let Some(Reverse((_, call))) = self.deadlines.peek() {
-            if self.waiting.contains_key(call) {
+        while let Some((_, call)) = self.deadlines.peek() {
+            if self.waiting.contains_key(&call) {
                 break;
             }
             self.deadlines.pop();
         }
         if self.deadlines.len() > 2 * self.waiting.len() + 64 {
             let waiting = &self.waiting;
-            self.deadlines
-                .retain(|Reverse((_, call))| waiting.contains_key(call));
+            self.deadlines.retain(|call| waiting.contains_key(&call));
         }
     }
 
@@ -736,7 +737,7 @@ impl<S: Sinks> Core<S> {
     /// than `window` calls there, which the peer answers with `Overloaded`
     /// rather than hold.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&Reverse((deadline, call))) = self.deadlines.peek() {
+        while let Some((deadline, call)) = self.deadlines.peek() {
             if deadline > now {
                 break;
             }
@@ -757,9 +758,7 @@ impl<S: Sinks> Core<S> {
 
     /// When [`Core::handle_timeout`] should run next: the earliest deadline.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines
-            .peek()
-            .map(|&Reverse((deadline, _))| deadline)
+        self.deadlines.peek().map(|(deadline, _)| deadline)
     }
 
     /// The next frame to write.
