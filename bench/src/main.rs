@@ -155,7 +155,7 @@ fn main() {
                     pipes: uni_base && ["p1", "p2"].iter().any(|p| selected(p)),
                 };
                 if call_base && !pairs.calls {
-                    quic_base::baselines(scale).await;
+                    quic_base::baselines(scale, &selected).await;
                 }
                 if uni_base && !pairs.pipes {
                     quic_base::uni_baselines(scale).await;

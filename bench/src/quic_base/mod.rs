@@ -406,31 +406,39 @@ pub fn framed_echoes(scale: Scale) -> u64 {
 
 /// `base.quic.p50`, `base.quic.p99` (µs), `base.quic.rate` (calls/s),
 /// `base.quic.framed.rate` (echoes/s), `base.quic.payload.mbps` (MB/s, 10^6
-/// bytes, sent + received), on their own.
+/// bytes, sent + received), on their own, those `selected` names.
 /// A full run alternates them with the remote workloads instead (`paired`).
-pub async fn baselines(scale: Scale) {
+pub async fn baselines(scale: Scale, selected: &(dyn Fn(&str) -> bool + Sync)) {
     let base = Baseline::start().await;
     base.warm_up(scale).await;
-    // As w1: one call outstanding, 20 000 calls.
-    let n = scale.count(20_000, 10_000);
-    let before = base.stats();
-    let runs = repeat(scale.reps(), || base.ping(n)).await;
-    base.datagrams("ping", &before, n * scale.reps() as u64);
-    let run = median_run(&runs);
-    figure("base.quic.p50", run.p50_us, "us");
-    figure("base.quic.p99", run.p99_us, "us");
-    // As w2: 64 outstanding, 200 000 calls.
-    let n = scale.count(200_000, 50_000);
-    let before = base.stats();
-    let rates = repeat(scale.reps(), || base.pipelined(n)).await;
-    base.datagrams("pipelined", &before, n * scale.reps() as u64);
-    figure("base.quic.rate", median_of(rates), "calls/s");
-    let rates = repeat(scale.reps(), || base.framed(framed_echoes(scale))).await;
-    figure("base.quic.framed.rate", median_of(rates), "echoes/s");
-    // As w3: 64 KiB payloads, 8 outstanding, 5 000 calls.
-    let n = scale.count(5_000, 1_000);
-    let mbps = repeat(scale.reps(), || base.bulk(n)).await;
-    figure("base.quic.payload.mbps", median_of(mbps), "MB/s");
+    if selected("base.quic.p50") || selected("base.quic.p99") {
+        // As w1: one call outstanding, 20 000 calls.
+        let n = scale.count(20_000, 10_000);
+        let before = base.stats();
+        let runs = repeat(scale.reps(), || base.ping(n)).await;
+        base.datagrams("ping", &before, n * scale.reps() as u64);
+        let run = median_run(&runs);
+        figure("base.quic.p50", run.p50_us, "us");
+        figure("base.quic.p99", run.p99_us, "us");
+    }
+    if selected("base.quic.rate") {
+        // As w2: 64 outstanding, 200 000 calls.
+        let n = scale.count(200_000, 50_000);
+        let before = base.stats();
+        let rates = repeat(scale.reps(), || base.pipelined(n)).await;
+        base.datagrams("pipelined", &before, n * scale.reps() as u64);
+        figure("base.quic.rate", median_of(rates), "calls/s");
+    }
+    if selected("base.quic.framed") {
+        let rates = repeat(scale.reps(), || base.framed(framed_echoes(scale))).await;
+        figure("base.quic.framed.rate", median_of(rates), "echoes/s");
+    }
+    if selected("base.quic.payload") {
+        // As w3: 64 KiB payloads, 8 outstanding, 5 000 calls.
+        let n = scale.count(5_000, 1_000);
+        let mbps = repeat(scale.reps(), || base.bulk(n)).await;
+        figure("base.quic.payload.mbps", median_of(mbps), "MB/s");
+    }
     base.stop().await;
 }
 
