@@ -85,6 +85,32 @@ async fn a_call_given_up_while_queued_never_runs(transport: Transport) {
     assert_eq!(pair.server.stats().calls_cancelled, 1);
 }
 
+/// A call alone in flight reads its lane's replies itself while it waits
+/// (over QUIC), and hands the lane back to its reader task when it stops
+/// waiting, given up or answered: a call sent behind it, which leaves the
+/// reading to others, still has its answer.
+async fn a_caller_that_gives_up_hands_its_lane_back(transport: Transport) {
+    let pair = Pair::new(transport).await;
+    let (link, _local, stats) = link_with_local(&pair.server, &pair.client);
+    // The lane is open (and its reader there) once a call went over it.
+    assert_eq!(timeout(SAFETY, link.tick()).await.unwrap(), Ok(1));
+    let mut busy = Box::pin(link.hold());
+    assert!(poll_once(&mut busy).await.is_pending());
+    until("the link is busy", || {
+        stats.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Sent while the first is in flight: it does not read the lane.
+    let mut second = Box::pin(link.tick());
+    assert!(poll_once(&mut second).await.is_pending());
+    // The first gives up; the handler it leaves (a plain one runs on) lets
+    // the second run once it has its permit.
+    drop(busy);
+    stats.permits.add_permits(1);
+    assert_eq!(timeout(SAFETY, second).await.unwrap(), Ok(2));
+    assert_eq!(timeout(SAFETY, link.tick()).await.unwrap(), Ok(3));
+}
+
 async fn a_local_call_given_up_while_queued_never_runs() {
     let node = node().await;
     let (link, stats) = Link::new();
@@ -279,6 +305,7 @@ async fn a_remote_call_given_up_while_queued_closes_its_pipe_halves(transport: T
 }
 
 both_transports!(
+    a_caller_that_gives_up_hands_its_lane_back,
     a_remote_call_given_up_while_queued_closes_its_pipe_halves,
     a_chain_given_up_at_its_head_stops_everywhere,
     a_call_given_up_while_queued_never_runs,

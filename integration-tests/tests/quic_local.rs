@@ -291,6 +291,27 @@ async fn an_argument_over_the_peers_frame_limit_fails_that_call_only() {
     );
 }
 
+/// A call alone in flight reads its lane's replies itself while it waits (quinn
+/// wakes its task, not the lane's reader task). A reply too large to read
+/// without room from the receive budget is left to the reader task, which
+/// waits for the room; the caller has its answer all the same, and so has the
+/// next call on the lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_calls_large_reply_is_read_past_its_room_over_quic() {
+    let (_server, client, _counter, remote) = pair().await;
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    for round in 0..3 {
+        let back = timeout(SAFETY, remote.echo_bytes(big.clone())).await;
+        assert!(
+            back.as_ref().is_ok_and(|back| back.as_ref() == Ok(&big)),
+            "round {round}: {:?}",
+            back.map(|b| b.map(|b| b.len()))
+        );
+        assert_eq!(timeout(SAFETY, remote.add(1)).await, Ok(Ok(round + 1)));
+    }
+    assert_eq!(client.stats().connections, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_panic_is_panicked_and_a_wrong_interface_is_a_mismatch_over_quic() {
     let (server, client, counter, remote) = pair().await;

@@ -13,8 +13,11 @@
 //! for its peer pass [`Connection::held_budget`] bytes.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -30,6 +33,7 @@ use super::protocol::{
 };
 pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
 use super::route::Payload;
+use super::stream_reader::StreamReader;
 use crate::error::CallError;
 use crate::hash::HashMap;
 use crate::id::NodeId;
@@ -59,13 +63,14 @@ pub(crate) enum Drained {
     Close,
 }
 
-/// How one burst of [`Connection::drain`] ended.
-enum Burst {
+/// How one burst of [`Connection::drain_now`] ended.
+pub(crate) enum Burst {
     /// As the drain ends.
     Drained(Drained),
     /// Wait for this before handling more.
     Wait(Delivery),
-    /// The replies backlog is past its budget: wait for it to shrink.
+    /// The replies backlog is past its budget: wait for it to shrink
+    /// ([`Connection::backlog_shrinks`]) before handling more.
     Backlog,
 }
 
@@ -118,6 +123,11 @@ pub(crate) trait Transport: Send + Sync {
     fn replies_backlog(&self) -> Option<&Backlog> {
         None
     }
+    /// The reader of the replies on our call lane `lane`, which a caller
+    /// awaiting its answer may read itself (QUIC; see `stream_reader`).
+    fn reader(&self, _lane: u16) -> Option<Arc<StreamReader>> {
+        None
+    }
     /// The transport's estimate of a round trip to the peer (none in one
     /// process), which a call's budget is charged on arrival.
     fn round_trip(&self) -> Duration {
@@ -141,13 +151,18 @@ const UNWIND_SHARE: u32 = 64;
 
 /// An ask of ours waiting for its answer: dropped before it (its caller gave
 /// up), it tells the core, which sends the peer a `Cancel`. `None`: answered.
+/// Either way, a lane it read while waiting goes back to its reader task.
 struct Pending<'a> {
     conn: &'a Connection,
     id: Option<u64>,
+    led: Option<Arc<StreamReader>>,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
+        if let Some(reader) = self.led.take() {
+            reader.hand_back();
+        }
         if let Some(id) = self.id.filter(|_| !self.conn.is_closed()) {
             self.conn.drive(|core| core.abandon(id));
         }
@@ -541,7 +556,7 @@ impl Connection {
         lane: u16,
         call: OutCall<'_>,
         reply: Option<(oneshot::Sender<Result<Answer, CallError>>, Due)>,
-    ) -> Result<u64, CallError> {
+    ) -> Result<(u64, bool), CallError> {
         let one_way = reply.is_none();
         let target = call.target;
         let now = reply
@@ -588,7 +603,7 @@ impl Connection {
             }
         };
         if written {
-            return Ok(id);
+            return Ok((id, corked));
         }
         // Never left: its waiter goes quietly (this caller is told here).
         self.drive(|core| {
@@ -619,13 +634,46 @@ impl Connection {
             }
             Err(err) => return Err(err),
         };
-        let (tx, rx) = oneshot::channel();
-        let id = self.submit(lane, call, Some((tx, due)))?;
+        let (tx, mut rx) = oneshot::channel();
+        let (id, corked) = self.submit(lane, call, Some((tx, due)))?;
         let mut pending = Pending {
             conn: self,
             id: Some(id),
+            led: None,
         };
-        let outcome = match rx.await {
+        // An ask with none other in flight reads its lane while it waits, if
+        // nobody else does: quinn wakes this task, not the reader task (see
+        // `stream_reader`). Among others, the reader task reads each chunk of
+        // replies for all of them.
+        let answer = match corked {
+            true => (&mut rx).await,
+            false => {
+                std::future::poll_fn(|cx| {
+                    // Answered already, by whoever read the reply? (Asked
+                    // without a waker: reading below may answer it, and must
+                    // not wake this task.)
+                    let unwoken = &mut Context::from_waker(Waker::noop());
+                    if let Poll::Ready(answer) = Pin::new(&mut rx).poll(unwoken) {
+                        return Poll::Ready(answer);
+                    }
+                    match &pending.led {
+                        Some(reader) => {
+                            reader.lead(cx);
+                        }
+                        None => {
+                            if let Some(reader) = self.transport.reader(lane) {
+                                if reader.lead(cx) {
+                                    pending.led = Some(reader);
+                                }
+                            }
+                        }
+                    }
+                    Pin::new(&mut rx).poll(cx)
+                })
+                .await
+            }
+        };
+        let outcome = match answer {
             Ok(outcome) => outcome,
             // Unreachable in practice: the core answers every waiter it drops.
             Err(_) => Err(self.node_down(true)),
@@ -744,31 +792,60 @@ impl Connection {
         replies: Lane,
         arrived: Instant,
     ) -> Drained {
+        loop {
+            match self.drain_now(reader, replies, arrived) {
+                Burst::Drained(drained) => return drained,
+                Burst::Wait(waiting) => waiting.await,
+                Burst::Backlog => self.backlog_shrinks(replies).await,
+            }
+        }
+    }
+
+    /// [`Connection::drain`] without waiting: handles the frames already read
+    /// in one burst, or says what to wait for before handling more. A reader
+    /// that cannot wait (a caller reading its own answer) hands that to one
+    /// that can.
+    pub(crate) fn drain_now(
+        self: &Arc<Self>,
+        reader: &mut FrameReader,
+        replies: Lane,
+        arrived: Instant,
+    ) -> Burst {
         // A peer that does not read its replies has its calls read no further
         // (only on the lanes calls come in on: replies to our calls are always
         // read, so two nodes never wait for each other).
-        let backlog = match replies {
+        let backlog = self.backlog_of(replies);
+        if backlog.is_some_and(|backlog| backlog.bytes() > self.backlog_budget())
+            && !self.is_closed()
+        {
+            return Burst::Backlog;
+        }
+        // The frames already read are handled in one burst, without a
+        // pause: what they send (replies, above all) is written together.
+        let mut burst = None;
+        self.transport.burst(&mut || {
+            burst = Some(self.handle_read(reader, replies, arrived, backlog));
+        });
+        // A transport whose burst did not run the handler handled nothing.
+        burst.unwrap_or(Burst::Drained(Drained::More))
+    }
+
+    /// The replies backlog the lane `replies` counts against: only the peer's
+    /// call lanes have one.
+    fn backlog_of(&self, replies: Lane) -> Option<&Backlog> {
+        match replies {
             Lane::Reply(_) => self.transport.replies_backlog(),
             _ => None,
-        };
-        loop {
-            if let Some(backlog) = backlog {
-                let budget = self.backlog_budget();
-                if backlog.bytes() > budget {
-                    backlog.within(budget, || self.is_closed()).await;
-                }
-            }
-            // The frames already read are handled in one burst, without a
-            // pause: what they send (replies, above all) is written together.
-            let mut burst = None;
-            self.transport.burst(&mut || {
-                burst = Some(self.handle_read(reader, replies, arrived, backlog));
-            });
-            match burst {
-                Some(Burst::Drained(drained)) => return drained,
-                Some(Burst::Wait(waiting)) => waiting.await,
-                Some(Burst::Backlog) | None => {}
-            }
+        }
+    }
+
+    /// Waits until the replies backlog of `replies` is within its budget (or
+    /// the connection closed): what [`Burst::Backlog`] asks for.
+    pub(crate) async fn backlog_shrinks(&self, replies: Lane) {
+        if let Some(backlog) = self.backlog_of(replies) {
+            backlog
+                .within(self.backlog_budget(), || self.is_closed())
+                .await;
         }
     }
 

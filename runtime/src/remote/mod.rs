@@ -17,6 +17,7 @@ pub(crate) mod pipes;
 pub(crate) mod protocol;
 pub(crate) mod quic;
 pub(crate) mod route;
+pub(crate) mod stream_reader;
 pub(crate) mod tls;
 pub(crate) mod wire_ref;
 

@@ -30,12 +30,13 @@ use parking_lot::Mutex;
 use rustls_pki_types::CertificateDer;
 
 use super::backlog::Backlog;
-use super::connection::{Connection, Drained, Lane, Transport, SMALL_FRAME};
+use super::connection::{Connection, Lane, Transport};
 use super::handshakes::{Admission, HandshakeLimits, Handshakes};
 use super::host::Host;
 use super::outbox::Outbox;
 use super::pipes::MAX_PIPE_STREAMS;
 use super::protocol::MAX_LANES;
+use super::stream_reader::StreamReader;
 use crate::error::{CallError, NodeLabel};
 use crate::remote::tls::{common_name, Credentials, NODE_NAME};
 use crate::wire::codec::{encode, FrameReader, Limits};
@@ -44,7 +45,6 @@ use crate::wire::{Incoming, Session, SessionError};
 const ALPN: &[u8] = b"remora/1";
 /// QUIC application error codes.
 const CLOSE_PROTOCOL: u32 = 2;
-const STOP_OVERSIZE: u32 = 3;
 /// The peer's `Hello` claimed a node id its certificate does not prove.
 const CLOSE_IMPOSTOR: u32 = 4;
 
@@ -406,7 +406,7 @@ async fn establish(
     // but serves its streams until then.
     let kept = me.add_peer(conn.clone());
     // The control stream: pings (and whatever followed the Hello).
-    spawn_reader(conn.clone(), recv, Lane::Control, Some(reader));
+    StreamReader::spawn(conn.clone(), recv, Lane::Control, Some(reader));
     // Streams the peer opens to send a pipe stream's items (each ends with its
     // `PipeEnd`, then the peer finishes it).
     tokio::spawn({
@@ -414,7 +414,7 @@ async fn establish(
         let quic = quic.clone();
         async move {
             while let Ok(recv) = quic.accept_uni().await {
-                spawn_reader(conn.clone(), recv, Lane::Control, None);
+                StreamReader::spawn(conn.clone(), recv, Lane::Control, None);
             }
         }
     });
@@ -431,7 +431,7 @@ async fn establish(
                         let lane = lanes.fetch_add(1, Ordering::Relaxed);
                         let outbox = Outbox::open(send, Some(transport.backlog.clone()));
                         transport.replies.lock().insert(lane, outbox);
-                        spawn_reader(conn.clone(), recv, Lane::Reply(lane), None);
+                        StreamReader::spawn(conn.clone(), recv, Lane::Reply(lane), None);
                     }
                     Err(lost) => break lost,
                 }
@@ -542,69 +542,11 @@ fn authenticate(quic: &quinn::Connection, hello: &crate::wire::Hello) -> Result<
     }))
 }
 
-/// Reads frames from one stream into the connection; replies to what arrives here
-/// go to `replies`.
-fn spawn_reader(
-    conn: Arc<Connection>,
-    mut recv: quinn::RecvStream,
-    replies: Lane,
-    buffered: Option<FrameReader>,
-) {
-    tokio::spawn(async move {
-        let mut reader = buffered.unwrap_or_else(|| FrameReader::new(conn.limits));
-        // The room a large frame being read holds, and where that frame starts.
-        let mut room = None;
-        let mut arrived = tokio::time::Instant::now();
-        loop {
-            match conn.drain(&mut reader, replies, arrived).await {
-                Drained::More => {}
-                Drained::Reset => {
-                    let _ = recv.stop(STOP_OVERSIZE.into());
-                    break;
-                }
-                Drained::Close => {
-                    conn.close();
-                    break;
-                }
-            }
-            // Drained: a frame whose room is held has been read.
-            if room
-                .as_ref()
-                .is_some_and(|(at, _)| *at != reader.position() || reader.partial().is_none())
-            {
-                room = None;
-            }
-            if room.is_none() {
-                if let Some(size) = reader.partial().filter(|&size| size > SMALL_FRAME) {
-                    match conn.room_for_frame(size).await {
-                        Some(permit) => room = Some((reader.position(), permit)),
-                        None => break,
-                    }
-                }
-            }
-            match recv.read_chunk(256 * 1024, true).await {
-                Ok(Some(chunk)) => {
-                    arrived = tokio::time::Instant::now();
-                    conn.count_received(chunk.bytes.len());
-                    if let Err(err) = reader.extend(&chunk.bytes) {
-                        tracing::warn!(peer = %conn.peer.node, %err, "resetting the stream");
-                        let _ = recv.stop(STOP_OVERSIZE.into());
-                        break;
-                    }
-                }
-                // The peer finished or reset this stream; the connection goes on.
-                Ok(None) | Err(_) => break,
-            }
-        }
-        conn.lane_closed(replies);
-    });
-}
-
 struct QuicTransport {
     quic: quinn::Connection,
     control: Arc<Outbox>,
     /// Our call lanes to the peer, by number, opened on first use.
-    calls: Mutex<Vec<Arc<Outbox>>>,
+    calls: Mutex<Vec<CallLane>>,
     /// Send halves of the streams the peer opened to call us.
     replies: Mutex<HashMap<u64, Arc<Outbox>>>,
     /// Our pipe streams' items, a QUIC stream each, opened on first use.
@@ -612,6 +554,13 @@ struct QuicTransport {
     /// Bytes queued in `replies`.
     backlog: Arc<Backlog>,
     conn: OnceLock<Weak<Connection>>,
+}
+
+/// One of our call lanes: a stream we opened, calls out, replies back.
+struct CallLane {
+    outbox: Arc<Outbox>,
+    /// Its receive half's reader, once the stream is open.
+    reader: Arc<OnceLock<Arc<StreamReader>>>,
 }
 
 /// The transport as the connection holds it.
@@ -633,7 +582,7 @@ impl QuicHandle {
                     let opened = transport.open_call_stream();
                     calls.push(opened);
                 }
-                Some(calls[usize::from(lane)].clone())
+                Some(calls[usize::from(lane)].outbox.clone())
             }
             Lane::Pipe(stream) => Some(
                 transport
@@ -698,9 +647,16 @@ impl Transport for QuicHandle {
         Some(&self.0.backlog)
     }
 
+    fn reader(&self, lane: u16) -> Option<Arc<StreamReader>> {
+        let calls = self.0.calls.lock();
+        calls.get(usize::from(lane))?.reader.get().cloned()
+    }
+
     fn queued(&self) -> usize {
         let transport = &self.0;
-        let calls: Vec<Arc<Outbox>> = transport.calls.lock().clone();
+        let calls: Vec<Arc<Outbox>> = (transport.calls.lock().iter())
+            .map(|lane| lane.outbox.clone())
+            .collect();
         let replies: Vec<Arc<Outbox>> = transport.replies.lock().values().cloned().collect();
         let pipes: Vec<Arc<Outbox>> = transport.pipes.lock().values().cloned().collect();
         let outboxes = calls
@@ -721,17 +677,22 @@ impl QuicTransport {
 
     /// A call lane to the peer: its stream is opened by the writer task, so frames
     /// queue (in order) until it is there.
-    fn open_call_stream(&self) -> Arc<Outbox> {
+    fn open_call_stream(&self) -> CallLane {
         let quic = self.quic.clone();
         let conn = self.conn.get().and_then(Weak::upgrade);
-        Outbox::opening(async move {
-            let (send, recv) = quic.open_bi().await.ok()?;
-            if let Some(conn) = conn {
-                // Replies to our calls come back on this stream's receive half.
-                spawn_reader(conn, recv, Lane::Control, None);
+        let reader = Arc::new(OnceLock::new());
+        let outbox = Outbox::opening({
+            let reader = reader.clone();
+            async move {
+                let (send, recv) = quic.open_bi().await.ok()?;
+                if let Some(conn) = conn {
+                    // Replies to our calls come back on this stream's receive half.
+                    let _ = reader.set(StreamReader::spawn(conn, recv, Lane::Control, None));
+                }
+                Some(send)
             }
-            Some(send)
-        })
+        });
+        CallLane { outbox, reader }
     }
 }
 
