@@ -12,10 +12,12 @@
 //! reads its lane itself when nobody else does ([`StreamReader::lead`]): quinn
 //! wakes it directly, as it wakes a raw stream's reader. What it cannot do
 //! there (wait for room for a large frame, for the peer's held calls, for the
-//! stream's end) it leaves to the reader task; once it has its answer it hands
-//! the stream back ([`StreamReader::hand_back`]), registering the reader task's
-//! waker with quinn, so that nothing arriving later waits for a caller that is
-//! gone.
+//! stream's end) it leaves to the reader task; once it stops waiting
+//! (answered, timed out, dropped) it hands the stream back
+//! ([`StreamReader::hand_back`]), registering the reader task's waker with
+//! quinn, so that nothing arriving later waits for a caller that is gone.
+//! Only asks alone in flight read: among others, the reader task reads each
+//! chunk of replies for all of them at once.
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
@@ -183,9 +185,12 @@ impl StreamReader {
     }
 
     /// Gives the stream back to the reader task after [`StreamReader::lead`]:
-    /// handles what arrived since and registers the task's waker with quinn.
-    /// If someone else holds the stream right now, its holder registers its own
-    /// waker, and hands it back in turn if it is a caller.
+    /// registers the task's waker with quinn, so that quinn wakes the task
+    /// when more arrives. Handles nothing itself (it may run as a future is
+    /// dropped, anywhere): a chunk already there is taken for the task, and the
+    /// task woken to handle it. If someone else holds the stream right now,
+    /// its holder registers its own waker, and hands it back in turn if it is
+    /// a caller.
     pub(crate) fn hand_back(&self) {
         let Some(mut state) = self.state.try_lock() else {
             return;
@@ -197,8 +202,10 @@ impl StreamReader {
         let (Some(task), Some(conn)) = (state.task.clone(), self.conn.upgrade()) else {
             return;
         };
-        if let Read::Task(action) = self.read(&mut state, &conn, &mut Context::from_waker(&task)) {
-            Self::leave_to_task(&mut state, action);
+        match Self::read_chunk(&mut state, &conn, &mut Context::from_waker(&task)) {
+            Poll::Pending => {}
+            Poll::Ready(None) => task.wake_by_ref(),
+            Poll::Ready(Some(action)) => Self::leave_to_task(&mut state, action),
         }
     }
 
@@ -240,21 +247,35 @@ impl StreamReader {
                     return Read::Task(Action::Room(size));
                 }
             }
-            let chunk = pin!(state.recv.read_chunk(READ_CHUNK, true)).poll(cx);
-            match chunk {
+            match Self::read_chunk(state, conn, cx) {
                 Poll::Pending => return Read::Pending,
-                Poll::Ready(Ok(Some(chunk))) => {
-                    state.arrived = Instant::now();
-                    state.unhandled = true;
-                    conn.count_received(chunk.bytes.len());
-                    if let Err(err) = state.frames.extend(&chunk.bytes) {
-                        tracing::warn!(peer = %conn.peer.node, %err, "resetting the stream");
-                        return Read::Task(Action::Reset);
-                    }
-                }
-                // The peer finished or reset this stream; the connection goes on.
-                Poll::Ready(Ok(None) | Err(_)) => return Read::Task(Action::End),
+                Poll::Ready(None) => {}
+                Poll::Ready(Some(action)) => return Read::Task(action),
             }
         }
+    }
+
+    /// Reads what has arrived into `frames` (`Ready(None)`: frames to
+    /// handle), or registers `cx` with quinn (`Pending`); `Ready(Some)`: only
+    /// the reader task can go on.
+    fn read_chunk(
+        state: &mut ReadState,
+        conn: &Connection,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Action>> {
+        let chunk = std::task::ready!(pin!(state.recv.read_chunk(READ_CHUNK, true)).poll(cx));
+        Poll::Ready(match chunk {
+            Ok(Some(chunk)) => {
+                state.arrived = Instant::now();
+                state.unhandled = true;
+                conn.count_received(chunk.bytes.len());
+                state.frames.extend(&chunk.bytes).err().map(|err| {
+                    tracing::warn!(peer = %conn.peer.node, %err, "resetting the stream");
+                    Action::Reset
+                })
+            }
+            // The peer finished or reset this stream; the connection goes on.
+            Ok(None) | Err(_) => Some(Action::End),
+        })
     }
 }
