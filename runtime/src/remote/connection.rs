@@ -33,7 +33,6 @@ use super::protocol::{
 };
 pub(crate) use super::protocol::{CallTags, Lane, ValueFrame};
 use super::route::Payload;
-use super::stream_reader::StreamReader;
 use crate::error::CallError;
 use crate::hash::HashMap;
 use crate::id::NodeId;
@@ -72,6 +71,17 @@ pub(crate) enum Burst {
     /// The replies backlog is past its budget: wait for it to shrink
     /// ([`Connection::backlog_shrinks`]) before handling more.
     Backlog,
+}
+
+/// The reader of one of our call lanes, which a caller awaiting its answer
+/// may read with while nobody else does (see `stream_reader`, QUIC's).
+pub(crate) trait LaneReader: Send + Sync {
+    /// Reads the lane as the caller `cx` wakes, if nobody else does; quinn
+    /// then wakes `cx` when more arrives. True if it read: the caller must
+    /// [`LaneReader::hand_back`] the lane once it stops waiting.
+    fn lead(&self, cx: &mut Context<'_>) -> bool;
+    /// Gives the lane back to its reader task after [`LaneReader::lead`].
+    fn hand_back(&self);
 }
 
 /// Sends encoded frames (length-prefixed) to the peer. False once the transport is gone.
@@ -125,7 +135,7 @@ pub(crate) trait Transport: Send + Sync {
     }
     /// The reader of the replies on our call lane `lane`, which a caller
     /// awaiting its answer may read itself (QUIC; see `stream_reader`).
-    fn reader(&self, _lane: u16) -> Option<Arc<StreamReader>> {
+    fn reader(&self, _lane: u16) -> Option<Arc<dyn LaneReader>> {
         None
     }
     /// The transport's estimate of a round trip to the peer (none in one
@@ -155,7 +165,7 @@ const UNWIND_SHARE: u32 = 64;
 struct Pending<'a> {
     conn: &'a Connection,
     id: Option<u64>,
-    led: Option<Arc<StreamReader>>,
+    led: Option<Arc<dyn LaneReader>>,
 }
 
 impl Drop for Pending<'_> {

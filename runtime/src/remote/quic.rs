@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use rustls_pki_types::CertificateDer;
 
 use super::backlog::Backlog;
-use super::connection::{Connection, Lane, Transport};
+use super::connection::{Connection, Lane, LaneReader, Transport};
 use super::handshakes::{Admission, HandshakeLimits, Handshakes};
 use super::host::Host;
 use super::outbox::Outbox;
@@ -647,9 +647,10 @@ impl Transport for QuicHandle {
         Some(&self.0.backlog)
     }
 
-    fn reader(&self, lane: u16) -> Option<Arc<StreamReader>> {
+    fn reader(&self, lane: u16) -> Option<Arc<dyn LaneReader>> {
         let calls = self.0.calls.lock();
-        calls.get(usize::from(lane))?.reader.get().cloned()
+        let reader = calls.get(usize::from(lane))?.reader.get()?;
+        Some(reader.clone())
     }
 
     fn queued(&self) -> usize {

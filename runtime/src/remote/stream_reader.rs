@@ -9,12 +9,12 @@
 //! the fourth, goes to the run queue and wakes the other worker thread (a
 //! futex call, and quinn's lock then contended between two threads), on every
 //! call of a caller that waits for each answer. So a caller awaiting its answer
-//! reads its lane itself when nobody else does ([`StreamReader::lead`]): quinn
+//! reads its lane itself when nobody else does ([`LaneReader::lead`]): quinn
 //! wakes it directly, as it wakes a raw stream's reader. What it cannot do
 //! there (wait for room for a large frame, for the peer's held calls, for the
 //! stream's end) it leaves to the reader task; once it stops waiting
 //! (answered, timed out, dropped) it hands the stream back
-//! ([`StreamReader::hand_back`]), registering the reader task's waker with
+//! ([`LaneReader::hand_back`]), registering the reader task's waker with
 //! quinn, so that nothing arriving later waits for a caller that is gone.
 //! Only asks alone in flight read: among others, the reader task reads each
 //! chunk of replies for all of them at once.
@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::connection::{Burst, Connection, Drained, Lane, SMALL_FRAME};
+use super::connection::{Burst, Connection, Drained, Lane, LaneReader, SMALL_FRAME};
 use super::exports::Delivery;
 use crate::wire::codec::FrameReader;
 
@@ -164,51 +164,6 @@ impl StreamReader {
         conn.lane_closed(self.replies);
     }
 
-    /// Reads the stream as a caller awaiting its answer, if nobody else does
-    /// (see the module documentation); quinn then wakes `cx` when more
-    /// arrives. True if it read: the caller must [`StreamReader::hand_back`]
-    /// the stream once it stops waiting.
-    pub(crate) fn lead(&self, cx: &mut Context<'_>) -> bool {
-        let Some(mut state) = self.state.try_lock() else {
-            return false;
-        };
-        if state.task_busy {
-            return false;
-        }
-        let Some(conn) = self.conn.upgrade() else {
-            return false;
-        };
-        if let Read::Task(action) = self.read(&mut state, &conn, cx) {
-            Self::leave_to_task(&mut state, action);
-        }
-        true
-    }
-
-    /// Gives the stream back to the reader task after [`StreamReader::lead`]:
-    /// registers the task's waker with quinn, so that quinn wakes the task
-    /// when more arrives. Handles nothing itself (it may run as a future is
-    /// dropped, anywhere): a chunk already there is taken for the task, and the
-    /// task woken to handle it. If someone else holds the stream right now,
-    /// its holder registers its own waker, and hands it back in turn if it is
-    /// a caller.
-    pub(crate) fn hand_back(&self) {
-        let Some(mut state) = self.state.try_lock() else {
-            return;
-        };
-        if state.task_busy {
-            // The task reads again when it is done, with its own waker.
-            return;
-        }
-        let (Some(task), Some(conn)) = (state.task.clone(), self.conn.upgrade()) else {
-            return;
-        };
-        match Self::read_chunk(&mut state, &conn, &mut Context::from_waker(&task)) {
-            Poll::Pending => {}
-            Poll::Ready(None) => task.wake_by_ref(),
-            Poll::Ready(Some(action)) => Self::leave_to_task(&mut state, action),
-        }
-    }
-
     /// Leaves `action` to the reader task, which nobody else reads past.
     fn leave_to_task(state: &mut ReadState, action: Action) {
         state.action = Some(action);
@@ -277,5 +232,50 @@ impl StreamReader {
             // The peer finished or reset this stream; the connection goes on.
             Ok(None) | Err(_) => Some(Action::End),
         })
+    }
+}
+
+impl LaneReader for StreamReader {
+    /// Reads the stream as a caller awaiting its answer, if nobody else does
+    /// (see the module documentation).
+    fn lead(&self, cx: &mut Context<'_>) -> bool {
+        let Some(mut state) = self.state.try_lock() else {
+            return false;
+        };
+        if state.task_busy {
+            return false;
+        }
+        let Some(conn) = self.conn.upgrade() else {
+            return false;
+        };
+        if let Read::Task(action) = self.read(&mut state, &conn, cx) {
+            Self::leave_to_task(&mut state, action);
+        }
+        true
+    }
+
+    /// Gives the stream back to the reader task after [`LaneReader::lead`]:
+    /// registers the task's waker with quinn, so that quinn wakes the task
+    /// when more arrives. Handles nothing itself (it may run as a future is
+    /// dropped, anywhere): a chunk already there is taken for the task, and the
+    /// task woken to handle it. If someone else holds the stream right now,
+    /// its holder registers its own waker, and hands it back in turn if it is
+    /// a caller.
+    fn hand_back(&self) {
+        let Some(mut state) = self.state.try_lock() else {
+            return;
+        };
+        if state.task_busy {
+            // The task reads again when it is done, with its own waker.
+            return;
+        }
+        let (Some(task), Some(conn)) = (state.task.clone(), self.conn.upgrade()) else {
+            return;
+        };
+        match Self::read_chunk(&mut state, &conn, &mut Context::from_waker(&task)) {
+            Poll::Pending => {}
+            Poll::Ready(None) => task.wake_by_ref(),
+            Poll::Ready(Some(action)) => Self::leave_to_task(&mut state, action),
+        }
     }
 }
