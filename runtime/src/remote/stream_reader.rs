@@ -33,7 +33,7 @@ use super::exports::Delivery;
 use crate::wire::codec::FrameReader;
 
 /// Why a peer's stream is stopped: it sent a frame past the size limit.
-pub(crate) const STOP_OVERSIZE: u32 = 3;
+const STOP_OVERSIZE: u32 = 3;
 
 /// How much one read takes from quinn at most.
 const READ_CHUNK: usize = 256 * 1024;
