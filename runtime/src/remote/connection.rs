@@ -13,17 +13,16 @@
 //! for its peer pass [`Connection::held_budget`] bytes.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::answers::{AnswerKey, Answers};
 use super::backlog::Backlog;
 use super::exports::Delivery;
 use super::host::Host;
@@ -165,6 +164,8 @@ const UNWIND_SHARE: u32 = 64;
 struct Pending<'a> {
     conn: &'a Connection,
     id: Option<u64>,
+    /// Its answer's slot, until the answer is taken.
+    key: Option<AnswerKey>,
     led: Option<Arc<dyn LaneReader>>,
 }
 
@@ -175,6 +176,10 @@ impl Drop for Pending<'_> {
         }
         if let Some(id) = self.id.filter(|_| !self.conn.is_closed()) {
             self.conn.drive(|core| core.abandon(id));
+        }
+        // After the core forgot the call: an answer on its way is dropped.
+        if let Some(key) = self.key {
+            self.conn.answers.close(key);
         }
     }
 }
@@ -298,7 +303,7 @@ impl Held {
 pub(crate) struct Live;
 
 impl Sinks for Live {
-    type Call = oneshot::Sender<Result<Answer, CallError>>;
+    type Call = AnswerKey;
     type Watch = oneshot::Sender<StopReason>;
     type Task = tokio::task::AbortHandle;
     type Serve = Arc<CancelSignal>;
@@ -338,6 +343,8 @@ pub(crate) struct Connection {
     /// calls see through [`crate::caller()`].
     pub(crate) caller: Arc<Caller>,
     state: Mutex<Driven>,
+    /// Where the answers to our asks wait for their callers.
+    answers: Answers,
     transport: Box<dyn Transport>,
     /// Whether the core has closed (read without the lock).
     closed: AtomicBool,
@@ -404,6 +411,7 @@ impl Connection {
             caller: Arc::new(caller),
             peer,
             state: Mutex::new(Driven { core, armed: None }),
+            answers: Answers::default(),
             transport,
             closed: AtomicBool::new(false),
             received: AtomicU64::new(0),
@@ -565,7 +573,7 @@ impl Connection {
         &self,
         lane: u16,
         call: OutCall<'_>,
-        reply: Option<(oneshot::Sender<Result<Answer, CallError>>, Due)>,
+        reply: Option<(AnswerKey, Due)>,
     ) -> Result<(u64, bool), CallError> {
         let one_way = reply.is_none();
         let target = call.target;
@@ -606,7 +614,7 @@ impl Connection {
             Ok(written) => written,
             Err(err) => {
                 self.drive(|core| {
-                    drop(core.forget(id));
+                    core.forget(id);
                     core.unacquire(target);
                 });
                 return Err(err);
@@ -615,9 +623,10 @@ impl Connection {
         if written {
             return Ok((id, corked));
         }
-        // Never left: its waiter goes quietly (this caller is told here).
+        // Never left: its waiter goes quietly (this caller is told here, and
+        // closes its slot).
         self.drive(|core| {
-            drop(core.forget(id));
+            core.forget(id);
             core.unacquire(target);
             core.close();
         });
@@ -644,27 +653,34 @@ impl Connection {
             }
             Err(err) => return Err(err),
         };
-        let (tx, mut rx) = oneshot::channel();
-        let (id, corked) = self.submit(lane, call, Some((tx, due)))?;
+        let key = self.answers.open();
+        let (id, corked) = match self.submit(lane, call, Some((key, due))) {
+            Ok(sent) => sent,
+            Err(err) => {
+                self.answers.close(key);
+                return Err(err);
+            }
+        };
         let mut pending = Pending {
             conn: self,
             id: Some(id),
+            key: Some(key),
             led: None,
         };
+        let answers = &self.answers;
         // An ask with none other in flight reads its lane while it waits, if
         // nobody else does: quinn wakes this task, not the reader task (see
         // `stream_reader`). Among others, the reader task reads each chunk of
         // replies for all of them.
-        let answer = match corked {
-            true => (&mut rx).await,
+        let outcome = match corked {
+            true => std::future::poll_fn(|cx| answers.poll(key, Some(cx))).await,
             false => {
                 std::future::poll_fn(|cx| {
-                    // Answered already, by whoever read the reply? (Asked
+                    // Answered already, by whoever read the reply? (Looked at
                     // without a waker: reading below may answer it, and must
                     // not wake this task.)
-                    let unwoken = &mut Context::from_waker(Waker::noop());
-                    if let Poll::Ready(answer) = Pin::new(&mut rx).poll(unwoken) {
-                        return Poll::Ready(answer);
+                    if let Poll::Ready(outcome) = answers.poll(key, None) {
+                        return Poll::Ready(outcome);
                     }
                     match &pending.led {
                         Some(reader) => {
@@ -678,16 +694,12 @@ impl Connection {
                             }
                         }
                     }
-                    Pin::new(&mut rx).poll(cx)
+                    answers.poll(key, Some(cx))
                 })
                 .await
             }
         };
-        let outcome = match answer {
-            Ok(outcome) => outcome,
-            // Unreachable in practice: the core answers every waiter it drops.
-            Err(_) => Err(self.node_down(true)),
-        };
+        pending.key = None;
         pending.id = None;
         outcome
     }
@@ -924,7 +936,10 @@ impl Connection {
                 waiter
             };
             if let Some(waiter) = waiter {
-                let _ = waiter.send(outcome.map(|value| Answer::Bytes(Encoded::from_slice(value))));
+                self.answers.answer(
+                    waiter,
+                    outcome.map(|value| Answer::Bytes(Encoded::from_slice(value))),
+                );
             }
             return Step::Continue;
         }
@@ -1477,9 +1492,7 @@ impl Connection {
     /// Hands one of the core's events to whoever waits for it.
     fn deliver_event(&self, event: Event<Live>) {
         match event {
-            Event::Answered { waiter, outcome } => {
-                let _ = waiter.send(outcome);
-            }
+            Event::Answered { waiter, outcome } => self.answers.answer(waiter, outcome),
             Event::Down { watcher, reason } => {
                 // None: the connection is lost, which the dropped sender says.
                 if let Some(reason) = reason {

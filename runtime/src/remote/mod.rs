@@ -1,6 +1,7 @@
 //! Calls that leave the node: connections to peers, the objects this node exports,
 //! references on the wire, and the transports that carry frames.
 
+pub(crate) mod answers;
 pub(crate) mod authority;
 pub(crate) mod backlog;
 pub(crate) mod connection;

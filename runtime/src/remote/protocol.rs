@@ -23,8 +23,8 @@
 //! both transports (QUIC and in-process channels), which only move bytes.
 //!
 //! What a waiter, a watcher and a monitor task are is the driver's business
-//! ([`Sinks`]): oneshot senders and task handles in the runtime, plain numbers in
-//! the tests.
+//! ([`Sinks`]): answer slots, oneshot senders and task handles in the runtime,
+//! plain numbers in the tests.
 //!
 //! **Credit.** Each side may have at most the peer's `window` (from its `Hello`)
 //! calls outstanding per target object: an ask until its answer, a tell until the
@@ -133,7 +133,7 @@ pub(crate) enum Transmit {
 }
 
 /// What stands for a waiting caller, a watcher and a monitor task: the driver's
-/// types (oneshot senders, task handles), or plain numbers in tests.
+/// types (answer slots, oneshot senders, task handles), or plain numbers in tests.
 pub(crate) trait Sinks {
     /// Where an ask's answer goes.
     type Call;
