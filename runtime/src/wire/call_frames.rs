@@ -193,10 +193,13 @@ impl<'a> Reader<'a> {
         Some(taken)
     }
 
-    /// A big-endian number of `N` bytes.
+    /// A big-endian number of `N` (at most 8) bytes.
     fn be<const N: usize>(&mut self) -> Option<u64> {
         let raw = self.take(N)?;
-        Some(raw.iter().fold(0, |acc, &b| (acc << 8) | u64::from(b)))
+        // One load and a byte swap, where a fold shifts byte by byte.
+        let mut wide = [0u8; 8];
+        wide[8 - N..].copy_from_slice(raw);
+        Some(u64::from_be_bytes(wide))
     }
 
     /// A struct variant's head: a map of one entry keyed by the variant's name
