@@ -158,6 +158,7 @@ impl Mailbox {
             flag: AtomicBool::new(false),
             notify: Notify::new(),
             waiting: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             byte_room: Notify::new(),
             mailbox: self,
@@ -248,6 +249,15 @@ struct Closed {
     flag: AtomicBool,
     notify: Notify,
     waiting: AtomicUsize,
+    /// Messages that entered the channel and have not left it, counted so that
+    /// [`Closed::has_pending`] need not take the channel's lock to find it empty
+    /// (twice a turn). A `try_send` counts its message before it enters (and
+    /// uncounts it if refused); a waiting send counts it once it went in, while
+    /// still counted in `waiting` (a receiver may have taken it meanwhile: the
+    /// count may wrap below zero for that moment, which reads as "look"); whoever
+    /// takes a message out uncounts it after. So while a message is in the
+    /// channel, `waiting` or `queued` is not zero.
+    queued: AtomicUsize,
     /// Bytes of messages from other nodes in the mailbox (their bound is
     /// `mailbox.max_bytes`).
     bytes: AtomicUsize,
@@ -256,6 +266,20 @@ struct Closed {
 }
 
 impl Closed {
+    /// Whether anything is queued, or waiting to be queued: zero in both counts
+    /// means nothing (see `queued`); otherwise the channel is asked.
+    fn has_pending<M>(&self, rx: &flume::Receiver<Envelope<M>>) -> bool {
+        if self.waiting.load(Ordering::SeqCst) != 0 {
+            return true;
+        }
+        self.queued.load(Ordering::SeqCst) != 0 && !rx.is_empty()
+    }
+
+    /// One message left the channel.
+    fn took(&self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+
     fn is_set(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
@@ -329,7 +353,7 @@ impl<M> MailboxTx<M> {
     /// Whether anything is queued or waiting to be queued: a call that arrives now
     /// must go behind it.
     pub(crate) fn has_pending(&self) -> bool {
-        self.closed.waiting.load(Ordering::SeqCst) != 0 || !self.tx.is_empty()
+        self.closed.has_pending(&self.rx)
     }
 
     fn refusal(&self) -> Option<CallError> {
@@ -342,7 +366,13 @@ impl<M> MailboxTx<M> {
         if let Some(err) = self.refusal() {
             return Err(TrySendError::Refused(err, None));
         }
-        match self.tx.try_send(env) {
+        // Counted before it enters (see `Closed::queued`).
+        self.closed.queued.fetch_add(1, Ordering::SeqCst);
+        let sent = self.tx.try_send(env);
+        if sent.is_err() {
+            self.closed.took();
+        }
+        match sent {
             Ok(()) => {
                 self.pushed();
                 Ok(())
@@ -432,8 +462,17 @@ impl<M> MailboxTx<M> {
         })
         .await;
         drop(send);
-        if let Some(sent) = sent {
-            sent.map_err(|_| CallError::ActorStopped)?;
+        // In the channel (or taken from it already), and still counted in
+        // `waiting` until `_counted` goes: counted in `queued` before that. If
+        // the actor stopped while it waited (None), the message is in the
+        // channel for `pushed` below to drop, or was withdrawn: then the count
+        // stays one high, on a stopped actor, where it only means "ask the
+        // channel".
+        match sent {
+            Some(Err(_)) => return Err(CallError::ActorStopped),
+            Some(Ok(())) | None => {
+                self.closed.queued.fetch_add(1, Ordering::SeqCst);
+            }
         }
         self.pushed();
         match fate.map(|mut rx| rx.try_recv()) {
@@ -448,6 +487,7 @@ impl<M> MailboxTx<M> {
     fn pushed(&self) {
         if self.closed.is_set() {
             while let Ok(env) = self.rx.try_recv() {
+                self.closed.took();
                 drop(env);
             }
         }
@@ -464,12 +504,14 @@ impl<M: 'static> MailboxRx<M> {
     /// The next message, if one is queued (for a rendezvous mailbox: if a sender
     /// is waiting to hand one over). Taking a message releases its sender's receipt.
     pub(crate) fn try_recv(&self) -> Option<M> {
-        self.rx.try_recv().ok().map(Envelope::open)
+        let env = self.rx.try_recv().ok()?;
+        self.closed.took();
+        Some(env.open())
     }
 
     /// Whether anything is queued, or waiting to be queued (see `MailboxTx::has_pending`).
     pub(crate) fn has_pending(&self) -> bool {
-        self.closed.waiting.load(Ordering::SeqCst) != 0 || !self.rx.is_empty()
+        self.closed.has_pending(&self.rx)
     }
 
     /// Messages queued and not yet taken (see `MailboxTx::depth`).
@@ -488,6 +530,7 @@ impl<M: 'static> MailboxRx<M> {
         self.closed.set();
         let mut left = Vec::new();
         while let Ok(env) = self.rx.try_recv() {
+            self.closed.took();
             left.push(env.msg);
         }
         left
@@ -507,5 +550,84 @@ impl<'a> WaitingSender<'a> {
 impl Drop for WaitingSender<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued<M>(tx: &MailboxTx<M>) -> usize {
+        tx.closed.queued.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn the_count_of_queued_messages_follows_what_enters_and_leaves() {
+        let (tx, rx) = Mailbox::bounded(2).channel::<u32>();
+        assert!(!tx.has_pending() && !rx.has_pending());
+        assert!(tx.try_send(Envelope::new(1)).is_ok());
+        assert!(tx.try_send(Envelope::new(2)).is_ok());
+        assert!(matches!(
+            tx.try_send(Envelope::new(3)),
+            Err(TrySendError::Full(_))
+        ));
+        assert_eq!(queued(&tx), 2, "a refused message is not counted");
+        assert!(tx.has_pending() && rx.has_pending());
+        assert_eq!(rx.try_recv(), Some(1));
+        assert!(rx.has_pending());
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(rx.try_recv(), None);
+        assert_eq!(queued(&tx), 0);
+        assert!(!tx.has_pending() && !rx.has_pending());
+    }
+
+    #[tokio::test]
+    async fn a_send_that_waited_for_room_is_counted_once_in() {
+        let (tx, rx) = Mailbox::bounded(1).channel::<u32>();
+        assert!(tx.try_send(Envelope::new(1)).is_ok());
+        let (tx, rx) = (Arc::new(tx), Arc::new(rx));
+        let sender = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(Envelope::new(2), || {}).await })
+        };
+        // Bounded in count and time: the sender registers as waiting.
+        for _ in 0..1000 {
+            if tx.closed.waiting.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(tx.closed.waiting.load(Ordering::SeqCst), 1);
+        assert!(rx.has_pending());
+        assert_eq!(rx.try_recv(), Some(1));
+        assert!(
+            rx.has_pending(),
+            "the waiting sender is looked for until it is in"
+        );
+        sender.await.expect("sender ran").expect("sent");
+        assert_eq!(queued(&tx), 1);
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(queued(&tx), 0);
+        assert!(!rx.has_pending());
+    }
+
+    #[test]
+    fn a_mailbox_drained_as_it_closes_counts_nothing_queued() {
+        let (tx, rx) = Mailbox::unbounded().channel::<u32>();
+        for n in 0..5 {
+            assert!(tx.try_send(Envelope::new(n)).is_ok());
+        }
+        assert_eq!(rx.close_and_drain(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(queued(&tx), 0);
+        assert!(matches!(
+            tx.try_send(Envelope::new(5)),
+            Err(TrySendError::Refused(CallError::ActorStopped, None))
+        ));
+        assert_eq!(
+            queued(&tx),
+            0,
+            "a message refused by a stopped actor is not counted"
+        );
+        assert!(!rx.has_pending());
     }
 }

@@ -25,7 +25,7 @@ mod baton;
 use std::collections::VecDeque;
 
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
@@ -52,7 +52,9 @@ impl State {
     }
 }
 
-/// The mailbox: lock-based, as the runtime's flume channel is.
+/// The mailbox: lock-based, as the runtime's flume channel is. Beside it,
+/// `Actor::queued` counts what entered and has not left, as `mailbox.rs`'s
+/// `Closed::queued` does, so that finding it empty takes no lock.
 #[derive(Default)]
 struct Mailbox {
     queue: VecDeque<u32>,
@@ -66,6 +68,9 @@ struct Actor {
     baton: Baton,
     state: UnsafeCell<State>,
     mailbox: Mutex<Mailbox>,
+    /// `Closed::queued`: counted before a message enters, uncounted after one
+    /// leaves (or is refused).
+    queued: AtomicUsize,
     reentry: Mutex<VecDeque<u32>>,
     /// `ActorCell::request_stop`'s flag, with its orderings.
     stop: AtomicBool,
@@ -86,6 +91,7 @@ impl Actor {
             baton: Baton::held_by_task(),
             state: UnsafeCell::new(State::default()),
             mailbox: Mutex::new(Mailbox::default()),
+            queued: AtomicUsize::new(0),
             reentry: Mutex::new(VecDeque::new()),
             stop: AtomicBool::new(false),
         })
@@ -103,10 +109,13 @@ impl Actor {
 
     /// Queues a message, then makes sure someone will look (`LocalRoute::push`).
     fn tell(&self, msg: u32) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
         {
             let mut mailbox = self.mailbox.lock().unwrap();
             if mailbox.closed {
                 mailbox.refused.push(msg);
+                drop(mailbox);
+                self.queued.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
             mailbox.queue.push_back(msg);
@@ -171,8 +180,9 @@ impl Actor {
         true
     }
 
+    /// `Closed::has_pending`: the count first, the channel only if it is not zero.
     fn has_pending(&self) -> bool {
-        !self.mailbox.lock().unwrap().queue.is_empty()
+        self.queued.load(Ordering::SeqCst) != 0 && !self.mailbox.lock().unwrap().queue.is_empty()
     }
 
     fn other_work(&self) -> bool {
@@ -209,6 +219,7 @@ impl Actor {
             }
             let queued = self.mailbox.lock().unwrap().queue.pop_front();
             if let Some(msg) = queued {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
                 self.with_state(|state| state.handle(msg));
                 continue;
             }
@@ -225,6 +236,7 @@ impl Actor {
             let mut mailbox = self.mailbox.lock().unwrap();
             mailbox.closed = true;
             let queued: Vec<u32> = mailbox.queue.drain(..).collect();
+            self.queued.fetch_sub(queued.len(), Ordering::SeqCst);
             mailbox.refused.extend(queued);
         }
         let reentered: Vec<u32> = self.reentry.lock().unwrap().drain(..).collect();
