@@ -251,7 +251,7 @@ struct Closed {
     waiting: AtomicUsize,
     /// Messages that entered the channel and have not left it, counted so that
     /// [`Closed::has_pending`] need not take the channel's lock to find it empty
-    /// (twice a turn). A `try_send` counts its message before it enters (and
+    /// (before every message run inline). A `try_send` counts its message before it enters (and
     /// uncounts it if refused); a waiting send counts it once it went in, while
     /// still counted in `waiting` (a receiver may have taken it meanwhile: the
     /// count may wrap below zero for that moment, which reads as "look"); whoever
