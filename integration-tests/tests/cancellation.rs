@@ -4,6 +4,8 @@
 //! handler is dropped at its await (a plain one runs on and sees
 //! `cancelled()`), and a handler's deadline is never later than its caller's.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,21 @@ use tokio::time::{timeout, Instant};
 fn link_on(owner: &Node, from: &Node) -> (ChainRef, Arc<ChainStats>) {
     let (remote, _local, stats) = link_with_local(owner, from);
     (remote, stats)
+}
+
+/// Starts a `hold` on `link` (sent on its first poll) and waits until its
+/// handler runs: the link is busy until `stats.permits` lets it go.
+async fn hold_busy<'a>(
+    link: &'a ChainRef,
+    stats: &ChainStats,
+) -> Pin<Box<impl Future<Output = Result<u64, CallError>> + 'a>> {
+    let mut busy = Box::pin(link.hold());
+    assert!(poll_once(&mut busy).await.is_pending());
+    until("the link is busy", || {
+        stats.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    busy
 }
 
 /// [`link_on`], with the owner's own reference to the link.
@@ -60,12 +77,7 @@ async fn a_call_given_up_while_queued_never_runs(transport: Transport) {
     let pair = Pair::new(transport).await;
     let (link, local, stats) = link_with_local(&pair.server, &pair.client);
     let depth = || Interface::core(&local).mailbox_depth();
-    let mut busy = Box::pin(link.hold());
-    assert!(poll_once(&mut busy).await.is_pending());
-    until("the link is busy", || {
-        stats.running.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let busy = hold_busy(&link, &stats).await;
     // Queued behind the busy handler (a remote call sends on its first poll),
     // then given up by dropping it: a Cancel follows it on its lane.
     let mut queued = Box::pin(link.tick());
@@ -94,12 +106,7 @@ async fn a_caller_that_gives_up_hands_its_lane_back(transport: Transport) {
     let (link, _local, stats) = link_with_local(&pair.server, &pair.client);
     // The lane is open (and its reader there) once a call went over it.
     assert_eq!(timeout(SAFETY, link.tick()).await.unwrap(), Ok(1));
-    let mut busy = Box::pin(link.hold());
-    assert!(poll_once(&mut busy).await.is_pending());
-    until("the link is busy", || {
-        stats.running.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let busy = hold_busy(&link, &stats).await;
     // Sent while the first is in flight: it does not read the lane.
     let mut second = Box::pin(link.tick());
     assert!(poll_once(&mut second).await.is_pending());
@@ -115,12 +122,7 @@ async fn a_local_call_given_up_while_queued_never_runs() {
     let node = node().await;
     let (link, stats) = Link::new();
     let link: ChainRef = node.spawn(link);
-    let mut busy = Box::pin(link.hold());
-    assert!(poll_once(&mut busy).await.is_pending());
-    until("the link is busy", || {
-        stats.running.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let busy = hold_busy(&link, &stats).await;
     let mut queued = Box::pin(link.tick());
     assert!(poll_once(&mut queued).await.is_pending());
     assert_eq!(Interface::core(&link).mailbox_depth(), 1);
@@ -260,12 +262,7 @@ async fn a_call_given_up_while_queued_closes_its_pipe_halves(transport: Option<T
         }
     };
     let depth = || Interface::core(&local).mailbox_depth();
-    let mut busy = Box::pin(link.hold());
-    assert!(poll_once(&mut busy).await.is_pending());
-    until("the link is busy", || {
-        stats.running.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let busy = hold_busy(&link, &stats).await;
     let (tx, rx) = remora::pipe::channel::<u64>(4);
     let mut queued = Box::pin(link.drain(rx));
     assert!(poll_once(&mut queued).await.is_pending());
