@@ -84,10 +84,13 @@ impl Answers {
             match std::mem::replace(&mut slot.state, State::Answered(outcome)) {
                 State::Waiting(waker) => waker,
                 // Settled twice: the core settles a call once, so never; the
-                // first answer stands.
+                // first answer stands, and the second is dropped below,
+                // outside the lock.
                 State::Answered(first) => {
-                    slot.state = State::Answered(first);
-                    None
+                    let second = std::mem::replace(&mut slot.state, State::Answered(first));
+                    drop(table);
+                    drop(second);
+                    return;
                 }
             }
         };
@@ -148,8 +151,12 @@ impl Answers {
             .get(key.index)
             .is_some_and(|slot| slot.generation == key.generation)
         {
-            table.slots.remove(key.index);
+            let closed = table.slots.remove(key.index);
             table.shrink_if_empty();
+            // An answer that came meanwhile (a moved value of the caller's
+            // type, with its own `Drop`) is dropped outside the lock.
+            drop(table);
+            drop(closed);
         }
     }
 
