@@ -475,9 +475,17 @@ impl<M> MailboxTx<M> {
             }
         }
         self.pushed();
-        match fate.map(|mut rx| rx.try_recv()) {
-            Some(Err(oneshot::error::TryRecvError::Closed)) => Err(CallError::ActorStopped),
-            _ => Ok(()),
+        match fate {
+            // The actor stopped: whoever took the message from the channel (its
+            // final drain, or `pushed` above) has it in hand and opens or drops
+            // it at once; its fate is waited for, not guessed from a look taken
+            // while the drain still holds it.
+            Some(fate) if self.closed.is_set() => fate.await.map_err(|_| CallError::ActorStopped),
+            Some(mut fate) => match fate.try_recv() {
+                Err(oneshot::error::TryRecvError::Closed) => Err(CallError::ActorStopped),
+                _ => Ok(()),
+            },
+            None => Ok(()),
         }
     }
 
