@@ -53,8 +53,13 @@ thread_local! {
 /// copied in, and the message moved once on its way.
 pub(crate) type Start<A, M, F> = fn(&mut Option<M>, Lent<'static, A>, &mut Option<F>);
 
-/// A lifecycle hook running between messages; it says which it was.
-type HookRun = Pin<Box<dyn Future<Output = Hook> + Send>>;
+/// A lifecycle hook running between messages, and which it is. The future is
+/// boxed as it is made: a hook that does nothing (the default `on_start`, a
+/// future of no size) costs no allocation.
+struct HookRun {
+    which: Hook,
+    run: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
 
 /// Which lifecycle hook ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,8 +160,8 @@ impl<F> Room<F> {
 /// The `UnsafeCell`s are private to this module and touched only through a
 /// [`Turn`], which exists only while its owner holds the baton.
 pub(crate) struct Slot<A: 'static, M: 'static, F> {
-    // Field order matters: `running`, `reentry` and `hook` borrow `actor`, so they are
-    // declared (and dropped) first.
+    // Field order matters: `running`, `reentry` and `hook` borrow `actor` (and `hook`
+    // `ctx`), so they are declared (and dropped) first.
     running: UnsafeCell<Room<F>>,
     /// The call `running` handles. Holder only.
     current: UnsafeCell<Current>,
@@ -510,14 +515,19 @@ where
         unsafe { *self.slot.hook.get() = None };
     }
 
-    /// Starts `on_start` in place.
+    /// Starts `on_start` in place. The hook borrows the actor's context where
+    /// the slot keeps it instead of a clone of it, so the future boxed is the
+    /// actor's own (no allocation when it has no size, as the default's).
     pub(crate) fn begin_start(&mut self) {
         let actor = self.actor_for_hook();
-        let ctx = self.ctx.clone();
-        let hook: HookRun = Box::pin(async move {
-            actor.on_start(&ctx).await;
-            Hook::Started
-        });
+        // SAFETY: the context lives in the slot, which never moves (it is in an
+        // `Arc`) and drops the hook before the context (`Slot::drop`, and the
+        // field order); the hook only reads it. The `'static` is bounded by that.
+        let ctx: &'static Context = unsafe { &*std::ptr::from_ref(&self.slot.ctx) };
+        let hook = HookRun {
+            which: Hook::Started,
+            run: Box::pin(actor.on_start(ctx)),
+        };
         // SAFETY: aliasing: turn methods never keep a reference to `hook` past the
         // call, and this is the only turn. Ordering: the turn's.
         unsafe { *self.slot.hook.get() = Some(hook) };
@@ -529,16 +539,19 @@ where
     pub(crate) fn begin_unreferenced(&mut self, withdraw: Withdraw) {
         let actor = self.actor_for_hook();
         let ctx = self.ctx.clone();
-        let hook: HookRun = Box::pin(async move {
+        let run = Box::pin(async move {
             if actor.on_unreferenced(&ctx).await != Unreferenced::Stop {
-                return Hook::Unreferenced;
+                return;
             }
             if let Some(last_route) = withdraw() {
                 ctx.cell.request_stop(StopReason::Unreferenced);
                 drop(last_route);
             }
-            Hook::Unreferenced
         });
+        let hook = HookRun {
+            which: Hook::Unreferenced,
+            run,
+        };
         // SAFETY: aliasing: turn methods never keep a reference to `hook` past the
         // call, and this is the only turn. Ordering: the turn's.
         unsafe { *self.slot.hook.get() = Some(hook) };
@@ -550,15 +563,13 @@ where
         // call (the hook's own borrow of the actor is in the hook), and this is
         // the only turn. Ordering: the turn's.
         let hook = unsafe { &mut *self.slot.hook.get() };
-        let poll = hook
-            .as_mut()
-            .expect("poll_hook without a hook in flight")
-            .as_mut()
-            .poll(cx);
-        if poll.is_ready() {
-            *hook = None;
+        let run = hook.as_mut().expect("poll_hook without a hook in flight");
+        let which = run.which;
+        if run.run.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
-        poll
+        *hook = None;
+        Poll::Ready(which)
     }
 
     /// Lends the actor to a handler; `shared` lends only beside other shared ones.
