@@ -53,13 +53,10 @@ thread_local! {
 /// copied in, and the message moved once on its way.
 pub(crate) type Start<A, M, F> = fn(&mut Option<M>, Lent<'static, A>, &mut Option<F>);
 
-/// A lifecycle hook running between messages, and which it is. The future is
-/// boxed as it is made: a hook that does nothing (the default `on_start`, a
-/// future of no size) costs no allocation.
-struct HookRun {
-    which: Hook,
-    run: Pin<Box<dyn Future<Output = ()> + Send>>,
-}
+/// A lifecycle hook running between messages (which one: `Slot::hook_is`). The
+/// future is boxed as it is made: a hook that does nothing (the default
+/// `on_start`, a future of no size) costs no allocation.
+type HookRun = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Which lifecycle hook ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +167,8 @@ pub(crate) struct Slot<A: 'static, M: 'static, F> {
     reentry: Option<Box<Reentry<M, F>>>,
     /// `on_start` or `on_unreferenced`, while it runs.
     hook: UnsafeCell<Option<HookRun>>,
+    /// Which hook `hook` is (apart from it: a byte where the slot has room).
+    hook_is: UnsafeCell<Hook>,
     /// Dropped (once) right after `on_stop`, so a stopped actor's resources go at
     /// once even while references to it remain; `Life::state_dropped` records that.
     actor: UnsafeCell<ManuallyDrop<A>>,
@@ -238,6 +237,7 @@ where
                 })
             }),
             hook: UnsafeCell::new(None),
+            hook_is: UnsafeCell::new(Hook::Started),
             actor: UnsafeCell::new(ManuallyDrop::new(actor)),
             life: UnsafeCell::new(Life {
                 state_dropped: held.state_dropped,
@@ -524,13 +524,13 @@ where
         // `Arc`) and drops the hook before the context (`Slot::drop`, and the
         // field order); the hook only reads it. The `'static` is bounded by that.
         let ctx: &'static Context = unsafe { &*std::ptr::from_ref(&self.slot.ctx) };
-        let hook = HookRun {
-            which: Hook::Started,
-            run: Box::pin(actor.on_start(ctx)),
-        };
-        // SAFETY: aliasing: turn methods never keep a reference to `hook` past the
-        // call, and this is the only turn. Ordering: the turn's.
-        unsafe { *self.slot.hook.get() = Some(hook) };
+        let hook: HookRun = Box::pin(actor.on_start(ctx));
+        // SAFETY: aliasing: turn methods never keep a reference to `hook` or
+        // `hook_is` past the call, and this is the only turn. Ordering: the turn's.
+        unsafe {
+            *self.slot.hook.get() = Some(hook);
+            *self.slot.hook_is.get() = Hook::Started;
+        }
     }
 
     /// Starts `on_unreferenced` in place; `withdraw` withdraws the export if the
@@ -539,7 +539,7 @@ where
     pub(crate) fn begin_unreferenced(&mut self, withdraw: Withdraw) {
         let actor = self.actor_for_hook();
         let ctx = self.ctx.clone();
-        let run = Box::pin(async move {
+        let hook: HookRun = Box::pin(async move {
             if actor.on_unreferenced(&ctx).await != Unreferenced::Stop {
                 return;
             }
@@ -548,13 +548,12 @@ where
                 drop(last_route);
             }
         });
-        let hook = HookRun {
-            which: Hook::Unreferenced,
-            run,
-        };
-        // SAFETY: aliasing: turn methods never keep a reference to `hook` past the
-        // call, and this is the only turn. Ordering: the turn's.
-        unsafe { *self.slot.hook.get() = Some(hook) };
+        // SAFETY: aliasing: turn methods never keep a reference to `hook` or
+        // `hook_is` past the call, and this is the only turn. Ordering: the turn's.
+        unsafe {
+            *self.slot.hook.get() = Some(hook);
+            *self.slot.hook_is.get() = Hook::Unreferenced;
+        }
     }
 
     /// Polls the lifecycle hook in flight; clears it once done.
@@ -564,12 +563,12 @@ where
         // the only turn. Ordering: the turn's.
         let hook = unsafe { &mut *self.slot.hook.get() };
         let run = hook.as_mut().expect("poll_hook without a hook in flight");
-        let which = run.which;
-        if run.run.as_mut().poll(cx).is_pending() {
+        if run.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
         *hook = None;
-        Poll::Ready(which)
+        // SAFETY: as for `hook`.
+        Poll::Ready(unsafe { *self.slot.hook_is.get() })
     }
 
     /// Lends the actor to a handler; `shared` lends only beside other shared ones.
