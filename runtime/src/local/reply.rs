@@ -1,9 +1,11 @@
 //! The reply slot a call carries to its actor.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -56,6 +58,9 @@ enum Slot<T> {
     Nobody,
     /// A caller in this process.
     Local(oneshot::Sender<Result<T, CallError>>),
+    /// A caller in this process running the handler inline, whose answer waits
+    /// on its own stack ([`InlineAnswer`]) while that run lasts.
+    Inline(Token),
     /// Anything else (a transport's encoder, a test probe).
     Sink(Sink<T>),
 }
@@ -118,7 +123,8 @@ impl<T> ReplyTo<T> {
             Slot::Nobody => return None,
             // The caller dropped its receiver: it gave up (or timed out).
             Slot::Local(tx) if tx.is_closed() => return Some(Unwanted::Cancelled),
-            Slot::Local(_) => return None,
+            // The caller runs it now: it has not given up.
+            Slot::Local(_) | Slot::Inline(_) => return None,
             Slot::Sink(_) => {}
         }
         if Caller::any_gone() && self.abandoned() {
@@ -166,10 +172,31 @@ impl<T> ReplyTo<T> {
     }
 
     /// A lazy deadline becomes `at`: the call leaves its caller unpolled
-    /// (queued), and `at` is when the caller stops waiting.
+    /// (queued), and `at` is when the caller stops waiting. An answer that was
+    /// to wait on the caller's stack will wait in a channel instead.
     #[doc(hidden)]
     pub fn settle_deadline(&mut self, at: Instant) {
         self.deadline.settle(at);
+        self.leave_inline();
+    }
+
+    /// The call outlives its caller's inline run (its handler waits, or it is
+    /// queued): an answer that was to wait on the caller's stack goes through
+    /// a channel, whose receiver the caller finds there ([`Answered::Later`]).
+    fn leave_inline(&mut self) {
+        let Slot::Inline(token) = self.slot else {
+            return;
+        };
+        self.slot = match InlineAnswer::<T>::reach(token) {
+            Some(answer) => {
+                let (tx, rx) = oneshot::channel();
+                answer.state = Answered::Later(rx);
+                Slot::Local(tx)
+            }
+            // Out of its caller's reach (a dispatcher that kept the message
+            // past the run): nobody can be answered; the caller was told.
+            None => Slot::Nobody,
+        };
     }
 
     /// The same reply slot, for a call its remote caller may give up through
@@ -250,8 +277,131 @@ impl<T> ReplyTo<T> {
                 // The caller may have given up (deadline); that is not our error.
                 let _ = tx.send(result);
             }
+            Slot::Inline(token) => {
+                if let Some(answer) = InlineAnswer::reach(token) {
+                    answer.state = Answered::Now(result);
+                }
+            }
             Slot::Sink(sink) => sink(result),
         }
+    }
+}
+
+/// Which inline answer a reply slot goes to: the caller's thread (numbered
+/// once, from 1) and the call (numbered on that thread). Never the same for two
+/// calls, so a slot can only ever reach the answer of its own call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Token {
+    thread: u64,
+    call: u64,
+}
+
+thread_local! {
+    /// This thread's number and the last call numbered on it (0: none yet).
+    static NUMBERS: Cell<Token> = const { Cell::new(Token { thread: 0, call: 0 }) };
+    /// The answer a reply slot may reach now ([`InlineAnswer::reachable`]):
+    /// its token, and where it is.
+    static REACHABLE: Cell<(Token, *mut ())> =
+        const { Cell::new((Token { thread: 0, call: 0 }, std::ptr::null_mut())) };
+}
+
+/// Numbers the threads that make inline answers.
+static THREADS: AtomicU64 = AtomicU64::new(1);
+
+impl Token {
+    fn next() -> Token {
+        NUMBERS.with(|numbers| {
+            let mut token = numbers.get();
+            if token.thread == 0 {
+                token.thread = THREADS.fetch_add(1, Ordering::Relaxed);
+            }
+            token.call += 1;
+            numbers.set(token);
+            token
+        })
+    }
+}
+
+/// Where an ask's answer waits for a caller that runs the handler inline (on
+/// its own task): on the caller's stack, with no channel and no allocation,
+/// when the handler answers within that run, as most do. The reply slot finds
+/// it through the thread's [`REACHABLE`] answer, and only while the caller
+/// runs the call ([`InlineAnswer::reachable`]); a call that outlives the run
+/// (its handler waits, or it is queued) is given a channel then, whose
+/// receiver waits here instead ([`ReplyTo::leave_inline`]).
+pub(crate) struct InlineAnswer<T> {
+    token: Token,
+    state: Answered<T>,
+}
+
+/// What an [`InlineAnswer`] holds.
+pub(crate) enum Answered<T> {
+    /// Nothing: the call's reply slot was kept out of the caller's reach (a
+    /// dispatcher that holds a message past its first poll), or is still to answer.
+    Not,
+    /// The answer.
+    Now(Result<T, CallError>),
+    /// The call outlived the inline run: its answer comes here.
+    Later(oneshot::Receiver<Result<T, CallError>>),
+}
+
+impl<T> InlineAnswer<T> {
+    /// An empty answer and the reply slot that answers it.
+    pub(crate) fn new() -> (InlineAnswer<T>, ReplyTo<T>) {
+        let token = Token::next();
+        let answer = InlineAnswer {
+            token,
+            state: Answered::Not,
+        };
+        (answer, ReplyTo::with_slot(Slot::Inline(token)))
+    }
+
+    /// Runs `run` (the inline run of the call, or its settling before it is
+    /// queued) with this answer in reach of the call's reply slot, on this
+    /// thread; the answer reachable before is again after (an inline run
+    /// inside `run` has its own).
+    pub(crate) fn reachable<R>(&mut self, run: impl FnOnce() -> R) -> R {
+        struct Restore((Token, *mut ()));
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                REACHABLE.set(self.0);
+            }
+        }
+        let here = (self.token, std::ptr::from_mut(self).cast::<()>());
+        let _restore = Restore(REACHABLE.replace(here));
+        run()
+    }
+
+    /// The answer, if the reply slot left one here (and not a channel).
+    pub(crate) fn answered(&mut self) -> Option<Result<T, CallError>> {
+        match self.take() {
+            Answered::Now(result) => Some(result),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// What the reply slot left here, taken.
+    pub(crate) fn take(&mut self) -> Answered<T> {
+        std::mem::replace(&mut self.state, Answered::Not)
+    }
+
+    /// The answer of call `token`, if it is in reach now.
+    fn reach<'a>(token: Token) -> Option<&'a mut InlineAnswer<T>> {
+        let (reachable, at) = REACHABLE.get();
+        if reachable != token || at.is_null() {
+            return None;
+        }
+        // SAFETY: `at` is the answer of call `token` (no two calls share a
+        // token), made by `InlineAnswer::<T>::new` with this reply slot's `T`.
+        // It is live and not otherwise used: `reachable` set it for the length
+        // of a call on this thread's stack, during which its owner lends it
+        // mutably and does not touch it, and restores the previous one after
+        // (unwinding too). The borrow ends before that call returns: the slot
+        // writes through it and lets go.
+        Some(unsafe { &mut *at.cast::<InlineAnswer<T>>() })
     }
 }
 
@@ -272,7 +422,8 @@ fn given_up<T>(
 ) -> bool {
     match slot {
         Slot::Local(tx) => return tx.poll_closed(cx).is_ready(),
-        Slot::Nobody => return false,
+        // Its caller runs it now.
+        Slot::Nobody | Slot::Inline(_) => return false,
         Slot::Sink(_) => {}
     }
     let signal = cancel.as_ref().filter(|_| cancel_running);
@@ -345,7 +496,11 @@ impl<T, F: Future<Output = T>> Future for Answering<T, F> {
             }))
         };
         let outcome = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Pending) => {
+                // The answer will come after its caller's inline run, if it ran inline.
+                reply.leave_inline();
+                return Poll::Pending;
+            }
             Ok(Poll::Ready(outcome)) => Ok(outcome),
             Err(payload) => Err(payload),
         };
@@ -421,6 +576,7 @@ impl<T> fmt::Debug for ReplyTo<T> {
         let kind = match self.slot {
             Slot::Nobody => "nobody",
             Slot::Local(_) => "local",
+            Slot::Inline(_) => "inline",
             Slot::Sink(_) => "sink",
         };
         f.debug_tuple("ReplyTo").field(&kind).finish()
@@ -464,6 +620,72 @@ mod tests {
         reply.answer_with(async { crate::caller() }).await;
         assert_eq!(rx.recv().unwrap(), Ok(Some((*alpha).clone())));
         assert_eq!(crate::caller(), None, "only while the handler runs");
+    }
+
+    #[test]
+    fn an_inline_answer_in_reach_waits_on_the_callers_side() {
+        let (mut answer, reply) = InlineAnswer::<u32>::new();
+        answer.reachable(|| reply.send(7));
+        assert_eq!(answer.answered(), Some(Ok(7)));
+        assert!(matches!(answer.take(), Answered::Not), "taken once");
+    }
+
+    #[test]
+    fn a_reply_slot_dropped_in_reach_answers_actor_stopped_there() {
+        let (mut answer, reply) = InlineAnswer::<u32>::new();
+        answer.reachable(|| drop(reply));
+        assert_eq!(answer.answered(), Some(Err(CallError::ActorStopped)));
+    }
+
+    #[test]
+    fn a_call_that_leaves_its_inline_run_is_answered_through_a_channel() {
+        let (mut answer, mut reply) = InlineAnswer::<u32>::new();
+        answer.reachable(|| reply.settle_deadline(Instant::now()));
+        assert_eq!(answer.answered(), None, "nothing yet, and not lost");
+        let Answered::Later(mut rx) = answer.take() else {
+            panic!("a channel's receiver waits for the caller");
+        };
+        // Answered later, out of the caller's reach (the actor's task).
+        reply.send(9);
+        assert_eq!(rx.try_recv().unwrap(), Ok(9));
+    }
+
+    #[test]
+    fn a_reply_slot_out_of_reach_answers_nobody() {
+        let (mut answer, reply) = InlineAnswer::<u32>::new();
+        reply.send(1);
+        assert!(matches!(answer.take(), Answered::Not));
+        // Nor does another call's answer, in reach now, get it.
+        let (mut other, _other_reply) = InlineAnswer::<u32>::new();
+        let (_, stray) = InlineAnswer::<u32>::new();
+        other.reachable(|| stray.send(2));
+        assert!(matches!(other.take(), Answered::Not));
+    }
+
+    #[test]
+    fn an_inline_answer_inside_another_run_leaves_the_outer_one_in_reach() {
+        let (mut outer, outer_reply) = InlineAnswer::<u32>::new();
+        let (mut inner, inner_reply) = InlineAnswer::<&str>::new();
+        outer.reachable(|| {
+            inner.reachable(|| inner_reply.send("inner"));
+            outer_reply.send(1);
+        });
+        assert_eq!(inner.answered(), Some(Ok("inner")));
+        assert_eq!(outer.answered(), Some(Ok(1)));
+    }
+
+    #[test]
+    fn a_run_that_unwinds_puts_the_previous_answer_back_in_reach() {
+        let (mut outer, outer_reply) = InlineAnswer::<u32>::new();
+        outer.reachable(|| {
+            let (mut inner, _inner_reply) = InlineAnswer::<u32>::new();
+            let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                inner.reachable(|| panic!("boom"));
+            }));
+            assert!(unwound.is_err());
+            outer_reply.send(3);
+        });
+        assert_eq!(outer.answered(), Some(Ok(3)));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 mod tell;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use crate::local::cancel::{
     deadline_for_call, deadline_for_call_at, local_deadline_for_call, watch_call,
 };
 use crate::local::mailbox::{Envelope, TrySendError};
-use crate::local::reply::ReplyTo;
+use crate::local::reply::{Answered, InlineAnswer, ReplyTo};
 use crate::local::route::{deliver, LocalRoute};
 use crate::local::stop::StopReason;
 use crate::method::{Method, Request};
@@ -385,10 +387,21 @@ impl<M: Send + 'static> RefCore<M> {
             }
             false => (CallDeadline::Never, false),
         };
-        let (tx, mut rx) = oneshot::channel();
+        // A reentrant interface's call may join its busy actor unrun (queued
+        // beside its handler): its answer comes through a channel from the start.
+        let (mut answer, mut channel, reply) = match local.reentrant {
+            false => {
+                let (answer, reply) = InlineAnswer::new();
+                (Some(answer), None, reply)
+            }
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (None, Some(rx), ReplyTo::local(tx))
+            }
+        };
         let msg = M::from(Request {
             args,
-            reply: ReplyTo::local(tx).in_chain(chain).until_lazy(deadline),
+            reply: reply.in_chain(chain).until_lazy(deadline),
         });
         let expired = || match inherited {
             true => CallError::Cancelled,
@@ -397,21 +410,37 @@ impl<M: Send + 'static> RefCore<M> {
                 may_have_executed: true,
             },
         };
-        let at = match local.inline_now(msg).await {
-            // Handled inline: no queue, no wake-up, no timer.
-            Ok(()) => match rx.try_recv() {
-                Ok(result) => return result,
+        let mut inline = local.inline_now(msg);
+        let ran = std::future::poll_fn(|cx| match &mut answer {
+            Some(answer) => answer.reachable(|| Pin::new(&mut inline).poll(cx)),
+            None => Pin::new(&mut inline).poll(cx),
+        })
+        .await;
+        let at = match ran {
+            // Handled inline: no queue, no wake-up, no timer; and answered
+            // there, unless the handler had to wait.
+            Ok(()) => {
+                if let Some(result) = answer.as_mut().and_then(InlineAnswer::answered) {
+                    return result;
+                }
                 // The handler had to wait, and fixed a lazy deadline then; the
                 // clock is read after, so its deadline is never later than this.
-                Err(_) => deadline
+                deadline
                     .at()
-                    .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout)),
-            },
+                    .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout))
+            }
             Err(mut msg) => {
                 let until = deadline
                     .at()
                     .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
-                local.slot.settle_deadline(&mut msg, until);
+                // Settled in reach of the answer: the reply slot trades it for
+                // a channel, as the call leaves this task.
+                match &mut answer {
+                    Some(answer) => {
+                        answer.reachable(|| local.slot.settle_deadline(&mut msg, until))
+                    }
+                    None => local.slot.settle_deadline(&mut msg, until),
+                }
                 match local.push(Envelope::new(msg)) {
                     Ok(()) => {}
                     Err(TrySendError::Refused(err, env)) => {
@@ -430,6 +459,20 @@ impl<M: Send + 'static> RefCore<M> {
                 }
                 until
             }
+        };
+        let rx = match answer.as_mut().map(InlineAnswer::take) {
+            None => channel.take(),
+            Some(Answered::Later(rx)) => Some(rx),
+            Some(Answered::Now(result)) => return result,
+            Some(Answered::Not) => None,
+        };
+        let Some(rx) = rx else {
+            // Unreachable with generated dispatchers, which answer or leave
+            // the inline run before it ends.
+            return Err(CallError::Panicked {
+                message: "the actor's dispatcher kept the call's reply slot past its inline run"
+                    .to_owned(),
+            });
         };
         match timeout_at(at, rx).await {
             Ok(Ok(result)) => result,
