@@ -356,6 +356,17 @@ impl<T> InlineAnswer<T> {
         (answer, ReplyTo::with_slot(Slot::Inline(token)))
     }
 
+    /// An answer that comes through a channel from the start (for a call that
+    /// may be queued unrun without being settled first), and its reply slot.
+    pub(crate) fn through_channel() -> (InlineAnswer<T>, ReplyTo<T>) {
+        let (tx, rx) = oneshot::channel();
+        let answer = InlineAnswer {
+            token: Token::next(),
+            state: Answered::Later(rx),
+        };
+        (answer, ReplyTo::local(tx))
+    }
+
     /// Runs `run` (the inline run of the call, or its settling before it is
     /// queued) with this answer in reach of the call's reply slot, on this
     /// thread; the answer reachable before is again after (an inline run
@@ -648,6 +659,17 @@ mod tests {
         // Answered later, out of the caller's reach (the actor's task).
         reply.send(9);
         assert_eq!(rx.try_recv().unwrap(), Ok(9));
+    }
+
+    #[test]
+    fn an_answer_through_a_channel_from_the_start_comes_through_it() {
+        let (mut answer, reply) = InlineAnswer::<u32>::through_channel();
+        answer.reachable(|| reply.send(4));
+        assert_eq!(answer.answered(), None, "not in place");
+        let Answered::Later(mut rx) = answer.take() else {
+            panic!("the channel's receiver waits for the caller");
+        };
+        assert_eq!(rx.try_recv().unwrap(), Ok(4));
     }
 
     #[test]

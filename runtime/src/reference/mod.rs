@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
 use crate::error::CallError;
@@ -24,7 +23,7 @@ use crate::local::cancel::{
     deadline_for_call, deadline_for_call_at, local_deadline_for_call, watch_call,
 };
 use crate::local::mailbox::{Envelope, TrySendError};
-use crate::local::reply::{Answered, InlineAnswer, ReplyTo};
+use crate::local::reply::{Answered, InlineAnswer};
 use crate::local::route::{deliver, LocalRoute};
 use crate::local::stop::StopReason;
 use crate::method::{Method, Request};
@@ -389,15 +388,9 @@ impl<M: Send + 'static> RefCore<M> {
         };
         // A reentrant interface's call may join its busy actor unrun (queued
         // beside its handler): its answer comes through a channel from the start.
-        let (mut answer, mut channel, reply) = match local.reentrant {
-            false => {
-                let (answer, reply) = InlineAnswer::new();
-                (Some(answer), None, reply)
-            }
-            true => {
-                let (tx, rx) = oneshot::channel();
-                (None, Some(rx), ReplyTo::local(tx))
-            }
+        let (mut answer, reply) = match local.reentrant {
+            false => InlineAnswer::new(),
+            true => InlineAnswer::through_channel(),
         };
         let msg = M::from(Request {
             args,
@@ -411,16 +404,13 @@ impl<M: Send + 'static> RefCore<M> {
             },
         };
         let mut inline = local.inline_now(msg);
-        let ran = std::future::poll_fn(|cx| match &mut answer {
-            Some(answer) => answer.reachable(|| Pin::new(&mut inline).poll(cx)),
-            None => Pin::new(&mut inline).poll(cx),
-        })
-        .await;
+        let ran =
+            std::future::poll_fn(|cx| answer.reachable(|| Pin::new(&mut inline).poll(cx))).await;
         let at = match ran {
             // Handled inline: no queue, no wake-up, no timer; and answered
             // there, unless the handler had to wait.
             Ok(()) => {
-                if let Some(result) = answer.as_mut().and_then(InlineAnswer::answered) {
+                if let Some(result) = answer.answered() {
                     return result;
                 }
                 // The handler had to wait, and fixed a lazy deadline then; the
@@ -435,12 +425,7 @@ impl<M: Send + 'static> RefCore<M> {
                     .unwrap_or_else(|| crate::deadline::after(Instant::now(), self.timeout));
                 // Settled in reach of the answer: the reply slot trades it for
                 // a channel, as the call leaves this task.
-                match &mut answer {
-                    Some(answer) => {
-                        answer.reachable(|| local.slot.settle_deadline(&mut msg, until))
-                    }
-                    None => local.slot.settle_deadline(&mut msg, until),
-                }
+                answer.reachable(|| local.slot.settle_deadline(&mut msg, until));
                 match local.push(Envelope::new(msg)) {
                     Ok(()) => {}
                     Err(TrySendError::Refused(err, env)) => {
@@ -460,19 +445,18 @@ impl<M: Send + 'static> RefCore<M> {
                 until
             }
         };
-        let rx = match answer.as_mut().map(InlineAnswer::take) {
-            None => channel.take(),
-            Some(Answered::Later(rx)) => Some(rx),
-            Some(Answered::Now(result)) => return result,
-            Some(Answered::Not) => None,
-        };
-        let Some(rx) = rx else {
+        let rx = match answer.take() {
+            Answered::Later(rx) => rx,
+            Answered::Now(result) => return result,
             // Unreachable with generated dispatchers, which answer or leave
             // the inline run before it ends.
-            return Err(CallError::Panicked {
-                message: "the actor's dispatcher kept the call's reply slot past its inline run"
-                    .to_owned(),
-            });
+            Answered::Not => {
+                return Err(CallError::Panicked {
+                    message:
+                        "the actor's dispatcher kept the call's reply slot past its inline run"
+                            .to_owned(),
+                })
+            }
         };
         match timeout_at(at, rx).await {
             Ok(Ok(result)) => result,
